@@ -1,0 +1,38 @@
+"""`chronodb bench ...`: benchmarks that print their figures and exact setup.
+
+Each benchmark module in `BENCHMARK_MODULES` has `register(subparsers)`.
+Benchmarks compare against a baseline measured in the same run (raw plyvel,
+bare sockets, `time.time_ns()`) and print the ratio, so figures from
+different machines can still be compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import sys
+
+BENCHMARK_MODULES: tuple[str, ...] = (
+    "tools.bench_hlc",
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="run a benchmark and print its figures",
+        description="Run a benchmark; each prints its setup, its figures and a ratio to a baseline measured in the same run.",
+    )
+    benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    for module_name in BENCHMARK_MODULES:
+        importlib.import_module(module_name).register(benchmarks)
+
+
+def print_setup(name: str, **settings: object) -> None:
+    """The header every benchmark prints: what ran, where, with which settings."""
+    print(f"benchmark: {name}")
+    print(f"machine:   {platform.machine()}, python {platform.python_version()}, {platform.system()}")
+    for key, value in settings.items():
+        print(f"{key + ':':<10} {value}")
+    sys.stdout.flush()
