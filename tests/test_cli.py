@@ -1,0 +1,66 @@
+"""The `chronodb` command as a user runs it: help, version, demo, bench hlc."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from tools import cli
+
+CHRONODB = [sys.executable, "-m", "tools.cli"]
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CHRONODB, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_help_lists_every_registered_subcommand() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    parser = cli.build_parser()
+    names = [action for action in parser._subparsers._group_actions[0].choices]  # type: ignore[union-attr]
+    assert "demo" in names and "bench" in names
+    for name in names:
+        assert name in result.stdout
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("chronodb ")
+
+
+def test_no_command_is_a_usage_error() -> None:
+    result = run()
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = run("frobnicate")
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
+
+
+def test_demo_narrates_a_rejected_message() -> None:
+    result = run("demo")
+    assert result.returncode == 0, result.stderr
+    assert "n1 rejects it" in result.stdout
+    assert "commit-wait" in result.stdout
+    assert "n1 still rejects it" in result.stdout
+
+
+def test_bench_hlc_prints_rates_and_ratios() -> None:
+    result = run("bench", "hlc", "--seconds", "0.05")
+    assert result.returncode == 0, result.stderr
+    assert "benchmark: hlc" in result.stdout
+    assert result.stdout.count(" ratio ") == 2
+
+
+@pytest.mark.parametrize("args", [["bench"], ["bench", "nonexistent"]])
+def test_bench_without_a_known_benchmark_is_a_usage_error(args: list[str]) -> None:
+    assert run(*args).returncode == 2
