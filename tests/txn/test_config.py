@@ -1,0 +1,77 @@
+"""cluster.toml: the default layout, round trip, validation, directory ownership."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from txn.config import (
+    ClusterConfig, ConfigError, NodeConfig, TabletConfig, ensure_node_dir, from_toml, generate,
+    load_config, to_toml, write_config,
+)
+
+
+def test_default_layout_covers_key_space_and_spreads_leaders() -> None:
+    config = generate(nodes=3, tablets=4, port=7400)
+    assert [t.start for t in config.tablets] == [b"", b"\x40", b"\x80", b"\xc0"]
+    assert [t.end for t in config.tablets] == [b"\x40", b"\x80", b"\xc0", None]
+    assert all(len(t.replicas) == 3 for t in config.tablets)
+    assert {t.preferred_leader for t in config.tablets} == {"n1", "n2", "n3"}
+    assert [n.port for n in config.nodes] == [7400, 7401, 7402]
+    for key in (b"", b"\x00", b"\x3f\xff", b"\x40", b"\xff\xff"):
+        tablet = config.tablet_for_key(key)
+        assert tablet.start <= key and (tablet.end is None or key < tablet.end)
+
+
+def test_five_nodes_replicate_three_ways() -> None:
+    config = generate(nodes=5, tablets=5)
+    assert all(len(set(t.replicas)) == 3 for t in config.tablets)
+    assert {t.preferred_leader for t in config.tablets} == {"n1", "n2", "n3", "n4", "n5"}
+
+
+def test_toml_round_trip(tmp_path: pathlib.Path) -> None:
+    config = generate(nodes=3, tablets=7, max_offset_ns=25_000_000)
+    write_config(tmp_path, config)
+    assert load_config(tmp_path) == config
+    assert from_toml(to_toml(config)) == config
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda text: text.replace('max_offset = "10ms"', 'max_offset = "ten"'), "corrupt"),
+        (lambda text: text.replace("[[nodes]]", "[[nodes", 1), "corrupt"),
+        (lambda text: text.replace('start = "40"', 'start = "41"'), "gaps"),
+        (lambda text: text.replace('replicas = ["n1"', 'replicas = ["n9"', 1), "bad replicas"),
+        (lambda text: text.replace('preferred_leader = "n1"', 'preferred_leader = "n9"', 1), "not a replica"),
+    ],
+)
+def test_bad_config_is_refused_with_a_reason(mutate, message: str) -> None:
+    text = to_toml(generate())
+    with pytest.raises(ConfigError, match=message):
+        from_toml(mutate(text))
+
+
+def test_missing_directory_and_file(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope")
+    with pytest.raises(ConfigError, match="missing"):
+        load_config(tmp_path)
+
+
+def test_unbounded_last_tablet_required() -> None:
+    config = ClusterConfig("c", 1, [NodeConfig("n1", "h", 1)], [TabletConfig("t1", b"", b"\x10", ["n1"], "n1")])
+    with pytest.raises(ConfigError, match="unbounded"):
+        from_toml(to_toml(config))
+
+
+def test_node_dir_belongs_to_one_cluster(tmp_path: pathlib.Path) -> None:
+    first = generate(cluster_id="aaaa")
+    directory = ensure_node_dir(tmp_path, first, "n1")
+    assert (directory / "CLUSTER_ID").read_text().strip() == "aaaa"
+    assert ensure_node_dir(tmp_path, first, "n1") == directory
+    with pytest.raises(ConfigError, match="belongs to cluster aaaa"):
+        ensure_node_dir(tmp_path, generate(cluster_id="bbbb"), "n1")
+    with pytest.raises(ConfigError, match="no node 'n7'"):
+        ensure_node_dir(tmp_path, first, "n7")
