@@ -16,6 +16,12 @@ Interface (`Engine`):
   call (LevelDB's implicit iterator snapshot); later writes are not seen.
 - `view()`: a consistent read view (a LevelDB snapshot), a context manager;
   pass it as `view=` to `get`/`iterate`. Close it (leave the `with`) when done.
+- `first(start, stop, *, view=None) -> (key, value) | None`: the first pair in
+  `[start, stop)`; the point-read primitive (LevelDB reuses one iterator for
+  it until the next write, which makes it several times cheaper than
+  `iterate`).
+- `generation`: how many batches this engine object has applied; a cache of
+  what was read stays valid while it is unchanged.
 - `approximate_size(start, stop) -> int`: bytes in `[start, stop)`, roughly.
 - `close()`: later calls raise `EngineError`.
 
@@ -95,6 +101,11 @@ class Engine(Protocol):
 
     def view(self) -> View: ...
 
+    def first(self, start: bytes, stop: bytes | None, *, view: View | None = None) -> tuple[bytes, bytes] | None: ...
+
+    @property
+    def generation(self) -> int: ...
+
     def approximate_size(self, start: bytes, stop: bytes | None) -> int: ...
 
     def close(self) -> None: ...
@@ -159,6 +170,11 @@ class DictEngine:
         self._durable: dict[bytes, bytes] = {}
         self._volatile: list[tuple[tuple[bytes, bytes | None], ...]] = []
         self._closed = False
+        self._generation = 0
+
+    @property
+    def generation(self) -> int:
+        return self._generation
 
     def _check_open(self) -> None:
         if self._closed:
@@ -187,6 +203,7 @@ class DictEngine:
             self._shared = False
         for key, value in ops:
             self._state.write(key, value)
+        self._generation += 1
         self._volatile.append(ops)
         if sync:
             for volatile_ops in self._volatile:
@@ -200,6 +217,16 @@ class DictEngine:
         if view is None:
             state = self._share()
         return _iterate_state(state, start, stop, reverse)
+
+    def first(self, start: bytes, stop: bytes | None, *, view: View | None = None) -> tuple[bytes, bytes] | None:
+        state = self._read_state(view)
+        index = bisect.bisect_left(state.keys, start)
+        if index == len(state.keys):
+            return None
+        key = state.keys[index]
+        if stop is not None and key >= stop:
+            return None
+        return key, state.data[key]
 
     def view(self) -> DictView:
         self._check_open()

@@ -81,6 +81,14 @@ class LevelDbEngine:
             self._db: plyvel.DB | None = plyvel.DB(self.path, create_if_missing=create_if_missing)
         except (plyvel.Error, OSError) as error:
             raise _open_error(self.path, error) from None
+        self._generation = 0
+        # One raw iterator for `first`, pinned to the state after the last
+        # write through this engine; dropped by the next write.
+        self._reader: plyvel.RawIterator | None = None
+
+    @property
+    def generation(self) -> int:
+        return self._generation
 
     def _open_db(self) -> "plyvel.DB":
         if self._db is None:
@@ -106,10 +114,32 @@ class LevelDbEngine:
                 delete(key)
             else:
                 put(key, value)
+        self._generation += 1
+        self._drop_reader()
         try:
             write_batch.write()
         except plyvel.Error as error:
             raise EngineError(f"write to {self.path} failed: {error}") from None
+
+    def _drop_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def first(self, start: bytes, stop: bytes | None, *, view: View | None = None) -> tuple[bytes, bytes] | None:
+        if view is None:
+            reader = self._reader
+            if reader is None:
+                reader = self._reader = self._open_db().raw_iterator()
+        else:
+            reader = self._snapshot(view).raw_iterator()
+        reader.seek(start)
+        if not reader.valid():
+            return None
+        key = reader.key()
+        if stop is not None and key >= stop:
+            return None
+        return key, reader.value()
 
     def iterate(
         self, start: bytes, stop: bytes | None, *, reverse: bool = False, view: View | None = None
@@ -143,6 +173,7 @@ class LevelDbEngine:
         return total
 
     def close(self) -> None:
+        self._drop_reader()
         if self._db is not None:
             self._db.close()
             self._db = None

@@ -162,3 +162,18 @@ def test_leveldb_lock_held_by_another_process(tmp_path: pathlib.Path) -> None:
     finally:
         holder.communicate("")
     assert holder.returncode == 0
+
+
+def test_first_sees_writes_and_views(engine: Engine) -> None:
+    assert engine.first(b"", None) is None
+    before = engine.generation
+    engine.apply(batch_of([(b"b", b"2"), (b"d", b"4")]), sync=False)
+    assert engine.generation == before + 1
+    assert engine.first(b"a", None) == (b"b", b"2")
+    assert engine.first(b"b", b"c") == (b"b", b"2")
+    assert engine.first(b"c", b"d") is None
+    assert engine.first(b"e", None) is None
+    with engine.view() as view:
+        engine.apply(batch_of([(b"c", b"3"), (b"b", None)]), sync=False)
+        assert engine.first(b"a", None) == (b"c", b"3")  # the cached reader follows the write
+        assert engine.first(b"a", None, view=view) == (b"b", b"2")
