@@ -17,6 +17,7 @@ PURE_MODULES = (
     "hlc/timestamp.py",
     "hlc/clock.py",
     "hlc/durations.py",
+    "txn/wire.py",
     "mvcc/engine.py",
 )
 FORBIDDEN_IN_PURE = {"trio", "plyvel", "socket", "time", "threading", "random", "asyncio", "os", "subprocess"}

@@ -1,0 +1,175 @@
+"""What the TCP transport and the simulated network share: the handler
+protocol, errors, statistics, the table of calls awaiting a response, and the
+rate limit for clock-rejection log lines.
+
+Role: lets node code run unchanged over `txn/transport.py` (real TCP) and
+`txn/simnet.py` (deterministic simulation). Both expose:
+
+    send(dst, msg)                      one-way, never blocks; drops and counts when full
+    await call(dst, msg, timeout_s=...)  request/response; RpcTimeout, RemoteError, ...
+    statistics() -> TransportStatistics
+
+Invariants:
+- A call's state (its slot in `PendingCalls`) is freed when the call returns,
+  raises or is cancelled, so expired calls leave nothing behind.
+- A handler's `handle_request` exception becomes an ERROR envelope, raised in
+  the caller as `RemoteError(text)`; it never reaches the transport's tasks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Protocol
+
+import attrs
+import trio
+
+from hlc import Timestamp
+from txn.wire import Kind
+
+CLOCK_LOG_INTERVAL_NS = 60 * 1_000_000_000
+
+
+class Handler(Protocol):
+    """What a transport delivers to. `handle_message` must not block."""
+
+    def handle_message(self, src: str, msg: Any) -> None: ...
+
+    async def handle_request(self, src: str, msg: Any) -> Any: ...
+
+
+class TransportError(Exception):
+    """Base of every error a transport raises to its caller."""
+
+
+class RpcTimeout(TransportError):
+    """No response before the call's deadline (the request may still have run)."""
+
+
+class PeerUnreachable(TransportError):
+    """The peer is unknown, refused us, or could not be connected to."""
+
+
+class RemoteError(TransportError):
+    """The peer's handler raised; `text` is its description."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+class AddressInUse(TransportError):
+    """The listening port is taken by another process."""
+
+
+@attrs.frozen
+class PeerStatistics:
+    sent: int = 0
+    dropped: int = 0
+    rejected_clock: int = 0
+    received: int = 0
+
+
+@attrs.frozen
+class TransportStatistics:
+    """A snapshot for `status` and tests. `peers` maps peer id -> counters."""
+
+    node_id: str
+    peers: dict[str, PeerStatistics]
+    connections: int
+    pending_calls: int
+    protocol_errors: int
+
+    def peer(self, peer_id: str) -> PeerStatistics:
+        return self.peers.get(peer_id, PeerStatistics())
+
+
+@attrs.define(eq=False)
+class PeerCounters:
+    """The mutable counters behind PeerStatistics."""
+
+    sent: int = 0
+    dropped: int = 0
+    rejected_clock: int = 0
+    received: int = 0
+
+    def snapshot(self) -> PeerStatistics:
+        return PeerStatistics(self.sent, self.dropped, self.rejected_clock, self.received)
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    event: trio.Event = attrs.field(factory=trio.Event)
+    kind: Optional[Kind] = None
+    body: Any = None
+
+
+@attrs.define(eq=False)
+class PendingCalls:
+    """Calls waiting for a response, by request id (ids start at 1; 0 is one-way)."""
+
+    _next_id: int = 1
+    _waiters: dict[int, _Waiter] = attrs.field(factory=dict)
+
+    def __len__(self) -> int:
+        return len(self._waiters)
+
+    def open(self) -> tuple[int, _Waiter]:
+        request_id = self._next_id
+        self._next_id += 1
+        waiter = _Waiter()
+        self._waiters[request_id] = waiter
+        return request_id, waiter
+
+    def close(self, request_id: int) -> None:
+        self._waiters.pop(request_id, None)
+
+    def resolve(self, request_id: int, kind: Kind, body: Any) -> bool:
+        """Hand a response to its caller; False if nobody waits (late or unknown id)."""
+        waiter = self._waiters.pop(request_id, None)
+        if waiter is None:
+            return False
+        waiter.kind, waiter.body = kind, body
+        waiter.event.set()
+        return True
+
+    def fail_all(self, reason: str) -> None:
+        """Wake every caller with a PeerUnreachable (connection lost, shutdown)."""
+        for waiter in self._waiters.values():
+            waiter.kind, waiter.body = None, reason
+            waiter.event.set()
+        self._waiters.clear()
+
+    async def wait(self, request_id: int, waiter: _Waiter, dst: str, timeout_s: float) -> Any:
+        """The response body; raises RpcTimeout, RemoteError or PeerUnreachable."""
+        try:
+            with trio.move_on_after(timeout_s):
+                await waiter.event.wait()
+        finally:
+            self.close(request_id)
+        if not waiter.event.is_set():
+            raise RpcTimeout(f"no response from {dst} within {timeout_s:g}s")
+        if waiter.kind is Kind.RESPONSE:
+            return waiter.body
+        if waiter.kind is Kind.ERROR:
+            raise RemoteError(getattr(waiter.body, "text", str(waiter.body)))
+        raise PeerUnreachable(f"{dst}: {waiter.body}")
+
+
+@attrs.define(eq=False)
+class ClockRejectionLog:
+    """Decides whether a clock rejection from a peer is logged: once per peer per minute."""
+
+    interval_ns: int = CLOCK_LOG_INTERVAL_NS
+    _last_logged_ns: dict[str, int] = attrs.field(factory=dict)
+
+    def should_log(self, peer: str, now_ns: int) -> bool:
+        last = self._last_logged_ns.get(peer)
+        if last is not None and now_ns - last < self.interval_ns:
+            return False
+        self._last_logged_ns[peer] = now_ns
+        return True
+
+
+def describe_rejection(peer: str, remote: Timestamp, error: Exception, suppressed: int) -> str:
+    return (f"rejected messages from {peer}: clock offset too large ({error}); "
+            f"{suppressed} rejected in total from this peer")
