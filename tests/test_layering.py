@@ -18,6 +18,7 @@ PURE_MODULES = (
     "hlc/clock.py",
     "hlc/durations.py",
     "txn/wire.py",
+    "txn/commands.py",
     "mvcc/engine.py",
 )
 FORBIDDEN_IN_PURE = {"trio", "plyvel", "socket", "time", "threading", "random", "asyncio", "os", "subprocess"}
