@@ -23,7 +23,6 @@ from typing import Any, Optional, Protocol
 import attrs
 import trio
 
-from hlc import Timestamp
 from txn.wire import Kind
 
 CLOCK_LOG_INTERVAL_NS = 60 * 1_000_000_000
@@ -67,6 +66,7 @@ class PeerStatistics:
     dropped: int = 0
     rejected_clock: int = 0
     received: int = 0
+    connect_failures: int = 0
 
 
 @attrs.frozen
@@ -91,9 +91,10 @@ class PeerCounters:
     dropped: int = 0
     rejected_clock: int = 0
     received: int = 0
+    connect_failures: int = 0
 
     def snapshot(self) -> PeerStatistics:
-        return PeerStatistics(self.sent, self.dropped, self.rejected_clock, self.received)
+        return PeerStatistics(self.sent, self.dropped, self.rejected_clock, self.received, self.connect_failures)
 
 
 @attrs.define(eq=False)
@@ -131,6 +132,13 @@ class PendingCalls:
         waiter.kind, waiter.body = kind, body
         waiter.event.set()
         return True
+
+    def resolve_failure(self, request_id: int, reason: str) -> None:
+        """Wake one caller with PeerUnreachable(reason)."""
+        waiter = self._waiters.pop(request_id, None)
+        if waiter is not None:
+            waiter.kind, waiter.body = None, reason
+            waiter.event.set()
 
     def fail_all(self, reason: str) -> None:
         """Wake every caller with a PeerUnreachable (connection lost, shutdown)."""
@@ -170,6 +178,3 @@ class ClockRejectionLog:
         return True
 
 
-def describe_rejection(peer: str, remote: Timestamp, error: Exception, suppressed: int) -> str:
-    return (f"rejected messages from {peer}: clock offset too large ({error}); "
-            f"{suppressed} rejected in total from this peer")

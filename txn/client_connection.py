@@ -1,0 +1,137 @@
+"""A client's connection to one node: handshake as "client", then calls.
+
+Role: the transport half of the client library (txn/client.py routes,
+retries and speaks the client messages; this module only carries them).
+Inputs: `call(msg, timeout_s=...)`. Outputs: the node's response, or
+RpcTimeout / RemoteError / PeerUnreachable.
+
+Invariants:
+- The handshake says speaker "client" and the cluster id the client expects;
+  None asks the node for its cluster id, which then is `conn.cluster_id`.
+  A node of another cluster or protocol version is refused with its reason.
+- Every request carries `clock.now()`; every response is passed through
+  `clock.update()` first. A response from a node whose clock is too far
+  ahead fails that call with PeerUnreachable naming the offset.
+- A lost connection fails every waiting call at once; later calls raise
+  PeerUnreachable (open a new connection to retry).
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Optional
+
+import attrs
+import trio
+
+from hlc import ClockOffsetError, HybridClock
+from txn import wire
+from txn.connection import Connection
+from txn.messaging import PeerUnreachable, PendingCalls
+from txn.wire import Envelope, Handshake, HandshakeRefused, Kind, ProtocolError
+
+CLIENT_SPEAKER = "client"
+
+
+@attrs.define(eq=False)
+class ClientConnection:
+    """An open, handshaken connection from a client to one node."""
+
+    connection: Connection
+    clock: HybridClock
+    cluster_id: str
+    node_id: str
+    _pending: PendingCalls = attrs.field(factory=PendingCalls)
+    _broken: Optional[str] = None
+
+    async def call(self, msg: Any, *, timeout_s: float) -> Any:
+        if self._broken is not None:
+            raise PeerUnreachable(f"{self.node_id}: {self._broken}")
+        request_id, waiter = self._pending.open()
+        self.connection.write(wire.encode_frame(wire.encode(Envelope(self.clock.now(), Kind.REQUEST, request_id, msg))))
+        return await self._pending.wait(request_id, waiter, self.node_id, timeout_s)
+
+    def pending_calls(self) -> int:
+        return len(self._pending)
+
+    async def _read(self) -> None:
+        try:
+            async for payloads in self.connection.read_batches():
+                for payload in payloads:
+                    self._on_frame(payload)
+            self._broken = "the node closed the connection"
+        except ProtocolError as error:
+            self._broken = f"protocol error from the node: {error}"
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+            self._broken = f"connection lost: {error}"
+        self._pending.fail_all(self._broken)
+
+    def _on_frame(self, payload: bytes) -> None:
+        envelope = wire.decode(payload)
+        if type(envelope) is not Envelope or envelope.kind not in (Kind.RESPONSE, Kind.ERROR):
+            raise ProtocolError(f"expected a response envelope, got {envelope}")
+        try:
+            self.clock.update(envelope.ts)
+        except ClockOffsetError as error:
+            self._pending.resolve_failure(envelope.request_id, f"response rejected: {error}")
+            return
+        self._pending.resolve(envelope.request_id, envelope.kind, envelope.body)
+
+    async def _write(self) -> None:
+        try:
+            await self.connection.run_writer()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+            self._broken = f"connection lost: {error}"
+            self._pending.fail_all(self._broken)
+
+
+async def _handshake(connection: Connection, cluster_id: Optional[str], where: str) -> Handshake:
+    connection.write_message(Handshake(wire.PROTOCOL_VERSION, cluster_id, CLIENT_SPEAKER))
+    await connection.flush()
+    reply = await connection.read_message()
+    if reply is None:
+        raise PeerUnreachable(f"{where} closed the connection during the handshake")
+    if isinstance(reply, HandshakeRefused):
+        raise PeerUnreachable(f"{where} refused the connection: {reply.reason}")
+    if not isinstance(reply, Handshake) or reply.cluster_id is None:
+        raise PeerUnreachable(f"{where} answered the handshake with {reply}")
+    if reply.protocol_version != wire.PROTOCOL_VERSION:
+        raise PeerUnreachable(f"{where} speaks protocol version {reply.protocol_version}, "
+                              f"this client {wire.PROTOCOL_VERSION}")
+    if cluster_id is not None and reply.cluster_id != cluster_id:
+        raise PeerUnreachable(f"{where} is in cluster {reply.cluster_id!r}, expected {cluster_id!r}")
+    return reply
+
+
+@asynccontextmanager
+async def open_client_connection(host: str, port: int, *, cluster_id: Optional[str], clock: HybridClock,
+                                 timeout_s: float,
+                                 max_frame_bytes: int = wire.MAX_FRAME_BYTES_DEFAULT) -> AsyncIterator[ClientConnection]:
+    """Connect and handshake within timeout_s; PeerUnreachable says why not."""
+    where = f"{host}:{port}"
+    try:
+        with trio.fail_after(timeout_s):
+            stream = await trio.open_tcp_stream(host, port)
+    except (OSError, trio.TooSlowError) as error:
+        raise PeerUnreachable(f"cannot connect to {where}: {error or 'timed out'}") from None
+    connection = Connection(stream, where, max_frame_bytes)
+    try:
+        try:
+            with trio.fail_after(timeout_s):
+                reply = await _handshake(connection, cluster_id, where)
+        except trio.TooSlowError:
+            raise PeerUnreachable(f"{where} did not answer the handshake within {timeout_s:g}s") from None
+        except (ProtocolError, trio.BrokenResourceError, OSError) as error:
+            raise PeerUnreachable(f"{where}: handshake failed: {error}") from None
+        client = ClientConnection(connection, clock, reply.cluster_id, reply.speaker)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client._read)
+            nursery.start_soon(client._write)
+            try:
+                yield client
+            finally:
+                client._broken = client._broken or "connection closed by the client"
+                client._pending.fail_all(client._broken)
+                nursery.cancel_scope.cancel()
+    finally:
+        await connection.aclose()

@@ -1,0 +1,446 @@
+"""The node's TCP transport on trio: peers, clients, one-way sends and calls.
+
+Role: carries envelopes between nodes (and from clients) over TCP. Inputs:
+`send`/`call` from node code, bytes from sockets. Outputs: calls into the
+`Handler` (txn/messaging.py), responses to callers, statistics, log lines.
+
+Behaviour:
+- One listener serves peers and clients. The first frame each way is a
+  `Handshake(protocol_version, cluster_id, speaker)`; a wrong version,
+  another cluster, an unknown node id, or silence past the handshake
+  deadline is refused with a `HandshakeRefused(reason)` where possible and
+  one log line, then the connection closes. Clients say speaker "client"
+  and may send cluster_id None to learn it from the reply.
+- One connection per pair of nodes, opened lazily by whichever side first
+  has traffic and reused both ways (a connection a peer opened to us
+  carries our traffic to it too). If both dial at once, both connections
+  stay up and are read; each side sends on the first it registered.
+- Sends never block: each peer has a bounded queue (frames waiting for a
+  connection, or the connection's unsent frames); a full queue drops the
+  frame and counts it. A link with traffic re-dials with capped
+  exponential backoff; calls waiting on a peer whose connection fails or
+  cannot be opened fail at once with PeerUnreachable.
+- Every envelope carries `clock.now()`; the receiver calls
+  `clock.update(ts)` first. A ClockOffsetError drops the message, counts it
+  per peer and logs once per peer per minute.
+- Anything malformed from a peer or client (garbage, truncated frame, huge
+  length prefix, wrong shape, unknown type id) logs one line naming the peer
+  and the problem and closes that connection only.
+- Leaving `open_tcp_transport` cancels everything and closes every socket;
+  it takes well under a second.
+
+HAZARD: the HLC check assumes peers' clocks are within max_offset of ours;
+a peer further ahead is cut off from us until its clock is back in bound.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+from collections import deque
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Optional
+
+import attrs
+import trio
+
+from hlc import ClockOffsetError, HybridClock
+from txn import wire
+from txn.client_connection import CLIENT_SPEAKER, ClientConnection, open_client_connection
+from txn.connection import Connection
+from txn.messaging import (
+    AddressInUse,
+    ClockRejectionLog,
+    Handler,
+    PeerCounters,
+    PeerUnreachable,
+    PendingCalls,
+    RemoteError,
+    RpcTimeout,
+    TransportError,
+    TransportStatistics,
+)
+from txn.wire import Envelope, ErrorReply, Handshake, HandshakeRefused, Kind, ProtocolError
+
+__all__ = [
+    "AddressInUse", "ClientConnection", "Handler", "PeerUnreachable", "RemoteError", "RpcTimeout", "TcpTransport",
+    "TransportError", "TransportOptions", "open_client_connection", "open_tcp_transport",
+]
+
+
+
+@attrs.frozen
+class TransportOptions:
+    """Deadlines and bounds; tests shrink them."""
+
+    handshake_timeout_s: float = 5.0
+    connect_timeout_s: float = 5.0
+    reconnect_initial_s: float = 0.05
+    reconnect_max_s: float = 2.0
+    peer_queue_frames: int = 10_000
+
+
+def _now_ns() -> int:
+    return round(trio.current_time() * 1e9)
+
+
+@attrs.define(eq=False)
+class _PeerLink:
+    """Our side of the connection to one peer node: queue, connection, counters."""
+
+    peer_id: str
+    address: tuple[str, int]
+    counters: PeerCounters = attrs.field(factory=PeerCounters)
+    queue: deque[bytes] = attrs.field(factory=deque)
+    connection: Optional[Connection] = None
+    dialing: bool = False
+    wake: trio.Event = attrs.field(factory=trio.Event)
+
+
+class TcpTransport:
+    """A node's transport; build it with `open_tcp_transport`."""
+
+    def __init__(self, *, node_id: str, cluster_id: str, peers: dict[str, tuple[str, int]], clock: HybridClock,
+                 handler: Handler, max_frame_bytes: int, logger: logging.Logger,
+                 options: TransportOptions) -> None:
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.clock = clock
+        self.handler = handler
+        self.max_frame_bytes = max_frame_bytes
+        self.log = logger
+        self.options = options
+        self.address: tuple[str, int] = ("", 0)
+        self._links = {peer: _PeerLink(peer, tuple(addr)) for peer, addr in peers.items() if peer != node_id}
+        self._client_counters: dict[str, PeerCounters] = {}
+        self._pending = PendingCalls()
+        self._pending_dst: dict[int, str] = {}
+        self._connections: set[Connection] = set()
+        self._client_numbers = itertools.count(1)
+        self._clock_log = ClockRejectionLog()
+        self._protocol_errors = 0
+        self._nursery: Optional[trio.Nursery] = None
+
+    # ---------------------------------------------------------- public API
+
+    def add_peer(self, peer_id: str, address: tuple[str, int]) -> None:
+        """Learn (or change) a peer's address, e.g. after it bound port 0."""
+        link = self._links.get(peer_id)
+        if link is None:
+            self._links[peer_id] = _PeerLink(peer_id, tuple(address))
+        else:
+            link.address = tuple(address)
+
+    def send(self, dst: str, msg: Any) -> None:
+        """One-way message; never blocks. A full queue drops it (counted)."""
+        self._enqueue(self._link(dst), self._frame(Kind.ONE_WAY, 0, msg))
+
+    async def call(self, dst: str, msg: Any, *, timeout_s: float) -> Any:
+        """Request/response. Raises RpcTimeout, RemoteError or PeerUnreachable."""
+        link = self._link(dst)
+        request_id, waiter = self._pending.open()
+        self._pending_dst[request_id] = dst
+        try:
+            if not self._enqueue(link, self._frame(Kind.REQUEST, request_id, msg)):
+                raise PeerUnreachable(f"{dst}: send queue full ({self.options.peer_queue_frames} frames)")
+            return await self._pending.wait(request_id, waiter, dst, timeout_s)
+        finally:
+            self._pending.close(request_id)
+            self._pending_dst.pop(request_id, None)
+
+    def statistics(self) -> TransportStatistics:
+        peers = {peer: link.counters.snapshot() for peer, link in self._links.items()}
+        peers.update((client, counters.snapshot()) for client, counters in self._client_counters.items())
+        return TransportStatistics(
+            node_id=self.node_id,
+            peers=dict(sorted(peers.items())),
+            connections=len(self._connections),
+            pending_calls=len(self._pending),
+            protocol_errors=self._protocol_errors,
+        )
+
+    # ------------------------------------------------------------- sending
+
+    def _link(self, dst: str) -> _PeerLink:
+        link = self._links.get(dst)
+        if link is None:
+            raise PeerUnreachable(f"unknown peer {dst!r} (known: {', '.join(sorted(self._links)) or 'none'})")
+        return link
+
+    def _frame(self, kind: Kind, request_id: int, body: Any) -> bytes:
+        return wire.encode_frame(wire.encode(Envelope(self.clock.now(), kind, request_id, body)))
+
+    def _enqueue(self, link: _PeerLink, frame: bytes) -> bool:
+        connection = link.connection
+        limit = self.options.peer_queue_frames
+        if connection is not None and not connection.closed:
+            if connection.queued_frames() >= limit:
+                link.counters.dropped += 1
+                return False
+            connection.write(frame)
+        else:
+            if len(link.queue) >= limit:
+                link.counters.dropped += 1
+                return False
+            link.queue.append(frame)
+            self._start_dialing(link)
+        link.counters.sent += 1
+        return True
+
+    def _start_dialing(self, link: _PeerLink) -> None:
+        if not link.dialing and self._nursery is not None:
+            link.dialing = True
+            self._nursery.start_soon(self._dial_loop, link)
+
+    async def _dial_loop(self, link: _PeerLink) -> None:
+        """Open the link's connection while it has queued traffic, with capped backoff."""
+        backoff = self.options.reconnect_initial_s
+        try:
+            while link.queue:
+                if link.connection is not None and not link.connection.closed:
+                    self._flush(link, link.connection)
+                    return
+                try:
+                    connection = await self._connect(link)
+                except (OSError, trio.TooSlowError, PeerUnreachable, ProtocolError, trio.BrokenResourceError) as error:
+                    link.counters.connect_failures += 1
+                    self.log.debug("%s: cannot connect to peer %s at %s:%s: %s", self.node_id, link.peer_id,
+                                   link.address[0], link.address[1], error)
+                    self._fail_calls_to(link.peer_id, f"cannot connect: {error}")
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, self.options.reconnect_max_s)
+                    continue
+                assert self._nursery is not None
+                self._nursery.start_soon(self._run_connection, connection, link.peer_id)
+                return
+        finally:
+            link.dialing = False
+
+    async def _connect(self, link: _PeerLink) -> Connection:
+        """Dial and handshake; the caller runs the returned connection."""
+        with trio.fail_after(self.options.connect_timeout_s):
+            stream = await trio.open_tcp_stream(*link.address)
+        connection = Connection(stream, f"peer {link.peer_id} ({link.address[0]}:{link.address[1]})",
+                                self.max_frame_bytes)
+        try:
+            connection.write_message(Handshake(wire.PROTOCOL_VERSION, self.cluster_id, self.node_id))
+            with trio.fail_after(self.options.handshake_timeout_s):
+                await connection.flush()
+                reply = await connection.read_message()
+            problem = self._check_reply(reply, link.peer_id)
+            if problem is not None:
+                self.log.warning("%s: %s", connection.label, problem)
+                if not isinstance(reply, HandshakeRefused):
+                    connection.write_message(HandshakeRefused(problem))
+                    with trio.move_on_after(0.2):
+                        await connection.flush()
+                raise PeerUnreachable(f"{link.peer_id}: {problem}")
+        except BaseException:
+            await connection.aclose()
+            raise
+        connection.peer_id = link.peer_id
+        return connection
+
+    def _check_reply(self, reply: Any, peer_id: str) -> Optional[str]:
+        if reply is None:
+            return "connection closed during the handshake"
+        if isinstance(reply, HandshakeRefused):
+            return f"refused by the peer: {reply.reason}"
+        if not isinstance(reply, Handshake):
+            return f"expected a Handshake reply, got {type(reply).__name__}"
+        if reply.protocol_version != wire.PROTOCOL_VERSION:
+            return f"protocol version {reply.protocol_version} unsupported (this node speaks {wire.PROTOCOL_VERSION})"
+        if reply.cluster_id != self.cluster_id:
+            return f"wrong cluster: the peer is in cluster {reply.cluster_id!r}, this node in {self.cluster_id!r}"
+        if reply.speaker != peer_id:
+            return f"expected node {peer_id!r} at that address, found {reply.speaker!r}"
+        return None
+
+    def _flush(self, link: _PeerLink, connection: Connection) -> None:
+        while link.queue:
+            connection.write(link.queue.popleft())
+
+    def _fail_calls_to(self, peer_id: str, reason: str) -> None:
+        for request_id, dst in list(self._pending_dst.items()):
+            if dst == peer_id:
+                self._pending.resolve_failure(request_id, reason)
+
+    # ---------------------------------------------------- inbound handshake
+
+    async def _accept(self, stream: trio.SocketStream) -> None:
+        """Listener handler: handshake, then serve the connection."""
+        address = Connection.describe_address(stream)
+        connection = Connection(stream, f"{address} (before handshake)", self.max_frame_bytes)
+        src = await self._handshake_inbound(connection, address)
+        if src is None:
+            await connection.aclose()
+            return
+        await self._run_connection(connection, src)
+
+    async def _handshake_inbound(self, connection: Connection, address: str) -> Optional[str]:
+        try:
+            with trio.move_on_after(self.options.handshake_timeout_s) as scope:
+                hello = await connection.read_message()
+            if scope.cancelled_caught:
+                self._problem(connection, f"no handshake within {self.options.handshake_timeout_s:g}s")
+                return None
+            src, problem = self._check_hello(hello, address)
+            if problem is not None:
+                self._problem(connection, f"handshake refused: {problem}")
+                connection.write_message(HandshakeRefused(problem))
+                with trio.move_on_after(0.2):
+                    await connection.flush()
+                return None
+            connection.write_message(Handshake(wire.PROTOCOL_VERSION, self.cluster_id, self.node_id))
+        except ProtocolError as error:
+            self._problem(connection, str(error))
+            return None
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return None
+        connection.peer_id = src
+        connection.label = f"{'peer ' if src in self._links else ''}{src} ({address})"
+        return src
+
+    def _check_hello(self, hello: Any, address: str) -> tuple[str, Optional[str]]:
+        if hello is None:
+            return "", "connection closed before the handshake"
+        if not isinstance(hello, Handshake):
+            return "", f"expected a Handshake first, got {type(hello).__name__}"
+        if hello.protocol_version != wire.PROTOCOL_VERSION:
+            return "", f"protocol version {hello.protocol_version} unsupported (this node speaks {wire.PROTOCOL_VERSION})"
+        if hello.speaker == CLIENT_SPEAKER:
+            if hello.cluster_id is not None and hello.cluster_id != self.cluster_id:
+                return "", (f"wrong cluster: this node is in cluster {self.cluster_id!r}, "
+                            f"the client asked for {hello.cluster_id!r}")
+            return f"client:{next(self._client_numbers)}", None
+        if hello.cluster_id != self.cluster_id:
+            return "", (f"wrong cluster: this node is in cluster {self.cluster_id!r}, "
+                        f"{hello.speaker!r} is in {hello.cluster_id!r}")
+        if hello.speaker not in self._links:
+            return "", f"unknown node id {hello.speaker!r} (not a peer of {self.node_id})"
+        return hello.speaker, None
+
+    def _problem(self, connection: Connection, problem: str) -> None:
+        """The one log line a misbehaving peer or client earns before we close on it."""
+        self._protocol_errors += 1
+        self.log.warning("%s: %s: %s; closing the connection", self.node_id, connection.label, problem)
+
+    # ------------------------------------------------------ a live connection
+
+    async def _run_connection(self, connection: Connection, src: str) -> None:
+        """Serve one handshaken connection until it closes, breaks or misbehaves."""
+        link = self._links.get(src)
+        if link is not None and (link.connection is None or link.connection.closed):
+            link.connection = connection
+            self._flush(link, connection)
+        counters = link.counters if link is not None else self._client_counters.setdefault(src, PeerCounters())
+        self._connections.add(connection)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_until_closed, connection, nursery.cancel_scope)
+                try:
+                    async for payloads in connection.read_batches():
+                        for payload in payloads:
+                            self._on_frame(connection, src, counters, payload, nursery)
+                except ProtocolError as error:
+                    self._problem(connection, str(error))
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+                    self.log.debug("%s: %s: connection lost: %s", self.node_id, connection.label, error)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._connections.discard(connection)
+            if src not in self._links:
+                self._client_counters.pop(src, None)
+            await connection.aclose()
+            if link is not None and link.connection is connection:
+                link.connection = None
+                self._fail_calls_to(src, "connection lost")
+                if link.queue:
+                    self._start_dialing(link)
+
+    async def _write_until_closed(self, connection: Connection, scope: trio.CancelScope) -> None:
+        try:
+            await connection.run_writer()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+            self.log.debug("%s: %s: write failed: %s", self.node_id, connection.label, error)
+        scope.cancel()
+
+    def _on_frame(self, connection: Connection, src: str, counters: PeerCounters, payload: bytes,
+                  nursery: trio.Nursery) -> None:
+        """Decode, check the clock, dispatch. ProtocolError closes the connection."""
+        envelope = wire.decode(payload)
+        if type(envelope) is not Envelope:
+            raise ProtocolError(f"expected an Envelope after the handshake, got {type(envelope).__name__}")
+        try:
+            self.clock.update(envelope.ts)
+        except ClockOffsetError as error:
+            counters.rejected_clock += 1
+            if self._clock_log.should_log(src, _now_ns()):
+                self.log.warning("%s: %s: rejected a message, clock offset too large: %s "
+                                 "(%d rejected from this peer so far; logged at most once a minute)",
+                                 self.node_id, connection.label, error, counters.rejected_clock)
+            return
+        counters.received += 1
+        kind = envelope.kind
+        if kind is Kind.REQUEST:
+            nursery.start_soon(self._serve_request, connection, src, envelope)
+        elif kind is Kind.ONE_WAY:
+            try:
+                self.handler.handle_message(src, envelope.body)
+            except Exception:
+                self.log.exception("%s: handler failed on a message from %s", self.node_id, src)
+        else:
+            self._pending.resolve(envelope.request_id, kind, envelope.body)
+
+    async def _serve_request(self, connection: Connection, src: str, request: Envelope) -> None:
+        try:
+            body, kind = await self.handler.handle_request(src, request.body), Kind.RESPONSE
+        except Exception as error:  # becomes RemoteError in the caller
+            body, kind = ErrorReply(f"{type(error).__name__}: {error}"), Kind.ERROR
+        try:
+            frame = self._frame(kind, request.request_id, body)
+        except TypeError as error:
+            frame = self._frame(Kind.ERROR, request.request_id, ErrorReply(f"unencodable response: {error}"))
+        connection.write(frame)
+
+    # ------------------------------------------------------------- running
+
+    async def _serve(self, listeners: list[trio.SocketListener], task_status: Any) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(trio.serve_listeners, self._accept, listeners)
+            task_status.started()
+
+    def _close(self) -> None:
+        self._pending.fail_all("transport closed")
+        for connection in list(self._connections):
+            connection.close()
+
+
+@asynccontextmanager
+async def open_tcp_transport(*, node_id: str, cluster_id: str, host: str, port: int,
+                             peers: dict[str, tuple[str, int]], clock: HybridClock, handler: Handler,
+                             max_frame_bytes: int = wire.MAX_FRAME_BYTES_DEFAULT,
+                             logger: Optional[logging.Logger] = None,
+                             options: Optional[TransportOptions] = None) -> AsyncIterator[TcpTransport]:
+    """Listen on host:port and serve peers and clients until the block exits."""
+    transport = TcpTransport(node_id=node_id, cluster_id=cluster_id, peers=peers, clock=clock, handler=handler,
+                             max_frame_bytes=max_frame_bytes,
+                             logger=logger or logging.getLogger("chronodb.transport"),
+                             options=options or TransportOptions())
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise AddressInUse(f"cannot listen on {host}:{port}: the address is already in use "
+                               "(another node running?)") from None
+        raise TransportError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    transport.address = tuple(listeners[0].socket.getsockname()[:2])  # type: ignore[assignment]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(transport._serve, listeners)
+        try:
+            yield transport
+        finally:
+            transport._close()
+            nursery.cancel_scope.cancel()
