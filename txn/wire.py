@@ -537,7 +537,7 @@ class Handshake:
     speaker: str  # a node id, or "client"
 
     def __str__(self) -> str:
-        return f"Handshake v{self.protocol_version} cluster={self.cluster_id} speaker={self.speaker}"
+        return f"Handshake v{self.protocol_version} cluster={self.cluster_id!r} speaker={self.speaker!r}"
 
 
 @attrs.frozen
@@ -547,7 +547,7 @@ class HandshakeRefused:
     reason: str
 
     def __str__(self) -> str:
-        return f"HandshakeRefused {self.reason}"
+        return f"HandshakeRefused {self.reason!r}"
 
 
 class Kind(enum.IntEnum):
@@ -564,7 +564,7 @@ class ErrorReply:
     text: str
 
     def __str__(self) -> str:
-        return f"ErrorReply {self.text}"
+        return f"ErrorReply {self.text!r}"
 
 
 @attrs.frozen
