@@ -230,7 +230,7 @@ class TcpTransport:
                 reply = await connection.read_message()
             problem = self._check_reply(reply, link.peer_id)
             if problem is not None:
-                self.log.warning("%s: %s", connection.label, problem)
+                self.log.warning("%s: %s: %s", self.node_id, connection.label, problem)
                 if not isinstance(reply, HandshakeRefused):
                     connection.write_message(HandshakeRefused(problem))
                     with trio.move_on_after(0.2):

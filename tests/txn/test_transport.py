@@ -1,0 +1,262 @@
+"""TCP transport on 127.0.0.1 with real sockets: calls, sends, handshake
+refusals, every kind of bad input, backoff, timeouts, drops, HLC rejection,
+shutdown."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from contextlib import AsyncExitStack
+from typing import Any
+
+import cbor2
+import pytest
+import trio
+
+from hlc import HybridClock, SkewedClock, SystemClock
+from txn import wire
+from txn.messaging import AddressInUse, PeerUnreachable, RemoteError, RpcTimeout
+from txn.transport import TcpTransport, TransportOptions, open_client_connection, open_tcp_transport
+from txn.wire import Handshake, Ping, Pong
+
+LOGGER = "chronodb.test.transport"
+FAST = TransportOptions(handshake_timeout_s=0.3, connect_timeout_s=1.0, reconnect_initial_s=0.02,
+                        reconnect_max_s=0.1, peer_queue_frames=100)
+MAX_OFFSET_NS = 50_000_000
+
+
+def new_clock(offset_ns: int = 0) -> HybridClock:
+    return HybridClock(SkewedClock(SystemClock(), offset_ns=offset_ns), MAX_OFFSET_NS)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, Any]] = []
+        self.arrived = trio.Event()
+
+    def handle_message(self, src: str, msg: Any) -> None:
+        self.messages.append((src, msg))
+        self.arrived.set()
+
+    async def handle_request(self, src: str, msg: Any) -> Any:
+        if msg.payload == b"boom":
+            raise ValueError("kaboom")
+        if msg.payload == b"hang":
+            await trio.sleep_forever()
+        return Pong(src.encode() + b":" + msg.payload)
+
+    async def wait_for(self, count: int) -> None:
+        with trio.fail_after(5):
+            while len(self.messages) < count:
+                self.arrived = trio.Event()
+                await self.arrived.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def start(stack: AsyncExitStack, node_id: str, *, cluster_id: str = "c1", port: int = 0,
+                peers: dict[str, tuple[str, int]] | None = None, clock: HybridClock | None = None,
+                handler: Any = None, options: TransportOptions = FAST) -> TcpTransport:
+    return await stack.enter_async_context(open_tcp_transport(
+        node_id=node_id, cluster_id=cluster_id, host="127.0.0.1", port=port, peers=peers or {},
+        clock=clock or new_clock(), handler=handler or Recorder(), logger=logging.getLogger(LOGGER),
+        options=options))
+
+
+async def pair(stack: AsyncExitStack, **kwargs: Any) -> tuple[TcpTransport, TcpTransport, Recorder, Recorder]:
+    h1, h2 = Recorder(), Recorder()
+    t1 = await start(stack, "n1", handler=h1)
+    t2 = await start(stack, "n2", peers={"n1": t1.address}, handler=h2, **kwargs)
+    t1.add_peer("n2", t2.address)
+    return t1, t2, h1, h2
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING]
+
+
+async def test_calls_and_one_way_messages_share_one_connection() -> None:
+    async with AsyncExitStack() as stack:
+        t1, t2, h1, h2 = await pair(stack)
+        assert await t2.call("n1", Ping(b"hi"), timeout_s=2) == Pong(b"n2:hi")
+        t1.send("n2", Ping(b"one-way"))
+        await h2.wait_for(1)
+        assert h2.messages == [("n1", Ping(b"one-way"))]
+        with pytest.raises(RemoteError, match="ValueError: kaboom"):
+            await t1.call("n2", Ping(b"boom"), timeout_s=2)
+        assert t1.statistics().connections == 1 and t2.statistics().connections == 1
+        assert t1.statistics().peer("n2").received == 2
+        with pytest.raises(PeerUnreachable, match="unknown peer 'n9'"):
+            t1.send("n9", Ping(b""))
+
+
+async def test_client_learns_cluster_id_and_calls() -> None:
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1")
+        async with open_client_connection(*t1.address, cluster_id=None, clock=new_clock(), timeout_s=2) as conn:
+            assert conn.cluster_id == "c1"
+            reply = await conn.call(Ping(b"x"), timeout_s=2)
+            assert reply.payload.startswith(b"client:") and reply.payload.endswith(b":x")
+        with pytest.raises(PeerUnreachable, match="wrong cluster"):
+            async with open_client_connection(*t1.address, cluster_id="c2", clock=new_clock(), timeout_s=2):
+                pass
+
+
+async def test_node_of_another_cluster_is_refused_on_both_sides(caplog: pytest.LogCaptureFixture) -> None:
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1", peers={"n2": ("127.0.0.1", 1)})
+        t2 = await start(stack, "n2", cluster_id="other", peers={"n1": t1.address})
+        with pytest.raises(PeerUnreachable, match="wrong cluster: this node is in cluster 'c1', 'n2' is in 'other'"):
+            await t2.call("n1", Ping(b"x"), timeout_s=2)
+        lines = warnings(caplog)
+        assert any("n1:" in line and "handshake refused: wrong cluster" in line for line in lines), lines
+        assert any("n2: peer n1" in line and "wrong cluster" in line for line in lines), lines
+
+
+async def raw_connection(address: tuple[str, int], *, handshake: bool = True) -> trio.SocketStream:
+    stream = await trio.open_tcp_stream(*address)
+    if handshake:
+        await stream.send_all(wire.encode_frame(wire.encode(Handshake(wire.PROTOCOL_VERSION, "c1", "client"))))
+    return stream
+
+
+async def read_until_closed(stream: trio.SocketStream) -> bytes:
+    received = b""
+    with trio.fail_after(3):
+        while chunk := await stream.receive_some(65536):
+            received += chunk
+    return received
+
+
+BAD_INPUTS = {
+    "garbage bytes": (b"\x00\x00\x00\x05\xff\xfe\xfd\xfc\xfb", "not valid CBOR"),
+    "truncated frame": (b"\x00\x00\x00\x10abc", "truncated frame: connection closed after 3 of 16 payload bytes"),
+    "huge length prefix": (b"\xff\xff\xff\xffxxxx", "frame length 4294967295 bytes exceeds the limit"),
+    "wrong-shape CBOR": (wire.encode_frame(cbor2.dumps({"hello": [1, 2]})), "expected [type_id, fields], got dict"),
+    "unknown type id": (wire.encode_frame(cbor2.dumps([4242, []])), "unknown type id 4242"),
+    "not an envelope": (wire.encode_frame(wire.encode(Ping(b"x"))), "expected an Envelope after the handshake"),
+}
+
+
+@pytest.mark.parametrize("handshake", [True, False], ids=["after-handshake", "instead-of-handshake"])
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+async def test_bad_input_closes_that_connection_only(case: str, handshake: bool,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    data, problem = BAD_INPUTS[case]
+    if not handshake and case == "not an envelope":
+        problem = "expected a Handshake first, got Ping"
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1")
+        good = await stack.enter_async_context(
+            open_client_connection(*t1.address, cluster_id="c1", clock=new_clock(), timeout_s=2))
+        stream = await raw_connection(t1.address, handshake=handshake)
+        await stream.send_all(data)
+        if case == "truncated frame":
+            await stream.send_eof()
+        await read_until_closed(stream)
+        lines = warnings(caplog)
+        assert len(lines) == 1, lines
+        assert problem in lines[0] and "127.0.0.1:" in lines[0] and "closing the connection" in lines[0]
+        assert (await good.call(Ping(b"still"), timeout_s=2)).payload.endswith(b":still")
+        assert t1.statistics().protocol_errors == 1
+
+
+async def test_silent_connection_is_closed_after_the_handshake_deadline(caplog: pytest.LogCaptureFixture) -> None:
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1")
+        stream = await raw_connection(t1.address, handshake=False)
+        started = time.monotonic()
+        assert await read_until_closed(stream) == b""
+        assert 0.25 <= time.monotonic() - started < 2
+        lines = warnings(caplog)
+        assert len(lines) == 1 and "no handshake within 0.3s" in lines[0] and "127.0.0.1:" in lines[0], lines
+
+
+async def test_reconnects_with_backoff_once_the_peer_appears() -> None:
+    port = free_port()
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1", peers={"n2": ("127.0.0.1", port)})
+        t1.send("n2", Ping(b"early"))
+        with pytest.raises(PeerUnreachable, match="cannot connect"):
+            await t1.call("n2", Ping(b"x"), timeout_s=2)
+        await trio.sleep(0.15)
+        failures = t1.statistics().peer("n2").connect_failures
+        assert failures >= 2
+        h2 = Recorder()
+        await start(stack, "n2", port=port, peers={"n1": t1.address}, handler=h2)
+        await h2.wait_for(1)
+        assert h2.messages[0] == ("n1", Ping(b"early"))
+        assert await t1.call("n2", Ping(b"later"), timeout_s=2) == Pong(b"n1:later")
+
+
+async def test_call_timeout_frees_its_state() -> None:
+    async with AsyncExitStack() as stack:
+        t1, t2, _, _ = await pair(stack)
+        with pytest.raises(RpcTimeout, match="no response from n2 within 0.05s"):
+            await t1.call("n2", Ping(b"hang"), timeout_s=0.05)
+        assert t1.statistics().pending_calls == 0
+        assert await t1.call("n2", Ping(b"ok"), timeout_s=2) == Pong(b"n1:ok")
+
+
+async def test_full_queue_drops_and_counts() -> None:
+    options = TransportOptions(handshake_timeout_s=0.3, reconnect_initial_s=5, reconnect_max_s=5, peer_queue_frames=3)
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1", peers={"n2": ("127.0.0.1", free_port())}, options=options)
+        for i in range(10):
+            t1.send("n2", Ping(bytes([i])))
+        stats = t1.statistics().peer("n2")
+        assert (stats.sent, stats.dropped) == (3, 7)
+
+
+async def test_clock_rejections_are_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    async with AsyncExitStack() as stack:
+        h1 = Recorder()
+        t1 = await start(stack, "n1", handler=h1)
+        t2 = await start(stack, "n2", peers={"n1": t1.address}, clock=new_clock(offset_ns=10 * MAX_OFFSET_NS))
+        t1.add_peer("n2", t2.address)
+        for i in range(5):
+            t2.send("n1", Ping(bytes([i])))
+        with pytest.raises(RpcTimeout):
+            await t2.call("n1", Ping(b"x"), timeout_s=0.2)
+        assert t1.statistics().peer("n2").rejected_clock == 6
+        assert h1.messages == []
+        lines = [line for line in warnings(caplog) if "clock offset too large" in line]
+        assert len(lines) == 1 and "peer n2" in lines[0], lines
+
+
+async def test_address_in_use_is_one_clear_error() -> None:
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1")
+        with pytest.raises(AddressInUse, match=f"cannot listen on 127.0.0.1:{t1.address[1]}: the address is already in use"):
+            await start(stack, "n2", port=t1.address[1])
+
+
+async def test_shutdown_is_quick_with_connections_and_calls_open() -> None:
+    async with AsyncExitStack() as outer:
+        h1 = Recorder()
+        t1 = await start(outer, "n1", handler=h1)
+        outcome: list[str] = []
+        async with trio.open_nursery() as nursery:
+            stack = AsyncExitStack()
+            t2 = await start(stack, "n2", peers={"n1": t1.address})
+            t1.add_peer("n2", t2.address)
+            assert await t2.call("n1", Ping(b"x"), timeout_s=2)
+
+            async def hanging_call() -> None:
+                try:
+                    await t2.call("n1", Ping(b"hang"), timeout_s=10)
+                except PeerUnreachable as error:
+                    outcome.append(str(error))
+
+            nursery.start_soon(hanging_call)
+            await trio.sleep(0.05)
+            started = time.monotonic()
+            await stack.aclose()
+            assert time.monotonic() - started < 1.0
+        assert outcome == ["n1: transport closed"]
