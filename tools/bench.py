@@ -15,6 +15,7 @@ import sys
 
 BENCHMARK_MODULES: tuple[str, ...] = (
     "tools.bench_hlc",
+    "tools.bench_rpc",
 )
 
 
