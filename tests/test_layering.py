@@ -20,6 +20,11 @@ PURE_MODULES = (
     "txn/wire.py",
     "txn/commands.py",
     "mvcc/engine.py",
+    "paxos/messages.py",
+    "paxos/quorum.py",
+    "paxos/types.py",
+    "paxos/replica.py",
+    "paxos/checkers.py",
 )
 FORBIDDEN_IN_PURE = {"trio", "plyvel", "socket", "time", "threading", "random", "asyncio", "os", "subprocess"}
 PLYVEL_HOME = "mvcc/engine_leveldb.py"

@@ -1,0 +1,593 @@
+"""The Multi-Paxos replica core: one tablet log's acceptor, learner and (when elected) leader.
+
+Role: a synchronous state machine with no I/O. Inputs: `step(src, msg, now)`,
+`tick(now)`, `propose(command, now)`, `campaign(now)`, `snapshot_exported(...)`,
+`truncate(through, now)`; outputs: `ready(now)` returns one `Ready` (what to
+persist with one synced write, what to send, entries now chosen to apply, a
+snapshot to install, when to wake next); `advance(ready, now)` says it was done.
+Time comes in as int ns of the replica's own monotonic clock.
+
+Protocol ("Paxos Made Simple" section 3, with a stable leader):
+- Ballots are `(round, node)`. A candidate persists its promise, sends one
+  Prepare covering every slot from its chosen index on, and on a majority of
+  Promises re-proposes in each slot the accepted value with the highest
+  ballot, fills gaps with no-ops, and appends one no-op of its own (the lease
+  is only usable once that is chosen: then every earlier choice is known).
+  After that, phase 2 only: Accepts carry batches of consecutive slots,
+  pipelined up to `max_in_flight` unacknowledged entries per follower.
+- Acceptors reply only after the write that makes the reply true is synced
+  (the driver sends `messages` after `persist`); a follower's `match_index`
+  is the prefix it holds at the leader's ballot, and it learns chosen slots as
+  min(leader's commit index, match_index).
+- A replica seeing a higher ballot steps down; a candidate whose Prepare
+  reaches a replica whose log starts past the candidate's chosen index is
+  told "behind" and gives up (the most up-to-date replica can always win).
+- Catch-up: the leader resends from a follower's match index when it makes no
+  progress for a heartbeat; a follower behind the leader's log start (or that
+  lost its state machine below its own log start) gets a snapshot instead,
+  streamed one chunk at a time, each ack naming the next chunk wanted.
+
+Leases: every Accept (heartbeats are empty Accepts) carries the leader's send
+time. An acceptor that accepts it promises not to answer another node's
+Prepare until `lease_ns + drift_allowance_ns` after it received it (own
+clock); the leader holds the lease until the earliest expiry, `sent +
+lease_ns`, among the best majority of grants (its own included), provided its
+start no-op is chosen. A restarted replica that ever promised anything
+refuses all Prepares for one lease first, since it forgot whom it granted to.
+HAZARD: at most one lease holder at any instant holds only while clock rates
+differ by less than `drift_allowance_ns` per `lease_ns`.
+
+Invariants: a slot's chosen value never changes (checked by the simulation);
+`applied_index <= chosen_index <= last_index`; the in-memory log holds every
+slot in [first_index, last_index] the replica has accepted.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Iterable, Protocol
+
+import attrs
+
+from paxos.messages import (
+    ZERO_BALLOT, Accept, Accepted, Ballot, Entry, Prepare, Promise, Reject, SnapshotAck, SnapshotChunk,
+)
+from paxos.quorum import majority, quorum_floor
+from paxos.types import (
+    Outgoing, PaxosConfig, PaxosStatus, Persist, PersistedState, Ready, SnapshotInstall,
+)
+
+NEVER = 2**63 - 1
+
+
+class Rng(Protocol):
+    """A seeded random.Random, passed in by the driver (one stream per replica)."""
+
+    def randint(self, a: int, b: int) -> int: ...
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+@attrs.define(eq=False)
+class PeerProgress:
+    """The leader's view of one follower at the current ballot."""
+
+    next_index: int
+    match_index: int  # highest ever reported (counts toward the commit)
+    reported_match: int = 0  # the latest report (where a resend starts)
+    window_base: int = 0  # next_index - 1 when sending (re)started: the in-flight window counts from here
+    progress_mark: int = -1
+    grant_expiry_ns: int = 0
+    need_snapshot: bool = False
+    snapshot: SnapshotInstall | None = None  # the snapshot being streamed to this follower
+    snapshot_seq: int = 0
+    snapshot_mark: int = -1
+
+
+@attrs.define(eq=False)
+class SnapshotBuffer:
+    index: int
+    total: int
+    chunks: list[bytes]
+
+
+class Replica:
+    def __init__(
+        self, *, node_id: str, peers: Iterable[str], config: PaxosConfig, rng: Rng,
+        persisted: PersistedState, applied_index: int, now_ns: int,
+    ) -> None:
+        self.node_id = node_id
+        self.peers = tuple(sorted(set(peers)))
+        assert node_id in self.peers, (node_id, self.peers)
+        self.others = tuple(peer for peer in self.peers if peer != node_id)
+        self.config = config
+        self.rng = rng
+        self.promised = persisted.promised
+        self.first_index = persisted.snapshot_index + 1
+        self.log: dict[int, Entry] = {e.index: e for e in persisted.entries if e.index >= self.first_index}
+        self.last_index = max(self.log, default=persisted.snapshot_index)
+        self.applied_index = applied_index
+        self.need_snapshot = applied_index < persisted.snapshot_index
+        self.chosen_index = max(applied_index, persisted.snapshot_index)
+        self.role = Role.FOLLOWER
+        self.ballot = self.promised
+        self.leader_hint: str | None = None
+        self.max_round_seen = self.promised.round
+        self.match_ballot = ZERO_BALLOT
+        self.match_index = self.chosen_index
+        # Lease promises we made (own clock); None grantee: unknown (after restart).
+        self.lease_granted_until_ns = now_ns + config.lease_ns + config.drift_allowance_ns if self.promised != ZERO_BALLOT else 0
+        self.lease_grantee: str | None = None
+        # Candidate and leader state.
+        self.promises: dict[str, Promise] = {}
+        self.from_index = 0
+        self.start_index = NEVER
+        self.progress: dict[str, PeerProgress] = {}
+        self.self_match = 0
+        self.self_grant_expiry_ns = 0
+        self.next_heartbeat_ns = NEVER
+        self.lease_expiry_ns = 0
+        self.lease_acquired_ns = 0
+        self.snapshot_cache: SnapshotInstall | None = None
+        self.receiving: SnapshotBuffer | None = None
+        self.counters: dict[str, int] = {}
+        self.election_deadline_ns = now_ns + self._election_timeout()
+        # Outputs gathered until the next ready().
+        self._promised_dirty = False
+        self._entries: dict[int, Entry] = {}
+        self._truncate_through: int | None = None
+        self._messages: list[Outgoing] = []
+        self._early: list[Outgoing] = []
+        self._install: SnapshotInstall | None = None
+        self._export = False
+
+    # ------------------------------------------------------------ inputs
+
+    def step(self, src: str, msg: object, now: int) -> None:
+        if src not in self.peers or src == self.node_id:
+            return
+        if isinstance(msg, Accept):
+            self.handle_accept(src, msg, now)
+        elif isinstance(msg, Accepted):
+            self.handle_accepted(src, msg, now)
+        elif isinstance(msg, Prepare):
+            self.handle_prepare(src, msg, now)
+        elif isinstance(msg, Promise):
+            self.handle_promise(src, msg, now)
+        elif isinstance(msg, Reject):
+            self.handle_reject(src, msg, now)
+        elif isinstance(msg, SnapshotChunk):
+            self.handle_snapshot_chunk(src, msg, now)
+        elif isinstance(msg, SnapshotAck):
+            self.handle_snapshot_ack(src, msg, now)
+
+    def tick(self, now: int) -> None:
+        if self.role is Role.LEADER:
+            if now >= self.next_heartbeat_ns:
+                self.heartbeat(now)
+            self._refresh_lease(now)
+        elif now >= self.election_deadline_ns:
+            self.campaign(now)
+
+    def propose(self, command: bytes, now: int) -> int | None:
+        """The slot the command goes into, or None if this replica is not the leader."""
+        if self.role is not Role.LEADER:
+            return None
+        slot = self.last_index + 1
+        self._write(Entry(slot, self.ballot, command))
+        return slot
+
+    def campaign(self, now: int) -> None:
+        """Start phase 1 now (unless a lease we granted forbids it, or we cannot lead)."""
+        if self.role is Role.LEADER:
+            return
+        if self.need_snapshot:
+            self.election_deadline_ns = now + self._election_timeout()
+            return
+        if now < self.lease_granted_until_ns and self.lease_grantee != self.node_id:
+            self.mark("paxos.campaign_deferred_by_lease")
+            self.election_deadline_ns = self.lease_granted_until_ns + self._election_timeout() // 4
+            return
+        self.role = Role.CANDIDATE
+        self.max_round_seen = max(self.max_round_seen, self.promised.round) + 1
+        self.ballot = Ballot(self.max_round_seen, self.node_id)
+        self._promise(self.ballot)
+        self.from_index = self.chosen_index + 1
+        self.promises = {self.node_id: self._own_promise(self.ballot, self.from_index)}
+        self.election_deadline_ns = now + self._election_timeout()
+        self.mark("paxos.campaigns")
+        for peer in self.others:
+            self._send(peer, Prepare(self.ballot, self.from_index))
+        self._maybe_win(now)
+
+    def snapshot_exported(self, index: int, chunks: Iterable[bytes], now: int) -> None:
+        """The state machine's snapshot (asked for by `Ready.export_snapshot`)."""
+        self.snapshot_cache = SnapshotInstall(index, tuple(chunks))
+        if self.role is Role.LEADER:
+            for peer in self.others:
+                self._send_accepts(peer, now)
+
+    def truncate(self, through: int) -> int:
+        """Drop log entries up to `through` (at most the applied index); returns the new snapshot index."""
+        through = min(through, self.applied_index)
+        if through < self.first_index or self.need_snapshot:
+            return self.first_index - 1
+        for index in range(self.first_index, through + 1):
+            self.log.pop(index, None)
+        self.first_index = through + 1
+        self._truncate_through = through
+        self.mark("paxos.truncations")
+        return through
+
+    # ------------------------------------------------------------ outputs
+
+    def ready(self, now: int) -> Ready:
+        if self.role is Role.LEADER:
+            for peer in self.others:
+                self._send_accepts(peer, now)
+        apply: list[Entry] = []
+        if not self.need_snapshot and self.chosen_index > self.applied_index:
+            apply = [self.log[index] for index in range(self.applied_index + 1, self.chosen_index + 1)]
+            self.applied_index = self.chosen_index
+        ready = Ready(
+            persist=Persist(
+                promised=self.promised if self._promised_dirty else None,
+                entries=tuple(self._entries[index] for index in sorted(self._entries)),
+                truncate_through=self._truncate_through,
+            ),
+            messages=tuple(self._messages), early_messages=tuple(self._early), apply=tuple(apply),
+            install=self._install, export_snapshot=self._export, wake_at_ns=self._wake_at(now),
+        )
+        self._promised_dirty = False
+        self._entries = {}
+        self._truncate_through = None
+        self._messages = []
+        self._early = []
+        self._install = None
+        self._export = False
+        return ready
+
+    def advance(self, ready: Ready, now: int) -> None:
+        """The driver did everything `ready` asked (the write is synced)."""
+        if self.role is Role.LEADER:
+            for entry in ready.persist.entries:
+                if entry.ballot == self.ballot:
+                    self.self_match = max(self.self_match, entry.index)
+            self.maybe_advance_commit()
+            self._refresh_lease(now)
+        kept = self.applied_index - self.first_index + 1
+        if kept > self.config.truncate_threshold_entries:
+            self.truncate(self.applied_index - self.config.truncate_keep_entries)
+
+    def has_lease(self, now: int) -> bool:
+        return self.role is Role.LEADER and self.chosen_index >= self.start_index and now < self.lease_expiry_ns
+
+    def status(self, now: int, pending_proposals: int = 0) -> PaxosStatus:
+        holder = self.has_lease(now)
+        return PaxosStatus(
+            node_id=self.node_id, ballot=self.ballot if self.role is Role.LEADER else self.promised,
+            leader_hint=self.leader_hint, is_leader=self.role is Role.LEADER, lease_holder=holder,
+            lease_expiry_ns=self.lease_expiry_ns if holder else 0,
+            lease_acquired_ns=self.lease_acquired_ns if holder else 0,
+            first_index=self.first_index, last_index=self.last_index, chosen_index=self.chosen_index,
+            applied_index=self.applied_index, snapshot_index=self.first_index - 1,
+            pending_proposals=pending_proposals, counters=tuple(sorted(self.counters.items())),
+        )
+
+    def entries(self, from_index: int, to_index: int) -> list[Entry]:
+        return [self.log[i] for i in range(max(from_index, self.first_index), min(to_index, self.last_index) + 1) if i in self.log]
+
+    def mark(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    # ------------------------------------------------------------ phase 1
+
+    def handle_prepare(self, src: str, msg: Prepare, now: int) -> None:
+        self._observe(msg.ballot)
+        if msg.ballot < self.promised:
+            self._send(src, Reject(msg.ballot, self.promised, "ballot"))
+        elif now < self.lease_granted_until_ns and self.lease_grantee != msg.ballot.node:
+            self.mark("paxos.lease_refused_prepare")
+            self._send(src, Reject(msg.ballot, self.promised, "lease"))
+        elif self.first_index > msg.from_index:
+            self.mark("paxos.refused_behind_candidate")
+            self._send(src, Reject(msg.ballot, self.promised, "behind"))
+        else:
+            if self.role is not Role.FOLLOWER and msg.ballot > self.ballot:
+                self.become_follower(now, None)
+            self._promise(msg.ballot)
+            self.election_deadline_ns = now + self._election_timeout()
+            self._send(src, self._own_promise(msg.ballot, msg.from_index))
+
+    def handle_promise(self, src: str, msg: Promise, now: int) -> None:
+        if self.role is Role.CANDIDATE and msg.ballot == self.ballot:
+            self.promises[src] = msg
+            self._maybe_win(now)
+
+    def handle_reject(self, src: str, msg: Reject, now: int) -> None:
+        self._observe(msg.promised)
+        if self.role is Role.FOLLOWER or msg.ballot != self.ballot:
+            return
+        if msg.promised > self.ballot:
+            self.mark("paxos.stepped_down")
+            self.become_follower(now, None)
+        elif msg.reason == "behind" and self.role is Role.CANDIDATE:
+            self.become_follower(now, None)
+
+    def _maybe_win(self, now: int) -> None:
+        if len(self.promises) >= majority(len(self.peers)):
+            self.become_leader(now)
+
+    def become_leader(self, now: int) -> None:
+        """Phase 1 done: re-propose the highest-ballot accepted value of each slot, no-ops in gaps."""
+        merged: dict[int, Entry] = {}
+        for promise in self.promises.values():
+            for entry in promise.entries:
+                if entry.index >= self.from_index and (entry.index not in merged or entry.ballot > merged[entry.index].ballot):
+                    merged[entry.index] = entry
+        top = max(merged, default=self.from_index - 1)
+        for index in range(self.from_index, top + 1):
+            found = merged.get(index)
+            own = self.log.get(index)
+            if found is None:
+                self.mark("paxos.noop_filled_gap")
+            elif found.command and (own is None or own.command != found.command):
+                self.mark("paxos.recovered_accepted_value")
+            self._write(Entry(index, self.ballot, found.command if found else b""))
+        self.start_index = top + 1
+        self._write(Entry(self.start_index, self.ballot, b""))
+        assert self.last_index == self.start_index, (self.last_index, self.start_index)
+        self.role = Role.LEADER
+        self.leader_hint = self.node_id
+        self.self_match = self.from_index - 1
+        self.progress = {}
+        for peer in self.others:
+            known = self.promises[peer].chosen_index if peer in self.promises else 0
+            self.progress[peer] = PeerProgress(self.from_index, known, known, self.from_index - 1)
+        self.promises = {}
+        self.lease_expiry_ns = 0
+        self.mark("paxos.became_leader")
+        self.heartbeat(now)
+
+    def become_follower(self, now: int, leader_hint: str | None) -> None:
+        self.role = Role.FOLLOWER
+        self.ballot = self.promised
+        self.leader_hint = leader_hint
+        self.promises = {}
+        self.progress = {}
+        self.start_index = NEVER
+        self.next_heartbeat_ns = NEVER
+        self.lease_expiry_ns = 0
+        self.election_deadline_ns = now + self._election_timeout()
+
+    # ------------------------------------------------------------ phase 2
+
+    def heartbeat(self, now: int) -> None:
+        """Every heartbeat: renew lease grants, resend to followers that made no progress."""
+        for peer, progress in self.progress.items():
+            if progress.snapshot is not None:
+                if progress.snapshot_seq == progress.snapshot_mark:
+                    self._send_chunk(peer, progress)
+                progress.snapshot_mark = progress.snapshot_seq
+            elif progress.reported_match < progress.next_index - 1 and progress.reported_match == progress.progress_mark:
+                self.mark("paxos.retransmit")
+                progress.next_index = progress.reported_match + 1
+                progress.window_base = progress.reported_match
+            progress.progress_mark = progress.reported_match
+            self._send_early(peer, Accept(self.ballot, (), self.chosen_index, now))
+        self._grant_self(now)
+        self.next_heartbeat_ns = now + self.config.heartbeat_ns
+
+    def _send_accepts(self, peer: str, now: int) -> None:
+        progress = self.progress[peer]
+        if progress.snapshot is not None:
+            return
+        if progress.need_snapshot or progress.next_index < self.first_index:
+            self._start_snapshot(peer, progress, now)
+            return
+        acked = max(progress.match_index, progress.window_base)
+        while progress.next_index <= self.last_index and progress.next_index - 1 - acked < self.config.max_in_flight:
+            high = min(self.last_index, progress.next_index + self.config.max_batch_entries - 1)
+            if progress.next_index <= self.chosen_index:
+                self.mark("paxos.catch_up")
+            entries = tuple(self._stamped(index) for index in range(progress.next_index, high + 1))
+            self._send_early(peer, Accept(self.ballot, entries, self.chosen_index, now))
+            progress.next_index = high + 1
+            self._grant_self(now)
+
+    def handle_accept(self, src: str, msg: Accept, now: int) -> None:
+        self._observe(msg.ballot)
+        if msg.ballot < self.promised:
+            self._send(src, Reject(msg.ballot, self.promised, "ballot"))
+            return
+        if any(entry.ballot != msg.ballot for entry in msg.entries):
+            return  # a malformed Accept: every entry travels at the Accept's ballot
+        self._follow(src, msg.ballot, now)
+        self.lease_grantee = src
+        self.lease_granted_until_ns = max(
+            self.lease_granted_until_ns, now + self.config.lease_ns + self.config.drift_allowance_ns)
+        for entry in msg.entries:
+            if entry.index > self.chosen_index and entry.index >= self.first_index and self.log.get(entry.index) != entry:
+                self._write(entry)
+        if self.match_ballot != msg.ballot:
+            self.match_ballot = msg.ballot
+            self.match_index = self.chosen_index
+        if msg.entries and msg.entries[0].index <= self.match_index + 1:
+            self.match_index = max(self.match_index, msg.entries[-1].index)
+        self._extend_match()
+        self.chosen_index = max(self.chosen_index, min(msg.commit_index, self.match_index))
+        self._send(src, Accepted(msg.ballot, self.match_index, msg.lease_sent_ns, self.chosen_index, self.need_snapshot))
+
+    def handle_accepted(self, src: str, msg: Accepted, now: int) -> None:
+        if self.role is not Role.LEADER or msg.ballot != self.ballot:
+            return
+        progress = self.progress[src]
+        progress.match_index = max(progress.match_index, msg.match_index)
+        progress.reported_match = msg.match_index
+        progress.next_index = max(progress.next_index, progress.match_index + 1)
+        progress.need_snapshot = msg.need_snapshot
+        progress.grant_expiry_ns = max(progress.grant_expiry_ns, msg.lease_sent_ns + self.config.lease_ns)
+        self.maybe_advance_commit()
+        self._refresh_lease(now)
+
+    def maybe_advance_commit(self) -> bool:
+        matches = [self.self_match] + [progress.match_index for progress in self.progress.values()]
+        chosen = min(quorum_floor(matches, len(self.peers), self.chosen_index), self.last_index)
+        if chosen <= self.chosen_index:
+            return False
+        self.chosen_index = chosen
+        return True
+
+    # ------------------------------------------------------------ snapshots
+
+    def _start_snapshot(self, peer: str, progress: PeerProgress, now: int) -> None:
+        cache = self.snapshot_cache
+        if cache is None or cache.index < self.first_index - 1:
+            self._export = True
+            return
+        progress.snapshot = cache
+        progress.snapshot_seq = 0
+        progress.snapshot_mark = -1
+        self.mark("paxos.snapshot_sent")
+        self._send_chunk(peer, progress)
+
+    def _send_chunk(self, peer: str, progress: PeerProgress) -> None:
+        cache = progress.snapshot
+        assert cache is not None
+        seq = progress.snapshot_seq
+        data = cache.chunks[seq] if seq < len(cache.chunks) else b""
+        self._send(peer, SnapshotChunk(self.ballot, cache.index, seq, data, len(cache.chunks)))
+
+    def handle_snapshot_ack(self, src: str, msg: SnapshotAck, now: int) -> None:
+        if self.role is not Role.LEADER or msg.ballot != self.ballot:
+            return
+        progress = self.progress[src]
+        if progress.snapshot is None or progress.snapshot.index != msg.snapshot_index:
+            return
+        if msg.done:
+            progress.snapshot = None
+            progress.need_snapshot = False
+            progress.match_index = max(progress.match_index, msg.snapshot_index)
+            progress.reported_match = max(progress.reported_match, msg.snapshot_index)
+            progress.next_index = max(progress.next_index, progress.match_index + 1)
+            self._send_accepts(src, now)
+        elif msg.next_seq < 0:
+            self.mark("paxos.snapshot_too_old")
+            progress.snapshot = None
+            self.snapshot_cache = None
+            self._send_accepts(src, now)
+        elif msg.next_seq != progress.snapshot_seq:
+            progress.snapshot_seq = msg.next_seq
+            self._send_chunk(src, progress)
+
+    def handle_snapshot_chunk(self, src: str, msg: SnapshotChunk, now: int) -> None:
+        self._observe(msg.ballot)
+        if msg.ballot < self.promised:
+            self._send(src, Reject(msg.ballot, self.promised, "ballot"))
+            return
+        self._follow(src, msg.ballot, now)
+        if not self.need_snapshot and msg.snapshot_index <= self.chosen_index:
+            self._send(src, SnapshotAck(msg.ballot, msg.snapshot_index, msg.total, True))
+            return
+        if msg.snapshot_index < self.first_index - 1:
+            self._send(src, SnapshotAck(msg.ballot, msg.snapshot_index, -1, False))
+            return
+        buffer = self.receiving
+        if msg.seq == 0 and (buffer is None or buffer.index != msg.snapshot_index):
+            buffer = self.receiving = SnapshotBuffer(msg.snapshot_index, msg.total, [])
+        if buffer is None or buffer.index != msg.snapshot_index:
+            self._send(src, SnapshotAck(msg.ballot, msg.snapshot_index, 0, False))
+            return
+        if msg.seq == len(buffer.chunks) and msg.seq < buffer.total:
+            buffer.chunks.append(msg.data)
+        if len(buffer.chunks) < buffer.total:
+            self._send(src, SnapshotAck(msg.ballot, msg.snapshot_index, len(buffer.chunks), False))
+            return
+        self._install_snapshot(buffer)
+        self._send(src, SnapshotAck(msg.ballot, msg.snapshot_index, buffer.total, True))
+
+    def _install_snapshot(self, buffer: SnapshotBuffer) -> None:
+        self.receiving = None
+        self._install = SnapshotInstall(buffer.index, tuple(buffer.chunks))
+        for index in [index for index in self.log if index <= buffer.index]:
+            del self.log[index]
+        for index in [index for index in self._entries if index <= buffer.index]:
+            del self._entries[index]
+        self.first_index = buffer.index + 1
+        self.last_index = max(self.last_index, buffer.index)
+        self._truncate_through = buffer.index
+        self.applied_index = buffer.index
+        self.chosen_index = max(self.chosen_index, buffer.index)
+        self.match_index = max(self.match_index, buffer.index)
+        self.need_snapshot = False
+        self._extend_match()
+        self.mark("paxos.snapshot_installed")
+
+    # ------------------------------------------------------------ helpers
+
+    def _follow(self, src: str, ballot: Ballot, now: int) -> None:
+        """A leader at `ballot` (>= our promise) spoke: adopt it as the leader."""
+        if self.role is not Role.FOLLOWER:
+            self.become_follower(now, src)
+        self._promise(ballot)
+        self.ballot = ballot
+        self.leader_hint = src
+        self.election_deadline_ns = now + self._election_timeout()
+
+    def _promise(self, ballot: Ballot) -> None:
+        if ballot != self.promised:
+            assert ballot > self.promised, (ballot, self.promised)
+            self.promised = ballot
+            self._promised_dirty = True
+
+    def _own_promise(self, ballot: Ballot, from_index: int) -> Promise:
+        accepted = tuple(self.log[index] for index in sorted(self.log) if index >= from_index)
+        return Promise(ballot, from_index, accepted, self.chosen_index, self.first_index - 1)
+
+    def _extend_match(self) -> None:
+        while (entry := self.log.get(self.match_index + 1)) is not None and entry.ballot == self.match_ballot:
+            self.match_index += 1
+
+    def _write(self, entry: Entry) -> None:
+        self.log[entry.index] = entry
+        self._entries[entry.index] = entry
+        self.last_index = max(self.last_index, entry.index)
+
+    def _stamped(self, index: int) -> Entry:
+        entry = self.log[index]
+        return entry if entry.ballot == self.ballot else Entry(index, self.ballot, entry.command)
+
+    def _grant_self(self, now: int) -> None:
+        self.self_grant_expiry_ns = now + self.config.lease_ns
+        self.lease_grantee = self.node_id
+        self.lease_granted_until_ns = max(self.lease_granted_until_ns, now + self.config.lease_ns + self.config.drift_allowance_ns)
+
+    def _refresh_lease(self, now: int) -> None:
+        grants = [self.self_grant_expiry_ns] + [progress.grant_expiry_ns for progress in self.progress.values()]
+        expiry = quorum_floor(grants, len(self.peers), 0) if self.chosen_index >= self.start_index else 0
+        if now < expiry and not now < self.lease_expiry_ns:
+            self.lease_acquired_ns = now
+            self.mark("paxos.lease_acquired")
+        self.lease_expiry_ns = expiry
+
+    def _observe(self, ballot: Ballot) -> None:
+        self.max_round_seen = max(self.max_round_seen, ballot.round)
+
+    def _send(self, dst: str, msg: object) -> None:
+        self._messages.append(Outgoing(dst, msg))
+
+    def _send_early(self, dst: str, msg: object) -> None:
+        self._early.append(Outgoing(dst, msg))
+
+    def _election_timeout(self) -> int:
+        return self.rng.randint(self.config.election_timeout_min_ns, self.config.election_timeout_max_ns)
+
+    def _wake_at(self, now: int) -> int:
+        if self.role is Role.LEADER:
+            lease_check = self.lease_expiry_ns if self.lease_expiry_ns > now else NEVER
+            return min(self.next_heartbeat_ns, lease_check)
+        return self.election_deadline_ns

@@ -1,0 +1,150 @@
+"""The replica core's configuration, its outputs, its status, and the state machine protocol.
+
+Role: the values that cross between the pure core (paxos/replica.py), the
+storage edge (paxos/storage.py) and the trio driver (paxos/driver.py). Pure.
+
+`Ready` is everything one step of the core asks the driver to do, in this
+order: install `install` into the state machine; write `persist` with one
+synced write; apply `apply` (chosen entries, slot order); send `messages`.
+`early_messages` may go out before the write (the leader's own Accepts: they
+carry its proposals, not claims about its disk). Then `core.advance(ready)`.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Protocol
+
+import attrs
+
+from paxos.messages import Ballot, Entry
+
+MS = 1_000_000
+
+
+@attrs.frozen
+class PaxosConfig:
+    """Timing and sizing of one Paxos group (all durations int ns).
+
+    HAZARD: `lease_ns` safety needs every replica's clock *rate* to stay within
+    `drift_allowance_ns` per lease of every other's (the offset does not
+    matter: each side measures intervals on its own clock).
+    """
+
+    heartbeat_ns: int = 50 * MS
+    election_timeout_min_ns: int = 300 * MS
+    election_timeout_max_ns: int = 600 * MS
+    lease_ns: int = 1_000 * MS
+    drift_allowance_ns: int = 10 * MS
+    max_batch_entries: int = 512
+    max_in_flight: int = 8  # Accept messages outstanding per follower
+    snapshot_chunk_bytes: int = 256 * 1024
+    truncate_threshold_entries: int = 10_000  # truncate once this many applied entries are kept
+    truncate_keep_entries: int = 1_000  # entries kept below the applied index for catch-up
+
+    def __attrs_post_init__(self) -> None:
+        if not 0 < self.heartbeat_ns < self.election_timeout_min_ns <= self.election_timeout_max_ns:
+            raise ValueError("need 0 < heartbeat < election_timeout_min <= election_timeout_max")
+        if self.lease_ns <= 0 or self.drift_allowance_ns < 0:
+            raise ValueError("lease must be positive and drift allowance non-negative")
+        if self.max_batch_entries < 1 or self.max_in_flight < 1:
+            raise ValueError("max_batch_entries and max_in_flight must be at least 1")
+
+
+@attrs.frozen
+class Outgoing:
+    dst: str
+    message: object
+
+
+@attrs.frozen
+class Persist:
+    """One synced write: a new promise, entries to write, and/or a truncation.
+
+    `truncate_through`: delete every log entry with index <= it and record it
+    as the snapshot index (the state machine already holds those slots).
+    """
+
+    promised: Ballot | None = None
+    entries: tuple[Entry, ...] = attrs.field(default=(), converter=tuple)
+    truncate_through: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.promised is not None or bool(self.entries) or self.truncate_through is not None
+
+
+@attrs.frozen
+class SnapshotInstall:
+    index: int
+    chunks: tuple[bytes, ...] = attrs.field(converter=tuple)
+
+
+@attrs.frozen
+class Ready:
+    persist: Persist
+    messages: tuple[Outgoing, ...] = attrs.field(converter=tuple)
+    early_messages: tuple[Outgoing, ...] = attrs.field(converter=tuple)
+    apply: tuple[Entry, ...] = attrs.field(converter=tuple)
+    install: SnapshotInstall | None
+    export_snapshot: bool
+    wake_at_ns: int
+
+
+@attrs.frozen
+class PersistedState:
+    """What storage recovers after a restart."""
+
+    promised: Ballot
+    snapshot_index: int
+    entries: tuple[Entry, ...] = attrs.field(converter=tuple)
+
+
+@attrs.frozen
+class PaxosStatus:
+    node_id: str
+    ballot: Ballot
+    leader_hint: str | None
+    is_leader: bool
+    lease_holder: bool
+    lease_expiry_ns: int
+    lease_acquired_ns: int
+    first_index: int
+    last_index: int
+    chosen_index: int
+    applied_index: int
+    snapshot_index: int
+    pending_proposals: int
+    counters: tuple[tuple[str, int], ...] = attrs.field(converter=tuple)
+
+
+class StateMachine(Protocol):
+    """What Paxos replicates into. `apply` is called once per slot, in slot order;
+    a no-op slot has command b"" and still advances the index."""
+
+    def applied_index(self) -> int: ...
+
+    def apply(self, index: int, command: bytes) -> None: ...
+
+    def export_snapshot(self) -> tuple[int, Iterable[bytes]]: ...
+
+    def install_snapshot(self, index: int, chunks: Iterable[bytes]) -> None: ...
+
+
+class NotLeader(Exception):
+    """Not the leader when the proposal was submitted: it was never proposed, retry elsewhere."""
+
+    def __init__(self, leader_hint: str | None) -> None:
+        super().__init__(f"not the leader (leader hint: {leader_hint or 'unknown'})")
+        self.leader_hint = leader_hint
+
+
+class ProposalLost(Exception):
+    """Leadership was lost after the proposal was submitted.
+
+    known_not_chosen: another value was chosen in its slot (safe to retry);
+    otherwise its fate is unknown.
+    """
+
+    def __init__(self, known_not_chosen: bool) -> None:
+        fate = "another value was chosen in its slot" if known_not_chosen else "its fate is unknown"
+        super().__init__(f"leadership lost after the proposal was submitted: {fate}")
+        self.known_not_chosen = known_not_chosen
