@@ -17,6 +17,7 @@ PURE_MODULES = (
     "hlc/timestamp.py",
     "hlc/clock.py",
     "hlc/durations.py",
+    "hlc/offsets.py",
     "txn/wire.py",
     "txn/commands.py",
     "mvcc/engine.py",
@@ -25,6 +26,11 @@ PURE_MODULES = (
     "paxos/types.py",
     "paxos/replica.py",
     "paxos/checkers.py",
+    "mvcc/keys.py",
+    "mvcc/records.py",
+    "mvcc/gc.py",
+    "mvcc/snapshot.py",
+    "mvcc/store.py",
 )
 FORBIDDEN_IN_PURE = {"trio", "plyvel", "socket", "time", "threading", "random", "asyncio", "os", "subprocess"}
 PLYVEL_HOME = "mvcc/engine_leveldb.py"

@@ -1,0 +1,403 @@
+"""The multi-version store of one tablet replica, on an `Engine`.
+
+Role: versions (values and tombstones at timestamps), intents of prepared
+transactions, reads and scans at a timestamp, GC below a horizon, and export
+and import as snapshot chunks. The key layout is in mvcc/keys.py.
+
+Inputs: user keys and values (bytes), `Timestamp`s, `Batch`es the caller
+applies (`stage_*`) or writes the store applies itself (the other mutators,
+each one atomic batch with the caller's `sync`).
+
+Invariants:
+- Touches only engine keys under its prefix: the same LevelDB holds the
+  Paxos log (b"p") and tablet metadata (b"t"). One `MvccStore` per (engine,
+  prefix): it caches the GC horizon, which only its own methods write.
+- A read at ts sees the newest version with version ts <= ts; tombstones read
+  as nothing. A key's intent is reported by reads at or above its timestamp.
+- At most one intent per key; another transaction's intent is an
+  `IntentConflict`. Resolving or aborting an intent that is not there (or
+  belongs to another transaction) does nothing, so both are idempotent.
+- Reads, scans and writes below the GC horizon raise `BelowGcHorizon`; the
+  horizon never moves back and is persisted in the batch of every GC chunk,
+  before any version it makes unreadable is dropped.
+- `stage_*` read the engine as it is, not the batch being built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from hlc.timestamp import Timestamp
+from mvcc import gc as gc_planner
+from mvcc import snapshot
+from mvcc.engine import Batch, Engine
+from mvcc.keys import GROUP_END, TAGGED_TOMBSTONE, TS_SIZE, KeySpace, inverted_ts, tag_value, ts_from_inverted, unescape
+from mvcc.records import (
+    BelowGcHorizon,
+    GcProgress,
+    Intent,
+    IntentConflict,
+    MvccError,
+    MvccStatistics,
+    ReadResult,
+    ScanResult,
+    SnapshotError,
+    Version,
+    decode_intent,
+    encode_intent,
+)
+
+# Reads keep the set of intent keys in memory (refreshed after any write) when
+# there are at most this many, so a read of a key without an intent costs one seek.
+INTENT_CACHE_MAX = 256
+CLEAR_BATCH_KEYS = 10_000
+_VALUE_TAG = 1
+
+
+class MvccStore:
+    """Versions, intents, GC and snapshots of one tablet replica under `prefix`."""
+
+    def __init__(self, engine: Engine, prefix: bytes = b"m") -> None:
+        self.engine = engine
+        self.space = KeySpace(prefix)
+        self._horizon = self._load_horizon()
+        self._intent_generation = -1
+        self._intent_keys: frozenset[bytes] | None = frozenset()
+
+    # -- writes -------------------------------------------------------------
+
+    def stage_write(self, batch: Batch, key: bytes, ts: Timestamp, value: bytes | None) -> None:
+        """Add a version of `key` at `ts` (value None: a tombstone) to `batch`."""
+        if ts < self._horizon:
+            raise BelowGcHorizon(self._horizon, ts)
+        batch.put(self.space.group(key) + inverted_ts(ts), tag_value(value))
+
+    def write(self, writes: Iterable[tuple[bytes, bytes | None]], ts: Timestamp, *, sync: bool) -> None:
+        """Write all `(key, value | None)` at `ts` in one atomic batch."""
+        if ts < self._horizon:
+            raise BelowGcHorizon(self._horizon, ts)
+        batch = Batch()
+        put, group = batch.put, self.space.group
+        suffix = inverted_ts(ts)
+        for key, value in writes:
+            put(group(key) + suffix, TAGGED_TOMBSTONE if value is None else b"\x01" + value)
+        self.engine.apply(batch, sync=sync)
+
+    # -- reads --------------------------------------------------------------
+
+    def read(self, key: bytes, ts: Timestamp) -> ReadResult:
+        """The newest live version of `key` at or below `ts`, and its intent if at or below `ts`."""
+        if ts < self._horizon:
+            raise BelowGcHorizon(self._horizon, ts)
+        group = self.space.group(key)
+        found = self.engine.first(group + inverted_ts(ts), group + GROUP_END)
+        intent = self._intent_at_or_below(key, ts)
+        if found is None or found[1] == TAGGED_TOMBSTONE:
+            return ReadResult(None, None, intent)
+        engine_key, stored = found
+        if stored[0] != _VALUE_TAG:
+            raise MvccError(f"corrupt version of {key!r}: bad tag {stored[:1]!r}")
+        return ReadResult(stored[1:], ts_from_inverted(engine_key[-TS_SIZE:]), intent)
+
+    def scan(
+        self, start: bytes, end: bytes | None, ts: Timestamp, *, limit: int | None = None, reverse: bool = False
+    ) -> ScanResult:
+        """Live rows with start <= key < end (end None: no bound) at `ts`, in key order
+        (descending with reverse), at most `limit`; plus the intents at or below `ts`
+        among the keys the scan covered (up to the last row when the limit cut it short)."""
+        if ts < self._horizon:
+            raise BelowGcHorizon(self._horizon, ts)
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0: {limit}")
+        if (end is not None and end <= start) or limit == 0:
+            return ScanResult((), ())
+        low = self.space.group(start)
+        high = self.space.versions_end if end is None else self.space.group(end)
+        pairs = self.engine.iterate(low, high, reverse=reverse)
+        walk = _visible_reverse if reverse else _visible_forward
+        rows = walk(pairs, inverted_ts(ts), limit, len(self.space.versions))
+        covered_start, covered_end = start, end
+        if limit is not None and len(rows) == limit:
+            if reverse:
+                covered_start = rows[-1][0]
+            else:
+                covered_end = rows[-1][0] + b"\x00"  # the smallest key above the last row
+        return ScanResult(rows, self._intents_in(covered_start, covered_end, ts))
+
+    def versions(self, key: bytes) -> tuple[Version, ...]:
+        """Every stored version of `key`, newest first, tombstones included."""
+        group = self.space.group(key)
+        return tuple(
+            Version(ts_from_inverted(engine_key[-TS_SIZE:]), _untag(stored))
+            for engine_key, stored in self.engine.iterate(group, group + GROUP_END)
+        )
+
+    # -- intents ------------------------------------------------------------
+
+    def intent(self, key: bytes) -> Intent | None:
+        stored = self.engine.get(self.space.intent_key(key))
+        return None if stored is None else decode_intent(key, stored)
+
+    def stage_intent(self, batch: Batch, intent: Intent) -> None:
+        """Add `intent` to `batch`; replaces an intent of the same transaction."""
+        if intent.ts < self._horizon:
+            raise BelowGcHorizon(self._horizon, intent.ts)
+        existing = self.intent(intent.key)
+        if existing is not None and existing.txn_id != intent.txn_id:
+            raise IntentConflict(intent.key, existing.txn_id, intent.txn_id)
+        batch.put(self.space.intent_key(intent.key), encode_intent(intent))
+
+    def put_intent(self, intent: Intent, *, sync: bool) -> None:
+        batch = Batch()
+        self.stage_intent(batch, intent)
+        self.engine.apply(batch, sync=sync)
+
+    def stage_resolve_intent(self, batch: Batch, key: bytes, txn_id: str, commit_ts: Timestamp) -> bool:
+        """Turn `txn_id`'s intent on `key` into a version at `commit_ts`; False if there is none."""
+        existing = self.intent(key)
+        if existing is None or existing.txn_id != txn_id:
+            return False
+        if commit_ts < existing.ts:
+            raise MvccError(f"commit timestamp {commit_ts} is below the intent's timestamp {existing.ts} ({existing})")
+        self.stage_write(batch, key, commit_ts, existing.value)
+        batch.delete(self.space.intent_key(key))
+        return True
+
+    def resolve_intent(self, key: bytes, txn_id: str, commit_ts: Timestamp, *, sync: bool) -> bool:
+        batch = Batch()
+        done = self.stage_resolve_intent(batch, key, txn_id, commit_ts)
+        if done:
+            self.engine.apply(batch, sync=sync)
+        return done
+
+    def stage_abort_intent(self, batch: Batch, key: bytes, txn_id: str) -> bool:
+        """Remove `txn_id`'s intent on `key`; False if there is none."""
+        existing = self.intent(key)
+        if existing is None or existing.txn_id != txn_id:
+            return False
+        batch.delete(self.space.intent_key(key))
+        return True
+
+    def abort_intent(self, key: bytes, txn_id: str, *, sync: bool) -> bool:
+        batch = Batch()
+        done = self.stage_abort_intent(batch, key, txn_id)
+        if done:
+            self.engine.apply(batch, sync=sync)
+        return done
+
+    def intents(self) -> tuple[Intent, ...]:
+        """Every intent, in key order."""
+        return self._intents_in(b"", None, Timestamp.MAX)
+
+    # -- GC -----------------------------------------------------------------
+
+    def gc_horizon(self) -> Timestamp:
+        return self._horizon
+
+    def gc(
+        self, horizon: Timestamp, *, max_versions: int = 1000, resume_from: bytes | None = None, sync: bool = False
+    ) -> GcProgress:
+        """Drop versions no read at or above `horizon` can see, examining about
+        `max_versions` versions; call again with `resume_from` until done. A horizon
+        below the current one means the current one."""
+        effective = max(horizon, self._horizon)
+        start, passed = self.space.versions, False
+        if resume_from is not None:
+            try:
+                start, passed = gc_planner.decode_token(resume_from, effective)
+            except ValueError as error:
+                raise MvccError(str(error)) from None
+        pairs = self.engine.iterate(start, self.space.versions_end)
+        chunk = gc_planner.plan_chunk(pairs, effective, passed=passed, max_versions=max_versions)
+        batch = Batch()
+        if effective != self._horizon:
+            batch.put(self.space.horizon_key, effective.to_bytes())
+        for key in chunk.deletes:
+            batch.delete(key)
+        self.engine.apply(batch, sync=sync)
+        self._horizon = effective
+        if chunk.resume is None:
+            return GcProgress(True, None, len(chunk.deletes))
+        token = gc_planner.encode_token(effective, *chunk.resume)
+        return GcProgress(False, token, len(chunk.deletes))
+
+    # -- snapshots ----------------------------------------------------------
+
+    def is_empty(self) -> bool:
+        return self.engine.first(self.space.prefix, self.space.end) is None
+
+    def import_incomplete(self) -> bool:
+        """True if an import started and did not finish (clear() and import again)."""
+        return self.engine.get(self.space.importing_key) is not None
+
+    def export_chunks(self, *, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        """The whole store as snapshot chunks, read from one engine view."""
+        if self.import_incomplete():
+            raise SnapshotError("cannot export a store whose import did not finish")
+        prefix_length = len(self.space.prefix)
+        with self.engine.view() as view:
+            pairs = self.engine.iterate(self.space.prefix, self.space.end, view=view)
+            relative = ((key[prefix_length:], value) for key, value in pairs)
+            yield from snapshot.encode_chunks(relative, chunk_bytes)
+
+    def import_chunks(self, chunks: Iterable[bytes], *, sync: bool = True) -> None:
+        """Load an exported stream into this (empty) store. A stream that fails part
+        way leaves the store marked incomplete: clear() it and import again."""
+        if not self.is_empty():
+            raise SnapshotError(f"import needs an empty store; the store under {self.space.prefix!r} has data")
+        marker = Batch()
+        marker.put(self.space.importing_key, b"")
+        self.engine.apply(marker, sync=False)
+        sequence, finished = 0, False
+        for data in chunks:
+            if finished:
+                raise SnapshotError(f"snapshot stream continues after its last chunk ({sequence})")
+            chunk = snapshot.decode_chunk(data, sequence)
+            batch = Batch()
+            for key, value in chunk.pairs:
+                batch.put(self.space.prefix + key, value)
+            if chunk.last:
+                batch.delete(self.space.importing_key)
+                finished = True
+            self.engine.apply(batch, sync=sync and finished)
+            sequence += 1
+        self._horizon = self._load_horizon()
+        if not finished:
+            raise SnapshotError(f"snapshot stream ended after {sequence} chunks without its last chunk")
+
+    def clear(self, *, sync: bool = True) -> int:
+        """Delete everything under the prefix (in several batches); returns the key count."""
+        cleared = 0
+        while True:
+            batch = Batch()
+            for key, _ in self.engine.iterate(self.space.prefix, self.space.end):
+                batch.delete(key)
+                if len(batch) >= CLEAR_BATCH_KEYS:
+                    break
+            if not len(batch):
+                break
+            self.engine.apply(batch, sync=sync)
+            cleared += len(batch)
+        self._horizon = Timestamp.MIN
+        return cleared
+
+    # -- statistics ---------------------------------------------------------
+
+    def statistics(self) -> MvccStatistics:
+        keys = versions = tombstones = 0
+        oldest: Timestamp | None = None
+        newest: Timestamp | None = None
+        group = None
+        for engine_key, stored in self.engine.iterate(self.space.versions, self.space.versions_end):
+            versions += 1
+            tombstones += stored == TAGGED_TOMBSTONE
+            ts = ts_from_inverted(engine_key[-TS_SIZE:])
+            oldest = ts if oldest is None or ts < oldest else oldest
+            newest = ts if newest is None or ts > newest else newest
+            if engine_key[:-TS_SIZE] != group:
+                group = engine_key[:-TS_SIZE]
+                keys += 1
+        intents = sum(1 for _ in self.engine.iterate(self.space.intents, self.space.intents_end))
+        size = self.engine.approximate_size(self.space.prefix, self.space.end)
+        return MvccStatistics(keys, versions, tombstones, intents, size, oldest, newest, self._horizon)
+
+    # -- helpers ------------------------------------------------------------
+
+    def _load_horizon(self) -> Timestamp:
+        stored = self.engine.get(self.space.horizon_key)
+        return Timestamp.MIN if stored is None else Timestamp.from_bytes(stored)
+
+    def _intent_at_or_below(self, key: bytes, ts: Timestamp) -> Intent | None:
+        if self.engine.generation != self._intent_generation:
+            self._refresh_intent_keys()
+        intent_key = self.space.intent_key(key)
+        if self._intent_keys is not None and intent_key not in self._intent_keys:
+            return None
+        stored = self.engine.get(intent_key)
+        if stored is None:
+            return None
+        intent = decode_intent(key, stored)
+        return intent if intent.ts <= ts else None
+
+    def _refresh_intent_keys(self) -> None:
+        generation = self.engine.generation
+        found = []
+        for key, _ in self.engine.iterate(self.space.intents, self.space.intents_end):
+            found.append(key)
+            if len(found) > INTENT_CACHE_MAX:
+                self._intent_keys = None
+                break
+        else:
+            self._intent_keys = frozenset(found)
+        self._intent_generation = generation
+
+    def _intents_in(self, start: bytes, end: bytes | None, ts: Timestamp) -> tuple[Intent, ...]:
+        if self.engine.generation != self._intent_generation:
+            self._refresh_intent_keys()
+        if self._intent_keys is not None and not self._intent_keys:
+            return ()
+        low = self.space.intent_key(start)
+        high = self.space.intents_end if end is None else self.space.intent_key(end)
+        found = []
+        for engine_key, stored in self.engine.iterate(low, high):
+            intent = decode_intent(self.space.decode_intent_key(engine_key), stored)
+            if intent.ts <= ts:
+                found.append(intent)
+        return tuple(found)
+
+
+def _untag(stored: bytes) -> bytes | None:
+    if stored == TAGGED_TOMBSTONE:
+        return None
+    if stored[:1] != b"\x01":
+        raise MvccError(f"corrupt MVCC value: bad tag {stored[:1]!r}")
+    return stored[1:]
+
+
+def _visible_forward(
+    pairs: Iterable[tuple[bytes, bytes]], inverted: bytes, limit: int | None, skip: int
+) -> list[tuple[bytes, bytes, Timestamp]]:
+    """Each key's newest version at or below the read ts (its suffix >= `inverted`)."""
+    rows: list[tuple[bytes, bytes, Timestamp]] = []
+    decided = None
+    for engine_key, stored in pairs:
+        group = engine_key[:-TS_SIZE]
+        if group == decided:
+            continue
+        suffix = engine_key[-TS_SIZE:]
+        if suffix < inverted:
+            continue  # newer than the read
+        decided = group
+        if stored != TAGGED_TOMBSTONE:
+            rows.append((unescape(group[skip:-2]), _untag(stored), ts_from_inverted(suffix)))  # type: ignore[arg-type]
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
+
+
+def _visible_reverse(
+    pairs: Iterable[tuple[bytes, bytes]], inverted: bytes, limit: int | None, skip: int
+) -> list[tuple[bytes, bytes, Timestamp]]:
+    """As _visible_forward over descending engine keys: each key's versions arrive
+    oldest first, so its visible version is the last one at or below the read ts."""
+    rows: list[tuple[bytes, bytes, Timestamp]] = []
+    group = None
+    candidate: tuple[bytes, bytes] | None = None
+    for engine_key, stored in pairs:
+        key_group = engine_key[:-TS_SIZE]
+        if key_group != group:
+            if candidate is not None and candidate[1] != TAGGED_TOMBSTONE:
+                rows.append(_row(candidate, skip))
+                if limit is not None and len(rows) >= limit:
+                    return rows
+            group, candidate = key_group, None
+        if engine_key[-TS_SIZE:] >= inverted:
+            candidate = (engine_key, stored)
+    if candidate is not None and candidate[1] != TAGGED_TOMBSTONE:
+        rows.append(_row(candidate, skip))
+    return rows
+
+
+def _row(pair: tuple[bytes, bytes], skip: int) -> tuple[bytes, bytes, Timestamp]:
+    engine_key, stored = pair
+    return unescape(engine_key[skip : -TS_SIZE - 2]), _untag(stored), ts_from_inverted(engine_key[-TS_SIZE:])  # type: ignore[return-value]
