@@ -15,8 +15,9 @@ stops serving and stops granting and taking leases. "Exceeds" uses the lower
 bound |offset| - error, so a slow network cannot fence a good clock; a
 measurement whose error bound alone exceeds the limit says nothing and is
 ignored. A fenced node rejoins after `recover_after` consecutive good
-measurements from a majority. At boot it is fenced ("waiting") until it has
-one fresh measurement from a majority of peers.
+measurements from enough peers that, with itself, they are a majority of the
+cluster. At boot it is fenced ("waiting") until it has one good measurement
+from that many peers.
 
 HAZARD: this is the only defence of external consistency against a clock
 drifting past max_offset; it reacts within a few probe intervals, so the
@@ -83,6 +84,9 @@ class OffsetMonitor:
             self.fenced, self.reason = False, "no peers"
             return FenceState(self.fenced, self.reason, ())
         majority = len(self.peers) // 2 + 1  # a majority of the peers
+        # To serve, this node plus the peers it measured good must be a
+        # majority of the cluster, so one node down does not keep the rest fenced.
+        needed_good = (len(self.peers) + 1) // 2
         fresh = {p: s for p, s in self.by_peer.items() if s.last is not None and now_ns - s.last.at_ns < STALE_AFTER_NS}
         bad = sorted(p for p, s in fresh.items() if s.bad)
         if len(bad) >= majority:
@@ -94,7 +98,7 @@ class OffsetMonitor:
             # Rejoin after a streak of good measurements (just one at boot).
             streak = self.recover_after if self.reason.startswith("clock offset") else 1
             good = [p for p, s in fresh.items() if not s.bad and s.good_streak >= streak]
-            if len(good) >= majority:
+            if len(good) >= needed_good:
                 self.fenced, self.reason = False, "clock within bounds"
         return FenceState(self.fenced, self.reason, self.offsets())
 

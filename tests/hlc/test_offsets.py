@@ -21,9 +21,12 @@ def test_boot_grace_then_serving() -> None:
     monitor = OffsetMonitor(["n2", "n3"], 10 * MS)
     assert monitor.evaluate(0).fenced and "waiting" in monitor.reason
     probe(monitor, "n2", 10 * MS, 1 * MS)
-    assert monitor.evaluate(20 * MS).fenced  # one of two peers is not a majority
-    probe(monitor, "n3", 10 * MS, -2 * MS)
-    assert not monitor.evaluate(20 * MS).fenced
+    assert not monitor.evaluate(20 * MS).fenced  # itself and n2: a majority of three
+    five = OffsetMonitor(["n2", "n3", "n4", "n5"], 10 * MS)
+    probe(five, "n2", 10 * MS, 1 * MS)
+    assert five.evaluate(20 * MS).fenced  # two of five are not a majority
+    probe(five, "n3", 10 * MS, -2 * MS)
+    assert not five.evaluate(20 * MS).fenced
 
 
 def test_fences_on_majority_and_recovers_after_streak() -> None:
