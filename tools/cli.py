@@ -21,7 +21,10 @@ from typing import Sequence
 from tools.errors import EXIT_USAGE, CliError
 
 COMMAND_MODULES: tuple[str, ...] = (
-    "tools.demo",
+    "tools.up",
+    "tools.node",
+    "tools.status",
+    "tools.kv",
     "tools.bench",
 )
 
@@ -37,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chronodb",
         description="chronodb: a timestamp-ordered, transactional key-value store.",
-        epilog="Exit codes: 0 success, 1 negative answer (not found, unhealthy), 2 bad usage or configuration.",
+        epilog="Exit codes: 0 success, 1 negative answer (not found, unhealthy), 2 bad usage or configuration, "
+        "3 no node reachable, 4 no leader within the deadline, 5 outcome unknown (a write may or may not have committed).",
     )
     parser.add_argument("--version", action="version", version=f"chronodb {version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -46,9 +50,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NEGATIVE_VALUE_FLAGS = ("--at", "--offset", "--bump", "--strobe")
+
+
+def join_negative_values(argv: Sequence[str]) -> list[str]:
+    """`--at -5s` as `--at=-5s`: argparse would take `-5s` for an option."""
+    out: list[str] = []
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        if items[i] in NEGATIVE_VALUE_FLAGS and i + 1 < len(items) and items[i + 1][:2].startswith("-") \
+                and items[i + 1][1:2].isdigit():
+            out.append(f"{items[i]}={items[i + 1]}")
+            i += 2
+            continue
+        out.append(items[i])
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -1,8 +1,10 @@
 """Errors the `chronodb` command reports as one line and an exit code.
 
 Exit codes (also listed in `chronodb --help`): 0 success, 1 a negative answer
-(not found, not healthy), 2 bad usage or configuration. Later commands add
-their own codes here so that every code has exactly one meaning.
+(not found, not healthy), 2 bad usage or configuration, 3 no node reachable
+(connection refused), 4 no leader (or no replica) within the deadline,
+5 outcome unknown (a write may or may not have committed). Every code has
+exactly one meaning.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_NEGATIVE = 1
 EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_NO_LEADER = 4
+EXIT_OUTCOME_UNKNOWN = 5
 
 
 class CliError(Exception):

@@ -1,0 +1,90 @@
+"""`chronodb node --dir DIR --id ID`: run one node in the foreground.
+
+Role: how a deployment over several hosts starts a node (each host holds the
+same `cluster.toml`); `chronodb up` runs one of these per node. Logs go to
+`DIR/<ID>/node.log`; the process id to `DIR/<ID>/node.pid` while it runs.
+SIGINT or SIGTERM stops it cleanly. Startup failures (port in use, data
+directory locked by another process or belonging to another cluster, bad
+cluster.toml) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+
+import trio
+
+from tools.errors import EXIT_OK, CliError
+from tools.kv import DEFAULT_DIR
+from txn.config import ConfigError, ensure_node_dir, load_config, node_dir
+from txn.node import NodeStartError, run_node
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "node", help="run one node in the foreground",
+        description="Run node ID of the cluster described by DIR/cluster.toml. Logs to DIR/ID/node.log. "
+        "SIGINT/SIGTERM stop it cleanly. A port in use, a locked or foreign data directory, or a bad "
+        "cluster.toml: one line on stderr and exit code 2.",
+    )
+    parser.add_argument("--dir", default=DEFAULT_DIR, help=f"data directory (default ./{DEFAULT_DIR})")
+    parser.add_argument("--id", required=True, help="node id, e.g. n1")
+    parser.set_defaults(func=run)
+
+
+def setup_logging(path: str) -> None:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.dir)
+        directory = ensure_node_dir(args.dir, config, args.id)
+    except ConfigError as error:
+        raise CliError(str(error)) from None
+    setup_logging(str(directory / "node.log"))
+    pid_file = node_dir(args.dir, args.id) / "node.pid"
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stop_on_signal, nursery.cancel_scope)
+            await nursery.start(run_node, config, args.id, args.dir)
+            pid_file.write_text(f"{os.getpid()}\n")
+            print(f"node {args.id} ready on {config.node(args.id).host}:{config.node(args.id).port}", flush=True)
+
+    start_error: NodeStartError | None = None
+    try:
+        trio.run(main)
+    except* NodeStartError as group:
+        start_error = first_leaf(group)
+    finally:
+        pid_file.unlink(missing_ok=True)
+    if start_error is not None:
+        logging.getLogger("chronodb.node").error("cannot start: %s", start_error)
+        raise CliError(f"node {args.id}: {start_error}")
+    logging.getLogger("chronodb.node").info("node %s stopped", args.id)
+    return EXIT_OK
+
+
+async def stop_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            logging.getLogger("chronodb.node").info("received %s, stopping", signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+def first_leaf(error: BaseException):
+    """The first exception inside (possibly nested) exception groups."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error

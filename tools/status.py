@@ -1,0 +1,108 @@
+"""`chronodb status`: is the cluster serving? Who leads each tablet?
+
+Role: asks every node (admin `StatusRequest`, short deadline) and prints each
+node's address and whether it answers, and each tablet's range, replicas,
+serving leader and lease holder. Exit 0 only when every tablet has a
+lease-holding leader that serves; else 1, so scripts can wait on it.
+`--json` prints `{"nodes": [{"id", "address", "up"}], "tablets": [{"id",
+"start", "end", "replicas", "leader"}]}` with keys as printable text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import trio
+
+from tools.errors import EXIT_NEGATIVE, EXIT_OK, CliError
+from tools.kv import DEFAULT_DIR, printable
+from txn import api
+from txn.config import ClusterConfig, ConfigError, load_config
+from txn.client_connection import open_client_connection
+from txn.messaging import TransportError
+from hlc import HybridClock, SystemClock
+
+NODE_TIMEOUT_S = 1.5
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "status", help="show nodes and tablet leaders; exit 0 when every tablet has a leader",
+        description="Ask every node of DIR/cluster.toml for its state. Exit 0 only when every tablet "
+        "has a lease-holding, serving leader; otherwise 1 (scripts can wait on it).",
+    )
+    parser.add_argument("--dir", default=DEFAULT_DIR, help=f"data directory (default ./{DEFAULT_DIR})")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run)
+
+
+async def gather(config: ClusterConfig) -> dict[str, api.NodeStatusReply | None]:
+    """Each node's status reply, or None when it does not answer in time."""
+    results: dict[str, api.NodeStatusReply | None] = {node.id: None for node in config.nodes}
+    clock = HybridClock(SystemClock(), config.max_offset_ns)
+
+    async def ask(node_id: str, host: str, port: int) -> None:
+        with trio.move_on_after(NODE_TIMEOUT_S * 2):
+            try:
+                async with open_client_connection(host, port, cluster_id=config.cluster_id, clock=clock, timeout_s=NODE_TIMEOUT_S) as conn:
+                    reply = await conn.call(api.StatusRequest(), timeout_s=NODE_TIMEOUT_S)
+            except (TransportError, OSError):
+                return
+            if isinstance(reply, api.NodeStatusReply):
+                results[node_id] = reply
+
+    async with trio.open_nursery() as nursery:
+        for node in config.nodes:
+            nursery.start_soon(ask, node.id, node.host, node.port)
+    return results
+
+
+def tablet_leaders(config: ClusterConfig, replies: dict[str, api.NodeStatusReply | None]) -> dict[str, tuple[str | None, str | None]]:
+    """tablet id -> (serving leader, lease holder), from the nodes that answered."""
+    leaders: dict[str, tuple[str | None, str | None]] = {}
+    for tablet in config.tablets:
+        serving = holder = None
+        for node_id in tablet.replicas:
+            reply = replies.get(node_id)
+            if reply is None:
+                continue
+            for status in reply.tablets:
+                if status.id == tablet.id and status.lease_holder:
+                    holder = node_id
+                    if status.serving:
+                        serving = node_id
+        leaders[tablet.id] = (serving, holder)
+    return leaders
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.dir)
+    except ConfigError as error:
+        raise CliError(str(error)) from None
+    replies = trio.run(gather, config)
+    leaders = tablet_leaders(config, replies)
+    healthy = all(serving is not None for serving, _ in leaders.values())
+    if args.json:
+        print(json.dumps({
+            "nodes": [{"id": n.id, "address": f"{n.host}:{n.port}", "up": replies[n.id] is not None} for n in config.nodes],
+            "tablets": [
+                {"id": t.id, "start": printable(t.start), "end": None if t.end is None else printable(t.end),
+                 "replicas": list(t.replicas), "leader": leaders[t.id][0], "lease_holder": leaders[t.id][1]}
+                for t in config.tablets
+            ],
+            "healthy": healthy,
+        }))
+        return EXIT_OK if healthy else EXIT_NEGATIVE
+    print(f"cluster {config.cluster_id}")
+    print(f"{'NODE':<6} {'ADDRESS':<22} UP")
+    for node in config.nodes:
+        print(f"{node.id:<6} {node.host + ':' + str(node.port):<22} {'yes' if replies[node.id] else 'no'}")
+    print(f"{'TABLET':<7} {'START':<10} {'END':<10} {'REPLICAS':<16} {'LEADER':<7} LEASE")
+    for tablet in config.tablets:
+        serving, holder = leaders[tablet.id]
+        end = "(end)" if tablet.end is None else printable(tablet.end)
+        print(f"{tablet.id:<7} {printable(tablet.start) or '(start)':<10} {end:<10} {','.join(tablet.replicas):<16} {serving or '-':<7} {holder or '-'}")
+    print("healthy: every tablet has a serving leader" if healthy else "not healthy: some tablet has no serving leader")
+    return EXIT_OK if healthy else EXIT_NEGATIVE

@@ -1,0 +1,163 @@
+"""`chronodb up`: create (first time) or resume a local cluster and run it.
+
+Role: writes DIR/cluster.toml on first use, then starts every node as its
+own OS process (`chronodb node`), each logging to DIR/<node>/node.log, and
+stays in the foreground. SIGINT or SIGTERM stops all nodes (SIGTERM, then
+SIGKILL after a grace period). A node that dies is reported and the others
+keep running; `chronodb node --dir DIR --id ID` restarts it by hand.
+
+Refused with one line and exit code 2 before anything starts: a port in use,
+a corrupt cluster.toml, a node directory that belongs to another cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from hlc import format_duration_ns, parse_duration_ns
+from tools.errors import EXIT_NEGATIVE, EXIT_OK, CliError
+from tools.kv import DEFAULT_DIR
+from txn.config import ClusterConfig, ConfigError, config_path, ensure_node_dir, generate, load_config, node_dir, write_config
+
+STOP_GRACE_S = 5.0
+START_CHECK_S = 1.0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "up", help="create or resume a local cluster and run it in the foreground",
+        description="Run a local cluster: on first use write DIR/cluster.toml (tablets split the key "
+        "space evenly on the first byte, 3 replicas each, preferred leaders spread over the nodes), then "
+        "start every node as its own process, logging to DIR/<node>/node.log. Ctrl-C stops them all. "
+        "Run again on the same DIR to resume with its data (the layout flags then must match or be omitted).",
+    )
+    parser.add_argument("--dir", default=DEFAULT_DIR, help=f"data directory (default ./{DEFAULT_DIR})")
+    parser.add_argument("--nodes", type=int, default=None, help="number of nodes on first use (default 3)")
+    parser.add_argument("--tablets", type=int, default=None, help="number of tablets on first use (default 4)")
+    parser.add_argument("--port", type=int, default=None, help="first node's port; the others follow (default 7400)")
+    parser.add_argument(
+        "--max-offset", default=None,
+        help="the bound on clock offset between nodes (default 10ms). Every write waits this long "
+        "(commit-wait, overlapped with replication); raise it where clocks are less well synchronized, "
+        "since a node whose clock is further off than this breaks external consistency",
+    )
+    parser.set_defaults(func=run)
+
+
+def prepare(args: argparse.Namespace) -> ClusterConfig:
+    directory = pathlib.Path(args.dir)
+    if config_path(directory).exists():
+        config = load_config(directory)
+        mismatched = [
+            flag for flag, wanted, have in (
+                ("--nodes", args.nodes, len(config.nodes)), ("--tablets", args.tablets, len(config.tablets)),
+                ("--port", args.port, config.nodes[0].port),
+                ("--max-offset", args.max_offset and parse_duration_ns(args.max_offset), config.max_offset_ns),
+            ) if wanted is not None and wanted != have
+        ]
+        if mismatched:
+            raise ConfigError(f"{config_path(directory)} exists with a different {', '.join(mismatched)}; omit the flag(s) or use a new --dir")
+        return config
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"{directory} is not a directory")
+    try:
+        max_offset_ns = parse_duration_ns(args.max_offset) if args.max_offset else 10_000_000
+    except ValueError as error:
+        raise ConfigError(f"bad --max-offset: {error}") from None
+    config = generate(nodes=args.nodes or 3, tablets=args.tablets or 4, port=args.port or 7400, max_offset_ns=max_offset_ns)
+    write_config(directory, config)
+    print(f"created {config_path(directory)} (cluster {config.cluster_id}, max_offset {format_duration_ns(max_offset_ns)})")
+    return config
+
+
+def check_ports_free(config: ClusterConfig) -> None:
+    for node in config.nodes:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((node.host, node.port))
+            except OSError as error:
+                raise ConfigError(f"port {node.port} for node {node.id} on {node.host} is in use ({error.strerror})") from None
+
+
+def start_node(data_dir: str, node_id: str) -> subprocess.Popen:
+    log_file = open(node_dir(data_dir, node_id) / "node.log", "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "tools.cli", "node", "--dir", str(data_dir), "--id", node_id],
+        stdout=log_file, stderr=log_file, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+
+
+def stop_all(processes: dict[str, subprocess.Popen]) -> None:
+    for process in processes.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for node_id, process in processes.items():
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"node {node_id} did not stop in {STOP_GRACE_S:g}s; killing it", flush=True)
+            process.kill()
+            process.wait()
+
+
+def last_line(path: pathlib.Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = prepare(args)
+        for node in config.nodes:
+            ensure_node_dir(args.dir, config, node.id)
+        check_ports_free(config)
+    except ConfigError as error:
+        raise CliError(str(error)) from None
+
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    processes: dict[str, subprocess.Popen] = {}
+    try:
+        for node in config.nodes:
+            processes[node.id] = start_node(args.dir, node.id)
+            print(f"node {node.id}: {node.host}:{node.port}, pid {processes[node.id].pid}, log {node_dir(args.dir, node.id) / 'node.log'}", flush=True)
+        started = time.monotonic()
+        reported: set[str] = set()
+        while not stopping:
+            time.sleep(0.1)
+            for node_id, process in processes.items():
+                code = process.poll()
+                if code is None or node_id in reported:
+                    continue
+                reported.add(node_id)
+                reason = last_line(node_dir(args.dir, node_id) / "node.log")
+                if time.monotonic() - started < START_CHECK_S + 4 and code == 2:
+                    stop_all(processes)
+                    raise CliError(f"node {node_id} failed to start: {reason}")
+                print(f"node {node_id} exited with code {code}: {reason}", flush=True)
+            if len(reported) == len(processes):
+                print("every node has exited", flush=True)
+                return EXIT_NEGATIVE
+        print("stopping the cluster", flush=True)
+    finally:
+        stop_all(processes)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("stopped", flush=True)
+    return EXIT_OK

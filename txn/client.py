@@ -1,0 +1,367 @@
+"""The client library: timestamped reads and writes against a running cluster.
+
+Role: connects to any node, learns the tablet map, routes each request by key
+range, follows leader redirects, retries what is safe to retry, and reports
+what it cannot know as `OutcomeUnknown`. `SyncClient` wraps it for scripts.
+
+Retry rules (what is safe):
+- a request that was never delivered (connection refused, `not_leader`,
+  read timeouts, unknown tablet) is retried, on the hinted leader or the next
+  replica, with capped backoff, until the caller's deadline;
+- a write that was delivered but whose reply never came (connection lost,
+  deadline passed) or that the leader reported as `outcome_unknown` is NOT
+  retried: it raises `OutcomeUnknown` carrying the request. A user retrying it
+  may apply it twice (writes are idempotent puts, so a plain retry is harmless
+  for a single key, but the commit timestamp then differs).
+
+Stale reads (`at`, exact and bounded staleness) go to the nearest replica:
+the node this client first reached if it holds the tablet, else a follower,
+so that leaders keep their capacity for writes and strong reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import AsyncIterator, Iterable, Sequence
+
+import attrs
+import trio
+
+from hlc import HybridClock, SystemClock, Timestamp
+from txn import api
+from txn.client_connection import ClientConnection, open_client_connection
+from txn.messaging import TransportError
+
+DEFAULT_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 2.0
+SCAN_PAGE = 1000
+
+
+class ClientError(Exception):
+    """Base of every error the client reports."""
+
+
+class Unreachable(ClientError):
+    """No node of the cluster accepted a connection."""
+
+
+class NoLeader(ClientError):
+    """No replica of a tablet served as leader within the deadline."""
+
+
+class OutcomeUnknown(ClientError):
+    """A write was delivered but its fate is unknown: it may or may not have committed."""
+
+
+class ReadFailed(ClientError):
+    """A read was refused for a reason retrying will not fix (future, below GC horizon)."""
+
+    def __init__(self, reply: api.ErrorReply) -> None:
+        super().__init__(reply.message)
+        self.reply = reply
+
+
+class RequestTimeout(ClientError):
+    """The deadline passed before any replica could answer a read."""
+
+
+@attrs.frozen
+class WriteResult:
+    ts: Timestamp
+    commit_wait_ns: int
+    node: str
+
+
+@attrs.frozen
+class GetResult:
+    key: bytes
+    value: bytes | None
+    ts: Timestamp  # the read timestamp
+    version_ts: Timestamp | None  # commit timestamp of the version read
+    served_by: str
+
+
+@attrs.frozen
+class ScanResult:
+    ts: Timestamp
+    rows: tuple[api.Row, ...] = attrs.field(converter=tuple)
+
+
+class Client:
+    """Use as `async with open_client(addresses) as client:`."""
+
+    def __init__(self, addresses: Sequence[tuple[str, int]], *, cluster_id: str | None, clock: HybridClock, timeout_s: float) -> None:
+        self.addresses = list(addresses)
+        self.cluster_id = cluster_id
+        self.clock = clock
+        self.timeout_s = timeout_s
+        self.tablets: tuple[api.TabletInfo, ...] = ()
+        self.nodes: dict[str, tuple[str, int]] = {}
+        self.leaders: dict[str, str] = {}
+        self.home: str | None = None
+        self._connections: dict[tuple[str, int], ClientConnection] = {}
+        self._stack = contextlib.AsyncExitStack()
+        self._connect_locks: dict[tuple[str, int], trio.Lock] = {}
+
+    # ---- connections -------------------------------------------------------
+
+    async def _connection(self, address: tuple[str, int]) -> ClientConnection:
+        """Open (once) a connection; raises Unreachable when it cannot."""
+        lock = self._connect_locks.setdefault(address, trio.Lock())
+        async with lock:
+            connection = self._connections.get(address)
+            if connection is None:
+                try:
+                    connection = await self._stack.enter_async_context(open_client_connection(
+                        address[0], address[1], cluster_id=self.cluster_id, clock=self.clock, timeout_s=CONNECT_TIMEOUT_S,
+                    ))
+                except (TransportError, OSError) as error:
+                    raise Unreachable(f"cannot connect to {address[0]}:{address[1]}: {error}") from None
+                self.cluster_id = connection.cluster_id
+                self._connections[address] = connection
+            return connection
+
+    def _forget(self, address: tuple[str, int]) -> None:
+        self._connections.pop(address, None)
+
+    async def _call(self, address: tuple[str, int], message: object, timeout_s: float) -> object:
+        """Raises Unreachable (not delivered) or TransportError (delivery unknown)."""
+        connection = await self._connection(address)
+        if connection.broken is not None:
+            # Known dead before we send anything: reconnecting is safe.
+            self._forget(address)
+            connection = await self._connection(address)
+        try:
+            return await connection.call(message, timeout_s=timeout_s)
+        except TransportError:
+            self._forget(address)
+            raise
+
+    async def refresh_map(self, deadline: float | None = None) -> None:
+        deadline = deadline if deadline is not None else trio.current_time() + self.timeout_s
+        errors = []
+        candidates = ([self.nodes[self.home]] if self.home in self.nodes else []) + self.addresses
+        for address in candidates:
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                break
+            try:
+                reply = await self._call(address, api.TabletMapRequest(), min(remaining, CONNECT_TIMEOUT_S))
+            except (Unreachable, TransportError) as error:
+                errors.append(str(error))
+                continue
+            if not isinstance(reply, api.TabletMapReply):
+                continue
+            self.tablets = reply.tablets
+            self.nodes = {node.id: (node.host, node.port) for node in reply.nodes}
+            for tablet in reply.tablets:
+                if tablet.leader:
+                    self.leaders[tablet.id] = tablet.leader
+            if self.home is None:
+                self.home = next((n for n, a in self.nodes.items() if a == address), None)
+            return
+        raise Unreachable("no node of the cluster answered: " + ("; ".join(errors[-3:]) or "deadline passed"))
+
+    # ---- routing -------------------------------------------------------------
+
+    async def tablet_for(self, key: bytes) -> api.TabletInfo:
+        if not self.tablets:
+            await self.refresh_map()
+        for tablet in self.tablets:
+            if tablet.start <= key and (tablet.end is None or key < tablet.end):
+                return tablet
+        raise ClientError(f"no tablet holds key {key!r}")
+
+    def _leader_order(self, tablet: api.TabletInfo) -> list[str]:
+        leader = self.leaders.get(tablet.id)
+        rest = [r for r in tablet.replicas if r != leader]
+        return ([leader] if leader in tablet.replicas else []) + rest
+
+    def _nearest_order(self, tablet: api.TabletInfo) -> list[str]:
+        leader = self.leaders.get(tablet.id)
+        first = [self.home] if self.home in tablet.replicas else []
+        followers = [r for r in tablet.replicas if r != leader and r not in first]
+        return first + followers + [r for r in tablet.replicas if r not in first and r not in followers]
+
+    async def _send(self, tablet: api.TabletInfo, build, *, leader: bool, is_write: bool, timeout_s: float | None):
+        """Send to the tablet's leader (or nearest replica), retrying what is safe."""
+        deadline = trio.current_time() + (timeout_s or self.timeout_s)
+        backoff = 0.01
+        attempt = 0
+        last_problem = "no replica answered"
+        while True:
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                break
+            order = self._leader_order(tablet) if leader else self._nearest_order(tablet)
+            node = order[attempt % len(order)]
+            attempt += 1
+            address = self.nodes.get(node)
+            if address is None:
+                await self.refresh_map(deadline)
+                continue
+            message = build(int(remaining * 1e9 * 0.9))
+            try:
+                reply = await self._call(address, message, remaining)
+            except Unreachable as error:
+                last_problem = str(error)
+                await trio.sleep(min(backoff, max(0.0, deadline - trio.current_time())))
+                backoff = min(backoff * 2, 0.2)
+                continue
+            except TransportError as error:
+                if is_write:
+                    raise OutcomeUnknown(f"write to tablet {tablet.id} sent to {node}, then {error}: it may or may not have committed") from None
+                last_problem = f"{node}: {error}"
+                continue
+            if not isinstance(reply, api.ErrorReply):
+                if leader:
+                    self.leaders[tablet.id] = node
+                return reply
+            if reply.code == api.ERROR_OUTCOME_UNKNOWN:
+                raise OutcomeUnknown(f"tablet {tablet.id} at {node}: {reply.message}")
+            if reply.code in (api.ERROR_BELOW_GC_HORIZON, api.ERROR_FUTURE_READ, api.ERROR_BAD_REQUEST):
+                raise ReadFailed(reply)
+            last_problem = f"{node}: {reply.message}"
+            if reply.leader_hint and reply.leader_hint in tablet.replicas and reply.leader_hint != node:
+                self.leaders[tablet.id] = reply.leader_hint
+                attempt = 0
+                if not leader:
+                    leader = True  # a replica that cannot serve sends us to the leader
+            else:
+                self.leaders.pop(tablet.id, None)
+                await trio.sleep(min(backoff, max(0.0, deadline - trio.current_time())))
+                backoff = min(backoff * 2, 0.2)
+        if leader or is_write:
+            raise NoLeader(f"tablet {tablet.id} had no serving leader within {timeout_s or self.timeout_s:g}s ({last_problem})")
+        raise RequestTimeout(f"no replica of tablet {tablet.id} served the read in time ({last_problem})")
+
+    # ---- operations ----------------------------------------------------------
+
+    async def write(self, writes: Iterable[tuple[bytes, bytes | None]], *, timeout_s: float | None = None) -> WriteResult:
+        """Write several keys of ONE tablet atomically at one timestamp (None deletes)."""
+        items = tuple(api.KeyWrite(key, value) for key, value in writes)
+        if not items:
+            raise ClientError("nothing to write")
+        tablet = await self.tablet_for(items[0].key)
+        if any(not (tablet.start <= w.key and (tablet.end is None or w.key < tablet.end)) for w in items):
+            raise ClientError("keys of one write must belong to one tablet (cross-tablet transactions are not built yet)")
+        reply = await self._send(tablet, lambda t: api.WriteRequest(tablet.id, items, t), leader=True, is_write=True, timeout_s=timeout_s)
+        return WriteResult(reply.ts, reply.commit_wait_ns, self.leaders.get(tablet.id, "?"))
+
+    async def put(self, key: bytes, value: bytes, *, timeout_s: float | None = None) -> WriteResult:
+        return await self.write([(key, value)], timeout_s=timeout_s)
+
+    async def delete(self, key: bytes, *, timeout_s: float | None = None) -> WriteResult:
+        return await self.write([(key, None)], timeout_s=timeout_s)
+
+    def read_mode(self, *, at: Timestamp | None, stale_ns: int | None, max_stale_ns: int | None) -> tuple[str, Timestamp | None]:
+        if sum(x is not None for x in (at, stale_ns, max_stale_ns)) > 1:
+            raise ClientError("choose at most one of at, stale and max_stale")
+        if at is not None:
+            return api.READ_AT, at
+        now = self.clock.now()
+        if stale_ns is not None:
+            return api.READ_AT, Timestamp(max(0, now.wall - stale_ns), 0)
+        if max_stale_ns is not None:
+            return api.READ_MAX_STALE, Timestamp(max(0, now.wall - max_stale_ns), 0)
+        return api.READ_STRONG, None
+
+    async def get(
+        self, key: bytes, *, at: Timestamp | None = None, stale_ns: int | None = None,
+        max_stale_ns: int | None = None, timeout_s: float | None = None,
+    ) -> GetResult:
+        mode, ts = self.read_mode(at=at, stale_ns=stale_ns, max_stale_ns=max_stale_ns)
+        tablet = await self.tablet_for(key)
+        reply = await self._send(
+            tablet, lambda t: api.ReadRequest(tablet.id, key, mode, ts, t),
+            leader=(mode == api.READ_STRONG), is_write=False, timeout_s=timeout_s,
+        )
+        return GetResult(key, reply.value, reply.ts, reply.version_ts, reply.served_by)
+
+    async def scan(
+        self, start: bytes, end: bytes | None, *, at: Timestamp | None = None, limit: int | None = None,
+        timeout_s: float | None = None,
+    ) -> ScanResult:
+        """Rows of [start, end) at one timestamp across tablets, in key order.
+
+        Without `at`, the first tablet's leader picks a strong timestamp and
+        every further tablet is read at that same timestamp (a consistent cut)."""
+        if not self.tablets:
+            await self.refresh_map()
+        remaining = math.inf if limit is None else limit
+        mode, ts = (api.READ_STRONG, None) if at is None else (api.READ_AT, at)
+        rows: list[api.Row] = []
+        for tablet in sorted(self.tablets, key=lambda t: t.start):
+            if (tablet.end is not None and tablet.end <= start) or (end is not None and tablet.start >= end):
+                continue
+            cursor = max(start, tablet.start)
+            while remaining > 0:
+                page = int(min(remaining, SCAN_PAGE))
+                reply = await self._send(
+                    tablet, lambda t, c=cursor, m=mode, s=ts, p=page: api.ScanRequest(tablet.id, c, end, m, s, p, t),
+                    leader=(mode == api.READ_STRONG), is_write=False, timeout_s=timeout_s,
+                )
+                mode, ts = api.READ_AT, reply.ts
+                rows.extend(reply.rows)
+                remaining -= len(reply.rows)
+                if len(reply.rows) < page:
+                    break
+                cursor = reply.rows[-1].key + b"\x00"
+            if remaining <= 0:
+                break
+        if ts is None:
+            ts = self.clock.now()
+        return ScanResult(ts, rows)
+
+    async def node_status(self, node_id: str, *, timeout_s: float = 2.0) -> api.NodeStatusReply:
+        if not self.nodes:
+            await self.refresh_map()
+        reply = await self._call(self.nodes[node_id], api.StatusRequest(), timeout_s)
+        assert isinstance(reply, api.NodeStatusReply), reply
+        return reply
+
+
+@contextlib.asynccontextmanager
+async def open_client(
+    addresses: Sequence[tuple[str, int]], *, cluster_id: str | None = None, max_offset_ns: int = 10_000_000,
+    timeout_s: float = DEFAULT_TIMEOUT_S, clock: HybridClock | None = None,
+) -> AsyncIterator[Client]:
+    client = Client(addresses, cluster_id=cluster_id, clock=clock or HybridClock(SystemClock(), max_offset_ns), timeout_s=timeout_s)
+    # An error from the caller's block is re-raised after the connections are
+    # closed, so it is not wrapped in an ExceptionGroup by their nurseries.
+    error: Exception | None = None
+    async with client._stack:
+        try:
+            yield client
+        except Exception as raised:
+            error = raised
+    if error is not None:
+        raise error
+
+
+class SyncClient:
+    """Blocking wrapper for scripts: each call runs one short trio run."""
+
+    def __init__(self, addresses: Sequence[tuple[str, int]], *, cluster_id: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.addresses = list(addresses)
+        self.cluster_id = cluster_id
+        self.timeout_s = timeout_s
+
+    def _run(self, method: str, *args, **kwargs):
+        async def go():
+            async with open_client(self.addresses, cluster_id=self.cluster_id, timeout_s=self.timeout_s) as client:
+                return await getattr(client, method)(*args, **kwargs)
+        return trio.run(go)
+
+    def put(self, key: bytes, value: bytes) -> WriteResult:
+        return self._run("put", key, value)
+
+    def delete(self, key: bytes) -> WriteResult:
+        return self._run("delete", key)
+
+    def get(self, key: bytes, **options) -> GetResult:
+        return self._run("get", key, **options)
+
+    def scan(self, start: bytes, end: bytes | None, **options) -> ScanResult:
+        return self._run("scan", start, end, **options)
