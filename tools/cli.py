@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tools.node",
     "tools.status",
     "tools.kv",
+    "tools.demo",
     "tools.bench",
 )
 
