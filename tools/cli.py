@@ -25,6 +25,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tools.node",
     "tools.status",
     "tools.kv",
+    "tools.skew",
+    "tools.inspector",
     "tools.demo",
     "tools.bench",
 )

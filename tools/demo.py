@@ -107,7 +107,7 @@ def cluster_demo(cluster: LocalCluster) -> None:
         writes_while_down += 1
     say(f"   {writes_while_down} more writes, and reads still work: alice={client.get(b'alice').value.decode()}, "
         f"dave={client.get(b'dave').value.decode()}")
-    say(f"   new leaders: " + ", ".join(f"{t}->{l}" for t, l in cluster.leaders().items()))
+    say("   new leaders: " + ", ".join(f"{t}->{l}" for t, l in cluster.leaders().items()))
 
     say(f"\n4. Restarting {victim}; it catches up from the others' logs:")
     cluster.start(victim)

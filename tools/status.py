@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 import trio
 
@@ -37,25 +38,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-async def gather(config: ClusterConfig) -> dict[str, api.NodeStatusReply | None]:
-    """Each node's status reply, or None when it does not answer in time."""
-    results: dict[str, api.NodeStatusReply | None] = {node.id: None for node in config.nodes}
+async def ask_node(config: ClusterConfig, node_id: str, request: Any, timeout_s: float = NODE_TIMEOUT_S) -> Any:
+    """One admin request to one node: its reply, or None if it does not answer in time."""
+    host, port = config.node(node_id).address
     clock = HybridClock(SystemClock(), config.max_offset_ns)
+    reply = None
+    with trio.move_on_after(timeout_s * 2):
+        try:
+            async with open_client_connection(host, port, cluster_id=config.cluster_id, clock=clock, timeout_s=timeout_s) as conn:
+                try:
+                    reply = await conn.call(request, timeout_s=timeout_s)
+                except (TransportError, OSError):
+                    pass
+        except (TransportError, OSError):
+            pass
+    return reply
 
-    async def ask(node_id: str, host: str, port: int) -> None:
-        with trio.move_on_after(NODE_TIMEOUT_S * 2):
-            try:
-                async with open_client_connection(host, port, cluster_id=config.cluster_id, clock=clock, timeout_s=NODE_TIMEOUT_S) as conn:
-                    reply = await conn.call(api.StatusRequest(), timeout_s=NODE_TIMEOUT_S)
-            except (TransportError, OSError):
-                return
-            if isinstance(reply, api.NodeStatusReply):
-                results[node_id] = reply
+
+async def ask_nodes(config: ClusterConfig, requests: dict[str, Any], timeout_s: float = NODE_TIMEOUT_S) -> dict[str, Any]:
+    """node id -> reply (None for a node that did not answer), asked concurrently."""
+    replies: dict[str, Any] = {}
+
+    async def one(node_id: str, request: Any) -> None:
+        replies[node_id] = await ask_node(config, node_id, request, timeout_s)
 
     async with trio.open_nursery() as nursery:
-        for node in config.nodes:
-            nursery.start_soon(ask, node.id, node.host, node.port)
-    return results
+        for node_id, request in requests.items():
+            nursery.start_soon(one, node_id, request)
+    return {node_id: replies.get(node_id) for node_id in requests}
+
+
+async def gather(config: ClusterConfig) -> dict[str, api.NodeStatusReply | None]:
+    """Each node's status reply, or None when it does not answer in time."""
+    replies = await ask_nodes(config, {node.id: api.StatusRequest() for node in config.nodes})
+    return {n: r if isinstance(r, api.NodeStatusReply) else None for n, r in replies.items()}
 
 
 def tablet_leaders(config: ClusterConfig, replies: dict[str, api.NodeStatusReply | None]) -> dict[str, tuple[str | None, str | None]]:
