@@ -53,8 +53,10 @@ class Batch:
 
     __slots__ = ("_ops",)
 
-    def __init__(self) -> None:
-        self._ops: list[tuple[bytes, bytes | None]] = []
+    def __init__(self, ops: list[tuple[bytes, bytes | None]] | None = None) -> None:
+        """`ops`, if given, is taken over as is: bytes keys and values (None: delete),
+        unchecked; the MVCC store's write path builds it directly for speed."""
+        self._ops: list[tuple[bytes, bytes | None]] = [] if ops is None else ops
 
     def put(self, key: bytes, value: bytes) -> None:
         if type(key) is not bytes or type(value) is not bytes:

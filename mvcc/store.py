@@ -31,7 +31,7 @@ from hlc.timestamp import Timestamp
 from mvcc import gc as gc_planner
 from mvcc import snapshot
 from mvcc.engine import Batch, Engine
-from mvcc.keys import GROUP_END, TAGGED_TOMBSTONE, TS_SIZE, KeySpace, inverted_ts, tag_value, ts_from_inverted, unescape
+from mvcc.keys import GROUP_END, TAGGED_TOMBSTONE, TERMINATOR, TS_SIZE, KeySpace, inverted_ts, tag_value, ts_from_inverted, unescape
 from mvcc.records import (
     BelowGcHorizon,
     GcProgress,
@@ -51,6 +51,7 @@ from mvcc.records import (
 # there are at most this many, so a read of a key without an intent costs one seek.
 INTENT_CACHE_MAX = 256
 CLEAR_BATCH_KEYS = 10_000
+TS_CACHE_MAX = 4096
 _VALUE_TAG = 1
 
 
@@ -63,41 +64,57 @@ class MvccStore:
         self._horizon = self._load_horizon()
         self._intent_generation = -1
         self._intent_keys: frozenset[bytes] | None = frozenset()
+        # Hot-path caches: the versions prefix, the engine's point-seek, the last read
+        # timestamp's inverted form, and Timestamps decoded from version keys.
+        self._versions = self.space.versions
+        self._first = engine.first
+        self._last_ts: Timestamp | None = None
+        self._last_inverted = b""
+        self._decoded: dict[bytes, Timestamp] = {}
 
     # -- writes -------------------------------------------------------------
 
     def stage_write(self, batch: Batch, key: bytes, ts: Timestamp, value: bytes | None) -> None:
         """Add a version of `key` at `ts` (value None: a tombstone) to `batch`."""
-        if ts < self._horizon:
+        if ts.wall <= self._horizon.wall and ts < self._horizon:
             raise BelowGcHorizon(self._horizon, ts)
         batch.put(self.space.group(key) + inverted_ts(ts), tag_value(value))
 
     def write(self, writes: Iterable[tuple[bytes, bytes | None]], ts: Timestamp, *, sync: bool) -> None:
         """Write all `(key, value | None)` at `ts` in one atomic batch."""
-        if ts < self._horizon:
+        if ts.wall <= self._horizon.wall and ts < self._horizon:
             raise BelowGcHorizon(self._horizon, ts)
-        batch = Batch()
-        put, group = batch.put, self.space.group
-        suffix = inverted_ts(ts)
-        for key, value in writes:
-            put(group(key) + suffix, TAGGED_TOMBSTONE if value is None else b"\x01" + value)
-        self.engine.apply(batch, sync=sync)
+        versions, suffix = self._versions, TERMINATOR + inverted_ts(ts)
+        ops: list[tuple[bytes, bytes | None]] = [
+            (versions + key.replace(b"\x00", b"\x00\xff") + suffix, TAGGED_TOMBSTONE if value is None else b"\x01" + value)
+            for key, value in writes
+        ]
+        self.engine.apply(Batch(ops), sync=sync)
 
     # -- reads --------------------------------------------------------------
 
     def read(self, key: bytes, ts: Timestamp) -> ReadResult:
         """The newest live version of `key` at or below `ts`, and its intent if at or below `ts`."""
-        if ts < self._horizon:
+        if ts.wall <= self._horizon.wall and ts < self._horizon:
             raise BelowGcHorizon(self._horizon, ts)
-        group = self.space.group(key)
-        found = self.engine.first(group + inverted_ts(ts), group + GROUP_END)
-        intent = self._intent_at_or_below(key, ts)
+        if ts is not self._last_ts:
+            self._last_ts, self._last_inverted = ts, inverted_ts(ts)
+        group = self._versions + key.replace(b"\x00", b"\x00\xff") + TERMINATOR
+        found = self._first(group + self._last_inverted, group + GROUP_END)
+        if self._intent_generation == self.engine.generation and not self._intent_keys and self._intent_keys is not None:
+            intent = None  # no intents at all: the common case costs no second seek
+        else:
+            intent = self._intent_at_or_below(key, ts)
         if found is None or found[1] == TAGGED_TOMBSTONE:
             return ReadResult(None, None, intent)
         engine_key, stored = found
         if stored[0] != _VALUE_TAG:
             raise MvccError(f"corrupt version of {key!r}: bad tag {stored[:1]!r}")
-        return ReadResult(stored[1:], ts_from_inverted(engine_key[-TS_SIZE:]), intent)
+        suffix = engine_key[-TS_SIZE:]
+        version_ts = self._decoded.get(suffix)
+        if version_ts is None:
+            version_ts = self._decode_ts(suffix)
+        return ReadResult(stored[1:], version_ts, intent)
 
     def scan(
         self, start: bytes, end: bytes | None, ts: Timestamp, *, limit: int | None = None, reverse: bool = False
@@ -105,7 +122,7 @@ class MvccStore:
         """Live rows with start <= key < end (end None: no bound) at `ts`, in key order
         (descending with reverse), at most `limit`; plus the intents at or below `ts`
         among the keys the scan covered (up to the last row when the limit cut it short)."""
-        if ts < self._horizon:
+        if ts.wall <= self._horizon.wall and ts < self._horizon:
             raise BelowGcHorizon(self._horizon, ts)
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0: {limit}")
@@ -140,7 +157,7 @@ class MvccStore:
 
     def stage_intent(self, batch: Batch, intent: Intent) -> None:
         """Add `intent` to `batch`; replaces an intent of the same transaction."""
-        if intent.ts < self._horizon:
+        if intent.ts.wall <= self._horizon.wall and intent.ts < self._horizon:
             raise BelowGcHorizon(self._horizon, intent.ts)
         existing = self.intent(intent.key)
         if existing is not None and existing.txn_id != intent.txn_id:
@@ -302,6 +319,12 @@ class MvccStore:
         return MvccStatistics(keys, versions, tombstones, intents, size, oldest, newest, self._horizon)
 
     # -- helpers ------------------------------------------------------------
+
+    def _decode_ts(self, suffix: bytes) -> Timestamp:
+        if len(self._decoded) >= TS_CACHE_MAX:
+            self._decoded.clear()
+        decoded = self._decoded[suffix] = ts_from_inverted(suffix)
+        return decoded
 
     def _load_horizon(self) -> Timestamp:
         stored = self.engine.get(self.space.horizon_key)

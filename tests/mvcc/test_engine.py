@@ -177,3 +177,17 @@ def test_first_sees_writes_and_views(engine: Engine) -> None:
         engine.apply(batch_of([(b"c", b"3"), (b"b", None)]), sync=False)
         assert engine.first(b"a", None) == (b"c", b"3")  # the cached reader follows the write
         assert engine.first(b"a", None, view=view) == (b"b", b"2")
+
+
+def test_leveldb_compact_everything_reaches_one_level(tmp_path: pathlib.Path) -> None:
+    with LevelDbEngine(tmp_path / "db") as engine:
+        for version in range(6):
+            batch = Batch()
+            for index in range(20_000):
+                batch.put(b"k%08d%02d" % (index, version), b"v" * 60)
+            engine.apply(batch, sync=False)
+        engine.compact()
+        db = engine.plyvel_db
+        levels = [int(db.get_property(b"leveldb.num-files-at-level%d" % level)) for level in range(7)]
+        assert sum(1 for count in levels if count) == 1, levels
+        assert engine.get(b"k0000000005") == b"v" * 60
