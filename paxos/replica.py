@@ -263,6 +263,12 @@ class Replica:
         if kept > self.config.truncate_threshold_entries:
             self.truncate(self.applied_index - self.config.truncate_keep_entries)
 
+    def has_ready(self) -> bool:
+        """Whether `ready()` now has something to do (outputs waiting, or chosen slots to apply)."""
+        return bool(self._messages or self._early or self._entries or self._promised_dirty or self._install
+                    or self._export or self._truncate_through is not None
+                    or (not self.need_snapshot and self.chosen_index > self.applied_index))
+
     def has_lease(self, now: int) -> bool:
         return self.role is Role.LEADER and self.chosen_index >= self.start_index and now < self.lease_expiry_ns
 

@@ -1,0 +1,218 @@
+"""The trio driver of one Paxos replica: feeds the pure core and carries out its outputs.
+
+Role: the I/O edge. One task (`run`) owns the core and reads one bounded
+inbox; everything else only feeds it: `deliver(src, msg)` (non-blocking; a
+full inbox drops the message, as a network may), `propose` (waits for room),
+`campaign`, `take_snapshot`. Each loop turn takes every queued input, then
+carries out `core.ready()` in order: early sends (the leader's Accepts), the
+snapshot install, ONE synced storage write for the whole turn (group commit),
+state machine applies, the sends that depend on the write, `core.advance()`.
+LevelDB calls run inline (no thread offload: the virtual clock would jump).
+
+Outputs to callers: `propose()` returns the slot once the command is chosen
+and applied here; `NotLeader` if not leader when the loop took it (never
+proposed); `ProposalLost` if leadership was lost after (fate unknown, or
+known not chosen when another value was applied in its slot);
+`trio.TooSlowError` on timeout (fate unknown). `status()`, `has_lease()`,
+`wait_applied()`, `wait_status_change()`, `entries()` read the core.
+
+HAZARD: `has_lease()` is only as good as the clock-rate bound in
+PaxosConfig (`drift_allowance_ns` per `lease_ns`); `now_ns` must be
+monotonic.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any, Callable
+
+import attrs
+import trio
+
+from paxos.messages import Ballot, Entry
+from paxos.replica import NEVER, Replica, Role
+from paxos.storage import PaxosStorage
+from paxos.types import NotLeader, PaxosConfig, PaxosStatus, ProposalLost, Ready, StateMachine
+
+__all__ = ["NotLeader", "PaxosConfig", "PaxosDriver", "PaxosStatus", "ProposalLost", "StateMachine"]
+
+INBOX_SIZE = 8192
+MAX_INPUTS_PER_TURN = 4096
+
+
+@attrs.define(eq=False)
+class _Proposal:
+    command: bytes
+    done: trio.Event = attrs.field(factory=trio.Event)
+    slot: int = 0
+    error: Exception | None = None
+
+    def finish(self, slot: int = 0, error: Exception | None = None) -> None:
+        self.slot, self.error = slot, error
+        self.done.set()
+
+
+class PaxosDriver:
+    def __init__(
+        self, *, node_id: str, peers: tuple[str, ...], storage: PaxosStorage, state_machine: StateMachine,
+        send: Callable[[str, object], None], now_ns: Callable[[], int], seed: int | str, config: PaxosConfig,
+        preferred_leader: bool = False,
+    ) -> None:
+        self.node_id = node_id
+        self.storage = storage
+        self.state_machine = state_machine
+        self._send = send
+        self._now_ns = now_ns
+        self.preferred_leader = preferred_leader
+        self.core = Replica(
+            node_id=node_id, peers=peers, config=config, rng=random.Random(f"{seed}/paxos/{node_id}"),
+            persisted=storage.load(), applied_index=state_machine.applied_index(), now_ns=now_ns(),
+        )
+        self._inbox_send, self._inbox_receive = trio.open_memory_channel[tuple[Any, ...]](INBOX_SIZE)
+        self._pending: dict[int, _Proposal] = {}
+        self._applied_event = trio.Event()
+        self._status_event = trio.Event()
+        self._status_key = self._key(now_ns())
+        self._wake_at_ns = NEVER
+        self._dropped = 0
+        self._leading_ballot: Ballot | None = None
+
+    # ------------------------------------------------------------ the owner task
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        if self.preferred_leader:
+            self.core.campaign(self._now_ns())
+        self._turn()
+        task_status.started()
+        while True:
+            delay_ns = self._wake_at_ns - self._now_ns()
+            deadline = math.inf if self._wake_at_ns >= NEVER else trio.current_time() + max(delay_ns, 0) / 1e9
+            with trio.move_on_at(deadline):
+                item = await self._inbox_receive.receive()
+                self._take(item)
+                for _ in range(MAX_INPUTS_PER_TURN):
+                    try:
+                        item = self._inbox_receive.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    self._take(item)
+            self.core.tick(self._now_ns())
+            self._turn()
+
+    def _take(self, item: tuple[Any, ...]) -> None:
+        kind = item[0]
+        now = self._now_ns()
+        if kind == "message":
+            self.core.step(item[1], item[2], now)
+        elif kind == "propose":
+            proposal: _Proposal = item[1]
+            slot = self.core.propose(proposal.command, now)
+            if slot is None:
+                proposal.finish(error=NotLeader(self.core.leader_hint))
+            else:
+                self._pending[slot] = proposal
+        elif kind == "campaign":
+            self.core.campaign(now)
+        elif kind == "snapshot":
+            self.core.truncate(self.core.applied_index)
+
+    def _turn(self) -> None:
+        """Carry out ready() until the core has nothing more to do right now."""
+        while True:
+            now = self._now_ns()
+            ready = self.core.ready(now)
+            self._carry_out(ready, now)
+            if not self.core.has_ready():
+                break
+        self._after_turn(self._now_ns())
+
+    def _carry_out(self, ready: Ready, now: int) -> None:
+        for out in ready.early_messages:
+            self._send(out.dst, out.message)
+        if ready.install is not None:
+            self.state_machine.install_snapshot(ready.install.index, ready.install.chunks)
+        if ready.persist:
+            self.storage.write(ready.persist, sync=True)
+        for entry in ready.apply:
+            self.state_machine.apply(entry.index, entry.command)
+            self._resolve(entry)
+        for out in ready.messages:
+            self._send(out.dst, out.message)
+        self.core.advance(ready, now)
+        if ready.export_snapshot:
+            index, chunks = self.state_machine.export_snapshot()
+            self.core.snapshot_exported(index, list(chunks), now)
+        if ready.apply or ready.install is not None:
+            self._applied_event.set()
+            self._applied_event = trio.Event()
+        self._wake_at_ns = ready.wake_at_ns
+
+    def _resolve(self, entry: Entry) -> None:
+        proposal = self._pending.pop(entry.index, None)
+        if proposal is not None:
+            if entry.command == proposal.command:
+                proposal.finish(slot=entry.index)
+            else:
+                proposal.finish(error=ProposalLost(known_not_chosen=True))
+
+    def _after_turn(self, now: int) -> None:
+        ballot = self.core.ballot if self.core.role is Role.LEADER else None
+        if ballot != self._leading_ballot:
+            for slot in sorted(self._pending):
+                if slot > self.core.applied_index:
+                    self._pending.pop(slot).finish(error=ProposalLost(known_not_chosen=False))
+            self._leading_ballot = ballot
+        key = self._key(now)
+        if key != self._status_key:
+            self._status_key = key
+            self._status_event.set()
+            self._status_event = trio.Event()
+
+    def _key(self, now: int) -> tuple[Any, ...]:
+        core = self.core
+        return (core.role, core.ballot, core.leader_hint, core.has_lease(now), core.lease_acquired_ns)
+
+    # ------------------------------------------------------------ feeding the inbox
+
+    def deliver(self, src: str, msg: object) -> None:
+        try:
+            self._inbox_send.send_nowait(("message", src, msg))
+        except trio.WouldBlock:
+            self._dropped += 1
+
+    async def propose(self, command: bytes, *, timeout_s: float) -> int:
+        proposal = _Proposal(command)
+        with trio.fail_after(timeout_s):
+            await self._inbox_send.send(("propose", proposal))
+            await proposal.done.wait()
+        if proposal.error is not None:
+            raise proposal.error
+        return proposal.slot
+
+    def campaign(self) -> None:
+        self._inbox_send.send_nowait(("campaign",))
+
+    def take_snapshot(self) -> None:
+        """Truncate the log up to the applied index (the state machine holds those slots)."""
+        self._inbox_send.send_nowait(("snapshot",))
+
+    # ------------------------------------------------------------ reading
+
+    def has_lease(self, now_ns: int | None = None) -> bool:
+        return self.core.has_lease(self._now_ns() if now_ns is None else now_ns)
+
+    def status(self) -> PaxosStatus:
+        status = self.core.status(self._now_ns(), pending_proposals=len(self._pending))
+        extra = (("driver.inbox_dropped", self._dropped), ("storage.synced_writes", self.storage.synced_writes))
+        return attrs.evolve(status, counters=status.counters + extra)
+
+    async def wait_applied(self, index: int) -> None:
+        while self.core.applied_index < index:
+            await self._applied_event.wait()
+
+    async def wait_status_change(self) -> None:
+        await self._status_event.wait()
+
+    def entries(self, from_index: int, to_index: int) -> list[tuple[int, Ballot, bytes]]:
+        return [(entry.index, entry.ballot, entry.command) for entry in self.core.entries(from_index, to_index)]

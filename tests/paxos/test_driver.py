@@ -1,0 +1,122 @@
+"""The trio driver on an in-process network under the autojump clock (exact virtual times)."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from mvcc.engine import DictEngine
+from paxos.driver import NotLeader, PaxosConfig, PaxosDriver, ProposalLost
+from paxos.simulation import ListStateMachine
+from paxos.storage import PaxosStorage
+
+IDS = ("n1", "n2", "n3")
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.cut: set[str] = set()
+        self.engines = {node: DictEngine() for node in IDS}
+        self.machines = {node: ListStateMachine() for node in IDS}
+        self.drivers: dict[str, PaxosDriver] = {}
+
+    def make(self, node: str) -> PaxosDriver:
+        def send(dst: str, msg: object, src: str = node) -> None:
+            if src not in self.cut and dst not in self.cut and dst in self.drivers:
+                self.drivers[dst].deliver(src, msg)
+
+        driver = PaxosDriver(
+            node_id=node, peers=IDS, storage=PaxosStorage(self.engines[node]), state_machine=self.machines[node],
+            send=send, now_ns=lambda: int(trio.current_time() * 1e9), seed=1, config=PaxosConfig(),
+            preferred_leader=(node == "n1"))
+        self.drivers[node] = driver
+        return driver
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        for node in IDS:
+            self.make(node)
+        for node in IDS:
+            await nursery.start(self.drivers[node].run)
+
+    async def leader(self) -> PaxosDriver:
+        with trio.fail_after(5):
+            while True:
+                holders = [driver for driver in self.drivers.values() if driver.has_lease()]
+                if holders:
+                    return holders[0]
+                await trio.sleep(0.01)
+
+
+async def test_propose_is_chosen_applied_everywhere_and_followers_redirect(autojump_clock: trio.testing.MockClock) -> None:
+    cluster = Cluster()
+    async with trio.open_nursery() as nursery:
+        await cluster.start(nursery)
+        n1 = await cluster.leader()
+        assert n1.node_id == "n1", "the preferred leader campaigns first"
+        slots: list[int] = []
+
+        async def one(number: int) -> None:
+            slots.append(await n1.propose(b"cmd%d" % number, timeout_s=1.0))
+
+        async with trio.open_nursery() as proposers:
+            for number in range(50):
+                proposers.start_soon(one, number)
+        assert sorted(slots) == list(range(2, 52)), "slot 1 is the leader's no-op"
+        with pytest.raises(NotLeader) as refused:
+            await cluster.drivers["n2"].propose(b"x", timeout_s=1.0)
+        assert refused.value.leader_hint == "n1"
+        for node in IDS:
+            await cluster.drivers[node].wait_applied(51)
+            assert sorted(cluster.machines[node].commands[1:]) == sorted(b"cmd%d" % i for i in range(50))
+            assert cluster.machines[node].commands == cluster.machines["n1"].commands
+        status = n1.status()
+        assert status.is_leader and status.lease_holder and status.chosen_index == 51
+        assert dict(status.counters)["storage.synced_writes"] < 50, "group commit: fewer syncs than proposals"
+        assert not cluster.drivers["n2"].has_lease()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_cut_off_leader_loses_its_proposal_and_a_new_leader_takes_over(autojump_clock: trio.testing.MockClock) -> None:
+    cluster = Cluster()
+    async with trio.open_nursery() as nursery:
+        await cluster.start(nursery)
+        n1 = await cluster.leader()
+        cluster.cut.add("n1")
+        outcome: list[BaseException] = []
+
+        async def doomed() -> None:
+            try:
+                await n1.propose(b"doomed", timeout_s=30.0)
+            except (ProposalLost, trio.TooSlowError) as error:
+                outcome.append(error)
+
+        nursery.start_soon(doomed)
+        started = trio.current_time()
+        while n1.has_lease():
+            await n1.wait_status_change()
+        assert trio.current_time() - started <= 1.0 + 1e-9, "the lease lapses within one lease of the last heartbeat"
+        await trio.sleep(3)
+        leaders = [node for node in ("n2", "n3") if cluster.drivers[node].status().is_leader]
+        assert len(leaders) == 1
+        cluster.cut.clear()
+        await trio.sleep(1)
+        assert len(outcome) == 1 and isinstance(outcome[0], ProposalLost)
+        assert not n1.status().is_leader
+        slot = await cluster.drivers[leaders[0]].propose(b"after", timeout_s=1.0)
+        await n1.wait_applied(slot)
+        assert cluster.machines["n1"].commands[slot - 1] == b"after"
+        nursery.cancel_scope.cancel()
+
+
+async def test_restart_recovers_from_synced_state(autojump_clock: trio.testing.MockClock) -> None:
+    cluster = Cluster()
+    async with trio.open_nursery() as nursery:
+        await cluster.start(nursery)
+        n1 = await cluster.leader()
+        for number in range(5):
+            await n1.propose(b"v%d" % number, timeout_s=1.0)
+        nursery.cancel_scope.cancel()
+    before = {node: PaxosStorage(cluster.engines[node]).load() for node in IDS}
+    for node in IDS:
+        cluster.engines[node] = cluster.engines[node].after_crash()
+        assert PaxosStorage(cluster.engines[node]).load() == before[node]
