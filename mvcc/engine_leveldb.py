@@ -10,6 +10,10 @@ Mapping onto plyvel:
 - `view()` is a plyvel snapshot; `get`/`iterate` with `view=` read from it.
 - `iterate` without a view uses a plain plyvel iterator, which LevelDB pins
   to an implicit snapshot at creation.
+- `first` reuses one raw iterator until the next write (`generation` counts
+  writes); the block cache is `cache_bytes` (32 MiB by default).
+- Works around two plyvel 1.5 quirks: reverse iterators given a start bound
+  drop keys, and `compact_range(stop=None)` compacts nothing.
 - Opening fails with `EngineError` and a one-line message naming the path:
   a missing directory (create_if_missing=False), a directory with no
   database, or a lock held by another process (or another open engine).
@@ -23,6 +27,10 @@ from collections.abc import Iterator
 import plyvel
 
 from mvcc.engine import Batch, EngineError, View
+
+# LevelDB's block cache (its default is 8 MiB). Versioned data is several
+# times the size of the live data, and seeks touch more blocks than gets.
+DEFAULT_CACHE_BYTES = 32 << 20
 
 # A key above every key the store writes (all prefixes are single ASCII
 # letters), for approximate sizes of unbounded ranges.
@@ -71,14 +79,16 @@ def _at_least(pairs: Iterator[tuple[bytes, bytes]], start: bytes) -> Iterator[tu
 class LevelDbEngine:
     """An `Engine` on one LevelDB directory."""
 
-    def __init__(self, path: str | os.PathLike[str], *, create_if_missing: bool = True) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, create_if_missing: bool = True, cache_bytes: int = DEFAULT_CACHE_BYTES
+    ) -> None:
         self.path = os.fspath(path)
         if not create_if_missing and not os.path.isdir(self.path):
             raise EngineError(f"data directory {self.path} does not exist")
         if create_if_missing:
             os.makedirs(self.path, exist_ok=True)
         try:
-            self._db: plyvel.DB | None = plyvel.DB(self.path, create_if_missing=create_if_missing, lru_cache_size=64 << 20)
+            self._db: plyvel.DB | None = plyvel.DB(self.path, create_if_missing=create_if_missing, lru_cache_size=cache_bytes)
         except (plyvel.Error, OSError) as error:
             raise _open_error(self.path, error) from None
         self._generation = 0
