@@ -17,6 +17,7 @@ BENCHMARK_MODULES: tuple[str, ...] = (
     "tools.bench_hlc",
     "tools.bench_rpc",
     "tools.bench_mvcc",
+    "tools.bench_paxos",
 )
 
 

@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tools.inspector",
     "tools.demo",
     "tools.bench",
+    "tools.sim",
 )
 
 

@@ -1,0 +1,57 @@
+"""`chronodb sim paxos --seeds N [--from S]`: run the deterministic Paxos simulation sweep.
+
+Each seed is one run of paxos/simulation.py (3 or 5 replicas; drops,
+duplicates, delays, partitions, crash/restarts; then healing and liveness
+probes; agreement, applied-prefix and single-lease-holder checkers). Prints
+`SEED=<n>: <failure>` for every failing seed (and its trace tail with
+`--trace`), then the coverage marks; exits 1 if any seed failed or a
+required coverage mark never occurred. The same seed replays the same run:
+`chronodb sim paxos --from 17 --seeds 1 --trace`, or
+`pytest tests/sim --seed 17`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from paxos.simulation import REQUIRED_MARKS, run_seed
+from tools.errors import EXIT_NEGATIVE, EXIT_OK, CliError
+
+
+def run_paxos(args: argparse.Namespace) -> int:
+    if args.seeds < 1:
+        raise CliError("--seeds must be at least 1", 2)
+    started = time.perf_counter()
+    failed = 0
+    marks: dict[str, int] = {}
+    for seed in range(args.start, args.start + args.seeds):
+        result = run_seed(seed, trace=args.trace)
+        for name, count in result.marks.items():
+            marks[name] = marks.get(name, 0) + count
+        if result.error is not None:
+            failed += 1
+            print(f"SEED={seed}: {result.error}", flush=True)
+            if args.trace:
+                print("\n".join(result.trace[-args.trace_lines:]))
+    elapsed = time.perf_counter() - started
+    print(f"{args.seeds} seeds from {args.start}: {failed} failed, {elapsed:.1f}s")
+    print("coverage: " + ", ".join(f"{name}={count}" for name, count in sorted(marks.items())))
+    missing = [name for name in REQUIRED_MARKS if not marks.get(name)]
+    if missing and args.seeds >= 50:
+        print(f"coverage marks never hit: {', '.join(missing)}")
+        return EXIT_NEGATIVE
+    return EXIT_NEGATIVE if failed else EXIT_OK
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("sim", help="run deterministic simulation sweeps",
+                                   description="Run seeded deterministic simulations and report failing seeds.")
+    sims = parser.add_subparsers(dest="simulation", metavar="SIMULATION", required=True)
+    paxos = sims.add_parser("paxos", help="the Paxos replica cores under faults (agreement, leases, liveness)",
+                            description=__doc__.split("\n\n")[1] if __doc__ else None)
+    paxos.add_argument("--seeds", type=int, default=300, help="how many seeds to run (default 300)")
+    paxos.add_argument("--from", dest="start", type=int, default=0, help="first seed (default 0)")
+    paxos.add_argument("--trace", action="store_true", help="print the message trace tail of failing seeds")
+    paxos.add_argument("--trace-lines", type=int, default=200, help="trace lines per failing seed (default 200)")
+    paxos.set_defaults(func=run_paxos)
