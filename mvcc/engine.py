@@ -105,8 +105,7 @@ class Engine(Protocol):
 
     def first(self, start: bytes, stop: bytes | None, *, view: View | None = None) -> tuple[bytes, bytes] | None: ...
 
-    @property
-    def generation(self) -> int: ...
+    generation: int
 
     def approximate_size(self, start: bytes, stop: bytes | None) -> int: ...
 
@@ -172,11 +171,7 @@ class DictEngine:
         self._durable: dict[bytes, bytes] = {}
         self._volatile: list[tuple[tuple[bytes, bytes | None], ...]] = []
         self._closed = False
-        self._generation = 0
-
-    @property
-    def generation(self) -> int:
-        return self._generation
+        self.generation = 0  # batches applied through this object
 
     def _check_open(self) -> None:
         if self._closed:
@@ -205,7 +200,7 @@ class DictEngine:
             self._shared = False
         for key, value in ops:
             self._state.write(key, value)
-        self._generation += 1
+        self.generation += 1
         self._volatile.append(ops)
         if sync:
             for volatile_ops in self._volatile:

@@ -91,14 +91,10 @@ class LevelDbEngine:
             self._db: plyvel.DB | None = plyvel.DB(self.path, create_if_missing=create_if_missing, lru_cache_size=cache_bytes)
         except (plyvel.Error, OSError) as error:
             raise _open_error(self.path, error) from None
-        self._generation = 0
+        self.generation = 0  # batches applied through this object
         # One raw iterator for `first`, pinned to the state after the last
         # write through this engine; dropped by the next write.
         self._reader: plyvel.RawIterator | None = None
-
-    @property
-    def generation(self) -> int:
-        return self._generation
 
     def _open_db(self) -> "plyvel.DB":
         if self._db is None:
@@ -119,7 +115,7 @@ class LevelDbEngine:
         db = self._db
         if db is None:
             raise EngineError(f"engine on {self.path} is closed")
-        self._generation += 1
+        self.generation += 1
         if self._reader is not None:
             self._drop_reader()
         ops = batch._ops
@@ -153,9 +149,10 @@ class LevelDbEngine:
         else:
             reader = self._snapshot(view).raw_iterator()
         reader.seek(start)
-        if not reader.valid():
+        try:
+            pair = reader.item()
+        except plyvel.IteratorInvalidError:  # past the last key
             return None
-        pair = reader.item()
         if stop is not None and pair[0] >= stop:
             return None
         return pair

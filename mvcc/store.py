@@ -58,6 +58,7 @@ from mvcc.records import (
 INTENT_CACHE_MAX = 256
 CLEAR_BATCH_KEYS = 10_000
 TS_CACHE_MAX = 4096
+_new_tuple = tuple.__new__
 _VALUE_TAG = 1
 
 
@@ -70,6 +71,7 @@ class MvccStore:
         self._horizon = self._load_horizon()
         self._intent_generation = -1
         self._intent_keys: frozenset[bytes] | None = frozenset()
+        self._no_intents_at = -1  # the engine generation at which there were no intents, if any
         # Hot-path caches: the versions prefix, the engine's point-seek, the last read
         # timestamp's inverted form, and Timestamps decoded from version keys.
         self._versions = self.space.versions
@@ -107,8 +109,8 @@ class MvccStore:
             self._last_ts, self._last_inverted = ts, inverted_ts(ts)
         group = self._versions + key.replace(b"\x00", b"\x00\xff") + TERMINATOR
         found = self._first(group + self._last_inverted, group + GROUP_END)
-        if self._intent_generation == self.engine.generation and not self._intent_keys and self._intent_keys is not None:
-            intent = None  # no intents at all: the common case costs no second seek
+        if self._no_intents_at == self.engine.generation:
+            intent = None  # no intents at all: the common case costs no second lookup
         else:
             intent = self._intent_at_or_below(key, ts)
         if found is None or found[1] == TAGGED_TOMBSTONE:
@@ -120,7 +122,7 @@ class MvccStore:
         version_ts = self._decoded.get(suffix)
         if version_ts is None:
             version_ts = self._decode_ts(suffix)
-        return ReadResult(stored[1:], version_ts, intent)
+        return _new_tuple(ReadResult, (stored[1:], version_ts, intent))  # ReadResult(...), minus a call
 
     def scan(
         self, start: bytes, end: bytes | None, ts: Timestamp, *, limit: int | None = None, reverse: bool = False
@@ -138,7 +140,8 @@ class MvccStore:
         high = self.space.versions_end if end is None else self.space.group(end)
         pairs = self.engine.iterate(low, high, reverse=reverse)
         walk = _visible_reverse if reverse else _visible_forward
-        rows = walk(pairs, inverted_ts(ts), limit, len(self.space.versions))
+        # P "v" 00 00 starts no version key: an escaped key never starts with 00 00.
+        rows = walk(pairs, inverted_ts(ts), limit, len(self.space.versions), self.space.versions + b"\x00\x00")
         covered_start, covered_end = start, end
         if limit is not None and len(rows) == limit:
             if reverse:
@@ -359,6 +362,7 @@ class MvccStore:
         else:
             self._intent_keys = frozenset(found)
         self._intent_generation = generation
+        self._no_intents_at = generation if not found else -1
 
     def _intents_in(self, start: bytes, end: bytes | None, ts: Timestamp) -> tuple[Intent, ...]:
         if self.engine.generation != self._intent_generation:
@@ -384,28 +388,30 @@ def _untag(stored: bytes) -> bytes | None:
 
 
 def _visible_forward(
-    pairs: Iterable[tuple[bytes, bytes]], inverted: bytes, limit: int | None, skip: int
+    pairs: Iterable[tuple[bytes, bytes]], inverted: bytes, limit: int | None, skip: int, nothing: bytes
 ) -> list[tuple[bytes, bytes, Timestamp]]:
-    """Each key's newest version at or below the read ts (its suffix >= `inverted`)."""
+    """Each key's newest version at or below the read ts (its suffix >= `inverted`);
+    `nothing` is a prefix no version key starts with."""
     rows: list[tuple[bytes, bytes, Timestamp]] = []
-    decided = None
+    # The group whose visible version is found; startswith() is exact because no
+    # group is a prefix of another (mvcc/keys.py).
+    decided = nothing
     for engine_key, stored in pairs:
-        group = engine_key[:-TS_SIZE]
-        if group == decided:
+        if engine_key.startswith(decided):
             continue
         suffix = engine_key[-TS_SIZE:]
         if suffix < inverted:
             continue  # newer than the read
-        decided = group
+        decided = engine_key[:-TS_SIZE]
         if stored != TAGGED_TOMBSTONE:
-            rows.append((unescape(group[skip:-2]), _untag(stored), ts_from_inverted(suffix)))  # type: ignore[arg-type]
+            rows.append((unescape(decided[skip:-2]), _untag(stored), ts_from_inverted(suffix)))  # type: ignore[arg-type]
             if limit is not None and len(rows) >= limit:
                 break
     return rows
 
 
 def _visible_reverse(
-    pairs: Iterable[tuple[bytes, bytes]], inverted: bytes, limit: int | None, skip: int
+    pairs: Iterable[tuple[bytes, bytes]], inverted: bytes, limit: int | None, skip: int, nothing: bytes
 ) -> list[tuple[bytes, bytes, Timestamp]]:
     """As _visible_forward over descending engine keys: each key's versions arrive
     oldest first, so its visible version is the last one at or below the read ts."""
