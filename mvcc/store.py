@@ -37,7 +37,7 @@ from hlc.timestamp import Timestamp
 from mvcc import gc as gc_planner
 from mvcc import snapshot
 from mvcc.engine import Batch, Engine
-from mvcc.keys import GROUP_END, TAGGED_TOMBSTONE, TERMINATOR, TS_SIZE, KeySpace, inverted_ts, tag_value, ts_from_inverted, unescape
+from mvcc.keys import GROUP_END, TAGGED_TOMBSTONE, TERMINATOR, TS_SIZE, KeySpace, inverted_ts, tag_value, ts_from_inverted
 from mvcc.records import (
     BelowGcHorizon,
     GcProgress,
@@ -52,6 +52,7 @@ from mvcc.records import (
     decode_intent,
     encode_intent,
 )
+from mvcc.visible import untag, visible_forward, visible_reverse
 
 # Reads keep the set of intent keys in memory (refreshed after any write) when
 # there are at most this many, so a read of a key without an intent costs one seek.
@@ -139,7 +140,7 @@ class MvccStore:
         low = self.space.group(start)
         high = self.space.versions_end if end is None else self.space.group(end)
         pairs = self.engine.iterate(low, high, reverse=reverse)
-        walk = _visible_reverse if reverse else _visible_forward
+        walk = visible_reverse if reverse else visible_forward
         # P "v" 00 00 starts no version key: an escaped key never starts with 00 00.
         rows = walk(pairs, inverted_ts(ts), limit, len(self.space.versions), self.space.versions + b"\x00\x00")
         covered_start, covered_end = start, end
@@ -154,7 +155,7 @@ class MvccStore:
         """Every stored version of `key`, newest first, tombstones included."""
         group = self.space.group(key)
         return tuple(
-            Version(ts_from_inverted(engine_key[-TS_SIZE:]), _untag(stored))
+            Version(ts_from_inverted(engine_key[-TS_SIZE:]), untag(stored))
             for engine_key, stored in self.engine.iterate(group, group + GROUP_END)
         )
 
@@ -377,62 +378,3 @@ class MvccStore:
             if intent.ts <= ts:
                 found.append(intent)
         return tuple(found)
-
-
-def _untag(stored: bytes) -> bytes | None:
-    if stored == TAGGED_TOMBSTONE:
-        return None
-    if stored[:1] != b"\x01":
-        raise MvccError(f"corrupt MVCC value: bad tag {stored[:1]!r}")
-    return stored[1:]
-
-
-def _visible_forward(
-    pairs: Iterable[tuple[bytes, bytes]], inverted: bytes, limit: int | None, skip: int, nothing: bytes
-) -> list[tuple[bytes, bytes, Timestamp]]:
-    """Each key's newest version at or below the read ts (its suffix >= `inverted`);
-    `nothing` is a prefix no version key starts with."""
-    rows: list[tuple[bytes, bytes, Timestamp]] = []
-    # The group whose visible version is found; startswith() is exact because no
-    # group is a prefix of another (mvcc/keys.py).
-    decided = nothing
-    for engine_key, stored in pairs:
-        if engine_key.startswith(decided):
-            continue
-        suffix = engine_key[-TS_SIZE:]
-        if suffix < inverted:
-            continue  # newer than the read
-        decided = engine_key[:-TS_SIZE]
-        if stored != TAGGED_TOMBSTONE:
-            rows.append((unescape(decided[skip:-2]), _untag(stored), ts_from_inverted(suffix)))  # type: ignore[arg-type]
-            if limit is not None and len(rows) >= limit:
-                break
-    return rows
-
-
-def _visible_reverse(
-    pairs: Iterable[tuple[bytes, bytes]], inverted: bytes, limit: int | None, skip: int, nothing: bytes
-) -> list[tuple[bytes, bytes, Timestamp]]:
-    """As _visible_forward over descending engine keys: each key's versions arrive
-    oldest first, so its visible version is the last one at or below the read ts."""
-    rows: list[tuple[bytes, bytes, Timestamp]] = []
-    group = None
-    candidate: tuple[bytes, bytes] | None = None
-    for engine_key, stored in pairs:
-        key_group = engine_key[:-TS_SIZE]
-        if key_group != group:
-            if candidate is not None and candidate[1] != TAGGED_TOMBSTONE:
-                rows.append(_row(candidate, skip))
-                if limit is not None and len(rows) >= limit:
-                    return rows
-            group, candidate = key_group, None
-        if engine_key[-TS_SIZE:] >= inverted:
-            candidate = (engine_key, stored)
-    if candidate is not None and candidate[1] != TAGGED_TOMBSTONE:
-        rows.append(_row(candidate, skip))
-    return rows
-
-
-def _row(pair: tuple[bytes, bytes], skip: int) -> tuple[bytes, bytes, Timestamp]:
-    engine_key, stored = pair
-    return unescape(engine_key[skip : -TS_SIZE - 2]), _untag(stored), ts_from_inverted(engine_key[-TS_SIZE:])  # type: ignore[return-value]

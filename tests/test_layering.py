@@ -34,6 +34,7 @@ PURE_MODULES = (
     "mvcc/gc.py",
     "mvcc/snapshot.py",
     "mvcc/store.py",
+    "mvcc/visible.py",
 )
 FORBIDDEN_IN_PURE = {"trio", "plyvel", "socket", "time", "threading", "random", "asyncio", "os", "subprocess"}
 PLYVEL_HOME = "mvcc/engine_leveldb.py"
