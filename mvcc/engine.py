@@ -38,6 +38,7 @@ Pure: no I/O, no clock, no randomness.
 from __future__ import annotations
 
 import bisect
+import weakref
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -161,13 +162,13 @@ def _iterate_state(state: _State, start: bytes, stop: bytes | None, reverse: boo
 class DictEngine:
     """A sorted in-memory `Engine` that also models what a crash keeps.
 
-    Views and iterators share the current state; the next write copies it
-    first, so they stay consistent (cost: one copy per write after a read).
+    Views and iterators share the current state; while any of them is alive,
+    the next write copies the state first, so they stay consistent.
     """
 
     def __init__(self) -> None:
         self._state = _State()
-        self._shared = False
+        self._readers: weakref.WeakSet[object] = weakref.WeakSet()  # live views and iterators of _state
         self._durable: dict[bytes, bytes] = {}
         self._volatile: list[tuple[tuple[bytes, bytes | None], ...]] = []
         self._closed = False
@@ -176,10 +177,6 @@ class DictEngine:
     def _check_open(self) -> None:
         if self._closed:
             raise EngineError("engine is closed")
-
-    def _share(self) -> _State:
-        self._shared = True
-        return self._state
 
     def _read_state(self, view: View | None) -> _State:
         self._check_open()
@@ -195,9 +192,9 @@ class DictEngine:
     def apply(self, batch: Batch, *, sync: bool) -> None:
         self._check_open()
         ops = batch.ops
-        if self._shared:
+        if self._readers:
             self._state = self._state.copy()
-            self._shared = False
+            self._readers = weakref.WeakSet()
         for key, value in ops:
             self._state.write(key, value)
         self.generation += 1
@@ -210,10 +207,10 @@ class DictEngine:
     def iterate(
         self, start: bytes, stop: bytes | None, *, reverse: bool = False, view: View | None = None
     ) -> Iterator[tuple[bytes, bytes]]:
-        state = self._read_state(view)
+        pairs = _iterate_state(self._read_state(view), start, stop, reverse)
         if view is None:
-            state = self._share()
-        return _iterate_state(state, start, stop, reverse)
+            self._readers.add(pairs)
+        return pairs
 
     def first(self, start: bytes, stop: bytes | None, *, view: View | None = None) -> tuple[bytes, bytes] | None:
         state = self._read_state(view)
@@ -227,7 +224,9 @@ class DictEngine:
 
     def view(self) -> DictView:
         self._check_open()
-        return DictView(self._share())
+        made = DictView(self._state)
+        self._readers.add(made)
+        return made
 
     def approximate_size(self, start: bytes, stop: bytes | None) -> int:
         return sum(len(key) + len(value) for key, value in _iterate_state(self._read_state(None), start, stop, False))
