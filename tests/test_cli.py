@@ -47,7 +47,7 @@ def test_unknown_command_is_a_usage_error() -> None:
 
 
 def test_demo_narrates_a_rejected_message() -> None:
-    result = run("demo")
+    result = run("demo", "--clock")
     assert result.returncode == 0, result.stderr
     assert "n1 rejects it" in result.stdout
     assert "commit-wait" in result.stdout
