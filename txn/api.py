@@ -64,7 +64,7 @@ class TabletInfo:
 
 @attrs.frozen
 class TabletMapRequest:
-    pass
+    hlc_exempt: ClassVar[bool] = True  # admin: must reach a node whose clock ran off
 
 
 @attrs.frozen
@@ -146,7 +146,7 @@ class ErrorReply:
 
 @attrs.frozen
 class StatusRequest:
-    pass
+    hlc_exempt: ClassVar[bool] = True  # admin: must reach a node whose clock ran off
 
 
 @attrs.frozen
@@ -214,6 +214,7 @@ SKEW_ACTIONS = (SKEW_SHOW, SKEW_SET, SKEW_BUMP, SKEW_STROBE, SKEW_CLEAR)
 
 @attrs.frozen
 class SkewRequest:
+    hlc_exempt: ClassVar[bool] = True  # admin: must reach a node whose clock ran off
     action: str
     offset_ns: int | None
     drift_ppm: int | None
@@ -244,6 +245,7 @@ class NodeClockReply:
 
 @attrs.frozen
 class InspectKeyRequest:
+    hlc_exempt: ClassVar[bool] = True  # admin: must reach a node whose clock ran off
     tablet_id: str
     key: bytes
 
@@ -266,6 +268,7 @@ class InspectKeyReply:
 
 @attrs.frozen
 class InspectTabletRequest:
+    hlc_exempt: ClassVar[bool] = True  # admin: must reach a node whose clock ran off
     tablet_id: str
 
 
@@ -285,6 +288,7 @@ class InspectTabletReply:
 
 @attrs.frozen
 class InspectLogRequest:
+    hlc_exempt: ClassVar[bool] = True  # admin: must reach a node whose clock ran off
     tablet_id: str
     from_index: int
     to_index: int
