@@ -18,6 +18,7 @@ BENCHMARK_MODULES: tuple[str, ...] = (
     "tools.bench_rpc",
     "tools.bench_mvcc",
     "tools.bench_paxos",
+    "tools.bench_kv",
 )
 
 

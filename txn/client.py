@@ -100,30 +100,50 @@ class Client:
         self.nodes: dict[str, tuple[str, int]] = {}
         self.leaders: dict[str, str] = {}
         self.home: str | None = None
-        self._connections: dict[tuple[str, int], ClientConnection] = {}
-        self._stack = contextlib.AsyncExitStack()
+        self._connections: dict[tuple[str, int], tuple[ClientConnection, trio.CancelScope]] = {}
         self._connect_locks: dict[tuple[str, int], trio.Lock] = {}
+        self._nursery: trio.Nursery | None = None  # set by open_client
 
     # ---- connections -------------------------------------------------------
 
     async def _connection(self, address: tuple[str, int]) -> ClientConnection:
-        """Open (once) a connection; raises Unreachable when it cannot."""
+        """Open (once) a connection; raises Unreachable when it cannot.
+
+        Each connection lives in a task of the client's own nursery: trio wants
+        a connection's nursery entered and left by one task, and the caller's
+        task may be any of many concurrent ones."""
         lock = self._connect_locks.setdefault(address, trio.Lock())
         async with lock:
-            connection = self._connections.get(address)
-            if connection is None:
+            held = self._connections.get(address)
+            if held is None:
+                assert self._nursery is not None, "use the client inside `async with open_client(...)`"
                 try:
-                    connection = await self._stack.enter_async_context(open_client_connection(
-                        address[0], address[1], cluster_id=self.cluster_id, clock=self.clock, timeout_s=CONNECT_TIMEOUT_S,
-                    ))
+                    held = await self._nursery.start(self._hold_connection, address)
                 except (TransportError, OSError) as error:
                     raise Unreachable(f"cannot connect to {address[0]}:{address[1]}: {error}") from None
-                self.cluster_id = connection.cluster_id
-                self._connections[address] = connection
-            return connection
+                self.cluster_id = held[0].cluster_id
+                self._connections[address] = held
+            return held[0]
+
+    async def _hold_connection(self, address: tuple[str, int], *, task_status: trio.TaskStatus) -> None:
+        started = False
+        with trio.CancelScope() as scope:
+            try:
+                async with open_client_connection(
+                    address[0], address[1], cluster_id=self.cluster_id, clock=self.clock, timeout_s=CONNECT_TIMEOUT_S,
+                ) as connection:
+                    task_status.started((connection, scope))
+                    started = True
+                    await trio.sleep_forever()
+            except Exception:
+                if not started:
+                    raise
+                # A connection that fails later is `broken`; callers reconnect.
 
     def _forget(self, address: tuple[str, int]) -> None:
-        self._connections.pop(address, None)
+        held = self._connections.pop(address, None)
+        if held is not None:
+            held[1].cancel()
 
     async def _call(self, address: tuple[str, int], message: object, timeout_s: float) -> object:
         """Raises Unreachable (not delivered) or TransportError (delivery unknown)."""
@@ -329,13 +349,16 @@ async def open_client(
 ) -> AsyncIterator[Client]:
     client = Client(addresses, cluster_id=cluster_id, clock=clock or HybridClock(SystemClock(), max_offset_ns), timeout_s=timeout_s)
     # An error from the caller's block is re-raised after the connections are
-    # closed, so it is not wrapped in an ExceptionGroup by their nurseries.
+    # closed, so it is not wrapped in an ExceptionGroup by the nursery.
     error: Exception | None = None
-    async with client._stack:
+    async with trio.open_nursery() as nursery:
+        client._nursery = nursery
         try:
             yield client
         except Exception as raised:
             error = raised
+        finally:
+            nursery.cancel_scope.cancel()
     if error is not None:
         raise error
 

@@ -41,3 +41,28 @@ def test_stale_reads_are_served_by_followers(shared_cluster: LocalCluster) -> No
     tablet = next(t for t in shared_cluster.config.tablets if t.contains(b"follower-key"))
     assert any(node != leaders[tablet.id] for node in served), served
     assert after > before
+
+
+def test_one_client_shared_by_many_tasks(shared_cluster: LocalCluster) -> None:
+    """Connections opened lazily from worker tasks are owned by the client's own
+    nursery (a regression: they were once entered by whichever task came first)."""
+    import trio
+
+    from txn.client import open_client
+
+    async def main() -> list[bytes | None]:
+        addresses = [n.address for n in shared_cluster.config.nodes]
+        async with open_client(addresses, cluster_id=shared_cluster.config.cluster_id) as client:
+            results: list[bytes | None] = [None] * 32
+
+            async def worker(i: int) -> None:
+                key = bytes([i * 8]) + b"shared"  # spread over every tablet and leader
+                await client.put(key, b"v%d" % i)
+                results[i] = (await client.get(key)).value
+
+            async with trio.open_nursery() as nursery:
+                for i in range(32):
+                    nursery.start_soon(worker, i)
+        return results
+
+    assert trio.run(main) == [b"v%d" % i for i in range(32)]
