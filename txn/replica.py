@@ -51,6 +51,7 @@ from txn.tablet import TabletState
 
 DEFAULT_SAFE_TIME_INTERVAL_NS = 100_000_000
 GC_INTERVAL_S = 5.0
+PREFERRED_CAMPAIGN_WINDOW_NS = 5_000_000_000
 
 log = logging.getLogger("chronodb.replica")
 
@@ -124,8 +125,15 @@ class TabletReplica:
 
     async def _leadership_loop(self) -> None:
         """Establish serving after each newly acquired lease (see module docstring)."""
+        started_ns = self.monotonic_ns()
         while True:
             status = self.paxos.status()
+            if (self.paxos.preferred_leader and status.leader_hint is None and not status.is_leader
+                    and self.monotonic_ns() - started_ns < PREFERRED_CAMPAIGN_WINDOW_NS):
+                # At start-up the preferred leader's first Prepare often reaches
+                # peers that are not listening yet; keep asking until a leader
+                # exists, so leadership is spread as cluster.toml intends.
+                self.paxos.campaign()
             if status.lease_holder and (self.serving is None or self.serving.lease_acquired_ns != status.lease_acquired_ns):
                 self.serving = None
                 self.pending.clear()
@@ -191,11 +199,12 @@ class TabletReplica:
         return ts
 
     def _is_serving(self) -> bool:
-        if self.serving is None or self.fenced:
+        serving = self.serving
+        if serving is None or self.fenced:
             return False
-        if not self.paxos.has_lease():
-            return False
-        return self.paxos.status().lease_acquired_ns == self.serving.lease_acquired_ns
+        # Read the core directly: status() builds a whole snapshot, and this
+        # runs several times per request.
+        return self.paxos.core.lease_acquired_ns == serving.lease_acquired_ns and self.paxos.has_lease()
 
     def leader_hint(self) -> str | None:
         if self._is_serving():
