@@ -228,24 +228,29 @@ class TabletReplica:
         self.last_write_ns = self.monotonic_ns()
         command = encode_command(WriteBatch(ts, [(w.key, w.value) for w in writes]))
         chosen_at_ns = 0
+        problem: RequestFailed | None = None
+        # Commit-wait runs beside the Paxos round. The failure is raised only
+        # after the nursery has closed, so it is not wrapped in an ExceptionGroup.
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.clock.commit_wait, ts)
             try:
                 await self.paxos.propose(command, timeout_s=max(timeout_ns, 1) / 1e9)
+                chosen_at_ns = self.clock.physical.now_ns()
             except NotLeader as error:
                 self.pending.discard(ts)
-                nursery.cancel_scope.cancel()
-                raise failure(api.ERROR_NOT_LEADER, "leadership moved before the write was proposed", leader_hint=error.leader_hint) from None
+                problem = failure(api.ERROR_NOT_LEADER, "leadership moved before the write was proposed", leader_hint=error.leader_hint)
             except ProposalLost as error:
-                nursery.cancel_scope.cancel()
                 if error.known_not_chosen:
                     self.pending.discard(ts)
-                    raise failure(api.ERROR_NOT_LEADER, "leadership moved; the write was not committed") from None
-                raise failure(api.ERROR_OUTCOME_UNKNOWN, f"leadership moved while the write at {ts} was being replicated") from None
+                    problem = failure(api.ERROR_NOT_LEADER, "leadership moved; the write was not committed")
+                else:
+                    problem = failure(api.ERROR_OUTCOME_UNKNOWN, f"leadership moved while the write at {ts} was being replicated")
             except trio.TooSlowError:
+                problem = failure(api.ERROR_OUTCOME_UNKNOWN, f"the write at {ts} was not confirmed within the deadline")
+            if problem is not None:
                 nursery.cancel_scope.cancel()
-                raise failure(api.ERROR_OUTCOME_UNKNOWN, f"the write at {ts} was not confirmed within the deadline") from None
-            chosen_at_ns = self.clock.physical.now_ns()
+        if problem is not None:
+            raise problem
         commit_wait_ns = max(0, self.clock.physical.now_ns() - chosen_at_ns)
         return api.WriteReply(ts, commit_wait_ns)
 

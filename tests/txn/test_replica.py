@@ -1,0 +1,54 @@
+"""A tablet replica's write path when Paxos says no: the client gets the right
+error code (retry vs outcome unknown), as a plain RequestFailed."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from hlc import HybridClock, ManualClock, Timestamp
+from mvcc.engine import DictEngine
+from paxos.types import NotLeader, PaxosConfig, ProposalLost
+from txn import api
+from txn.config import TabletConfig
+from txn.replica import RequestFailed, ServingState, TabletReplica
+
+
+def serving_replica(outcome: BaseException) -> TabletReplica:
+    clock = HybridClock(ManualClock(), 10_000_000)
+    replica = TabletReplica(
+        node_id="n1", tablet=TabletConfig("t1", b"", None, ("n1", "n2", "n3"), "n1"), engine=DictEngine(),
+        clock=clock, max_offset_ns=10_000_000, send=lambda dst, msg: None,
+        monotonic_ns=lambda: int(trio.current_time() * 1e9), paxos_config=PaxosConfig(), seed=1,
+        gc_retention_ns=10**12,
+    )
+    replica.serving = ServingState(0, Timestamp.MIN)
+    replica._is_serving = lambda: True  # type: ignore[method-assign]  # leadership itself is Paxos's business
+
+    async def propose(command: bytes, *, timeout_s: float) -> int:
+        await trio.sleep(0.001)
+        raise outcome
+
+    replica.paxos.propose = propose  # type: ignore[method-assign]
+    return replica
+
+
+@pytest.mark.parametrize(
+    "outcome, code, still_pending",
+    [
+        (NotLeader("n2"), api.ERROR_NOT_LEADER, False),
+        (ProposalLost(known_not_chosen=True), api.ERROR_NOT_LEADER, False),
+        (ProposalLost(known_not_chosen=False), api.ERROR_OUTCOME_UNKNOWN, True),
+        (trio.TooSlowError(), api.ERROR_OUTCOME_UNKNOWN, True),
+    ],
+)
+async def test_write_failures_map_to_codes(outcome: BaseException, code: str, still_pending: bool) -> None:
+    replica = serving_replica(outcome)
+    with pytest.raises(RequestFailed) as raised:
+        await replica.write((api.KeyWrite(b"k", b"v"),), 1_000_000_000)
+    assert raised.value.reply.code == code
+    # A write whose fate is unknown keeps its timestamp pending: reads at or
+    # above it wait until it is applied or leadership changes.
+    assert bool(replica.pending) == still_pending
+    if isinstance(outcome, NotLeader):
+        assert raised.value.reply.leader_hint == "n2"
