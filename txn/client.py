@@ -120,7 +120,7 @@ class Client:
                 try:
                     held = await self._nursery.start(self._hold_connection, address)
                 except (TransportError, OSError) as error:
-                    raise Unreachable(f"cannot connect to {address[0]}:{address[1]}: {error}") from None
+                    raise Unreachable(str(error)) from None
                 self.cluster_id = held[0].cluster_id
                 self._connections[address] = held
             return held[0]
@@ -181,7 +181,7 @@ class Client:
             if self.home is None:
                 self.home = next((n for n, a in self.nodes.items() if a == address), None)
             return
-        raise Unreachable("no node of the cluster answered: " + ("; ".join(errors[-3:]) or "deadline passed"))
+        raise Unreachable("no node answered (" + ("; ".join(errors[-3:]) or "deadline passed") + ")")
 
     # ---- routing -------------------------------------------------------------
 

@@ -17,6 +17,7 @@ On disk (TOML; keys are hex so any bytes survive a text editor):
 
     cluster_id = "5f0c..."
     max_offset = "10ms"
+    gc_retention = "1h"     # optional; old versions kept this long
     [[nodes]]
     id = "n1"; host = "127.0.0.1"; port = 7400
     [[tablets]]
@@ -38,6 +39,7 @@ from hlc import format_duration_ns, parse_duration_ns
 CONFIG_NAME = "cluster.toml"
 CLUSTER_ID_NAME = "CLUSTER_ID"
 DEFAULT_MAX_OFFSET_NS = 10_000_000
+DEFAULT_GC_RETENTION_NS = 3600 * 1_000_000_000
 REPLICATION_FACTOR = 3
 
 
@@ -74,6 +76,9 @@ class ClusterConfig:
     max_offset_ns: int
     nodes: tuple[NodeConfig, ...] = attrs.field(converter=tuple)
     tablets: tuple[TabletConfig, ...] = attrs.field(converter=tuple)
+    # How far behind a replica's safe time old versions are kept; reads below
+    # the resulting GC horizon fail with an error naming it.
+    gc_retention_ns: int = DEFAULT_GC_RETENTION_NS
 
     def node(self, node_id: str) -> NodeConfig:
         for node in self.nodes:
@@ -127,6 +132,8 @@ def validate(config: ClusterConfig) -> None:
         raise ConfigError("cluster_id is empty")
     if config.max_offset_ns <= 0:
         raise ConfigError("max_offset must be positive")
+    if config.gc_retention_ns <= 0:
+        raise ConfigError("gc_retention must be positive")
     node_ids = [node.id for node in config.nodes]
     if not node_ids:
         raise ConfigError("no nodes")
@@ -159,6 +166,7 @@ def to_toml(config: ClusterConfig) -> str:
         "# chronodb cluster configuration; every node and client reads it. Keys are hex.",
         f'cluster_id = "{config.cluster_id}"',
         f'max_offset = "{format_duration_ns(config.max_offset_ns)}"',
+        f'gc_retention = "{format_duration_ns(config.gc_retention_ns)}"  # old versions kept this long',
         "",
     ]
     for node in config.nodes:
@@ -178,6 +186,7 @@ def from_toml(text: str, *, source: str = CONFIG_NAME) -> ClusterConfig:
         config = ClusterConfig(
             cluster_id=_str(data, "cluster_id"),
             max_offset_ns=parse_duration_ns(_str(data, "max_offset")),
+            gc_retention_ns=parse_duration_ns(_str(data, "gc_retention")) if "gc_retention" in data else DEFAULT_GC_RETENTION_NS,
             nodes=[NodeConfig(_str(n, "id"), _str(n, "host"), _int(n, "port")) for n in data.get("nodes", [])],
             tablets=[
                 TabletConfig(

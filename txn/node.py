@@ -43,7 +43,6 @@ from txn.replica import RequestFailed, TabletReplica, failure
 from txn.messaging import AddressInUse, TransportError
 from txn.transport import open_tcp_transport
 
-DEFAULT_GC_RETENTION_NS = 3600 * 1_000_000_000
 PROBE_INTERVAL_S = 0.2
 PROBE_TIMEOUT_S = 0.5
 MAX_LOG_ENTRIES = 1000
@@ -306,7 +305,7 @@ def open_engines(stack: ExitStack, data_dir: str | os.PathLike[str], config: Clu
 async def run_node(
     config: ClusterConfig, node_id: str, data_dir: str | os.PathLike[str], *,
     physical: SkewedClock | None = None, paxos_config: PaxosConfig | None = None,
-    gc_retention_ns: int = DEFAULT_GC_RETENTION_NS,
+    gc_retention_ns: int | None = None,
     task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one node until cancelled."""
@@ -325,7 +324,7 @@ async def run_node(
                 node_id=node_id, tablet=tablet, engine=engines[tablet.id], clock=clock,
                 max_offset_ns=config.max_offset_ns, send=node.send_paxos(tablet.id),
                 monotonic_ns=monotonic_ns, paxos_config=paxos_config or PaxosConfig(),
-                seed=f"{node_id}/{tablet.id}", gc_retention_ns=gc_retention_ns,
+                seed=f"{node_id}/{tablet.id}", gc_retention_ns=gc_retention_ns or config.gc_retention_ns,
             )
         node._update_fence()
         try:

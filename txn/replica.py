@@ -175,8 +175,9 @@ class TabletReplica:
                     self.pending.discard(ts)
 
     async def _gc_loop(self) -> None:
+        interval_s = min(GC_INTERVAL_S, max(0.2, self.gc_retention_ns / 2e9))
         while True:
-            await trio.sleep(GC_INTERVAL_S)
+            await trio.sleep(interval_s)
             safe = self.state.safe_ts
             horizon_wall = safe.wall - self.gc_retention_ns
             if horizon_wall <= 0 or Timestamp(horizon_wall, 0) <= self.state.store.gc_horizon():
