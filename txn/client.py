@@ -233,6 +233,8 @@ class Client:
                 if is_write:
                     raise OutcomeUnknown(f"write to tablet {tablet.id} sent to {node}, then {error}: it may or may not have committed") from None
                 last_problem = f"{node}: {error}"
+                await trio.sleep(min(backoff, max(0.0, deadline - trio.current_time())))
+                backoff = min(backoff * 2, 0.2)
                 continue
             if not isinstance(reply, api.ErrorReply):
                 if leader:

@@ -55,7 +55,7 @@ class NodeStartError(Exception):
 
 
 def monotonic_ns() -> int:
-    return int(trio.current_time() * 1e9)
+    return round(trio.current_time() * 1e9)
 
 
 class Node:

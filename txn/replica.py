@@ -52,6 +52,7 @@ from txn.tablet import TabletState
 DEFAULT_SAFE_TIME_INTERVAL_NS = 100_000_000
 GC_INTERVAL_S = 5.0
 PREFERRED_CAMPAIGN_WINDOW_NS = 5_000_000_000
+PREFERRED_CAMPAIGN_INTERVAL_NS = 200_000_000
 
 log = logging.getLogger("chronodb.replica")
 
@@ -125,14 +126,18 @@ class TabletReplica:
 
     async def _leadership_loop(self) -> None:
         """Establish serving after each newly acquired lease (see module docstring)."""
-        started_ns = self.monotonic_ns()
+        started_ns = last_campaign_ns = self.monotonic_ns()
         while True:
             status = self.paxos.status()
+            now_ns = self.monotonic_ns()
             if (self.paxos.preferred_leader and status.leader_hint is None and not status.is_leader
-                    and self.monotonic_ns() - started_ns < PREFERRED_CAMPAIGN_WINDOW_NS):
+                    and now_ns - started_ns < PREFERRED_CAMPAIGN_WINDOW_NS
+                    and now_ns - last_campaign_ns >= PREFERRED_CAMPAIGN_INTERVAL_NS):
                 # At start-up the preferred leader's first Prepare often reaches
-                # peers that are not listening yet; keep asking until a leader
-                # exists, so leadership is spread as cluster.toml intends.
+                # peers that are not listening yet; ask again (not too often: a
+                # campaign restarts phase 1) until a leader exists, so leadership
+                # is spread as cluster.toml intends.
+                last_campaign_ns = now_ns
                 self.paxos.campaign()
             if status.lease_holder and (self.serving is None or self.serving.lease_acquired_ns != status.lease_acquired_ns):
                 self.serving = None

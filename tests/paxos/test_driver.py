@@ -27,7 +27,7 @@ class Cluster:
 
         driver = PaxosDriver(
             node_id=node, peers=IDS, storage=PaxosStorage(self.engines[node]), state_machine=self.machines[node],
-            send=send, now_ns=lambda: int(trio.current_time() * 1e9), seed=1, config=PaxosConfig(),
+            send=send, now_ns=lambda: round(trio.current_time() * 1e9), seed=1, config=PaxosConfig(),
             preferred_leader=(node == "n1"))
         self.drivers[node] = driver
         return driver

@@ -57,7 +57,7 @@ class SimCluster:
         replica = TabletReplica(
             node_id=node_id, tablet=tablet, engine=self.engines[node_id], clock=hlc,
             max_offset_ns=MAX_OFFSET_NS, send=node.send_paxos(tablet.id),
-            monotonic_ns=lambda: int(trio.current_time() * 1e9), paxos_config=PaxosConfig(),
+            monotonic_ns=lambda: round(trio.current_time() * 1e9), paxos_config=PaxosConfig(),
             seed=f"{self.seed}/{node_id}", gc_retention_ns=10**15,
         )
         node.replicas[tablet.id] = replica
@@ -118,6 +118,7 @@ class SimClient:
                 if is_write:
                     return UNKNOWN, None
                 self.leader = NODES[(NODES.index(self.leader) + 1) % len(NODES)]
+                await trio.sleep(0.01)  # a crashed node fails calls at once: never spin in one instant
                 continue
             if isinstance(reply, api.ErrorReply):
                 self.last_problem = f"{self.leader}: {reply}"
@@ -133,29 +134,29 @@ class SimClient:
         return FAILED, None
 
     async def write(self, key: bytes, value: bytes | None) -> None:
-        start = int(trio.current_time() * 1e9)
+        start = round(trio.current_time() * 1e9)
         outcome, reply = await self._leader_call(
             lambda t: api.WriteRequest("t1", (api.KeyWrite(key, value),), t), is_write=True)
-        end = int(trio.current_time() * 1e9)
+        end = round(trio.current_time() * 1e9)
         self.history.append(Op("write", key, value, start, end, outcome, reply.ts if reply else None))
 
     async def strong_read(self, key: bytes) -> None:
-        start = int(trio.current_time() * 1e9)
+        start = round(trio.current_time() * 1e9)
         outcome, reply = await self._leader_call(
             lambda t: api.ReadRequest("t1", key, api.READ_STRONG, None, t), is_write=False)
-        end = int(trio.current_time() * 1e9)
+        end = round(trio.current_time() * 1e9)
         if outcome == OK:
             self.history.append(Op("read", key, reply.value, start, end, OK, reply.ts, reply.version_ts, strong=True))
 
     async def stale_read(self, key: bytes, node_id: str, staleness_ns: int, clock: VirtualClock) -> None:
-        start = int(trio.current_time() * 1e9)
+        start = round(trio.current_time() * 1e9)
         at = Timestamp(clock.now_ns() - staleness_ns, 0)
         try:
             reply = await self.endpoint.call(node_id, api.ReadRequest("t1", key, api.READ_AT, at, 500_000_000), timeout_s=0.6)
         except TransportError:
             return
         if isinstance(reply, api.ReadReply):
-            end = int(trio.current_time() * 1e9)
+            end = round(trio.current_time() * 1e9)
             self.history.append(Op("read", key, reply.value, start, end, OK, reply.ts, reply.version_ts))
 
 

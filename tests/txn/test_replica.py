@@ -19,7 +19,7 @@ def serving_replica(outcome: BaseException) -> TabletReplica:
     replica = TabletReplica(
         node_id="n1", tablet=TabletConfig("t1", b"", None, ("n1", "n2", "n3"), "n1"), engine=DictEngine(),
         clock=clock, max_offset_ns=10_000_000, send=lambda dst, msg: None,
-        monotonic_ns=lambda: int(trio.current_time() * 1e9), paxos_config=PaxosConfig(), seed=1,
+        monotonic_ns=lambda: round(trio.current_time() * 1e9), paxos_config=PaxosConfig(), seed=1,
         gc_retention_ns=10**12,
     )
     replica.serving = ServingState(0, Timestamp.MIN)
