@@ -22,6 +22,7 @@ import attrs
 import trio
 
 from tools.status import gather, tablet_leaders
+from tools.up import start_node, stop_all
 from txn.client import SyncClient
 from txn.config import ClusterConfig, generate, load_config, node_dir, write_config
 
@@ -69,11 +70,8 @@ class LocalCluster:
 
     def start(self, node_id: str) -> None:
         assert node_id not in self.processes or self.processes[node_id].poll() is not None, f"{node_id} runs"
-        log = open(node_dir(self.data_dir, node_id).with_suffix(".out"), "ab")
-        self.processes[node_id] = subprocess.Popen(
-            [sys.executable, "-m", "tools.cli", "node", "--dir", str(self.data_dir), "--id", node_id],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=cli_env(), cwd=ROOT,
-        )
+        node_dir(self.data_dir, node_id).mkdir(parents=True, exist_ok=True)
+        self.processes[node_id] = start_node(self.data_dir, node_id, env=cli_env(), cwd=ROOT)
 
     def start_all(self) -> None:
         for node_id in self.node_ids:
@@ -85,15 +83,7 @@ class LocalCluster:
         process.wait(timeout=10)
 
     def stop_all(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_all(self.processes)
 
     def statuses(self):
         return trio.run(gather, self.config)
@@ -127,10 +117,7 @@ class LocalCluster:
         return SyncClient(addresses, cluster_id=self.config.cluster_id, timeout_s=timeout_s)
 
     def cli(self, *args: str, timeout_s: float = 60.0, with_dir: bool = True) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", "tools.cli", *args]
-        if with_dir:
-            command += ["--dir", str(self.data_dir)]
-        return subprocess.run(command, capture_output=True, text=True, env=cli_env(), cwd=ROOT, timeout=timeout_s)
+        return run_cli([*args, "--dir", str(self.data_dir)] if with_dir else list(args), timeout_s)
 
     def cli_json(self, *args: str) -> tuple[int, list[dict]]:
         result = self.cli(*args, "--json")

@@ -86,12 +86,15 @@ def check_ports_free(config: ClusterConfig) -> None:
                 raise ConfigError(f"port {node.port} for node {node.id} on {node.host} is in use ({error.strerror})") from None
 
 
-def start_node(data_dir: str, node_id: str) -> subprocess.Popen:
-    log_file = open(node_dir(data_dir, node_id) / "node.log", "ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "tools.cli", "node", "--dir", str(data_dir), "--id", node_id],
-        stdout=log_file, stderr=log_file, stdin=subprocess.DEVNULL, start_new_session=True,
-    )
+def start_node(data_dir: str | pathlib.Path, node_id: str, *, env: dict[str, str] | None = None,
+               cwd: str | pathlib.Path | None = None) -> subprocess.Popen:
+    """`chronodb node` as its own process (own session: a Ctrl-C is ours to pass on);
+    its stdout and stderr go to the node's log too, so a crash's traceback is kept."""
+    with open(node_dir(data_dir, node_id) / "node.log", "ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tools.cli", "node", "--dir", str(data_dir), "--id", node_id],
+            stdout=log_file, stderr=log_file, stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=cwd,
+        )
 
 
 def stop_all(processes: dict[str, subprocess.Popen]) -> None:

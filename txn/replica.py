@@ -282,7 +282,8 @@ class TabletReplica:
                     return await self._leader_read_ts(ts)
                 with trio.move_on_after(0.01):
                     await self._applied_event.wait()
-            self.follower_reads += 0 if self._is_serving() else 1
+            if not self._is_serving():
+                self.follower_reads += 1
             return self.state.safe_ts if mode == api.READ_MAX_STALE else ts
         assert scope.cancelled_caught
         raise failure(api.ERROR_TIMEOUT, f"replica {self.node_id} of tablet {self.tablet.id} could not serve a read at {ts} in time (safe time {self.state.safe_ts})", leader_hint=self.leader_hint())
