@@ -32,8 +32,8 @@ from mvcc.engine_leveldb import LevelDbEngine
 from paxos.driver import NotLeader, PaxosConfig, PaxosDriver, ProposalLost
 from paxos.storage import PaxosStorage
 from tools.bench import print_setup
-from txn import wire_paxos  # noqa: F401 - registers the Paxos messages with the wire codec
-from txn.transport import open_tcp_transport
+import txn.wire  # noqa: F401 - registers the Paxos messages with the wire codec
+from txn.net.transport import open_tcp_transport
 
 IDS = ("n1", "n2", "n3")
 LEVELS = (1, 16, 256)

@@ -23,7 +23,7 @@ import trio
 
 from hlc import HybridClock, SystemClock
 from tools.bench import print_setup
-from txn.transport import open_client_connection, open_tcp_transport
+from txn.net.transport import open_client_connection, open_tcp_transport
 from txn.wire import Ping, Pong
 
 CONCURRENCY = 64

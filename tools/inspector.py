@@ -27,9 +27,9 @@ from tools.errors import EXIT_OK, EXIT_UNREACHABLE, CliError
 from tools.kv import DEFAULT_DIR, printable, to_bytes
 from tools.status import ask_nodes, gather, tablet_leaders
 from txn import api
-from txn.commands import describe_command
-from txn.config import ClusterConfig, ConfigError, load_config, tablet_dir
-from txn.tablet import TabletState
+from txn.tablet.commands import describe_command
+from txn.node.config import ClusterConfig, ConfigError, load_config, tablet_dir
+from txn.tablet.state import TabletState
 
 TIMEOUT_S = 2.0
 
@@ -363,7 +363,7 @@ def run_node(args: argparse.Namespace) -> int:
         raise CliError(str(error)) from None
     if args.offline:
         raise CliError("inspect node shows a running node's clocks; there is nothing to read offline (use inspect tablet --offline)")
-    reply = trio.run(ask_nodes, config, {args.id: api.SkewRequest(api.SKEW_SHOW, None, None, None, None)})[args.id]
+    reply = trio.run(ask_nodes, config, {args.id: api.SkewRequest(api.SkewAction.SHOW, None, None, None, None)})[args.id]
     if not isinstance(reply, api.NodeClockReply):
         raise CliError(f"node {args.id} does not answer", EXIT_UNREACHABLE)
     record = {

@@ -25,7 +25,7 @@ from tools.errors import (
     EXIT_NEGATIVE, EXIT_NO_LEADER, EXIT_OK, EXIT_OUTCOME_UNKNOWN, EXIT_UNREACHABLE, EXIT_USAGE, CliError,
 )
 from txn.client import ClientError, NoLeader, OutcomeUnknown, ReadFailed, RequestTimeout, Unreachable, open_client
-from txn.config import ConfigError, load_config
+from txn.node.config import ConfigError, load_config
 
 DEFAULT_DIR = "chronodb-data"
 EXIT_CODES_HELP = (

@@ -24,7 +24,7 @@ import trio
 from tools.status import gather, tablet_leaders
 from tools.up import start_node, stop_all
 from txn.client import SyncClient
-from txn.config import ClusterConfig, generate, load_config, node_dir, write_config
+from txn.node.config import ClusterConfig, generate, load_config, node_dir, write_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

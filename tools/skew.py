@@ -21,7 +21,7 @@ from tools.errors import EXIT_OK, EXIT_UNREACHABLE, CliError
 from tools.kv import DEFAULT_DIR
 from tools.status import ask_nodes
 from txn import api
-from txn.config import ClusterConfig, ConfigError, load_config
+from txn.node.config import ClusterConfig, ConfigError, load_config
 
 TIMEOUT_S = 2.0
 
@@ -64,17 +64,17 @@ def duration(text: str | None, flag: str) -> int | None:
 
 def build_request(args: argparse.Namespace) -> api.SkewRequest:
     if args.clear or args.reset:
-        return api.SkewRequest(api.SKEW_CLEAR, None, None, None, None)
+        return api.SkewRequest(api.SkewAction.CLEAR, None, None, None, None)
     if args.show:
-        return api.SkewRequest(api.SKEW_SHOW, None, None, None, None)
+        return api.SkewRequest(api.SkewAction.SHOW, None, None, None, None)
     if args.bump is not None:
-        return api.SkewRequest(api.SKEW_BUMP, duration(args.bump, "--bump"), None, None, None)
+        return api.SkewRequest(api.SkewAction.BUMP, duration(args.bump, "--bump"), None, None, None)
     if args.strobe is not None:
         period, length = duration(args.period, "--period"), duration(args.duration, "--for")
         if not period or not length or period <= 0 or length <= 0:
             raise CliError("--strobe needs a positive --period and --for")
-        return api.SkewRequest(api.SKEW_STROBE, duration(args.strobe, "--strobe"), None, period, length)
-    return api.SkewRequest(api.SKEW_SET, duration(args.offset, "--offset"), args.drift, None, None)
+        return api.SkewRequest(api.SkewAction.STROBE, duration(args.strobe, "--strobe"), None, period, length)
+    return api.SkewRequest(api.SkewAction.SET, duration(args.offset, "--offset"), args.drift, None, None)
 
 
 async def ask(config: ClusterConfig, node_ids: list[str], request: api.SkewRequest) -> dict[str, api.NodeClockReply | str]:

@@ -19,9 +19,9 @@ import trio
 from tools.errors import EXIT_NEGATIVE, EXIT_OK, CliError
 from tools.kv import DEFAULT_DIR, printable
 from txn import api
-from txn.config import ClusterConfig, ConfigError, load_config
-from txn.client_connection import open_client_connection
-from txn.messaging import TransportError
+from txn.node.config import ClusterConfig, ConfigError, load_config
+from txn.net.client_connection import open_client_connection
+from txn.net.messaging import TransportError
 from hlc import HybridClock, SystemClock
 
 NODE_TIMEOUT_S = 1.5

@@ -22,8 +22,8 @@ from mvcc.engine import Batch, DictEngine
 from paxos.checkers import CheckFailure, HistoryChecker
 from paxos.driver import NotLeader, PaxosConfig, PaxosDriver, ProposalLost
 from paxos.storage import PaxosStorage
-from txn import wire_paxos  # noqa: F401 - registers the Paxos messages (check_wire round-trips them)
-from txn.simnet import SimNetConfig, SimNetwork
+import txn.wire  # noqa: F401 - registers the Paxos messages with the wire codec
+from txn.net.simnet import SimNetConfig, SimNetwork
 
 SECOND = 1_000_000_000
 CONFIG = PaxosConfig(truncate_threshold_entries=40, truncate_keep_entries=10)

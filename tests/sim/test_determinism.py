@@ -9,8 +9,8 @@ import trio
 import trio.testing
 
 from hlc import HybridClock, VirtualClock
-from txn.messaging import RemoteError, TransportError
-from txn.simnet import SimNetConfig, SimNetwork, SimTransport
+from txn.net.messaging import RemoteError, TransportError
+from txn.net.simnet import SimNetConfig, SimNetwork, SimTransport
 from txn.wire import Ping, Pong
 
 NODES = ("n1", "n2", "n3", "n4")

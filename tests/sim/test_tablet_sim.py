@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from hlc import Timestamp
-from tests.sim.tablet_sim import run_seed
-from txn.checkers import OK, Committed, Op, check_history
+from txn.sim.cluster_sim import run_seed
+from txn.sim.checkers import OK, Committed, Op, check_history
 
 CI_SEEDS = range(8)
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from hlc import Timestamp
-from txn.commands import Barrier, CommandError, SafeTimeAdvance, WriteBatch, decode_command, describe_command, encode_command
+from txn.tablet.commands import Barrier, CommandError, SafeTimeAdvance, WriteBatch, decode_command, describe_command, encode_command
 
 timestamps = st.builds(Timestamp, st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1))
 writes = st.lists(st.tuples(st.binary(max_size=20), st.one_of(st.none(), st.binary(max_size=20))), max_size=8)

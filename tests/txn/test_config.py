@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from txn.config import (
+from txn.node.config import (
     ClusterConfig, ConfigError, NodeConfig, TabletConfig, ensure_node_dir, from_toml, generate,
     load_config, to_toml, write_config,
 )

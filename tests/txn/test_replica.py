@@ -10,8 +10,9 @@ from hlc import HybridClock, ManualClock, Timestamp
 from mvcc.engine import DictEngine
 from paxos.types import NotLeader, PaxosConfig, ProposalLost
 from txn import api
-from txn.config import TabletConfig
-from txn.replica import RequestFailed, ServingState, TabletReplica
+from txn.node.config import TabletConfig
+from txn.api.errors import RequestFailed
+from txn.tablet.tablet_replica import ServingState, TabletReplica
 
 
 def serving_replica(outcome: BaseException) -> TabletReplica:
@@ -36,10 +37,10 @@ def serving_replica(outcome: BaseException) -> TabletReplica:
 @pytest.mark.parametrize(
     "outcome, code, still_pending",
     [
-        (NotLeader("n2"), api.ERROR_NOT_LEADER, False),
-        (ProposalLost(known_not_chosen=True), api.ERROR_NOT_LEADER, False),
-        (ProposalLost(known_not_chosen=False), api.ERROR_OUTCOME_UNKNOWN, True),
-        (trio.TooSlowError(), api.ERROR_OUTCOME_UNKNOWN, True),
+        (NotLeader("n2"), api.ErrorCode.NOT_LEADER, False),
+        (ProposalLost(known_not_chosen=True), api.ErrorCode.NOT_LEADER, False),
+        (ProposalLost(known_not_chosen=False), api.ErrorCode.OUTCOME_UNKNOWN, True),
+        (trio.TooSlowError(), api.ErrorCode.OUTCOME_UNKNOWN, True),
     ],
 )
 async def test_write_failures_map_to_codes(outcome: BaseException, code: str, still_pending: bool) -> None:

@@ -10,8 +10,8 @@ import pytest
 import trio
 
 from hlc import HybridClock, VirtualClock
-from txn.messaging import PeerUnreachable, RemoteError, RpcTimeout
-from txn.simnet import SimNetConfig, SimNetwork
+from txn.net.messaging import PeerUnreachable, RemoteError, RpcTimeout
+from txn.net.simnet import SimNetConfig, SimNetwork
 from txn.wire import Ping, Pong
 
 MS = 1_000_000

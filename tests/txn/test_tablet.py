@@ -6,8 +6,8 @@ import pytest
 
 from hlc import Timestamp
 from mvcc.engine import DictEngine
-from txn.commands import Barrier, SafeTimeAdvance, WriteBatch, encode_command
-from txn.tablet import TabletState
+from txn.tablet.commands import Barrier, SafeTimeAdvance, WriteBatch, encode_command
+from txn.tablet.state import TabletState
 
 
 def ts(wall: int) -> Timestamp:

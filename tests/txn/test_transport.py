@@ -16,8 +16,8 @@ import trio
 
 from hlc import HybridClock, SkewedClock, SystemClock
 from txn import wire
-from txn.messaging import AddressInUse, PeerUnreachable, RemoteError, RpcTimeout
-from txn.transport import TcpTransport, TransportOptions, open_client_connection, open_tcp_transport
+from txn.net.messaging import AddressInUse, PeerUnreachable, RemoteError, RpcTimeout
+from txn.net.transport import TcpTransport, TransportOptions, open_client_connection, open_tcp_transport
 from txn.wire import Handshake, Ping, Pong
 
 LOGGER = "chronodb.test.transport"

@@ -19,13 +19,13 @@ from hlc import Timestamp
 from txn import wire
 from txn.wire import Envelope, FrameDecoder, Kind, Ping, ProtocolError
 
-# Import every txn module that registers message types (txn/wire_paxos.py,
-# the tablet and client messages, ...) so all are in the registry before
-# parametrizing; a module registers if its source calls `register(`.
-for _module in pkgutil.iter_modules(txn.__path__):
-    _source = (pathlib.Path(txn.__path__[0]) / f"{_module.name}.py")
-    if _source.is_file() and "register(" in _source.read_text():
-        importlib.import_module(f"txn.{_module.name}")
+# Import every txn module that registers message types (txn/wire/paxos.py,
+# the api messages, ...) so all are in the registry before parametrizing; a
+# module registers if its source calls `register_classes(`.
+for _module in pkgutil.walk_packages(txn.__path__, prefix="txn."):
+    _source = pathlib.Path(txn.__path__[0]).parent / (_module.name.replace(".", "/") + ".py")
+    if _source.is_file() and "register_classes(" in _source.read_text():
+        importlib.import_module(_module.name)
 
 REGISTRY = wire.registered_types()
 FUZZ = settings(max_examples=150, deadline=None)
@@ -93,12 +93,24 @@ def test_every_registered_type_round_trips(type_id: int, data: st.DataObject) ->
         assert str(msg) and "\n" not in str(msg), f"{cls.__name__}: __str__ must be one line"
 
 
+def test_the_one_table_is_the_registry() -> None:
+    """Every id comes from txn/wire/type_ids.py, and every entry there is registered."""
+    from txn.wire.type_ids import TYPE_IDS
+
+    assert {cls.__name__: type_id for type_id, cls in REGISTRY.items()} == TYPE_IDS
+
+
+def test_unlisted_classes_cannot_be_registered() -> None:
+    with pytest.raises(ValueError, match="add it to txn/wire/type_ids.py"):
+        wire.register_classes(_Probe)
+
+
 def test_type_ids_sit_in_their_ranges() -> None:
     for type_id, cls in REGISTRY.items():
         if type_id in wire.TYPE_ID_RANGES["messaging"]:
-            assert cls.__module__ == "txn.wire", f"{cls.__name__}: ids 1-99 are for messaging (txn/wire.py)"
+            assert cls.__module__ == "txn.wire.envelope", f"{cls.__name__}: ids 1-99 are for messaging (txn/wire/envelope.py)"
         if type_id in wire.TYPE_ID_RANGES["paxos"]:
-            assert cls.__module__.startswith(("paxos.", "txn.wire_paxos")), cls
+            assert cls.__module__.startswith(("paxos.", "txn.wire.paxos")), cls
 
 
 @attrs.frozen

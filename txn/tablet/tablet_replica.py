@@ -45,9 +45,10 @@ from paxos.driver import PaxosDriver
 from paxos.storage import PaxosStorage
 from paxos.types import NotLeader, PaxosConfig, ProposalLost
 from txn import api
-from txn.commands import Barrier, SafeTimeAdvance, WriteBatch, encode_command
-from txn.config import TabletConfig
-from txn.tablet import TabletState
+from txn.api.errors import RequestFailed, failure
+from txn.tablet.commands import Barrier, SafeTimeAdvance, WriteBatch, encode_command
+from txn.node.config import TabletConfig
+from txn.tablet.state import TabletState
 
 DEFAULT_SAFE_TIME_INTERVAL_NS = 100_000_000
 GC_INTERVAL_S = 5.0
@@ -57,16 +58,6 @@ PREFERRED_CAMPAIGN_INTERVAL_NS = 200_000_000
 log = logging.getLogger("chronodb.replica")
 
 
-class RequestFailed(Exception):
-    """A request ends with an `ErrorReply`; carries it."""
-
-    def __init__(self, reply: api.ErrorReply) -> None:
-        super().__init__(str(reply))
-        self.reply = reply
-
-
-def failure(code: str, message: str, *, leader_hint: str | None = None, horizon: Timestamp | None = None) -> RequestFailed:
-    return RequestFailed(api.ErrorReply(code, message, leader_hint, horizon))
 
 
 @attrs.define(eq=False)
@@ -220,14 +211,14 @@ class TabletReplica:
 
     def _not_leader(self) -> RequestFailed:
         hint = self.leader_hint()
-        return failure(api.ERROR_NOT_LEADER, f"{self.node_id} is not the serving leader of tablet {self.tablet.id}", leader_hint=hint)
+        return failure(api.ErrorCode.NOT_LEADER, f"{self.node_id} is not the serving leader of tablet {self.tablet.id}", leader_hint=hint)
 
     # ---- writes ------------------------------------------------------------
 
     async def write(self, writes: tuple[api.KeyWrite, ...], timeout_ns: int) -> api.WriteReply:
         for item in writes:
             if not self.tablet.contains(item.key):
-                raise failure(api.ERROR_BAD_REQUEST, f"key {item.key!r} is outside tablet {self.tablet.id}")
+                raise failure(api.ErrorCode.BAD_REQUEST, f"key {item.key!r} is outside tablet {self.tablet.id}")
         if not self._is_serving():
             raise self._not_leader()
         ts = self._assign_ts()
@@ -244,15 +235,15 @@ class TabletReplica:
                 chosen_at_ns = self.clock.physical.now_ns()
             except NotLeader as error:
                 self.pending.discard(ts)
-                problem = failure(api.ERROR_NOT_LEADER, "leadership moved before the write was proposed", leader_hint=error.leader_hint)
+                problem = failure(api.ErrorCode.NOT_LEADER, "leadership moved before the write was proposed", leader_hint=error.leader_hint)
             except ProposalLost as error:
                 if error.known_not_chosen:
                     self.pending.discard(ts)
-                    problem = failure(api.ERROR_NOT_LEADER, "leadership moved; the write was not committed")
+                    problem = failure(api.ErrorCode.NOT_LEADER, "leadership moved; the write was not committed")
                 else:
-                    problem = failure(api.ERROR_OUTCOME_UNKNOWN, f"leadership moved while the write at {ts} was being replicated")
+                    problem = failure(api.ErrorCode.OUTCOME_UNKNOWN, f"leadership moved while the write at {ts} was being replicated")
             except trio.TooSlowError:
-                problem = failure(api.ERROR_OUTCOME_UNKNOWN, f"the write at {ts} was not confirmed within the deadline")
+                problem = failure(api.ErrorCode.OUTCOME_UNKNOWN, f"the write at {ts} was not confirmed within the deadline")
             if problem is not None:
                 nursery.cancel_scope.cancel()
         if problem is not None:
@@ -264,12 +255,12 @@ class TabletReplica:
 
     async def read_ts(self, mode: str, ts: Timestamp | None, timeout_ns: int) -> Timestamp:
         """Choose the read timestamp and wait until this replica can serve it."""
-        if mode not in api.READ_MODES or (mode != api.READ_STRONG and ts is None):
-            raise failure(api.ERROR_BAD_REQUEST, f"bad read mode {mode!r} (timestamp {ts})")
+        if mode != api.ReadMode.STRONG and ts is None:
+            raise failure(api.ErrorCode.BAD_REQUEST, f"bad read mode {mode!r} (timestamp {ts})")
         if self.fenced:
-            raise failure(api.ERROR_UNAVAILABLE, f"{self.node_id} is fenced: its clock is out of bounds", leader_hint=self.leader_hint())
+            raise failure(api.ErrorCode.UNAVAILABLE, f"{self.node_id} is fenced: its clock is out of bounds", leader_hint=self.leader_hint())
         with trio.move_on_after(max(timeout_ns, 0) / 1e9) as scope:
-            if mode == api.READ_STRONG or (mode == api.READ_MAX_STALE and self._is_serving()):
+            if mode == api.ReadMode.STRONG or (mode == api.ReadMode.MAX_STALE and self._is_serving()):
                 if not self._is_serving():
                     raise self._not_leader()
                 return await self._leader_read_ts(max(self.clock.now(), self.floor))
@@ -284,14 +275,14 @@ class TabletReplica:
                     await self._applied_event.wait()
             if not self._is_serving():
                 self.follower_reads += 1
-            return self.state.safe_ts if mode == api.READ_MAX_STALE else ts
+            return self.state.safe_ts if mode == api.ReadMode.MAX_STALE else ts
         assert scope.cancelled_caught
-        raise failure(api.ERROR_TIMEOUT, f"replica {self.node_id} of tablet {self.tablet.id} could not serve a read at {ts} in time (safe time {self.state.safe_ts})", leader_hint=self.leader_hint())
+        raise failure(api.ErrorCode.TIMEOUT, f"replica {self.node_id} of tablet {self.tablet.id} could not serve a read at {ts} in time (safe time {self.state.safe_ts})", leader_hint=self.leader_hint())
 
     def _refuse_future(self, ts: Timestamp, timeout_ns: int) -> None:
         reachable = self.clock.physical.now_ns() + self.max_offset_ns + max(timeout_ns, 0)
         if ts.wall > reachable:
-            raise failure(api.ERROR_FUTURE_READ, f"read timestamp {ts} is beyond every clock within the deadline (now {self.clock.now()})")
+            raise failure(api.ErrorCode.FUTURE_READ, f"read timestamp {ts} is beyond every clock within the deadline (now {self.clock.now()})")
 
     async def _leader_read_ts(self, ts: Timestamp) -> Timestamp:
         """Serve at `ts` as leader: raise the floor, wait for own pending writes <= ts."""
@@ -306,12 +297,12 @@ class TabletReplica:
 
     async def read(self, request: api.ReadRequest) -> api.ReadReply:
         if not self.tablet.contains(request.key):
-            raise failure(api.ERROR_BAD_REQUEST, f"key {request.key!r} is outside tablet {self.tablet.id}")
+            raise failure(api.ErrorCode.BAD_REQUEST, f"key {request.key!r} is outside tablet {self.tablet.id}")
         ts = await self.read_ts(request.mode, request.ts, request.timeout_ns)
         try:
             result = self.state.store.read(request.key, ts)
         except BelowGcHorizon as error:
-            raise failure(api.ERROR_BELOW_GC_HORIZON, str(error), horizon=error.horizon) from None
+            raise failure(api.ErrorCode.BELOW_GC_HORIZON, str(error), horizon=error.horizon) from None
         return api.ReadReply(ts, result.value, result.version_ts, self.node_id)
 
     async def scan(self, request: api.ScanRequest) -> api.ScanReply:
@@ -324,7 +315,7 @@ class TabletReplica:
         try:
             result = self.state.store.scan(start, end, ts, limit=max(1, request.limit))
         except BelowGcHorizon as error:
-            raise failure(api.ERROR_BELOW_GC_HORIZON, str(error), horizon=error.horizon) from None
+            raise failure(api.ErrorCode.BELOW_GC_HORIZON, str(error), horizon=error.horizon) from None
         rows = tuple(api.Row(key, value, version_ts) for key, value, version_ts in result.rows)
         return api.ScanReply(ts, rows, self.node_id)
 

@@ -1,22 +1,19 @@
-"""Wire format: message registry, CBOR encoding with validation, and framing.
+"""Wire codec: message registry and CBOR encoding with validation.
 
-Role: turns registered `@attrs.frozen` messages into bytes and back, and
-splits a byte stream into frames. Inputs: messages (encode) or bytes from a
-peer (decode, `FrameDecoder.feed`). Outputs: bytes, messages, or a
-`ProtocolError` naming what the peer got wrong.
+Role: turns registered `@attrs.frozen` messages into bytes and back. Inputs:
+messages (encode) or bytes from a peer (decode). Outputs: bytes, messages,
+or a `ProtocolError` naming what the peer got wrong. Framing is
+txn/wire/frames.py; the messaging frames are txn/wire/envelope.py.
 
 Format:
-- A frame is a 4-byte big-endian length, then that many payload bytes.
-  `FrameDecoder` refuses a length above its limit (default 16 MiB) as soon as
-  the 4 length bytes are in, before any of the body is buffered.
 - A payload is canonical CBOR of `[type_id, [field, ...]]`. Fields are plain
   CBOR values only (int, str, bytes, bool, float, null, arrays, maps); CBOR
   tags are refused. A `Timestamp` travels as its 12-byte encoding, a nested
   message of a known class as its field list, an `object`-typed field (any
   registered message) as `[type_id, [field, ...]]`, a tuple as an array, an
   enum as its value.
-- Type ids: 1-99 messaging (this module), 100-199 Paxos (txn/wire_paxos.py;
-  paxos/ cannot import txn/), 200-399 tablet, client and admin messages.
+- Type ids: one table, txn/wire/type_ids.py (1-99 messaging, 100-199 Paxos,
+  200-399 tablet, client, admin and peer messages).
 
 Invariants:
 - The conversion is explicit per type: a field spec derived once, at
@@ -43,10 +40,9 @@ import attrs
 import cbor2
 
 from hlc.timestamp import ENCODED_SIZE, Timestamp
+from txn.wire.type_ids import TYPE_IDS
 
 PROTOCOL_VERSION = 1
-MAX_FRAME_BYTES_DEFAULT = 16 << 20
-FRAME_HEADER_BYTES = 4
 TYPE_ID_RANGES: dict[str, range] = {
     "messaging": range(1, 100),
     "paxos": range(100, 200),
@@ -115,6 +111,15 @@ def register(type_id: int, cls: type) -> type:
     _ID_BY_CLASS[cls] = type_id
     _CODECS[cls] = codec
     return cls
+
+
+def register_classes(*classes: type) -> None:
+    """Register each class under its id in the one table, txn/wire/type_ids.py."""
+    for cls in classes:
+        type_id = TYPE_IDS.get(cls.__name__)
+        if type_id is None:
+            raise ValueError(f"{cls.__qualname__} has no type id: add it to txn/wire/type_ids.py")
+        register(type_id, cls)
 
 
 def registered_types() -> dict[int, type]:
@@ -463,184 +468,3 @@ def decode(data: bytes) -> Any:
         return from_plain(plain)
     except RecursionError:
         raise ProtocolError("message nested too deeply") from None
-
-
-# ------------------------------------------------------------------ frames
-
-
-def encode_frame(payload: bytes) -> bytes:
-    """4-byte big-endian length, then the payload."""
-    return len(payload).to_bytes(FRAME_HEADER_BYTES, "big") + payload
-
-
-class FrameDecoder:
-    """Splits a byte stream into frame payloads.
-
-    `feed(data)` returns the payloads completed so far. A length prefix above
-    `max_frame_bytes` raises ProtocolError as soon as its 4 bytes arrive.
-    After an error the decoder is unusable (the connection is to be closed).
-    """
-
-    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES_DEFAULT) -> None:
-        if max_frame_bytes <= 0:
-            raise ValueError(f"max_frame_bytes must be positive: {max_frame_bytes!r}")
-        self.max_frame_bytes = max_frame_bytes
-        self._buffer = bytearray()
-        self._failed: Optional[str] = None
-
-    def feed(self, data: bytes) -> list[bytes]:
-        if self._failed is not None:
-            raise ProtocolError(self._failed)
-        buffer = self._buffer
-        buffer += data
-        frames: list[bytes] = []
-        position = 0
-        available = len(buffer)
-        while available - position >= FRAME_HEADER_BYTES:
-            length = int.from_bytes(buffer[position:position + FRAME_HEADER_BYTES], "big")
-            if length > self.max_frame_bytes:
-                self._failed = f"frame length {length} bytes exceeds the limit of {self.max_frame_bytes} bytes"
-                buffer.clear()
-                raise ProtocolError(self._failed)
-            end = position + FRAME_HEADER_BYTES + length
-            if end > available:
-                break
-            frames.append(bytes(buffer[position + FRAME_HEADER_BYTES:end]))
-            position = end
-        if position:
-            del buffer[:position]
-        return frames
-
-    def buffered_bytes(self) -> int:
-        """Bytes of an incomplete frame held (nonzero at EOF means a truncated frame)."""
-        return len(self._buffer)
-
-    def describe_truncation(self) -> str:
-        """What an EOF now would have cut short, for the log line."""
-        held = len(self._buffer)
-        if held < FRAME_HEADER_BYTES:
-            return f"truncated frame: connection closed after {held} of {FRAME_HEADER_BYTES} length bytes"
-        length = int.from_bytes(self._buffer[:FRAME_HEADER_BYTES], "big")
-        return (f"truncated frame: connection closed after {held - FRAME_HEADER_BYTES} "
-                f"of {length} payload bytes")
-
-
-# --------------------------------------------------- messaging (ids 1-99)
-
-
-@attrs.frozen
-class Handshake:
-    """First frame each way on a connection. cluster_id None: a client asking."""
-
-    protocol_version: int
-    cluster_id: Optional[str]
-    speaker: str  # a node id, or "client"
-
-    def __str__(self) -> str:
-        return f"Handshake v{self.protocol_version} cluster={self.cluster_id!r} speaker={self.speaker!r}"
-
-
-@attrs.frozen
-class HandshakeRefused:
-    """Sent instead of a Handshake reply before closing: says why."""
-
-    reason: str
-
-    def __str__(self) -> str:
-        return f"HandshakeRefused {self.reason!r}"
-
-
-class Kind(enum.IntEnum):
-    ONE_WAY = 0
-    REQUEST = 1
-    RESPONSE = 2
-    ERROR = 3
-
-
-@attrs.frozen
-class ErrorReply:
-    """Body of an ERROR envelope: the remote handler's failure, as text."""
-
-    text: str
-
-    def __str__(self) -> str:
-        return f"ErrorReply {self.text!r}"
-
-
-@attrs.frozen
-class Envelope:
-    """Every frame after the handshake: sender's HLC reading, kind, request id, body.
-
-    request_id is 0 for ONE_WAY; a RESPONSE/ERROR repeats its REQUEST's id.
-    Hand-written to_wire/from_wire: this is the hot path.
-    """
-
-    ts: Timestamp
-    kind: Kind
-    request_id: int
-    body: object
-
-    def to_wire(self) -> list[Any]:
-        return [self.ts.to_bytes(), int(self.kind), self.request_id, to_plain(self.body)]
-
-    @classmethod
-    def from_wire(cls, fields: list[Any]) -> "Envelope":
-        if len(fields) != 4:
-            raise ProtocolError(f"Envelope: field count: expected 4, got {len(fields)}")
-        ts, kind, request_id, body = fields
-        if type(request_id) is not int or request_id < 0:
-            raise ProtocolError(f"field request_id of Envelope: expected a non-negative int, got {request_id!r}")
-        return cls(_ENVELOPE_TS(ts), _ENVELOPE_KIND(kind), request_id, _decode_tagged(body, "field body of Envelope"))
-
-    def __str__(self) -> str:
-        return f"{self.kind.name} #{self.request_id} ts={self.ts} {self.body}"
-
-    @classmethod
-    def wire_examples(cls) -> tuple["Envelope", ...]:
-        """Instances for the round-trip tests (custom to_wire has no derived spec)."""
-        ts = Timestamp(1_800_000_000_000_000_000, 3)
-        return (
-            cls(ts, Kind.ONE_WAY, 0, Ping(b"")),
-            cls(ts, Kind.REQUEST, 7, Ping(b"x" * 100)),
-            cls(Timestamp.MAX, Kind.RESPONSE, 2**63, Pong(b"\x00")),
-            cls(Timestamp.MIN, Kind.ERROR, 1, ErrorReply("boom")),
-        )
-
-
-_ENVELOPE_TS = _timestamp_decoder("field ts of Envelope")
-_ENVELOPE_KIND = _enum_spec(Kind, "field kind of Envelope", "kind").decode
-
-
-@attrs.frozen
-class Ping:
-    """A request with opaque bytes (tests, benchmarks, liveness probes)."""
-
-    payload: bytes
-
-    def __str__(self) -> str:
-        return f"Ping {len(self.payload)}B"
-
-
-@attrs.frozen
-class Pong:
-    """The answer to a Ping."""
-
-    payload: bytes
-
-    def __str__(self) -> str:
-        return f"Pong {len(self.payload)}B"
-
-
-register(1, Handshake)
-register(2, HandshakeRefused)
-register(3, Envelope)
-register(4, ErrorReply)
-register(10, Ping)
-register(11, Pong)
-
-__all__ = [
-    "Envelope", "ErrorReply", "FieldSpec", "FrameDecoder", "Handshake", "HandshakeRefused", "Kind",
-    "MAX_FRAME_BYTES_DEFAULT", "PROTOCOL_VERSION", "Ping", "Pong", "ProtocolError", "TYPE_ID_RANGES",
-    "decode", "encode", "encode_frame", "field_specs", "from_plain", "register", "registered_types", "to_plain",
-    "type_id_of",
-]

@@ -47,9 +47,9 @@ import trio
 
 from hlc import ClockOffsetError, HybridClock
 from txn import wire
-from txn.client_connection import CLIENT_SPEAKER, ClientConnection, open_client_connection
-from txn.connection import Connection
-from txn.messaging import (
+from txn.net.client_connection import CLIENT_SPEAKER, ClientConnection, open_client_connection
+from txn.net.connection import Connection
+from txn.net.messaging import (
     AddressInUse,
     ClockRejectionLog,
     Handler,
@@ -61,7 +61,7 @@ from txn.messaging import (
     TransportError,
     TransportStatistics,
 )
-from txn.wire import Envelope, ErrorReply, Handshake, HandshakeRefused, Kind, ProtocolError
+from txn.wire import Envelope, HandlerError, Handshake, HandshakeRefused, Kind, ProtocolError
 
 __all__ = [
     "AddressInUse", "ClientConnection", "Handler", "PeerUnreachable", "RemoteError", "RpcTimeout", "TcpTransport",
@@ -399,11 +399,11 @@ class TcpTransport:
         try:
             body, kind = await self.handler.handle_request(src, request.body), Kind.RESPONSE
         except Exception as error:  # becomes RemoteError in the caller
-            body, kind = ErrorReply(f"{type(error).__name__}: {error}"), Kind.ERROR
+            body, kind = HandlerError(f"{type(error).__name__}: {error}"), Kind.ERROR
         try:
             frame = self._frame(kind, request.request_id, body)
         except TypeError as error:
-            frame = self._frame(Kind.ERROR, request.request_id, ErrorReply(f"unencodable response: {error}"))
+            frame = self._frame(Kind.ERROR, request.request_id, HandlerError(f"unencodable response: {error}"))
         connection.write(frame)
 
     # ------------------------------------------------------------- running

@@ -19,12 +19,12 @@ from hlc import HybridClock, Timestamp, VirtualClock
 from mvcc.engine import DictEngine
 from paxos.types import PaxosConfig
 from txn import api
-from txn.checkers import FAILED, OK, UNKNOWN, Committed, Op
-from txn.config import ClusterConfig, NodeConfig, TabletConfig
-from txn.messaging import TransportError
-from txn.node import Node
-from txn.replica import TabletReplica
-from txn.simnet import SimNetConfig, SimNetwork
+from txn.sim.checkers import FAILED, OK, UNKNOWN, Committed, Op
+from txn.node.config import ClusterConfig, NodeConfig, TabletConfig
+from txn.net.messaging import TransportError
+from txn.node.server import Node
+from txn.tablet.tablet_replica import TabletReplica
+from txn.net.simnet import SimNetConfig, SimNetwork
 
 NODES = ("n1", "n2", "n3")
 MAX_OFFSET_NS = 10_000_000
@@ -122,7 +122,7 @@ class SimClient:
                 continue
             if isinstance(reply, api.ErrorReply):
                 self.last_problem = f"{self.leader}: {reply}"
-                if reply.code == api.ERROR_OUTCOME_UNKNOWN:
+                if reply.code == api.ErrorCode.OUTCOME_UNKNOWN:
                     return UNKNOWN, None
                 if reply.leader_hint in NODES and reply.leader_hint != self.leader:
                     self.leader = reply.leader_hint
@@ -143,7 +143,7 @@ class SimClient:
     async def strong_read(self, key: bytes) -> None:
         start = round(trio.current_time() * 1e9)
         outcome, reply = await self._leader_call(
-            lambda t: api.ReadRequest("t1", key, api.READ_STRONG, None, t), is_write=False)
+            lambda t: api.ReadRequest("t1", key, api.ReadMode.STRONG, None, t), is_write=False)
         end = round(trio.current_time() * 1e9)
         if outcome == OK:
             self.history.append(Op("read", key, reply.value, start, end, OK, reply.ts, reply.version_ts, strong=True))
@@ -152,7 +152,7 @@ class SimClient:
         start = round(trio.current_time() * 1e9)
         at = Timestamp(clock.now_ns() - staleness_ns, 0)
         try:
-            reply = await self.endpoint.call(node_id, api.ReadRequest("t1", key, api.READ_AT, at, 500_000_000), timeout_s=0.6)
+            reply = await self.endpoint.call(node_id, api.ReadRequest("t1", key, api.ReadMode.AT, at, 500_000_000), timeout_s=0.6)
         except TransportError:
             return
         if isinstance(reply, api.ReadReply):
@@ -224,7 +224,7 @@ async def simulate(seed: int) -> tuple[list[Op], dict[bytes, Committed], dict[st
         final = SimClient("final", net, [])
         for key in KEYS:
             outcome, _ = await final._leader_call(
-                lambda t, k=key: api.ReadRequest("t1", k, api.READ_STRONG, None, t), is_write=False, timeout_s=10.0)
+                lambda t, k=key: api.ReadRequest("t1", k, api.ReadMode.STRONG, None, t), is_write=False, timeout_s=10.0)
             if outcome != OK:
                 states = {n: (node.replicas["t1"].status(), sorted(node.replicas["t1"].pending), node.replicas["t1"].floor) for n, node in cluster.nodes.items()}
                 raise AssertionError(f"SEED={seed}: no leader after healing ({final.last_problem}): {states}")

@@ -19,7 +19,7 @@ from typing import ClassVar
 import attrs
 
 from hlc import Timestamp
-from txn import wire
+from txn.wire.codec import register_classes
 
 READ_STRONG = "strong"  # the leader picks a timestamp covering every acknowledged write
 READ_AT = "at"  # at the given timestamp (exact staleness is `at now - d`)
@@ -309,15 +309,9 @@ class InspectLogReply:
     entries: tuple[LogEntryInfo, ...] = attrs.field(converter=tuple)
 
 
-REGISTRY: tuple[tuple[int, type], ...] = (
-    (200, KeyWrite), (201, NodeInfo), (202, TabletInfo), (203, TabletMapRequest),
-    (204, TabletMapReply), (205, WriteRequest), (206, WriteReply), (207, ReadRequest),
-    (208, ReadReply), (209, ScanRequest), (210, Row), (211, ScanReply), (212, ErrorReply),
-    (213, StatusRequest), (214, TabletStatus), (215, NodeStatusReply), (216, PaxosEnvelope),
-    (217, ClockProbe), (218, ClockProbeReply), (219, SkewRequest), (220, PeerClock), (221, NodeClockReply),
-    (222, InspectKeyRequest), (223, VersionInfo), (224, InspectKeyReply), (225, InspectTabletRequest),
-    (226, InspectTabletReply), (227, InspectLogRequest), (228, LogEntryInfo), (229, InspectLogReply),
+register_classes(
+    KeyWrite, NodeInfo, TabletInfo, TabletMapRequest, TabletMapReply, WriteRequest, WriteReply, ReadRequest,
+    ReadReply, ScanRequest, Row, ScanReply, ErrorReply, StatusRequest, TabletStatus, NodeStatusReply, PaxosEnvelope,
+    ClockProbe, ClockProbeReply, SkewRequest, PeerClock, NodeClockReply, InspectKeyRequest, VersionInfo,
+    InspectKeyReply, InspectTabletRequest, InspectTabletReply, InspectLogRequest, LogEntryInfo, InspectLogReply,
 )
-
-for _type_id, _cls in REGISTRY:
-    wire.register(_type_id, _cls)

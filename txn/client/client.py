@@ -30,8 +30,8 @@ import trio
 
 from hlc import HybridClock, SystemClock, Timestamp
 from txn import api
-from txn.client_connection import ClientConnection, open_client_connection
-from txn.messaging import TransportError
+from txn.net.client_connection import ClientConnection, open_client_connection
+from txn.net.messaging import TransportError
 
 DEFAULT_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 2.0
@@ -240,9 +240,9 @@ class Client:
                 if leader:
                     self.leaders[tablet.id] = node
                 return reply
-            if reply.code == api.ERROR_OUTCOME_UNKNOWN:
+            if reply.code == api.ErrorCode.OUTCOME_UNKNOWN:
                 raise OutcomeUnknown(f"tablet {tablet.id} at {node}: {reply.message}")
-            if reply.code in (api.ERROR_BELOW_GC_HORIZON, api.ERROR_FUTURE_READ, api.ERROR_BAD_REQUEST):
+            if reply.code in (api.ErrorCode.BELOW_GC_HORIZON, api.ErrorCode.FUTURE_READ, api.ErrorCode.BAD_REQUEST):
                 raise ReadFailed(reply)
             last_problem = f"{node}: {reply.message}"
             if reply.leader_hint and reply.leader_hint in tablet.replicas and reply.leader_hint != node:
@@ -281,13 +281,13 @@ class Client:
         if sum(x is not None for x in (at, stale_ns, max_stale_ns)) > 1:
             raise ClientError("choose at most one of at, stale and max_stale")
         if at is not None:
-            return api.READ_AT, at
+            return api.ReadMode.AT, at
         now = self.clock.now()
         if stale_ns is not None:
-            return api.READ_AT, Timestamp(max(0, now.wall - stale_ns), 0)
+            return api.ReadMode.AT, Timestamp(max(0, now.wall - stale_ns), 0)
         if max_stale_ns is not None:
-            return api.READ_MAX_STALE, Timestamp(max(0, now.wall - max_stale_ns), 0)
-        return api.READ_STRONG, None
+            return api.ReadMode.MAX_STALE, Timestamp(max(0, now.wall - max_stale_ns), 0)
+        return api.ReadMode.STRONG, None
 
     async def get(
         self, key: bytes, *, at: Timestamp | None = None, stale_ns: int | None = None,
@@ -297,7 +297,7 @@ class Client:
         tablet = await self.tablet_for(key)
         reply = await self._send(
             tablet, lambda t: api.ReadRequest(tablet.id, key, mode, ts, t),
-            leader=(mode == api.READ_STRONG), is_write=False, timeout_s=timeout_s,
+            leader=(mode == api.ReadMode.STRONG), is_write=False, timeout_s=timeout_s,
         )
         return GetResult(key, reply.value, reply.ts, reply.version_ts, reply.served_by)
 
@@ -312,7 +312,7 @@ class Client:
         if not self.tablets:
             await self.refresh_map()
         remaining = math.inf if limit is None else limit
-        mode, ts = (api.READ_STRONG, None) if at is None else (api.READ_AT, at)
+        mode, ts = (api.ReadMode.STRONG, None) if at is None else (api.ReadMode.AT, at)
         rows: list[api.Row] = []
         for tablet in sorted(self.tablets, key=lambda t: t.start):
             if (tablet.end is not None and tablet.end <= start) or (end is not None and tablet.start >= end):
@@ -322,9 +322,9 @@ class Client:
                 page = int(min(remaining, SCAN_PAGE))
                 reply = await self._send(
                     tablet, lambda t, c=cursor, m=mode, s=ts, p=page: api.ScanRequest(tablet.id, c, end, m, s, p, t),
-                    leader=(mode == api.READ_STRONG), is_write=False, timeout_s=timeout_s,
+                    leader=(mode == api.ReadMode.STRONG), is_write=False, timeout_s=timeout_s,
                 )
-                mode, ts = api.READ_AT, reply.ts
+                mode, ts = api.ReadMode.AT, reply.ts
                 rows.extend(reply.rows)
                 remaining -= len(reply.rows)
                 if len(reply.rows) < page:

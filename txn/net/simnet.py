@@ -46,7 +46,7 @@ import trio
 
 from hlc import ClockOffsetError, HybridClock, Timestamp
 from txn import wire
-from txn.messaging import (
+from txn.net.messaging import (
     ClockRejectionLog,
     Handler,
     PeerCounters,
@@ -54,7 +54,7 @@ from txn.messaging import (
     PendingCalls,
     TransportStatistics,
 )
-from txn.wire import Envelope, ErrorReply, Kind
+from txn.wire import Envelope, HandlerError, Kind
 
 MIN_LATENCY_NS = 1_000_000
 _RANK_TIMER = 0
@@ -377,7 +377,7 @@ class SimNetwork:
         try:
             body, kind = await handler.handle_request(src, request.body), Kind.RESPONSE
         except Exception as error:  # the handler's failure goes back to the caller
-            body, kind = ErrorReply(f"{type(error).__name__}: {error}"), Kind.ERROR
+            body, kind = HandlerError(f"{type(error).__name__}: {error}"), Kind.ERROR
         if node.incarnation != incarnation:
             return  # crashed while handling: the reply dies with the process
         self._send(node, src, Envelope(_stamp(node), kind, request.request_id, body), reserved)

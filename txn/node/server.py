@@ -37,11 +37,12 @@ from hlc.offsets import OffsetMonitor
 from mvcc.engine import EngineError
 from mvcc.engine_leveldb import LevelDbEngine
 from paxos.types import PaxosConfig
-from txn import api, wire, wire_paxos  # noqa: F401 - registers the Paxos messages
-from txn.config import ClusterConfig, ConfigError, ensure_node_dir, tablet_dir
-from txn.replica import RequestFailed, TabletReplica, failure
-from txn.messaging import AddressInUse, TransportError
-from txn.transport import open_tcp_transport
+from txn import api, wire
+from txn.node.config import ClusterConfig, ConfigError, ensure_node_dir, tablet_dir
+from txn.api.errors import RequestFailed, failure
+from txn.tablet.tablet_replica import TabletReplica
+from txn.net.messaging import AddressInUse, TransportError
+from txn.net.transport import open_tcp_transport
 
 PROBE_INTERVAL_S = 0.2
 PROBE_TIMEOUT_S = 0.5
@@ -126,12 +127,12 @@ class Node:
             return self.inspect_tablet(msg)
         if isinstance(msg, api.InspectLogRequest):
             return self.inspect_log(msg)
-        raise failure(api.ERROR_BAD_REQUEST, f"unknown request {type(msg).__name__}")
+        raise failure(api.ErrorCode.BAD_REQUEST, f"unknown request {type(msg).__name__}")
 
     def _replica(self, tablet_id: str) -> TabletReplica:
         replica = self.replicas.get(tablet_id)
         if replica is None:
-            raise failure(api.ERROR_UNKNOWN_TABLET, f"node {self.node_id} holds no replica of tablet {tablet_id!r}")
+            raise failure(api.ErrorCode.UNKNOWN_TABLET, f"node {self.node_id} holds no replica of tablet {tablet_id!r}")
         return replica
 
     # ---- answers ---------------------------------------------------------------
@@ -197,32 +198,30 @@ class Node:
     def skewed_clock(self) -> SkewedClock:
         physical = self.clock.physical
         if not isinstance(physical, SkewedClock):
-            raise failure(api.ERROR_BAD_REQUEST, f"node {self.node_id} runs on a clock that cannot be skewed")
+            raise failure(api.ErrorCode.BAD_REQUEST, f"node {self.node_id} runs on a clock that cannot be skewed")
         return physical
 
     def skew(self, request: api.SkewRequest) -> api.NodeClockReply:
         physical = self.skewed_clock()
-        if request.action not in api.SKEW_ACTIONS:
-            raise failure(api.ERROR_BAD_REQUEST, f"unknown skew action {request.action!r}")
-        if request.action != api.SKEW_SHOW and self.strobe_scope is not None:
+        if request.action != api.SkewAction.SHOW and self.strobe_scope is not None:
             self.strobe_scope.cancel()
             self.strobe_scope = None
-        if request.action == api.SKEW_SET:
+        if request.action == api.SkewAction.SET:
             if request.offset_ns is not None:
                 physical.set_offset(request.offset_ns)
             if request.drift_ppm is not None:
                 physical.set_drift(request.drift_ppm)
-        elif request.action == api.SKEW_BUMP:
+        elif request.action == api.SkewAction.BUMP:
             physical.bump(request.offset_ns or 0)
-        elif request.action == api.SKEW_CLEAR:
+        elif request.action == api.SkewAction.CLEAR:
             physical.clear()
-        elif request.action == api.SKEW_STROBE:
+        elif request.action == api.SkewAction.STROBE:
             if not (request.offset_ns and request.period_ns and request.duration_ns) or request.period_ns <= 0:
-                raise failure(api.ERROR_BAD_REQUEST, "strobe needs an offset, a positive period and a duration")
+                raise failure(api.ErrorCode.BAD_REQUEST, "strobe needs an offset, a positive period and a duration")
             assert self.nursery is not None
             self.strobe_scope = trio.CancelScope()
             self.nursery.start_soon(self._strobe, self.strobe_scope, request.offset_ns, request.period_ns, request.duration_ns)
-        if request.action != api.SKEW_SHOW:
+        if request.action != api.SkewAction.SHOW:
             log.warning("node %s: clock skew %s: offset %dns, drift %dppm", self.node_id, request.action,
                         physical.offset_ns, physical.drift_ppm)
         return self.clock_report()

@@ -29,8 +29,8 @@ import trio
 
 from hlc import ClockOffsetError, HybridClock
 from txn import wire
-from txn.connection import Connection
-from txn.messaging import PeerUnreachable, PendingCalls
+from txn.net.connection import Connection
+from txn.net.messaging import PeerUnreachable, PendingCalls
 from txn.wire import Envelope, Handshake, HandshakeRefused, Kind, ProtocolError
 
 CLIENT_SPEAKER = "client"

@@ -31,7 +31,7 @@ import cbor2
 from hlc import Timestamp
 from mvcc.engine import Batch, Engine
 from mvcc.store import MvccStore
-from txn.commands import Barrier, SafeTimeAdvance, WriteBatch, decode_command
+from txn.tablet.commands import Barrier, SafeTimeAdvance, WriteBatch, decode_command
 
 APPLIED_KEY = b"t/applied"
 SAFE_TS_KEY = b"t/safe"

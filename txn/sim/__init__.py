@@ -1,0 +1,1 @@
+"""txn.sim: whole-stack simulation and history checkers (the top of txn/)."""

@@ -1,0 +1,72 @@
+"""Framing: a byte stream <-> frame payloads.
+
+Role: a frame is a 4-byte big-endian length, then that many payload bytes.
+`FrameDecoder` refuses a length above its limit (default 16 MiB) as soon as
+the 4 length bytes are in, before any of the body is buffered. Pure.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from txn.wire.codec import ProtocolError
+
+MAX_FRAME_BYTES_DEFAULT = 16 << 20
+FRAME_HEADER_BYTES = 4
+
+
+def encode_frame(payload: bytes) -> bytes:
+    """4-byte big-endian length, then the payload."""
+    return len(payload).to_bytes(FRAME_HEADER_BYTES, "big") + payload
+
+
+class FrameDecoder:
+    """Splits a byte stream into frame payloads.
+
+    `feed(data)` returns the payloads completed so far. A length prefix above
+    `max_frame_bytes` raises ProtocolError as soon as its 4 bytes arrive.
+    After an error the decoder is unusable (the connection is to be closed).
+    """
+
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES_DEFAULT) -> None:
+        if max_frame_bytes <= 0:
+            raise ValueError(f"max_frame_bytes must be positive: {max_frame_bytes!r}")
+        self.max_frame_bytes = max_frame_bytes
+        self._buffer = bytearray()
+        self._failed: Optional[str] = None
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._failed is not None:
+            raise ProtocolError(self._failed)
+        buffer = self._buffer
+        buffer += data
+        frames: list[bytes] = []
+        position = 0
+        available = len(buffer)
+        while available - position >= FRAME_HEADER_BYTES:
+            length = int.from_bytes(buffer[position:position + FRAME_HEADER_BYTES], "big")
+            if length > self.max_frame_bytes:
+                self._failed = f"frame length {length} bytes exceeds the limit of {self.max_frame_bytes} bytes"
+                buffer.clear()
+                raise ProtocolError(self._failed)
+            end = position + FRAME_HEADER_BYTES + length
+            if end > available:
+                break
+            frames.append(bytes(buffer[position + FRAME_HEADER_BYTES:end]))
+            position = end
+        if position:
+            del buffer[:position]
+        return frames
+
+    def buffered_bytes(self) -> int:
+        """Bytes of an incomplete frame held (nonzero at EOF means a truncated frame)."""
+        return len(self._buffer)
+
+    def describe_truncation(self) -> str:
+        """What an EOF now would have cut short, for the log line."""
+        held = len(self._buffer)
+        if held < FRAME_HEADER_BYTES:
+            return f"truncated frame: connection closed after {held} of {FRAME_HEADER_BYTES} length bytes"
+        length = int.from_bytes(self._buffer[:FRAME_HEADER_BYTES], "big")
+        return (f"truncated frame: connection closed after {held - FRAME_HEADER_BYTES} "
+                f"of {length} payload bytes")
