@@ -1,2 +1,54 @@
-"""txn.api (moving: see the next commit)."""
-from txn.api.client import *  # noqa: F401,F403
+"""txn.api: the node's protocol, by audience (above txn.wire).
+
+- `client.py`  tablet map, writes, reads, scans (`ReadMode`)
+- `admin.py`   status, skew injection, inspection (`SkewAction`)
+- `peer.py`    Paxos envelopes and clock probes between nodes
+- `errors.py`  `ErrorCode`, `ErrorReply`, and `failure()` for the node
+
+Pure. Importing the package registers every message with the wire codec;
+`from txn import api` then `api.WriteRequest` is the usual spelling.
+"""
+
+from txn.api.admin import (
+    InspectKeyReply,
+    InspectKeyRequest,
+    InspectLogReply,
+    InspectLogRequest,
+    InspectTabletReply,
+    InspectTabletRequest,
+    LogEntryInfo,
+    NodeClockReply,
+    NodeStatusReply,
+    PeerClock,
+    SkewAction,
+    SkewRequest,
+    StatusRequest,
+    TabletStatus,
+    VersionInfo,
+)
+from txn.api.client import (
+    KeyWrite,
+    NodeInfo,
+    ReadMode,
+    ReadReply,
+    ReadRequest,
+    Row,
+    ScanReply,
+    ScanRequest,
+    TabletInfo,
+    TabletMapReply,
+    TabletMapRequest,
+    WriteReply,
+    WriteRequest,
+)
+from txn.api.errors import ErrorCode, ErrorReply, RequestFailed, failure
+from txn.api.peer import ClockProbe, ClockProbeReply, PaxosEnvelope
+
+__all__ = [
+    "ClockProbe", "ClockProbeReply", "ErrorCode", "ErrorReply", "InspectKeyReply", "InspectKeyRequest",
+    "InspectLogReply", "InspectLogRequest", "InspectTabletReply", "InspectTabletRequest", "KeyWrite",
+    "LogEntryInfo", "NodeClockReply", "NodeInfo", "NodeStatusReply", "PaxosEnvelope", "PeerClock", "ReadMode",
+    "ReadReply", "ReadRequest", "RequestFailed", "Row", "ScanReply", "ScanRequest", "SkewAction", "SkewRequest",
+    "StatusRequest", "TabletInfo", "TabletMapReply", "TabletMapRequest", "VersionInfo", "WriteReply",
+    "WriteRequest", "failure",
+]

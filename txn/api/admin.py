@@ -1,0 +1,162 @@
+"""Admin requests and replies: status, skew injection, inspection.
+
+Role: what `chronodb status`, `skew` and `inspect` ask a node. Every request
+is `hlc_exempt`: an operator must reach a node whose clock ran off. Pure.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import ClassVar
+
+import attrs
+
+from hlc.timestamp import Timestamp
+from txn.wire.codec import register_classes
+
+
+class SkewAction(enum.StrEnum):
+    SHOW = "show"
+    SET = "set"  # offset_ns and/or drift_ppm
+    BUMP = "bump"  # a one-off jump of offset_ns
+    STROBE = "strobe"  # flip between +offset_ns and 0 every period_ns for duration_ns
+    CLEAR = "clear"
+
+
+@attrs.frozen
+class StatusRequest:
+    hlc_exempt: ClassVar[bool] = True  # admin: must reach a node whose clock ran off
+
+
+@attrs.frozen
+class TabletStatus:
+    id: str
+    is_leader: bool
+    lease_holder: bool
+    serving: bool  # leader whose barrier is applied and whose predecessor's timestamps are past
+    leader_hint: str | None
+    ballot: str
+    first_index: int
+    last_index: int
+    chosen_index: int
+    applied_index: int
+    snapshot_index: int
+    pending_proposals: int
+    safe_ts: Timestamp
+    gc_horizon: Timestamp
+    lease_remaining_ns: int  # how long the lease still holds; 0 when not holding one
+    follower_reads: int
+
+
+@attrs.frozen
+class NodeStatusReply:
+    node_id: str
+    hlc_now: Timestamp
+    physical_ns: int
+    fenced: bool
+    fence_reason: str
+    tablets: tuple[TabletStatus, ...] = attrs.field(converter=tuple)
+
+
+@attrs.frozen
+class SkewRequest:
+    hlc_exempt: ClassVar[bool] = True  # admin: must reach a node whose clock ran off
+    action: SkewAction
+    offset_ns: int | None
+    drift_ppm: int | None
+    period_ns: int | None
+    duration_ns: int | None
+
+
+@attrs.frozen
+class PeerClock:
+    peer: str
+    offset_ns: int
+    error_ns: int
+    rejected_messages: int  # messages from this peer refused for coming from too far ahead
+
+
+@attrs.frozen
+class NodeClockReply:
+    node_id: str
+    offset_ns: int  # injected
+    drift_ppm: int  # injected
+    strobing: bool
+    fenced: bool
+    fence_reason: str
+    physical_ns: int
+    hlc_now: Timestamp
+    peers: tuple[PeerClock, ...] = attrs.field(converter=tuple)
+
+
+@attrs.frozen
+class InspectKeyRequest:
+    hlc_exempt: ClassVar[bool] = True  # admin: must reach a node whose clock ran off
+    tablet_id: str
+    key: bytes
+
+
+@attrs.frozen
+class VersionInfo:
+    ts: Timestamp
+    value: bytes | None  # None: tombstone
+
+
+@attrs.frozen
+class InspectKeyReply:
+    node_id: str
+    tablet_id: str
+    applied_index: int
+    versions: tuple[VersionInfo, ...] = attrs.field(converter=tuple)  # ascending timestamps
+    intent_txn: str | None
+    intent_ts: Timestamp | None
+
+
+@attrs.frozen
+class InspectTabletRequest:
+    hlc_exempt: ClassVar[bool] = True  # admin: must reach a node whose clock ran off
+    tablet_id: str
+
+
+@attrs.frozen
+class InspectTabletReply:
+    node_id: str
+    status: TabletStatus
+    keys: int
+    versions: int
+    tombstones: int
+    intents: int
+    approximate_bytes: int
+    oldest_version_ts: Timestamp | None
+    newest_version_ts: Timestamp | None
+    leveldb_bytes: int
+
+
+@attrs.frozen
+class InspectLogRequest:
+    hlc_exempt: ClassVar[bool] = True  # admin: must reach a node whose clock ran off
+    tablet_id: str
+    from_index: int
+    to_index: int
+
+
+@attrs.frozen
+class LogEntryInfo:
+    index: int
+    ballot: str
+    command: bytes
+
+
+@attrs.frozen
+class InspectLogReply:
+    node_id: str
+    first_index: int
+    last_index: int
+    entries: tuple[LogEntryInfo, ...] = attrs.field(converter=tuple)
+
+
+register_classes(
+    StatusRequest, TabletStatus, NodeStatusReply, SkewRequest, PeerClock, NodeClockReply,
+    InspectKeyRequest, VersionInfo, InspectKeyReply, InspectTabletRequest, InspectTabletReply,
+    InspectLogRequest, LogEntryInfo, InspectLogReply,
+)
