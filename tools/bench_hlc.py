@@ -12,7 +12,8 @@ import argparse
 import time
 from typing import Callable
 
-from hlc import HybridClock, SystemClock, Timestamp
+from hlc import HybridClock, Timestamp
+from hlc.physical import SystemClock
 from tools.bench import print_setup
 
 

@@ -26,7 +26,8 @@ from typing import Any, Iterable
 
 import trio
 
-from hlc import HybridClock, SystemClock
+from hlc import HybridClock
+from hlc.physical import SystemClock
 from mvcc.engine import Batch
 from mvcc.engine_leveldb import LevelDbEngine
 from paxos.driver import NotLeader, PaxosConfig, PaxosDriver, ProposalLost

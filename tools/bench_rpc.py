@@ -21,7 +21,8 @@ from typing import Any
 
 import trio
 
-from hlc import HybridClock, SystemClock
+from hlc import HybridClock
+from hlc.physical import SystemClock
 from tools.bench import print_setup
 from txn.net.transport import open_client_connection, open_tcp_transport
 from txn.wire import Ping, Pong

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import trio
 
-from hlc import ClockOffsetError, HybridClock, SkewedClock, SystemClock, Timestamp, format_duration_ns
+from hlc import ClockOffsetError, HybridClock, Timestamp, format_duration_ns
+from hlc.physical import SkewedClock, SystemClock
 
 MAX_OFFSET_NS = 10_000_000
 

@@ -17,12 +17,13 @@ from typing import Any
 import trio
 
 from tools.errors import EXIT_NEGATIVE, EXIT_OK, CliError
-from tools.kv import DEFAULT_DIR, printable
+from tools.common import DEFAULT_DIR, printable
 from txn import api
 from txn.node.config import ClusterConfig, ConfigError, load_config
 from txn.net.client_connection import open_client_connection
 from txn.net.messaging import TransportError
-from hlc import HybridClock, SystemClock
+from hlc import HybridClock
+from hlc.physical import SystemClock
 
 NODE_TIMEOUT_S = 1.5
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from hlc import HybridClock, ManualClock, SkewedClock, Timestamp, VirtualClock
+from hlc import HybridClock, Timestamp
+from hlc.physical import ManualClock, SkewedClock, VirtualClock
 from hlc.physical import VIRTUAL_EPOCH_NS
 
 MAX_OFFSET = 10_000_000

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hlc import ClockOffsetError, HybridClock, ManualClock, Timestamp
+from hlc import ClockOffsetError, HybridClock, Timestamp
+from hlc.physical import ManualClock
 
 MAX_OFFSET = 1_000_000  # 1 ms
 START = 1_800_000_000_000_000_000

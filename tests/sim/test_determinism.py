@@ -8,7 +8,8 @@ from typing import Any
 import trio
 import trio.testing
 
-from hlc import HybridClock, VirtualClock
+from hlc import HybridClock
+from hlc.physical import VirtualClock
 from txn.net.messaging import RemoteError, TransportError
 from txn.net.simnet import SimNetConfig, SimNetwork, SimTransport
 from txn.wire import Ping, Pong

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import trio
 
-from hlc import HybridClock, ManualClock, Timestamp
+from hlc import HybridClock, Timestamp
+from hlc.physical import ManualClock
 from mvcc.engine import DictEngine
 from paxos.types import NotLeader, PaxosConfig, ProposalLost
 from txn import api

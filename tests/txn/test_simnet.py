@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import trio
 
-from hlc import HybridClock, VirtualClock
+from hlc import HybridClock
+from hlc.physical import VirtualClock
 from txn.net.messaging import PeerUnreachable, RemoteError, RpcTimeout
 from txn.net.simnet import SimNetConfig, SimNetwork
 from txn.wire import Ping, Pong

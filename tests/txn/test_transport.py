@@ -14,7 +14,8 @@ import cbor2
 import pytest
 import trio
 
-from hlc import HybridClock, SkewedClock, SystemClock
+from hlc import HybridClock
+from hlc.physical import SkewedClock, SystemClock
 from txn import wire
 from txn.net.messaging import AddressInUse, PeerUnreachable, RemoteError, RpcTimeout
 from txn.net.transport import TcpTransport, TransportOptions, open_client_connection, open_tcp_transport
