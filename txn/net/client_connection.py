@@ -27,13 +27,13 @@ from typing import Any, AsyncIterator, Optional
 import attrs
 import trio
 
-from hlc import ClockOffsetError, HybridClock
+from hlc import HybridClock
 from txn import wire
 from txn.net.connection import Connection
 from txn.net.messaging import PeerUnreachable, PendingCalls
-from txn.wire import Envelope, Handshake, HandshakeRefused, Kind, ProtocolError
+from txn.net.peer_rules import CLIENT_SPEAKER, ClockVerdict, absorb_sender_clock, check_reply
+from txn.wire import Envelope, Handshake, Kind, ProtocolError
 
-CLIENT_SPEAKER = "client"
 
 
 @attrs.define(eq=False)
@@ -79,9 +79,8 @@ class ClientConnection:
         envelope = wire.decode(payload)
         if type(envelope) is not Envelope or envelope.kind not in (Kind.RESPONSE, Kind.ERROR):
             raise ProtocolError(f"expected a response envelope, got {envelope}")
-        try:
-            self.clock.update(envelope.ts)
-        except ClockOffsetError:
+        verdict, _ = absorb_sender_clock(self.clock, envelope, receiver_is_client=True)
+        if verdict is ClockVerdict.DELIVERED_UNABSORBED:
             self.rejected_clock += 1  # delivered, not absorbed (see the module docstring)
         self._pending.resolve(envelope.request_id, envelope.kind, envelope.body)
 
@@ -97,17 +96,9 @@ async def _handshake(connection: Connection, cluster_id: Optional[str], where: s
     connection.write_message(Handshake(wire.PROTOCOL_VERSION, cluster_id, CLIENT_SPEAKER))
     await connection.flush()
     reply = await connection.read_message()
-    if reply is None:
-        raise PeerUnreachable(f"{where} closed the connection during the handshake")
-    if isinstance(reply, HandshakeRefused):
-        raise PeerUnreachable(f"{where} refused the connection: {reply.reason}")
-    if not isinstance(reply, Handshake) or reply.cluster_id is None:
-        raise PeerUnreachable(f"{where} answered the handshake with {reply}")
-    if reply.protocol_version != wire.PROTOCOL_VERSION:
-        raise PeerUnreachable(f"{where} speaks protocol version {reply.protocol_version}, "
-                              f"this client {wire.PROTOCOL_VERSION}")
-    if cluster_id is not None and reply.cluster_id != cluster_id:
-        raise PeerUnreachable(f"{where} is in cluster {reply.cluster_id!r}, expected {cluster_id!r}")
+    problem = check_reply(reply, cluster_id=cluster_id, speaker=None)
+    if problem is not None:
+        raise PeerUnreachable(f"{where}: {problem}")
     return reply
 
 

@@ -44,8 +44,9 @@ from typing import Any, Callable, Iterable, Optional
 import attrs
 import trio
 
-from hlc import ClockOffsetError, HybridClock, Timestamp
+from hlc import HybridClock, Timestamp
 from txn import wire
+from txn.net.peer_rules import ClockVerdict, absorb_sender_clock
 from txn.net.messaging import (
     ClockRejectionLog,
     Handler,
@@ -346,15 +347,12 @@ class SimNetwork:
     def _accept_clock(self, node: _Node, src: str, envelope: Envelope) -> bool:
         if node.clock is None:
             return True
-        try:
-            node.clock.update(envelope.ts)
-        except ClockOffsetError as error:
-            if getattr(envelope.body, "hlc_exempt", False):
-                return True  # clock probes get through, unabsorbed (see txn/api.py ClockProbe)
+        verdict, reason = absorb_sender_clock(node.clock, envelope)
+        if verdict is ClockVerdict.REJECTED:
             counters = node.peer(src)
             counters.rejected_clock += 1
             if self.clock_log.should_log(f"{node.node_id}<-{src}", now_ns()):
-                self.log(f"{node.node_id}: rejected message from {src}: {error} "
+                self.log(f"{node.node_id}: rejected message from {src}: {reason} "
                          f"({counters.rejected_clock} rejected so far)")
             return False
         return True

@@ -45,9 +45,10 @@ from typing import Any, AsyncIterator, Optional
 import attrs
 import trio
 
-from hlc import ClockOffsetError, HybridClock
+from hlc import HybridClock
 from txn import wire
-from txn.net.client_connection import CLIENT_SPEAKER, ClientConnection, open_client_connection
+from txn.net.client_connection import ClientConnection, open_client_connection
+from txn.net.peer_rules import CLIENT_SPEAKER, ClockVerdict, absorb_sender_clock, check_hello, check_reply
 from txn.net.connection import Connection
 from txn.net.messaging import (
     AddressInUse,
@@ -195,7 +196,7 @@ class TcpTransport:
 
     async def _dial_loop(self, link: _PeerLink) -> None:
         """Open the link's connection while it has queued traffic, with capped backoff."""
-        backoff = self.options.reconnect_initial_s
+        backoff_s = self.options.reconnect_initial_s
         try:
             while link.queue:
                 if link.connection is not None and not link.connection.closed:
@@ -208,8 +209,8 @@ class TcpTransport:
                     self.log.debug("%s: cannot connect to peer %s at %s:%s: %s", self.node_id, link.peer_id,
                                    link.address[0], link.address[1], error)
                     self._fail_calls_to(link.peer_id, f"cannot connect: {error}")
-                    await trio.sleep(backoff)
-                    backoff = min(backoff * 2, self.options.reconnect_max_s)
+                    await trio.sleep(backoff_s)
+                    backoff_s = min(backoff_s * 2, self.options.reconnect_max_s)
                     continue
                 assert self._nursery is not None
                 self._nursery.start_soon(self._run_connection, connection, link.peer_id)
@@ -243,19 +244,7 @@ class TcpTransport:
         return connection
 
     def _check_reply(self, reply: Any, peer_id: str) -> Optional[str]:
-        if reply is None:
-            return "connection closed during the handshake"
-        if isinstance(reply, HandshakeRefused):
-            return f"refused by the peer: {reply.reason}"
-        if not isinstance(reply, Handshake):
-            return f"expected a Handshake reply, got {type(reply).__name__}"
-        if reply.protocol_version != wire.PROTOCOL_VERSION:
-            return f"protocol version {reply.protocol_version} unsupported (this node speaks {wire.PROTOCOL_VERSION})"
-        if reply.cluster_id != self.cluster_id:
-            return f"wrong cluster: the peer is in cluster {reply.cluster_id!r}, this node in {self.cluster_id!r}"
-        if reply.speaker != peer_id:
-            return f"expected node {peer_id!r} at that address, found {reply.speaker!r}"
-        return None
+        return check_reply(reply, cluster_id=self.cluster_id, speaker=peer_id)
 
     def _flush(self, link: _PeerLink, connection: Connection) -> None:
         while link.queue:
@@ -303,22 +292,11 @@ class TcpTransport:
         return src
 
     def _check_hello(self, hello: Any, address: str) -> tuple[str, Optional[str]]:
-        if hello is None:
-            return "", "connection closed before the handshake"
-        if not isinstance(hello, Handshake):
-            return "", f"expected a Handshake first, got {type(hello).__name__}"
-        if hello.protocol_version != wire.PROTOCOL_VERSION:
-            return "", f"protocol version {hello.protocol_version} unsupported (this node speaks {wire.PROTOCOL_VERSION})"
+        problem = check_hello(hello, cluster_id=self.cluster_id, node_id=self.node_id, peers=self._links)
+        if problem is not None:
+            return "", problem
         if hello.speaker == CLIENT_SPEAKER:
-            if hello.cluster_id is not None and hello.cluster_id != self.cluster_id:
-                return "", (f"wrong cluster: this node is in cluster {self.cluster_id!r}, "
-                            f"the client asked for {hello.cluster_id!r}")
             return f"client:{next(self._client_numbers)}", None
-        if hello.cluster_id != self.cluster_id:
-            return "", (f"wrong cluster: this node is in cluster {self.cluster_id!r}, "
-                        f"{hello.speaker!r} is in {hello.cluster_id!r}")
-        if hello.speaker not in self._links:
-            return "", f"unknown node id {hello.speaker!r} (not a peer of {self.node_id})"
         return hello.speaker, None
 
     def _problem(self, connection: Connection, problem: str) -> None:
@@ -372,17 +350,14 @@ class TcpTransport:
         envelope = wire.decode(payload)
         if type(envelope) is not Envelope:
             raise ProtocolError(f"expected an Envelope after the handshake, got {type(envelope).__name__}")
-        try:
-            self.clock.update(envelope.ts)
-        except ClockOffsetError as error:
-            if not getattr(envelope.body, "hlc_exempt", False):
-                counters.rejected_clock += 1
-                if self._clock_log.should_log(src, _now_ns()):
-                    self.log.warning("%s: %s: rejected a message, clock offset too large: %s "
-                                     "(%d rejected from this peer so far; logged at most once a minute)",
-                                     self.node_id, connection.label, error, counters.rejected_clock)
-                return
-            # A clock probe gets through, unabsorbed, so a node can measure its own skew (txn/api.py).
+        verdict, reason = absorb_sender_clock(self.clock, envelope)
+        if verdict is ClockVerdict.REJECTED:
+            counters.rejected_clock += 1
+            if self._clock_log.should_log(src, _now_ns()):
+                self.log.warning("%s: %s: rejected a message, clock offset too large: %s "
+                                 "(%d rejected from this peer so far; logged at most once a minute)",
+                                 self.node_id, connection.label, reason, counters.rejected_clock)
+            return
         counters.received += 1
         kind = envelope.kind
         if kind is Kind.REQUEST:
