@@ -47,7 +47,7 @@ from paxos.types import NotLeader, PaxosConfig, ProposalLost
 from txn import api
 from txn.api.errors import RequestFailed, failure
 from txn.tablet.commands import Barrier, SafeTimeAdvance, WriteBatch, encode_command
-from txn.node.config import TabletConfig
+from txn.api.cluster import TabletConfig
 from txn.tablet.state import TabletState
 
 DEFAULT_SAFE_TIME_INTERVAL_NS = 100_000_000

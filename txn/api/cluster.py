@@ -1,0 +1,191 @@
+"""The cluster's configuration as values: nodes, tablets, max_offset; and its TOML form.
+
+Role: what every node, client and tool agrees on about the cluster: its id,
+`max_offset`, `gc_retention`, the nodes (id, host, port) and the tablets (id,
+key range, replica nodes, preferred leader). Pure: records, validation and
+the TOML text form; reading and writing `DIR/cluster.toml` and the node
+directories is txn/node/config.py.
+
+Invariants (checked by `validate`, so a hand-edited file fails early and clearly):
+- node ids and tablet ids are unique; every replica names a known node;
+- the tablets cover the whole key space: the first starts at b"", each ends
+  where the next starts, the last is unbounded (end = None).
+
+On disk (TOML; keys are hex so any bytes survive a text editor):
+
+    cluster_id = "5f0c..."
+    max_offset = "10ms"
+    gc_retention = "1h"     # optional; old versions kept this long
+    [[nodes]]
+    id = "n1"; host = "127.0.0.1"; port = 7400
+    [[tablets]]
+    id = "t1"; start = ""; end = "40"; replicas = ["n1", "n2", "n3"]; preferred_leader = "n1"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any
+
+import attrs
+
+from hlc import format_duration_ns, parse_duration_ns
+
+CONFIG_NAME = "cluster.toml"
+CLUSTER_ID_NAME = "CLUSTER_ID"
+DEFAULT_MAX_OFFSET_NS = 10_000_000
+DEFAULT_GC_RETENTION_NS = 3600 * 1_000_000_000
+REPLICATION_FACTOR = 3
+
+
+class ConfigError(Exception):
+    """The configuration or a data directory is missing, corrupt or foreign."""
+
+
+@attrs.frozen
+class NodeConfig:
+    id: str
+    host: str
+    port: int
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+
+@attrs.frozen
+class TabletConfig:
+    id: str
+    start: bytes
+    end: bytes | None  # None: unbounded
+    replicas: tuple[str, ...] = attrs.field(converter=tuple)
+    preferred_leader: str
+
+    def contains(self, key: bytes) -> bool:
+        return self.start <= key and (self.end is None or key < self.end)
+
+
+@attrs.frozen
+class ClusterConfig:
+    cluster_id: str
+    max_offset_ns: int
+    nodes: tuple[NodeConfig, ...] = attrs.field(converter=tuple)
+    tablets: tuple[TabletConfig, ...] = attrs.field(converter=tuple)
+    # How far behind a replica's safe time old versions are kept; reads below
+    # the resulting GC horizon fail with an error naming it.
+    gc_retention_ns: int = DEFAULT_GC_RETENTION_NS
+
+    def node(self, node_id: str) -> NodeConfig:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        known = ", ".join(node.id for node in self.nodes)
+        raise ConfigError(f"no node {node_id!r} in the cluster (nodes: {known})")
+
+    def tablet(self, tablet_id: str) -> TabletConfig:
+        for tablet in self.tablets:
+            if tablet.id == tablet_id:
+                return tablet
+        raise ConfigError(f"no tablet {tablet_id!r} in the cluster")
+
+    def tablet_for_key(self, key: bytes) -> TabletConfig:
+        for tablet in self.tablets:
+            if tablet.contains(key):
+                return tablet
+        raise AssertionError(f"tablets do not cover key {key!r}")  # validate() rules this out
+
+    def tablets_of(self, node_id: str) -> tuple[TabletConfig, ...]:
+        return tuple(tablet for tablet in self.tablets if node_id in tablet.replicas)
+
+
+def validate(config: ClusterConfig) -> None:
+    if not config.cluster_id:
+        raise ConfigError("cluster_id is empty")
+    if config.max_offset_ns <= 0:
+        raise ConfigError("max_offset must be positive")
+    if config.gc_retention_ns <= 0:
+        raise ConfigError("gc_retention must be positive")
+    node_ids = [node.id for node in config.nodes]
+    if not node_ids:
+        raise ConfigError("no nodes")
+    if len(set(node_ids)) != len(node_ids):
+        raise ConfigError(f"duplicate node ids in {node_ids}")
+    addresses = [node.address for node in config.nodes]
+    if len(set(addresses)) != len(addresses):
+        raise ConfigError("two nodes share a host and port")
+    tablet_ids = [tablet.id for tablet in config.tablets]
+    if len(set(tablet_ids)) != len(tablet_ids):
+        raise ConfigError(f"duplicate tablet ids in {tablet_ids}")
+    expected_start: bytes | None = b""
+    for tablet in sorted(config.tablets, key=lambda t: t.start):
+        if expected_start is None or tablet.start != expected_start:
+            raise ConfigError(f"tablet {tablet.id} starts at {tablet.start.hex()!r}: tablets must cover the key space without gaps or overlaps")
+        if tablet.end is not None and tablet.end <= tablet.start:
+            raise ConfigError(f"tablet {tablet.id} has an empty range")
+        unknown = [r for r in tablet.replicas if r not in node_ids]
+        if unknown or not tablet.replicas or len(set(tablet.replicas)) != len(tablet.replicas):
+            raise ConfigError(f"tablet {tablet.id} has bad replicas {list(tablet.replicas)}")
+        if tablet.preferred_leader not in tablet.replicas:
+            raise ConfigError(f"tablet {tablet.id}: preferred leader {tablet.preferred_leader} is not a replica")
+        expected_start = tablet.end
+    if expected_start is not None:
+        raise ConfigError("the last tablet must be unbounded (no end)")
+
+
+def to_toml(config: ClusterConfig) -> str:
+    lines = [
+        "# chronodb cluster configuration; every node and client reads it. Keys are hex.",
+        f'cluster_id = "{config.cluster_id}"',
+        f'max_offset = "{format_duration_ns(config.max_offset_ns)}"',
+        f'gc_retention = "{format_duration_ns(config.gc_retention_ns)}"  # old versions kept this long',
+        "",
+    ]
+    for node in config.nodes:
+        lines += ["[[nodes]]", f'id = "{node.id}"', f'host = "{node.host}"', f"port = {node.port}", ""]
+    for tablet in config.tablets:
+        replicas = ", ".join(f'"{r}"' for r in tablet.replicas)
+        lines += ["[[tablets]]", f'id = "{tablet.id}"', f'start = "{tablet.start.hex()}"']
+        if tablet.end is not None:
+            lines.append(f'end = "{tablet.end.hex()}"')
+        lines += [f"replicas = [{replicas}]", f'preferred_leader = "{tablet.preferred_leader}"', ""]
+    return "\n".join(lines)
+
+
+def from_toml(text: str, *, source: str = CONFIG_NAME) -> ClusterConfig:
+    try:
+        data = tomllib.loads(text)
+        config = ClusterConfig(
+            cluster_id=_str(data, "cluster_id"),
+            max_offset_ns=parse_duration_ns(_str(data, "max_offset")),
+            gc_retention_ns=parse_duration_ns(_str(data, "gc_retention")) if "gc_retention" in data else DEFAULT_GC_RETENTION_NS,
+            nodes=[NodeConfig(_str(n, "id"), _str(n, "host"), _int(n, "port")) for n in data.get("nodes", [])],
+            tablets=[
+                TabletConfig(
+                    _str(t, "id"), bytes.fromhex(_str(t, "start")),
+                    bytes.fromhex(t["end"]) if "end" in t else None,
+                    [str(r) for r in t.get("replicas", [])], _str(t, "preferred_leader"),
+                )
+                for t in data.get("tablets", [])
+            ],
+        )
+    except (tomllib.TOMLDecodeError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"{source} is corrupt: {error}") from None
+    try:
+        validate(config)
+    except ConfigError as error:
+        raise ConfigError(f"{source} is invalid: {error}") from None
+    return config
+
+
+def _str(table: dict[str, Any], name: str) -> str:
+    value = table[name]
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string")
+    return value
+
+
+def _int(table: dict[str, Any], name: str) -> int:
+    value = table[name]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer")
+    return value
