@@ -26,6 +26,8 @@ bound must leave room for the drift during that time.
 
 from __future__ import annotations
 
+import enum
+
 import attrs
 
 FENCE_FRACTION = 0.8
@@ -47,9 +49,20 @@ class PeerOffset:
     bad: bool = False
 
 
+class FenceCause(enum.StrEnum):
+    """Why a node is, or is not, fenced (the state; `reason` is its text)."""
+
+    WAITING = "waiting"  # at boot: not enough peers measured yet
+    SKEWED = "skewed"  # offset beyond the limit from a majority of peers
+    WITHIN_BOUNDS = "within_bounds"  # serving
+    NO_PEERS = "no_peers"  # a one-node cluster: nothing to compare with
+    MONITORING_OFF = "monitoring_off"  # a test or simulation turned monitoring off
+
+
 @attrs.frozen
 class FenceState:
     fenced: bool
+    cause: FenceCause
     reason: str
     peer_offsets_ns: tuple[tuple[str, int, int], ...]  # (peer, offset, error)
 
@@ -63,6 +76,7 @@ class OffsetMonitor:
         self.recover_after = recover_after
         self.by_peer: dict[str, PeerOffset] = {peer: PeerOffset() for peer in self.peers}
         self.fenced = True
+        self.cause = FenceCause.WAITING
         self.reason = "waiting for first clock measurements"
         self.fence_events = 0
 
@@ -81,8 +95,8 @@ class OffsetMonitor:
     def evaluate(self, now_ns: int) -> FenceState:
         """Update and return the fencing decision at local physical time `now_ns`."""
         if not self.peers:
-            self.fenced, self.reason = False, "no peers"
-            return FenceState(self.fenced, self.reason, ())
+            self.fenced, self.cause, self.reason = False, FenceCause.NO_PEERS, "no peers"
+            return FenceState(self.fenced, self.cause, self.reason, ())
         majority = len(self.peers) // 2 + 1  # a majority of the peers
         # To serve, this node plus the peers it measured good must be a
         # majority of the cluster, so one node down does not keep the rest fenced.
@@ -93,14 +107,19 @@ class OffsetMonitor:
             if not self.fenced:
                 self.fence_events += 1
             self.fenced = True
+            self.cause = FenceCause.SKEWED
             self.reason = f"clock offset beyond {self.limit_ns / 1e6:g}ms from {', '.join(bad)}"
         elif self.fenced:
             # Rejoin after a streak of good measurements (just one at boot).
-            streak = self.recover_after if self.reason.startswith("clock offset") else 1
+            streak = self.recover_after if self.cause is FenceCause.SKEWED else 1
             good = [p for p, s in fresh.items() if not s.bad and s.good_streak >= streak]
             if len(good) >= needed_good:
-                self.fenced, self.reason = False, "clock within bounds"
-        return FenceState(self.fenced, self.reason, self.offsets())
+                self.fenced, self.cause, self.reason = False, FenceCause.WITHIN_BOUNDS, "clock within bounds"
+        return FenceState(self.fenced, self.cause, self.reason, self.offsets())
+
+    def turn_off(self) -> None:
+        """Never fence (tests and simulations whose clocks stay within bounds by construction)."""
+        self.fenced, self.cause, self.reason = False, FenceCause.MONITORING_OFF, "clock monitoring off"
 
     def offsets(self) -> tuple[tuple[str, int, int], ...]:
         return tuple(

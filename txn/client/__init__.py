@@ -1,7 +1,7 @@
 """txn.client: the client library (above txn.node).
 
 - `errors.py`   what the client reports (`OutcomeUnknown`, `NoLeader`, ...)
-- `routing.py`  the tablet map, replica order and the retry policy
+- `routing.py`  which replica to ask, in which order, and how long to back off
 - `client.py`   `Client`, `open_client()`, `connect(dir=...)`
 - `sync.py`     `SyncClient`, a blocking wrapper for scripts
 
@@ -9,22 +9,11 @@
 the documented way in.
 """
 
-from txn.client.client import (
-    Client,
-    ClientError,
-    GetResult,
-    NoLeader,
-    OutcomeUnknown,
-    ReadFailed,
-    RequestTimeout,
-    ScanResult,
-    SyncClient,
-    Unreachable,
-    WriteResult,
-    open_client,
-)
+from txn.client.client import Client, GetResult, ScanResult, WriteResult, connect, open_client
+from txn.client.errors import ClientError, NoLeader, OutcomeUnknown, ReadFailed, RequestTimeout, Unreachable
+from txn.client.sync import SyncClient
 
 __all__ = [
     "Client", "ClientError", "GetResult", "NoLeader", "OutcomeUnknown", "ReadFailed", "RequestTimeout",
-    "ScanResult", "SyncClient", "Unreachable", "WriteResult", "open_client",
+    "ScanResult", "SyncClient", "Unreachable", "WriteResult", "connect", "open_client",
 ]

@@ -23,47 +23,45 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import AsyncIterator, Iterable, Sequence
+import os
+from typing import Any, AsyncContextManager, AsyncIterator, Callable, Iterable, Protocol, Sequence
 
 import attrs
 import trio
 
-from hlc import HybridClock, SystemClock, Timestamp
+from hlc import HybridClock, Timestamp
+from hlc.physical import SystemClock
 from txn import api
-from txn.net.client_connection import ClientConnection, open_client_connection
+from txn.net.client_connection import open_client_connection
+from txn.node.config import ConfigError, load_config
+from txn.client.routing import Backoff, holds, leader_order, nearest_order, tablet_containing
+from txn.client.errors import ClientError, NoLeader, OutcomeUnknown, ReadFailed, RequestTimeout, Unreachable
 from txn.net.messaging import TransportError
 
+DEFAULT_DIR = "./chronodb-data"
 DEFAULT_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 2.0
 SCAN_PAGE = 1000
 
 
-class ClientError(Exception):
-    """Base of every error the client reports."""
+class Connection(Protocol):
+    """What the client needs of a connection to one node (TCP or simulated)."""
+
+    cluster_id: str | None
+
+    @property
+    def broken(self) -> str | None: ...
+
+    async def call(self, message: object, *, timeout_s: float) -> object: ...
 
 
-class Unreachable(ClientError):
-    """No node of the cluster accepted a connection."""
+# Opens a connection to (host, port) for a cluster id (None: learn it); raises
+# TransportError or OSError when it cannot.
+Dialer = Callable[[tuple[str, int], "str | None", HybridClock], AsyncContextManager[Any]]
 
 
-class NoLeader(ClientError):
-    """No replica of a tablet served as leader within the deadline."""
-
-
-class OutcomeUnknown(ClientError):
-    """A write was delivered but its fate is unknown: it may or may not have committed."""
-
-
-class ReadFailed(ClientError):
-    """A read was refused for a reason retrying will not fix (future, below GC horizon)."""
-
-    def __init__(self, reply: api.ErrorReply) -> None:
-        super().__init__(reply.message)
-        self.reply = reply
-
-
-class RequestTimeout(ClientError):
-    """The deadline passed before any replica could answer a read."""
+def tcp_dialer(address: tuple[str, int], cluster_id: str | None, clock: HybridClock) -> AsyncContextManager[Any]:
+    return open_client_connection(address[0], address[1], cluster_id=cluster_id, clock=clock, timeout_s=CONNECT_TIMEOUT_S)
 
 
 @attrs.frozen
@@ -91,8 +89,10 @@ class ScanResult:
 class Client:
     """Use as `async with open_client(addresses) as client:`."""
 
-    def __init__(self, addresses: Sequence[tuple[str, int]], *, cluster_id: str | None, clock: HybridClock, timeout_s: float) -> None:
+    def __init__(self, addresses: Sequence[tuple[str, int]], *, cluster_id: str | None, clock: HybridClock, timeout_s: float,
+                 dial: Dialer = tcp_dialer) -> None:
         self.addresses = list(addresses)
+        self.dial = dial
         self.cluster_id = cluster_id
         self.clock = clock
         self.timeout_s = timeout_s
@@ -100,13 +100,13 @@ class Client:
         self.nodes: dict[str, tuple[str, int]] = {}
         self.leaders: dict[str, str] = {}
         self.home: str | None = None
-        self._connections: dict[tuple[str, int], tuple[ClientConnection, trio.CancelScope]] = {}
+        self._connections: dict[tuple[str, int], tuple[Connection, trio.CancelScope]] = {}
         self._connect_locks: dict[tuple[str, int], trio.Lock] = {}
         self._nursery: trio.Nursery | None = None  # set by open_client
 
     # ---- connections -------------------------------------------------------
 
-    async def _connection(self, address: tuple[str, int]) -> ClientConnection:
+    async def _connection(self, address: tuple[str, int]) -> Connection:
         """Open (once) a connection; raises Unreachable when it cannot.
 
         Each connection lives in a task of the client's own nursery: trio wants
@@ -129,9 +129,7 @@ class Client:
         started = False
         with trio.CancelScope() as scope:
             try:
-                async with open_client_connection(
-                    address[0], address[1], cluster_id=self.cluster_id, clock=self.clock, timeout_s=CONNECT_TIMEOUT_S,
-                ) as connection:
+                async with self.dial(address, self.cluster_id, self.clock) as connection:
                     task_status.started((connection, scope))
                     started = True
                     await trio.sleep_forever()
@@ -158,16 +156,16 @@ class Client:
             self._forget(address)
             raise
 
-    async def refresh_map(self, deadline: float | None = None) -> None:
-        deadline = deadline if deadline is not None else trio.current_time() + self.timeout_s
+    async def refresh_map(self, deadline_s: float | None = None) -> None:
+        deadline_s = deadline_s if deadline_s is not None else trio.current_time() + self.timeout_s
         errors = []
         candidates = ([self.nodes[self.home]] if self.home in self.nodes else []) + self.addresses
         for address in candidates:
-            remaining = deadline - trio.current_time()
-            if remaining <= 0:
+            remaining_s = deadline_s - trio.current_time()
+            if remaining_s <= 0:
                 break
             try:
-                reply = await self._call(address, api.TabletMapRequest(), min(remaining, CONNECT_TIMEOUT_S))
+                reply = await self._call(address, api.TabletMapRequest(), min(remaining_s, CONNECT_TIMEOUT_S))
             except (Unreachable, TransportError) as error:
                 errors.append(str(error))
                 continue
@@ -188,60 +186,48 @@ class Client:
     async def tablet_for(self, key: bytes) -> api.TabletInfo:
         if not self.tablets:
             await self.refresh_map()
-        for tablet in self.tablets:
-            if tablet.start <= key and (tablet.end is None or key < tablet.end):
-                return tablet
-        raise ClientError(f"no tablet holds key {key!r}")
-
-    def _leader_order(self, tablet: api.TabletInfo) -> list[str]:
-        leader = self.leaders.get(tablet.id)
-        rest = [r for r in tablet.replicas if r != leader]
-        return ([leader] if leader in tablet.replicas else []) + rest
-
-    def _nearest_order(self, tablet: api.TabletInfo) -> list[str]:
-        leader = self.leaders.get(tablet.id)
-        first = [self.home] if self.home in tablet.replicas else []
-        followers = [r for r in tablet.replicas if r != leader and r not in first]
-        return first + followers + [r for r in tablet.replicas if r not in first and r not in followers]
+        tablet = tablet_containing(self.tablets, key)
+        if tablet is None:
+            raise ClientError(f"no tablet holds key {key!r}")
+        return tablet
 
     async def _send(self, tablet: api.TabletInfo, build, *, leader: bool, is_write: bool, timeout_s: float | None):
         """Send to the tablet's leader (or nearest replica), retrying what is safe."""
-        deadline = trio.current_time() + (timeout_s or self.timeout_s)
-        backoff = 0.01
+        deadline_s = trio.current_time() + (timeout_s or self.timeout_s)
+        backoff = Backoff()
         attempt = 0
         last_problem = "no replica answered"
         while True:
-            remaining = deadline - trio.current_time()
-            if remaining <= 0:
+            remaining_s = deadline_s - trio.current_time()
+            if remaining_s <= 0:
                 break
-            order = self._leader_order(tablet) if leader else self._nearest_order(tablet)
+            known_leader = self.leaders.get(tablet.id)
+            order = leader_order(tablet, known_leader) if leader else nearest_order(tablet, known_leader, self.home)
             node = order[attempt % len(order)]
             attempt += 1
             address = self.nodes.get(node)
             if address is None:
-                await self.refresh_map(deadline)
+                await self.refresh_map(deadline_s)
                 continue
-            message = build(int(remaining * 1e9 * 0.9))
+            message = build(int(remaining_s * 1e9 * 0.9))
             try:
-                reply = await self._call(address, message, remaining)
+                reply = await self._call(address, message, remaining_s)
             except Unreachable as error:
                 last_problem = str(error)
-                await trio.sleep(min(backoff, max(0.0, deadline - trio.current_time())))
-                backoff = min(backoff * 2, 0.2)
+                await trio.sleep(min(backoff.take(), max(0.0, deadline_s - trio.current_time())))
                 continue
             except TransportError as error:
                 if is_write:
-                    raise OutcomeUnknown(f"write to tablet {tablet.id} sent to {node}, then {error}: it may or may not have committed") from None
+                    raise OutcomeUnknown(f"write to tablet {tablet.id} sent to {node}, then {error}: it may or may not have committed", tablet_id=tablet.id, node=node) from None
                 last_problem = f"{node}: {error}"
-                await trio.sleep(min(backoff, max(0.0, deadline - trio.current_time())))
-                backoff = min(backoff * 2, 0.2)
+                await trio.sleep(min(backoff.take(), max(0.0, deadline_s - trio.current_time())))
                 continue
             if not isinstance(reply, api.ErrorReply):
                 if leader:
                     self.leaders[tablet.id] = node
                 return reply
             if reply.code == api.ErrorCode.OUTCOME_UNKNOWN:
-                raise OutcomeUnknown(f"tablet {tablet.id} at {node}: {reply.message}")
+                raise OutcomeUnknown(f"tablet {tablet.id} at {node}: {reply.message}", tablet_id=tablet.id, node=node)
             if reply.code in (api.ErrorCode.BELOW_GC_HORIZON, api.ErrorCode.FUTURE_READ, api.ErrorCode.BAD_REQUEST):
                 raise ReadFailed(reply)
             last_problem = f"{node}: {reply.message}"
@@ -252,8 +238,7 @@ class Client:
                     leader = True  # a replica that cannot serve sends us to the leader
             else:
                 self.leaders.pop(tablet.id, None)
-                await trio.sleep(min(backoff, max(0.0, deadline - trio.current_time())))
-                backoff = min(backoff * 2, 0.2)
+                await trio.sleep(min(backoff.take(), max(0.0, deadline_s - trio.current_time())))
         if leader or is_write:
             raise NoLeader(f"tablet {tablet.id} had no serving leader within {timeout_s or self.timeout_s:g}s ({last_problem})")
         raise RequestTimeout(f"no replica of tablet {tablet.id} served the read in time ({last_problem})")
@@ -266,7 +251,7 @@ class Client:
         if not items:
             raise ClientError("nothing to write")
         tablet = await self.tablet_for(items[0].key)
-        if any(not (tablet.start <= w.key and (tablet.end is None or w.key < tablet.end)) for w in items):
+        if any(not holds(tablet, w.key) for w in items):
             raise ClientError("keys of one write must belong to one tablet (cross-tablet transactions are not built yet)")
         reply = await self._send(tablet, lambda t: api.WriteRequest(tablet.id, items, t), leader=True, is_write=True, timeout_s=timeout_s)
         return WriteResult(reply.ts, reply.commit_wait_ns, self.leaders.get(tablet.id, "?"))
@@ -311,26 +296,26 @@ class Client:
         every further tablet is read at that same timestamp (a consistent cut)."""
         if not self.tablets:
             await self.refresh_map()
-        remaining = math.inf if limit is None else limit
+        rows_left = math.inf if limit is None else limit
         mode, ts = (api.ReadMode.STRONG, None) if at is None else (api.ReadMode.AT, at)
         rows: list[api.Row] = []
         for tablet in sorted(self.tablets, key=lambda t: t.start):
             if (tablet.end is not None and tablet.end <= start) or (end is not None and tablet.start >= end):
                 continue
             cursor = max(start, tablet.start)
-            while remaining > 0:
-                page = int(min(remaining, SCAN_PAGE))
+            while rows_left > 0:
+                page = int(min(rows_left, SCAN_PAGE))
                 reply = await self._send(
                     tablet, lambda t, c=cursor, m=mode, s=ts, p=page: api.ScanRequest(tablet.id, c, end, m, s, p, t),
                     leader=(mode == api.ReadMode.STRONG), is_write=False, timeout_s=timeout_s,
                 )
                 mode, ts = api.ReadMode.AT, reply.ts
                 rows.extend(reply.rows)
-                remaining -= len(reply.rows)
+                rows_left -= len(reply.rows)
                 if len(reply.rows) < page:
                     break
                 cursor = reply.rows[-1].key + b"\x00"
-            if remaining <= 0:
+            if rows_left <= 0:
                 break
         if ts is None:
             ts = self.clock.now()
@@ -347,9 +332,10 @@ class Client:
 @contextlib.asynccontextmanager
 async def open_client(
     addresses: Sequence[tuple[str, int]], *, cluster_id: str | None = None, max_offset_ns: int = 10_000_000,
-    timeout_s: float = DEFAULT_TIMEOUT_S, clock: HybridClock | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S, clock: HybridClock | None = None, dial: Dialer = tcp_dialer,
 ) -> AsyncIterator[Client]:
-    client = Client(addresses, cluster_id=cluster_id, clock=clock or HybridClock(SystemClock(), max_offset_ns), timeout_s=timeout_s)
+    client = Client(addresses, cluster_id=cluster_id, clock=clock or HybridClock(SystemClock(), max_offset_ns),
+                    timeout_s=timeout_s, dial=dial)
     # An error from the caller's block is re-raised after the connections are
     # closed, so it is not wrapped in an ExceptionGroup by the nursery.
     error: Exception | None = None
@@ -365,28 +351,18 @@ async def open_client(
         raise error
 
 
-class SyncClient:
-    """Blocking wrapper for scripts: each call runs one short trio run."""
+@contextlib.asynccontextmanager
+async def connect(dir: str | os.PathLike[str] = DEFAULT_DIR, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> AsyncIterator[Client]:
+    """The documented way to open a client from Python: `async with connect() as client:`.
 
-    def __init__(self, addresses: Sequence[tuple[str, int]], *, cluster_id: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        self.addresses = list(addresses)
-        self.cluster_id = cluster_id
-        self.timeout_s = timeout_s
-
-    def _run(self, method: str, *args, **kwargs):
-        async def go():
-            async with open_client(self.addresses, cluster_id=self.cluster_id, timeout_s=self.timeout_s) as client:
-                return await getattr(client, method)(*args, **kwargs)
-        return trio.run(go)
-
-    def put(self, key: bytes, value: bytes) -> WriteResult:
-        return self._run("put", key, value)
-
-    def delete(self, key: bytes) -> WriteResult:
-        return self._run("delete", key)
-
-    def get(self, key: bytes, **options) -> GetResult:
-        return self._run("get", key, **options)
-
-    def scan(self, start: bytes, end: bytes | None, **options) -> ScanResult:
-        return self._run("scan", start, end, **options)
+    Reads the cluster's configuration (nodes, cluster id, max_offset) from the
+    data directory `dir`; raises `ClientError` naming the problem if there is
+    no readable cluster.toml there."""
+    try:
+        config = load_config(dir)
+    except ConfigError as error:
+        raise ClientError(str(error)) from None
+    addresses = [node.address for node in config.nodes]
+    async with open_client(addresses, cluster_id=config.cluster_id, max_offset_ns=config.max_offset_ns,
+                           timeout_s=timeout_s) as client:
+        yield client

@@ -1,30 +1,35 @@
-"""Seeded simulation of one tablet on three nodes: real Node/TabletReplica code,
-simulated network, virtual clocks with offsets, crashes that lose unsynced writes.
+"""Seeded simulation of one tablet on three nodes: the node and client that ship, on a simulated world.
 
-`simulate(seed)` returns (history, committed versions, counters); the test
-checks the history with txn/checkers.py. Everything random comes from the
-seed: the plan, the network's per-sender streams, and trio's scheduler (its
-module-level random is seeded, so task order replays too).
+Role: each node is assembled by `txn.node.wiring.build_node` and run by
+`serve_node` exactly as `chronodb node` does, but on the simulated network
+(txn/net/simnet.py), `DictEngine`s whose crashes lose unsynced writes, and
+`VirtualClock`s with offsets; clients are the real client library
+(txn/client/) on a simulated connection, so its retry and outcome-unknown
+rules run here too. `simulate(seed)` returns (history, committed versions,
+counters); tests check the history with txn/sim/checkers.py. Everything
+random comes from the seed: the plan, the network's per-sender streams, and
+trio's scheduler (its module-level random is seeded, so task order replays).
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
+from typing import Any, AsyncIterator
 
 import attrs
 import trio
 import trio.testing
 
-from hlc import HybridClock, Timestamp, VirtualClock
+from hlc import HybridClock
+from hlc.physical import VirtualClock
 from mvcc.engine import DictEngine
-from paxos.types import PaxosConfig
-from txn import api
-from txn.sim.checkers import FAILED, OK, UNKNOWN, Committed, Op
-from txn.node.config import ClusterConfig, NodeConfig, TabletConfig
-from txn.net.messaging import TransportError
-from txn.node.server import Node
-from txn.tablet.tablet_replica import TabletReplica
+from txn.client import Client, ClientError, OutcomeUnknown, open_client
 from txn.net.simnet import SimNetConfig, SimNetwork
+from txn.node.config import ClusterConfig, NodeConfig, TabletConfig
+from txn.node.server import Node
+from txn.node.wiring import NodeEnvironment, build_node, serve_node, trio_monotonic_ns
+from txn.sim.checkers import FAILED, OK, UNKNOWN, Committed, Op
 
 NODES = ("n1", "n2", "n3")
 MAX_OFFSET_NS = 10_000_000
@@ -49,25 +54,25 @@ class SimCluster:
     scopes: dict[str, trio.CancelScope] = attrs.Factory(dict)
     crashes: int = 0
 
-    async def run_node(self, node_id: str, nursery: trio.Nursery) -> None:
+    def environment(self, node_id: str) -> NodeEnvironment:
         hlc = HybridClock(self.clocks[node_id], MAX_OFFSET_NS)
-        node = Node(self.config, node_id, hlc, monitor_clocks=False)  # offsets stay within bounds here
-        node.transport = self.net.endpoint(node_id, node, hlc)
-        tablet = self.config.tablets[0]
-        replica = TabletReplica(
-            node_id=node_id, tablet=tablet, engine=self.engines[node_id], clock=hlc,
-            max_offset_ns=MAX_OFFSET_NS, send=node.send_paxos(tablet.id),
-            monotonic_ns=lambda: round(trio.current_time() * 1e9), paxos_config=PaxosConfig(),
-            seed=f"{self.seed}/{node_id}", gc_retention_ns=10**15,
+        return NodeEnvironment(
+            clock=hlc, open_engine=lambda tablet: self.engines[node_id],
+            open_transport=lambda handler: _already_open(self.net.endpoint(node_id, handler, hlc)),
+            monotonic_ns=trio_monotonic_ns, seed=f"{self.seed}/{node_id}",
+            gc_retention_ns=10**15, monitor_clocks=False,  # offsets stay within bounds here
         )
-        node.replicas[tablet.id] = replica
+
+    async def run_node(self, node_id: str, nursery: trio.Nursery) -> None:
+        env = self.environment(node_id)
+        node = build_node(self.config, node_id, env)
         self.nodes[node_id] = node
         scope = trio.CancelScope()
         self.scopes[node_id] = scope
 
         async def body() -> None:
             with scope:
-                await replica.run()
+                await serve_node(node, env)
 
         nursery.start_soon(body)
 
@@ -82,11 +87,30 @@ class SimCluster:
         await self.run_node(node_id, nursery)
 
 
-class SimClient:
-    """A client endpoint that routes to the leader and records its history."""
+@contextlib.asynccontextmanager
+async def _already_open(transport: Any) -> AsyncIterator[Any]:
+    yield transport
 
-    def __init__(self, name: str, net: SimNetwork, history: list[Op]) -> None:
+
+class SimConnection:
+    """The client library's view of one node over the simulated network."""
+
+    def __init__(self, endpoint: Any, node_id: str) -> None:
+        self.endpoint = endpoint
+        self.node_id = node_id
+        self.cluster_id: str | None = "sim"
+        self.broken: str | None = None
+
+    async def call(self, message: object, *, timeout_s: float) -> object:
+        return await self.endpoint.call(self.node_id, message, timeout_s=timeout_s)
+
+
+class SimClient:
+    """The real client library (txn/client/) on a simulated endpoint, recording its history."""
+
+    def __init__(self, name: str, net: SimNetwork, history: list[Op], clock: VirtualClock, *, home: str = NODES[0]) -> None:
         self.name = name
+        self.home = home
         self.endpoint = net.endpoint(name, self)
         # Clients speak TCP: their requests are never dropped (short of a
         # partition or crash), duplicated or reordered by the network; the
@@ -96,8 +120,9 @@ class SimClient:
             net.set_link(name, node_id, tcp_like)
             net.set_link(node_id, name, tcp_like)
         self.history = history
-        self.leader = "n1"
+        self.clock = clock
         self.last_problem = ""
+        self.client: Client | None = None
 
     def handle_message(self, src: str, msg: object) -> None:
         pass
@@ -105,59 +130,53 @@ class SimClient:
     async def handle_request(self, src: str, msg: object) -> object:
         raise AssertionError("clients serve nothing")
 
-    async def _leader_call(self, build, *, is_write: bool, timeout_s: float = 2.0):
-        """(outcome, reply): retries not_leader and undelivered requests until the deadline."""
-        deadline = trio.current_time() + timeout_s
-        while trio.current_time() < deadline:
-            remaining = deadline - trio.current_time()
-            try:
-                attempt_s = min(remaining, 1.0)
-                reply = await self.endpoint.call(self.leader, build(int(attempt_s * 1e9)), timeout_s=attempt_s)
-            except TransportError as error:
-                self.last_problem = f"{self.leader}: {error!r}"
-                if is_write:
-                    return UNKNOWN, None
-                self.leader = NODES[(NODES.index(self.leader) + 1) % len(NODES)]
-                await trio.sleep(0.01)  # a crashed node fails calls at once: never spin in one instant
-                continue
-            if isinstance(reply, api.ErrorReply):
-                self.last_problem = f"{self.leader}: {reply}"
-                if reply.code == api.ErrorCode.OUTCOME_UNKNOWN:
-                    return UNKNOWN, None
-                if reply.leader_hint in NODES and reply.leader_hint != self.leader:
-                    self.leader = reply.leader_hint
-                else:
-                    self.leader = NODES[(NODES.index(self.leader) + 1) % len(NODES)]
-                    await trio.sleep(0.02)
-                continue
-            return OK, reply
-        return FAILED, None
+    @contextlib.asynccontextmanager
+    async def _dial(self, address: tuple[str, int], cluster_id: str | None, clock: HybridClock) -> AsyncIterator[SimConnection]:
+        yield SimConnection(self.endpoint, address[0])
+
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator["SimClient"]:
+        addresses = [(n, 0) for n in [self.home] + [n for n in NODES if n != self.home]]
+        async with open_client(addresses, cluster_id="sim", clock=HybridClock(self.clock, MAX_OFFSET_NS),
+                               timeout_s=2.0, dial=self._dial) as client:
+            self.client = client
+            yield self
 
     async def write(self, key: bytes, value: bytes | None) -> None:
+        assert self.client is not None
         start = round(trio.current_time() * 1e9)
-        outcome, reply = await self._leader_call(
-            lambda t: api.WriteRequest("t1", (api.KeyWrite(key, value),), t), is_write=True)
+        outcome, ts = OK, None
+        try:
+            result = await self.client.write([(key, value)])
+            ts = result.ts
+        except OutcomeUnknown as error:
+            outcome, self.last_problem = UNKNOWN, str(error)
+        except ClientError as error:
+            outcome, self.last_problem = FAILED, str(error)
         end = round(trio.current_time() * 1e9)
-        self.history.append(Op("write", key, value, start, end, outcome, reply.ts if reply else None))
+        self.history.append(Op("write", key, value, start, end, outcome, ts))
 
     async def strong_read(self, key: bytes) -> None:
+        assert self.client is not None
         start = round(trio.current_time() * 1e9)
-        outcome, reply = await self._leader_call(
-            lambda t: api.ReadRequest("t1", key, api.ReadMode.STRONG, None, t), is_write=False)
-        end = round(trio.current_time() * 1e9)
-        if outcome == OK:
-            self.history.append(Op("read", key, reply.value, start, end, OK, reply.ts, reply.version_ts, strong=True))
-
-    async def stale_read(self, key: bytes, node_id: str, staleness_ns: int, clock: VirtualClock) -> None:
-        start = round(trio.current_time() * 1e9)
-        at = Timestamp(clock.now_ns() - staleness_ns, 0)
         try:
-            reply = await self.endpoint.call(node_id, api.ReadRequest("t1", key, api.ReadMode.AT, at, 500_000_000), timeout_s=0.6)
-        except TransportError:
+            result = await self.client.get(key)
+        except ClientError as error:
+            self.last_problem = str(error)
             return
-        if isinstance(reply, api.ReadReply):
-            end = round(trio.current_time() * 1e9)
-            self.history.append(Op("read", key, reply.value, start, end, OK, reply.ts, reply.version_ts))
+        end = round(trio.current_time() * 1e9)
+        self.history.append(Op("read", key, result.value, start, end, OK, result.ts, result.version_ts, strong=True))
+
+    async def stale_read(self, key: bytes, staleness_ns: int) -> None:
+        assert self.client is not None
+        start = round(trio.current_time() * 1e9)
+        try:
+            result = await self.client.get(key, stale_ns=staleness_ns, timeout_s=0.6)
+        except ClientError as error:
+            self.last_problem = str(error)
+            return
+        end = round(trio.current_time() * 1e9)
+        self.history.append(Op("read", key, result.value, start, end, OK, result.ts, result.version_ts))
 
 
 async def simulate(seed: int) -> tuple[list[Op], dict[bytes, Committed], dict[str, int]]:
@@ -167,7 +186,7 @@ async def simulate(seed: int) -> tuple[list[Op], dict[bytes, Committed], dict[st
         drop_rate=plan.choice([0.0, 0.01, 0.03]), duplicate_rate=plan.choice([0.0, 0.02]),
     ))
     config = ClusterConfig(
-        "sim", MAX_OFFSET_NS, [NodeConfig(n, "sim", 0) for n in NODES],
+        "sim", MAX_OFFSET_NS, [NodeConfig(n, n, 0) for n in NODES],  # host = node id: the sim dialer's address
         [TabletConfig("t1", b"", None, NODES, "n1")],
     )
     # Offsets within +-max_offset/2, so any two clocks are within max_offset.
@@ -179,7 +198,7 @@ async def simulate(seed: int) -> tuple[list[Op], dict[bytes, Committed], dict[st
         nursery.start_soon(net.pump)
         for node_id in NODES:
             await cluster.run_node(node_id, nursery)
-        clients = [SimClient(f"c{i}", net, history) for i in range(3)]
+        clients = [SimClient(f"c{i}", net, history, VirtualClock(), home=NODES[i % len(NODES)]) for i in range(3)]
         fault_end = trio.current_time() + FAULT_PHASE_S
         end = fault_end + HEALED_PHASE_S
 
@@ -193,8 +212,7 @@ async def simulate(seed: int) -> tuple[list[Op], dict[bytes, Committed], dict[st
                 elif choice < 0.8:
                     await client.strong_read(key)
                 else:
-                    node_id = stream.choice(NODES)
-                    await client.stale_read(key, node_id, stream.choice([0, 50_000_000, 300_000_000]), clocks[node_id])
+                    await client.stale_read(key, stream.choice([0, 50_000_000, 300_000_000]))
                 await trio.sleep(stream.uniform(0.001, 0.05))
 
         async def faults() -> None:
@@ -216,19 +234,27 @@ async def simulate(seed: int) -> tuple[list[Op], dict[bytes, Committed], dict[st
                     net.heal()
             net.heal()
 
+        async def run_client(client: SimClient, stream: random.Random) -> None:
+            async with client.open():
+                await workload(client, stream)
+
         async with trio.open_nursery() as work:
             work.start_soon(faults)
             for i, client in enumerate(clients):
-                work.start_soon(workload, client, random.Random(f"{seed}/client/{i}"))
+                work.start_soon(run_client, client, random.Random(f"{seed}/client/{i}"))
         # The final answer: a strong read of every key through the leader (all applied there).
-        final = SimClient("final", net, [])
-        for key in KEYS:
-            outcome, _ = await final._leader_call(
-                lambda t, k=key: api.ReadRequest("t1", k, api.ReadMode.STRONG, None, t), is_write=False, timeout_s=10.0)
-            if outcome != OK:
-                states = {n: (node.replicas["t1"].status(), sorted(node.replicas["t1"].pending), node.replicas["t1"].floor) for n, node in cluster.nodes.items()}
-                raise AssertionError(f"SEED={seed}: no leader after healing ({final.last_problem}): {states}")
-        leader = cluster.nodes[final.leader].replicas["t1"]
+        final = SimClient("final", net, [], VirtualClock())
+        served_by = None
+        async with final.open():
+            assert final.client is not None
+            for key in KEYS:
+                try:
+                    served_by = (await final.client.get(key, timeout_s=10.0)).served_by
+                except ClientError as error:
+                    states = {n: (node.replicas["t1"].status(), sorted(node.replicas["t1"].pending), node.replicas["t1"].floor) for n, node in cluster.nodes.items()}
+                    raise AssertionError(f"SEED={seed}: no leader after healing ({error}): {states}") from None
+        assert served_by is not None
+        leader = cluster.nodes[served_by].replicas["t1"]
         committed = {}
         for key in KEYS:
             versions = sorted((v.ts, v.value) for v in leader.state.store.versions(key))

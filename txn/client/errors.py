@@ -1,0 +1,50 @@
+"""What the client reports: one exception class per thing the caller must do differently.
+
+- `Unreachable`: no node accepted a connection (exit code 3 in the CLI);
+- `NoLeader`: no replica served as leader within the deadline (exit 4);
+- `OutcomeUnknown`: a write was delivered and its fate is unknown (exit 5):
+  it may or may not have committed, and it is never retried silently;
+- `ReadFailed`: refused for a reason retrying will not fix (carries the reply);
+- `RequestTimeout`: no replica could serve a read in time.
+"""
+
+from __future__ import annotations
+
+from txn import api
+
+
+class ClientError(Exception):
+    """Base of every error the client reports."""
+
+
+class Unreachable(ClientError):
+    """No node of the cluster accepted a connection."""
+
+
+class NoLeader(ClientError):
+    """No replica of a tablet served as leader within the deadline."""
+
+
+class OutcomeUnknown(ClientError):
+    """A write was delivered but its fate is unknown: it may or may not have committed.
+
+    `tablet_id` and `node` say where it went; `ts` is its commit timestamp if
+    the leader had assigned one and said so (None otherwise)."""
+
+    def __init__(self, message: str, *, tablet_id: str | None = None, node: str | None = None, ts: object = None) -> None:
+        super().__init__(message)
+        self.tablet_id = tablet_id
+        self.node = node
+        self.ts = ts
+
+
+class ReadFailed(ClientError):
+    """A read was refused for a reason retrying will not fix (future, below GC horizon)."""
+
+    def __init__(self, reply: api.ErrorReply) -> None:
+        super().__init__(reply.message)
+        self.reply = reply
+
+
+class RequestTimeout(ClientError):
+    """The deadline passed before any replica could answer a read."""
