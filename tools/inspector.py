@@ -24,7 +24,7 @@ from mvcc.engine import EngineError
 from mvcc.engine_leveldb import LevelDbEngine
 from paxos.storage import PaxosStorage
 from tools.errors import EXIT_OK, EXIT_UNREACHABLE, CliError
-from tools.kv import DEFAULT_DIR, printable, to_bytes
+from tools.common import DEFAULT_DIR, printable, to_bytes
 from tools.status import ask_nodes, gather, tablet_leaders
 from txn import api
 from txn.tablet.commands import describe_command

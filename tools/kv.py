@@ -26,37 +26,14 @@ from tools.errors import (
 )
 from txn.client import ClientError, NoLeader, OutcomeUnknown, ReadFailed, RequestTimeout, Unreachable, open_client
 from txn.node.config import ConfigError, load_config
+from tools.common import DEFAULT_DIR, printable, to_bytes
 
-DEFAULT_DIR = "chronodb-data"
 EXIT_CODES_HELP = (
     "exit codes: 0 done, 1 not found, 2 bad usage or configuration, 3 no node reachable "
     "(connection refused), 4 no leader within the deadline, 5 outcome unknown (the write may or "
     "may not have committed; never reported as failed or as done)"
 )
 TIMESTAMP_HELP = "WALL.LOGICAL, an ISO-8601 time, or relative to now such as -5s or -250ms"
-
-
-def printable(data: bytes) -> str:
-    """Bytes as text: printable ASCII as is, everything else as \\xNN (backslash doubled)."""
-    out = []
-    for byte in data:
-        char = chr(byte)
-        if char == "\\":
-            out.append("\\\\")
-        elif 32 <= byte < 127:
-            out.append(char)
-        else:
-            out.append(f"\\x{byte:02x}")
-    return "".join(out)
-
-
-def to_bytes(text: str, as_hex: bool, what: str) -> bytes:
-    if not as_hex:
-        return text.encode("utf-8", "surrogateescape")
-    try:
-        return bytes.fromhex(text)
-    except ValueError:
-        raise CliError(f"{what} {text!r} is not hex") from None
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:

@@ -18,9 +18,10 @@ import signal
 import trio
 
 from tools.errors import EXIT_OK, CliError
-from tools.kv import DEFAULT_DIR
+from tools.common import DEFAULT_DIR
 from txn.node.config import ConfigError, ensure_node_dir, load_config, node_dir
-from txn.node.server import NodeStartError, run_node
+from txn.node.server import NodeStartError
+from txn.node.wiring import run_node
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

@@ -18,7 +18,7 @@ import trio
 
 from hlc import format_duration_ns, parse_duration_ns
 from tools.errors import EXIT_OK, EXIT_UNREACHABLE, CliError
-from tools.kv import DEFAULT_DIR
+from tools.common import DEFAULT_DIR
 from tools.status import ask_nodes
 from txn import api
 from txn.node.config import ClusterConfig, ConfigError, load_config

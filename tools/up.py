@@ -22,7 +22,7 @@ import time
 
 from hlc import format_duration_ns, parse_duration_ns
 from tools.errors import EXIT_NEGATIVE, EXIT_OK, CliError
-from tools.kv import DEFAULT_DIR
+from tools.common import DEFAULT_DIR
 from txn.node.config import ClusterConfig, ConfigError, config_path, ensure_node_dir, generate, load_config, node_dir, write_config
 
 STOP_GRACE_S = 5.0

@@ -8,7 +8,7 @@ import socket
 import time
 
 from tests.e2e.harness import LocalCluster, run_cli
-from tools.kv import printable
+from tools.common import printable
 
 
 def test_put_get_versions_and_past_reads(shared_cluster: LocalCluster) -> None:
