@@ -1,0 +1,1 @@
+"""Pure checkers of simulated and recorded histories: the judges behind `chronodb verify`."""
