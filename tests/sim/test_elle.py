@@ -4,6 +4,7 @@ what the real one catches."""
 
 from __future__ import annotations
 
+import attrs
 import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -160,6 +161,11 @@ def test_info_append_counts_iff_observed() -> None:
     assert names(unobserved) == set()
 
 
+def test_an_operation_cannot_complete_before_it_is_invoked() -> None:
+    with pytest.raises(ValueError, match="completed before it was invoked"):
+        txn(a("x", 1), at=(10, 5))
+
+
 def test_a_failed_transactions_reads_are_not_evidence() -> None:
     assert names([txn(a("x", 1)), txn(r("x", 9), outcome="fail")]) == set()
 
@@ -211,6 +217,27 @@ def test_serial_histories_are_valid(drawn: list[TxnPlan]) -> None:
     verdict = check_list_append(history)
     assert verdict.valid, "\n".join(str(anomaly) for anomaly in verdict.anomalies)
     assert verdict == check_list_append(history)  # deterministic
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(plans(), min_size=1, max_size=30), st.data())
+def test_a_stale_snapshot_read_is_always_caught(drawn: list[TxnPlan], data: st.DataObject) -> None:
+    tail = [TxnPlan([("append", "x")]), TxnPlan([("r", "x")], read_only=True)]  # one candidate at least
+    history = run_serial(drawn + tail, spacing_ns=SPACING_NS)
+    writer = {(mop[1], mop[2]): op for op in history for mop in op.mops if mop[0] == "append"}
+    candidates = [
+        (index, position)
+        for index, op in enumerate(history)
+        if op.read_only and op.outcome == "ok"
+        for position, mop in enumerate(op.mops)
+        if mop[2] and writer[(mop[1], mop[2][-1])].outcome == "ok"
+    ]
+    index, position = data.draw(st.sampled_from(candidates))
+    mops = list(history[index].mops)
+    kind, key, seen = mops[position]
+    mops[position] = (kind, key, seen[:-1])  # forget the newest element
+    history[index] = attrs.evolve(history[index], mops=mops)
+    assert "snapshot-mismatch" in check_list_append(history).names()
 
 
 @settings(max_examples=100, deadline=None)

@@ -71,32 +71,37 @@ EXPLAIN = {
 
 def build_graph(history: list[Op], committed: tuple, orders: dict, reads: dict, writer: dict) -> nx.DiGraph:
     """ww, wr and rw edges from the version orders, plus real-time edges."""
-    graph = nx.DiGraph()
-    graph.add_nodes_from(index for index, happened in enumerate(committed) if happened)
+    edges = _Edges(frozenset(index for index, happened in enumerate(committed) if happened))
     for key, order in orders.items():
         writers = [writer.get((key, value)) for value in order]
         for position in range(1, len(order)):
-            _add(graph, writers[position - 1], writers[position], WW, key, order[position])
+            edges.add(writers[position - 1], writers[position], WW, key, order[position])
         for reader, seen in reads[key]:
             distinct = len(dict.fromkeys(seen))
             if seen:
-                _add(graph, writer.get((key, seen[-1])), reader, WR, key, seen[-1])
+                edges.add(writer.get((key, seen[-1])), reader, WR, key, seen[-1])
             if distinct < len(order):
-                _add(graph, reader, writers[distinct], RW, key, order[distinct])
-    _add_realtime(graph, history, committed)
+                edges.add(reader, writers[distinct], RW, key, order[distinct])
+    _add_realtime(edges, history, committed)
+    graph = nx.DiGraph()
+    graph.add_nodes_from(sorted(edges.nodes))
+    graph.add_edges_from((src, dst, {"why": why}) for (src, dst), why in edges.why.items())
     return graph
 
 
-def _add(graph: nx.DiGraph, src: int | None, dst: int | None, kind: str, key: object, value: object) -> None:
-    if src is None or dst is None or src == dst or src not in graph or dst not in graph:
-        return
-    if graph.has_edge(src, dst):
-        graph[src][dst]["why"].setdefault(kind, (key, value))
-    else:
-        graph.add_edge(src, dst, why={kind: (key, value)})
+class _Edges:
+    """Edges gathered in a dict first: networkx's add_edge costs ~15us a call."""
+
+    def __init__(self, nodes: frozenset) -> None:
+        self.nodes = nodes
+        self.why: dict[tuple[int, int], dict] = {}
+
+    def add(self, src: int | None, dst: int | None, kind: str, key: object, value: object) -> None:
+        if src != dst and src in self.nodes and dst in self.nodes:
+            self.why.setdefault((src, dst), {}).setdefault(kind, (key, value))
 
 
-def _add_realtime(graph: nx.DiGraph, history: list[Op], committed: tuple) -> None:
+def _add_realtime(edges: _Edges, history: list[Op], committed: tuple) -> None:
     """T1 -rt-> T2 when T1 completed (ok) before T2 was invoked, reduced."""
     events = []
     for index, happened in enumerate(committed):
@@ -115,7 +120,7 @@ def _add_realtime(graph: nx.DiGraph, history: list[Op], committed: tuple) -> Non
         else:
             seen_at_invoke[index] = tuple(frontier)
             for earlier in seen_at_invoke[index]:
-                _add(graph, earlier, index, RT, None, None)
+                edges.add(earlier, index, RT, None, None)
 
 
 def cycle_anomalies(graph: nx.DiGraph, history: list[Op]) -> list[Anomaly]:

@@ -79,6 +79,12 @@ class Op:
     read_only: bool = False
     read_ts: Timestamp | None = None  # read-only transactions: the snapshot read
 
+    def __attrs_post_init__(self) -> None:
+        if self.complete_ns < self.invoke_ns:
+            raise ValueError(f"operation completed before it was invoked: {self}")
+        if self.outcome not in (OK, FAIL, INFO):
+            raise ValueError(f"outcome must be ok, fail or info: {self.outcome!r}")
+
     def __str__(self) -> str:
         ts = f" ts={self.read_ts if self.read_only else self.commit_ts}"
         body = " ".join(_mop_text(mop) for mop in self.mops)
