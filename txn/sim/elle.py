@@ -34,6 +34,7 @@ from collections import Counter
 import attrs
 
 from txn.sim import elle_graph, elle_snapshot
+from txn.sim.elle_bank import check_bank
 from txn.sim.elle_records import (
     DUPLICATE_ELEMENT,
     FAIL,
@@ -51,7 +52,7 @@ from txn.sim.elle_records import (
     ts_of,
 )
 
-__all__ = ["Anomaly", "Edge", "Op", "Verdict", "check", "check_list_append"]
+__all__ = ["Anomaly", "Edge", "Op", "Verdict", "check", "check_bank", "check_list_append"]
 
 
 @attrs.frozen
@@ -69,8 +70,6 @@ def check(history: list[Op], workload: str = "list-append", **options: object) -
     if workload == "list-append":
         return check_list_append(history)
     if workload == "bank":
-        from txn.sim.elle_bank import check_bank
-
         return check_bank(history, **options)  # type: ignore[arg-type]
     raise ValueError(f"unknown workload {workload!r}: expected 'list-append' or 'bank'")
 
