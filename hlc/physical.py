@@ -138,11 +138,19 @@ class SkewedClock:
             raise ValueError(f"skew offset {offset_ns} ns would put the clock at {reading} ns, "
                              f"outside the timestamp range [0, 2**64)")
 
-    def set_offset(self, offset_ns: int) -> None:
+    def check_offset(self, offset_ns: int) -> int:
+        """`offset_ns` as an int if `set_offset` would take it now; else ValueError.
+
+        For callers that set an offset later, from a task where an exception
+        would do harm (a strobe): check first, while a caller can be told.
+        """
         offset_ns = _bounded("offset", offset_ns, SKEW_OFFSET_MAX_NS, "ns")
         base_ns = self.base.now_ns()
         self._check_reading(offset_ns, base_ns, self._drift_ns(base_ns))
-        self._offset_ns = offset_ns
+        return offset_ns
+
+    def set_offset(self, offset_ns: int) -> None:
+        self._offset_ns = self.check_offset(offset_ns)
 
     def bump(self, delta_ns: int) -> None:
         """A one-off jump of the clock by `delta_ns` (Jepsen's 'bump')."""

@@ -64,6 +64,14 @@ def test_bumps_add_up_to_at_most_the_offset_bound() -> None:
     assert skewed.offset_ns == SKEW_OFFSET_MAX_NS
 
 
+def test_check_offset_validates_without_changing_anything() -> None:
+    skewed = SkewedClock(ManualClock(VIRTUAL_EPOCH_NS), offset_ns=7)
+    assert skewed.check_offset(-HOUR_NS) == -HOUR_NS
+    with pytest.raises(ValueError, match="skew offset"):
+        skewed.check_offset(7 + HOUR_NS)  # a strobe of +1h on top of +7ns
+    assert skewed.offset_ns == 7
+
+
 def test_constructor_checks_the_bounds() -> None:
     with pytest.raises(ValueError, match="skew offset"):
         SkewedClock(ManualClock(VIRTUAL_EPOCH_NS), offset_ns=2 * HOUR_NS)
