@@ -11,6 +11,15 @@ Invariants:
 - A remote timestamp more than `max_offset_ns` ahead of the local physical
   clock raises `ClockOffsetError` and leaves the clock unchanged, so one bad
   peer cannot drag the whole cluster's clocks into the future.
+- A remote whose logical counter is `>= LOGICAL_LIMIT` (2**31) raises
+  `ClockLogicalError` (a `ClockOffsetError`, so every receive path that drops
+  skewed messages drops these too) and leaves the clock unchanged: a peer
+  cannot push our counter near the encoding's 2**32 limit.
+- The clock itself never hands out a logical counter `>= LOGICAL_LIMIT`: where
+  the counter would reach it, the wall part moves 1 ns ahead instead and the
+  counter restarts at 0 (still strictly increasing). So nothing a peer sends
+  or a physical clock does can make `now()` or `update()` fail, and every
+  timestamp we send is one our peers accept.
 - While every accepted remote was within bound, `now().wall - physical` stays
   within `max_offset_ns`, and the logical counter stays small.
 
@@ -23,8 +32,9 @@ below one that started after it elsewhere. Offset monitoring and fencing
 
 HAZARD: if a physical clock jumps backwards, `now()` keeps its wall value and
 counts up the logical part until the physical clock catches up; a very large
-backward jump therefore makes the logical counter grow (asserted below the
-encoding's 2**32 limit).
+backward jump therefore makes the logical counter grow; at `LOGICAL_LIMIT` it
+carries into the wall part, which then runs ahead of the physical clock by
+1 ns per 2**31 timestamps.
 
 Pure: no trio, no time module; sleeping is delegated to the physical clock.
 """
@@ -34,6 +44,13 @@ from __future__ import annotations
 from typing import Protocol
 
 from hlc.timestamp import LOGICAL_MAX, Timestamp
+
+# Remotes with a logical counter at or above this are rejected, and our own
+# counter carries into the wall part before reaching it. A legitimate clock
+# needs 2**31 readings within one nanosecond of wall time to get here; the
+# encoding's limit (LOGICAL_MAX, 2**32 - 1) stays a factor of two away.
+LOGICAL_LIMIT = 1 << 31
+assert LOGICAL_LIMIT <= LOGICAL_MAX
 
 
 class PhysicalClock(Protocol):
@@ -58,6 +75,21 @@ class ClockOffsetError(Exception):
         )
 
 
+class ClockLogicalError(ClockOffsetError):
+    """A remote timestamp's logical counter is too large to absorb safely."""
+
+    def __init__(self, remote: Timestamp, physical_ns: int, max_offset_ns: int) -> None:
+        self.remote = remote
+        self.physical_ns = physical_ns
+        self.max_offset_ns = max_offset_ns
+        self.offset_ns = remote.wall - physical_ns
+        Exception.__init__(
+            self,
+            f"remote timestamp {remote} has logical counter {remote.logical} "
+            f"(limit {LOGICAL_LIMIT - 1}); refusing to absorb it",
+        )
+
+
 class HybridClock:
     """One node's HLC over an injected physical clock."""
 
@@ -79,20 +111,24 @@ class HybridClock:
         last = self._last
         if physical_ns > last.wall:
             self._last = Timestamp(physical_ns, 0)
-        else:
-            assert last.logical < LOGICAL_MAX, "HLC logical counter overflow"
+        elif last.logical + 1 < LOGICAL_LIMIT:
             self._last = Timestamp(last.wall, last.logical + 1)
+        else:
+            self._last = Timestamp(last.wall + 1, 0)  # carry: see LOGICAL_LIMIT
         return self._last
 
     def update(self, remote: Timestamp) -> Timestamp:
         """Absorb a remote timestamp (message receive); returns the new reading.
 
         Raises ClockOffsetError, leaving the clock unchanged, when `remote` is
-        more than `max_offset_ns` ahead of the local physical clock.
+        more than `max_offset_ns` ahead of the local physical clock, and its
+        subclass ClockLogicalError when `remote.logical >= LOGICAL_LIMIT`.
         """
         physical_ns = self.physical.now_ns()
         if remote.wall - physical_ns > self.max_offset_ns:
             raise ClockOffsetError(remote, physical_ns, self.max_offset_ns)
+        if remote.logical >= LOGICAL_LIMIT:
+            raise ClockLogicalError(remote, physical_ns, self.max_offset_ns)
         last = self._last
         wall = max(last.wall, remote.wall, physical_ns)
         if wall == last.wall and wall == remote.wall:
@@ -103,7 +139,8 @@ class HybridClock:
             logical = remote.logical + 1
         else:
             logical = 0
-        assert logical <= LOGICAL_MAX, "HLC logical counter overflow"
+        if logical >= LOGICAL_LIMIT:
+            wall, logical = wall + 1, 0  # carry: see LOGICAL_LIMIT
         self._last = Timestamp(wall, logical)
         return self._last
 

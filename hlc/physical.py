@@ -14,6 +14,17 @@ Role: the edge between the pure HLC and the world. Each source has
 Invariants: a source never raises from `now_ns()`; a skewed or virtual clock
 with drift `d` ppm advances `1 + d/1e6` times as fast as its base.
 
+Injected skew is bounded (`SKEW_OFFSET_MAX_NS`, `SKEW_BUMP_MAX_NS`,
+`SKEW_DRIFT_MAX_PPM`): `SkewedClock` raises `ValueError` naming the bound,
+leaving its skew unchanged, for anything beyond them, and for a change that
+would put its reading outside what a `Timestamp` encodes (0 <= wall < 2**64).
+Within the bounds, leaving that range later would take a base clock near
+either end or centuries of drift. `VirtualClock` is unchecked: simulations
+choose its skew, not operators.
+
+trio is imported inside the methods that sleep or read trio's clock, so that
+`import hlc` (and everything pure that imports it) does not load trio.
+
 HAZARD: `SystemClock` can jump (NTP steps, an operator). The HLC tolerates
 backward jumps (it keeps its own maximum); forward jumps beyond `max_offset`
 are what offset monitoring and fencing exist to catch.
@@ -23,12 +34,30 @@ from __future__ import annotations
 
 import time
 
-import trio
+from hlc.timestamp import WALL_MAX
 
 # Simulated wall clocks start here: 2027-01-15T08:00:00Z, so simulated
 # timestamps look like real ones and never sit near zero.
 VIRTUAL_EPOCH_NS = 1_800_000_000_000_000_000
 PPM = 1_000_000
+
+# Bounds on injected skew (SkewedClock). Far beyond any sane max_offset, so
+# every fencing and rejection scenario fits, yet a typo (`+100 years`, an
+# offset of 1.7e19 ns) is refused instead of killing the node.
+SKEW_OFFSET_MAX_NS = 3600 * 1_000_000_000  # |offset|, bumps included: 1 hour
+SKEW_BUMP_MAX_NS = 3600 * 1_000_000_000  # |one bump|: 1 hour
+SKEW_DRIFT_MAX_PPM = 100_000  # |drift|: 10%
+
+
+def _bounded(name: str, value: int, bound: int, unit: str) -> int:
+    """`value` as an int, or ValueError naming the bound it exceeds."""
+    try:
+        integer = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"skew {name} must be an integer number of {unit}: {value!r}") from None
+    if abs(integer) > bound:
+        raise ValueError(f"skew {name} {integer} {unit} exceeds the bound of +-{bound} {unit}")
+    return integer
 
 
 class SystemClock:
@@ -38,6 +67,8 @@ class SystemClock:
         return time.time_ns()
 
     async def sleep_ns(self, duration_ns: int) -> None:
+        import trio
+
         await trio.sleep(max(0, duration_ns) / 1e9)
 
 
@@ -57,6 +88,8 @@ class ManualClock:
         self._ns += ns
 
     async def sleep_ns(self, duration_ns: int) -> None:
+        import trio
+
         self._ns += max(0, duration_ns)
         await trio.lowlevel.checkpoint()
 
@@ -66,15 +99,17 @@ class SkewedClock:
 
     Drift accumulates from the moment it is set: a clock given +100 ppm gains
     100 us per second of base time from then on. `clear()` removes offset,
-    drift and what the drift had accumulated.
+    drift and what the drift had accumulated. Setters raise ValueError, and
+    change nothing, beyond the SKEW_* bounds or the encodable wall range.
     """
 
     def __init__(self, base: "SystemClock | ManualClock | VirtualClock", offset_ns: int = 0, drift_ppm: int = 0) -> None:
         self.base = base
-        self._offset_ns = offset_ns
+        self._offset_ns = 0
         self._drift_ppm = 0
         self._drift_anchor_base_ns = base.now_ns()
         self._drift_accumulated_ns = 0
+        self.set_offset(offset_ns)
         self.set_drift(drift_ppm)
 
     @property
@@ -97,18 +132,41 @@ class SkewedClock:
         base_ns = self.base.now_ns()
         return base_ns + self._offset_ns + self._drift_ns(base_ns)
 
+    def _check_reading(self, offset_ns: int, base_ns: int, drift_ns: int) -> None:
+        reading = base_ns + offset_ns + drift_ns
+        if not 0 <= reading <= WALL_MAX:
+            raise ValueError(f"skew offset {offset_ns} ns would put the clock at {reading} ns, "
+                             f"outside the timestamp range [0, 2**64)")
+
+    def check_offset(self, offset_ns: int) -> int:
+        """`offset_ns` as an int if `set_offset` would take it now; else ValueError.
+
+        For callers that set an offset later, from a task where an exception
+        would do harm (a strobe): check first, while a caller can be told.
+        """
+        offset_ns = _bounded("offset", offset_ns, SKEW_OFFSET_MAX_NS, "ns")
+        base_ns = self.base.now_ns()
+        self._check_reading(offset_ns, base_ns, self._drift_ns(base_ns))
+        return offset_ns
+
     def set_offset(self, offset_ns: int) -> None:
-        self._offset_ns = int(offset_ns)
+        self._offset_ns = self.check_offset(offset_ns)
 
     def bump(self, delta_ns: int) -> None:
         """A one-off jump of the clock by `delta_ns` (Jepsen's 'bump')."""
-        self._offset_ns += int(delta_ns)
+        delta_ns = _bounded("bump", delta_ns, SKEW_BUMP_MAX_NS, "ns")
+        offset_ns = self._offset_ns + delta_ns
+        if abs(offset_ns) > SKEW_OFFSET_MAX_NS:
+            raise ValueError(f"skew bump {delta_ns} ns would make the offset {offset_ns} ns, "
+                             f"beyond the bound of +-{SKEW_OFFSET_MAX_NS} ns")
+        self.set_offset(offset_ns)
 
     def set_drift(self, drift_ppm: int) -> None:
+        drift_ppm = _bounded("drift", drift_ppm, SKEW_DRIFT_MAX_PPM, "ppm")
         base_ns = self.base.now_ns()
         self._drift_accumulated_ns = self._drift_ns(base_ns)
         self._drift_anchor_base_ns = base_ns
-        self._drift_ppm = int(drift_ppm)
+        self._drift_ppm = drift_ppm
 
     def clear(self) -> None:
         self._offset_ns = 0
@@ -132,8 +190,12 @@ class VirtualClock:
         self.drift_ppm = drift_ppm
 
     def now_ns(self) -> int:
+        import trio
+
         elapsed = round(trio.current_time() * 1e9)
         return VIRTUAL_EPOCH_NS + self.offset_ns + elapsed + elapsed * self.drift_ppm // PPM
 
     async def sleep_ns(self, duration_ns: int) -> None:
+        import trio
+
         await trio.sleep(max(0, duration_ns) / 1e9)

@@ -5,7 +5,7 @@ Versions, tombstones, intents, GC and snapshot export/import. Imports only hlc.
 directly, so that the pure parts load without plyvel.
 """
 
-from mvcc.engine import Batch, DictEngine, Engine, EngineError
+from mvcc.engine import Batch, CorruptionError, DictEngine, Engine, EngineError
 from mvcc.records import (
     BelowGcHorizon,
     GcProgress,
@@ -23,6 +23,7 @@ from mvcc.store import MvccStore
 __all__ = [
     "Batch",
     "BelowGcHorizon",
+    "CorruptionError",
     "DictEngine",
     "Engine",
     "EngineError",

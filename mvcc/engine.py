@@ -25,6 +25,11 @@ Interface (`Engine`):
 - `approximate_size(start, stop) -> int`: bytes in `[start, stop)`, roughly.
 - `close()`: later calls raise `EngineError`.
 
+Errors: any call may raise `EngineError` (I/O failure, closed engine), or its
+subclass `CorruptionError` when stored data fails a checksum: never altered
+bytes. Iterators may raise either part way. A failed `apply` changed nothing
+readable: `generation` and the engine's caches are as before it.
+
 Durability model of `DictEngine` (what a crash keeps): batches applied with
 `sync=False` are *volatile* until a later batch is applied with `sync=True`,
 which makes them and itself durable, as LevelDB's write-ahead log does.
@@ -47,6 +52,14 @@ import attrs
 
 class EngineError(Exception):
     """The engine cannot do what was asked: closed, missing or locked directory, I/O failure."""
+
+
+class CorruptionError(EngineError):
+    """Stored data failed a checksum or is malformed; the message names the directory.
+
+    Raised instead of returning altered bytes. Not retryable: the replica's
+    data must be restored (from a peer's snapshot) before it serves again.
+    """
 
 
 class Batch:
