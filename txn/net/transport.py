@@ -354,7 +354,7 @@ class TcpTransport:
         if verdict is ClockVerdict.REJECTED:
             counters.rejected_clock += 1
             if self._clock_log.should_log(src, _now_ns()):
-                self.log.warning("%s: %s: rejected a message, clock offset too large: %s "
+                self.log.warning("%s: %s: rejected a message for its clock: %s "
                                  "(%d rejected from this peer so far; logged at most once a minute)",
                                  self.node_id, connection.label, reason, counters.rejected_clock)
             return

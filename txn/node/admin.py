@@ -70,6 +70,8 @@ class NodeAdmin:
     def _start_strobe(self, request: api.SkewRequest) -> None:
         if not (request.offset_ns and request.period_ns and request.duration_ns) or request.period_ns <= 0:
             raise failure(api.ErrorCode.BAD_REQUEST, "strobe needs an offset, a positive period and a duration")
+        physical = self.skewed_clock()
+        physical.check_offset(physical.offset_ns + request.offset_ns)  # ValueError: out of bounds, before any task starts
         assert self.node.nursery is not None
         self.strobe_scope = trio.CancelScope()
         self.node.nursery.start_soon(self._strobe, self.strobe_scope, request.offset_ns, request.period_ns, request.duration_ns)
