@@ -8,6 +8,14 @@ snapshot to install, when to wake next); `advance(ready, now)` says it was done.
 Time comes in as int ns of the replica's own monotonic clock.
 
 Protocol ("Paxos Made Simple" section 3, with a stable leader):
+- Pre-vote (Raft thesis section 9.6): before phase 1 a would-be candidate
+  sends `PreVote` (the ballot it would use, its chosen and last index); only
+  when a majority (itself included) grants does it raise its ballot. A
+  replica grants unless it honours a leader's lease (heard an Accept within
+  `lease_ns + drift_allowance_ns` on its own clock), has promised at least
+  that ballot, or the asker is "behind" (below). Granting changes no state,
+  so a paused or partitioned replica that keeps timing out never raises a
+  promise that would later depose a healthy leader.
 - Ballots are `(round, node)`. A candidate persists its promise, sends one
   Prepare covering every slot from its chosen index on, and on a majority of
   Promises re-proposes in each slot the accepted value with the highest
@@ -50,7 +58,8 @@ from typing import Iterable, Protocol
 import attrs
 
 from paxos.messages import (
-    ZERO_BALLOT, Accept, Accepted, Ballot, Entry, Prepare, Promise, Reject, SnapshotAck, SnapshotChunk,
+    ZERO_BALLOT, Accept, Accepted, Ballot, Entry, Prepare, PreVote, PreVoteReply, Promise, Reject, SnapshotAck,
+    SnapshotChunk,
 )
 from paxos.quorum import majority, quorum_floor
 from paxos.types import (
@@ -122,6 +131,9 @@ class Replica:
         # Lease promises we made (own clock); None grantee: unknown (after restart).
         self.lease_granted_until_ns = now_ns + config.lease_ns + config.drift_allowance_ns if self.promised != ZERO_BALLOT else 0
         self.lease_grantee: str | None = None
+        # Pre-vote state: the ballot asked about and who granted it (None: not asking).
+        self.prevote_ballot: Ballot | None = None
+        self.prevotes: dict[str, bool] = {}
         # Candidate and leader state.
         self.promises: dict[str, Promise] = {}
         self.from_index = 0
@@ -164,6 +176,10 @@ class Replica:
             self.handle_snapshot_chunk(src, msg, now)
         elif isinstance(msg, SnapshotAck):
             self.handle_snapshot_ack(src, msg, now)
+        elif isinstance(msg, PreVote):
+            self.handle_pre_vote(src, msg, now)
+        elif isinstance(msg, PreVoteReply):
+            self.handle_pre_vote_reply(src, msg, now)
 
     def tick(self, now: int) -> None:
         if self.role is Role.LEADER:
@@ -182,7 +198,7 @@ class Replica:
         return slot
 
     def campaign(self, now: int) -> None:
-        """Start phase 1 now (unless a lease we granted forbids it, or we cannot lead)."""
+        """Ask for pre-votes now, then run phase 1 on a majority (unless a lease we granted forbids it, or we cannot lead)."""
         if self.role is Role.LEADER:
             return
         if self.need_snapshot:
@@ -192,6 +208,22 @@ class Replica:
             self.mark("paxos.campaign_deferred_by_lease")
             self.election_deadline_ns = self.lease_granted_until_ns + self._election_timeout() // 4
             return
+        self.election_deadline_ns = now + self._election_timeout()
+        self.pre_vote(now)
+
+    def pre_vote(self, now: int) -> None:
+        """Ask every peer whether it would promise our next ballot; persists nothing."""
+        self.prevote_ballot = Ballot(max(self.max_round_seen, self.promised.round) + 1, self.node_id)
+        self.prevotes = {self.node_id: True}
+        self.mark("paxos.prevotes")
+        for peer in self.others:
+            self._send(peer, PreVote(self.prevote_ballot, self.chosen_index, self.last_index))
+        self._maybe_start_phase_1(now)
+
+    def start_phase_1(self, now: int) -> None:
+        """Raise our ballot, promise it, and send one Prepare for every slot from our chosen index on."""
+        self.prevote_ballot = None
+        self.prevotes = {}
         self.role = Role.CANDIDATE
         self.max_round_seen = max(self.max_round_seen, self.promised.round) + 1
         self.ballot = Ballot(self.max_round_seen, self.node_id)
@@ -309,6 +341,32 @@ class Replica:
             self.election_deadline_ns = now + self._election_timeout()
             self._send(src, self._own_promise(msg.ballot, msg.from_index))
 
+    def handle_pre_vote(self, src: str, msg: PreVote, now: int) -> None:
+        """Would we promise `msg.ballot` now? Answer without changing any state (no promise, no timer)."""
+        if msg.ballot <= self.promised:
+            reason = "ballot"
+        elif now < self.lease_granted_until_ns and self.lease_grantee != src:
+            reason = "lease"
+        elif self.first_index > msg.chosen_index + 1:
+            reason = "behind"
+        else:
+            reason = ""
+        if reason:
+            self.mark("paxos.prevote_refused")
+        self._send(src, PreVoteReply(msg.ballot, not reason, self.promised, reason))
+
+    def handle_pre_vote_reply(self, src: str, msg: PreVoteReply, now: int) -> None:
+        if self.role is Role.LEADER or msg.ballot != self.prevote_ballot:
+            return
+        self._observe(msg.promised)
+        if msg.granted:
+            self.prevotes[src] = True
+            self._maybe_start_phase_1(now)
+
+    def _maybe_start_phase_1(self, now: int) -> None:
+        if len(self.prevotes) >= majority(len(self.peers)):
+            self.start_phase_1(now)
+
     def handle_promise(self, src: str, msg: Promise, now: int) -> None:
         if self.role is Role.CANDIDATE and msg.ballot == self.ballot:
             self.promises[src] = msg
@@ -355,12 +413,16 @@ class Replica:
             known = self.promises[peer].chosen_index if peer in self.promises else 0
             self.progress[peer] = PeerProgress(self.from_index, known, known, self.from_index - 1)
         self.promises = {}
+        self.prevote_ballot = None
+        self.prevotes = {}
         self.lease_expiry_ns = 0
         self.mark("paxos.became_leader")
         self.heartbeat(now)
 
     def become_follower(self, now: int, leader_hint: str | None) -> None:
         self.role = Role.FOLLOWER
+        self.prevote_ballot = None
+        self.prevotes = {}
         self.ballot = self.promised
         self.leader_hint = leader_hint
         self.promises = {}
@@ -539,6 +601,8 @@ class Replica:
         """A leader at `ballot` (>= our promise) spoke: adopt it as the leader."""
         if self.role is not Role.FOLLOWER:
             self.become_follower(now, src)
+        self.prevote_ballot = None  # a live leader: stop asking
+        self.prevotes = {}
         self._promise(ballot)
         self.ballot = ballot
         self.leader_hint = src

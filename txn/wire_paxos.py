@@ -7,12 +7,14 @@ node send Paxos traffic over TCP. Pure: registration only.
 
 from __future__ import annotations
 
-from paxos.messages import Accept, Accepted, Ballot, Entry, Prepare, Promise, Reject, SnapshotAck, SnapshotChunk
+from paxos.messages import (
+    Accept, Accepted, Ballot, Entry, Prepare, PreVote, PreVoteReply, Promise, Reject, SnapshotAck, SnapshotChunk,
+)
 from txn import wire
 
 PAXOS_TYPES: tuple[tuple[int, type], ...] = (
     (100, Ballot), (101, Entry), (102, Prepare), (103, Promise), (104, Reject),
-    (105, Accept), (106, Accepted), (107, SnapshotChunk), (108, SnapshotAck),
+    (105, Accept), (106, Accepted), (107, SnapshotChunk), (108, SnapshotAck), (109, PreVote), (110, PreVoteReply),
 )
 
 for _type_id, _cls in PAXOS_TYPES:
