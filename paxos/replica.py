@@ -45,6 +45,17 @@ refuses all Prepares for one lease first, since it forgot whom it granted to.
 HAZARD: at most one lease holder at any instant holds only while clock rates
 differ by less than `drift_allowance_ns` per `lease_ns`.
 
+Hostile peers: a peer's message never raises. `step` first checks its shape
+(types, non-negative indexes below 2**62, ballots naming a replica, a sender
+that is the ballot's owner where only the owner sends it, consecutive Accept
+entries at the Accept's ballot, snapshot chunk numbers within the total) and
+its ballots: a round of 2**62 or more, or more than `MAX_BALLOT_JUMP` above
+the highest round seen, is refused; so are slots more than `MAX_SLOT_GAP`
+past what the message could legitimately reach (such a promise, once persisted, would
+wedge the group: round 2**64 no longer encodes). Refused messages are dropped
+and counted (`paxos.hostile_messages` plus `paxos.hostile.<reason>` in the
+status counters). Asserts remain only for our own state.
+
 Invariants: a slot's chosen value never changes (checked by the simulation);
 `applied_index <= chosen_index <= last_index`; the in-memory log holds every
 slot in [first_index, last_index] the replica has accepted.
@@ -53,6 +64,7 @@ slot in [first_index, last_index] the replica has accepted.
 from __future__ import annotations
 
 import enum
+import typing
 from typing import Iterable, Protocol
 
 import attrs
@@ -67,6 +79,22 @@ from paxos.types import (
 )
 
 NEVER = 2**63 - 1
+MAX_ROUND = 2**62  # rounds at or above are refused outright: far below the 2**64 encoding limit
+MAX_INDEX = 2**62  # likewise for slot indexes, chunk numbers and counts
+MAX_BALLOT_JUMP = 2**20  # a legitimate round is at most one per election above the highest round seen
+MAX_SLOT_GAP = 2**20  # slots a legitimate Accept or Promise can skip; phase 1 fills gaps with no-ops one by one
+_OWNER_SENDS = (Prepare, Accept, SnapshotChunk, PreVote)  # messages only the ballot's owner sends
+_FIELD_TYPES: dict[str, type] = {
+    "int": int, "bool": bool, "str": str, "bytes": bytes, "Ballot": Ballot, "tuple[Entry, ...]": tuple,
+}
+
+
+def _expected_type(annotation: object) -> type | None:
+    """A message field's type, whether its annotation is still a string or was resolved (txn/wire.py resolves them)."""
+    if isinstance(annotation, str):
+        return _FIELD_TYPES.get(annotation)
+    found = typing.get_origin(annotation) or annotation
+    return found if found in _FIELD_TYPES.values() else None
 
 
 class Rng(Protocol):
@@ -160,7 +188,11 @@ class Replica:
     # ------------------------------------------------------------ inputs
 
     def step(self, src: str, msg: object, now: int) -> None:
-        if src not in self.peers or src == self.node_id:
+        """One message from peer `src`. Never raises: a malformed or hostile message is dropped and counted."""
+        problem = self._hostile(src, msg, now)
+        if problem:
+            self.mark("paxos.hostile_messages")
+            self.mark(f"paxos.hostile.{problem}")
             return
         if isinstance(msg, Accept):
             self.handle_accept(src, msg, now)
@@ -315,6 +347,96 @@ class Replica:
             applied_index=self.applied_index, snapshot_index=self.first_index - 1,
             pending_proposals=pending_proposals, counters=tuple(sorted(self.counters.items())),
         )
+
+    # ------------------------------------------------------------ hostile peers
+
+    def _hostile(self, src: str, msg: object, now: int) -> str:
+        """Why `msg` from `src` must be dropped ("" if it may be handled)."""
+        if not isinstance(src, str) or src not in self.others:
+            return "unknown_sender"
+        check = MESSAGE_CHECKS.get(type(msg))
+        if check is None:
+            return "unknown_type"
+        for field in attrs.fields(type(msg)):
+            problem = self._bad_value(getattr(msg, field.name), field.name, _expected_type(field.type))
+            if problem:
+                return problem
+        if isinstance(msg, _OWNER_SENDS) and getattr(msg, "ballot").node != src:
+            return "impersonation"
+        return check(self, msg, now)
+
+    def _bad_value(self, value: object, name: str, expected: type | None) -> str:
+        """Whether one field has the annotated type and a sane range (field types per paxos/messages.py)."""
+        if expected is None or not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            return "type"
+        if expected is int and name == "lease_sent_ns":
+            return "" if -NEVER <= value <= NEVER else "range"  # the sender's clock: any int64
+        if expected is int:
+            return "" if 0 <= value < MAX_INDEX or (name == "next_seq" and value == -1) else "range"
+        if expected is Ballot:
+            return self._bad_ballot(value, allow_zero=name == "promised")
+        if expected is tuple:
+            return next(filter(None, map(self._bad_entry, value)), "")
+        return ""
+
+    def _bad_entry(self, entry: object) -> str:
+        if not isinstance(entry, Entry) or not isinstance(entry.command, bytes):
+            return "type"
+        return self._bad_value(entry.index, "index", int) or self._bad_ballot(entry.ballot, allow_zero=False) or (
+            "range" if entry.index == 0 else "")
+
+    def _bad_ballot(self, ballot: Ballot, allow_zero: bool) -> str:
+        if not isinstance(ballot, Ballot) or type(ballot.round) is not int or not isinstance(ballot.node, str):
+            return "type"
+        if ballot == ZERO_BALLOT and allow_zero:
+            return ""
+        if ballot.node not in self.peers:
+            return "unknown_node"
+        if ballot.round < 1:
+            return "range"
+        if ballot.round >= MAX_ROUND:
+            return "huge_round"
+        if ballot.round > max(self.max_round_seen, self.promised.round) + MAX_BALLOT_JUMP:
+            return "ballot_jump"
+        return ""
+
+    def _check_accept(self, msg: Accept, now: int) -> str:
+        indexes = [entry.index for entry in msg.entries]
+        if indexes and indexes != list(range(indexes[0], indexes[0] + len(indexes))):
+            return "gap"  # a batch is consecutive slots
+        if any(entry.ballot != msg.ballot for entry in msg.entries):
+            return "entry_ballot"  # every entry travels at the Accept's ballot
+        if indexes and indexes[-1] > self.last_index + MAX_SLOT_GAP:
+            return "slot_gap"  # a follower this far behind is sent a snapshot, never such a slot
+        return ""
+
+    def _check_promise(self, msg: Promise, now: int) -> str:
+        indexes = [entry.index for entry in msg.entries]
+        if indexes != sorted(set(indexes)) or (indexes and indexes[0] < msg.from_index):
+            return "gap"
+        if any(entry.ballot > msg.ballot for entry in msg.entries):
+            return "entry_ballot"  # an acceptor accepts nothing above what it promised
+        if indexes and indexes[-1] > msg.from_index + len(indexes) + MAX_SLOT_GAP:
+            return "slot_gap"  # become_leader would write that many no-ops
+        return ""
+
+    def _check_accepted(self, msg: Accepted, now: int) -> str:
+        if msg.ballot != self.ballot or self.role is not Role.LEADER:
+            return ""
+        if msg.match_index > self.last_index:
+            return "range"  # nobody holds slots at our ballot that we never sent
+        if msg.lease_sent_ns > now:
+            return "future_lease"  # it echoes our own send time: a later one would extend our lease
+        return ""
+
+    def _check_snapshot_chunk(self, msg: SnapshotChunk, now: int) -> str:
+        return "" if msg.seq <= msg.total else "range"
+
+    def _check_pre_vote(self, msg: PreVote, now: int) -> str:
+        return "" if msg.chosen_index <= msg.last_index else "range"
+
+    def _check_nothing_more(self, msg: object, now: int) -> str:
+        return ""
 
     def entries(self, from_index: int, to_index: int) -> list[Entry]:
         return [self.log[i] for i in range(max(from_index, self.first_index), min(to_index, self.last_index) + 1) if i in self.log]
@@ -472,8 +594,6 @@ class Replica:
         if msg.ballot < self.promised:
             self._send(src, Reject(msg.ballot, self.promised, "ballot"))
             return
-        if any(entry.ballot != msg.ballot for entry in msg.entries):
-            return  # a malformed Accept: every entry travels at the Accept's ballot
         self._follow(src, msg.ballot, now)
         self.lease_grantee = src
         self.lease_granted_until_ns = max(
@@ -548,6 +668,8 @@ class Replica:
             progress.snapshot = None
             self.snapshot_cache = None
             self._send_accepts(src, now)
+        elif msg.next_seq > len(progress.snapshot.chunks):
+            self.mark("paxos.hostile_messages")  # wants a chunk past the end
         elif msg.next_seq != progress.snapshot_seq:
             progress.snapshot_seq = msg.next_seq
             self._send_chunk(src, progress)
@@ -565,9 +687,9 @@ class Replica:
             self._send(src, SnapshotAck(msg.ballot, msg.snapshot_index, -1, False))
             return
         buffer = self.receiving
-        if msg.seq == 0 and (buffer is None or buffer.index != msg.snapshot_index):
+        if msg.seq == 0 and (buffer is None or (buffer.index, buffer.total) != (msg.snapshot_index, msg.total)):
             buffer = self.receiving = SnapshotBuffer(msg.snapshot_index, msg.total, [])
-        if buffer is None or buffer.index != msg.snapshot_index:
+        if buffer is None or (buffer.index, buffer.total) != (msg.snapshot_index, msg.total):
             self._send(src, SnapshotAck(msg.ballot, msg.snapshot_index, 0, False))
             return
         if msg.seq == len(buffer.chunks) and msg.seq < buffer.total:
@@ -661,3 +783,10 @@ class Replica:
             lease_check = self.lease_expiry_ns if self.lease_expiry_ns > now else NEVER
             return min(self.next_heartbeat_ns, lease_check)
         return self.election_deadline_ns
+
+
+MESSAGE_CHECKS = {
+    Prepare: Replica._check_nothing_more, Promise: Replica._check_promise, Reject: Replica._check_nothing_more,
+    Accept: Replica._check_accept, Accepted: Replica._check_accepted, SnapshotChunk: Replica._check_snapshot_chunk,
+    SnapshotAck: Replica._check_nothing_more, PreVote: Replica._check_pre_vote, PreVoteReply: Replica._check_nothing_more,
+}
