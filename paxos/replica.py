@@ -21,8 +21,10 @@ Protocol ("Paxos Made Simple" section 3, with a stable leader):
   Promises re-proposes in each slot the accepted value with the highest
   ballot, fills gaps with no-ops, and appends one no-op of its own (the lease
   is only usable once that is chosen: then every earlier choice is known).
-  After that, phase 2 only: Accepts carry batches of consecutive slots,
-  pipelined up to `max_in_flight` unacknowledged entries per follower.
+  After that, phase 2 only: Accepts carry batches of consecutive slots (at
+  most `max_batch_entries`, commands summing to at most `max_message_bytes`
+  unless one alone is larger), pipelined up to `max_in_flight`
+  unacknowledged entries per follower.
 - Acceptors reply only after the write that makes the reply true is synced
   (the driver sends `messages` after `persist`); a follower's `match_index`
   is the prefix it holds at the leader's ballot, and it learns chosen slots as
@@ -581,13 +583,28 @@ class Replica:
             return
         acked = max(progress.match_index, progress.window_base)
         while progress.next_index <= self.last_index and progress.next_index - 1 - acked < self.config.max_in_flight:
-            high = min(self.last_index, progress.next_index + self.config.max_batch_entries - 1)
             if progress.next_index <= self.chosen_index:
                 self.mark("paxos.catch_up")
-            entries = tuple(self._stamped(index) for index in range(progress.next_index, high + 1))
+            entries = self._batch(progress.next_index)
             self._send_early(peer, Accept(self.ballot, entries, self.chosen_index, now))
-            progress.next_index = high + 1
+            progress.next_index = entries[-1].index + 1
             self._grant_self(now)
+
+    def _batch(self, start: int) -> tuple[Entry, ...]:
+        """Consecutive entries from `start`: at most `max_batch_entries`, and commands summing to at most
+        `max_message_bytes` unless the first alone is larger (a follower refuses frames over its limit,
+        so an unbounded batch would be resent forever)."""
+        high = min(self.last_index, start + self.config.max_batch_entries - 1)
+        entries = [self._stamped(start)]
+        size = len(entries[0].command)
+        for index in range(start + 1, high + 1):
+            entry = self._stamped(index)
+            size += len(entry.command)
+            if size > self.config.max_message_bytes:
+                self.mark("paxos.accept_split_by_size")
+                break
+            entries.append(entry)
+        return tuple(entries)
 
     def handle_accept(self, src: str, msg: Accept, now: int) -> None:
         self._observe(msg.ballot)
