@@ -17,6 +17,11 @@ Messages (phase names follow "Paxos Made Simple"; "Prepare/commit" is 2PC's):
 - `Reject(ballot, promised, reason)`: refusal of a Prepare/Accept/chunk;
   reason is "ballot" (promised is higher), "lease" (a lease granted to another
   leader is still running) or "behind" (our log starts past from_index).
+- `PreVote(ballot, chosen_index, last_index)` / `PreVoteReply(ballot, granted,
+  promised, reason)`: before phase 1 a candidate asks whether it could win
+  (Raft thesis section 9.6, "PreVote"); `ballot` is the one it would use.
+  Granting changes no state; reason is "lease", "behind" or "ballot" as for
+  Reject, "" when granted.
 - `SnapshotChunk` / `SnapshotAck`: install-snapshot, one chunk at a time; the
   ack names the next chunk wanted, so a lost chunk is simply sent again;
   `next_seq=-1` means "older than what I hold: send a newer snapshot".
@@ -101,6 +106,28 @@ class Reject:
 
 
 @attrs.frozen
+class PreVote:
+    ballot: Ballot
+    chosen_index: int
+    last_index: int
+
+    def __str__(self) -> str:
+        return f"PreVote b={self.ballot} chosen={self.chosen_index} last={self.last_index}"
+
+
+@attrs.frozen
+class PreVoteReply:
+    ballot: Ballot
+    granted: bool
+    promised: Ballot
+    reason: str
+
+    def __str__(self) -> str:
+        verdict = "granted" if self.granted else f"refused {self.reason}"
+        return f"PreVoteReply b={self.ballot} {verdict} promised={self.promised}"
+
+
+@attrs.frozen
 class Accept:
     ballot: Ballot
     entries: tuple[Entry, ...] = attrs.field(converter=tuple)
@@ -150,7 +177,9 @@ class SnapshotAck:
         return f"SnapshotAck b={self.ballot} index={self.snapshot_index} {state}"
 
 
-MESSAGE_TYPES: tuple[type, ...] = (Prepare, Promise, Reject, Accept, Accepted, SnapshotChunk, SnapshotAck)
+MESSAGE_TYPES: tuple[type, ...] = (
+    Prepare, Promise, Reject, Accept, Accepted, SnapshotChunk, SnapshotAck, PreVote, PreVoteReply,
+)
 
 
 def describe(src: str, dst: str, message: object) -> str:

@@ -8,13 +8,23 @@ snapshot to install, when to wake next); `advance(ready, now)` says it was done.
 Time comes in as int ns of the replica's own monotonic clock.
 
 Protocol ("Paxos Made Simple" section 3, with a stable leader):
+- Pre-vote (Raft thesis section 9.6): before phase 1 a would-be candidate
+  sends `PreVote` (the ballot it would use, its chosen and last index); only
+  when a majority (itself included) grants does it raise its ballot. A
+  replica grants unless it honours a leader's lease (heard an Accept within
+  `lease_ns + drift_allowance_ns` on its own clock), has promised at least
+  that ballot, or the asker is "behind" (below). Granting changes no state,
+  so a paused or partitioned replica that keeps timing out never raises a
+  promise that would later depose a healthy leader.
 - Ballots are `(round, node)`. A candidate persists its promise, sends one
   Prepare covering every slot from its chosen index on, and on a majority of
   Promises re-proposes in each slot the accepted value with the highest
   ballot, fills gaps with no-ops, and appends one no-op of its own (the lease
   is only usable once that is chosen: then every earlier choice is known).
-  After that, phase 2 only: Accepts carry batches of consecutive slots,
-  pipelined up to `max_in_flight` unacknowledged entries per follower.
+  After that, phase 2 only: Accepts carry batches of consecutive slots (at
+  most `max_batch_entries`, commands summing to at most `max_message_bytes`
+  unless one alone is larger), pipelined up to `max_in_flight`
+  unacknowledged entries per follower.
 - Acceptors reply only after the write that makes the reply true is synced
   (the driver sends `messages` after `persist`); a follower's `match_index`
   is the prefix it holds at the leader's ballot, and it learns chosen slots as
@@ -37,6 +47,17 @@ refuses all Prepares for one lease first, since it forgot whom it granted to.
 HAZARD: at most one lease holder at any instant holds only while clock rates
 differ by less than `drift_allowance_ns` per `lease_ns`.
 
+Hostile peers: a peer's message never raises. `step` first checks its shape
+(types, non-negative indexes below 2**62, ballots naming a replica, a sender
+that is the ballot's owner where only the owner sends it, consecutive Accept
+entries at the Accept's ballot, snapshot chunk numbers within the total) and
+its ballots: a round of 2**62 or more, or more than `MAX_BALLOT_JUMP` above
+the highest round seen, is refused; so are slots more than `MAX_SLOT_GAP`
+past what the message could legitimately reach (such a promise, once persisted, would
+wedge the group: round 2**64 no longer encodes). Refused messages are dropped
+and counted (`paxos.hostile_messages` plus `paxos.hostile.<reason>` in the
+status counters). Asserts remain only for our own state.
+
 Invariants: a slot's chosen value never changes (checked by the simulation);
 `applied_index <= chosen_index <= last_index`; the in-memory log holds every
 slot in [first_index, last_index] the replica has accepted.
@@ -45,12 +66,14 @@ slot in [first_index, last_index] the replica has accepted.
 from __future__ import annotations
 
 import enum
+import typing
 from typing import Iterable, Protocol
 
 import attrs
 
 from paxos.messages import (
-    ZERO_BALLOT, Accept, Accepted, Ballot, Entry, Prepare, Promise, Reject, SnapshotAck, SnapshotChunk,
+    ZERO_BALLOT, Accept, Accepted, Ballot, Entry, Prepare, PreVote, PreVoteReply, Promise, Reject, SnapshotAck,
+    SnapshotChunk,
 )
 from paxos.quorum import majority, quorum_floor
 from paxos.types import (
@@ -58,6 +81,22 @@ from paxos.types import (
 )
 
 NEVER = 2**63 - 1
+MAX_ROUND = 2**62  # rounds at or above are refused outright: far below the 2**64 encoding limit
+MAX_INDEX = 2**62  # likewise for slot indexes, chunk numbers and counts
+MAX_BALLOT_JUMP = 2**20  # a legitimate round is at most one per election above the highest round seen
+MAX_SLOT_GAP = 2**20  # slots a legitimate Accept or Promise can skip; phase 1 fills gaps with no-ops one by one
+_OWNER_SENDS = (Prepare, Accept, SnapshotChunk, PreVote)  # messages only the ballot's owner sends
+_FIELD_TYPES: dict[str, type] = {
+    "int": int, "bool": bool, "str": str, "bytes": bytes, "Ballot": Ballot, "tuple[Entry, ...]": tuple,
+}
+
+
+def _expected_type(annotation: object) -> type | None:
+    """A message field's type, whether its annotation is still a string or was resolved (txn/wire.py resolves them)."""
+    if isinstance(annotation, str):
+        return _FIELD_TYPES.get(annotation)
+    found = typing.get_origin(annotation) or annotation
+    return found if found in _FIELD_TYPES.values() else None
 
 
 class Rng(Protocol):
@@ -122,6 +161,9 @@ class Replica:
         # Lease promises we made (own clock); None grantee: unknown (after restart).
         self.lease_granted_until_ns = now_ns + config.lease_ns + config.drift_allowance_ns if self.promised != ZERO_BALLOT else 0
         self.lease_grantee: str | None = None
+        # Pre-vote state: the ballot asked about and who granted it (None: not asking).
+        self.prevote_ballot: Ballot | None = None
+        self.prevotes: dict[str, bool] = {}
         # Candidate and leader state.
         self.promises: dict[str, Promise] = {}
         self.from_index = 0
@@ -148,7 +190,11 @@ class Replica:
     # ------------------------------------------------------------ inputs
 
     def step(self, src: str, msg: object, now: int) -> None:
-        if src not in self.peers or src == self.node_id:
+        """One message from peer `src`. Never raises: a malformed or hostile message is dropped and counted."""
+        problem = self._hostile(src, msg, now)
+        if problem:
+            self.mark("paxos.hostile_messages")
+            self.mark(f"paxos.hostile.{problem}")
             return
         if isinstance(msg, Accept):
             self.handle_accept(src, msg, now)
@@ -164,6 +210,10 @@ class Replica:
             self.handle_snapshot_chunk(src, msg, now)
         elif isinstance(msg, SnapshotAck):
             self.handle_snapshot_ack(src, msg, now)
+        elif isinstance(msg, PreVote):
+            self.handle_pre_vote(src, msg, now)
+        elif isinstance(msg, PreVoteReply):
+            self.handle_pre_vote_reply(src, msg, now)
 
     def tick(self, now: int) -> None:
         if self.role is Role.LEADER:
@@ -182,7 +232,7 @@ class Replica:
         return slot
 
     def campaign(self, now: int) -> None:
-        """Start phase 1 now (unless a lease we granted forbids it, or we cannot lead)."""
+        """Ask for pre-votes now, then run phase 1 on a majority (unless a lease we granted forbids it, or we cannot lead)."""
         if self.role is Role.LEADER:
             return
         if self.need_snapshot:
@@ -192,6 +242,22 @@ class Replica:
             self.mark("paxos.campaign_deferred_by_lease")
             self.election_deadline_ns = self.lease_granted_until_ns + self._election_timeout() // 4
             return
+        self.election_deadline_ns = now + self._election_timeout()
+        self.pre_vote(now)
+
+    def pre_vote(self, now: int) -> None:
+        """Ask every peer whether it would promise our next ballot; persists nothing."""
+        self.prevote_ballot = Ballot(max(self.max_round_seen, self.promised.round) + 1, self.node_id)
+        self.prevotes = {self.node_id: True}
+        self.mark("paxos.prevotes")
+        for peer in self.others:
+            self._send(peer, PreVote(self.prevote_ballot, self.chosen_index, self.last_index))
+        self._maybe_start_phase_1(now)
+
+    def start_phase_1(self, now: int) -> None:
+        """Raise our ballot, promise it, and send one Prepare for every slot from our chosen index on."""
+        self.prevote_ballot = None
+        self.prevotes = {}
         self.role = Role.CANDIDATE
         self.max_round_seen = max(self.max_round_seen, self.promised.round) + 1
         self.ballot = Ballot(self.max_round_seen, self.node_id)
@@ -284,6 +350,96 @@ class Replica:
             pending_proposals=pending_proposals, counters=tuple(sorted(self.counters.items())),
         )
 
+    # ------------------------------------------------------------ hostile peers
+
+    def _hostile(self, src: str, msg: object, now: int) -> str:
+        """Why `msg` from `src` must be dropped ("" if it may be handled)."""
+        if not isinstance(src, str) or src not in self.others:
+            return "unknown_sender"
+        check = MESSAGE_CHECKS.get(type(msg))
+        if check is None:
+            return "unknown_type"
+        for field in attrs.fields(type(msg)):
+            problem = self._bad_value(getattr(msg, field.name), field.name, _expected_type(field.type))
+            if problem:
+                return problem
+        if isinstance(msg, _OWNER_SENDS) and getattr(msg, "ballot").node != src:
+            return "impersonation"
+        return check(self, msg, now)
+
+    def _bad_value(self, value: object, name: str, expected: type | None) -> str:
+        """Whether one field has the annotated type and a sane range (field types per paxos/messages.py)."""
+        if expected is None or not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            return "type"
+        if expected is int and name == "lease_sent_ns":
+            return "" if -NEVER <= value <= NEVER else "range"  # the sender's clock: any int64
+        if expected is int:
+            return "" if 0 <= value < MAX_INDEX or (name == "next_seq" and value == -1) else "range"
+        if expected is Ballot:
+            return self._bad_ballot(value, allow_zero=name == "promised")
+        if expected is tuple:
+            return next(filter(None, map(self._bad_entry, value)), "")
+        return ""
+
+    def _bad_entry(self, entry: object) -> str:
+        if not isinstance(entry, Entry) or not isinstance(entry.command, bytes):
+            return "type"
+        return self._bad_value(entry.index, "index", int) or self._bad_ballot(entry.ballot, allow_zero=False) or (
+            "range" if entry.index == 0 else "")
+
+    def _bad_ballot(self, ballot: Ballot, allow_zero: bool) -> str:
+        if not isinstance(ballot, Ballot) or type(ballot.round) is not int or not isinstance(ballot.node, str):
+            return "type"
+        if ballot == ZERO_BALLOT and allow_zero:
+            return ""
+        if ballot.node not in self.peers:
+            return "unknown_node"
+        if ballot.round < 1:
+            return "range"
+        if ballot.round >= MAX_ROUND:
+            return "huge_round"
+        if ballot.round > max(self.max_round_seen, self.promised.round) + MAX_BALLOT_JUMP:
+            return "ballot_jump"
+        return ""
+
+    def _check_accept(self, msg: Accept, now: int) -> str:
+        indexes = [entry.index for entry in msg.entries]
+        if indexes and indexes != list(range(indexes[0], indexes[0] + len(indexes))):
+            return "gap"  # a batch is consecutive slots
+        if any(entry.ballot != msg.ballot for entry in msg.entries):
+            return "entry_ballot"  # every entry travels at the Accept's ballot
+        if indexes and indexes[-1] > self.last_index + MAX_SLOT_GAP:
+            return "slot_gap"  # a follower this far behind is sent a snapshot, never such a slot
+        return ""
+
+    def _check_promise(self, msg: Promise, now: int) -> str:
+        indexes = [entry.index for entry in msg.entries]
+        if indexes != sorted(set(indexes)) or (indexes and indexes[0] < msg.from_index):
+            return "gap"
+        if any(entry.ballot > msg.ballot for entry in msg.entries):
+            return "entry_ballot"  # an acceptor accepts nothing above what it promised
+        if indexes and indexes[-1] > msg.from_index + len(indexes) + MAX_SLOT_GAP:
+            return "slot_gap"  # become_leader would write that many no-ops
+        return ""
+
+    def _check_accepted(self, msg: Accepted, now: int) -> str:
+        if msg.ballot != self.ballot or self.role is not Role.LEADER:
+            return ""
+        if msg.match_index > self.last_index:
+            return "range"  # nobody holds slots at our ballot that we never sent
+        if msg.lease_sent_ns > now:
+            return "future_lease"  # it echoes our own send time: a later one would extend our lease
+        return ""
+
+    def _check_snapshot_chunk(self, msg: SnapshotChunk, now: int) -> str:
+        return "" if msg.seq <= msg.total else "range"
+
+    def _check_pre_vote(self, msg: PreVote, now: int) -> str:
+        return "" if msg.chosen_index <= msg.last_index else "range"
+
+    def _check_nothing_more(self, msg: object, now: int) -> str:
+        return ""
+
     def entries(self, from_index: int, to_index: int) -> list[Entry]:
         return [self.log[i] for i in range(max(from_index, self.first_index), min(to_index, self.last_index) + 1) if i in self.log]
 
@@ -308,6 +464,32 @@ class Replica:
             self._promise(msg.ballot)
             self.election_deadline_ns = now + self._election_timeout()
             self._send(src, self._own_promise(msg.ballot, msg.from_index))
+
+    def handle_pre_vote(self, src: str, msg: PreVote, now: int) -> None:
+        """Would we promise `msg.ballot` now? Answer without changing any state (no promise, no timer)."""
+        if msg.ballot <= self.promised:
+            reason = "ballot"
+        elif now < self.lease_granted_until_ns and self.lease_grantee != src:
+            reason = "lease"
+        elif self.first_index > msg.chosen_index + 1:
+            reason = "behind"
+        else:
+            reason = ""
+        if reason:
+            self.mark("paxos.prevote_refused")
+        self._send(src, PreVoteReply(msg.ballot, not reason, self.promised, reason))
+
+    def handle_pre_vote_reply(self, src: str, msg: PreVoteReply, now: int) -> None:
+        if self.role is Role.LEADER or msg.ballot != self.prevote_ballot:
+            return
+        self._observe(msg.promised)
+        if msg.granted:
+            self.prevotes[src] = True
+            self._maybe_start_phase_1(now)
+
+    def _maybe_start_phase_1(self, now: int) -> None:
+        if len(self.prevotes) >= majority(len(self.peers)):
+            self.start_phase_1(now)
 
     def handle_promise(self, src: str, msg: Promise, now: int) -> None:
         if self.role is Role.CANDIDATE and msg.ballot == self.ballot:
@@ -355,12 +537,16 @@ class Replica:
             known = self.promises[peer].chosen_index if peer in self.promises else 0
             self.progress[peer] = PeerProgress(self.from_index, known, known, self.from_index - 1)
         self.promises = {}
+        self.prevote_ballot = None
+        self.prevotes = {}
         self.lease_expiry_ns = 0
         self.mark("paxos.became_leader")
         self.heartbeat(now)
 
     def become_follower(self, now: int, leader_hint: str | None) -> None:
         self.role = Role.FOLLOWER
+        self.prevote_ballot = None
+        self.prevotes = {}
         self.ballot = self.promised
         self.leader_hint = leader_hint
         self.promises = {}
@@ -397,21 +583,34 @@ class Replica:
             return
         acked = max(progress.match_index, progress.window_base)
         while progress.next_index <= self.last_index and progress.next_index - 1 - acked < self.config.max_in_flight:
-            high = min(self.last_index, progress.next_index + self.config.max_batch_entries - 1)
             if progress.next_index <= self.chosen_index:
                 self.mark("paxos.catch_up")
-            entries = tuple(self._stamped(index) for index in range(progress.next_index, high + 1))
+            entries = self._batch(progress.next_index)
             self._send_early(peer, Accept(self.ballot, entries, self.chosen_index, now))
-            progress.next_index = high + 1
+            progress.next_index = entries[-1].index + 1
             self._grant_self(now)
+
+    def _batch(self, start: int) -> tuple[Entry, ...]:
+        """Consecutive entries from `start`: at most `max_batch_entries`, and commands summing to at most
+        `max_message_bytes` unless the first alone is larger (a follower refuses frames over its limit,
+        so an unbounded batch would be resent forever)."""
+        high = min(self.last_index, start + self.config.max_batch_entries - 1)
+        entries = [self._stamped(start)]
+        size = len(entries[0].command)
+        for index in range(start + 1, high + 1):
+            entry = self._stamped(index)
+            size += len(entry.command)
+            if size > self.config.max_message_bytes:
+                self.mark("paxos.accept_split_by_size")
+                break
+            entries.append(entry)
+        return tuple(entries)
 
     def handle_accept(self, src: str, msg: Accept, now: int) -> None:
         self._observe(msg.ballot)
         if msg.ballot < self.promised:
             self._send(src, Reject(msg.ballot, self.promised, "ballot"))
             return
-        if any(entry.ballot != msg.ballot for entry in msg.entries):
-            return  # a malformed Accept: every entry travels at the Accept's ballot
         self._follow(src, msg.ballot, now)
         self.lease_grantee = src
         self.lease_granted_until_ns = max(
@@ -486,6 +685,8 @@ class Replica:
             progress.snapshot = None
             self.snapshot_cache = None
             self._send_accepts(src, now)
+        elif msg.next_seq > len(progress.snapshot.chunks):
+            self.mark("paxos.hostile_messages")  # wants a chunk past the end
         elif msg.next_seq != progress.snapshot_seq:
             progress.snapshot_seq = msg.next_seq
             self._send_chunk(src, progress)
@@ -503,9 +704,9 @@ class Replica:
             self._send(src, SnapshotAck(msg.ballot, msg.snapshot_index, -1, False))
             return
         buffer = self.receiving
-        if msg.seq == 0 and (buffer is None or buffer.index != msg.snapshot_index):
+        if msg.seq == 0 and (buffer is None or (buffer.index, buffer.total) != (msg.snapshot_index, msg.total)):
             buffer = self.receiving = SnapshotBuffer(msg.snapshot_index, msg.total, [])
-        if buffer is None or buffer.index != msg.snapshot_index:
+        if buffer is None or (buffer.index, buffer.total) != (msg.snapshot_index, msg.total):
             self._send(src, SnapshotAck(msg.ballot, msg.snapshot_index, 0, False))
             return
         if msg.seq == len(buffer.chunks) and msg.seq < buffer.total:
@@ -539,6 +740,8 @@ class Replica:
         """A leader at `ballot` (>= our promise) spoke: adopt it as the leader."""
         if self.role is not Role.FOLLOWER:
             self.become_follower(now, src)
+        self.prevote_ballot = None  # a live leader: stop asking
+        self.prevotes = {}
         self._promise(ballot)
         self.ballot = ballot
         self.leader_hint = src
@@ -597,3 +800,10 @@ class Replica:
             lease_check = self.lease_expiry_ns if self.lease_expiry_ns > now else NEVER
             return min(self.next_heartbeat_ns, lease_check)
         return self.election_deadline_ns
+
+
+MESSAGE_CHECKS = {
+    Prepare: Replica._check_nothing_more, Promise: Replica._check_promise, Reject: Replica._check_nothing_more,
+    Accept: Replica._check_accept, Accepted: Replica._check_accepted, SnapshotChunk: Replica._check_snapshot_chunk,
+    SnapshotAck: Replica._check_nothing_more, PreVote: Replica._check_pre_vote, PreVoteReply: Replica._check_nothing_more,
+}

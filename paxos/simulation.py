@@ -38,7 +38,7 @@ from paxos.types import PaxosConfig, PersistedState, Ready
 MS = 1_000_000
 SECOND = 1_000_000_000
 REQUIRED_MARKS = ("paxos.catch_up", "paxos.snapshot_installed", "paxos.recovered_accepted_value",
-                  "paxos.lease_refused_prepare", "paxos.retransmit")
+                  "paxos.lease_refused_prepare", "paxos.retransmit", "paxos.prevote_refused")
 
 
 @attrs.frozen

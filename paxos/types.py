@@ -36,6 +36,7 @@ class PaxosConfig:
     lease_ns: int = 1_000 * MS
     drift_allowance_ns: int = 10 * MS
     max_batch_entries: int = 512
+    max_message_bytes: int = 4 * 1024 * 1024  # command bytes per Accept (one entry always goes); under the frame limit
     max_in_flight: int = 8  # Accept messages outstanding per follower
     snapshot_chunk_bytes: int = 256 * 1024
     truncate_threshold_entries: int = 10_000  # truncate once this many applied entries are kept
@@ -46,8 +47,8 @@ class PaxosConfig:
             raise ValueError("need 0 < heartbeat < election_timeout_min <= election_timeout_max")
         if self.lease_ns <= 0 or self.drift_allowance_ns < 0:
             raise ValueError("lease must be positive and drift allowance non-negative")
-        if self.max_batch_entries < 1 or self.max_in_flight < 1:
-            raise ValueError("max_batch_entries and max_in_flight must be at least 1")
+        if self.max_batch_entries < 1 or self.max_in_flight < 1 or self.max_message_bytes < 1:
+            raise ValueError("max_batch_entries, max_in_flight and max_message_bytes must be at least 1")
 
 
 @attrs.frozen

@@ -31,7 +31,7 @@ def check_transcript(request: pytest.FixtureRequest, name: str, cluster: ScriptC
 
 def elect_n1(cluster: ScriptCluster) -> None:
     cluster.campaign("n1")
-    cluster.deliver(rounds=3)  # Prepare, Promise, then the leader's first Accepts and their replies
+    cluster.deliver(rounds=5)  # PreVote, its reply, Prepare, Promise, then the leader's first Accepts and their replies
     assert cluster.cores["n1"].role.value == "leader"
 
 
@@ -47,7 +47,7 @@ def test_recovering_an_accepted_value_in_phase_1(request: pytest.FixtureRequest)
     assert c.cores["n2"].log[slot] == Entry(slot, Ballot(1, "n1"), b"x")
     c.at(1100).note("the lease n3 granted has run out: n3 campaigns, n2 promises with x")
     c.tick("n3")
-    c.deliver(between("n2", "n3"), rounds=4)
+    c.deliver(between("n2", "n3"), rounds=6)
     c.drop()
     n3 = c.cores["n3"]
     assert n3.role.value == "leader" and n3.counters.get("paxos.recovered_accepted_value") == 1
@@ -65,7 +65,7 @@ def test_deposed_leaders_late_accepts_are_refused(request: pytest.FixtureRequest
     c.at(1100).note("n1 is cut off; after its lease, n2 takes over with a higher ballot")
     c.drop()
     c.tick("n2")
-    c.deliver(between("n2", "n3"), rounds=3)
+    c.deliver(between("n2", "n3"), rounds=5)
     c.drop(lambda s, d, m: "n1" in (s, d))
     assert c.cores["n2"].role.value == "leader"
     assert c.cores["n1"].role.value == "leader", "n1 has heard nothing yet"
@@ -109,14 +109,14 @@ def test_lease_expiry_across_a_partition(request: pytest.FixtureRequest) -> None
     assert not n1.has_lease(c.now), "the lease ends at the earliest expiry of its majority"
     c.tick("n1")
     c.drop()
-    c.at(1065).note("n2's own grant ran out at 1060ms; n3's (received at 60ms) lasts to 1070ms: it refuses n2")
+    c.at(1065).note("n2's own grant ran out at 1060ms; n3's (received at 60ms) lasts to 1070ms: it refuses n2's pre-vote")
     c.campaign("n2")
     c.deliver(between("n2", "n3"), rounds=2)
-    assert n2.role.value == "candidate"
-    assert c.cores["n3"].counters.get("paxos.lease_refused_prepare") == 1
+    assert n2.role.value == "follower" and n2.promised == Ballot(1, "n1"), "a refused pre-vote raises no ballot"
+    assert c.cores["n3"].counters.get("paxos.prevote_refused") == 1
     c.at(1400).note("now n2 wins and acquires its own lease; n1 never held one at the same time")
     c.tick("n2")
-    c.deliver(between("n2", "n3"), rounds=4)
+    c.deliver(between("n2", "n3"), rounds=6)
     assert n2.role.value == "leader" and n2.has_lease(c.now) and not n1.has_lease(c.now)
     assert n2.lease_acquired_ns == 1400 * MS
     check_transcript(request, "lease_expiry_partition", c)

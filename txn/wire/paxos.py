@@ -7,9 +7,13 @@ user of the codec can send Paxos traffic. Pure: registration only.
 
 from __future__ import annotations
 
-from paxos.messages import Accept, Accepted, Ballot, Entry, Prepare, Promise, Reject, SnapshotAck, SnapshotChunk
+from paxos.messages import (
+    Accept, Accepted, Ballot, Entry, Prepare, PreVote, PreVoteReply, Promise, Reject, SnapshotAck, SnapshotChunk,
+)
 from txn.wire.codec import register_classes
 
-PAXOS_TYPES: tuple[type, ...] = (Ballot, Entry, Prepare, Promise, Reject, Accept, Accepted, SnapshotChunk, SnapshotAck)
+PAXOS_TYPES: tuple[type, ...] = (
+    Ballot, Entry, Prepare, Promise, Reject, Accept, Accepted, SnapshotChunk, SnapshotAck, PreVote, PreVoteReply,
+)
 
 register_classes(*PAXOS_TYPES)
