@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hlc import LOGICAL_LIMIT, ClockLogicalError, ClockOffsetError, HybridClock, ManualClock, Timestamp
+from hlc import LOGICAL_LIMIT, ClockLogicalError, ClockOffsetError, HybridClock, Timestamp
+from hlc.physical import ManualClock
 from hlc.timestamp import LOGICAL_MAX, WALL_MAX
 
 MAX_OFFSET = 250_000_000  # 250 ms, the cluster default

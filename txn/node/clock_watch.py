@@ -18,6 +18,7 @@ jumps past max_offset is trusted (the detection window in ARCHITECTURE.md).
 
 from __future__ import annotations
 
+import collections
 import logging
 from typing import Awaitable, Callable
 
@@ -45,6 +46,7 @@ class ClockWatch:
         if not enabled:
             self.monitor.turn_off()
         self.on_change: Callable[[bool], None] = lambda fenced: None
+        self.marks: collections.Counter[str] = collections.Counter()  # coverage marks for the simulation
 
     @property
     def fenced(self) -> bool:
@@ -76,6 +78,7 @@ class ClockWatch:
         was_fenced, was_cause = self.fenced, self.monitor.cause
         state = self.monitor.evaluate(self.clock.physical.now_ns())
         if state.fenced != was_fenced:
+            self.marks["node.fenced" if state.fenced else "node.unfenced"] += 1
             if state.fenced:
                 log.warning("node %s FENCED: %s; not serving, not granting or taking leases", self.node_id, state.reason)
             elif was_cause is FenceCause.WAITING:

@@ -32,6 +32,7 @@ deadline (T.wall > physical + max_offset + timeout) is refused.
 
 from __future__ import annotations
 
+import collections
 import logging
 from typing import Callable
 
@@ -89,6 +90,7 @@ class TabletReplica:
         self.serving: ServingState | None = None
         self.last_write_ns = 0
         self.follower_reads = 0
+        self.marks: collections.Counter[str] = collections.Counter()  # coverage marks for the simulation
         self.fenced = False
         self._applied_event = trio.Event()
         self.paxos = PaxosDriver(
