@@ -6,7 +6,8 @@ import pytest
 
 from hlc import Timestamp
 from mvcc.engine import DictEngine
-from txn.tablet.commands import Barrier, SafeTimeAdvance, WriteBatch, encode_command
+from paxos.messages import Ballot
+from txn.tablet.commands import Barrier, SafeTimeAdvance, WriteBatch, decode_command, encode_command
 from txn.tablet.state import TabletState
 
 
@@ -17,7 +18,7 @@ def ts(wall: int) -> Timestamp:
 def test_apply_writes_and_track_safe_time() -> None:
     engine = DictEngine()
     seen = []
-    state = TabletState(engine, on_applied=lambda index, command: seen.append((index, command)))
+    state = TabletState(engine, on_applied=lambda index, command, skipped: seen.append((index, command)))
     state.apply(1, encode_command(Barrier(ts(10))))
     state.apply(2, encode_command(WriteBatch(ts(20), [(b"a", b"1"), (b"b", b"2")])))
     state.apply(3, b"")
@@ -42,13 +43,75 @@ def test_index_and_safe_time_survive_reopen_and_crash() -> None:
     assert (crashed.applied_index(), crashed.store.read(b"k", ts(9)).value) in ((0, None), (1, b"v"))
 
 
-def test_out_of_order_and_backward_timestamps_are_bugs() -> None:
+def test_out_of_order_apply_is_a_bug() -> None:
     state = TabletState(DictEngine())
     with pytest.raises(AssertionError):
         state.apply(2, b"")
-    state.apply(1, encode_command(SafeTimeAdvance(ts(50))))
-    with pytest.raises(AssertionError):
-        state.apply(2, encode_command(WriteBatch(ts(50), [(b"k", b"v")])))
+
+
+B0, B1, B2 = Ballot(1, "n1"), Ballot(2, "n3"), Ballot(3, "n2")
+
+
+def resurrected_tail_log() -> list[bytes]:
+    """The review's scenario: A leads at B0 and writes slots 1-3; it is cut off
+    and appends W at slots 5-7 to its own log only (timestamps about t0); C
+    leads at B1, its Barrier lands at slot 4 (t0 + 1.3 s); C dies; the next
+    leader's phase 1 re-proposes A's W at slots 5-7 (highest-ballot values,
+    correct Paxos); then its own barrier and a write."""
+    t0 = 1_000_000_000
+    log = [encode_command(Barrier(ts(t0 - 100), B0))]
+    log += [encode_command(WriteBatch(ts(t0 - 90 + i), [(b"k%d" % i, b"old")], B0)) for i in range(2)]
+    log.append(encode_command(Barrier(ts(t0 + 1_300_000_000), B1)))
+    log += [encode_command(WriteBatch(ts(t0 + i), [(b"tail%d" % i, b"resurrected")], B0)) for i in range(3)]
+    log.append(encode_command(Barrier(ts(t0 + 2_000_000_000), B2)))
+    log.append(encode_command(WriteBatch(ts(t0 + 2_000_000_001), [(b"new", b"v")], B2)))
+    return log
+
+
+def test_a_deposed_leaders_tail_is_skipped_identically_on_every_replica() -> None:
+    replicas = []
+    for _ in range(3):
+        events: list[tuple[int, bool]] = []
+        state = TabletState(DictEngine(), on_applied=lambda index, command, skipped, e=events: e.append((index, skipped)))
+        for index, command in enumerate(resurrected_tail_log(), start=1):
+            state.apply(index, command)
+        replicas.append((state, events))
+    for state, events in replicas:
+        assert [index for index, skipped in events if skipped] == [5, 6, 7]
+        assert state.skipped == 3 and state.applied_index() == 9
+        assert state.barrier_epoch == B2
+        at = ts(10**12)
+        assert [row[0] for row in state.store.scan(b"", None, at).rows] == [b"k0", b"k1", b"new"]
+    # Applied timestamps strictly increase; every replica holds the same data.
+    first = replicas[0][0].store.scan(b"", None, ts(10**12)).rows
+    assert all(state.store.scan(b"", None, ts(10**12)).rows == first for state, _ in replicas)
+
+
+def test_the_skip_rule_survives_restart_and_snapshot() -> None:
+    log = resurrected_tail_log()
+    engine = DictEngine()
+    state = TabletState(engine)
+    for index, command in enumerate(log[:4], start=1):
+        state.apply(index, command)
+    reopened = TabletState(engine)  # the barrier's epoch is persisted with the apply
+    assert reopened.barrier_epoch == B1
+    index, chunks = reopened.export_snapshot()
+    installed = TabletState(DictEngine())
+    installed.install_snapshot(index, chunks)  # and it travels with a snapshot
+    for state in (reopened, installed):
+        for i, command in enumerate(log[4:], start=5):
+            state.apply(i, command)
+        assert state.skipped == 3
+
+
+def test_without_the_skip_rule_the_tail_crashes_the_replica() -> None:
+    """The mutant the simulation must catch: applying stale commands trips the
+    timestamp invariant (before epochs, on every replica, on every restart)."""
+    state = TabletState(DictEngine())
+    state.SKIP_STALE_COMMANDS = False
+    with pytest.raises(AssertionError, match="not above safe time"):
+        for index, command in enumerate(resurrected_tail_log(), start=1):
+            state.apply(index, command)
 
 
 def test_snapshot_round_trip() -> None:
@@ -63,3 +126,12 @@ def test_snapshot_round_trip() -> None:
     assert target.store.read(b"stale", ts(10**6)).value is None
     for at in (ts(55), ts(200), ts(390)):
         assert target.store.scan(b"", None, at).rows == source.store.scan(b"", None, at).rows
+
+
+def test_commands_carry_their_epoch_and_old_logs_still_decode() -> None:
+    import cbor2
+
+    command = WriteBatch(ts(7), [(b"k", None)], B1)
+    assert decode_command(encode_command(command)) == command
+    legacy = cbor2.dumps([1, ts(7).to_bytes(), [[b"k", b"v"]]], canonical=True)
+    assert decode_command(legacy).epoch == Ballot(0, "")

@@ -9,6 +9,7 @@ On disk, in the replica's LevelDB (the Paxos log uses b"p", MVCC data b"m"):
 
     b"t/applied"  8-byte big-endian index of the last applied slot
     b"t/safe"     12-byte timestamp: the largest command timestamp applied
+    b"t/epoch"    cbor [round, node]: the epoch (ballot) of the last applied Barrier
 
 Invariants:
 - each apply writes its MVCC changes and the new applied index in ONE engine
@@ -17,9 +18,15 @@ Invariants:
 - applies are not synced: the Paxos log (same LevelDB, same write-ahead log)
   is synced on every accept, and a synced LevelDB write makes every earlier
   write durable too; a lost unsynced tail is replayed from the log;
-- `safe_ts` only grows. Because command timestamps strictly increase with the
-  slot (txn/commands.py), no command applied later can carry a timestamp at or
-  below `safe_ts`, so a read at T <= safe_ts sees its final answer here.
+- `safe_ts` only grows, and no command applied later carries a timestamp at
+  or below it, so a read at T <= safe_ts sees its final answer here. This
+  holds because apply SKIPS (consumes the slot, writes nothing) every command
+  from an epoch older than the last applied Barrier's, or with ts <= safe_ts:
+  a deposed leader's log tail that Paxos chose after a newer leader's
+  entries (txn/tablet/commands.py). The decision depends only on the log, so
+  every replica skips the same commands; `on_applied` reports each skip so
+  the proposer answers "not committed". Before epochs, such a tail hit an
+  assertion and crashed every replica of the tablet on every restart.
 """
 
 from __future__ import annotations
@@ -31,17 +38,24 @@ import cbor2
 from hlc import Timestamp
 from mvcc.engine import Batch, Engine
 from mvcc.store import MvccStore
-from txn.tablet.commands import Barrier, SafeTimeAdvance, WriteBatch, decode_command
+from paxos.messages import Ballot
+from txn.tablet.commands import NO_EPOCH, Barrier, SafeTimeAdvance, WriteBatch, decode_command
 
 APPLIED_KEY = b"t/applied"
 SAFE_TS_KEY = b"t/safe"
-SNAPSHOT_HEADER_VERSION = 1
+EPOCH_KEY = b"t/epoch"
+SNAPSHOT_HEADER_VERSION = 2  # 2: the header carries the last barrier's epoch
 
-AppliedListener = Callable[[int, "WriteBatch | SafeTimeAdvance | Barrier | None"], None]
+# (index, command or None for a no-op / snapshot install, skipped)
+AppliedListener = Callable[[int, "WriteBatch | SafeTimeAdvance | Barrier | None", bool], None]
 
 
 class TabletState:
     """The Paxos `StateMachine` of one tablet replica."""
+
+    # Mutation point for the simulation's mutant tests: False applies every
+    # command (the pre-epoch behaviour, minus the assertion).
+    SKIP_STALE_COMMANDS = True
 
     def __init__(self, engine: Engine, *, on_applied: AppliedListener | None = None) -> None:
         self.engine = engine
@@ -51,7 +65,10 @@ class TabletState:
         self._applied_index = int.from_bytes(raw_applied, "big") if raw_applied else 0
         raw_safe = engine.get(SAFE_TS_KEY)
         self.safe_ts = Timestamp.from_bytes(raw_safe) if raw_safe else Timestamp.MIN
+        raw_epoch = engine.get(EPOCH_KEY)
+        self.barrier_epoch = Ballot(*cbor2.loads(raw_epoch)) if raw_epoch else NO_EPOCH
         self.writes_applied = 0
+        self.skipped = 0
 
     def applied_index(self) -> int:
         return self._applied_index
@@ -60,40 +77,57 @@ class TabletState:
         assert index == self._applied_index + 1, f"apply out of order: {index} after {self._applied_index}"
         command = decode_command(command_bytes)
         batch = Batch()
-        if command is not None:
+        skipped = command is not None and self.is_stale(command)
+        if command is not None and not skipped:
             assert command.ts > self.safe_ts, f"command ts {command.ts} not above safe time {self.safe_ts}"
             if isinstance(command, WriteBatch):
                 for key, value in command.writes:
                     self.store.stage_write(batch, key, command.ts, value)
                 self.writes_applied += 1
+            if isinstance(command, Barrier):
+                self.barrier_epoch = command.epoch
+                batch.put(EPOCH_KEY, cbor2.dumps([command.epoch.round, command.epoch.node]))
             self.safe_ts = command.ts
             batch.put(SAFE_TS_KEY, self.safe_ts.to_bytes())
+        if skipped:
+            self.skipped += 1
         batch.put(APPLIED_KEY, index.to_bytes(8, "big"))
         self.engine.apply(batch, sync=False)
         self._applied_index = index
         if self.on_applied is not None:
-            self.on_applied(index, command)
+            self.on_applied(index, command, skipped)
+
+    def is_stale(self, command: "WriteBatch | SafeTimeAdvance | Barrier") -> bool:
+        """A command this state machine skips: from a deposed leadership, or not above safe time."""
+        if not self.SKIP_STALE_COMMANDS:
+            return False
+        return command.epoch < self.barrier_epoch or command.ts <= self.safe_ts
 
     def export_snapshot(self) -> tuple[int, Iterable[bytes]]:
         """(applied index, chunks): a header, then the MVCC export.
 
         The chunks are materialized here, while no apply can interleave, so the
         index and the data describe the same moment."""
-        header = cbor2.dumps([SNAPSHOT_HEADER_VERSION, self._applied_index, self.safe_ts.to_bytes()])
+        epoch = self.barrier_epoch
+        header = cbor2.dumps([SNAPSHOT_HEADER_VERSION, self._applied_index, self.safe_ts.to_bytes(), epoch.round, epoch.node])
         return self._applied_index, [header, *self.store.export_chunks()]
 
     def install_snapshot(self, index: int, chunks: Iterable[bytes]) -> None:
         iterator = iter(chunks)
-        version, header_index, safe_bytes = cbor2.loads(next(iterator))
+        version, header_index, safe_bytes, epoch_round, epoch_node = cbor2.loads(next(iterator))
         if version != SNAPSHOT_HEADER_VERSION or header_index != index:
             raise ValueError(f"snapshot header {version}/{header_index} does not match index {index}")
+        # The skip rule's state travels with the data: a replica that installed a
+        # snapshot must skip exactly the later commands the others skip.
+        self.barrier_epoch = Ballot(epoch_round, epoch_node)
         self.store.clear(sync=False)
         self.store.import_chunks(iterator, sync=False)
         self.safe_ts = Timestamp.from_bytes(safe_bytes)
         batch = Batch()
         batch.put(APPLIED_KEY, index.to_bytes(8, "big"))
         batch.put(SAFE_TS_KEY, self.safe_ts.to_bytes())
+        batch.put(EPOCH_KEY, cbor2.dumps([epoch_round, epoch_node]))
         self.engine.apply(batch, sync=True)
         self._applied_index = index
         if self.on_applied is not None:
-            self.on_applied(index, None)
+            self.on_applied(index, None, False)
