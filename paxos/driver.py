@@ -182,10 +182,20 @@ class PaxosDriver:
             self._dropped += 1
 
     async def propose(self, command: bytes, *, timeout_s: float) -> int:
+        """The slot once chosen and applied here. A timeout before the command
+        reached the inbox is `ProposalLost(known_not_chosen=True)`: it was never
+        proposed, so the caller may forget it; after, `trio.TooSlowError`."""
         proposal = _Proposal(command)
-        with trio.fail_after(timeout_s):
-            await self._inbox_send.send(("propose", proposal))
-            await proposal.done.wait()
+        queued = False
+        try:
+            with trio.fail_after(timeout_s):
+                await self._inbox_send.send(("propose", proposal))
+                queued = True
+                await proposal.done.wait()
+        except trio.TooSlowError:
+            if not queued:
+                raise ProposalLost(known_not_chosen=True) from None
+            raise
         if proposal.error is not None:
             raise proposal.error
         return proposal.slot

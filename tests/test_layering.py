@@ -63,6 +63,7 @@ PURE_MODULES = (
     "txn/api/cluster.py",
     "txn/tablet/commands.py",
     "txn/tablet/state.py",
+    "txn/tablet/leader.py",
     "txn/sim/checkers.py",
 )
 FORBIDDEN_IN_PURE = frozenset({"trio", "plyvel", "socket", "time", "threading", "random", "asyncio", "os", "subprocess"})

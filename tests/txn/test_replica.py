@@ -11,9 +11,10 @@ from hlc.physical import ManualClock
 from mvcc.engine import DictEngine
 from paxos.types import NotLeader, PaxosConfig, ProposalLost
 from txn import api
-from txn.node.config import TabletConfig
+from txn.api.cluster import TabletConfig
 from txn.api.errors import RequestFailed
-from txn.tablet.tablet_replica import ServingState, TabletReplica
+from txn.tablet.leader import Serving
+from txn.tablet.tablet_replica import TabletReplica
 
 
 def serving_replica(outcome: BaseException) -> TabletReplica:
@@ -24,7 +25,8 @@ def serving_replica(outcome: BaseException) -> TabletReplica:
         monotonic_ns=lambda: round(trio.current_time() * 1e9), paxos_config=PaxosConfig(), seed=1,
         gc_retention_ns=10**12,
     )
-    replica.serving = ServingState(0, Timestamp.MIN)
+    replica.leader.lease_acquired(0, 0)
+    replica.leader.serving = Serving.SERVING
     replica._is_serving = lambda: True  # type: ignore[method-assign]  # leadership itself is Paxos's business
 
     async def propose(command: bytes, *, timeout_s: float) -> int:
@@ -50,7 +52,23 @@ async def test_write_failures_map_to_codes(outcome: BaseException, code: str, st
         await replica.write((api.KeyWrite(b"k", b"v"),), 1_000_000_000)
     assert raised.value.reply.code == code
     # A write whose fate is unknown keeps its timestamp pending: reads at or
-    # above it wait until it is applied or leadership changes.
+    # above it wait until it is applied or leadership changes; a write known
+    # not to be in the log is forgotten at once (it must not block reads).
     assert bool(replica.pending) == still_pending
     if isinstance(outcome, NotLeader):
         assert raised.value.reply.leader_hint == "n2"
+
+
+async def test_a_proposal_that_never_reached_the_log_is_known_not_chosen() -> None:
+    """Bug: a proposal timing out while waiting for the driver's inbox left its
+    timestamp pending forever, and every strong read on that leader timed out."""
+    replica = serving_replica(ProposalLost(known_not_chosen=True))
+    del replica.paxos.propose  # the real driver, whose inbox we fill so the send blocks
+    while True:
+        try:
+            replica.paxos._inbox_send.send_nowait(("campaign",))
+        except trio.WouldBlock:
+            break
+    with pytest.raises(ProposalLost) as raised:
+        await replica.paxos.propose(b"x", timeout_s=0.01)
+    assert raised.value.known_not_chosen

@@ -1,33 +1,25 @@
-"""A tablet replica at work: Paxos driver + tablet state + the leader's timestamp rules.
+"""A tablet replica at work: the trio driver of Paxos + tablet state + the leader core.
 
 Role: serves one tablet's writes and reads on one node. Writes go through the
 Paxos log; reads come from the local MVCC store once the replica can prove
-that nothing more can appear at or below the read timestamp.
+that nothing more can appear at or below the read timestamp and that every
+write at or below it has finished commit-wait. The rules themselves live in
+the pure core, txn/tablet/leader.py (`TabletLeaderCore`); this module only
+proposes, waits and answers.
 
-Leader (lease holder) rules, after Spanner section 4.1 with an HLC:
-- `floor` is the largest timestamp this replica assigned to a write or served
-  a read at; a new write gets `max(hlc.now(), floor.next())`, so timestamps
-  strictly increase in proposal order, hence in slot order.
-- A write is acknowledged only when its batch is chosen and applied AND
-  commit-wait has passed (`physical > ts.wall + max_offset`); the two run
-  concurrently, so commit-wait costs only what the Paxos round does not hide.
-- A strong read picks T = max(hlc.now(), floor), raises floor to T (so every
-  later write is above T), waits for this leader's pending writes at or below
-  T, then reads at T.
-- A new leader serves only after (a) 2 * max_offset of its own monotonic time
-  has passed since it acquired the lease and (b) its Barrier command, whose
-  timestamp is taken after (a), is applied. Leases are disjoint in time, so
-  the predecessor stopped assigning before this lease began; any timestamp it
-  assigned or served was at most its HLC, which is at most some physical clock
-  plus max_offset; after (a) this node's physical clock is above that (given
-  clock offsets <= max_offset). (b) makes every earlier slot applied here.
-  HAZARD: both rest on clock offsets staying within max_offset.
+Tasks per replica: the Paxos driver's owner task; the leadership loop (new
+lease -> wait out the predecessor -> barrier -> serving); one commit-wait
+timer (the core's `next_wake_ns`, on the physical clock); the safe-time loop
+(an idle leader proposes `SafeTimeAdvance` every `safe_time_interval_ns` so
+followers can serve recent reads); and the GC loop. Request tasks only call
+the core synchronously and wait on `_changed`.
 
-Any replica serves a read at T once its safe time (largest applied command
-timestamp) is >= T; the leader proposes a `SafeTimeAdvance` when it has
-written nothing for `safe_time_interval_ns`, so followers can serve recent
-reads. A read whose T is beyond what any clock can reach within the request's
-deadline (T.wall > physical + max_offset + timeout) is refused.
+Outcomes a writer can get: acknowledged (applied and commit-wait over);
+`not_leader` (definitely not committed: never proposed, another value won
+the slot, or skipped at apply because a newer leadership's barrier came
+first); `outcome_unknown` (proposed, fate not learned in time).
+
+HAZARD: the core's rules rest on clock offsets within max_offset.
 """
 
 from __future__ import annotations
@@ -36,7 +28,6 @@ import collections
 import logging
 from typing import Callable
 
-import attrs
 import trio
 
 from hlc import HybridClock, Timestamp
@@ -46,27 +37,20 @@ from paxos.driver import PaxosDriver
 from paxos.storage import PaxosStorage
 from paxos.types import NotLeader, PaxosConfig, ProposalLost
 from txn import api
+from txn.api.cluster import TabletConfig
 from txn.api.errors import RequestFailed, failure
 from txn.tablet.commands import Barrier, SafeTimeAdvance, WriteBatch, encode_command
-from txn.api.cluster import TabletConfig
+from txn.tablet.leader import PendingCommand, Serving, TabletLeaderCore, WriteState
 from txn.tablet.state import TabletState
 
 DEFAULT_SAFE_TIME_INTERVAL_NS = 100_000_000
 GC_INTERVAL_S = 5.0
 PREFERRED_CAMPAIGN_WINDOW_NS = 5_000_000_000
 PREFERRED_CAMPAIGN_INTERVAL_NS = 200_000_000
+BARRIER_TIMEOUT_S = 2.0
+POLL_S = 0.05
 
 log = logging.getLogger("chronodb.replica")
-
-
-
-
-@attrs.define(eq=False)
-class ServingState:
-    """What the leader proved before serving, for the lease it proved it under."""
-
-    lease_acquired_ns: int
-    barrier_ts: Timestamp
 
 
 class TabletReplica:
@@ -85,19 +69,32 @@ class TabletReplica:
         self.gc_retention_ns = gc_retention_ns
         self.safe_time_interval_ns = safe_time_interval_ns
         self.state = TabletState(engine, on_applied=self._on_applied)
-        self.floor = self.state.safe_ts
-        self.pending: set[Timestamp] = set()
-        self.serving: ServingState | None = None
+        self.leader = TabletLeaderCore(max_offset_ns, self.state.safe_ts)
         self.last_write_ns = 0
         self.follower_reads = 0
-        self.marks: collections.Counter[str] = collections.Counter()  # coverage marks for the simulation
         self.fenced = False
-        self._applied_event = trio.Event()
+        self.marks: collections.Counter[str] = collections.Counter()  # coverage marks for the simulation
+        self._changed = trio.Event()
         self.paxos = PaxosDriver(
             node_id=node_id, peers=tuple(tablet.replicas), storage=PaxosStorage(engine),
             state_machine=self.state, send=send, now_ns=monotonic_ns, seed=seed,
             config=paxos_config, preferred_leader=(node_id == tablet.preferred_leader),
         )
+
+    @property
+    def floor(self) -> Timestamp:
+        return self.leader.floor
+
+    @property
+    def pending(self) -> list[Timestamp]:
+        return sorted(self.leader.pending)
+
+    def _physical_ns(self) -> int:
+        return self.clock.physical.now_ns()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     # ---- background work -------------------------------------------------
 
@@ -105,20 +102,36 @@ class TabletReplica:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.paxos.run)
             nursery.start_soon(self._leadership_loop)
+            nursery.start_soon(self._commit_wait_timer)
             nursery.start_soon(self._safe_time_loop)
             nursery.start_soon(self._gc_loop)
             task_status.started()
 
-    def _on_applied(self, index: int, command: object) -> None:
+    def _on_applied(self, index: int, command: object, skipped: bool) -> None:
         if isinstance(command, (WriteBatch, SafeTimeAdvance, Barrier)):
-            self.pending.discard(command.ts)
-            if command.ts > self.floor:
-                self.floor = command.ts
-        self._applied_event.set()
-        self._applied_event = trio.Event()
+            if skipped:
+                self.marks["tablet.stale_command_skipped"] += 1
+                log.warning("tablet %s: %s skipped %s at slot %d (from a deposed leadership or not above safe time %s)",
+                            self.tablet.id, self.node_id, command, index, self.state.safe_ts)
+            self.leader.applied(command.ts, skipped=skipped, physical_now_ns=self._physical_ns())
+        else:
+            self.leader.snapshot_installed(self.state.safe_ts)  # a no-op, or a snapshot install
+        self._notify()
+
+    async def _commit_wait_timer(self) -> None:
+        """One timer for every commit-wait of this tablet (the physical clock decides)."""
+        while True:
+            changed = self._changed
+            if self.leader.tick(self._physical_ns()):
+                self._notify()
+                continue
+            wake_ns = self.leader.next_wake_ns()
+            delay_s = POLL_S if wake_ns is None else max(0, wake_ns - self._physical_ns()) / 1e9
+            with trio.move_on_after(min(delay_s, POLL_S)):
+                await changed.wait()
 
     async def _leadership_loop(self) -> None:
-        """Establish serving after each newly acquired lease (see module docstring)."""
+        """Follow the lease: wait out the predecessor, propose the barrier, serve (txn/tablet/leader.py)."""
         started_ns = last_campaign_ns = self.monotonic_ns()
         while True:
             status = self.paxos.status()
@@ -132,33 +145,54 @@ class TabletReplica:
                 # is spread as cluster.toml intends.
                 last_campaign_ns = now_ns
                 self.paxos.campaign()
-            if status.lease_holder and (self.serving is None or self.serving.lease_acquired_ns != status.lease_acquired_ns):
-                self.serving = None
-                self.pending.clear()
-                await self._become_serving(status.lease_acquired_ns)
+            if status.lease_holder and self.leader.lease_id != status.lease_acquired_ns:
+                # The lease began at lease_acquired_ns on the monotonic clock; the
+                # wait is measured on the physical clock from that moment.
+                start_physical_ns = self._physical_ns() - max(0, now_ns - status.lease_acquired_ns)
+                self.leader.lease_acquired(status.lease_acquired_ns, start_physical_ns)
+                self._notify()
+            elif not status.lease_holder and self.leader.lease_id is not None:
+                if self.leader.is_serving:
+                    log.info("tablet %s: %s stops serving as leader", self.tablet.id, self.node_id)
+                self.leader.lease_lost()
+                self._notify()
+            if self.leader.barrier_due(self._physical_ns()) and not self.fenced:
+                await self._propose_barrier()
                 continue
-            if not status.lease_holder and self.serving is not None:
-                log.info("tablet %s: %s stops serving as leader", self.tablet.id, self.node_id)
-                self.serving = None
-            with trio.move_on_after(0.05):
+            wait_s = POLL_S
+            if self.leader.serving is Serving.WAITING_OUT_PREDECESSOR:
+                remaining_ns = self.leader.lease_start_physical_ns + 2 * self.max_offset_ns - self._physical_ns()
+                wait_s = min(POLL_S, max(remaining_ns + 1, 0) / 1e9)
+            with trio.move_on_after(wait_s):
                 await self.paxos.wait_status_change()
 
-    async def _become_serving(self, lease_acquired_ns: int) -> None:
-        wait_ns = lease_acquired_ns + 2 * self.max_offset_ns - self.monotonic_ns()
-        if wait_ns > 0:
-            await trio.sleep(wait_ns / 1e9)
-        ts = self._assign_ts()
+    async def _propose_barrier(self) -> None:
+        lease_id = self.leader.lease_id
+        command = self.leader.assign(self.clock.now(), commit_wait=False)
+        self.leader.barrier_proposed(command)
         try:
-            await self.paxos.propose(encode_command(Barrier(ts)), timeout_s=2.0)
+            await self._propose(command, Barrier(command.ts, self.paxos.core.ballot), BARRIER_TIMEOUT_S)
         except (NotLeader, ProposalLost, trio.TooSlowError) as error:
-            log.info("tablet %s: barrier at %s failed (%r); will retry", self.tablet.id, ts, error)
-            self.pending.discard(ts)
-            await trio.sleep(0.05)
+            log.info("tablet %s: barrier at %s failed (%r); will retry", self.tablet.id, command.ts, error)
+            self.leader.barrier_failed()
+            await trio.sleep(POLL_S)
             return
-        status = self.paxos.status()
-        if status.lease_holder and status.lease_acquired_ns == lease_acquired_ns:
-            self.serving = ServingState(lease_acquired_ns, ts)
-            log.info("tablet %s: %s serves as leader from %s", self.tablet.id, self.node_id, ts)
+        if self.leader.is_serving and self.leader.lease_id == lease_id:
+            log.info("tablet %s: %s serves as leader from %s", self.tablet.id, self.node_id, command.ts)
+        elif command.state is WriteState.SKIPPED:
+            self.leader.barrier_failed()
+
+    async def _propose(self, pending: PendingCommand, command: WriteBatch | SafeTimeAdvance | Barrier, timeout_s: float) -> None:
+        """Propose a command the core assigned; tells the core what Paxos said when that is definite."""
+        try:
+            await self.paxos.propose(encode_command(command), timeout_s=timeout_s)
+        except NotLeader:
+            self.leader.not_chosen(pending)
+            raise
+        except ProposalLost as error:
+            if error.known_not_chosen:
+                self.leader.not_chosen(pending)
+            raise
 
     async def _safe_time_loop(self) -> None:
         interval_s = self.safe_time_interval_ns / 1e9
@@ -166,11 +200,11 @@ class TabletReplica:
             await trio.sleep(interval_s)
             idle = self.monotonic_ns() - self.last_write_ns >= self.safe_time_interval_ns
             if idle and self._is_serving():
-                ts = self._assign_ts()
+                pending = self.leader.assign(self.clock.now(), commit_wait=False)
                 try:
-                    await self.paxos.propose(encode_command(SafeTimeAdvance(ts)), timeout_s=1.0)
+                    await self._propose(pending, SafeTimeAdvance(pending.ts, self.paxos.core.ballot), 1.0)
                 except (NotLeader, ProposalLost, trio.TooSlowError):
-                    self.pending.discard(ts)
+                    pass
 
     async def _gc_loop(self) -> None:
         interval_s = min(GC_INTERVAL_S, max(0.2, self.gc_retention_ns / 2e9))
@@ -191,19 +225,12 @@ class TabletReplica:
 
     # ---- leader checks -----------------------------------------------------
 
-    def _assign_ts(self) -> Timestamp:
-        ts = max(self.clock.now(), self.floor.next())
-        self.floor = ts
-        self.pending.add(ts)
-        return ts
-
     def _is_serving(self) -> bool:
-        serving = self.serving
-        if serving is None or self.fenced:
+        if not self.leader.is_serving or self.fenced:
             return False
         # Read the core directly: status() builds a whole snapshot, and this
         # runs several times per request.
-        return self.paxos.core.lease_acquired_ns == serving.lease_acquired_ns and self.paxos.has_lease()
+        return self.paxos.core.lease_acquired_ns == self.leader.lease_id and self.paxos.has_lease()
 
     def leader_hint(self) -> str | None:
         if self._is_serving():
@@ -215,6 +242,10 @@ class TabletReplica:
         hint = self.leader_hint()
         return failure(api.ErrorCode.NOT_LEADER, f"{self.node_id} is not the serving leader of tablet {self.tablet.id}", leader_hint=hint)
 
+    async def _wait_changed(self, changed: trio.Event) -> None:
+        with trio.move_on_after(POLL_S):
+            await changed.wait()
+
     # ---- writes ------------------------------------------------------------
 
     async def write(self, writes: tuple[api.KeyWrite, ...], timeout_ns: int) -> api.WriteReply:
@@ -223,77 +254,76 @@ class TabletReplica:
                 raise failure(api.ErrorCode.BAD_REQUEST, f"key {item.key!r} is outside tablet {self.tablet.id}")
         if not self._is_serving():
             raise self._not_leader()
-        ts = self._assign_ts()
+        pending = self.leader.assign(self.clock.now(), commit_wait=True)
+        ts = pending.ts
         self.last_write_ns = self.monotonic_ns()
-        command = encode_command(WriteBatch(ts, [(w.key, w.value) for w in writes]))
-        chosen_at_ns = 0
-        problem: RequestFailed | None = None
-        # Commit-wait runs beside the Paxos round. The failure is raised only
-        # after the nursery has closed, so it is not wrapped in an ExceptionGroup.
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.clock.commit_wait, ts)
-            try:
-                await self.paxos.propose(command, timeout_s=max(timeout_ns, 1) / 1e9)
-                chosen_at_ns = self.clock.physical.now_ns()
-            except NotLeader as error:
-                self.pending.discard(ts)
-                problem = failure(api.ErrorCode.NOT_LEADER, "leadership moved before the write was proposed", leader_hint=error.leader_hint)
-            except ProposalLost as error:
-                if error.known_not_chosen:
-                    self.pending.discard(ts)
-                    problem = failure(api.ErrorCode.NOT_LEADER, "leadership moved; the write was not committed")
-                else:
-                    problem = failure(api.ErrorCode.OUTCOME_UNKNOWN, f"leadership moved while the write at {ts} was being replicated")
-            except trio.TooSlowError:
-                problem = failure(api.ErrorCode.OUTCOME_UNKNOWN, f"the write at {ts} was not confirmed within the deadline")
-            if problem is not None:
-                nursery.cancel_scope.cancel()
-        if problem is not None:
-            raise problem
-        commit_wait_ns = max(0, self.clock.physical.now_ns() - chosen_at_ns)
-        return api.WriteReply(ts, commit_wait_ns)
+        command = WriteBatch(ts, [(w.key, w.value) for w in writes], self.paxos.core.ballot)
+        try:
+            await self._propose(pending, command, max(timeout_ns, 1) / 1e9)
+        except NotLeader as error:
+            raise failure(api.ErrorCode.NOT_LEADER, "leadership moved before the write was proposed", leader_hint=error.leader_hint) from None
+        except ProposalLost as error:
+            if error.known_not_chosen:
+                raise failure(api.ErrorCode.NOT_LEADER, "leadership moved; the write was not committed") from None
+            raise failure(api.ErrorCode.OUTCOME_UNKNOWN, f"leadership moved while the write at {ts} was being replicated") from None
+        except trio.TooSlowError:
+            raise failure(api.ErrorCode.OUTCOME_UNKNOWN, f"the write at {ts} was not confirmed within the deadline") from None
+        if pending.state is WriteState.SKIPPED:
+            raise failure(api.ErrorCode.NOT_LEADER, f"the write at {ts} came after a newer leader's barrier and was skipped: not committed")
+        applied_at_ns = pending.applied_at_ns or self._physical_ns()
+        # Commit-wait: bounded by max_offset of physical time, so no deadline of
+        # its own. A record the core dropped at a lease change (UNKNOWN) but that
+        # Paxos then applied waits on the clock directly.
+        while not (pending.state is WriteState.DONE
+                   or (pending.state is WriteState.UNKNOWN and self._physical_ns() > pending.release_after_ns)):
+            await self._wait_changed(self._changed)
+        self.marks["tablet.write_acknowledged"] += 1
+        return api.WriteReply(ts, max(0, self._physical_ns() - applied_at_ns))
 
     # ---- reads -------------------------------------------------------------
 
-    async def read_ts(self, mode: str, ts: Timestamp | None, timeout_ns: int) -> Timestamp:
+    async def read_ts(self, mode: api.ReadMode, ts: Timestamp | None, timeout_ns: int) -> Timestamp:
         """Choose the read timestamp and wait until this replica can serve it."""
         if mode != api.ReadMode.STRONG and ts is None:
-            raise failure(api.ErrorCode.BAD_REQUEST, f"bad read mode {mode!r} (timestamp {ts})")
+            raise failure(api.ErrorCode.BAD_REQUEST, f"read mode {mode} needs a timestamp")
         if self.fenced:
             raise failure(api.ErrorCode.UNAVAILABLE, f"{self.node_id} is fenced: its clock is out of bounds", leader_hint=self.leader_hint())
         with trio.move_on_after(max(timeout_ns, 0) / 1e9) as scope:
             if mode == api.ReadMode.STRONG or (mode == api.ReadMode.MAX_STALE and self._is_serving()):
                 if not self._is_serving():
                     raise self._not_leader()
-                return await self._leader_read_ts(max(self.clock.now(), self.floor))
+                return await self._leader_read_ts(self.leader.strong_read_ts(self.clock.now()))
             assert ts is not None
             self._refuse_future(ts, timeout_ns)
-            if self._is_serving() and ts <= self.clock.now():
-                return await self._leader_read_ts(ts)
-            while self.state.safe_ts < ts:
+            while True:
+                changed = self._changed
                 if self._is_serving() and ts <= self.clock.now():
                     return await self._leader_read_ts(ts)
-                with trio.move_on_after(0.01):
-                    await self._applied_event.wait()
-            if not self._is_serving():
-                self.follower_reads += 1
-            return self.state.safe_ts if mode == api.ReadMode.MAX_STALE else ts
+                visible = self.leader.replica_visible_ts(self.state.safe_ts, self._physical_ns())
+                if ts <= visible:
+                    if not self._is_serving():
+                        self.follower_reads += 1
+                    return visible if mode == api.ReadMode.MAX_STALE else ts
+                await self._wait_changed(changed)
         assert scope.cancelled_caught
         raise failure(api.ErrorCode.TIMEOUT, f"replica {self.node_id} of tablet {self.tablet.id} could not serve a read at {ts} in time (safe time {self.state.safe_ts})", leader_hint=self.leader_hint())
 
     def _refuse_future(self, ts: Timestamp, timeout_ns: int) -> None:
-        reachable = self.clock.physical.now_ns() + self.max_offset_ns + max(timeout_ns, 0)
+        reachable = self._physical_ns() + self.max_offset_ns + max(timeout_ns, 0)
         if ts.wall > reachable:
             raise failure(api.ErrorCode.FUTURE_READ, f"read timestamp {ts} is beyond every clock within the deadline (now {self.clock.now()})")
 
     async def _leader_read_ts(self, ts: Timestamp) -> Timestamp:
-        """Serve at `ts` as leader: raise the floor, wait for own pending writes <= ts."""
-        serving = self.serving
-        if ts > self.floor:
-            self.floor = ts
-        while any(p <= ts for p in self.pending):
-            await self._applied_event.wait()
-        if not self._is_serving() or self.serving is not serving:
+        """Serve at `ts` as leader: raise the floor, wait for own commands <= ts to finish (commit-wait included)."""
+        lease_id = self.leader.lease_id
+        self.leader.serve_at(ts)
+        waited = False
+        while not self.leader.leader_read_ready(ts):
+            waited = True
+            await self._wait_changed(self._changed)
+        if waited:
+            self.marks["tablet.read_waited_for_commit"] += 1
+        if not self._is_serving() or self.leader.lease_id != lease_id:
             raise self._not_leader()
         return ts
 

@@ -1,0 +1,114 @@
+"""The tablet leader core's rules, one by one (txn/tablet/leader.py): pure, no trio."""
+
+from __future__ import annotations
+
+from hlc import Timestamp
+from txn.tablet.leader import Serving, TabletLeaderCore, WriteState
+
+M = 10_000_000  # max_offset_ns
+T0 = 1_800_000_000_000_000_000
+
+
+def ts(wall: int, logical: int = 0) -> Timestamp:
+    return Timestamp(wall, logical)
+
+
+def serving_core() -> TabletLeaderCore:
+    core = TabletLeaderCore(M, ts(T0 - 10))
+    core.lease_acquired(lease_id=1, lease_start_physical_ns=T0 - 5 * M)
+    barrier = core.assign(ts(T0 - 4 * M), commit_wait=False)
+    core.barrier_proposed(barrier)
+    core.applied(barrier.ts, skipped=False, physical_now_ns=T0 - 4 * M)
+    assert core.is_serving
+    return core
+
+
+def test_timestamps_strictly_increase_above_everything_assigned_or_served() -> None:
+    core = serving_core()
+    a = core.assign(ts(T0), commit_wait=True)
+    b = core.assign(ts(T0), commit_wait=True)  # same clock reading: still strictly above
+    assert a.ts < b.ts
+    read_at = core.strong_read_ts(ts(T0 + 5))
+    c = core.assign(ts(T0 + 1), commit_wait=True)  # the clock is behind the read: still above it
+    assert read_at < c.ts
+
+
+def test_a_write_is_invisible_until_its_commit_wait_is_over() -> None:
+    core = serving_core()
+    write = core.assign(ts(T0), commit_wait=True)
+    read_at = ts(T0 + 1)
+    assert not core.leader_read_ready(read_at)  # proposed, not applied
+    core.applied(write.ts, skipped=False, physical_now_ns=T0 + 1)
+    assert write.state is WriteState.APPLIED
+    assert not core.leader_read_ready(read_at), "applied but inside commit-wait: a read must not see it"
+    assert core.next_wake_ns() == T0 + M + 1
+    assert core.tick(T0 + M) == []  # not past ts.wall + max_offset yet
+    assert [w.ts for w in core.tick(T0 + M + 1)] == [write.ts]
+    assert write.state is WriteState.DONE and core.leader_read_ready(read_at)
+    # Reads below the write never waited for it.
+    other = core.assign(ts(T0 + 2 * M), commit_wait=True)
+    assert core.leader_read_ready(ts(T0 + 2 * M - 1)) and not core.leader_read_ready(other.ts)
+
+
+def test_the_mutant_lets_reads_see_writes_in_commit_wait() -> None:
+    core = serving_core()
+    core.HOLD_READS_UNTIL_COMMIT_WAIT = False
+    write = core.assign(ts(T0), commit_wait=True)
+    core.applied(write.ts, skipped=False, physical_now_ns=T0 + 1)
+    assert core.leader_read_ready(ts(T0 + 1))
+
+
+def test_replicas_serve_only_reads_whose_commit_waits_are_over_everywhere() -> None:
+    core = TabletLeaderCore(M, ts(0))
+    safe = ts(T0)
+    assert core.replica_visible_ts(safe, physical_now_ns=T0 + M) == ts(T0 - M)
+    assert core.replica_visible_ts(safe, physical_now_ns=T0 + 2 * M + 5) == safe
+    assert core.replica_visible_ts(ts(T0 - 10**9), physical_now_ns=T0) == ts(T0 - 10**9)  # a stale read: no wait
+
+
+def test_a_new_lease_waits_out_the_predecessor_on_the_physical_clock() -> None:
+    core = TabletLeaderCore(M, ts(0))
+    core.lease_acquired(lease_id=7, lease_start_physical_ns=T0)
+    assert core.serving is Serving.WAITING_OUT_PREDECESSOR
+    assert not core.barrier_due(T0 + 2 * M)
+    assert core.barrier_due(T0 + 2 * M + 1)
+    barrier = core.assign(ts(T0 + 2 * M + 1), commit_wait=False)
+    core.barrier_proposed(barrier)
+    assert not core.is_serving
+    core.applied(barrier.ts, skipped=False, physical_now_ns=T0 + 3 * M)
+    assert core.is_serving
+
+
+def test_a_skipped_barrier_or_write_is_definitely_not_committed() -> None:
+    core = TabletLeaderCore(M, ts(0))
+    core.lease_acquired(lease_id=1, lease_start_physical_ns=0)
+    barrier = core.assign(ts(T0), commit_wait=False)
+    core.barrier_proposed(barrier)
+    core.applied(barrier.ts, skipped=True, physical_now_ns=T0)
+    assert barrier.state is WriteState.SKIPPED and core.serving is Serving.WAITING_OUT_PREDECESSOR
+    write = core.assign(ts(T0 + 5), commit_wait=True)
+    core.applied(write.ts, skipped=True, physical_now_ns=T0 + 5)
+    assert write.state is WriteState.SKIPPED and not core.pending
+
+
+def test_known_not_chosen_commands_do_not_block_reads() -> None:
+    core = serving_core()
+    write = core.assign(ts(T0), commit_wait=True)
+    core.not_chosen(write)
+    assert core.leader_read_ready(ts(T0 + 10**9))
+
+
+def test_a_lease_change_forgets_unapplied_commands_but_finishes_applied_ones() -> None:
+    core = serving_core()
+    applied = core.assign(ts(T0), commit_wait=True)
+    unapplied = core.assign(ts(T0 + 1), commit_wait=True)
+    core.applied(applied.ts, skipped=False, physical_now_ns=T0 + 2)
+    core.lease_lost()
+    assert unapplied.state is WriteState.UNKNOWN and list(core.pending) == [applied.ts]
+    assert [w.ts for w in core.tick(T0 + M + 1)] == [applied.ts]  # committed: acknowledged after commit-wait
+
+
+def test_a_snapshot_install_raises_the_floor() -> None:
+    core = TabletLeaderCore(M, ts(5))
+    core.snapshot_installed(ts(T0))
+    assert core.assign(ts(10), commit_wait=False).ts > ts(T0)
