@@ -67,6 +67,11 @@ def run(args: argparse.Namespace) -> int:
         trio.run(main)
     except* NodeStartError as group:
         start_error = first_leaf(group)
+    except* BaseException as group:
+        # A node that dies says why in its own log, not only on a stderr nobody keeps.
+        if not all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves(group)):
+            logging.getLogger("chronodb.node").critical("node %s died", args.id, exc_info=group)
+        raise
     finally:
         pid_file.unlink(missing_ok=True)
     if start_error is not None:
@@ -82,6 +87,12 @@ async def stop_on_signal(scope: trio.CancelScope) -> None:
             logging.getLogger("chronodb.node").info("received %s, stopping", signal.Signals(signum).name)
             scope.cancel()
             return
+
+
+def leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
+    return [error]
 
 
 def first_leaf(error: BaseException):
