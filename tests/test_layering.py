@@ -61,6 +61,7 @@ PURE_MODULES = (
     "txn/api/peer.py",
     "txn/api/errors.py",
     "txn/api/cluster.py",
+    "txn/api/txn.py",
     "txn/tablet/commands.py",
     "txn/tablet/state.py",
     "txn/tablet/leader.py",

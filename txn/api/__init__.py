@@ -3,7 +3,9 @@
 - `client.py`  tablet map, writes, reads, scans (`ReadMode`)
 - `admin.py`   status, skew injection, inspection (`SkewAction`)
 - `peer.py`    Paxos envelopes and clock probes between nodes
-- `errors.py`  `ErrorCode`, `ErrorReply`, and `failure()` for the node
+- `txn.py`     read-write transactions (2PL + 2PC) and read timestamps
+- `errors.py`  `ErrorCode`, `AbortReason`, `ErrorReply`, and `failure()` for the node
+- `cluster.py` the cluster's configuration records
 
 Pure. Importing the package registers every message with the wire codec;
 `from txn import api` then `api.WriteRequest` is the usual spelling.
@@ -41,7 +43,29 @@ from txn.api.client import (
     WriteReply,
     WriteRequest,
 )
-from txn.api.errors import ErrorCode, ErrorReply, RequestFailed, failure
+from txn.api.errors import AbortReason, ErrorCode, ErrorReply, RequestFailed, aborted, failure
+from txn.api.txn import (
+    AbortReply,
+    AbortRequest,
+    CommitReply,
+    CommitRequest,
+    KeyRange,
+    OnePhaseCommitRequest,
+    ParticipantVote,
+    PrepareReply,
+    PrepareRequest,
+    ResolveReply,
+    ResolveRequest,
+    TimestampReply,
+    TimestampRequest,
+    TxnReadReply,
+    TxnReadRequest,
+    TxnScanReply,
+    TxnScanRequest,
+    TxnState,
+    TxnStatusReply,
+    TxnStatusRequest,
+)
 from txn.api.peer import ClockProbe, ClockProbeReply, PaxosEnvelope
 
 __all__ = [
@@ -50,5 +74,8 @@ __all__ = [
     "LogEntryInfo", "NodeClockReply", "NodeInfo", "NodeStatusReply", "PaxosEnvelope", "PeerClock", "ReadMode",
     "ReadReply", "ReadRequest", "RequestFailed", "Row", "ScanReply", "ScanRequest", "SkewAction", "SkewRequest",
     "StatusRequest", "TabletInfo", "TabletMapReply", "TabletMapRequest", "VersionInfo", "WriteReply",
-    "WriteRequest", "failure",
+    "WriteRequest", "failure", "aborted", "AbortReason", "AbortReply", "AbortRequest", "CommitReply",
+    "CommitRequest", "KeyRange", "OnePhaseCommitRequest", "ParticipantVote", "PrepareReply", "PrepareRequest",
+    "ResolveReply", "ResolveRequest", "TimestampReply", "TimestampRequest", "TxnReadReply", "TxnReadRequest",
+    "TxnScanReply", "TxnScanRequest", "TxnState", "TxnStatusReply", "TxnStatusRequest",
 ]

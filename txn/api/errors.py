@@ -26,6 +26,15 @@ class ErrorCode(enum.StrEnum):
     UNKNOWN_TABLET = "unknown_tablet"
     BAD_REQUEST = "bad_request"
     UNAVAILABLE = "unavailable"  # the node is starting, stopping or fenced
+    TXN_ABORTED = "txn_aborted"  # the transaction is aborted (abort_reason says why): safe to run again
+
+
+class AbortReason(enum.StrEnum):
+    WOUNDED = "wounded"  # an older transaction needed one of its locks
+    LOST_LOCKS = "lost_locks"  # a read lock is gone (leader change): its reads may be stale
+    TIMED_OUT = "timed_out"  # it held locks too long without finishing
+    DECIDED_ABORT = "decided_abort"  # the coordinator logged an abort (presumed abort included)
+    CONFLICT = "conflict"  # another transaction's write is in the way and cannot be waited for
 
 
 @attrs.frozen
@@ -34,6 +43,7 @@ class ErrorReply:
     message: str
     leader_hint: str | None
     horizon: Timestamp | None
+    abort_reason: AbortReason | None = None
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
@@ -47,8 +57,13 @@ class RequestFailed(Exception):
         self.reply = reply
 
 
-def failure(code: ErrorCode, message: str, *, leader_hint: str | None = None, horizon: Timestamp | None = None) -> RequestFailed:
-    return RequestFailed(ErrorReply(code, message, leader_hint, horizon))
+def failure(code: ErrorCode, message: str, *, leader_hint: str | None = None, horizon: Timestamp | None = None,
+            abort_reason: AbortReason | None = None) -> RequestFailed:
+    return RequestFailed(ErrorReply(code, message, leader_hint, horizon, abort_reason))
+
+
+def aborted(reason: AbortReason, message: str) -> RequestFailed:
+    return failure(ErrorCode.TXN_ABORTED, message, abort_reason=reason)
 
 
 register_classes(ErrorReply)

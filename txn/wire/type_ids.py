@@ -35,6 +35,12 @@ TYPE_IDS: dict[str, int] = {
     "InspectTabletReply": 226, "InspectLogRequest": 227, "LogEntryInfo": 228, "InspectLogReply": 229,
     # node to node (txn/api/peer.py)
     "PaxosEnvelope": 216, "ClockProbe": 217, "ClockProbeReply": 218,
+    # transactions (txn/api/txn.py)
+    "KeyRange": 230, "TxnReadRequest": 231, "TxnReadReply": 232, "TxnScanRequest": 233, "TxnScanReply": 234,
+    "PrepareRequest": 235, "PrepareReply": 236, "ParticipantVote": 237, "CommitRequest": 238,
+    "OnePhaseCommitRequest": 239, "CommitReply": 240, "AbortRequest": 241, "AbortReply": 242,
+    "TxnStatusRequest": 243, "TxnStatusReply": 244, "ResolveRequest": 245, "ResolveReply": 246,
+    "TimestampRequest": 247, "TimestampReply": 248,
 }
 
 assert len(set(TYPE_IDS.values())) == len(TYPE_IDS), "duplicate type id in TYPE_IDS"

@@ -1,0 +1,212 @@
+"""Transaction messages: read-write transactions (2PL + 2PC) and read timestamps.
+
+Role: what a client says to tablet leaders to run a read-write transaction,
+and what nodes say to each other to finish one (Spanner, OSDI 2012, 4.2.1).
+Pure: attrs classes and their registration.
+
+A read-write transaction (client side: txn/client/transaction.py):
+1. reads: `TxnReadRequest` / `TxnScanRequest` to the tablet's leader, which
+   takes a shared lock on the key (or range) for `txn_id` under wound-wait by
+   `priority` (the transaction's first start timestamp, kept across retries:
+   older wins) and answers the newest committed value;
+2. writes are buffered at the client;
+3. commit, one tablet touched: `OnePhaseCommitRequest` (locks, checks, one
+   Paxos write, commit-wait); several tablets: `PrepareRequest` to every
+   participant (exclusive locks, read locks checked, a Prepare record with the
+   writes as intents logged through Paxos; answers its prepare timestamp),
+   then `CommitRequest` to the coordinator tablet (the first written key's
+   tablet), which picks the commit timestamp at or above every prepare
+   timestamp, logs the decision through its own Paxos group, waits out
+   commit-wait and answers; it then resolves the participants
+   (`ResolveRequest`, node to node).
+4. `AbortRequest` gives up: locks are released, a decision (abort) logged.
+A participant whose transaction stays prepared without a decision asks the
+coordinator tablet (`TxnStatusRequest`); a coordinator with no record logs
+an abort first and answers it (presumed abort).
+
+A strong read-only transaction reads every key at one timestamp taken from a
+node (`TimestampRequest`), never from the client's own clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import attrs
+
+from hlc.timestamp import Timestamp
+from txn.api.client import KeyWrite, Row
+from txn.api.errors import AbortReason  # noqa: F401 - part of this module's vocabulary
+from txn.wire.codec import register_classes
+
+
+class TxnState(enum.StrEnum):
+    COMMITTED = "committed"
+    ABORTED = "aborted"
+
+
+@attrs.frozen
+class KeyRange:
+    start: bytes
+    end: bytes | None  # None: to the end of the key space
+
+
+@attrs.frozen
+class TxnReadRequest:
+    tablet_id: str
+    txn_id: str
+    priority: Timestamp
+    key: bytes
+    timeout_ns: int
+
+
+@attrs.frozen
+class TxnReadReply:
+    value: bytes | None
+    version_ts: Timestamp | None
+    read_ts: Timestamp
+    served_by: str
+
+
+@attrs.frozen
+class TxnScanRequest:
+    tablet_id: str
+    txn_id: str
+    priority: Timestamp
+    start: bytes
+    end: bytes | None
+    limit: int
+    timeout_ns: int
+
+
+@attrs.frozen
+class TxnScanReply:
+    rows: tuple[Row, ...] = attrs.field(converter=tuple)
+    read_ts: Timestamp
+    served_by: str
+
+
+@attrs.frozen
+class PrepareRequest:
+    tablet_id: str
+    txn_id: str
+    priority: Timestamp
+    coordinator_tablet: str
+    writes: tuple[KeyWrite, ...] = attrs.field(converter=tuple)
+    read_keys: tuple[bytes, ...] = attrs.field(converter=tuple)  # shared locks it must still hold here
+    read_ranges: tuple[KeyRange, ...] = attrs.field(converter=tuple)
+    timeout_ns: int = 0
+
+    def __str__(self) -> str:
+        return f"PrepareRequest {self.txn_id} at {self.tablet_id} writes={len(self.writes)} reads={len(self.read_keys)}"
+
+
+@attrs.frozen
+class PrepareReply:
+    prepare_ts: Timestamp
+
+
+@attrs.frozen
+class ParticipantVote:
+    tablet_id: str
+    prepare_ts: Timestamp
+
+
+@attrs.frozen
+class CommitRequest:
+    """To the coordinator tablet's leader, once every participant prepared."""
+
+    tablet_id: str  # the coordinator tablet
+    txn_id: str
+    priority: Timestamp
+    votes: tuple[ParticipantVote, ...] = attrs.field(converter=tuple)
+    timeout_ns: int = 0
+
+
+@attrs.frozen
+class OnePhaseCommitRequest:
+    """A transaction that touched one tablet: locks, checks and one Paxos write."""
+
+    tablet_id: str
+    txn_id: str
+    priority: Timestamp
+    writes: tuple[KeyWrite, ...] = attrs.field(converter=tuple)
+    read_keys: tuple[bytes, ...] = attrs.field(converter=tuple)
+    read_ranges: tuple[KeyRange, ...] = attrs.field(converter=tuple)
+    timeout_ns: int = 0
+
+
+@attrs.frozen
+class CommitReply:
+    commit_ts: Timestamp
+    commit_wait_ns: int
+
+
+@attrs.frozen
+class AbortRequest:
+    """The client gives up: release this transaction's locks here (and decide abort at the coordinator)."""
+
+    tablet_id: str
+    txn_id: str
+    coordinator_tablet: str | None
+    timeout_ns: int = 0
+
+
+@attrs.frozen
+class AbortReply:
+    pass
+
+
+@attrs.frozen
+class TxnStatusRequest:
+    """Node to node (or an inspector): the coordinator tablet's decision, presuming abort."""
+
+    tablet_id: str  # the coordinator tablet
+    txn_id: str
+    timeout_ns: int = 0
+
+
+@attrs.frozen
+class TxnStatusReply:
+    txn_id: str
+    state: TxnState
+    commit_ts: Timestamp | None
+
+
+@attrs.frozen
+class ResolveRequest:
+    """Coordinator to participant: the decision (commit_ts None: abort)."""
+
+    tablet_id: str
+    txn_id: str
+    commit_ts: Timestamp | None
+    timeout_ns: int = 0
+
+
+@attrs.frozen
+class ResolveReply:
+    pass
+
+
+@attrs.frozen
+class TimestampRequest:
+    """A timestamp from a node's clock (for strong read-only transactions and stale reads)."""
+
+
+@attrs.frozen
+class TimestampReply:
+    now: Timestamp
+    max_offset_ns: int
+
+
+register_classes(
+    KeyRange, TxnReadRequest, TxnReadReply, TxnScanRequest, TxnScanReply, PrepareRequest, PrepareReply,
+    ParticipantVote, CommitRequest, OnePhaseCommitRequest, CommitReply, AbortRequest, AbortReply,
+    TxnStatusRequest, TxnStatusReply, ResolveRequest, ResolveReply, TimestampRequest, TimestampReply,
+)
+
+__all__ = [
+    "AbortReason", "AbortReply", "AbortRequest", "CommitReply", "CommitRequest", "KeyRange", "OnePhaseCommitRequest",
+    "ParticipantVote", "PrepareReply", "PrepareRequest", "ResolveReply", "ResolveRequest", "TimestampReply",
+    "TimestampRequest", "TxnReadReply", "TxnReadRequest", "TxnScanReply", "TxnScanRequest", "TxnState",
+    "TxnStatusReply", "TxnStatusRequest",
+]
