@@ -40,8 +40,6 @@ from txn.client import SyncClient
 from txn.config import ClusterConfig, generate, load_config, node_dir, write_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
 PORT_RANGE = range(20000, 30000)
 START_ATTEMPTS = 5
 READY_TIMEOUT_S = 60.0
