@@ -8,13 +8,14 @@ of FAULT_KINDS, so some seeds hammer one kind of fault and none hides
 another's bugs behind its noise.
 
 Two scenarios:
-- "bounded": clock offsets and drifts keep every pair of clocks within
-  max_offset for the whole run; the contract must hold throughout.
+- "bounded": clock offsets (often at the edges) and drifts keep every pair
+  of clocks within max_offset for the whole run; the contract must hold
+  throughout.
 - "beyond_offset": the clock watch runs (`monitor_clocks=True`); one node's
   clock is pushed beyond max_offset mid-run and must fence itself, then is
   set right at heal time and must rejoin.
 HAZARD: "bounded" keeps |offset| + |drift| * duration <= max_offset / 2 per
-node; longer runs need smaller drifts.
+node (4.5 ms + 100 ppm * 5 s); longer runs need smaller drifts.
 """
 
 from __future__ import annotations
@@ -96,9 +97,10 @@ class SimPlan:
             duplicate_rate=rng.choice((0.02, 0.05)) if "duplicate" in faults else 0.0,
             quantum_ns=NET_QUANTUM_NS,
         )
-        offsets = {n: rng.randint(-MAX_OFFSET_NS // 4, MAX_OFFSET_NS // 4) if "clock_offset" in faults else 0 for n in node_ids}
-        # drift * (fault + heal + liveness) <= max_offset / 4: 200 ppm * 6 s = 1.2 ms.
-        drifts = {n: rng.randint(-200, 200) if "clock_drift" in faults else 0 for n in node_ids}
+        # Offsets near the edges of +-max_offset/2 (any two clocks up to ~max_offset apart: what
+        # commit-wait must cover), less the drift budget: 100 ppm * 5 s = 0.5 ms.
+        offsets = {n: _draw_offset(rng) if "clock_offset" in faults else 0 for n in node_ids}
+        drifts = {n: rng.randint(-100, 100) if "clock_drift" in faults else 0 for n in node_ids}
         install = "install" in faults
         paxos = PaxosConfig(
             heartbeat_ns=30 * MS, election_timeout_min_ns=150 * MS, election_timeout_max_ns=300 * MS,
@@ -112,6 +114,11 @@ class SimPlan:
             skew = rng.choice((-1, 1)) * rng.randint(3 * MAX_OFFSET_NS, 6 * MAX_OFFSET_NS)
         return cls(seed, scenario, node_ids, tablets, faults, network, offsets, drifts, paxos,
                    clients=rng.choice((2, 3)), skewed_node=skewed, skew_ns=skew)
+
+
+def _draw_offset(rng: random.Random) -> int:
+    edge = MAX_OFFSET_NS // 2 - MS // 2
+    return rng.choice((-edge, edge)) if rng.random() < 0.5 else rng.randint(-edge, edge)
 
 
 def _draw_tablets(rng: random.Random, node_ids: tuple[str, ...]) -> tuple[TabletConfig, ...]:
