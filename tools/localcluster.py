@@ -4,13 +4,26 @@
 node as its own `python -m tools.cli node` process (real TCP, real LevelDB
 directories), kills (SIGKILL) and restarts nodes, runs the CLI, and waits for
 health through the same status requests `chronodb status` sends.
+
+No node outlives the process that started it: each runs in its own session
+with a parent-death SIGKILL (tools/up.py `die_with_parent`), and an atexit
+hook stops whatever a caller forgot. Start clusters from the main thread.
+
+Ports come from 20000-29999, below Linux's ephemeral range (so no outgoing
+connection holds one), at random and never twice per process. A port free
+when picked can still be taken before the node binds it; the first
+`start_all` therefore re-picks the port of any node that exits with "address
+already in use", rewrites cluster.toml and restarts the nodes (safe only then:
+no client has seen the cluster yet).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import pathlib
+import random
 import signal
 import socket
 import subprocess
@@ -22,24 +35,48 @@ import attrs
 import trio
 
 from tools.status import gather, tablet_leaders
-from tools.up import start_node, stop_all
+from tools.up import die_with_parent, start_node, stop_all
 from txn.client import SyncClient
 from txn.node.config import ClusterConfig, generate, load_config, node_dir, write_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+PORT_RANGE = range(20000, 30000)
+START_ATTEMPTS = 5
+READY_TIMEOUT_S = 60.0
+_port_picker = random.Random()  # seeded from the OS: concurrent test runs pick differently
+_ports_handed_out: set[int] = set()
+_running: set[subprocess.Popen] = set()
 
 
 def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            probe = socket.socket()
-            probe.bind(("127.0.0.1", 0))
-            sockets.append(probe)
-        return [probe.getsockname()[1] for probe in sockets]
-    finally:
-        for probe in sockets:
-            probe.close()
+    """`count` ports from PORT_RANGE that bind right now and were never handed out before
+    by this process. Another process may still take one before our node binds it."""
+    ports: list[int] = []
+    while len(ports) < count:
+        assert len(_ports_handed_out) < len(PORT_RANGE) // 2, "port range exhausted"
+        port = _port_picker.choice(PORT_RANGE)
+        if port in _ports_handed_out:
+            continue
+        _ports_handed_out.add(port)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
+
+
+def _kill_running() -> None:
+    """atexit: SIGKILL every node a caller forgot to stop (their data is crash-safe)."""
+    for process in list(_running):
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    _running.clear()
+
+
+atexit.register(_kill_running)
 
 
 def cli_env() -> dict[str, str]:
@@ -60,6 +97,7 @@ class LocalCluster:
         write_config(data_dir, config)
         self.config: ClusterConfig = load_config(data_dir)
         self.processes: dict[str, subprocess.Popen] = {}
+        self.ever_started = False
 
     @property
     def node_ids(self) -> list[str]:
@@ -71,19 +109,78 @@ class LocalCluster:
     def start(self, node_id: str) -> None:
         assert node_id not in self.processes or self.processes[node_id].poll() is not None, f"{node_id} runs"
         node_dir(self.data_dir, node_id).mkdir(parents=True, exist_ok=True)
-        self.processes[node_id] = start_node(self.data_dir, node_id, env=cli_env(), cwd=ROOT)
+        self.ever_started = True
+        process = start_node(self.data_dir, node_id, env=cli_env(), cwd=ROOT)
+        self.processes[node_id] = process
+        _running.add(process)
 
     def start_all(self) -> None:
-        for node_id in self.node_ids:
-            self.start(node_id)
+        """Start every node. The first time, also wait until each listens, and re-pick the
+        port of a node whose port was taken meanwhile (at most START_ATTEMPTS rounds)."""
+        if self.ever_started:
+            for node_id in self.node_ids:
+                self.start(node_id)
+            return
+        for _ in range(START_ATTEMPTS):
+            log_sizes = {node_id: self.log_size(node_id) for node_id in self.node_ids}
+            for node_id in self.node_ids:
+                self.start(node_id)
+            taken = self.wait_listening(log_sizes)
+            if not taken:
+                return
+            self.stop_all()
+            self.repick_ports(taken)
+        raise AssertionError(f"ports still taken after {START_ATTEMPTS} attempts\n{self.logs_tail()}")
+
+    def wait_listening(self, log_sizes: dict[str, int]) -> list[str]:
+        """Wait until every node logged "ready" after log_sizes; return those whose port was
+        taken. Any other failure to start is an AssertionError with the logs."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        waiting = set(self.node_ids)
+        taken = []
+        while waiting:
+            for node_id in sorted(waiting):
+                output = self.log_since(node_id, log_sizes[node_id])
+                code = self.processes[node_id].poll()
+                if f"node {node_id} ready on" in output:
+                    waiting.discard(node_id)
+                elif code is not None:
+                    if "already in use" not in output:
+                        self.stop_all()
+                        raise AssertionError(f"node {node_id} exited with code {code} at start\n{self.logs_tail()}")
+                    taken.append(node_id)
+                    waiting.discard(node_id)
+            if waiting and time.monotonic() > deadline:
+                self.stop_all()
+                raise AssertionError(f"{sorted(waiting)} not listening after {READY_TIMEOUT_S:g}s\n{self.logs_tail()}")
+            time.sleep(0.05)
+        return taken
+
+    def repick_ports(self, node_ids: Sequence[str]) -> None:
+        """New ports for these nodes in cluster.toml. Only before any client used the cluster."""
+        new_ports = dict(zip(node_ids, free_ports(len(node_ids))))
+        nodes = [attrs.evolve(n, port=new_ports.get(n.id, n.port)) for n in self.config.nodes]
+        write_config(self.data_dir, attrs.evolve(self.config, nodes=nodes))
+        self.config = load_config(self.data_dir)
+
+    def log_size(self, node_id: str) -> int:
+        path = node_dir(self.data_dir, node_id) / "node.log"
+        return path.stat().st_size if path.exists() else 0
+
+    def log_since(self, node_id: str, offset: int) -> str:
+        with open(node_dir(self.data_dir, node_id) / "node.log", "rb") as log_file:
+            log_file.seek(offset)
+            return log_file.read().decode(errors="replace")
 
     def kill(self, node_id: str, sig: int = signal.SIGKILL) -> None:
         process = self.processes[node_id]
         process.send_signal(sig)
-        process.wait(timeout=10)
+        process.wait(timeout=60)
+        _running.discard(process)
 
     def stop_all(self) -> None:
         stop_all(self.processes)
+        _running.difference_update(self.processes.values())
 
     def statuses(self):
         return trio.run(gather, self.config)
@@ -91,7 +188,7 @@ class LocalCluster:
     def leaders(self) -> dict[str, str | None]:
         return {tablet: serving for tablet, (serving, _) in tablet_leaders(self.config, self.statuses()).items()}
 
-    def wait_healthy(self, timeout_s: float = 30.0) -> dict[str, str]:
+    def wait_healthy(self, timeout_s: float = 60.0) -> dict[str, str]:
         deadline = time.monotonic() + timeout_s
         while True:
             leaders = self.leaders()
@@ -126,4 +223,4 @@ class LocalCluster:
 
 def run_cli(args: Sequence[str], timeout_s: float = 60.0) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tools.cli", *args], capture_output=True, text=True,
-                          env=cli_env(), cwd=ROOT, timeout=timeout_s)
+                          env=cli_env(), cwd=ROOT, timeout=timeout_s, preexec_fn=die_with_parent())

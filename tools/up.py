@@ -3,8 +3,10 @@
 Role: writes DIR/cluster.toml on first use, then starts every node as its
 own OS process (`chronodb node`), each logging to DIR/<node>/node.log, and
 stays in the foreground. SIGINT or SIGTERM stops all nodes (SIGTERM, then
-SIGKILL after a grace period). A node that dies is reported and the others
-keep running; `chronodb node --dir DIR --id ID` restarts it by hand.
+SIGKILL after a grace period); if `up` itself is killed, even by SIGKILL, the
+nodes get SIGKILL too (Linux parent-death signal) instead of running on
+unattended. A node that dies is reported and the others keep running;
+`chronodb node --dir DIR --id ID` restarts it by hand.
 
 Refused with one line and exit code 2 before anything starts: a port in use,
 a corrupt cluster.toml, a node directory that belongs to another cluster.
@@ -13,12 +15,16 @@ a corrupt cluster.toml, a node directory that belongs to another cluster.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
 import pathlib
 import signal
 import socket
 import subprocess
 import sys
 import time
+
+from typing import Callable
 
 from hlc import format_duration_ns, parse_duration_ns
 from tools.errors import EXIT_NEGATIVE, EXIT_OK, CliError
@@ -86,14 +92,36 @@ def check_ports_free(config: ClusterConfig) -> None:
                 raise ConfigError(f"port {node.port} for node {node.id} on {node.host} is in use ({error.strerror})") from None
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that makes the child get SIGKILL when this process dies, however it
+    dies (even by SIGKILL), so no node outlives `chronodb up` or a test run; None where
+    prctl(PR_SET_PDEATHSIG) does not exist. The signal follows the thread that started the
+    child: start children from the main thread, not from a worker thread that may exit."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
 def start_node(data_dir: str | pathlib.Path, node_id: str, *, env: dict[str, str] | None = None,
                cwd: str | pathlib.Path | None = None) -> subprocess.Popen:
-    """`chronodb node` as its own process (own session: a Ctrl-C is ours to pass on);
-    its stdout and stderr go to the node's log too, so a crash's traceback is kept."""
+    """`chronodb node` as its own process (own session: a Ctrl-C is ours to pass on) that
+    dies with us; its stdout and stderr go to the node's log too, so a crash's traceback is kept."""
     with open(node_dir(data_dir, node_id) / "node.log", "ab") as log_file:
         return subprocess.Popen(
             [sys.executable, "-m", "tools.cli", "node", "--dir", str(data_dir), "--id", node_id],
             stdout=log_file, stderr=log_file, stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=cwd,
+            preexec_fn=die_with_parent(),
         )
 
 

@@ -81,15 +81,17 @@ def test_reads_by_staleness(shared_cluster: LocalCluster) -> None:
     middle = f"{(wall(first['ts']) + wall(second['ts'])) // 2}.0"
     code, [row] = shared_cluster.cli_json("get", "stale-key", "--at", middle)
     assert row["value"] == "old" and row["ts"] == middle
+    # At most 10s stale, counted from when the command ran (which is after `before`).
+    before = time.time_ns()
     code, [bounded] = shared_cluster.cli_json("get", "stale-key", "--max-stale", "10s")
-    assert code == 0 and wall(bounded["ts"]) >= time.time_ns() - 12_000_000_000
+    assert code == 0 and wall(bounded["ts"]) >= before - 10_000_000_000, bounded
     assert bounded["value"] == ("old" if bounded["ts"] < second["ts"] else "new")
 
 
 def test_error_cases(shared_cluster: LocalCluster, tmp_path: pathlib.Path) -> None:
     bad_ts = shared_cluster.cli("get", "k", "--at", "yesterday")
     assert bad_ts.returncode == 2 and bad_ts.stderr.count("\n") == 1 and "timestamp" in bad_ts.stderr
-    future = shared_cluster.cli("get", "k", "--at", "+1h", "--timeout", "1s")
+    future = shared_cluster.cli("get", "k", "--at", "+1h", "--timeout", "5s")  # refused at once, not timed out
     assert future.returncode == 2 and "beyond" in future.stderr
     missing = run_cli(["get", "k", "--dir", str(tmp_path / "nowhere")])
     assert missing.returncode == 2 and "does not exist" in missing.stderr
@@ -118,9 +120,15 @@ def test_connection_refused_has_its_own_exit_code(tmp_path: pathlib.Path) -> Non
 
 
 def test_status_reports_leaders(shared_cluster: LocalCluster) -> None:
-    result = shared_cluster.cli("status", "--json")
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads(result.stdout)
+    # A node too busy to answer within status's deadline shows as down: ask again.
+    deadline = time.monotonic() + 60
+    while True:
+        result = shared_cluster.cli("status", "--json")
+        report = json.loads(result.stdout)
+        if result.returncode == 0 and all(n["up"] for n in report["nodes"]):
+            break
+        assert time.monotonic() < deadline, result.stdout + result.stderr
+        time.sleep(0.2)
     assert [n["up"] for n in report["nodes"]] == [True, True, True]
     assert all(t["leader"] in t["replicas"] for t in report["tablets"])
     assert {t["id"] for t in report["tablets"]} == {"t1", "t2", "t3", "t4"}
@@ -129,9 +137,9 @@ def test_status_reports_leaders(shared_cluster: LocalCluster) -> None:
 def test_garbage_bytes_leave_the_node_serving(shared_cluster: LocalCluster) -> None:
     host, port = shared_cluster.address("n1")
     for payload in (b"\xff" * 64, b"\x00\x00\x00\x05abc", b"\x7f\xff\xff\xff", b"GET / HTTP/1.1\r\n\r\n"):
-        with socket.create_connection((host, port), timeout=2) as sock:
+        with socket.create_connection((host, port), timeout=30) as sock:
             sock.sendall(payload)
-            sock.settimeout(2)
+            sock.settimeout(2)  # the node may keep the connection open: stop listening after 2s
             try:
                 while sock.recv(4096):
                     pass

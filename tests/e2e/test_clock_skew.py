@@ -1,6 +1,11 @@
 """Clock skew injected into running nodes: within the bound nothing breaks and
-commit-wait stays within the contract; beyond it the node fences itself, the
-others keep serving, nothing is lost, and clearing the skew brings it back."""
+every ack waits out commit-wait; beyond it the node fences itself, the others
+keep serving, nothing is lost, and clearing the skew brings it back.
+
+No assertion here depends on how fast a busy machine runs: waits poll with a
+generous deadline (WAIT_S), and latency figures (how long commit-wait takes)
+are measured by `chronodb bench kv` and checked exactly in virtual time by
+tests/hlc/test_commit_wait.py."""
 
 from __future__ import annotations
 
@@ -11,11 +16,16 @@ from hlc import Timestamp
 from tests.e2e.harness import LocalCluster
 
 MAX_OFFSET_NS = 10_000_000
+WAIT_S = 60.0
 
 
 def skew_show(cluster: LocalCluster) -> dict[str, dict]:
-    result = cluster.cli("skew", "--show", "--json")
-    return {node["id"]: node for node in json.loads(result.stdout)["nodes"]}
+    """Every node's clock report; asks again while a node is too busy to answer in time."""
+    def answered():
+        result = cluster.cli("skew", "--show", "--json")
+        nodes = {node["id"]: node for node in json.loads(result.stdout)["nodes"]}
+        return nodes if result.returncode == 0 and not any("error" in node for node in nodes.values()) else None
+    return wait_for(answered, WAIT_S, "every node to report its clock")
 
 
 def wait_for(predicate, timeout_s: float, what: str):
@@ -33,29 +43,36 @@ def test_skew_below_the_bound_keeps_real_time_order(fresh_cluster: LocalCluster)
     result = fresh_cluster.cli("skew", skewed, "--offset", f"{MAX_OFFSET_NS // 2}ns", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["nodes"][0]["offset_ns"] == MAX_OFFSET_NS // 2
-    time.sleep(1.0)  # a few probe rounds: within bounds, nobody fences
-    assert not any(node["fenced"] for node in skew_show(fresh_cluster).values())
+
+    def measured_after_skew():
+        # Cristian's estimate: the true offset (the injected one) lies within the error bound.
+        # With the bound below 4ms no sample taken before the skew (offset ~0) passes, so a
+        # broken estimate never does; a busy machine only delays a precise sample.
+        shown = skew_show(fresh_cluster)
+        offset = shown["n1"]["peer_offsets_ns"].get(skewed)
+        error = shown["n1"]["peer_offset_errors_ns"].get(skewed)
+        if offset is None or error >= MAX_OFFSET_NS // 4:
+            return None
+        return shown if abs(offset - MAX_OFFSET_NS // 2) <= error + 1_000_000 else None
+
+    # n1 has measured n2 since the skew: within bounds, nobody fences.
+    shown = wait_for(measured_after_skew, WAIT_S, "a precise measurement of n2's offset")
+    assert not any(node["fenced"] for node in shown.values())
 
     clients = [fresh_cluster.client(home=n) for n in fresh_cluster.node_ids]
     keys = [b"\x10skew", b"\x50skew", b"\x90skew", b"\xd0skew"]  # tablets led by different nodes
     previous = Timestamp.MIN
-    waits = []
     for i in range(30):
         result = clients[i % 3].put(keys[i % 4], b"%d" % i)
+        acked_ns = time.time_ns()
         assert result.ts > previous, f"write {i} at {result.ts} not after {previous}"
         previous = result.ts
-        waits.append(result.commit_wait_ns)
+        # Commit-wait: the leader acks once its clock passed ts.wall + max_offset. Its clock
+        # runs at most the skew (max_offset / 2) ahead of real time, which this process reads.
+        assert result.commit_wait_ns >= 0
+        assert acked_ns >= result.ts.wall + MAX_OFFSET_NS - MAX_OFFSET_NS // 2, (i, result, acked_ns)
         assert clients[(i + 1) % 3].get(keys[i % 4]).version_ts == result.ts
-    # Commit-wait after the Paxos round can be at most max_offset plus the skew a
-    # timestamp may carry from the fast node (max_offset / 2), plus scheduling slack.
-    # The 80th percentile is held to that bound; the maximum gets room for a busy
-    # 2-core machine waking the commit-wait task late.
-    bound = MAX_OFFSET_NS + MAX_OFFSET_NS // 2 + 5_000_000
-    waits.sort()
-    assert waits[int(len(waits) * 0.8)] <= bound, (waits, bound)
-    assert waits[-1] <= bound + 30_000_000, (waits, bound)
-    peers = skew_show(fresh_cluster)["n1"]["peer_offsets_ns"]
-    assert abs(peers[skewed] - MAX_OFFSET_NS // 2) < 3_000_000, peers  # measured, within the error
+    assert not any(node["fenced"] for node in skew_show(fresh_cluster).values())
 
 
 def test_skew_beyond_the_bound_fences_and_clear_restores(fresh_cluster: LocalCluster) -> None:
@@ -66,20 +83,21 @@ def test_skew_beyond_the_bound_fences_and_clear_restores(fresh_cluster: LocalClu
         acked[key] = client.put(key, b"before-%d" % i).ts
     victim = "n3"
     assert fresh_cluster.cli("skew", victim, "--offset", "50ms").returncode == 0
-    state = wait_for(lambda: (s := skew_show(fresh_cluster)) and s[victim]["fenced"] and s, 5.0, "fencing")
+    state = wait_for(lambda: (s := skew_show(fresh_cluster)) and s[victim]["fenced"] and s, WAIT_S, "fencing")
     assert "beyond" in state[victim]["fence_reason"]
     assert not state["n1"]["fenced"] and not state["n2"]["fenced"]
-    status = json.loads(fresh_cluster.cli("status", "--json").stdout)
+    # The fenced node still answers status (asked again if too busy to answer in time).
+    wait_for(lambda: json.loads(fresh_cluster.cli("status", "--json").stdout)["nodes"][2]["up"], WAIT_S,
+             "the fenced node to answer status")
     # The others take over every tablet and keep serving.
     wait_for(lambda: all(t["leader"] in ("n1", "n2") for t in json.loads(fresh_cluster.cli("status", "--json").stdout)["tablets"]),
-             15.0, "leaders away from the fenced node")
+             WAIT_S, "leaders away from the fenced node")
     for i in range(20):
         key = bytes([i * 13 % 256]) + b"fence"
         acked[key] = client.put(key, b"during-%d" % i).ts
-    assert status["nodes"][2]["up"]  # the fenced node still answers status
     # Clearing the skew brings it back.
     assert fresh_cluster.cli("skew", victim, "--clear").returncode == 0
-    wait_for(lambda: not skew_show(fresh_cluster)[victim]["fenced"], 10.0, "unfencing")
+    wait_for(lambda: not skew_show(fresh_cluster)[victim]["fenced"], WAIT_S, "unfencing")
     for key, ts in acked.items():
         assert client.get(key).version_ts == ts
     shown = skew_show(fresh_cluster)
@@ -99,9 +117,16 @@ def test_jepsen_vocabulary_and_the_hlc_never_goes_back(fresh_cluster: LocalClust
     assert fresh_cluster.cli("skew", "n2", "--bump", "2ms").returncode == 0
     assert fresh_cluster.cli("skew", "n2", "--bump", "1ms").returncode == 0
     assert skew_show(fresh_cluster)["n2"]["offset_ns"] == 3_000_000
+    # A strobe far longer than the test certainly still runs when asked; --clear ends it.
+    assert fresh_cluster.cli("skew", "n3", "--strobe", "4ms", "--period", "100ms", "--for", "1h").returncode == 0
+    shown = skew_show(fresh_cluster)["n3"]
+    assert shown["strobing"] and shown["offset_ns"] in (0, 4_000_000), shown
+    assert fresh_cluster.cli("skew", "n3", "--clear").returncode == 0
+    shown = skew_show(fresh_cluster)["n3"]
+    assert not shown["strobing"] and shown["offset_ns"] == 0, shown
+    # A short strobe ends by itself and puts the clock back.
     assert fresh_cluster.cli("skew", "n3", "--strobe", "4ms", "--period", "100ms", "--for", "1s").returncode == 0
-    assert skew_show(fresh_cluster)["n3"]["strobing"]
-    wait_for(lambda: not skew_show(fresh_cluster)["n3"]["strobing"], 5.0, "the strobe to end")
+    wait_for(lambda: not skew_show(fresh_cluster)["n3"]["strobing"], WAIT_S, "the strobe to end")
     assert skew_show(fresh_cluster)["n3"]["offset_ns"] == 0
     assert fresh_cluster.cli("skew", "--reset").returncode == 0
     assert all(node["offset_ns"] == 0 and node["drift_ppm"] == 0 for node in skew_show(fresh_cluster).values())

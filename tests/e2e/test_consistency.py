@@ -25,19 +25,32 @@ def test_sequential_writes_through_different_nodes_get_increasing_timestamps(sha
         assert seen.ts >= result.ts
 
 
+def follower_reads(cluster: LocalCluster, timeout_s: float = 60.0) -> int:
+    """The cluster's follower-read count, asking again while a busy node misses the status deadline."""
+    deadline = time.monotonic() + timeout_s
+    while None in (replies := cluster.statuses()).values():
+        assert time.monotonic() < deadline, f"nodes did not answer status: {replies}"
+        time.sleep(0.2)
+    return sum(t.follower_reads for reply in replies.values() for t in reply.tablets)
+
+
 def test_stale_reads_are_served_by_followers(shared_cluster: LocalCluster) -> None:
     client = shared_cluster.client()
     old = client.put(b"follower-key", b"old")
-    time.sleep(1.2)
-    client.put(b"follower-key", b"new")
+    time.sleep(0.2)
+    new = client.put(b"follower-key", b"new")
+    # A read in the past, between the two writes: the value is "old" however long the
+    # reads below take (a read 1s stale would see "new" on a machine slower than that).
+    between = Timestamp((old.ts.wall + new.ts.wall) // 2, 0)
+    assert old.ts < between < new.ts
     leaders = shared_cluster.leaders()
-    before = sum(t.follower_reads for reply in shared_cluster.statuses().values() if reply for t in reply.tablets)
+    before = follower_reads(shared_cluster)
     served = []
     for node_id in shared_cluster.node_ids:
-        result = shared_cluster.client(home=node_id).get(b"follower-key", stale_ns=1_000_000_000)
-        assert result.value == b"old" and result.version_ts == old.ts
+        result = shared_cluster.client(home=node_id).get(b"follower-key", at=between)
+        assert result.value == b"old" and result.version_ts == old.ts and result.ts == between
         served.append(result.served_by)
-    after = sum(t.follower_reads for reply in shared_cluster.statuses().values() if reply for t in reply.tablets)
+    after = follower_reads(shared_cluster)
     tablet = next(t for t in shared_cluster.config.tablets if t.contains(b"follower-key"))
     assert any(node != leaders[tablet.id] for node in served), served
     assert after > before

@@ -1,6 +1,6 @@
 """TCP transport on 127.0.0.1 with real sockets: calls, sends, handshake
 refusals, every kind of bad input, backoff, timeouts, drops, HLC rejection,
-shutdown."""
+shutdown, keepalives and the silence deadline."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from txn import wire
 from txn.net.messaging import AddressInUse, PeerUnreachable, RemoteError, RpcTimeout
 from txn.net.transport import TcpTransport, TransportOptions, open_client_connection, open_tcp_transport
 from txn.wire import Handshake, Ping, Pong
+from txn.wire.envelope import Keepalive
 
 LOGGER = "chronodb.test.transport"
 FAST = TransportOptions(handshake_timeout_s=0.3, connect_timeout_s=1.0, reconnect_initial_s=0.02,
@@ -261,3 +262,40 @@ async def test_shutdown_is_quick_with_connections_and_calls_open() -> None:
             await stack.aclose()
             assert time.monotonic() - started < 1.0
         assert outcome == ["n1: transport closed"]
+
+
+QUIET = TransportOptions(handshake_timeout_s=0.3, connect_timeout_s=1.0, reconnect_initial_s=0.02,
+                         reconnect_max_s=0.1, keepalive_interval_s=0.05, idle_timeout_s=0.25, peer_queue_frames=100)
+
+
+async def test_idle_link_stays_up_on_keepalives() -> None:
+    async with AsyncExitStack() as stack:
+        h1 = Recorder()
+        t1 = await start(stack, "n1", handler=h1, options=QUIET)
+        t2 = await start(stack, "n2", peers={"n1": t1.address}, options=QUIET)
+        t1.add_peer("n2", t2.address)
+        assert await t2.call("n1", Ping(b"x"), timeout_s=2) == Pong(b"n2:x")
+        await trio.sleep(4 * QUIET.idle_timeout_s)
+        for transport, peer in ((t1, "n2"), (t2, "n1")):
+            assert transport.statistics().peer(peer).silent_closes == 0
+            assert transport.statistics().connections == 1
+        assert h1.messages == [], "keepalives reach no handler"
+
+
+async def test_silent_peer_is_closed_after_the_idle_deadline(caplog: pytest.LogCaptureFixture) -> None:
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1", peers={"n2": ("127.0.0.1", free_port())}, options=QUIET)
+        stream = await trio.open_tcp_stream(*t1.address)
+        await stream.send_all(wire.encode_frame(wire.encode(Handshake(wire.PROTOCOL_VERSION, "c1", "n2"))))
+        started = time.monotonic()
+        received = await read_until_closed(stream)  # the handshake reply and keepalives, then EOF
+        assert QUIET.idle_timeout_s <= time.monotonic() - started < 2
+        assert wire.encode_frame(wire.encode(Keepalive())) in received
+        assert t1.statistics().peer("n2").silent_closes == 1
+        lines = warnings(caplog)
+        assert len(lines) == 1 and "n2" in lines[0] and "nothing received for" in lines[0], lines
+
+
+def test_idle_deadline_must_allow_two_keepalives() -> None:
+    with pytest.raises(ValueError, match="at least twice keepalive_interval_s"):
+        TransportOptions(keepalive_interval_s=0.6, idle_timeout_s=1.0)

@@ -8,6 +8,14 @@ Retry rules (what is safe):
 - a request that was never delivered (connection refused, `not_leader`,
   read timeouts, unknown tablet) is retried, on the hinted leader or the next
   replica, with capped backoff, until the caller's deadline;
+- each attempt of a read has `attempt_timeout_s` (routing.py: a quarter of
+  the deadline, at least 0.5 s; configurable): a stalled replica (paused
+  process, partition) costs one attempt, then the next replica is asked, and
+  the stalled node is tried last for `SLOW_NODE_S`;
+- "delivered" means the request's bytes were handed to a connection: TCP may
+  have carried them even if no answer ever comes. So a write gets the
+  per-attempt timeout only while it is not yet sent (opening the connection:
+  TCP connect and the handshake); once sent it waits for the whole deadline;
 - a write that was delivered but whose reply never came (connection lost,
   deadline passed) or that the leader reported as `outcome_unknown` is NOT
   retried: it raises `OutcomeUnknown` carrying the request. A user retrying it
@@ -46,16 +54,20 @@ from hlc.physical import SystemClock
 from txn import api
 from txn.net.client_connection import open_client_connection
 from txn.node.config import ConfigError, load_config
-from txn.client.routing import Backoff, holds, leader_order, nearest_order, tablet_containing
+from txn.client.routing import (
+    ATTEMPT_TIMEOUT_FRACTION, ATTEMPT_TIMEOUT_MIN_S, Backoff, attempt_timeout_s, demote, holds, leader_order,
+    nearest_order, tablet_containing,
+)
 from txn.client.errors import ClientError, NoLeader, OutcomeUnknown, ReadFailed, RequestTimeout, TxnAborted, Unreachable
 from txn.client.transaction import Snapshot, Transaction, open_transaction, run_transaction, snapshot_ts
 from txn.client.txn_plan import stale_ts
-from txn.net.messaging import TransportError
+from txn.net.messaging import RpcTimeout, TransportError
 
 DEFAULT_DIR = "./chronodb-data"
 DEFAULT_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 2.0
 SCAN_PAGE = 1000
+SLOW_NODE_S = 5.0  # a node that let an attempt time out is tried last for this long
 
 
 class Connection(Protocol):
@@ -104,7 +116,8 @@ class Client:
     """Use as `async with open_client(addresses) as client:`."""
 
     def __init__(self, addresses: Sequence[tuple[str, int]], *, cluster_id: str | None, clock: HybridClock, timeout_s: float,
-                 dial: Dialer = tcp_dialer, rng: random.Random | None = None) -> None:
+                 dial: Dialer = tcp_dialer, attempt_timeout_min_s: float = ATTEMPT_TIMEOUT_MIN_S,
+                 attempt_timeout_fraction: float = ATTEMPT_TIMEOUT_FRACTION, rng: random.Random | None = None) -> None:
         self.addresses = list(addresses)
         # The one random stream of this client (transaction ids, retry jitter).
         self.rng = rng if rng is not None else random.Random(os.urandom(16))
@@ -114,6 +127,9 @@ class Client:
         self.cluster_id = cluster_id
         self.clock = clock
         self.timeout_s = timeout_s
+        self.attempt_timeout_min_s = attempt_timeout_min_s
+        self.attempt_timeout_fraction = attempt_timeout_fraction
+        self._slow_until: dict[str, float] = {}  # node -> trio time until which it is tried last
         self.tablets: tuple[api.TabletInfo, ...] = ()
         self.nodes: dict[str, tuple[str, int]] = {}
         self.leaders: dict[str, str] = {}
@@ -124,12 +140,18 @@ class Client:
 
     # ---- connections -------------------------------------------------------
 
-    async def _connection(self, address: tuple[str, int]) -> Connection:
-        """Open (once) a connection; raises Unreachable when it cannot.
+    async def _connection(self, address: tuple[str, int], timeout_s: float = CONNECT_TIMEOUT_S) -> Connection:
+        """Open (once) a connection within timeout_s; raises Unreachable when it cannot.
 
         Each connection lives in a task of the client's own nursery: trio wants
         a connection's nursery entered and left by one task, and the caller's
-        task may be any of many concurrent ones."""
+        task may be any of many concurrent ones. Nothing has been sent while
+        this runs, so giving up here never leaves a request delivered."""
+        with trio.move_on_after(timeout_s):
+            return await self._open_connection(address)
+        raise Unreachable(f"{address[0]}:{address[1]}: no connection within {timeout_s:.2g}s")
+
+    async def _open_connection(self, address: tuple[str, int]) -> Connection:
         lock = self._connect_locks.setdefault(address, trio.Lock())
         async with lock:
             held = self._connections.get(address)
@@ -161,13 +183,18 @@ class Client:
         if held is not None:
             held[1].cancel()
 
-    async def _call(self, address: tuple[str, int], message: object, timeout_s: float) -> object:
-        """Raises Unreachable (not delivered) or TransportError (delivery unknown)."""
-        connection = await self._connection(address)
+    async def _call(self, address: tuple[str, int], message: object, timeout_s: float, *,
+                    connect_timeout_s: float | None = None) -> object:
+        """Raises Unreachable (not delivered) or TransportError (delivery unknown).
+
+        Connecting (not yet sent) is bounded by connect_timeout_s, default
+        min(timeout_s, CONNECT_TIMEOUT_S); the call itself by timeout_s."""
+        connect_s = min(timeout_s, CONNECT_TIMEOUT_S) if connect_timeout_s is None else connect_timeout_s
+        connection = await self._connection(address, connect_s)
         if connection.broken is not None:
             # Known dead before we send anything: reconnecting is safe.
             self._forget(address)
-            connection = await self._connection(address)
+            connection = await self._connection(address, connect_s)
         try:
             return await connection.call(message, timeout_s=timeout_s)
         except TransportError:
@@ -213,9 +240,12 @@ class Client:
                     txn_id: str | None = None):
         """Send to the tablet's leader (or nearest replica), retrying what is safe.
 
+        A read attempt gets attempt_timeout_s; a write only while it is not yet
+        sent (see the module docstring), then the rest of the deadline.
         `txn_id`: the transaction this request belongs to, for the errors it
         raises (`TxnAborted` on a `txn_aborted` reply, `OutcomeUnknown`)."""
-        deadline_s = trio.current_time() + (timeout_s or self.timeout_s)
+        total_s = timeout_s or self.timeout_s
+        deadline_s = trio.current_time() + total_s
         backoff = Backoff()
         attempt = 0
         last_problem = "no replica answered"
@@ -223,19 +253,24 @@ class Client:
             remaining_s = deadline_s - trio.current_time()
             if remaining_s <= 0:
                 break
+            attempt_s = attempt_timeout_s(remaining_s, total_s, min_s=self.attempt_timeout_min_s,
+                                          fraction=self.attempt_timeout_fraction)
             known_leader = self.leaders.get(tablet.id)
             order = leader_order(tablet, known_leader) if leader else nearest_order(tablet, known_leader, self.home)
-            node = order[attempt % len(order)]
+            node = demote(order, self._slow_nodes())[attempt % len(order)]
             attempt += 1
             address = self.nodes.get(node)
             if address is None:
                 await self.refresh_map(deadline_s)
                 continue
-            message = build(int(remaining_s * 1e9 * 0.9))
+            call_s = remaining_s if is_write else attempt_s
+            message = build(int(call_s * 1e9 * 0.9))
             try:
-                reply = await self._call(address, message, remaining_s)
+                reply = await self._call(address, message, call_s, connect_timeout_s=min(attempt_s, CONNECT_TIMEOUT_S))
             except Unreachable as error:
                 last_problem = str(error)
+                self._mark_slow(tablet, node)
+                attempt = 0  # the order changed: start it over, the slow node now last
                 await trio.sleep(min(backoff.take(), max(0.0, deadline_s - trio.current_time())))
                 continue
             except TransportError as error:
@@ -243,11 +278,15 @@ class Client:
                     raise OutcomeUnknown(f"write to tablet {tablet.id} sent to {node}, then {error}: it may or may not have committed",
                                          tablet_id=tablet.id, node=node, txn_id=txn_id) from None
                 last_problem = f"{node}: {error}"
+                if isinstance(error, RpcTimeout):
+                    self._mark_slow(tablet, node)
+                    attempt = 0
                 await trio.sleep(min(backoff.take(), max(0.0, deadline_s - trio.current_time())))
                 continue
             if not isinstance(reply, api.ErrorReply):
                 if leader:
                     self.leaders[tablet.id] = node
+                self._slow_until.pop(node, None)
                 return reply
             if reply.code == api.ErrorCode.OUTCOME_UNKNOWN:
                 raise OutcomeUnknown(f"tablet {tablet.id} at {node}: {reply.message}", tablet_id=tablet.id, node=node, txn_id=txn_id)
@@ -256,17 +295,32 @@ class Client:
             if reply.code in (api.ErrorCode.BELOW_GC_HORIZON, api.ErrorCode.FUTURE_READ, api.ErrorCode.BAD_REQUEST):
                 raise ReadFailed(reply)
             last_problem = f"{node}: {reply.message}"
-            if reply.leader_hint and reply.leader_hint in tablet.replicas and reply.leader_hint != node:
-                self.leaders[tablet.id] = reply.leader_hint
+            hint = reply.leader_hint
+            if hint and hint in tablet.replicas and hint != node and hint not in self._slow_nodes():
+                self.leaders[tablet.id] = hint
                 attempt = 0
                 if not leader:
                     leader = True  # a replica that cannot serve sends us to the leader
             else:
+                # No hint, or one naming a node that just timed out on us (the
+                # replica has not noticed yet): ask the next replica instead.
                 self.leaders.pop(tablet.id, None)
                 await trio.sleep(min(backoff.take(), max(0.0, deadline_s - trio.current_time())))
         if leader or is_write:
-            raise NoLeader(f"tablet {tablet.id} had no serving leader within {timeout_s or self.timeout_s:g}s ({last_problem})")
+            raise NoLeader(f"tablet {tablet.id} had no serving leader within {total_s:g}s ({last_problem})")
         raise RequestTimeout(f"no replica of tablet {tablet.id} served the read in time ({last_problem})")
+
+    def _mark_slow(self, tablet: api.TabletInfo, node: str) -> None:
+        """The node let an attempt time out or could not be reached: ask it last for a while."""
+        self._slow_until[node] = trio.current_time() + SLOW_NODE_S
+        if self.leaders.get(tablet.id) == node:
+            self.leaders.pop(tablet.id)
+
+    def _slow_nodes(self) -> list[str]:
+        """Nodes to try last, least recently slow first."""
+        now_s = trio.current_time()
+        slow = sorted((until_s, node) for node, until_s in self._slow_until.items() if until_s > now_s)
+        return [node for _, node in slow]
 
     # ---- operations ----------------------------------------------------------
 
@@ -401,10 +455,12 @@ class Client:
 async def open_client(
     addresses: Sequence[tuple[str, int]], *, cluster_id: str | None = None, max_offset_ns: int = 10_000_000,
     timeout_s: float = DEFAULT_TIMEOUT_S, clock: HybridClock | None = None, dial: Dialer = tcp_dialer,
+    attempt_timeout_min_s: float = ATTEMPT_TIMEOUT_MIN_S, attempt_timeout_fraction: float = ATTEMPT_TIMEOUT_FRACTION,
     rng: random.Random | None = None,
 ) -> AsyncIterator[Client]:
     client = Client(addresses, cluster_id=cluster_id, clock=clock or HybridClock(SystemClock(), max_offset_ns),
-                    timeout_s=timeout_s, dial=dial, rng=rng)
+                    timeout_s=timeout_s, dial=dial, attempt_timeout_min_s=attempt_timeout_min_s,
+                    attempt_timeout_fraction=attempt_timeout_fraction, rng=rng)
     # An error from the caller's block is re-raised after the connections are
     # closed, so it is not wrapped in an ExceptionGroup by the nursery.
     error: Exception | None = None

@@ -4,7 +4,9 @@ Role: the client's pure policy (no I/O). Writes and strong reads go to the
 leader the client last learned (from a reply or a `leader_hint`), then the
 other replicas; stale reads go to the nearest replica (the node the client
 first reached, if it holds the tablet), then followers, so that leaders keep
-their capacity for writes and strong reads.
+their capacity for writes and strong reads. Nodes that recently let an
+attempt time out are tried last (`demote`). One attempt of a request gets
+`attempt_timeout_s`: a fraction of the request's deadline, at least a floor.
 """
 
 from __future__ import annotations
@@ -15,6 +17,22 @@ from txn import api
 
 BACKOFF_FIRST_S = 0.01
 BACKOFF_MAX_S = 0.2
+ATTEMPT_TIMEOUT_MIN_S = 0.5
+ATTEMPT_TIMEOUT_FRACTION = 0.25
+
+
+def attempt_timeout_s(remaining_s: float, total_s: float, *, min_s: float = ATTEMPT_TIMEOUT_MIN_S,
+                      fraction: float = ATTEMPT_TIMEOUT_FRACTION) -> float:
+    """How long one attempt may take: long enough for a healthy but busy node
+    (at least min_s), short enough that a stalled one leaves time to ask another."""
+    return min(remaining_s, max(min_s, fraction * total_s))
+
+
+def demote(order: list[str], slow: list[str]) -> list[str]:
+    """The same order with the slow nodes moved to the end, least recently slow
+    first (`slow` is in that order), so that when every node is slow they
+    still take turns. They are kept: they may be all there is."""
+    return [node for node in order if node not in slow] + [node for node in slow if node in order]
 
 
 def tablet_containing(tablets: Iterable[api.TabletInfo], key: bytes) -> api.TabletInfo | None:

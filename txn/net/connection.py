@@ -13,6 +13,9 @@ Invariants:
   refused before its body is buffered; an EOF inside a frame is reported as
   a truncated frame (ProtocolError), never silently dropped.
 - `close()` is idempotent and wakes whoever waits in `wait_closed()`.
+- `last_received_s` / `last_written_s` (trio time) move on every chunk of
+  bytes read and every frame queued; the transport's silence deadline and
+  keepalives (txn/net/transport.py) read them.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ class Connection:
         self._writer_lot = trio.lowlevel.ParkingLot()
         self._ready: deque[bytes] = deque()
         self._closed = trio.Event()
+        now_s = trio.current_time()
+        self.last_received_s = now_s
+        self.last_written_s = now_s
 
     @staticmethod
     def describe_address(stream: trio.SocketStream) -> str:
@@ -61,6 +67,7 @@ class Connection:
     def write(self, frame: bytes) -> None:
         """Queue one frame (already length-prefixed); never blocks."""
         self._out.append(frame)
+        self.last_written_s = trio.current_time()
         if self._writer_lot:
             self._writer_lot.unpark()
 
@@ -92,6 +99,7 @@ class Connection:
                 if self.decoder.buffered_bytes():
                     raise ProtocolError(self.decoder.describe_truncation())
                 return None
+            self.last_received_s = trio.current_time()
             self._ready.extend(self.decoder.feed(data))
         return self._ready.popleft()
 
@@ -107,6 +115,7 @@ class Connection:
                 if self.decoder.buffered_bytes():
                     raise ProtocolError(self.decoder.describe_truncation())
                 return
+            self.last_received_s = trio.current_time()
             frames = self.decoder.feed(data)
             if frames:
                 yield frames

@@ -67,6 +67,7 @@ class PeerStatistics:
     rejected_clock: int = 0
     received: int = 0
     connect_failures: int = 0
+    silent_closes: int = 0  # connections closed because the peer fell silent past the deadline
 
 
 @attrs.frozen
@@ -92,9 +93,11 @@ class PeerCounters:
     rejected_clock: int = 0
     received: int = 0
     connect_failures: int = 0
+    silent_closes: int = 0
 
     def snapshot(self) -> PeerStatistics:
-        return PeerStatistics(self.sent, self.dropped, self.rejected_clock, self.received, self.connect_failures)
+        return PeerStatistics(self.sent, self.dropped, self.rejected_clock, self.received, self.connect_failures,
+                              self.silent_closes)
 
 
 @attrs.define(eq=False)

@@ -17,9 +17,25 @@ Behaviour:
   stay up and are read; each side sends on the first it registered.
 - Sends never block: each peer has a bounded queue (frames waiting for a
   connection, or the connection's unsent frames); a full queue drops the
-  frame and counts it. A link with traffic re-dials with capped
-  exponential backoff; calls waiting on a peer whose connection fails or
-  cannot be opened fail at once with PeerUnreachable.
+  frame and counts it. A link with traffic re-dials: attempts start at
+  least `reconnect_initial_s` apart, doubling to `reconnect_max_s`, and
+  each (TCP connect plus the peer's handshake reply) has `connect_timeout_s`;
+  calls waiting on a peer whose connection fails or cannot be opened fail
+  at once with PeerUnreachable.
+- Silent peers: on every node-to-node connection each side sends a bare
+  `Keepalive` frame when it has written nothing for `keepalive_interval_s`,
+  and closes the connection when it has received nothing for
+  `idle_timeout_s` (counted as `silent_closes`, one log line); the next
+  traffic re-dials. Why not TCP keepalive / TCP_USER_TIMEOUT: a stopped
+  peer process (SIGSTOP, a long pause) still has its kernel ACKing, so
+  TCP sees nothing wrong; TCP_KEEPIDLE counts whole seconds and
+  TCP_USER_TIMEOUT only runs while data is unacknowledged; both are
+  Linux-specific. A partition after which the network heals silently
+  leaves the old connection stalled in TCP's retransmission backoff (tens
+  of seconds): detecting silence here and re-dialing rejoins within about
+  `idle_timeout_s + reconnect_max_s` of the heal, whatever the partition's
+  length. Client connections get no keepalives (an idle client is silent
+  by right; the client bounds each call with its own deadline).
 - Every envelope carries `clock.now()`; the receiver calls
   `clock.update(ts)` first. A ClockOffsetError drops the message, counts it
   per peer and logs once per peer per minute.
@@ -31,6 +47,10 @@ Behaviour:
 
 HAZARD: the HLC check assumes peers' clocks are within max_offset of ours;
 a peer further ahead is cut off from us until its clock is back in bound.
+HAZARD: a peer whose event loop stalls longer than `idle_timeout_s` (GC,
+CPU starvation, a slow synced write inline) is taken for silent: its
+connection is closed and re-dialed and its pending calls fail. That costs a
+reconnect, never correctness, since messages are at-most-once anyway.
 """
 
 from __future__ import annotations
@@ -63,6 +83,7 @@ from txn.net.messaging import (
     TransportStatistics,
 )
 from txn.wire import Envelope, HandlerError, Handshake, HandshakeRefused, Kind, ProtocolError
+from txn.wire.envelope import Keepalive
 
 __all__ = [
     "AddressInUse", "ClientConnection", "Handler", "PeerUnreachable", "RemoteError", "RpcTimeout", "TcpTransport",
@@ -70,16 +91,30 @@ __all__ = [
 ]
 
 
+# After the silence deadline passes, the reader gets this long to show that
+# bytes were merely waiting behind a stall of our own event loop.
+SILENCE_GRACE_S = 0.05
+
 
 @attrs.frozen
 class TransportOptions:
     """Deadlines and bounds; tests shrink them."""
 
-    handshake_timeout_s: float = 5.0
-    connect_timeout_s: float = 5.0
+    handshake_timeout_s: float = 5.0  # inbound: a dialer's (peer's or client's) first frame
+    connect_timeout_s: float = 1.0  # outbound: TCP connect plus the peer's handshake reply
     reconnect_initial_s: float = 0.05
-    reconnect_max_s: float = 2.0
+    reconnect_max_s: float = 0.5
+    keepalive_interval_s: float = 0.2
+    idle_timeout_s: float = 1.0
     peer_queue_frames: int = 10_000
+
+    def __attrs_post_init__(self) -> None:
+        if not 0 < 2 * self.keepalive_interval_s <= self.idle_timeout_s:
+            raise ValueError(f"idle_timeout_s ({self.idle_timeout_s:g}) must be at least twice "
+                             f"keepalive_interval_s ({self.keepalive_interval_s:g})")
+
+
+KEEPALIVE_FRAME = wire.encode_frame(wire.encode(Keepalive()))
 
 
 def _now_ns() -> int:
@@ -195,21 +230,26 @@ class TcpTransport:
             self._nursery.start_soon(self._dial_loop, link)
 
     async def _dial_loop(self, link: _PeerLink) -> None:
-        """Open the link's connection while it has queued traffic, with capped backoff."""
+        """Open the link's connection while it has queued traffic, with capped backoff.
+
+        Attempts start at most backoff_s apart (counted from the previous
+        attempt's start), so a partition's hung attempts, each bounded by
+        connect_timeout_s, follow one another without a further pause."""
         backoff_s = self.options.reconnect_initial_s
         try:
             while link.queue:
                 if link.connection is not None and not link.connection.closed:
                     self._flush(link, link.connection)
                     return
+                started_s = trio.current_time()
                 try:
                     connection = await self._connect(link)
                 except (OSError, trio.TooSlowError, PeerUnreachable, ProtocolError, trio.BrokenResourceError) as error:
                     link.counters.connect_failures += 1
                     self.log.debug("%s: cannot connect to peer %s at %s:%s: %s", self.node_id, link.peer_id,
                                    link.address[0], link.address[1], error)
-                    self._fail_calls_to(link.peer_id, f"cannot connect: {error}")
-                    await trio.sleep(backoff_s)
+                    self._fail_calls_to(link.peer_id, f"cannot connect: {error or 'timed out'}")
+                    await trio.sleep_until(started_s + backoff_s)
                     backoff_s = min(backoff_s * 2, self.options.reconnect_max_s)
                     continue
                 assert self._nursery is not None
@@ -219,16 +259,19 @@ class TcpTransport:
             link.dialing = False
 
     async def _connect(self, link: _PeerLink) -> Connection:
-        """Dial and handshake; the caller runs the returned connection."""
+        """Dial and handshake within connect_timeout_s; the caller runs the returned connection."""
         with trio.fail_after(self.options.connect_timeout_s):
             stream = await trio.open_tcp_stream(*link.address)
-        connection = Connection(stream, f"peer {link.peer_id} ({link.address[0]}:{link.address[1]})",
-                                self.max_frame_bytes)
-        try:
-            connection.write_message(Handshake(wire.PROTOCOL_VERSION, self.cluster_id, self.node_id))
-            with trio.fail_after(self.options.handshake_timeout_s):
+            connection = Connection(stream, f"peer {link.peer_id} ({link.address[0]}:{link.address[1]})",
+                                    self.max_frame_bytes)
+            try:
+                connection.write_message(Handshake(wire.PROTOCOL_VERSION, self.cluster_id, self.node_id))
                 await connection.flush()
                 reply = await connection.read_message()
+            except BaseException:
+                await connection.aclose()
+                raise
+        try:
             problem = self._check_reply(reply, link.peer_id)
             if problem is not None:
                 self.log.warning("%s: %s: %s", self.node_id, connection.label, problem)
@@ -317,6 +360,8 @@ class TcpTransport:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_until_closed, connection, nursery.cancel_scope)
+                if link is not None:
+                    nursery.start_soon(self._watch_silence, connection, counters, nursery.cancel_scope)
                 try:
                     async for payloads in connection.read_batches():
                         for payload in payloads:
@@ -344,10 +389,37 @@ class TcpTransport:
             self.log.debug("%s: %s: write failed: %s", self.node_id, connection.label, error)
         scope.cancel()
 
+    async def _watch_silence(self, connection: Connection, counters: PeerCounters, scope: trio.CancelScope) -> None:
+        """On a node-to-node connection: keep our side audible, and close on a silent peer.
+
+        Peers write at least every keepalive_interval_s (Paxos heartbeats,
+        clock probes, else a Keepalive), so nothing for idle_timeout_s means
+        a partition or a stalled peer: closing lets the link re-dial as soon
+        as the network heals, instead of waiting out TCP's retransmission
+        backoff on a connection that will never carry bytes again."""
+        interval_s, timeout_s = self.options.keepalive_interval_s, self.options.idle_timeout_s
+        while True:
+            now_s = trio.current_time()
+            if now_s - connection.last_received_s >= timeout_s:
+                await trio.sleep(SILENCE_GRACE_S)
+                silent_s = trio.current_time() - connection.last_received_s
+                if silent_s >= timeout_s:
+                    counters.silent_closes += 1
+                    self.log.warning("%s: %s: nothing received for %.1fs; closing the connection to re-dial",
+                                     self.node_id, connection.label, silent_s)
+                    scope.cancel()
+                    return
+                continue
+            if now_s - connection.last_written_s >= interval_s:
+                connection.write(KEEPALIVE_FRAME)
+            await trio.sleep_until(min(connection.last_received_s + timeout_s, connection.last_written_s + interval_s))
+
     def _on_frame(self, connection: Connection, src: str, counters: PeerCounters, payload: bytes,
                   nursery: trio.Nursery) -> None:
         """Decode, check the clock, dispatch. ProtocolError closes the connection."""
         envelope = wire.decode(payload)
+        if type(envelope) is Keepalive:
+            return  # its bytes already moved connection.last_received_s
         if type(envelope) is not Envelope:
             raise ProtocolError(f"expected an Envelope after the handshake, got {type(envelope).__name__}")
         verdict, reason = absorb_sender_clock(self.clock, envelope)

@@ -26,10 +26,23 @@ from txn import api, wire
 from txn.api.errors import RequestFailed, failure
 from txn.node.admin import NodeAdmin
 from txn.node.clock_watch import ClockWatch
+from txn.net.messaging import TransportError
 from txn.node.config import ClusterConfig
 from txn.tablet.tablet_replica import TabletReplica
 
 log = logging.getLogger("chronodb.node")
+
+# Transaction requests, by type: the tablet's TabletTransactions method that answers it.
+TXN_HANDLERS: dict[type, Any] = {
+    api.TxnReadRequest: lambda txns, msg: txns.read(msg),
+    api.TxnScanRequest: lambda txns, msg: txns.scan(msg),
+    api.PrepareRequest: lambda txns, msg: txns.prepare(msg),
+    api.CommitRequest: lambda txns, msg: txns.commit(msg),
+    api.OnePhaseCommitRequest: lambda txns, msg: txns.one_phase_commit(msg),
+    api.AbortRequest: lambda txns, msg: txns.abort(msg),
+    api.TxnStatusRequest: lambda txns, msg: txns.status(msg),
+    api.ResolveRequest: lambda txns, msg: txns.resolve(msg),
+}
 
 
 class NodeStartError(Exception):
@@ -107,7 +120,46 @@ class Node:
             return self.admin.inspect_tablet(msg)
         if isinstance(msg, api.InspectLogRequest):
             return self.admin.inspect_log(msg)
+        if isinstance(msg, api.TimestampRequest):
+            return api.TimestampReply(self.clock.now(), self.config.max_offset_ns)
+        handler = TXN_HANDLERS.get(type(msg))
+        if handler is not None:
+            if self.fenced:
+                raise failure(api.ErrorCode.UNAVAILABLE, f"{self.node_id} is fenced: its clock is out of bounds")
+            return await handler(self.replica(msg.tablet_id).txns, msg)
         raise failure(api.ErrorCode.BAD_REQUEST, f"unknown request {type(msg).__name__}")
+
+    async def call_tablet(self, tablet_id: str, message: object, timeout_s: float) -> object:
+        """Node to node: `message` to tablet_id's serving leader, following hints, within timeout_s."""
+        tablet = next((t for t in self.config.tablets if t.id == tablet_id), None)
+        if tablet is None:
+            raise failure(api.ErrorCode.UNKNOWN_TABLET, f"no tablet {tablet_id!r}")
+        deadline = trio.current_time() + timeout_s
+        local = self.replicas.get(tablet_id)
+        hint = local.leader_hint() if local is not None else None
+        order = ([hint] if hint else []) + [r for r in tablet.replicas if r != hint]
+        attempt = 0
+        reply: object = None
+        while trio.current_time() < deadline:
+            target = order[attempt % len(order)]
+            attempt += 1
+            remaining_s = deadline - trio.current_time()
+            try:
+                if target == self.node_id:
+                    reply = await self.handle_request(self.node_id, message)
+                else:
+                    reply = await self.transport.call(target, message, timeout_s=remaining_s)
+            except TransportError:
+                await trio.sleep(min(0.02 * attempt, 0.2))
+                continue
+            if isinstance(reply, api.ErrorReply) and reply.code in (api.ErrorCode.NOT_LEADER, api.ErrorCode.UNAVAILABLE, api.ErrorCode.TIMEOUT):
+                if reply.leader_hint in tablet.replicas and reply.leader_hint != target:
+                    order.insert(attempt % (len(order) + 1), reply.leader_hint)
+                else:
+                    await trio.sleep(min(0.02 * attempt, 0.2))
+                continue
+            return reply
+        return reply
 
     def replica(self, tablet_id: str) -> TabletReplica:
         replica = self.replicas.get(tablet_id)

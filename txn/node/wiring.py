@@ -66,6 +66,7 @@ def build_node(config: ClusterConfig, node_id: str, env: NodeEnvironment) -> Nod
             monotonic_ns=env.monotonic_ns, paxos_config=env.paxos_config,
             seed=f"{env.seed}/{tablet.id}", gc_retention_ns=env.gc_retention_ns or config.gc_retention_ns,
         )
+        node.replicas[tablet.id].txns.call_tablet = node.call_tablet
     node.watch.update_fence()
     return node
 

@@ -24,9 +24,15 @@ Invariant the tablet relies on: among the commands APPLIED (not skipped),
 timestamps strictly increase with the slot. A replica's safe time is the
 largest timestamp it has applied.
 
+Transactions (txn/api/txn.py) add `Prepare` (a participant's vote: the
+writes become intents at the prepare timestamp), `Decide` (the coordinator's
+transaction record, first one wins) and `Resolve` (a participant learns the
+decision).
+
 Encoding: canonical CBOR `[kind, ts_bytes, writes, epoch_round, epoch_node]`,
 kind 1 write batch, 2 safe-time advance, 3 barrier; `writes` is a list of
-`[key, value|None]`. A 3-element command (written before epochs existed)
+`[key, value|None]`; kinds 4 prepare, 5 decide, 6 resolve append a sixth
+element, the transaction body. A 3-element command (written before epochs existed)
 decodes with epoch `Ballot(0, "")`, older than every real ballot.
 """
 
@@ -44,6 +50,9 @@ NO_EPOCH = ZERO_BALLOT  # commands logged before epochs existed
 KIND_WRITE_BATCH = 1
 KIND_SAFE_TIME = 2
 KIND_BARRIER = 3
+KIND_PREPARE = 4
+KIND_DECIDE = 5
+KIND_RESOLVE = 6
 
 
 class CommandError(ValueError):
@@ -78,16 +87,106 @@ class Barrier:
         return f"Barrier ts={self.ts} epoch={self.epoch}"
 
 
-Command = WriteBatch | SafeTimeAdvance | Barrier | None  # None: a Paxos no-op
+@attrs.frozen
+class Prepare:
+    """2PC participant vote: the writes become intents at ts (the prepare timestamp).
+
+    Also records what the transaction read here, so a new leader can rebuild
+    its locks, and its coordinator tablet, so a stuck participant knows whom
+    to ask."""
+
+    ts: Timestamp
+    epoch: Ballot
+    txn_id: str
+    priority: Timestamp
+    coordinator: str
+    writes: tuple[tuple[bytes, bytes | None], ...] = attrs.field(converter=tuple)
+    read_keys: tuple[bytes, ...] = attrs.field(converter=tuple)
+    read_ranges: tuple[tuple[bytes, bytes | None], ...] = attrs.field(converter=tuple)
+
+    def __str__(self) -> str:
+        return f"Prepare {self.txn_id} ts={self.ts} writes={len(self.writes)} coordinator={self.coordinator} epoch={self.epoch}"
 
 
-def encode_command(command: WriteBatch | SafeTimeAdvance | Barrier) -> bytes:
+@attrs.frozen
+class Decide:
+    """The coordinator's transaction record: the first Decide of a txn in a log wins.
+
+    `ts` is the commit timestamp when committed (the command's own timestamp);
+    participants lists the other tablets to resolve. If this tablet is also a
+    participant, its intents are resolved by the same command."""
+
+    ts: Timestamp
+    epoch: Ballot
+    txn_id: str
+    committed: bool
+    participants: tuple[str, ...] = attrs.field(converter=tuple)
+
+    def __str__(self) -> str:
+        verdict = "commit" if self.committed else "abort"
+        return f"Decide {self.txn_id} {verdict} ts={self.ts} participants={','.join(self.participants)} epoch={self.epoch}"
+
+
+@attrs.frozen
+class Resolve:
+    """A participant learns the decision: intents become versions at commit_ts, or vanish."""
+
+    ts: Timestamp
+    epoch: Ballot
+    txn_id: str
+    commit_ts: Timestamp | None  # None: aborted
+
+    def __str__(self) -> str:
+        verdict = f"commit at {self.commit_ts}" if self.commit_ts is not None else "abort"
+        return f"Resolve {self.txn_id} {verdict} ts={self.ts} epoch={self.epoch}"
+
+
+TxnCommand = Prepare | Decide | Resolve
+Command = WriteBatch | SafeTimeAdvance | Barrier | Prepare | Decide | Resolve | None  # None: a Paxos no-op
+
+
+def encode_command(command: WriteBatch | SafeTimeAdvance | Barrier | Prepare | Decide | Resolve) -> bytes:
     epoch = [command.epoch.round, command.epoch.node]
+    ts = command.ts.to_bytes()
     if isinstance(command, WriteBatch):
         writes = [[key, value] for key, value in command.writes]
-        return cbor2.dumps([KIND_WRITE_BATCH, command.ts.to_bytes(), writes, *epoch], canonical=True)
+        return cbor2.dumps([KIND_WRITE_BATCH, ts, writes, *epoch], canonical=True)
+    if isinstance(command, Prepare):
+        body = [command.txn_id, command.priority.to_bytes(), command.coordinator,
+                [list(r) for r in command.read_ranges], list(command.read_keys)]
+        writes = [[key, value] for key, value in command.writes]
+        return cbor2.dumps([KIND_PREPARE, ts, writes, *epoch, body], canonical=True)
+    if isinstance(command, Decide):
+        body = [command.txn_id, command.committed, list(command.participants)]
+        return cbor2.dumps([KIND_DECIDE, ts, [], *epoch, body], canonical=True)
+    if isinstance(command, Resolve):
+        body = [command.txn_id, None if command.commit_ts is None else command.commit_ts.to_bytes()]
+        return cbor2.dumps([KIND_RESOLVE, ts, [], *epoch, body], canonical=True)
     kind = KIND_SAFE_TIME if isinstance(command, SafeTimeAdvance) else KIND_BARRIER
-    return cbor2.dumps([kind, command.ts.to_bytes(), [], *epoch], canonical=True)
+    return cbor2.dumps([kind, ts, [], *epoch], canonical=True)
+
+
+def _pairs(writes: object) -> list[tuple[bytes, bytes | None]]:
+    pairs = []
+    for key, value in writes:  # type: ignore[attr-defined]
+        if not isinstance(key, bytes) or not (value is None or isinstance(value, bytes)):
+            raise ValueError("write is not [bytes, bytes|null]")
+        pairs.append((key, value))
+    return pairs
+
+
+def _txn_command(kind: int, ts: Timestamp, epoch: Ballot, writes: object, body: object) -> Prepare | Decide | Resolve:
+    if not isinstance(body, list) or not body or not isinstance(body[0], str):
+        raise ValueError("transaction command without a [txn_id, ...] body")
+    if kind == KIND_PREPARE:
+        txn_id, priority, coordinator, ranges, read_keys = body
+        return Prepare(ts, epoch, txn_id, Timestamp.from_bytes(priority), coordinator, _pairs(writes),
+                       tuple(read_keys), tuple((start, end) for start, end in ranges))
+    if kind == KIND_DECIDE:
+        txn_id, committed, participants = body
+        return Decide(ts, epoch, txn_id, bool(committed), tuple(participants))
+    txn_id, commit_ts = body
+    return Resolve(ts, epoch, txn_id, None if commit_ts is None else Timestamp.from_bytes(commit_ts))
 
 
 def decode_command(data: bytes) -> Command:
@@ -95,26 +194,23 @@ def decode_command(data: bytes) -> Command:
         return None
     try:
         fields = cbor2.loads(data)
-        if not isinstance(fields, list) or len(fields) not in (3, 5):
-            raise ValueError("not a [kind, ts, writes(, epoch round, epoch node)] list")
+        if not isinstance(fields, list) or len(fields) not in (3, 5, 6):
+            raise ValueError("not a [kind, ts, writes(, epoch round, epoch node(, body))] list")
         kind, ts_bytes, writes = fields[:3]
         epoch = NO_EPOCH
-        if len(fields) == 5:
+        if len(fields) >= 5:
             if type(fields[3]) is not int or fields[3] < 0 or not isinstance(fields[4], str):
                 raise ValueError("epoch is not [round >= 0, node]")
             epoch = Ballot(fields[3], fields[4])
         ts = Timestamp.from_bytes(ts_bytes)
         if kind == KIND_WRITE_BATCH:
-            pairs = []
-            for key, value in writes:
-                if not isinstance(key, bytes) or not (value is None or isinstance(value, bytes)):
-                    raise ValueError("write is not [bytes, bytes|null]")
-                pairs.append((key, value))
-            return WriteBatch(ts, pairs, epoch)
+            return WriteBatch(ts, _pairs(writes), epoch)
         if kind == KIND_SAFE_TIME:
             return SafeTimeAdvance(ts, epoch)
         if kind == KIND_BARRIER:
             return Barrier(ts, epoch)
+        if kind in (KIND_PREPARE, KIND_DECIDE, KIND_RESOLVE) and len(fields) == 6:
+            return _txn_command(kind, ts, epoch, writes, fields[5])
         raise ValueError(f"unknown command kind {kind!r}")
     except (ValueError, TypeError, cbor2.CBORDecodeError) as error:
         raise CommandError(f"undecodable log command ({len(data)} bytes): {error}") from None

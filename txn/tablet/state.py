@@ -39,15 +39,17 @@ from hlc import Timestamp
 from mvcc.engine import Batch, Engine
 from mvcc.store import MvccStore
 from paxos.messages import Ballot
-from txn.tablet.commands import NO_EPOCH, Barrier, SafeTimeAdvance, WriteBatch, decode_command
+from txn.tablet.commands import NO_EPOCH, Barrier, Decide, Prepare, Resolve, SafeTimeAdvance, WriteBatch, decode_command
+from txn.tablet.txn_records import TxnRecords
 
 APPLIED_KEY = b"t/applied"
 SAFE_TS_KEY = b"t/safe"
 EPOCH_KEY = b"t/epoch"
-SNAPSHOT_HEADER_VERSION = 2  # 2: the header carries the last barrier's epoch
+SNAPSHOT_HEADER_VERSION = 3  # 2: the last barrier's epoch; 3: the transaction records
 
 # (index, command or None for a no-op / snapshot install, skipped)
-AppliedListener = Callable[[int, "WriteBatch | SafeTimeAdvance | Barrier | None", bool], None]
+# (index, command or None for a no-op / snapshot install, skipped: a stale command, or a Prepare that failed)
+AppliedListener = Callable[[int, object, bool], None]
 
 
 class TabletState:
@@ -69,6 +71,7 @@ class TabletState:
         self.barrier_epoch = Ballot(*cbor2.loads(raw_epoch)) if raw_epoch else NO_EPOCH
         self.writes_applied = 0
         self.skipped = 0
+        self.txns = TxnRecords(engine, self.store)
 
     def applied_index(self) -> int:
         return self._applied_index
@@ -84,18 +87,28 @@ class TabletState:
                 for key, value in command.writes:
                     self.store.stage_write(batch, key, command.ts, value)
                 self.writes_applied += 1
+            elif isinstance(command, Prepare):
+                skipped = not self.txns.stage_prepare(batch, command)
+            elif isinstance(command, Decide):
+                self.txns.stage_decide(batch, command)
+            elif isinstance(command, Resolve):
+                self.txns.stage_resolve(batch, command)
             if isinstance(command, Barrier):
                 self.barrier_epoch = command.epoch
                 batch.put(EPOCH_KEY, cbor2.dumps([command.epoch.round, command.epoch.node]))
             self.safe_ts = command.ts
             batch.put(SAFE_TS_KEY, self.safe_ts.to_bytes())
-        if skipped:
+        if skipped and not isinstance(command, Prepare):
             self.skipped += 1
         batch.put(APPLIED_KEY, index.to_bytes(8, "big"))
         self.engine.apply(batch, sync=False)
         self._applied_index = index
         if self.on_applied is not None:
             self.on_applied(index, command, skipped)
+
+    def read_safe_ts(self) -> Timestamp:
+        """The highest timestamp a read may be served at here: safe time, held below prepared transactions."""
+        return self.txns.read_safe_ts(self.safe_ts)
 
     def is_stale(self, command: "WriteBatch | SafeTimeAdvance | Barrier") -> bool:
         """A command this state machine skips: from a deposed leadership, or not above safe time."""
@@ -109,12 +122,13 @@ class TabletState:
         The chunks are materialized here, while no apply can interleave, so the
         index and the data describe the same moment."""
         epoch = self.barrier_epoch
-        header = cbor2.dumps([SNAPSHOT_HEADER_VERSION, self._applied_index, self.safe_ts.to_bytes(), epoch.round, epoch.node])
+        header = cbor2.dumps([SNAPSHOT_HEADER_VERSION, self._applied_index, self.safe_ts.to_bytes(), epoch.round,
+                              epoch.node, self.txns.export()])
         return self._applied_index, [header, *self.store.export_chunks()]
 
     def install_snapshot(self, index: int, chunks: Iterable[bytes]) -> None:
         iterator = iter(chunks)
-        version, header_index, safe_bytes, epoch_round, epoch_node = cbor2.loads(next(iterator))
+        version, header_index, safe_bytes, epoch_round, epoch_node, txn_records = cbor2.loads(next(iterator))
         if version != SNAPSHOT_HEADER_VERSION or header_index != index:
             raise ValueError(f"snapshot header {version}/{header_index} does not match index {index}")
         # The skip rule's state travels with the data: a replica that installed a
@@ -127,7 +141,9 @@ class TabletState:
         batch.put(APPLIED_KEY, index.to_bytes(8, "big"))
         batch.put(SAFE_TS_KEY, self.safe_ts.to_bytes())
         batch.put(EPOCH_KEY, cbor2.dumps([epoch_round, epoch_node]))
+        self.txns.stage_import(batch, txn_records)
         self.engine.apply(batch, sync=True)
+        self.txns.load()
         self._applied_index = index
         if self.on_applied is not None:
             self.on_applied(index, None, False)

@@ -39,9 +39,11 @@ from paxos.types import NotLeader, PaxosConfig, ProposalLost
 from txn import api
 from txn.api.cluster import TabletConfig
 from txn.api.errors import RequestFailed, failure
-from txn.tablet.commands import Barrier, SafeTimeAdvance, WriteBatch, encode_command
+from txn.tablet.commands import Barrier, Prepare, SafeTimeAdvance, WriteBatch, encode_command
 from txn.tablet.leader import PendingCommand, Serving, TabletLeaderCore, WriteState
+from txn.tablet.locks import LockMode
 from txn.tablet.state import TabletState
+from txn.tablet.transactions import TabletTransactions
 
 DEFAULT_SAFE_TIME_INTERVAL_NS = 100_000_000
 GC_INTERVAL_S = 5.0
@@ -75,6 +77,7 @@ class TabletReplica:
         self.fenced = False
         self.marks: collections.Counter[str] = collections.Counter()  # coverage marks for the simulation
         self._changed = trio.Event()
+        self.txns = TabletTransactions(self)
         self.paxos = PaxosDriver(
             node_id=node_id, peers=tuple(tablet.replicas), storage=PaxosStorage(engine),
             state_machine=self.state, send=send, now_ns=monotonic_ns, seed=seed,
@@ -105,15 +108,18 @@ class TabletReplica:
             nursery.start_soon(self._commit_wait_timer)
             nursery.start_soon(self._safe_time_loop)
             nursery.start_soon(self._gc_loop)
+            await nursery.start(self.txns.run)
             task_status.started()
 
     def _on_applied(self, index: int, command: object, skipped: bool) -> None:
-        if isinstance(command, (WriteBatch, SafeTimeAdvance, Barrier)):
-            if skipped:
+        if command is not None and hasattr(command, "ts"):
+            if skipped and isinstance(command, Prepare):
+                self.marks["tablet.prepare_failed"] += 1
+            elif skipped:
                 self.marks["tablet.stale_command_skipped"] += 1
                 log.warning("tablet %s: %s skipped %s at slot %d (from a deposed leadership or not above safe time %s)",
                             self.tablet.id, self.node_id, command, index, self.state.safe_ts)
-            self.leader.applied(command.ts, skipped=skipped, physical_now_ns=self._physical_ns())
+            self.leader.applied(command.ts, skipped=skipped, physical_now_ns=self._physical_ns())  # type: ignore[attr-defined]
         else:
             self.leader.snapshot_installed(self.state.safe_ts)  # a no-op, or a snapshot install
         self._notify()
@@ -150,11 +156,13 @@ class TabletReplica:
                 # wait is measured on the physical clock from that moment.
                 start_physical_ns = self._physical_ns() - max(0, now_ns - status.lease_acquired_ns)
                 self.leader.lease_acquired(status.lease_acquired_ns, start_physical_ns)
+                self.txns.stopped_serving()
                 self._notify()
             elif not status.lease_holder and self.leader.lease_id is not None:
                 if self.leader.is_serving:
                     log.info("tablet %s: %s stops serving as leader", self.tablet.id, self.node_id)
                 self.leader.lease_lost()
+                self.txns.stopped_serving()
                 self._notify()
             if self.leader.barrier_due(self._physical_ns()) and not self.fenced:
                 await self._propose_barrier()
@@ -178,14 +186,17 @@ class TabletReplica:
             await trio.sleep(POLL_S)
             return
         if self.leader.is_serving and self.leader.lease_id == lease_id:
+            # Every earlier slot is applied now: the prepared transactions' locks are complete.
+            self.txns.became_serving()
+            self._notify()
             log.info("tablet %s: %s serves as leader from %s", self.tablet.id, self.node_id, command.ts)
         elif command.state is WriteState.SKIPPED:
             self.leader.barrier_failed()
 
-    async def _propose(self, pending: PendingCommand, command: WriteBatch | SafeTimeAdvance | Barrier, timeout_s: float) -> None:
+    async def _propose(self, pending: PendingCommand, command: object, timeout_s: float) -> None:
         """Propose a command the core assigned; tells the core what Paxos said when that is definite."""
         try:
-            await self.paxos.propose(encode_command(command), timeout_s=timeout_s)
+            await self.paxos.propose(encode_command(command), timeout_s=timeout_s)  # type: ignore[arg-type]
         except NotLeader:
             self.leader.not_chosen(pending)
             raise
@@ -249,9 +260,29 @@ class TabletReplica:
     # ---- writes ------------------------------------------------------------
 
     async def write(self, writes: tuple[api.KeyWrite, ...], timeout_ns: int) -> api.WriteReply:
+        """A single write batch: a one-tablet transaction of its own (young: it waits for lock holders)."""
         for item in writes:
             if not self.tablet.contains(item.key):
                 raise failure(api.ErrorCode.BAD_REQUEST, f"key {item.key!r} is outside tablet {self.tablet.id}")
+        if not self._is_serving():
+            raise self._not_leader()
+        txn_id = self.txns.plain_write_id()
+        try:
+            with trio.move_on_after(max(timeout_ns, 1) / 1e9) as scope:
+                for key in sorted({w.key for w in writes}):
+                    await self.txns._lock(txn_id, self.clock.now(), key=key, mode=LockMode.EXCLUSIVE)
+            if scope.cancelled_caught:
+                raise failure(api.ErrorCode.TIMEOUT, f"the write waited too long for locks on tablet {self.tablet.id}: not committed")
+            return await self._write_locked(writes, timeout_ns)
+        except RequestFailed as failed:
+            if failed.reply.code == api.ErrorCode.TXN_ABORTED:  # wounded by an older transaction before proposing
+                raise failure(api.ErrorCode.TIMEOUT, f"an older transaction took the write's lock: not committed") from None
+            raise
+        finally:
+            self.txns._release(txn_id)
+
+    async def _write_locked(self, writes: tuple[api.KeyWrite, ...], timeout_ns: int) -> api.WriteReply:
+        """Propose a write whose exclusive locks are held; answer after commit-wait."""
         if not self._is_serving():
             raise self._not_leader()
         pending = self.leader.assign(self.clock.now(), commit_wait=True)
@@ -271,14 +302,45 @@ class TabletReplica:
         if pending.state is WriteState.SKIPPED:
             raise failure(api.ErrorCode.NOT_LEADER, f"the write at {ts} came after a newer leader's barrier and was skipped: not committed")
         applied_at_ns = pending.applied_at_ns or self._physical_ns()
-        # Commit-wait: bounded by max_offset of physical time, so no deadline of
-        # its own. A record the core dropped at a lease change (UNKNOWN) but that
-        # Paxos then applied waits on the clock directly.
+        await self._commit_waited(pending)
+        self.marks["tablet.write_acknowledged"] += 1
+        return api.WriteReply(ts, max(0, self._physical_ns() - applied_at_ns))
+
+    async def _commit_waited(self, pending: PendingCommand) -> None:
+        """Wait until an applied command's commit-wait is over (bounded by max_offset of physical time).
+
+        A record the core dropped at a lease change (UNKNOWN) but that Paxos
+        then applied waits on the clock directly."""
         while not (pending.state is WriteState.DONE
                    or (pending.state is WriteState.UNKNOWN and self._physical_ns() > pending.release_after_ns)):
             await self._wait_changed(self._changed)
-        self.marks["tablet.write_acknowledged"] += 1
-        return api.WriteReply(ts, max(0, self._physical_ns() - applied_at_ns))
+
+    async def _read_resolved(self, key: bytes, ts: Timestamp):
+        """The store's read at ts, once no other transaction's intent at or below ts is on the key."""
+        while True:
+            changed = self._changed
+            try:
+                result = self.state.store.read(key, ts)
+            except BelowGcHorizon as error:
+                raise failure(api.ErrorCode.BELOW_GC_HORIZON, str(error), horizon=error.horizon) from None
+            if result.intent is None:
+                return result
+            self.marks["tablet.read_waited_for_intent"] += 1
+            await self._wait_changed(changed)
+
+    async def _scan_resolved(self, start: bytes, end: bytes | None, ts: Timestamp, limit: int) -> tuple[api.Row, ...]:
+        if end is not None and start >= end:
+            return ()
+        while True:
+            changed = self._changed
+            try:
+                result = self.state.store.scan(start, end, ts, limit=max(1, limit))
+            except BelowGcHorizon as error:
+                raise failure(api.ErrorCode.BELOW_GC_HORIZON, str(error), horizon=error.horizon) from None
+            if not result.intents:
+                return tuple(api.Row(key, value, version_ts) for key, value, version_ts in result.rows)
+            self.marks["tablet.read_waited_for_intent"] += 1
+            await self._wait_changed(changed)
 
     # ---- reads -------------------------------------------------------------
 
@@ -299,7 +361,13 @@ class TabletReplica:
                 changed = self._changed
                 if self._is_serving() and ts <= self.clock.now():
                     return await self._leader_read_ts(ts)
-                visible = self.leader.replica_visible_ts(self.state.safe_ts, self._physical_ns())
+                ahead_ns = ts.wall - self._physical_ns()
+                if self._is_serving() and 0 <= ahead_ns <= 2 * self.max_offset_ns:
+                    # A strong snapshot's T (a node's now + max_offset): the leader
+                    # serves it once its own clock has passed T.
+                    await trio.sleep(ahead_ns / 1e9 + 0.0001)
+                    continue
+                visible = self.leader.replica_visible_ts(self.state.read_safe_ts(), self._physical_ns())
                 if ts <= visible:
                     if not self._is_serving():
                         self.follower_reads += 1
@@ -330,26 +398,21 @@ class TabletReplica:
     async def read(self, request: api.ReadRequest) -> api.ReadReply:
         if not self.tablet.contains(request.key):
             raise failure(api.ErrorCode.BAD_REQUEST, f"key {request.key!r} is outside tablet {self.tablet.id}")
-        ts = await self.read_ts(request.mode, request.ts, request.timeout_ns)
-        try:
-            result = self.state.store.read(request.key, ts)
-        except BelowGcHorizon as error:
-            raise failure(api.ErrorCode.BELOW_GC_HORIZON, str(error), horizon=error.horizon) from None
-        return api.ReadReply(ts, result.value, result.version_ts, self.node_id)
+        with trio.move_on_after(max(request.timeout_ns, 0) / 1e9):
+            ts = await self.read_ts(request.mode, request.ts, request.timeout_ns)
+            result = await self._read_resolved(request.key, ts)  # a prepared transaction's intent: wait for its fate
+            return api.ReadReply(ts, result.value, result.version_ts, self.node_id)
+        raise failure(api.ErrorCode.TIMEOUT, f"a transaction prepared on {request.key!r} was not resolved in time", leader_hint=self.leader_hint())
 
     async def scan(self, request: api.ScanRequest) -> api.ScanReply:
         start = max(request.start, self.tablet.start)
         ends = [e for e in (request.end, self.tablet.end) if e is not None]
         end = min(ends) if ends else None
-        ts = await self.read_ts(request.mode, request.ts, request.timeout_ns)
-        if end is not None and start >= end:
-            return api.ScanReply(ts, (), self.node_id)
-        try:
-            result = self.state.store.scan(start, end, ts, limit=max(1, request.limit))
-        except BelowGcHorizon as error:
-            raise failure(api.ErrorCode.BELOW_GC_HORIZON, str(error), horizon=error.horizon) from None
-        rows = tuple(api.Row(key, value, version_ts) for key, value, version_ts in result.rows)
-        return api.ScanReply(ts, rows, self.node_id)
+        with trio.move_on_after(max(request.timeout_ns, 0) / 1e9):
+            ts = await self.read_ts(request.mode, request.ts, request.timeout_ns)
+            rows = await self._scan_resolved(start, end, ts, request.limit)
+            return api.ScanReply(ts, rows, self.node_id)
+        raise failure(api.ErrorCode.TIMEOUT, "a transaction prepared in the scanned range was not resolved in time", leader_hint=self.leader_hint())
 
     # ---- status --------------------------------------------------------------
 

@@ -1,8 +1,11 @@
-"""Messaging frames (type ids 1-99): handshake, envelope, handler errors, ping.
+"""Messaging frames (type ids 1-99): handshake, envelope, handler errors, ping, keepalive.
 
 Role: what every connection carries around the payload messages. The first
 frame each way is a `Handshake`; every later frame is an `Envelope` carrying
-the sender's HLC reading, a kind, a request id and a registered body. Pure.
+the sender's HLC reading, a kind, a request id and a registered body, or a
+bare `Keepalive` that a node sends on an otherwise idle node-to-node link so
+that the other side can tell a quiet peer from a silent (partitioned,
+stalled) one. Pure.
 """
 
 from __future__ import annotations
@@ -119,4 +122,13 @@ class Pong:
         return f"Pong {len(self.payload)}B"
 
 
-register_classes(Handshake, HandshakeRefused, Envelope, HandlerError, Ping, Pong)
+@attrs.frozen
+class Keepalive:
+    """A bare frame on an idle node-to-node link: "still here". Carries no clock
+    reading and reaches no handler; only the transport's silence deadline sees it."""
+
+    def __str__(self) -> str:
+        return "Keepalive"
+
+
+register_classes(Handshake, HandshakeRefused, Envelope, HandlerError, Ping, Pong, Keepalive)

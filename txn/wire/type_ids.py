@@ -19,6 +19,7 @@ from __future__ import annotations
 TYPE_IDS: dict[str, int] = {
     # messaging (txn/wire/envelope.py)
     "Handshake": 1, "HandshakeRefused": 2, "Envelope": 3, "HandlerError": 4, "Ping": 10, "Pong": 11,
+    "Keepalive": 12,
     # Paxos (paxos/messages.py)
     "Ballot": 100, "Entry": 101, "Prepare": 102, "Promise": 103, "Reject": 104,
     "Accept": 105, "Accepted": 106, "SnapshotChunk": 107, "SnapshotAck": 108, "PreVote": 109, "PreVoteReply": 110,

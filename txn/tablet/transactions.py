@@ -1,0 +1,390 @@
+"""A tablet leader's part in read-write transactions: locks, prepare, decide, resolve, recover.
+
+Role: the trio side of 2PL + 2PC for one tablet replica (the protocol is in
+txn/api/txn.py, the lock rules in txn/tablet/locks.py, the log records in
+txn/tablet/txn_records.py). Handlers raise `RequestFailed` with the error
+code the client acts on: `txn_aborted` (with a reason: safe to run the
+transaction again), `not_leader` (retry at the leader), `outcome_unknown`.
+
+Coordinator (the tablet of the transaction's first written key, itself a
+participant): on `CommitRequest` it checks its own vote is logged, takes the
+commit timestamp at or above every prepare timestamp and above its floor,
+logs `Decide(commit)` through its Paxos group (which also resolves its own
+intents), waits out commit-wait, answers, then resolves the other
+participants. Presumed abort: asked about a transaction it has no decision
+for (`TxnStatusRequest`), it logs `Decide(abort)` first and answers from
+the log (the first decision in the log wins, so a racing commit and a
+presumed abort cannot both hold).
+
+Participant: a transaction prepared here that nobody resolves within
+`RECOVERY_AFTER_S` is asked about at its coordinator tablet, and resolved
+from the answer. Its locks survive leader changes: a new leader rebuilds
+them from the logged Prepare records when it starts serving.
+
+HAZARD: none of its own; timestamps come from the leader core (txn/tablet/leader.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+import trio
+
+from hlc import Timestamp
+from paxos.types import NotLeader, ProposalLost
+from txn import api
+from txn.api.errors import AbortReason, RequestFailed, aborted, failure
+from txn.tablet.commands import Decide, Prepare, Resolve
+from txn.tablet.leader import PendingCommand, WriteState
+from txn.tablet.locks import LockMode, LockTable, Outcome
+
+if TYPE_CHECKING:
+    from txn.tablet.tablet_replica import TabletReplica
+
+RECOVERY_AFTER_S = 2.0
+RECOVERY_INTERVAL_S = 0.5
+TXN_IDLE_NS = 10_000_000_000  # an unprepared transaction silent this long loses its locks
+RESOLVE_ATTEMPTS = 20
+PEER_TIMEOUT_S = 2.0
+
+log = logging.getLogger("chronodb.txn")
+
+CallTablet = Callable[[str, object, float], Awaitable[object]]
+
+
+class TabletTransactions:
+    def __init__(self, replica: "TabletReplica") -> None:
+        self.replica = replica
+        self.locks = LockTable()
+        self.call_tablet: CallTablet | None = None  # set by the node: reach another tablet's leader
+        self.deciding: dict[str, trio.Event] = {}
+        self.prepared_seen: dict[str, float] = {}
+        self._plain_writes = itertools.count(1)
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def tablet_id(self) -> str:
+        return self.replica.tablet.id
+
+    def mark(self, name: str) -> None:
+        self.replica.marks[name] += 1
+
+    def _now_ns(self) -> int:
+        return self.replica.monotonic_ns()
+
+    # ---- leadership hooks ----------------------------------------------------------
+
+    def became_serving(self) -> None:
+        self.locks.rebuild(self.replica.state.txns.lock_records(), self._now_ns())
+
+    def stopped_serving(self) -> None:
+        self.locks.clear()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._recovery_loop)
+            task_status.started()
+
+    # ---- locks ---------------------------------------------------------------------
+
+    async def _lock(self, txn_id: str, priority: Timestamp, *, key: bytes | None = None,
+                    mode: LockMode = LockMode.SHARED, key_range: tuple[bytes, bytes | None] | None = None) -> None:
+        """Take a lock under wound-wait, waiting (within the caller's deadline) while older or prepared holders run."""
+        waited = False
+        while True:
+            if not self.replica._is_serving():
+                raise self.replica._not_leader()
+            now_ns = self._now_ns()
+            if key is not None:
+                decision = self.locks.lock_key(txn_id, priority, key, mode, now_ns)
+            else:
+                assert key_range is not None
+                decision = self.locks.lock_range(txn_id, priority, key_range[0], key_range[1], now_ns)
+            if decision.wounded:
+                self.mark("txn.wounded")
+                self.replica._notify()
+            if decision.outcome is Outcome.GRANTED:
+                if waited:
+                    self.mark("txn.waited")
+                return
+            if decision.outcome is Outcome.ABORTED:
+                assert decision.reason is not None
+                raise aborted(decision.reason, f"transaction {txn_id} was aborted at tablet {self.tablet_id} ({decision.reason})")
+            waited = True
+            await self.replica._wait_changed(self.replica._changed)
+
+    def _locked_or_abort(self, txn_id: str, key_range: tuple[bytes, bytes | None]) -> tuple[bytes, bytes | None]:
+        tablet = self.replica.tablet
+        start = max(key_range[0], tablet.start)
+        ends = [e for e in (key_range[1], tablet.end) if e is not None]
+        return start, (min(ends) if ends else None)
+
+    # ---- reads under a shared lock ------------------------------------------------------
+
+    async def read(self, request: api.TxnReadRequest) -> api.TxnReadReply:
+        if not self.replica.tablet.contains(request.key):
+            raise failure(api.ErrorCode.BAD_REQUEST, f"key {request.key!r} is outside tablet {self.tablet_id}")
+        with self._deadline(request.timeout_ns, request.txn_id):
+            await self._lock(request.txn_id, request.priority, key=request.key, mode=LockMode.SHARED)
+            ts = await self.replica._leader_read_ts(self.replica.leader.strong_read_ts(self.replica.clock.now()))
+            result = await self.replica._read_resolved(request.key, ts)
+        return api.TxnReadReply(result.value, result.version_ts, ts, self.replica.node_id)
+
+    async def scan(self, request: api.TxnScanRequest) -> api.TxnScanReply:
+        start, end = self._locked_or_abort(request.txn_id, (request.start, request.end))
+        with self._deadline(request.timeout_ns, request.txn_id):
+            await self._lock(request.txn_id, request.priority, key_range=(start, end))
+            ts = await self.replica._leader_read_ts(self.replica.leader.strong_read_ts(self.replica.clock.now()))
+            rows = await self.replica._scan_resolved(start, end, ts, request.limit)
+        return api.TxnScanReply(rows, ts, self.replica.node_id)
+
+    def _deadline(self, timeout_ns: int, txn_id: str) -> "_Deadline":
+        return _Deadline(max(timeout_ns, 1) / 1e9, txn_id)
+
+    # ---- commit paths ----------------------------------------------------------------
+
+    async def _exclusive_and_check(self, txn_id: str, priority: Timestamp, writes: tuple[api.KeyWrite, ...],
+                                   read_keys: tuple[bytes, ...], read_ranges: tuple[api.KeyRange, ...]) -> None:
+        for item in writes:
+            if not self.replica.tablet.contains(item.key):
+                raise failure(api.ErrorCode.BAD_REQUEST, f"key {item.key!r} is outside tablet {self.tablet_id}")
+        for key in sorted({w.key for w in writes}):
+            await self._lock(txn_id, priority, key=key, mode=LockMode.EXCLUSIVE)
+        ranges = [self._locked_or_abort(txn_id, (r.start, r.end)) for r in read_ranges]
+        if not self.locks.holds(txn_id, read_keys, ranges):
+            if self.locks.txns.get(txn_id) is None or not self.locks.txns[txn_id].prepared:
+                self.locks.abort(txn_id, AbortReason.LOST_LOCKS, self._now_ns())
+            self.mark("txn.lost_locks")
+            raise aborted(AbortReason.LOST_LOCKS, f"transaction {txn_id} no longer holds its read locks at tablet "
+                          f"{self.tablet_id} (a leader change): its reads may be stale")
+
+    async def prepare(self, request: api.PrepareRequest) -> api.PrepareReply:
+        records = self.replica.state.txns
+        if request.txn_id in records.prepared:
+            return api.PrepareReply(records.prepared[request.txn_id].ts)
+        with self._deadline(request.timeout_ns, request.txn_id):
+            await self._exclusive_and_check(request.txn_id, request.priority, request.writes, request.read_keys, request.read_ranges)
+        pending = self.replica.leader.assign(self.replica.clock.now(), commit_wait=False)
+        command = Prepare(pending.ts, self.replica.paxos.core.ballot, request.txn_id, request.priority,
+                          request.coordinator_tablet, [(w.key, w.value) for w in request.writes],
+                          request.read_keys, [(r.start, r.end) for r in request.read_ranges])
+        self.locks.mark_prepared(request.txn_id)
+        try:
+            await self._propose(pending, command, request.timeout_ns)
+        except RequestFailed:
+            self._unprepare(request.txn_id)
+            raise
+        if request.txn_id not in records.prepared:
+            self._unprepare(request.txn_id)
+            reason = AbortReason.DECIDED_ABORT if request.txn_id in records.decisions else AbortReason.CONFLICT
+            raise aborted(reason, f"transaction {request.txn_id} could not prepare at tablet {self.tablet_id} ({reason})")
+        self.prepared_seen[request.txn_id] = trio.current_time()
+        self.mark("txn.prepared")
+        return api.PrepareReply(pending.ts)
+
+    def _unprepare(self, txn_id: str) -> None:
+        locks = self.locks.txns.get(txn_id)
+        if locks is not None and txn_id not in self.replica.state.txns.prepared:
+            locks.prepared = False
+            self.locks.abort(txn_id, AbortReason.CONFLICT, self._now_ns())
+            self.replica._notify()
+
+    async def one_phase_commit(self, request: api.OnePhaseCommitRequest) -> api.CommitReply:
+        try:
+            with self._deadline(request.timeout_ns, request.txn_id):
+                await self._exclusive_and_check(request.txn_id, request.priority, request.writes, request.read_keys, request.read_ranges)
+            if not request.writes:
+                ts = self.replica.leader.strong_read_ts(self.replica.clock.now())
+                self.mark("txn.committed_read_only")
+                return api.CommitReply(ts, 0)
+            reply = await self.replica._write_locked(request.writes, request.timeout_ns)
+            self.mark("txn.committed_one_phase")
+            return api.CommitReply(reply.ts, reply.commit_wait_ns)
+        finally:
+            self._release(request.txn_id)
+
+    async def commit(self, request: api.CommitRequest) -> api.CommitReply:
+        """Coordinator: decide commit (Spanner 4.2.1), unless a decision is already logged."""
+        records = self.replica.state.txns
+        decided = records.decisions.get(request.txn_id)
+        if decided is None:
+            if not self.replica._is_serving():
+                raise self.replica._not_leader()
+            if request.txn_id not in records.prepared:
+                raise aborted(AbortReason.CONFLICT, f"transaction {request.txn_id} is not prepared at its coordinator {self.tablet_id}")
+            floor_ts = max((vote.prepare_ts for vote in request.votes), default=Timestamp.MIN)
+            now = self.replica.clock.now()
+            pending = self.replica.leader.assign(now if now > floor_ts else floor_ts, commit_wait=True)
+            others = sorted({v.tablet_id for v in request.votes} - {self.tablet_id})
+            event = self.deciding.setdefault(request.txn_id, trio.Event())
+            try:
+                await self._propose(pending, Decide(pending.ts, self.replica.paxos.core.ballot, request.txn_id, True, others), request.timeout_ns)
+            finally:
+                self.deciding.pop(request.txn_id, None)
+                event.set()
+            decided = records.decisions.get(request.txn_id)
+            assert decided is not None, "a Decide applied without a decision"
+            if decided.committed and decided.commit_ts == pending.ts:
+                await self.replica._commit_waited(pending)
+                self._release(request.txn_id)
+                self.mark("txn.committed_two_phase")
+                self._start_resolving(request.txn_id, decided.commit_ts, decided.participants)
+                return api.CommitReply(decided.commit_ts, max(0, self.replica._physical_ns() - (pending.applied_at_ns or 0)))
+        if not decided.committed:
+            raise aborted(AbortReason.DECIDED_ABORT, f"transaction {request.txn_id} was decided aborted at {self.tablet_id}")
+        # Decided committed before (a retried commit): the answer stands once commit-wait is surely over.
+        while self.replica._physical_ns() <= decided.commit_ts.wall + self.replica.max_offset_ns:
+            await trio.sleep(0.001)
+        return api.CommitReply(decided.commit_ts, 0)
+
+    async def abort(self, request: api.AbortRequest) -> api.AbortReply:
+        records = self.replica.state.txns
+        if request.txn_id not in records.prepared:
+            if self.locks.txns.get(request.txn_id) is not None:
+                self.locks.abort(request.txn_id, AbortReason.DECIDED_ABORT, self._now_ns())
+                self.replica._notify()
+        if request.coordinator_tablet == self.tablet_id and request.txn_id not in records.decisions:
+            await self._decide_abort(request.txn_id, request.timeout_ns)
+        elif request.txn_id in records.prepared:
+            self.prepared_seen[request.txn_id] = trio.current_time() - RECOVERY_AFTER_S  # recover it now
+        return api.AbortReply()
+
+    async def status(self, request: api.TxnStatusRequest) -> api.TxnStatusReply:
+        """Coordinator: the decision, presuming abort (logged before answering) when there is none."""
+        records = self.replica.state.txns
+        event = self.deciding.get(request.txn_id)
+        if event is not None:
+            with trio.move_on_after(max(request.timeout_ns, 1) / 1e9):
+                await event.wait()
+        if request.txn_id not in records.decisions:
+            if not self.replica._is_serving():
+                raise self.replica._not_leader()
+            await self._decide_abort(request.txn_id, request.timeout_ns)
+            self.mark("txn.presumed_abort")
+        decided = records.decisions[request.txn_id]
+        state = api.TxnState.COMMITTED if decided.committed else api.TxnState.ABORTED
+        return api.TxnStatusReply(request.txn_id, state, decided.commit_ts if decided.committed else None)
+
+    async def resolve(self, request: api.ResolveRequest) -> api.ResolveReply:
+        if request.txn_id in self.replica.state.txns.prepared:
+            if not self.replica._is_serving():
+                raise self.replica._not_leader()
+            await self._resolve_here(request.txn_id, request.commit_ts, request.timeout_ns)
+        return api.ResolveReply()
+
+    async def _decide_abort(self, txn_id: str, timeout_ns: int) -> None:
+        pending = self.replica.leader.assign(self.replica.clock.now(), commit_wait=False)
+        await self._propose(pending, Decide(pending.ts, self.replica.paxos.core.ballot, txn_id, False, ()), timeout_ns)
+        self._release(txn_id)
+
+    async def _resolve_here(self, txn_id: str, commit_ts: Timestamp | None, timeout_ns: int) -> None:
+        if commit_ts is not None:
+            self.replica.leader.serve_at(commit_ts)  # later commands here get timestamps above it
+        pending = self.replica.leader.assign(self.replica.clock.now(), commit_wait=False)
+        await self._propose(pending, Resolve(pending.ts, self.replica.paxos.core.ballot, txn_id, commit_ts), timeout_ns)
+        if txn_id not in self.replica.state.txns.prepared:
+            self._release(txn_id)
+            self.prepared_seen.pop(txn_id, None)
+            self.mark("txn.resolved")
+
+    def _release(self, txn_id: str) -> None:
+        locks = self.locks.txns.get(txn_id)
+        if locks is not None and txn_id not in self.replica.state.txns.prepared:
+            self.locks.release(txn_id)
+            self.replica._notify()
+
+    async def _propose(self, pending: PendingCommand, command: object, timeout_ns: int) -> None:
+        try:
+            await self.replica._propose(pending, command, max(timeout_ns, 1) / 1e9)  # type: ignore[arg-type]
+        except NotLeader as error:
+            raise failure(api.ErrorCode.NOT_LEADER, f"leadership of {self.tablet_id} moved", leader_hint=error.leader_hint) from None
+        except ProposalLost as error:
+            if error.known_not_chosen:
+                raise failure(api.ErrorCode.NOT_LEADER, f"leadership of {self.tablet_id} moved; not logged") from None
+            raise failure(api.ErrorCode.OUTCOME_UNKNOWN, f"leadership of {self.tablet_id} moved while logging {command}") from None
+        except trio.TooSlowError:
+            raise failure(api.ErrorCode.OUTCOME_UNKNOWN, f"{command} was not confirmed within the deadline") from None
+        if pending.state is WriteState.SKIPPED and not isinstance(command, Prepare):
+            raise failure(api.ErrorCode.NOT_LEADER, f"{command} came after a newer leader's barrier: not logged")
+
+    # ---- resolution and recovery ------------------------------------------------------------
+
+    def _start_resolving(self, txn_id: str, commit_ts: Timestamp | None, participants: tuple[str, ...]) -> None:
+        if self._nursery is not None:
+            for tablet_id in participants:
+                self._nursery.start_soon(self._resolve_remote, tablet_id, txn_id, commit_ts)
+
+    async def _resolve_remote(self, tablet_id: str, txn_id: str, commit_ts: Timestamp | None) -> None:
+        for attempt in range(RESOLVE_ATTEMPTS):
+            if self.call_tablet is None:
+                return
+            try:
+                reply = await self.call_tablet(tablet_id, api.ResolveRequest(tablet_id, txn_id, commit_ts, int(PEER_TIMEOUT_S * 1e9)), PEER_TIMEOUT_S)
+            except Exception as error:  # a peer's failure is retried, never fatal
+                log.debug("resolving %s at %s: %r", txn_id, tablet_id, error)
+                reply = None
+            if isinstance(reply, api.ResolveReply):
+                return
+            await trio.sleep(min(0.05 * 2 ** attempt, 1.0))
+        # The participant's own recovery asks the coordinator later.
+
+    async def _recovery_loop(self) -> None:
+        while True:
+            await trio.sleep(RECOVERY_INTERVAL_S)
+            expired = self.locks.expire(self._now_ns(), TXN_IDLE_NS)
+            if expired:
+                self.mark("txn.expired")
+                self.replica._notify()
+            if not self.replica._is_serving() or self.call_tablet is None:
+                continue
+            now = trio.current_time()
+            for txn_id, prepare in list(self.replica.state.txns.prepared.items()):
+                seen = self.prepared_seen.setdefault(txn_id, now)
+                if now - seen < RECOVERY_AFTER_S:
+                    continue
+                self.prepared_seen[txn_id] = now
+                await self._recover(txn_id, prepare)
+
+    async def _recover(self, txn_id: str, prepare: Prepare) -> None:
+        try:
+            if prepare.coordinator == self.tablet_id:
+                reply: object = await self.status(api.TxnStatusRequest(self.tablet_id, txn_id, int(PEER_TIMEOUT_S * 1e9)))
+            else:
+                reply = await self.call_tablet(prepare.coordinator, api.TxnStatusRequest(prepare.coordinator, txn_id, int(PEER_TIMEOUT_S * 1e9)), PEER_TIMEOUT_S)  # type: ignore[misc]
+            if not isinstance(reply, api.TxnStatusReply):
+                return
+            commit_ts = reply.commit_ts if reply.state is api.TxnState.COMMITTED else None
+            if txn_id in self.replica.state.txns.prepared:
+                await self._resolve_here(txn_id, commit_ts, int(PEER_TIMEOUT_S * 1e9))
+                self.mark("txn.recovered")
+        except RequestFailed as failed:
+            log.info("tablet %s: recovering %s: %s", self.tablet_id, txn_id, failed.reply)
+        except Exception as error:  # a peer's failure is retried later, never fatal
+            log.info("tablet %s: recovering %s: %r", self.tablet_id, txn_id, error)
+
+    def plain_write_id(self) -> str:
+        return f"w/{self.replica.node_id}/{next(self._plain_writes)}"
+
+    def summary(self) -> tuple[list[tuple[str, Timestamp, str]], list[tuple[str, bool, int, int]]]:
+        prepared = [(t, p.ts, p.coordinator) for t, p in sorted(self.replica.state.txns.prepared.items())]
+        return prepared, self.locks.summary()
+
+
+class _Deadline:
+    """A cancel scope that turns an expired wait into `txn_aborted(conflict)` (retry with the same priority)."""
+
+    def __init__(self, seconds: float, txn_id: str) -> None:
+        self.scope = trio.move_on_after(seconds)
+        self.txn_id = txn_id
+
+    def __enter__(self) -> trio.CancelScope:
+        return self.scope.__enter__()
+
+    def __exit__(self, *exc: object) -> bool:
+        suppressed = self.scope.__exit__(*exc)  # type: ignore[arg-type]
+        if self.scope.cancelled_caught:
+            raise aborted(AbortReason.CONFLICT, f"transaction {self.txn_id} waited too long for a lock or a read")
+        return bool(suppressed)

@@ -1,0 +1,160 @@
+"""A tablet's transaction records: its prepared transactions and its coordinator decisions.
+
+Role: the part of the tablet state machine that 2PC adds (txn/tablet/state.py
+calls it from `apply`). Pure: works on an `Engine`, an `MvccStore` and a
+`Batch`; no trio, no clock.
+
+On disk, in the replica's LevelDB beside the tablet metadata:
+
+    b"t/p/" txn_id   the Prepare command (its log encoding) of a prepared transaction
+    b"t/d/" txn_id   cbor [committed, commit_ts bytes, [participant tablets]]: a decision
+                     of a transaction this tablet coordinates
+
+Rules (each applied identically on every replica, from the log alone):
+- Prepare: the writes become MVCC intents at the prepare timestamp, and the
+  record is kept, unless the transaction is already decided here (a presumed
+  abort got in first) or another transaction's intent holds one of the keys:
+  then the Prepare FAILS (nothing written) and its proposer answers abort.
+- Decide: the first decision of a transaction wins; a later one changes
+  nothing. If the transaction is also prepared here, its intents are
+  resolved by the same batch (at the decision's timestamp, or removed).
+- Resolve: a prepared transaction's intents become versions at commit_ts, or
+  vanish; resolving an unknown or finished transaction changes nothing
+  (idempotent: coordinators and recovery may both send it).
+- While a transaction is prepared here at prepare_ts, no read at or above
+  prepare_ts may be served (`read_safe_ts`): its commit timestamp is not
+  known yet and will be at or above prepare_ts (Spanner's t_safe).
+
+Known limit: decisions are kept forever (no GC of transaction records yet).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import attrs
+import cbor2
+
+from hlc.timestamp import Timestamp
+from mvcc.engine import Batch, Engine
+from mvcc.records import Intent
+from mvcc.store import MvccStore
+from txn.tablet.commands import Decide, Prepare, Resolve, decode_command, encode_command
+
+PREPARED_PREFIX = b"t/p/"
+DECISION_PREFIX = b"t/d/"
+
+
+@attrs.frozen
+class DecisionRecord:
+    committed: bool
+    commit_ts: Timestamp
+    participants: tuple[str, ...] = attrs.field(converter=tuple)
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+class TxnRecords:
+    def __init__(self, engine: Engine, store: MvccStore) -> None:
+        self.engine = engine
+        self.store = store
+        self.prepared: dict[str, Prepare] = {}
+        self.decisions: dict[str, DecisionRecord] = {}
+        self.load()
+
+    def load(self) -> None:
+        self.prepared.clear()
+        self.decisions.clear()
+        for key, value in self.engine.iterate(PREPARED_PREFIX, _prefix_end(PREPARED_PREFIX)):
+            command = decode_command(value)
+            assert isinstance(command, Prepare), f"bad prepared record at {key!r}"
+            self.prepared[command.txn_id] = command
+        for key, value in self.engine.iterate(DECISION_PREFIX, _prefix_end(DECISION_PREFIX)):
+            committed, ts_bytes, participants = cbor2.loads(value)
+            self.decisions[key[len(DECISION_PREFIX):].decode()] = DecisionRecord(committed, Timestamp.from_bytes(ts_bytes), participants)
+
+    # ---- applying commands (called by TabletState.apply; return False: the command failed) ----
+
+    def stage_prepare(self, batch: Batch, command: Prepare) -> bool:
+        if command.txn_id in self.decisions:
+            return False  # decided before its prepare applied (presumed abort): never prepare it
+        if command.txn_id in self.prepared:
+            return True  # a duplicate of the same vote
+        for key, _ in command.writes:
+            intent = self.store.intent(key)
+            if intent is not None and intent.txn_id != command.txn_id:
+                return False
+        for key, value in command.writes:
+            self.store.stage_intent(batch, Intent(key, command.txn_id, command.ts, value))
+        batch.put(PREPARED_PREFIX + command.txn_id.encode(), encode_command(command))
+        self.prepared[command.txn_id] = command
+        return True
+
+    def stage_decide(self, batch: Batch, command: Decide) -> bool:
+        if command.txn_id in self.decisions:
+            return False  # the first decision won
+        record = DecisionRecord(command.committed, command.ts, command.participants)
+        batch.put(DECISION_PREFIX + command.txn_id.encode(),
+                  cbor2.dumps([record.committed, record.commit_ts.to_bytes(), list(record.participants)]))
+        self.decisions[command.txn_id] = record
+        self._stage_finish(batch, command.txn_id, command.ts if command.committed else None)
+        return True
+
+    def stage_resolve(self, batch: Batch, command: Resolve) -> bool:
+        return self._stage_finish(batch, command.txn_id, command.commit_ts)
+
+    def _stage_finish(self, batch: Batch, txn_id: str, commit_ts: Timestamp | None) -> bool:
+        prepare = self.prepared.pop(txn_id, None)
+        if prepare is None:
+            return False
+        for key, _ in prepare.writes:
+            if commit_ts is not None:
+                self.store.stage_resolve_intent(batch, key, txn_id, commit_ts)
+            else:
+                self.store.stage_abort_intent(batch, key, txn_id)
+        batch.delete(PREPARED_PREFIX + txn_id.encode())
+        return True
+
+    # ---- reading ------------------------------------------------------------------
+
+    def min_prepared_ts(self) -> Timestamp | None:
+        return min((p.ts for p in self.prepared.values()), default=None)
+
+    def read_safe_ts(self, safe_ts: Timestamp) -> Timestamp:
+        """The highest T a read may be served at: below every prepared transaction's timestamp."""
+        lowest = self.min_prepared_ts()
+        if lowest is None or lowest > safe_ts:
+            return safe_ts
+        return _just_below(lowest)
+
+    def lock_records(self) -> Iterable[tuple[str, Timestamp, list[bytes], tuple[bytes, ...], tuple[tuple[bytes, bytes | None], ...]]]:
+        """What a new leader rebuilds its lock table from."""
+        for txn_id, prepare in sorted(self.prepared.items()):
+            yield txn_id, prepare.priority, [key for key, _ in prepare.writes], prepare.read_keys, prepare.read_ranges
+
+    # ---- snapshots ------------------------------------------------------------------
+
+    def export(self) -> list[bytes]:
+        """Every record, as (key, value) pairs flattened: [k1, v1, k2, v2, ...]."""
+        out: list[bytes] = []
+        for prefix in (PREPARED_PREFIX, DECISION_PREFIX):
+            for key, value in self.engine.iterate(prefix, _prefix_end(prefix)):
+                out.extend((key, value))
+        return out
+
+    def stage_import(self, batch: Batch, flat: list[bytes]) -> None:
+        for prefix in (PREPARED_PREFIX, DECISION_PREFIX):
+            for key, _ in self.engine.iterate(prefix, _prefix_end(prefix)):
+                batch.delete(key)
+        for key, value in zip(flat[0::2], flat[1::2]):
+            if not key.startswith((PREPARED_PREFIX, DECISION_PREFIX)):
+                raise ValueError(f"snapshot carries a foreign transaction record key {key!r}")
+            batch.put(key, value)
+
+
+def _just_below(ts: Timestamp) -> Timestamp:
+    if ts.logical > 0:
+        return Timestamp(ts.wall, ts.logical - 1)
+    return Timestamp(max(ts.wall - 1, 0), (1 << 31) - 1) if ts.wall > 0 else Timestamp.MIN
