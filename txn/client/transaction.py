@@ -104,8 +104,10 @@ class Transaction:
             page = int(min(rows_left, SCAN_PAGE))
             reply = await self._send(tablet, lambda t, c=cursor, p=page: api.TxnScanRequest(
                 tablet.id, self.txn_id, self.priority, c, end, p, t))
+            # The leader locked the whole requested range (already clipped to
+            # the tablet) and checks at commit that this exact range is held.
+            self._read_set(tablet.id).add_range(api.KeyRange(cursor, end))
             covered = scanned_range(cursor, end, reply.rows, page)
-            self._read_set(tablet.id).add_range(covered)
             merged = merge_rows(reply.rows, self._writes, covered.start, covered.end)
             if len(merged) > rows_left:
                 merged = merged[:int(rows_left)]
@@ -129,11 +131,13 @@ class Transaction:
     async def commit(self) -> Timestamp | None:
         """Commit; returns the commit timestamp (None for a transaction that touched nothing)."""
         self._check_active()
-        plan = await self._plan()
-        if not plan.participants:
-            self.state = "committed"
-            return None
+        plan: CommitPlan | None = None
+        sending_commit = False
         try:
+            plan = await self._plan()
+            if not plan.participants:
+                self.state = "committed"
+                return None
             if plan.one_phase:
                 only = plan.participants[0]
                 request = lambda t: api.OnePhaseCommitRequest(only.tablet_id, self.txn_id, self.priority, only.writes,
@@ -141,17 +145,20 @@ class Transaction:
             else:
                 votes = await self._prepare_all(plan)
                 request = lambda t: api.CommitRequest(plan.coordinator, self.txn_id, self.priority, votes, t)
+            sending_commit = True
             reply = await self._send(self._tablets[plan.coordinator], request, is_write=True)
         except OutcomeUnknown:
             self.state = "unknown"
             raise
-        except TxnAborted:
-            self.state = "aborted"
-            raise
-        except BaseException:
-            # Not delivered (no leader, unreachable), or cancelled before the
-            # commit request went out: nothing committed; free the locks.
-            await self.abort(plan.coordinator)
+        except BaseException as error:
+            if sending_commit and not isinstance(error, ClientError):
+                # Cancelled while the commit request may be in flight: unknown.
+                self.state = "unknown"
+                raise
+            # Aborted, or never delivered (no leader, unreachable), or stopped
+            # before the commit request went out: nothing committed. Free the
+            # locks; after prepares, the coordinator logs the abort decision.
+            await self.abort(None if plan is None or plan.one_phase else plan.coordinator)
             raise
         self.commit_ts = reply.commit_ts
         self.state = "committed"
@@ -188,12 +195,16 @@ class Transaction:
         return tuple(votes[p.tablet_id] for p in plan.participants)
 
     async def abort(self, coordinator: str | None = None) -> None:
-        """Release this transaction's locks everywhere it went (best effort, short deadline, never raises)."""
+        """Release this transaction's locks everywhere it went (best effort, short deadline, never raises).
+
+        `coordinator`: set once prepares may have been sent; that tablet then
+        logs the abort decision, so prepared participants learn it. Before any
+        prepare there is nothing to decide (presumed abort) and None saves a
+        Paxos write."""
         if self.state != "active":
             return
         self.state = "aborted"
         touched = [self._tablets[tablet_id] for tablet_id in self._touched()]
-        coordinator = coordinator or self._known_coordinator()
 
         async def abort_one(tablet: api.TabletInfo) -> None:
             with contextlib.suppress(ClientError):
@@ -218,12 +229,6 @@ class Transaction:
 
     def _read_set(self, tablet_id: str) -> ReadSet:
         return self._read_sets.setdefault(tablet_id, ReadSet())
-
-    def _known_coordinator(self) -> str | None:
-        """The coordinator as far as the tablets met so far tell (a write's tablet unknown yet holds no lock)."""
-        for key in self._writes:
-            return next((t.id for t in self._tablets.values() if holds(t, key)), None)
-        return next(iter(self._read_sets), None)
 
     def _touched(self) -> list[str]:
         return [tablet_id for tablet_id in self._tablets if tablet_id in self._read_sets or self._writes_in(tablet_id)]

@@ -112,10 +112,11 @@ def merge_rows(rows: Iterable[api.Row], writes: Mapping[bytes, bytes | None], st
 
 
 def scanned_range(cursor: bytes, end: bytes | None, rows: Sequence[api.Row], page: int) -> api.KeyRange:
-    """The range one TxnScanRequest page covered: up to just past its last row if the page was full.
+    """The range one TxnScanRequest page answered for: up to just past its last row if the page was full.
 
     `end` is already clipped to the tablet. A full page may have stopped early,
-    so only [cursor, last key] is known (and locked); a short page covered all."""
+    so only [cursor, last key] is known; a short page covered all. (The lock,
+    and the read set sent at commit, are the whole requested range.)"""
     if len(rows) >= page and rows:
         return api.KeyRange(cursor, rows[-1].key + b"\x00")
     return api.KeyRange(cursor, end)
