@@ -65,6 +65,8 @@ PURE_MODULES = (
     "txn/tablet/commands.py",
     "txn/tablet/state.py",
     "txn/tablet/leader.py",
+    "txn/tablet/locks.py",
+    "txn/tablet/txn_records.py",
     "txn/sim/checkers.py",
 )
 FORBIDDEN_IN_PURE = frozenset({"trio", "plyvel", "socket", "time", "threading", "random", "asyncio", "os", "subprocess"})

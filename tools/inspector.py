@@ -23,6 +23,7 @@ from hlc import Timestamp, format_duration_ns
 from mvcc.engine import EngineError
 from mvcc.engine_leveldb import LevelDbEngine
 from paxos.storage import PaxosStorage
+from tools import inspect_txn
 from tools.errors import EXIT_OK, EXIT_UNREACHABLE, CliError
 from tools.common import DEFAULT_DIR, printable, to_bytes
 from tools.status import ask_nodes, gather, tablet_leaders
@@ -50,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         if node_flag:
             sub.add_argument("--node", help="only this node's replicas (with --offline: the stopped node to read)")
 
-    tablets = what.add_parser("tablets", help="every tablet: range, replicas, leader, lease, per-replica indexes, lag, safe time, GC horizon")
+    tablets = what.add_parser("tablets", help="every tablet: range, replicas, leader, lease, per-replica indexes, lag, safe time, "
+                              "GC horizon, prepared transactions, lock holders at the leader")
     common(tablets)
     tablets.set_defaults(func=run_tablets)
     tablet = what.add_parser("tablet", help="one tablet in depth: Paxos state, MVCC statistics, LevelDB size")
@@ -73,6 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     node.add_argument("id")
     common(node, node_flag=False)
     node.set_defaults(func=run_node)
+    inspect_txn.add_parser(what, common)
 
 
 # ---- plumbing -------------------------------------------------------------------
@@ -145,6 +148,7 @@ def run_tablets(args: argparse.Namespace) -> int:
                     replicas.append({
                         "node": node_id, "up": False, "chosen_index": None, "applied_index": replica.state.applied_index(),
                         "safe_ts": ts_text(replica.state.safe_ts), "gc_horizon": ts_text(replica.state.store.gc_horizon()),
+                        "prepared_txns": sorted(replica.state.txns.prepared), "lock_holders": None,
                     })
                 finally:
                     replica.close()
@@ -164,6 +168,7 @@ def run_tablets(args: argparse.Namespace) -> int:
                 replicas.append({
                     "node": node_id, "up": True, "chosen_index": status.chosen_index, "applied_index": status.applied_index,
                     "safe_ts": ts_text(status.safe_ts), "gc_horizon": ts_text(status.gc_horizon),
+                    "prepared_txns": list(status.prepared_txns), "lock_holders": status.lock_holders if status.serving else None,
                 })
             records.append(tablet_record(tablet, leader, lease_ns, replicas))
     lines = []
@@ -178,7 +183,9 @@ def run_tablets(args: argparse.Namespace) -> int:
             lag = f"lag {replica['lag']}" if replica.get("lag") is not None else ""
             lines.append(f"  {replica['node']:<4} chosen {replica['chosen_index'] if replica['chosen_index'] is not None else '-':>7} "
                          f"applied {replica['applied_index']:>7} {lag:<9} safe {replica['safe_ts'] or '-'}  "
-                         f"gc horizon {replica['gc_horizon'] or '-'}")
+                         f"gc horizon {replica['gc_horizon'] or '-'}"
+                         + (f"  prepared {len(replica['prepared_txns'])}" if replica.get("prepared_txns") else "")
+                         + (f"  locks held by {replica['lock_holders']} txns" if replica.get("lock_holders") else ""))
     emit(args, {"tablets": records}, lines)
     return EXIT_OK
 

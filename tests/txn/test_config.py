@@ -14,12 +14,14 @@ from txn.node.config import (
 
 def test_default_layout_covers_key_space_and_spreads_leaders() -> None:
     config = generate(nodes=3, tablets=4, port=7400)
-    assert [t.start for t in config.tablets] == [b"", b"\x40", b"\x80", b"\xc0"]
-    assert [t.end for t in config.tablets] == [b"\x40", b"\x80", b"\xc0", None]
+    # Typed keys spread: alice and bob (and most names) land on different tablets.
+    assert [t.start for t in config.tablets] == [b"", b"b", b"j", b"t"]
+    assert [t.end for t in config.tablets] == [b"b", b"j", b"t", None]
+    assert config.tablet_for_key(b"alice").id != config.tablet_for_key(b"bob").id
     assert all(len(t.replicas) == 3 for t in config.tablets)
     assert {t.preferred_leader for t in config.tablets} == {"n1", "n2", "n3"}
     assert [n.port for n in config.nodes] == [7400, 7401, 7402]
-    for key in (b"", b"\x00", b"\x3f\xff", b"\x40", b"\xff\xff"):
+    for key in (b"", b"\x00", b"a\xff", b"b", b"\xff\xff"):
         tablet = config.tablet_for_key(key)
         assert tablet.start <= key and (tablet.end is None or key < tablet.end)
 
@@ -42,7 +44,7 @@ def test_toml_round_trip(tmp_path: pathlib.Path) -> None:
     [
         (lambda text: text.replace('max_offset = "10ms"', 'max_offset = "ten"'), "corrupt"),
         (lambda text: text.replace("[[nodes]]", "[[nodes", 1), "corrupt"),
-        (lambda text: text.replace('start = "40"', 'start = "41"'), "gaps"),
+        (lambda text: text.replace('start = "62"', 'start = "63"'), "gaps"),
         (lambda text: text.replace('replicas = ["n1"', 'replicas = ["n9"', 1), "bad replicas"),
         (lambda text: text.replace('preferred_leader = "n1"', 'preferred_leader = "n9"', 1), "not a replica"),
     ],
@@ -75,3 +77,11 @@ def test_node_dir_belongs_to_one_cluster(tmp_path: pathlib.Path) -> None:
         ensure_node_dir(tmp_path, generate(cluster_id="bbbb"), "n1")
     with pytest.raises(ConfigError, match="no node 'n7'"):
         ensure_node_dir(tmp_path, first, "n7")
+
+
+def test_default_split_points_are_increasing_for_every_tablet_count() -> None:
+    from txn.node.config import default_split_points
+
+    for tablets in range(1, 257):
+        points = default_split_points(tablets)
+        assert len(points) == tablets - 1 and points == sorted(set(points)), tablets

@@ -18,6 +18,8 @@ from txn.api.admin import (
     InspectLogRequest,
     InspectTabletReply,
     InspectTabletRequest,
+    InspectTxnReply,
+    InspectTxnRequest,
     LogEntryInfo,
     NodeClockReply,
     NodeStatusReply,
@@ -26,6 +28,7 @@ from txn.api.admin import (
     SkewRequest,
     StatusRequest,
     TabletStatus,
+    TxnOnTablet,
     VersionInfo,
 )
 from txn.api.client import (
@@ -70,7 +73,7 @@ from txn.api.peer import ClockProbe, ClockProbeReply, PaxosEnvelope
 
 __all__ = [
     "ClockProbe", "ClockProbeReply", "ErrorCode", "ErrorReply", "InspectKeyReply", "InspectKeyRequest",
-    "InspectLogReply", "InspectLogRequest", "InspectTabletReply", "InspectTabletRequest", "KeyWrite",
+    "InspectLogReply", "InspectLogRequest", "InspectTxnReply", "InspectTxnRequest", "TxnOnTablet", "InspectTabletReply", "InspectTabletRequest", "KeyWrite",
     "LogEntryInfo", "NodeClockReply", "NodeInfo", "NodeStatusReply", "PaxosEnvelope", "PeerClock", "ReadMode",
     "ReadReply", "ReadRequest", "RequestFailed", "Row", "ScanReply", "ScanRequest", "SkewAction", "SkewRequest",
     "StatusRequest", "TabletInfo", "TabletMapReply", "TabletMapRequest", "VersionInfo", "WriteReply",

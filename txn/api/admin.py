@@ -46,6 +46,8 @@ class TabletStatus:
     gc_horizon: Timestamp
     lease_remaining_ns: int  # how long the lease still holds; 0 when not holding one
     follower_reads: int
+    prepared_txns: tuple[str, ...] = attrs.field(converter=tuple, default=())  # transactions prepared here
+    lock_holders: int = 0  # transactions holding locks at this leader
 
 
 @attrs.frozen
@@ -155,7 +157,36 @@ class InspectLogReply:
     entries: tuple[LogEntryInfo, ...] = attrs.field(converter=tuple)
 
 
+@attrs.frozen
+class InspectTxnRequest:
+    hlc_exempt: ClassVar[bool] = True  # admin: must reach a node whose clock ran off
+    txn_id: str
+
+
+@attrs.frozen
+class TxnOnTablet:
+    """One replica's knowledge of a transaction."""
+
+    tablet_id: str
+    serving: bool  # this replica is the tablet's serving leader (locks are only known there)
+    prepared_ts: Timestamp | None
+    coordinator: str | None
+    writes: int
+    decision: str | None  # "committed" / "aborted": this tablet coordinates it and logged a decision
+    commit_ts: Timestamp | None
+    locked_keys: int
+    locked_ranges: int
+    aborted_reason: str | None  # the leader aborted it (wounded, timed out, ...)
+
+
+@attrs.frozen
+class InspectTxnReply:
+    node_id: str
+    tablets: tuple[TxnOnTablet, ...] = attrs.field(converter=tuple)
+
+
 register_classes(
+    InspectTxnRequest, TxnOnTablet, InspectTxnReply,
     StatusRequest, TabletStatus, NodeStatusReply, SkewRequest, PeerClock, NodeClockReply,
     InspectKeyRequest, VersionInfo, InspectKeyReply, InspectTabletRequest, InspectTabletReply,
     InspectLogRequest, LogEntryInfo, InspectLogReply,

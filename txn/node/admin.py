@@ -134,3 +134,24 @@ class NodeAdmin:
             self.node.node_id, status.first_index, status.last_index,
             tuple(api.LogEntryInfo(index, str(ballot), command) for index, ballot, command in entries),
         )
+
+    def inspect_txn(self, request: api.InspectTxnRequest) -> api.InspectTxnReply:
+        return api.InspectTxnReply(self.node.node_id, tuple(
+            txn_on_tablet(replica.tablet.id, replica.state.txns, request.txn_id, replica._is_serving(), replica.txns.locks)
+            for replica in self.node.replicas.values()
+        ))
+
+
+def txn_on_tablet(tablet_id: str, records, txn_id: str, serving: bool, locks=None) -> api.TxnOnTablet:
+    """What one replica knows of a transaction (also used offline by the inspector, without locks)."""
+    prepare = records.prepared.get(txn_id)
+    decision = records.decisions.get(txn_id)
+    held = locks.txns.get(txn_id) if locks is not None and serving else None
+    aborted = locks.is_aborted(txn_id) if locks is not None and serving else None
+    return api.TxnOnTablet(
+        tablet_id, serving, prepare.ts if prepare else None, prepare.coordinator if prepare else None,
+        len(prepare.writes) if prepare else 0,
+        None if decision is None else ("committed" if decision.committed else "aborted"),
+        decision.commit_ts if decision is not None and decision.committed else None,
+        len(held.keys) if held else 0, len(held.ranges) if held else 0, str(aborted) if aborted else None,
+    )

@@ -33,12 +33,51 @@ from txn.api.cluster import (  # noqa: F401 - the records are used through this 
 )
 
 
+# How often a key starts with each character, roughly: digits and capitals a
+# little each, lowercase letters by the frequency of English initial letters.
+# Keys people type (names, words, ids) then spread over the tablets, where an
+# even split of the first byte over 0x00-0xff put every letter in one tablet.
+_INITIAL_WEIGHTS: tuple[tuple[str, float], ...] = (
+    *((digit, 1.0) for digit in "0123456789"),
+    *((upper, 0.5) for upper in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+    ("a", 11.7), ("b", 4.4), ("c", 5.2), ("d", 3.2), ("e", 2.8), ("f", 4.0), ("g", 1.6), ("h", 4.2),
+    ("i", 7.3), ("j", 0.5), ("k", 0.9), ("l", 2.4), ("m", 3.8), ("n", 2.3), ("o", 7.6), ("p", 4.3),
+    ("q", 0.2), ("r", 2.8), ("s", 6.7), ("t", 16.0), ("u", 1.2), ("v", 0.8), ("w", 5.5), ("x", 0.05),
+    ("y", 0.8), ("z", 0.05),
+)
+
+
+def default_split_points(tablets: int) -> list[bytes]:
+    """tablets - 1 increasing first-byte split points.
+
+    Up to 16 tablets: at the quantiles of `_INITIAL_WEIGHTS` (4 tablets:
+    b"b", b"j", b"t", so "alice" and "bob" land on different tablets); more:
+    the first byte split evenly over 0x00-0xff."""
+    if tablets <= 16:
+        total = sum(weight for _, weight in _INITIAL_WEIGHTS)
+        points: list[bytes] = []
+        cumulative = 0.0
+        chars = [char for char, _ in _INITIAL_WEIGHTS]
+        for index, (char, weight) in enumerate(_INITIAL_WEIGHTS):
+            cumulative += weight
+            while len(points) < tablets - 1 and cumulative >= total * (len(points) + 1) / tablets and index + 1 < len(chars):
+                point = chars[index + 1].encode()
+                if not points or point > points[-1]:
+                    points.append(point)
+                else:
+                    break
+        if len(points) == tablets - 1:
+            return points
+    return [bytes([i * 256 // tablets]) for i in range(1, tablets)]
+
+
 def generate(
     *, nodes: int = 3, tablets: int = 4, host: str = "127.0.0.1", port: int = 7400,
     max_offset_ns: int = DEFAULT_MAX_OFFSET_NS, cluster_id: str | None = None,
 ) -> ClusterConfig:
-    """The default layout: tablets split the key space evenly on the first byte,
-    3 replicas each (fewer if fewer nodes), preferred leaders spread round-robin."""
+    """The default layout: tablets split the key space where typed keys spread
+    (`default_split_points`), 3 replicas each (fewer if fewer nodes),
+    preferred leaders spread round-robin."""
     if not 1 <= nodes <= 99:
         raise ConfigError(f"--nodes must be between 1 and 99, not {nodes}")
     if not 1 <= tablets <= 256:
@@ -46,7 +85,7 @@ def generate(
     if not 1 <= port <= 65535 - nodes:
         raise ConfigError(f"--port {port} leaves no room for {nodes} nodes")
     node_list = [NodeConfig(f"n{i + 1}", host, port + i) for i in range(nodes)]
-    bounds = [b""] + [bytes([i * 256 // tablets]) for i in range(1, tablets)] + [None]
+    bounds = [b""] + default_split_points(tablets) + [None]
     width = min(REPLICATION_FACTOR, nodes)
     tablet_list = []
     for i in range(tablets):

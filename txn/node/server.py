@@ -120,6 +120,8 @@ class Node:
             return self.admin.inspect_tablet(msg)
         if isinstance(msg, api.InspectLogRequest):
             return self.admin.inspect_log(msg)
+        if isinstance(msg, api.InspectTxnRequest):
+            return self.admin.inspect_txn(msg)
         if isinstance(msg, api.TimestampRequest):
             return api.TimestampReply(self.clock.now(), self.config.max_offset_ns)
         handler = TXN_HANDLERS.get(type(msg))

@@ -427,4 +427,5 @@ class TabletReplica:
             gc_horizon=self.state.store.gc_horizon(),
             lease_remaining_ns=max(0, paxos.lease_expiry_ns - self.monotonic_ns()) if paxos.lease_holder else 0,
             follower_reads=self.follower_reads,
+            prepared_txns=tuple(sorted(self.state.txns.prepared)), lock_holders=len(self.txns.locks.txns),
         )

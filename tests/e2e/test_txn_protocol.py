@@ -1,0 +1,106 @@
+"""The transaction protocol against real nodes, message by message (txn/api/txn.py).
+
+These drive the node's side of 2PC directly, the way the client library
+does, to pin what the tablets do at each step: a cross-tablet commit, a
+participant left prepared by a vanished client (presumed abort through the
+participant's recovery), the inspector's view of both, and wound-wait.
+"""
+
+from __future__ import annotations
+
+import json
+
+import trio
+
+from hlc import Timestamp
+from tests.e2e.harness import LocalCluster
+from txn import api
+from txn.client import open_client
+
+
+async def _txn_call(client, key: bytes, build):
+    tablet = await client.tablet_for(key)
+    return tablet, await client._send(tablet, build(tablet), leader=True, is_write=False, timeout_s=20)
+
+
+def _addresses(cluster: LocalCluster) -> list[tuple[str, int]]:
+    return [n.address for n in cluster.config.nodes]
+
+
+async def cross_tablet_then_stuck(cluster: LocalCluster) -> dict:
+    async with open_client(_addresses(cluster), timeout_s=20) as client:
+        await client.put(b"alice", b"100")
+        await client.put(b"zoe", b"0")
+        priority = (await client._send(await client.tablet_for(b"alice"), lambda t: api.TimestampRequest(),
+                                       leader=False, is_write=False, timeout_s=5)).now
+        ta, read = await _txn_call(client, b"alice", lambda tab: lambda t: api.TxnReadRequest(tab.id, "x1", priority, b"alice", t))
+        assert read.value == b"100"
+        tz, _ = await _txn_call(client, b"zoe", lambda tab: lambda t: api.TxnReadRequest(tab.id, "x1", priority, b"zoe", t))
+        assert ta.id != tz.id, "alice and zoe must be on different tablets for this test"
+        _, vote_a = await _txn_call(client, b"alice", lambda tab: lambda t: api.PrepareRequest(
+            tab.id, "x1", priority, ta.id, (api.KeyWrite(b"alice", b"90"),), (b"alice",), (), t))
+        _, vote_z = await _txn_call(client, b"zoe", lambda tab: lambda t: api.PrepareRequest(
+            tab.id, "x1", priority, ta.id, (api.KeyWrite(b"zoe", b"10"),), (b"zoe",), (), t))
+        assert vote_z.prepare_ts >= vote_a.prepare_ts or vote_a.prepare_ts >= vote_z.prepare_ts
+        _, commit = await _txn_call(client, b"alice", lambda tab: lambda t: api.CommitRequest(
+            tab.id, "x1", priority, (api.ParticipantVote(ta.id, vote_a.prepare_ts), api.ParticipantVote(tz.id, vote_z.prepare_ts)), t))
+        assert commit.commit_ts >= max(vote_a.prepare_ts, vote_z.prepare_ts)
+        alice, zoe = await client.get(b"alice"), await client.get(b"zoe", timeout_s=20)
+        # All or nothing, at one timestamp, on both tablets.
+        assert (alice.value, zoe.value) == (b"90", b"10")
+        assert alice.version_ts == zoe.version_ts == commit.commit_ts
+        # A reader before the commit timestamp sees neither write.
+        before = Timestamp(commit.commit_ts.wall - 1, 0)
+        assert (await client.get(b"alice", at=before)).value == b"100"
+        assert (await client.get(b"zoe", at=before)).value == b"0"
+        # A client that prepares at zoe's tablet and vanishes: its coordinator
+        # (alice's tablet) never heard of it.
+        _, stuck = await _txn_call(client, b"zoe", lambda tab: lambda t: api.PrepareRequest(
+            tab.id, "x2", priority, ta.id, (api.KeyWrite(b"zoe", b"999"),), (), (), t))
+        return {"commit_ts": commit.commit_ts, "stuck_ts": stuck.prepare_ts, "coordinator": ta.id, "participant": tz.id}
+
+
+async def read_after_presumed_abort(cluster: LocalCluster) -> bytes | None:
+    async with open_client(_addresses(cluster), timeout_s=30) as client:
+        # The strong read meets x2's intent and waits until recovery resolves it.
+        return (await client.get(b"zoe", timeout_s=30)).value
+
+
+def test_cross_tablet_commit_and_presumed_abort(shared_cluster: LocalCluster) -> None:
+    facts = trio.run(cross_tablet_then_stuck, shared_cluster)
+    # x2 stays prepared on the participant until its recovery asks the coordinator
+    # (after 2 s), so right away the inspector shows it there.
+    shown_early = json.loads(shared_cluster.cli("inspect", "txn", "x2", "--json").stdout)
+    early = [r for r in shown_early["replicas"] if r.get("tablet") == facts["participant"]]
+    assert early and (any(r["prepared_ts"] for r in early) or shown_early["decision"] == "aborted"), shown_early
+    assert trio.run(read_after_presumed_abort, shared_cluster) == b"10"
+    shown = json.loads(shared_cluster.cli("inspect", "txn", "x2", "--json").stdout)
+    assert shown["decision"] == "aborted" and shown["coordinator"] == facts["coordinator"], shown
+    assert all(not r.get("prepared_ts") for r in shown["replicas"] if r.get("up", True))
+    committed = json.loads(shared_cluster.cli("inspect", "txn", "x1", "--json").stdout)
+    assert committed["decision"] == "committed" and committed["commit_ts"] == str(facts["commit_ts"])
+
+
+async def wound_wait(cluster: LocalCluster) -> tuple[object, object]:
+    async with open_client(_addresses(cluster), timeout_s=20) as client:
+        old, young = Timestamp(1, 0), Timestamp(2, 0)
+        await _txn_call(client, b"kite", lambda tab: lambda t: api.TxnReadRequest(tab.id, "young", young, b"kite", t))
+        # The older transaction's exclusive lock wounds the younger reader...
+        _, vote = await _txn_call(client, b"kite", lambda tab: lambda t: api.PrepareRequest(
+            tab.id, "old", old, tab.id, (api.KeyWrite(b"kite", b"v"),), (), (), t))
+        # ...which learns it on its next request, with the reason.
+        tablet = await client.tablet_for(b"kite")
+        try:
+            await client._send(tablet, lambda t: api.TxnReadRequest(tablet.id, "young", young, b"kite2", t),
+                               leader=True, is_write=False, timeout_s=5)
+            wounded = None
+        except Exception as error:  # the client reports the ErrorReply
+            wounded = error
+        await client._send(tablet, lambda t: api.AbortRequest(tablet.id, "old", tablet.id, t), leader=True, is_write=False, timeout_s=10)
+        return vote, wounded
+
+
+def test_an_older_transaction_wounds_a_younger_reader(shared_cluster: LocalCluster) -> None:
+    vote, wounded = trio.run(wound_wait, shared_cluster)
+    assert isinstance(vote, api.PrepareReply)
+    assert wounded is not None and "wounded" in str(wounded), wounded
