@@ -26,9 +26,9 @@ from typing import Any, Sequence
 
 from hlc import Timestamp, format_iso
 from tools.common import DEFAULT_DIR, printable, to_bytes
-from tools.errors import EXIT_ABORTED, EXIT_OK, CliError
+from tools.errors import EXIT_ABORTED, EXIT_OK, EXIT_OUTCOME_UNKNOWN, CliError
 from tools.kv import TIMESTAMP_HELP, check_at, emit, parse_dur, resolve_at, with_client
-from txn.client import TxnAborted
+from txn.client import OutcomeUnknown, TxnAborted
 from txn.client.transaction import Op, apply_ops
 
 USAGE = "statements: 'get KEY', 'put KEY VALUE', 'delete KEY', 'scan START END [LIMIT]'"
@@ -118,6 +118,9 @@ async def _transaction(client, ops: list[Op], max_attempts: int) -> tuple[Timest
         tx = await client.run_transaction(body, max_attempts=max_attempts)
     except TxnAborted as error:
         raise CliError(f"aborted after {max_attempts} attempt(s): {error}", EXIT_ABORTED) from None
+    except OutcomeUnknown as error:
+        raise CliError(f"outcome unknown: transaction {error.txn_id} may or may not have committed: {error}",
+                       EXIT_OUTCOME_UNKNOWN) from None
     return tx.commit_ts, tx.reads
 
 
