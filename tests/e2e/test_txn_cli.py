@@ -16,7 +16,7 @@ import trio
 from hlc import Timestamp
 from tests.e2e.harness import LocalCluster
 from tools.localcluster import ROOT, cli_env
-from txn.client import open_client
+from txn.client import TxnAborted, open_client
 
 
 def txn_json(cluster: LocalCluster, *statements: str) -> dict:
@@ -119,3 +119,55 @@ async def test_concurrent_increments_across_tablets_all_land(shared_cluster: Loc
         async with client.snapshot() as snap:
             values = [await snap.get(key) for key in keys]
     assert values == [str(workers * rounds).encode()] * 2
+
+
+def client_for(cluster: LocalCluster, timeout_s: float = 20.0):
+    return open_client([node.address for node in cluster.config.nodes], cluster_id=cluster.config.cluster_id,
+                       timeout_s=timeout_s)
+
+
+async def test_a_block_that_raises_aborts_and_frees_its_locks(shared_cluster: LocalCluster) -> None:
+    async with client_for(shared_cluster) as client:
+        await client.put(b"raise-k", b"before")
+        try:
+            async with client.transaction() as tx:
+                await tx.get(b"raise-k")
+                tx.put(b"raise-k", b"never")
+                raise LookupError("the caller changed its mind")
+        except LookupError:
+            pass
+        assert tx.state == "aborted" and tx.commit_ts is None
+        # The shared lock is gone now, not at the 10 s idle expiry: a writer goes straight through.
+        with trio.fail_after(5):
+            async with client.transaction() as after:
+                after.put(b"raise-k", b"after")
+        assert (await client.get(b"raise-k")).value == b"after"
+
+
+async def test_an_older_transaction_wounds_a_younger_one(shared_cluster: LocalCluster) -> None:
+    async with client_for(shared_cluster) as client:
+        older = (await client.node_timestamp()).now
+        caught = None
+        try:
+            async with client.transaction() as young:  # a later priority: younger
+                await young.get(b"wound-k")
+                async with client.transaction(priority=older) as elder:
+                    elder.put(b"wound-k", b"elder")  # needs the key exclusively: wounds young
+                young.put(b"wound-k", b"young")
+        except TxnAborted as error:
+            caught = error
+        assert caught is not None and caught.reason == "wounded" and caught.txn_id == young.txn_id
+        assert elder.commit_ts is not None
+        assert (await client.get(b"wound-k")).value == b"elder"
+
+
+async def test_cli_exits_6_when_every_attempt_aborts(shared_cluster: LocalCluster) -> None:
+    async with client_for(shared_cluster) as client:
+        older = (await client.node_timestamp()).now
+        async with client.transaction(priority=older) as holder:
+            await holder.get(b"held-k")  # a shared lock held by an older transaction: a younger writer waits
+            result = await trio.to_thread.run_sync(lambda: shared_cluster.cli(
+                "txn", "put held-k v", "--max-attempts", "2", "--timeout", "1s"))
+        assert result.returncode == 6, result.stderr
+        assert result.stderr.startswith("chronodb: aborted after 2 attempt(s)") and result.stderr.count("\n") == 1
+        assert (await client.get(b"held-k")).value is None
