@@ -42,7 +42,7 @@ class ClockWatch:
         self.node_id = node_id
         self.peers = peers
         self.clock = clock
-        self.monitor = OffsetMonitor(peers, max_offset_ns)
+        self.monitor = OffsetMonitor(node_id, peers, max_offset_ns)
         if not enabled:
             self.monitor.turn_off()
         self.on_change: Callable[[bool], None] = lambda fenced: None
