@@ -12,12 +12,13 @@ whose error alone exceeds the limit says nothing and is ignored.
 
 Samples (DESIGN.md contract 6, ARCHITECTURE.md "Clock-offset monitoring and
 fencing"). Per peer the monitor keeps the samples of the last
-`STALE_AFTER_NS` and uses the one with the smallest error (NTP's min-RTT
-filter), so a load spike that slows most probes does not starve the
-estimate. A new sample whose interval is disjoint from an older one proves
-that a clock stepped: the older samples are dropped at once.
+`STALE_AFTER_NS` and bounds the offset by their intersection, each widened
+by `DRIFT_PPM` of its age: at least as tight as the smallest-error sample
+(NTP's min-RTT filter), so a load spike that slows most probes does not
+starve the estimate. A new sample whose interval is disjoint from an older
+one proves that a clock stepped: the older samples are dropped at once.
 
-The rule. Each evaluation, from the best fresh sample of each peer, this
+The rule. Each evaluation, from the fresh estimate of each peer, this
 node knows every measured clock relative to its own (itself exactly 0, peer
 p in [o_p - e_p, o_p + e_p]); a peer without a fresh sample may be anywhere.
 1. No samples: fewer fresh peers than it takes, with this node, to form a
@@ -39,8 +40,10 @@ nodes that measure each other are more than L apart (tests/hlc/test_offsets.py
 checks this with hypothesis).
 
 HAZARD: the rule trusts Cristian's error bound (a reply's clock was read
-between send and receive) and that clocks drift less than max_offset - L
-within the freshness window; a clock that jumps is trusted for up to the
+between send and receive), that two clocks drift apart by less than
+DRIFT_PPM, and by less than max_offset - L within the detection window;
+a step smaller than the older samples' error bounds goes unseen (the
+estimate is off by up to the step) until they leave the window; a clock that jumps is trusted for up to the
 detection window (ARCHITECTURE.md). A node blind to a peer (no fresh usable
 sample for STALE_AFTER_NS) cannot see a conflict with it; the rule assumes
 that a peer that measures this node is measured by it in return.
@@ -53,10 +56,14 @@ from typing import ClassVar, Mapping
 
 import attrs
 
-FENCE_FRACTION = 0.8
-TIE_FRACTION = 0.4  # half the limit: a clock within L/4 of the median never ties with one beyond L
+# 0.9: measurements on a loaded machine are good to about 0.05 max_offset, so
+# clocks at +-0.7 max_offset (1.4 apart) stay clear of a conflict with the
+# middle one; the remaining 0.1 max_offset is the drift margin of the window.
+FENCE_FRACTION = 0.9
+TIE_FRACTION = 0.45  # half the limit: a clock within L/4 of the median never ties with one beyond L
 RECOVER_AFTER = 3
 STALE_AFTER_NS = 5_000_000_000
+DRIFT_PPM = 100  # assumed bound on how fast two clocks drift apart (quartz: 50 ppm each)
 UNBOUNDED_NS = 1 << 62  # a clock without a fresh sample: anywhere
 
 
@@ -84,10 +91,28 @@ class PeerOffset:
         self.samples = [s for s in self.samples if s.low_ns <= sample.high_ns and sample.low_ns <= s.high_ns]
         self.samples.append(sample)
 
-    def best(self, now_ns: int) -> OffsetSample | None:
-        """The smallest-error sample of the freshness window (the newest among equals)."""
+    def estimate(self, now_ns: int) -> OffsetSample | None:
+        """The intersection of the freshness window's samples, each widened by the drift since it was taken.
+
+        Every sample bounds the same offset (older ones up to the drift since),
+        so the offset lies in all of them at once: a few fast round trips in
+        the window bound it however slow the rest were (NTP's min-RTT filter,
+        tightened). If they do not intersect the drift bound did not hold:
+        the newest sample alone stands."""
         self.samples = [s for s in self.samples if now_ns - s.at_ns < STALE_AFTER_NS]
-        return min(reversed(self.samples), key=lambda s: s.error_ns, default=None)
+        if not self.samples:
+            return None
+        widened = [(s.low_ns - drift_ns(now_ns - s.at_ns), s.high_ns + drift_ns(now_ns - s.at_ns)) for s in self.samples]
+        low, high = max(w[0] for w in widened), min(w[1] for w in widened)
+        newest = self.samples[-1]
+        if low > high:
+            return newest
+        return OffsetSample((low + high) // 2, (high - low + 1) // 2, newest.at_ns)
+
+
+def drift_ns(elapsed_ns: int) -> int:
+    """How far two clocks may drift apart in `elapsed_ns` (at most DRIFT_PPM)."""
+    return max(0, elapsed_ns) * DRIFT_PPM // 1_000_000
 
 
 class FenceCause(enum.StrEnum):
@@ -187,8 +212,8 @@ class OffsetMonitor:
         self.by_peer[peer].add(OffsetSample(remote_ns - (send_ns + receive_ns) // 2, error, receive_ns))
 
     def fresh(self, now_ns: int) -> dict[str, OffsetSample]:
-        """The best fresh sample of each peer that has one."""
-        best = {peer: state.best(now_ns) for peer, state in sorted(self.by_peer.items())}
+        """The fresh estimate of each peer that has one."""
+        best = {peer: state.estimate(now_ns) for peer, state in sorted(self.by_peer.items())}
         return {peer: sample for peer, sample in best.items() if sample is not None}
 
     def evaluate(self, now_ns: int) -> FenceState:
@@ -234,5 +259,5 @@ class OffsetMonitor:
         self.fenced, self.cause, self.reason = False, FenceCause.MONITORING_OFF, "clock monitoring off"
 
     def offsets(self) -> tuple[tuple[str, int, int], ...]:
-        """(peer, offset, error) of the best fresh sample of each peer, as of the latest input."""
+        """(peer, offset, error) of the fresh estimate of each peer, as of the latest input."""
         return tuple((peer, s.offset_ns, s.error_ns) for peer, s in self.fresh(self.now_ns).items())

@@ -14,7 +14,7 @@ line on every change.
 
 The rule (hlc/offsets.py): fenced without fresh samples from enough peers to
 form a majority with this node, or when this clock may lose a conflict (a
-peer possibly farther than 0.8 max_offset, and this clock farther from the
+peer possibly farther than 0.9 max_offset, and this clock farther from the
 median); serving again after 3 good rounds.
 
 HAZARD: a clock that steps is trusted until the next usable probe, a drift
