@@ -19,6 +19,7 @@ BENCHMARK_MODULES: tuple[str, ...] = (
     "tools.bench_mvcc",
     "tools.bench_paxos",
     "tools.bench_kv",
+    "tools.bench_txn",
 )
 
 

@@ -3,8 +3,9 @@
 Starts a 3-node cluster (real node processes, TCP on 127.0.0.1, LevelDB) in a
 new temporary directory, writes several versions of a few keys, reads them
 back at past timestamps, kills the leader of one tablet with SIGKILL, shows
-writes and reads continuing, restarts that node and shows it caught up, stops
-everything and prints a summary. `--keep` leaves the data directory behind;
+writes and reads continuing, restarts that node and shows it caught up, runs
+a bank of cross-tablet transfers through the loss of a coordinator's leader
+(tools/demo_bank.py), stops everything and prints a summary. `--keep` leaves the data directory behind;
 `--clock` runs the clock-only demonstration instead.
 """
 
@@ -19,6 +20,7 @@ import time
 import trio
 
 from hlc import format_iso
+from tools.demo_bank import bank_demo
 from tools.demo_clock import clock_demo
 from tools.errors import EXIT_OK, CliError
 from tools.localcluster import LocalCluster
@@ -33,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo", help="narrated demonstration of a local cluster (what `make demo` runs)",
         description="Start a 3-node cluster in a temporary directory, write and read versions at past "
-        "timestamps, kill a tablet leader with SIGKILL, keep going, restart it, and summarize. Under a minute.",
+        "timestamps, kill a tablet leader with SIGKILL, keep going, restart it, run a bank of cross-tablet "
+        "transfers while a coordinator's leader is killed, and summarize. Under a minute.",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     parser.add_argument("--clock", action="store_true", help="only the hybrid-logical-clock demonstration, no cluster")
@@ -117,13 +120,17 @@ def cluster_demo(cluster: LocalCluster) -> None:
     local = cluster.client(home=victim).get(b"dave", stale_ns=200_000_000)
     say(f"   a read 200ms in the past served by {local.served_by}: dave={local.value.decode() if local.value else None}")
 
-    say("\n5. Stopping the cluster.")
+    bank_demo(cluster, say)
+
+    say("\n7. Stopping the cluster.")
     cluster.stop_all()
     say("\nSummary:")
     say(f"  - {sum(len(v) for v in history.values()) + 2 + writes_while_down} writes, each acknowledged after a majority "
         "fsynced it and commit-wait passed; every read returned the version its timestamp asks for;")
     say(f"  - the leader of {tablet.id} was killed with SIGKILL; a new leader took over and nothing acknowledged was lost;")
-    say(f"  - {victim} restarted and caught up from its peers.")
+    say(f"  - {victim} restarted and caught up from its peers;")
+    say("  - cross-tablet transfers committed atomically by two-phase commit over Paxos groups, through the loss of a "
+        "coordinator's leader, and every snapshot's total stayed the same.")
 
 
 def wait_caught_up(cluster: LocalCluster, node_id: str, tablet_id: str, timeout_s: float = 20.0) -> int:

@@ -6,10 +6,9 @@ one fails with the expected symptom, within a bound; a mutant that survives
 means the checkers or the plans are blind to what it breaks.
 
 Required mutants (DESIGN.md contracts 1, 6 and the tablet's epoch rule)
-patch class-attribute mutation points being built on other branches; until
-those points are merged here, their tests skip and say which point they
-need (MUTATION_POINTS). The integrator makes them run by merging the
-points; nothing else changes.
+patch class-attribute mutation points (MUTATION_POINTS): the leader core's
+commit-wait read gate, the state machine's stale-command skip, and the
+fencing rule's no-samples clause.
 """
 
 from __future__ import annotations
@@ -33,11 +32,11 @@ MUTANT_SEEDS = 60  # seeds tried per mutant (only those whose plan can expose it
 # each required mutant flips.
 MUTATION_POINTS = {
     # (1) a read at T sees a write at <= T before that write's commit-wait ended.
-    "test_mutant_reads_before_commit_wait": ("txn.tablet.tablet_replica", "TabletReplica", "reads_wait_for_commit_wait", False),
+    "test_mutant_reads_before_commit_wait": ("txn.tablet.leader", "TabletLeaderCore", "HOLD_READS_UNTIL_COMMIT_WAIT", False),
     # (2) a replica applies a command without checking its leader epoch (a deposed leader's tail applies).
-    "test_mutant_apply_without_epoch_check": ("txn.tablet.state", "TabletState", "check_epoch", False),
+    "test_mutant_apply_without_epoch_check": ("txn.tablet.state", "TabletState", "SKIP_STALE_COMMANDS", False),
     # (3) fencing ignores the no-samples rule (a node that measures nobody keeps serving).
-    "test_mutant_fencing_without_no_samples_rule": ("hlc.offsets", "OffsetMonitor", "fence_without_samples", False),
+    "test_mutant_fencing_without_no_samples_rule": ("hlc.offsets", "OffsetMonitor", "FENCE_WITHOUT_SAMPLES", False),
 }
 
 
@@ -63,8 +62,7 @@ def caught(mutant: Mutant, plan_filter: Callable[[SimPlan], bool], symptoms: tup
 def mutation_point(name: str) -> Mutant:
     module_name, class_name, attribute, value = MUTATION_POINTS[name]
     cls = getattr(importlib.import_module(module_name), class_name)
-    if not hasattr(cls, attribute):
-        pytest.skip(f"mutation point {class_name}.{attribute} ({module_name}) is not on this branch yet")
+    assert hasattr(cls, attribute), f"mutation point {class_name}.{attribute} ({module_name}) is missing"
     return lambda: mock.patch.object(cls, attribute, value)
 
 

@@ -73,6 +73,9 @@ class Transaction:
             row = ReadRow(key, self._writes[key], None)
         else:
             tablet = await self._tablet(key)
+            # Touched from the moment the request leaves: if this attempt gives up
+            # (a timeout) the leader may still grant the lock, and abort must free it.
+            self._read_set(tablet.id)
             reply = await self._send(tablet, lambda t: api.TxnReadRequest(tablet.id, self.txn_id, self.priority, key, t))
             self._read_set(tablet.id).add_key(key)
             row = ReadRow(key, reply.value, reply.version_ts)
@@ -102,6 +105,7 @@ class Transaction:
         out: list[ReadRow] = []
         while rows_left > 0:
             page = int(min(rows_left, SCAN_PAGE))
+            self._read_set(tablet.id)  # touched before the request leaves (see get)
             reply = await self._send(tablet, lambda t, c=cursor, p=page: api.TxnScanRequest(
                 tablet.id, self.txn_id, self.priority, c, end, p, t))
             # The leader locked the whole requested range (already clipped to

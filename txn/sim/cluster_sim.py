@@ -127,11 +127,12 @@ class SimCluster:
     def _observe_applies(self, tablet_id: str, label: str, state: Any) -> None:
         inner = state.on_applied
 
-        def on_applied(index: int, command: object) -> None:
-            if command is not None and hasattr(command, "ts"):
+        def on_applied(index: int, command: object, skipped: bool) -> None:
+            # A skipped command (a deposed leader's tail) changed nothing: it is not "applied".
+            if command is not None and hasattr(command, "ts") and not skipped:
                 self.applied.append(Applied(tablet_id, label, index, command.ts))
             if inner is not None:
-                inner(index, command)
+                inner(index, command, skipped)
 
         state.on_applied = on_applied
 

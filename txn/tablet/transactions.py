@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 RECOVERY_AFTER_S = 2.0
 RECOVERY_INTERVAL_S = 0.5
-TXN_IDLE_NS = 10_000_000_000  # an unprepared transaction silent this long loses its locks
+TXN_IDLE_NS = 5_000_000_000  # an unprepared transaction silent this long loses its locks
 RESOLVE_ATTEMPTS = 20
 PEER_TIMEOUT_S = 2.0
 
@@ -91,8 +91,17 @@ class TabletTransactions:
     # ---- locks ---------------------------------------------------------------------
 
     async def _lock(self, txn_id: str, priority: Timestamp, *, key: bytes | None = None,
-                    mode: LockMode = LockMode.SHARED, key_range: tuple[bytes, bytes | None] | None = None) -> None:
-        """Take a lock under wound-wait, waiting (within the caller's deadline) while older or prepared holders run."""
+                    mode: LockMode = LockMode.SHARED, key_range: tuple[bytes, bytes | None] | None = None,
+                    preparing: bool = False) -> None:
+        """Take a lock under wound-wait, waiting (within the caller's deadline) while older or prepared holders run.
+
+        `preparing`: the request is a 2PC prepare. The transaction may already
+        be prepared at another participant, where an older transaction may be
+        waiting for it (nobody wounds a prepared holder); if it waited here for
+        that older one, the two would wait for each other. So a preparing
+        transaction never waits for an older unprepared holder: it votes no
+        (`conflict`) at once and runs again later with the same priority.
+        Waiting for prepared holders is safe: they never wait for anyone."""
         waited = False
         while True:
             if not self.replica._is_serving():
@@ -113,6 +122,12 @@ class TabletTransactions:
             if decision.outcome is Outcome.ABORTED:
                 assert decision.reason is not None
                 raise aborted(decision.reason, f"transaction {txn_id} was aborted at tablet {self.tablet_id} ({decision.reason})")
+            if preparing and any(not self.locks.txns[b].prepared for b in decision.blockers if b in self.locks.txns):
+                self.locks.abort(txn_id, AbortReason.CONFLICT, now_ns)
+                self.replica._notify()
+                self.mark("txn.prepare_refused_older_holder")
+                raise aborted(AbortReason.CONFLICT, f"transaction {txn_id} met an older transaction's lock while "
+                              f"preparing at tablet {self.tablet_id}; it runs again with the same priority")
             waited = True
             await self.replica._wait_changed(self.replica._changed)
 
@@ -147,12 +162,13 @@ class TabletTransactions:
     # ---- commit paths ----------------------------------------------------------------
 
     async def _exclusive_and_check(self, txn_id: str, priority: Timestamp, writes: tuple[api.KeyWrite, ...],
-                                   read_keys: tuple[bytes, ...], read_ranges: tuple[api.KeyRange, ...]) -> None:
+                                   read_keys: tuple[bytes, ...], read_ranges: tuple[api.KeyRange, ...],
+                                   *, preparing: bool = False) -> None:
         for item in writes:
             if not self.replica.tablet.contains(item.key):
                 raise failure(api.ErrorCode.BAD_REQUEST, f"key {item.key!r} is outside tablet {self.tablet_id}")
         for key in sorted({w.key for w in writes}):
-            await self._lock(txn_id, priority, key=key, mode=LockMode.EXCLUSIVE)
+            await self._lock(txn_id, priority, key=key, mode=LockMode.EXCLUSIVE, preparing=preparing)
         ranges = [self._locked_or_abort(txn_id, (r.start, r.end)) for r in read_ranges]
         if not self.locks.holds(txn_id, read_keys, ranges):
             if self.locks.txns.get(txn_id) is None or not self.locks.txns[txn_id].prepared:
@@ -166,7 +182,8 @@ class TabletTransactions:
         if request.txn_id in records.prepared:
             return api.PrepareReply(records.prepared[request.txn_id].ts)
         with self._deadline(request.timeout_ns, request.txn_id):
-            await self._exclusive_and_check(request.txn_id, request.priority, request.writes, request.read_keys, request.read_ranges)
+            await self._exclusive_and_check(request.txn_id, request.priority, request.writes, request.read_keys,
+                                            request.read_ranges, preparing=True)
         pending = self.replica.leader.assign(self.replica.clock.now(), commit_wait=False)
         command = Prepare(pending.ts, self.replica.paxos.core.ballot, request.txn_id, request.priority,
                           request.coordinator_tablet, [(w.key, w.value) for w in request.writes],
@@ -248,8 +265,11 @@ class TabletTransactions:
                 self.replica._notify()
         if request.coordinator_tablet == self.tablet_id and request.txn_id not in records.decisions:
             await self._decide_abort(request.txn_id, request.timeout_ns)
-        elif request.txn_id in records.prepared:
-            self.prepared_seen[request.txn_id] = trio.current_time() - RECOVERY_AFTER_S  # recover it now
+        elif request.txn_id in records.prepared and self._nursery is not None:
+            # Prepared here and given up by its client: learn the decision now
+            # (the coordinator presumes abort) rather than at the next recovery round.
+            self.prepared_seen[request.txn_id] = trio.current_time()
+            self._nursery.start_soon(self._recover, request.txn_id, records.prepared[request.txn_id])
         return api.AbortReply()
 
     async def status(self, request: api.TxnStatusRequest) -> api.TxnStatusReply:

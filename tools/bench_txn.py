@@ -1,0 +1,172 @@
+"""`chronodb bench txn`: read-write transactions against a 3-node local cluster.
+
+Starts a fresh cluster (real node processes, LevelDB, commit-wait on) with
+the default split (so "a..." and "k..." keys sit on different tablets led by
+different nodes), then for each concurrency (default 1, 16, 64) runs
+closed-loop clients for `--seconds` each doing one of:
+
+- `transfer`: a cross-tablet transaction: read two accounts on two tablets,
+  write both (2PC: two prepares, one commit at the coordinator);
+- `rmw`: a single-tablet read-modify-write transaction (one-phase commit);
+- `write`: a plain single-key write (the baseline).
+
+Prints transactions/s, p50/p99 latency, aborts (retried by
+`run_transaction`), and the ratios of each transaction kind to the plain
+write measured in the same run. Accounts are drawn from `--accounts` per
+tablet, so contention (and wound-wait) grows with the client count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import pathlib
+import random
+import shutil
+import tempfile
+
+import trio
+
+from hlc import parse_duration_ns
+from tools.bench import print_setup
+from tools.localcluster import LocalCluster
+from txn.client import ClientError, open_client
+
+LEFT, RIGHT = b"acct-a-", b"acct-k-"  # the default 4-tablet split puts these on t1 and t3
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "txn", help="read-write transactions (cross-tablet transfers, single-tablet RMW) vs plain writes",
+        description="Closed-loop clients against a fresh 3-node local cluster: cross-tablet transfers (2PC), "
+        "single-tablet read-modify-write transactions and plain writes, at several concurrencies, with ratios.",
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="per figure (default 5)")
+    parser.add_argument("--concurrency", default="1,16,64", help="comma-separated client counts (default 1,16,64)")
+    parser.add_argument("--client-processes", type=int, default=3, help="client OS processes (default 3)")
+    parser.add_argument("--accounts", type=int, default=1000, help="accounts per tablet (default 1000)")
+    parser.add_argument("--max-offset", default="10ms", help="cluster max_offset: commit-wait (default 10ms)")
+    parser.set_defaults(func=run)
+
+
+async def client_loop(addresses, cluster_id, kind: str, concurrency: int, seconds: float, seed: int, accounts: int) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    attempts = 0
+    async with open_client(addresses, cluster_id=cluster_id, timeout_s=10) as client:
+        await client.refresh_map()
+        stop_at = trio.current_time() + seconds
+
+        async def worker(number: int) -> None:
+            nonlocal errors, attempts
+            stream = random.Random(f"{seed}/{number}")
+            while trio.current_time() < stop_at:
+                left = LEFT + b"%05d" % stream.randrange(accounts)
+                right = RIGHT + b"%05d" % stream.randrange(accounts)
+                other = LEFT + b"%05d" % stream.randrange(accounts)
+                tries = 0
+
+                async def transfer(tx) -> None:
+                    nonlocal tries
+                    tries += 1
+                    a = int(await tx.get(left) or b"100")
+                    b = int(await tx.get(right) or b"100")
+                    tx.put(left, b"%d" % (a - 1))
+                    tx.put(right, b"%d" % (b + 1))
+
+                async def rmw(tx) -> None:
+                    nonlocal tries
+                    tries += 1
+                    a = int(await tx.get(left) or b"100")
+                    b = int(await tx.get(other) or b"100")
+                    tx.put(left, b"%d" % (a - 1))
+                    tx.put(other, b"%d" % (b + 1))
+
+                start = trio.current_time()
+                try:
+                    if kind == "transfer":
+                        await client.run_transaction(transfer, max_attempts=20)
+                    elif kind == "rmw":
+                        await client.run_transaction(rmw, max_attempts=20)
+                    else:
+                        tries = 1
+                        await client.put(left, b"x" * 8)
+                except ClientError:
+                    errors += 1
+                    continue
+                attempts += tries
+                latencies.append(trio.current_time() - start)
+
+        async with trio.open_nursery() as nursery:
+            for number in range(concurrency):
+                nursery.start_soon(worker, number)
+    return {"latencies": latencies, "errors": errors, "attempts": attempts}
+
+
+def client_process(addresses, cluster_id, kind, concurrency, seconds, seed, accounts, queue) -> None:
+    queue.put(trio.run(client_loop, addresses, cluster_id, kind, concurrency, seconds, seed, accounts))
+
+
+def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, processes: int, accounts: int) -> dict:
+    addresses = [n.address for n in cluster.config.nodes]
+    processes = max(1, min(processes, concurrency))
+    shares = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    workers = [
+        context.Process(target=client_process, args=(addresses[i % len(addresses):] + addresses[:i % len(addresses)],
+                                                     cluster.config.cluster_id, kind, share, seconds, i * 104729 + concurrency,
+                                                     accounts, queue))
+        for i, share in enumerate(shares)
+    ]
+    for worker in workers:
+        worker.start()
+    results = [queue.get(timeout=seconds + 120) for _ in workers]
+    for worker in workers:
+        worker.join()
+    latencies = sorted(x for r in results for x in r["latencies"])
+    done = len(latencies)
+    return {
+        "ops": done / seconds,
+        "p50_ms": 1e3 * latencies[done // 2] if latencies else float("nan"),
+        "p99_ms": 1e3 * latencies[min(done - 1, int(done * 0.99))] if latencies else float("nan"),
+        "errors": sum(r["errors"] for r in results),
+        "retries": sum(r["attempts"] for r in results) - done,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    levels = [int(x) for x in args.concurrency.split(",")]
+    max_offset_ns = parse_duration_ns(args.max_offset)
+    print_setup(
+        "txn", cluster="3 nodes, 4 tablets (default split), 3 replicas, fresh LevelDB dirs, loopback TCP",
+        max_offset=args.max_offset, duration=f"{args.seconds}s per figure",
+        clients=f"closed loop, {args.client_processes} client processes, {args.accounts} accounts per tablet, "
+                "run_transaction with up to 20 attempts",
+        concurrency=args.concurrency,
+        workloads="transfer = read+write 2 keys on 2 tablets (2PC); rmw = read+write 2 keys on 1 tablet (one phase); "
+                  "write = plain single-key put",
+    )
+    directory = pathlib.Path(tempfile.mkdtemp(prefix="chronodb-bench-txn-"))
+    cluster = LocalCluster(directory / "data", tablets=4, max_offset_ns=max_offset_ns)
+    try:
+        cluster.start_all()
+        cluster.wait_healthy()
+        print(f"{'workload':<10} {'clients':>7} {'txn/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'retries':>7} {'errors':>6}  vs write")
+        baseline: dict[int, dict] = {}
+        for kind in ("write", "rmw", "transfer"):
+            for level in levels:
+                figures = measure(cluster, kind, level, args.seconds, args.client_processes, args.accounts)
+                if kind == "write":
+                    baseline[level] = figures
+                    ratio = ""
+                else:
+                    base = baseline[level]
+                    ratio = (f"throughput {figures['ops'] / base['ops']:.2f}x, p50 {figures['p50_ms'] / base['p50_ms']:.2f}x"
+                             if base["ops"] and base["p50_ms"] == base["p50_ms"] else "")
+                print(f"{kind:<10} {level:>7} {figures['ops']:>9,.0f} {figures['p50_ms']:>8.2f} {figures['p99_ms']:>8.2f} "
+                      f"{figures['retries']:>7} {figures['errors']:>6}  {ratio}", flush=True)
+    finally:
+        cluster.stop_all()
+        shutil.rmtree(directory, ignore_errors=True)
+    return 0
