@@ -4,7 +4,9 @@ Role: `FaultDriver(cluster, nursery).run()` injects, one after another for
 FAULT_PHASE_S, faults of the kinds the plan enabled (txn/sim/plan.py):
 crashes (losing unsynced writes) and restarts, symmetric and one-way
 partitions of a minority, isolation of a tablet's lease holder, pauses (the
-network holds everything to and from the node, then delivers it late). With
+network holds everything to and from the node, then delivers it late), and
+the deposed-tail sequence (a lease holder cut off from its peers but not
+its clients; its successor crashed right after its barrier; heal). With
 "install" enabled a watcher crashes a node while a snapshot is being sent to
 it. In the "beyond_offset" scenario one node's clock is pushed past
 max_offset while clients are held at a gate (the detection window of
@@ -28,7 +30,7 @@ import trio
 
 from txn.sim.plan import FAULT_PHASE_S, SimPlan
 
-EVENT_KINDS = ("crash", "partition", "one_way", "isolate_leader", "pause")
+EVENT_KINDS = ("crash", "partition", "one_way", "isolate_leader", "pause", "deposed_tail")
 FENCE_BOUND_S = 2.0
 REJOIN_BOUND_S = 3.0
 
@@ -91,12 +93,41 @@ class FaultDriver:
             cluster.counters[f"fault.{kind}"] += 1
             await trio.sleep(hold_s)
             net.heal()
+        elif kind == "deposed_tail" and self.minority and not cluster.down:
+            await self.deposed_tail(victims)
         elif kind == "pause":
             victim = rng.choice(victims)
             net.pause(victim)
             cluster.counters["fault.pause"] += 1
             await trio.sleep(hold_s)
             net.resume(victim)
+
+    async def deposed_tail(self, victims: list[str]) -> None:
+        """The review's scenario for the epoch rule (txn/tablet/state.py): a lease holder cut off from
+        its peers, not from clients, appends writes to its own log only; the others elect a leader,
+        which is crashed as soon as its barrier makes it serve; healing lets the old holder's tail be
+        re-proposed after that barrier, where every replica must skip it."""
+        cluster, net, rng = self.cluster, self.net, self.rng
+        tablet = rng.choice(self.plan.tablets)
+        holder = cluster.lease_holder(tablet.id)
+        if holder is None or holder not in victims:
+            return
+        others = [n for n in self.plan.node_ids if n != holder]
+        net.partition([holder], others)  # clients are not in either list: they still reach the holder
+        cluster.counters["fault.deposed_tail"] += 1
+        successor = None
+        with trio.move_on_after(1.5):
+            while successor is None:
+                await trio.sleep(0.002)
+                successor = next((n for n in others if n not in cluster.down and tablet.id in cluster.nodes[n].replicas
+                                  and cluster.nodes[n].replicas[tablet.id].leader.is_serving), None)
+        if successor is not None and successor != self.plan.skewed_node:
+            cluster.crash(successor)
+        await trio.sleep(rng.uniform(0.0, 0.05))
+        net.heal()
+        await trio.sleep(rng.uniform(0.2, 0.5))
+        if successor is not None and successor in cluster.down:
+            cluster.restart(successor, self.nursery)
 
     async def crash_during_install(self, end: float) -> None:
         """Crash a node while a snapshot is being sent to it (then restart it)."""
