@@ -137,7 +137,7 @@ class SnapshotBuffer:
 class Replica:
     def __init__(
         self, *, node_id: str, peers: Iterable[str], config: PaxosConfig, rng: Rng,
-        persisted: PersistedState, applied_index: int, now_ns: int,
+        persisted: PersistedState, applied_index: int, now_ns: int, install_pending: bool = False,
     ) -> None:
         self.node_id = node_id
         self.peers = tuple(sorted(set(peers)))
@@ -146,12 +146,28 @@ class Replica:
         self.config = config
         self.rng = rng
         self.promised = persisted.promised
-        self.first_index = persisted.snapshot_index + 1
-        self.log: dict[int, Entry] = {e.index: e for e in persisted.entries if e.index >= self.first_index}
-        self.last_index = max(self.log, default=persisted.snapshot_index)
-        self.applied_index = applied_index
-        self.need_snapshot = applied_index < persisted.snapshot_index
-        self.chosen_index = max(applied_index, persisted.snapshot_index)
+        snapshot_index = persisted.snapshot_index
+        log = {e.index: e for e in persisted.entries if e.index > snapshot_index}
+        # The state machine holds slots its log lacks: an install whose state
+        # write was synced but whose log truncation was not (the order before
+        # the driver persisted the truncation first). Those slots are chosen
+        # (applied), so finish the truncation instead of keeping a log with a
+        # hole that a leader could not send from.
+        self._truncate_through: int | None = None
+        if not install_pending and applied_index > snapshot_index and any(
+                index not in log for index in range(snapshot_index + 1, applied_index + 1)):
+            snapshot_index = applied_index
+            log = {index: entry for index, entry in log.items() if index > snapshot_index}
+            self._truncate_through = snapshot_index
+        self.first_index = snapshot_index + 1
+        self.log: dict[int, Entry] = log
+        self.last_index = max(self.log, default=snapshot_index)
+        # install_pending: the state machine is half-installed (a crash during
+        # an install); it holds no usable prefix, so it waits for a snapshot.
+        self.applied_index = 0 if install_pending else applied_index
+        self.need_snapshot = install_pending or applied_index < snapshot_index
+        self.resuming_install = self.need_snapshot  # for the coverage mark once a snapshot arrives
+        self.chosen_index = max(self.applied_index, snapshot_index)
         self.role = Role.FOLLOWER
         self.ballot = self.promised
         self.leader_hint: str | None = None
@@ -181,7 +197,6 @@ class Replica:
         # Outputs gathered until the next ready().
         self._promised_dirty = False
         self._entries: dict[int, Entry] = {}
-        self._truncate_through: int | None = None
         self._messages: list[Outgoing] = []
         self._early: list[Outgoing] = []
         self._install: SnapshotInstall | None = None
@@ -561,6 +576,11 @@ class Replica:
     def heartbeat(self, now: int) -> None:
         """Every heartbeat: renew lease grants, resend to followers that made no progress."""
         for peer, progress in self.progress.items():
+            if progress.snapshot is not None and progress.snapshot.index < self.first_index - 1:
+                # The log was truncated past the snapshot being streamed (to a follower cut off
+                # for a while): once installed it would need another; start a fresh one instead.
+                self.mark("paxos.snapshot_restarted")
+                progress.snapshot = None
             if progress.snapshot is not None:
                 if progress.snapshot_seq == progress.snapshot_mark:
                     self._send_chunk(peer, progress)
@@ -733,6 +753,9 @@ class Replica:
         self.need_snapshot = False
         self._extend_match()
         self.mark("paxos.snapshot_installed")
+        if self.resuming_install:
+            self.resuming_install = False
+            self.mark("paxos.snapshot_install_resumed")
 
     # ------------------------------------------------------------ helpers
 
