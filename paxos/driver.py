@@ -3,7 +3,7 @@
 Role: the I/O edge. One task (`run`) owns the core and reads one bounded
 inbox; everything else only feeds it: `deliver(src, msg)` (non-blocking; a
 full inbox drops the message, as a network may), `propose` (waits for room),
-`campaign`, `take_snapshot`. Each loop turn takes every queued input, then
+`campaign`, `take_snapshot`, `transfer_leadership`. Each loop turn takes every queued input, then
 carries out `core.ready()` in order (`carry_out`): early sends (the leader's
 Accepts), ONE synced storage write for the whole turn (group commit), the
 snapshot install, state machine applies, the sends that depend on the write,
@@ -75,18 +75,24 @@ class PaxosDriver:
     def __init__(
         self, *, node_id: str, peers: tuple[str, ...], storage: PaxosStorage, state_machine: StateMachine,
         send: Callable[[str, object], None], now_ns: Callable[[], int], seed: int | str, config: PaxosConfig,
-        preferred_leader: bool = False,
+        preferred_leader: bool = False, preferred_leader_id: str | None = None,
     ) -> None:
+        """`preferred_leader_id`: the group's preferred leader, known to every replica, so that
+        whoever leads hands leadership back to it once it has kept up for
+        `config.transfer_after_ns`. `preferred_leader` (this node is it) only makes it campaign
+        at start-up; it is implied by `preferred_leader_id == node_id`."""
         self.node_id = node_id
         self.storage = storage
         self.state_machine = state_machine
         self._send = send
         self._now_ns = now_ns
-        self.preferred_leader = preferred_leader
+        self.preferred_leader = preferred_leader or preferred_leader_id == node_id
+        self.preferred_leader_id = preferred_leader_id
         self.core = Replica(
             node_id=node_id, peers=peers, config=config, rng=random.Random(f"{seed}/paxos/{node_id}"),
             persisted=storage.load(), applied_index=state_machine.applied_index(), now_ns=now_ns(),
             install_pending=bool(getattr(state_machine, "install_pending", False)),
+            preferred_leader=preferred_leader_id,
         )
         self._inbox_send, self._inbox_receive = trio.open_memory_channel[tuple[Any, ...]](INBOX_SIZE)
         self._pending: dict[int, _Proposal] = {}
@@ -128,13 +134,15 @@ class PaxosDriver:
             proposal: _Proposal = item[1]
             slot = self.core.propose(proposal.command, now)
             if slot is None:
-                proposal.finish(error=NotLeader(self.core.leader_hint))
+                proposal.finish(error=NotLeader(self.core.transfer_target or self.core.leader_hint))
             else:
                 self._pending[slot] = proposal
         elif kind == "campaign":
             self.core.campaign(now)
         elif kind == "snapshot":
             self.core.truncate(self.core.applied_index)
+        elif kind == "transfer":
+            self.core.transfer_leadership(item[1], now)
 
     def _turn(self) -> None:
         """Carry out ready() until the core has nothing more to do right now."""
@@ -198,6 +206,12 @@ class PaxosDriver:
 
     def campaign(self) -> None:
         self._inbox_send.send_nowait(("campaign",))
+
+    def transfer_leadership(self, to: str) -> None:
+        """Hand leadership to replica `to` (if this one leads): new proposals get `NotLeader(to)`
+        while the log drains, then the lease is given up and `to` campaigns at once. If `to`
+        does not catch up within an election timeout, this replica leads on."""
+        self._inbox_send.send_nowait(("transfer", to))
 
     def take_snapshot(self) -> None:
         """Truncate the log up to the applied index (the state machine holds those slots)."""

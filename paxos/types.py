@@ -45,6 +45,7 @@ class PaxosConfig:
     snapshot_chunk_bytes: int = 256 * 1024
     truncate_threshold_entries: int = 10_000  # truncate once this many applied entries are kept
     truncate_keep_entries: int = 1_000  # entries kept below the applied index for catch-up
+    transfer_after_ns: int = 2_000 * MS  # the preferred leader must keep up this long before it is handed leadership
 
     def __attrs_post_init__(self) -> None:
         if not 0 < self.heartbeat_ns < self.election_timeout_min_ns <= self.election_timeout_max_ns:
