@@ -37,6 +37,16 @@ Protocol ("Paxos Made Simple" section 3, with a stable leader):
   lost its state machine below its own log start) gets a snapshot instead,
   streamed one chunk at a time, each ack naming the next chunk wanted.
 
+- Start-up: a state machine `install_pending` (a crash mid-install) or below
+  the log start needs a snapshot: it applies nothing and never campaigns. A
+  state machine beyond a log with a hole (install synced, truncation not)
+  finishes the truncation (paxos/driver.py explains the install order).
+- Leadership transfer to `preferred_leader` (or on `transfer_leadership`):
+  drain (no new proposals) until the target holds every slot, then step down
+  (ending our lease) and send `TimeoutNow`; acceptors holding a lease
+  promise for us move it to the target, which campaigns at once.
+  ARCHITECTURE.md (paxos) gives the one-lease-holder argument.
+
 Leases: every Accept (heartbeats are empty Accepts) carries the leader's send
 time. An acceptor that accepts it promises not to answer another node's
 Prepare until `lease_ns + drift_allowance_ns` after it received it (own
