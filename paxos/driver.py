@@ -3,11 +3,29 @@
 Role: the I/O edge. One task (`run`) owns the core and reads one bounded
 inbox; everything else only feeds it: `deliver(src, msg)` (non-blocking; a
 full inbox drops the message, as a network may), `propose` (waits for room),
-`campaign`, `take_snapshot`. Each loop turn takes every queued input, then
-carries out `core.ready()` in order: early sends (the leader's Accepts), the
-snapshot install, ONE synced storage write for the whole turn (group commit),
-state machine applies, the sends that depend on the write, `core.advance()`.
-LevelDB calls run inline (no thread offload: the virtual clock would jump).
+`campaign`, `take_snapshot`, `transfer_leadership`. Each loop turn takes every queued input, then
+carries out `core.ready()` in order (`carry_out`): early sends (the leader's
+Accepts), ONE synced storage write for the whole turn (group commit), the
+snapshot install, state machine applies, the sends that depend on the write,
+`core.advance()`. LevelDB calls run inline (no thread offload: the virtual
+clock would jump).
+
+Snapshot install order, and why a crash at any point is safe: the write that
+records the log's truncation through the snapshot index is synced first, then
+the state machine installs (itself: a synced "installing" marker, clear and
+import, one synced final batch; txn/tablet/state.py), then the SnapshotAck
+goes out. A crash
+- before the truncation is synced: nothing changed, the leader resends;
+- after it, before the state's marker: the state machine is intact at an
+  index below the new log start, so the core restarts with `need_snapshot`;
+- after the marker: the state machine restarts `install_pending` (the core
+  is told so through the state machine's `install_pending` attribute) and
+  needs a snapshot too;
+- after the final batch: installed.
+The other order (install, then truncate) left the state beyond a log with a
+hole; the core still repairs that at start-up by finishing the truncation.
+A replica needing a snapshot never applies, never campaigns and so never
+exports.
 
 Outputs to callers: `propose()` returns the slot once the command is chosen
 and applied here; `NotLeader` if not leader when the loop took it (never
@@ -57,17 +75,24 @@ class PaxosDriver:
     def __init__(
         self, *, node_id: str, peers: tuple[str, ...], storage: PaxosStorage, state_machine: StateMachine,
         send: Callable[[str, object], None], now_ns: Callable[[], int], seed: int | str, config: PaxosConfig,
-        preferred_leader: bool = False,
+        preferred_leader: bool = False, preferred_leader_id: str | None = None,
     ) -> None:
+        """`preferred_leader_id`: the group's preferred leader, known to every replica, so that
+        whoever leads hands leadership back to it once it has kept up for
+        `config.transfer_after_ns`. `preferred_leader` (this node is it) only makes it campaign
+        at start-up; it is implied by `preferred_leader_id == node_id`."""
         self.node_id = node_id
         self.storage = storage
         self.state_machine = state_machine
         self._send = send
         self._now_ns = now_ns
-        self.preferred_leader = preferred_leader
+        self.preferred_leader = preferred_leader or preferred_leader_id == node_id
+        self.preferred_leader_id = preferred_leader_id
         self.core = Replica(
             node_id=node_id, peers=peers, config=config, rng=random.Random(f"{seed}/paxos/{node_id}"),
             persisted=storage.load(), applied_index=state_machine.applied_index(), now_ns=now_ns(),
+            install_pending=bool(getattr(state_machine, "install_pending", False)),
+            preferred_leader=preferred_leader_id,
         )
         self._inbox_send, self._inbox_receive = trio.open_memory_channel[tuple[Any, ...]](INBOX_SIZE)
         self._pending: dict[int, _Proposal] = {}
@@ -109,13 +134,15 @@ class PaxosDriver:
             proposal: _Proposal = item[1]
             slot = self.core.propose(proposal.command, now)
             if slot is None:
-                proposal.finish(error=NotLeader(self.core.leader_hint))
+                proposal.finish(error=NotLeader(self.core.transfer_target or self.core.leader_hint))
             else:
                 self._pending[slot] = proposal
         elif kind == "campaign":
             self.core.campaign(now)
         elif kind == "snapshot":
             self.core.truncate(self.core.applied_index)
+        elif kind == "transfer":
+            self.core.transfer_leadership(item[1], now)
 
     def _turn(self) -> None:
         """Carry out ready() until the core has nothing more to do right now."""
@@ -128,21 +155,8 @@ class PaxosDriver:
         self._after_turn(self._now_ns())
 
     def _carry_out(self, ready: Ready, now: int) -> None:
-        for out in ready.early_messages:
-            self._send(out.dst, out.message)
-        if ready.install is not None:
-            self.state_machine.install_snapshot(ready.install.index, ready.install.chunks)
-        if ready.persist:
-            self.storage.write(ready.persist, sync=True)
-        for entry in ready.apply:
-            self.state_machine.apply(entry.index, entry.command)
-            self._resolve(entry)
-        for out in ready.messages:
-            self._send(out.dst, out.message)
-        self.core.advance(ready, now)
-        if ready.export_snapshot:
-            index, chunks = self.state_machine.export_snapshot()
-            self.core.snapshot_exported(index, list(chunks), now)
+        carry_out(self.core, ready, now, storage=self.storage, state_machine=self.state_machine,
+                  send=self._send, on_applied=self._resolve)
         if ready.apply or ready.install is not None:
             self._applied_event.set()
             self._applied_event = trio.Event()
@@ -203,6 +217,12 @@ class PaxosDriver:
     def campaign(self) -> None:
         self._inbox_send.send_nowait(("campaign",))
 
+    def transfer_leadership(self, to: str) -> None:
+        """Hand leadership to replica `to` (if this one leads): new proposals get `NotLeader(to)`
+        while the log drains, then the lease is given up and `to` campaigns at once. If `to`
+        does not catch up within an election timeout, this replica leads on."""
+        self._inbox_send.send_nowait(("transfer", to))
+
     def take_snapshot(self) -> None:
         """Truncate the log up to the applied index (the state machine holds those slots)."""
         self._inbox_send.send_nowait(("snapshot",))
@@ -226,3 +246,28 @@ class PaxosDriver:
 
     def entries(self, from_index: int, to_index: int) -> list[tuple[int, Ballot, bytes]]:
         return [(entry.index, entry.ballot, entry.command) for entry in self.core.entries(from_index, to_index)]
+
+
+def carry_out(
+    core: Replica, ready: Ready, now: int, *, storage: PaxosStorage, state_machine: StateMachine,
+    send: Callable[[str, object], None], on_applied: Callable[[Entry], None] = lambda entry: None,
+) -> None:
+    """Do what one `Ready` asks, in the order that keeps every crash point safe (module docstring)."""
+    for out in ready.early_messages:
+        send(out.dst, out.message)
+    # The log truncation of an install is synced BEFORE the state is touched:
+    # a crash in between leaves a state machine below the log start, which
+    # the core answers by asking for a snapshot again.
+    if ready.persist:
+        storage.write(ready.persist, sync=True)
+    if ready.install is not None:
+        state_machine.install_snapshot(ready.install.index, ready.install.chunks)
+    for entry in ready.apply:
+        state_machine.apply(entry.index, entry.command)
+        on_applied(entry)
+    for out in ready.messages:
+        send(out.dst, out.message)
+    core.advance(ready, now)
+    if ready.export_snapshot:
+        index, chunks = state_machine.export_snapshot()
+        core.snapshot_exported(index, list(chunks), now)

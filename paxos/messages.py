@@ -22,6 +22,10 @@ Messages (phase names follow "Paxos Made Simple"; "Prepare/commit" is 2PC's):
   (Raft thesis section 9.6, "PreVote"); `ballot` is the one it would use.
   Granting changes no state; reason is "lease", "behind" or "ballot" as for
   Reject, "" when granted.
+- `TimeoutNow(ballot, target)`: leadership transfer (Raft thesis section
+  3.10, adapted to leases). The leader at `ballot`, having stopped holding
+  its lease, tells every acceptor to move the lease promise it made to the
+  leader over to `target`, and `target` to campaign now.
 - `SnapshotChunk` / `SnapshotAck`: install-snapshot, one chunk at a time; the
   ack names the next chunk wanted, so a lost chunk is simply sent again;
   `next_seq=-1` means "older than what I hold: send a newer snapshot".
@@ -177,8 +181,17 @@ class SnapshotAck:
         return f"SnapshotAck b={self.ballot} index={self.snapshot_index} {state}"
 
 
+@attrs.frozen
+class TimeoutNow:
+    ballot: Ballot
+    target: str
+
+    def __str__(self) -> str:
+        return f"TimeoutNow b={self.ballot} to={self.target}"
+
+
 MESSAGE_TYPES: tuple[type, ...] = (
-    Prepare, Promise, Reject, Accept, Accepted, SnapshotChunk, SnapshotAck, PreVote, PreVoteReply,
+    Prepare, Promise, Reject, Accept, Accepted, SnapshotChunk, SnapshotAck, PreVote, PreVoteReply, TimeoutNow,
 )
 
 

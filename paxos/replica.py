@@ -37,6 +37,16 @@ Protocol ("Paxos Made Simple" section 3, with a stable leader):
   lost its state machine below its own log start) gets a snapshot instead,
   streamed one chunk at a time, each ack naming the next chunk wanted.
 
+- Start-up: a state machine `install_pending` (a crash mid-install) or below
+  the log start needs a snapshot: it applies nothing and never campaigns. A
+  state machine beyond a log with a hole (install synced, truncation not)
+  finishes the truncation (paxos/driver.py explains the install order).
+- Leadership transfer to `preferred_leader` (or on `transfer_leadership`):
+  drain (no new proposals) until the target holds every slot, then step down
+  (ending our lease) and send `TimeoutNow`; acceptors holding a lease
+  promise for us move it to the target, which campaigns at once.
+  ARCHITECTURE.md (paxos) gives the one-lease-holder argument.
+
 Leases: every Accept (heartbeats are empty Accepts) carries the leader's send
 time. An acceptor that accepts it promises not to answer another node's
 Prepare until `lease_ns + drift_allowance_ns` after it received it (own
@@ -73,7 +83,7 @@ import attrs
 
 from paxos.messages import (
     ZERO_BALLOT, Accept, Accepted, Ballot, Entry, Prepare, PreVote, PreVoteReply, Promise, Reject, SnapshotAck,
-    SnapshotChunk,
+    SnapshotChunk, TimeoutNow,
 )
 from paxos.quorum import majority, quorum_floor
 from paxos.types import (
@@ -85,7 +95,7 @@ MAX_ROUND = 2**62  # rounds at or above are refused outright: far below the 2**6
 MAX_INDEX = 2**62  # likewise for slot indexes, chunk numbers and counts
 MAX_BALLOT_JUMP = 2**20  # a legitimate round is at most one per election above the highest round seen
 MAX_SLOT_GAP = 2**20  # slots a legitimate Accept or Promise can skip; phase 1 fills gaps with no-ops one by one
-_OWNER_SENDS = (Prepare, Accept, SnapshotChunk, PreVote)  # messages only the ballot's owner sends
+_OWNER_SENDS = (Prepare, Accept, SnapshotChunk, PreVote, TimeoutNow)  # messages only the ballot's owner sends
 _FIELD_TYPES: dict[str, type] = {
     "int": int, "bool": bool, "str": str, "bytes": bytes, "Ballot": Ballot, "tuple[Entry, ...]": tuple,
 }
@@ -125,6 +135,8 @@ class PeerProgress:
     snapshot: SnapshotInstall | None = None  # the snapshot being streamed to this follower
     snapshot_seq: int = 0
     snapshot_mark: int = -1
+    heard_ns: int = 0  # when its last Accepted arrived (own clock)
+    caught_up_since_ns: int | None = None  # held every slot we had a heartbeat earlier, since then
 
 
 @attrs.define(eq=False)
@@ -137,7 +149,8 @@ class SnapshotBuffer:
 class Replica:
     def __init__(
         self, *, node_id: str, peers: Iterable[str], config: PaxosConfig, rng: Rng,
-        persisted: PersistedState, applied_index: int, now_ns: int,
+        persisted: PersistedState, applied_index: int, now_ns: int, install_pending: bool = False,
+        preferred_leader: str | None = None,
     ) -> None:
         self.node_id = node_id
         self.peers = tuple(sorted(set(peers)))
@@ -145,13 +158,39 @@ class Replica:
         self.others = tuple(peer for peer in self.peers if peer != node_id)
         self.config = config
         self.rng = rng
+        self.preferred_leader = preferred_leader if preferred_leader in self.peers else None
+        # Leadership transfer: as leader, the replica we are handing over to (while draining);
+        # as target, until when to retry pre-votes quickly; as acceptor, the ballot whose
+        # leader handed over (its later-arriving Accepts are stale: dropped).
+        self.transfer_target: str | None = None
+        self.transfer_deadline_ns = 0
+        self.transfer_attempts = 0
+        self.transfer_campaign_until_ns = 0
+        self.released_ballot = ZERO_BALLOT
+        self.last_index_at_heartbeat = 0
         self.promised = persisted.promised
-        self.first_index = persisted.snapshot_index + 1
-        self.log: dict[int, Entry] = {e.index: e for e in persisted.entries if e.index >= self.first_index}
-        self.last_index = max(self.log, default=persisted.snapshot_index)
-        self.applied_index = applied_index
-        self.need_snapshot = applied_index < persisted.snapshot_index
-        self.chosen_index = max(applied_index, persisted.snapshot_index)
+        snapshot_index = persisted.snapshot_index
+        log = {e.index: e for e in persisted.entries if e.index > snapshot_index}
+        # The state machine holds slots its log lacks: an install whose state
+        # write was synced but whose log truncation was not (the order before
+        # the driver persisted the truncation first). Those slots are chosen
+        # (applied), so finish the truncation instead of keeping a log with a
+        # hole that a leader could not send from.
+        self._truncate_through: int | None = None
+        if not install_pending and applied_index > snapshot_index and any(
+                index not in log for index in range(snapshot_index + 1, applied_index + 1)):
+            snapshot_index = applied_index
+            log = {index: entry for index, entry in log.items() if index > snapshot_index}
+            self._truncate_through = snapshot_index
+        self.first_index = snapshot_index + 1
+        self.log: dict[int, Entry] = log
+        self.last_index = max(self.log, default=snapshot_index)
+        # install_pending: the state machine is half-installed (a crash during
+        # an install); it holds no usable prefix, so it waits for a snapshot.
+        self.applied_index = 0 if install_pending else applied_index
+        self.need_snapshot = install_pending or applied_index < snapshot_index
+        self.resuming_install = self.need_snapshot  # for the coverage mark once a snapshot arrives
+        self.chosen_index = max(self.applied_index, snapshot_index)
         self.role = Role.FOLLOWER
         self.ballot = self.promised
         self.leader_hint: str | None = None
@@ -181,7 +220,6 @@ class Replica:
         # Outputs gathered until the next ready().
         self._promised_dirty = False
         self._entries: dict[int, Entry] = {}
-        self._truncate_through: int | None = None
         self._messages: list[Outgoing] = []
         self._early: list[Outgoing] = []
         self._install: SnapshotInstall | None = None
@@ -214,18 +252,21 @@ class Replica:
             self.handle_pre_vote(src, msg, now)
         elif isinstance(msg, PreVoteReply):
             self.handle_pre_vote_reply(src, msg, now)
+        elif isinstance(msg, TimeoutNow):
+            self.handle_timeout_now(src, msg, now)
 
     def tick(self, now: int) -> None:
         if self.role is Role.LEADER:
             if now >= self.next_heartbeat_ns:
                 self.heartbeat(now)
             self._refresh_lease(now)
+            self._maybe_transfer(now)
         elif now >= self.election_deadline_ns:
             self.campaign(now)
 
     def propose(self, command: bytes, now: int) -> int | None:
-        """The slot the command goes into, or None if this replica is not the leader."""
-        if self.role is not Role.LEADER:
+        """The slot the command goes into, or None if this replica is not the leader (or is handing over)."""
+        if self.role is not Role.LEADER or self.transfer_target is not None:
             return None
         slot = self.last_index + 1
         self._write(Entry(slot, self.ballot, command))
@@ -242,7 +283,7 @@ class Replica:
             self.mark("paxos.campaign_deferred_by_lease")
             self.election_deadline_ns = self.lease_granted_until_ns + self._election_timeout() // 4
             return
-        self.election_deadline_ns = now + self._election_timeout()
+        self.election_deadline_ns = self._next_election_deadline(now)
         self.pre_vote(now)
 
     def pre_vote(self, now: int) -> None:
@@ -264,7 +305,7 @@ class Replica:
         self._promise(self.ballot)
         self.from_index = self.chosen_index + 1
         self.promises = {self.node_id: self._own_promise(self.ballot, self.from_index)}
-        self.election_deadline_ns = now + self._election_timeout()
+        self.election_deadline_ns = self._next_election_deadline(now)
         self.mark("paxos.campaigns")
         for peer in self.others:
             self._send(peer, Prepare(self.ballot, self.from_index))
@@ -276,6 +317,19 @@ class Replica:
         if self.role is Role.LEADER:
             for peer in self.others:
                 self._send_accepts(peer, now)
+
+    def transfer_leadership(self, target: str, now: int) -> bool:
+        """Hand leadership to `target`: stop taking proposals, wait until every slot is chosen
+        and `target` holds them all, then give up the lease and send `TimeoutNow` (see
+        `_hand_over`). False if not leader, already transferring, or `target` is no other replica."""
+        if self.role is not Role.LEADER or self.transfer_target is not None or target not in self.progress:
+            return False
+        self.transfer_target = target
+        self.transfer_deadline_ns = now + self.config.election_timeout_min_ns
+        self.transfer_attempts += 1
+        self.mark("paxos.transfer_started")
+        self._maybe_transfer(now)
+        return True
 
     def truncate(self, through: int) -> int:
         """Drop log entries up to `through` (at most the applied index); returns the new snapshot index."""
@@ -434,6 +488,9 @@ class Replica:
     def _check_snapshot_chunk(self, msg: SnapshotChunk, now: int) -> str:
         return "" if msg.seq <= msg.total else "range"
 
+    def _check_timeout_now(self, msg: TimeoutNow, now: int) -> str:
+        return "" if msg.target in self.peers else "unknown_node"
+
     def _check_pre_vote(self, msg: PreVote, now: int) -> str:
         return "" if msg.chosen_index <= msg.last_index else "range"
 
@@ -540,6 +597,11 @@ class Replica:
         self.prevote_ballot = None
         self.prevotes = {}
         self.lease_expiry_ns = 0
+        self.transfer_target = None
+        self.last_index_at_heartbeat = self.last_index
+        if self.transfer_campaign_until_ns:
+            self.transfer_campaign_until_ns = 0
+            self.mark("paxos.leadership_transferred")
         self.mark("paxos.became_leader")
         self.heartbeat(now)
 
@@ -554,6 +616,7 @@ class Replica:
         self.start_index = NEVER
         self.next_heartbeat_ns = NEVER
         self.lease_expiry_ns = 0
+        self.transfer_target = None
         self.election_deadline_ns = now + self._election_timeout()
 
     # ------------------------------------------------------------ phase 2
@@ -561,6 +624,11 @@ class Replica:
     def heartbeat(self, now: int) -> None:
         """Every heartbeat: renew lease grants, resend to followers that made no progress."""
         for peer, progress in self.progress.items():
+            if progress.snapshot is not None and progress.snapshot.index < self.first_index - 1:
+                # The log was truncated past the snapshot being streamed (to a follower cut off
+                # for a while): once installed it would need another; start a fresh one instead.
+                self.mark("paxos.snapshot_restarted")
+                progress.snapshot = None
             if progress.snapshot is not None:
                 if progress.snapshot_seq == progress.snapshot_mark:
                     self._send_chunk(peer, progress)
@@ -571,6 +639,13 @@ class Replica:
                 progress.window_base = progress.reported_match
             progress.progress_mark = progress.reported_match
             self._send_early(peer, Accept(self.ballot, (), self.chosen_index, now))
+            caught_up = (progress.match_index >= self.last_index_at_heartbeat and progress.snapshot is None
+                         and now - progress.heard_ns <= 2 * self.config.heartbeat_ns)
+            if not caught_up:
+                progress.caught_up_since_ns = None
+            elif progress.caught_up_since_ns is None:
+                progress.caught_up_since_ns = now
+        self.last_index_at_heartbeat = self.last_index
         self._grant_self(now)
         self.next_heartbeat_ns = now + self.config.heartbeat_ns
 
@@ -611,6 +686,11 @@ class Replica:
         if msg.ballot < self.promised:
             self._send(src, Reject(msg.ballot, self.promised, "ballot"))
             return
+        if msg.ballot == self.released_ballot:
+            # Sent before its leader handed over (overtaken by the TimeoutNow): that leader
+            # no longer leads at this ballot; taking its lease grant back would only stall the target.
+            self.mark("paxos.stale_accept_after_transfer")
+            return
         self._follow(src, msg.ballot, now)
         self.lease_grantee = src
         self.lease_granted_until_ns = max(
@@ -635,9 +715,12 @@ class Replica:
         progress.reported_match = msg.match_index
         progress.next_index = max(progress.next_index, progress.match_index + 1)
         progress.need_snapshot = msg.need_snapshot
+        progress.heard_ns = now
         progress.grant_expiry_ns = max(progress.grant_expiry_ns, msg.lease_sent_ns + self.config.lease_ns)
         self.maybe_advance_commit()
         self._refresh_lease(now)
+        if self.transfer_target is not None:
+            self._maybe_transfer(now)
 
     def maybe_advance_commit(self) -> bool:
         matches = [self.self_match] + [progress.match_index for progress in self.progress.values()]
@@ -646,6 +729,64 @@ class Replica:
             return False
         self.chosen_index = chosen
         return True
+
+    # ------------------------------------------------------------ leadership transfer
+
+    def _maybe_transfer(self, now: int) -> None:
+        """Start a transfer to the preferred leader once it has kept up for a while; hand over once drained."""
+        target = self.transfer_target
+        if target is None:
+            if self._transfer_due(now):
+                self.transfer_leadership(self.preferred_leader or "", now)
+            return
+        drained = self.self_match == self.chosen_index == self.last_index == self.progress[target].match_index
+        if drained and self.has_lease(now):
+            self._hand_over(target, now)
+        elif now >= self.transfer_deadline_ns:
+            self.mark("paxos.transfer_abandoned")  # nothing was given up yet: lead on
+            self.transfer_target = None
+
+    def _transfer_due(self, now: int) -> bool:
+        target = self.preferred_leader
+        if target is None or target not in self.progress or not self.has_lease(now):
+            return False
+        since = self.progress[target].caught_up_since_ns
+        wait_ns = self.config.transfer_after_ns << min(self.transfer_attempts, 5)  # back off if it never takes over
+        return since is not None and now - since >= wait_ns
+
+    def _hand_over(self, target: str, now: int) -> None:
+        """Give up the lease first, then move the acceptors' lease promises to `target`.
+
+        Becoming a follower ends our lease at once (has_lease needs the leader role) and
+        for good at this ballot: we send nothing more at it, and leading again takes a
+        new ballot and fresh grants. Only then does TimeoutNow let acceptors that
+        promised their lease to us admit `target` early, so two lease holders never
+        overlap (ARCHITECTURE.md, paxos, "Leadership transfer")."""
+        ballot = self.ballot
+        self.become_follower(now, target)
+        self.released_ballot = ballot
+        self.lease_grantee = target  # our own acceptor's promise moves too
+        self.mark("paxos.transfer_handed_over")
+        for peer in self.others:
+            self._send(peer, TimeoutNow(ballot, target))
+
+    def handle_timeout_now(self, src: str, msg: TimeoutNow, now: int) -> None:
+        """The leader we promised our lease to handed over to `msg.target`: let it (only it) through."""
+        self._observe(msg.ballot)
+        if msg.ballot != self.promised or self.lease_grantee != src:
+            self.mark("paxos.timeout_now_ignored")  # stale, or not our grantee: our promise stands
+            return
+        self.released_ballot = msg.ballot
+        self.lease_grantee = msg.target
+        if msg.target == self.node_id:
+            self.transfer_campaign_until_ns = now + self.config.election_timeout_min_ns
+            self.campaign(now)
+
+    def _next_election_deadline(self, now: int) -> int:
+        """While taking over by transfer, retry soon (an acceptor may not have had its TimeoutNow yet)."""
+        if now < self.transfer_campaign_until_ns:
+            return now + self.config.heartbeat_ns
+        return now + self._election_timeout()
 
     # ------------------------------------------------------------ snapshots
 
@@ -733,6 +874,9 @@ class Replica:
         self.need_snapshot = False
         self._extend_match()
         self.mark("paxos.snapshot_installed")
+        if self.resuming_install:
+            self.resuming_install = False
+            self.mark("paxos.snapshot_install_resumed")
 
     # ------------------------------------------------------------ helpers
 
@@ -746,6 +890,9 @@ class Replica:
         self.ballot = ballot
         self.leader_hint = src
         self.election_deadline_ns = now + self._election_timeout()
+        self.transfer_campaign_until_ns = 0
+        if src == self.preferred_leader:
+            self.transfer_attempts = 0
 
     def _promise(self, ballot: Ballot) -> None:
         if ballot != self.promised:
@@ -806,4 +953,5 @@ MESSAGE_CHECKS = {
     Prepare: Replica._check_nothing_more, Promise: Replica._check_promise, Reject: Replica._check_nothing_more,
     Accept: Replica._check_accept, Accepted: Replica._check_accepted, SnapshotChunk: Replica._check_snapshot_chunk,
     SnapshotAck: Replica._check_nothing_more, PreVote: Replica._check_pre_vote, PreVoteReply: Replica._check_nothing_more,
+    TimeoutNow: Replica._check_timeout_now,
 }

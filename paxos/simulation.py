@@ -11,7 +11,15 @@ send the early messages, then (if anything must be persisted) stay busy for
 `fsync_ns` before the write counts as synced; then install / apply / send /
 `advance()`. A crash loses the unsynced write and everything the state
 machine applied since the last synced write (LevelDB keeps a sync's
-predecessors). Each replica has its own clock: `local = t + offset + t*drift`.
+predecessors). A snapshot install follows the driver's order: the log
+truncation is synced, then the state machine installs; plans with
+`install_crash` crash the first replica to install, either before the state
+machine's "installing" marker (it restarts below its log start) or after it
+(it restarts `install_pending`), and the sweep requires it to be resumed
+(`paxos.snapshot_install_resumed`). Each replica has its own clock:
+`local = t + offset + t*drift`. Half the plans name a preferred leader known
+to every core; n1 still campaigns first, so leadership must be transferred
+(`paxos.leadership_transferred`) while the one-lease-holder checker watches.
 
 A run: a fault phase (drops, duplicates, delays, partitions, crash/restarts),
 then everything heals; after `settle_ns` the client proposes `liveness_probes`
@@ -38,7 +46,8 @@ from paxos.types import PaxosConfig, PersistedState, Ready
 MS = 1_000_000
 SECOND = 1_000_000_000
 REQUIRED_MARKS = ("paxos.catch_up", "paxos.snapshot_installed", "paxos.recovered_accepted_value",
-                  "paxos.lease_refused_prepare", "paxos.retransmit", "paxos.prevote_refused")
+                  "paxos.lease_refused_prepare", "paxos.retransmit", "paxos.prevote_refused",
+                  "paxos.snapshot_install_resumed", "paxos.leadership_transferred")
 
 
 @attrs.frozen
@@ -55,6 +64,8 @@ class SimPlan:
     partitions: tuple[tuple[int, int, tuple[int, ...]], ...]  # (at, duration, minority side)
     offsets_ns: tuple[int, ...]
     drifts_ppm: tuple[int, ...]
+    install_crash: bool = False  # crash the first replica to install a snapshot, mid-install
+    preferred: int | None = None  # the replica number every core knows as preferred leader
     settle_ns: int = 4 * SECOND
     liveness_probes: int = 3
     liveness_bound_ns: int = 2 * SECOND
@@ -80,24 +91,35 @@ class SimPlan:
             crashes=crashes, partitions=partitions,
             offsets_ns=tuple(rng.randint(-5 * SECOND, 5 * SECOND) for _ in range(replicas)),
             drifts_ppm=tuple(rng.randint(-200, 200) for _ in range(replicas)),
+            # Own stream: the draws above (and so every older seed's plan) stay as they were.
+            install_crash=random.Random(f"{seed}/install_crash").random() < 0.4,
+            preferred=_draw_preferred(random.Random(f"{seed}/preferred"), replicas),
         )
+
+
+def _draw_preferred(rng: random.Random, replicas: int) -> int | None:
+    """Half the plans have a preferred leader (n1 campaigns first at boot, so any other one
+    must be handed leadership; n1 must get it back after failovers)."""
+    return rng.randrange(replicas) if rng.random() < 0.5 else None
 
 
 class ListStateMachine:
     """The replicated state: the list of applied commands (slot i at position i-1)."""
 
-    def __init__(self, commands: list[bytes] | None = None, chunk_commands: int = 8) -> None:
+    def __init__(self, commands: list[bytes] | None = None, chunk_commands: int = 8, install_pending: bool = False) -> None:
         self.commands: list[bytes] = list(commands or [])
         self.chunk_commands = chunk_commands
+        self.install_pending = install_pending  # a crash interrupted an install: no usable prefix
 
     def applied_index(self) -> int:
-        return len(self.commands)
+        return 0 if self.install_pending else len(self.commands)
 
     def apply(self, index: int, command: bytes) -> None:
         assert index == len(self.commands) + 1, (index, len(self.commands))
         self.commands.append(command)
 
     def export_snapshot(self) -> tuple[int, list[bytes]]:
+        assert not self.install_pending, "export of a half-installed state machine"
         step = self.chunk_commands
         chunks = [cbor2.dumps(self.commands[i:i + step]) for i in range(0, len(self.commands), step)]
         return len(self.commands), chunks
@@ -108,6 +130,7 @@ class ListStateMachine:
             commands.extend(cbor2.loads(chunk))
         assert len(commands) == index, (len(commands), index)
         self.commands = commands
+        self.install_pending = False
 
 
 @attrs.define(eq=False)
@@ -119,6 +142,7 @@ class SimReplica:
     snapshot_index: int = 0
     log: dict[int, Entry] = attrs.field(factory=dict)
     durable_commands: list[bytes] = attrs.field(factory=list)
+    durable_installing: bool = False  # the state machine's synced "installing" marker
     sm: ListStateMachine = attrs.field(factory=ListStateMachine)
     core: Replica | None = None
     inbox: list[tuple[str, Any]] = attrs.field(factory=list)
@@ -156,6 +180,8 @@ class PaxosSimulation:
         self.digest = hashlib.sha256()
         self.counter = 0
         self.probe: tuple[bytes, int] | None = None  # (command, deadline)
+        self.install_crash_rng = random.Random(f"{plan.seed}/install_crash/when")
+        self.install_crash_pending = plan.install_crash
 
     # ------------------------------------------------------------ running
 
@@ -192,11 +218,14 @@ class PaxosSimulation:
 
     def _boot(self, node_id: str, preferred: bool = False) -> None:
         node = self.nodes[node_id]
-        node.sm = ListStateMachine(node.durable_commands)
+        node.sm = ListStateMachine([] if node.durable_installing else node.durable_commands,
+                                   install_pending=node.durable_installing)
         state = PersistedState(node.promised, node.snapshot_index, tuple(node.log[i] for i in sorted(node.log)))
         node.core = self.replica_class(node_id=node_id, peers=self.ids, config=self.plan.config,
                             rng=random.Random(f"{self.plan.seed}/paxos/{node_id}/{node.epoch}"),
-                            persisted=state, applied_index=node.sm.applied_index(), now_ns=node.local(self.now))
+                            persisted=state, applied_index=node.sm.applied_index(), now_ns=node.local(self.now),
+                            install_pending=node.sm.install_pending,
+                            preferred_leader=None if self.plan.preferred is None else self.ids[self.plan.preferred])
         self.checker.on_restart(node_id, node.sm.applied_index())
         if preferred:
             node.core.campaign(node.local(self.now))
@@ -318,11 +347,15 @@ class PaxosSimulation:
         core = node.core
         assert core is not None
         node.busy = False
-        if ready.install is not None:
-            node.sm.install_snapshot(ready.install.index, list(ready.install.chunks))
-            self.checker.on_install(node.node_id, ready.install.index, node.sm.commands)
-        if ready.persist:
+        if ready.persist:  # the driver's order: the log truncation is synced before the install
             self._write(node, ready)
+        if ready.install is not None:
+            if self.install_crash_pending and self.faulty:
+                self._crash_mid_install(node)
+                return
+            node.sm.install_snapshot(ready.install.index, list(ready.install.chunks))
+            node.durable_commands, node.durable_installing = list(node.sm.commands), False  # its last write is synced
+            self.checker.on_install(node.node_id, ready.install.index, node.sm.commands)
         for entry in ready.apply:
             node.sm.apply(entry.index, entry.command)
             self.checker.on_apply(node.node_id, entry.index, entry.command)
@@ -337,8 +370,15 @@ class PaxosSimulation:
             node.wake_at = max(wake, self.now + 1)
             if wake < NEVER:
                 self._at(node.wake_at, "wake", node.node_id, node.epoch)
-        if node.inbox or core.chosen_index > core.applied_index or ready.export_snapshot:
+        if node.inbox or core.has_ready() or ready.export_snapshot:  # (not chosen > applied: a replica needing a snapshot applies nothing)
             self._at(self.now, "deliver_none", node.node_id, None)
+
+    def _crash_mid_install(self, node: SimReplica) -> None:
+        """The plan's crash during an install: after the truncation, before or after the state's marker."""
+        self.install_crash_pending = False
+        node.durable_installing = self.install_crash_rng.random() < 0.5
+        self._log(f"{node.node_id} crash mid-install ({'after' if node.durable_installing else 'before'} the marker)")
+        self._on_crash(node.node_id, self.install_crash_rng.randint(50, 500) * MS)
 
     def _on_deliver_none(self, node_id: str, _payload: Any) -> None:
         self._process(self.nodes[node_id])

@@ -4,8 +4,12 @@ Role: the values that cross between the pure core (paxos/replica.py), the
 storage edge (paxos/storage.py) and the trio driver (paxos/driver.py). Pure.
 
 `Ready` is everything one step of the core asks the driver to do, in this
-order: install `install` into the state machine; write `persist` with one
-synced write; apply `apply` (chosen entries, slot order); send `messages`.
+order: write `persist` with one synced write (for an install it records the
+log's truncation through the snapshot index); install `install` into the
+state machine; apply `apply` (chosen entries, slot order); send `messages`.
+The truncation goes first so that a crash mid-install leaves a state machine
+below the log start, which the core answers with a new snapshot
+(paxos/driver.py explains each crash point).
 `early_messages` may go out before the write (the leader's own Accepts: they
 carry its proposals, not claims about its disk). Then `core.advance(ready)`.
 """
@@ -41,6 +45,7 @@ class PaxosConfig:
     snapshot_chunk_bytes: int = 256 * 1024
     truncate_threshold_entries: int = 10_000  # truncate once this many applied entries are kept
     truncate_keep_entries: int = 1_000  # entries kept below the applied index for catch-up
+    transfer_after_ns: int = 2_000 * MS  # the preferred leader must keep up this long before it is handed leadership
 
     def __attrs_post_init__(self) -> None:
         if not 0 < self.heartbeat_ns < self.election_timeout_min_ns <= self.election_timeout_max_ns:
@@ -119,7 +124,13 @@ class PaxosStatus:
 
 class StateMachine(Protocol):
     """What Paxos replicates into. `apply` is called once per slot, in slot order;
-    a no-op slot has command b"" and still advances the index."""
+    a no-op slot has command b"" and still advances the index.
+
+    Optional attribute `install_pending: bool` (read once, at start-up; absent
+    means False): the state machine was interrupted mid-install and holds no
+    usable prefix; the core then applies nothing and asks for a snapshot.
+    `install_snapshot` must leave, after a crash at any point, either the old
+    state or one that restarts `install_pending`."""
 
     def applied_index(self) -> int: ...
 

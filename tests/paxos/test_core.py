@@ -71,3 +71,29 @@ def test_a_replica_whose_state_machine_lost_truncated_slots_needs_a_snapshot() -
     assert replica.need_snapshot and replica.chosen_index == 10
     replica.campaign(10 * 1_000 * MS)
     assert replica.role.value == "follower", "it cannot lead without the slots it lost"
+
+
+def test_a_state_machine_beyond_its_log_finishes_the_truncation() -> None:
+    """An install synced before its log truncation (the old driver order): slots 6..20 are in the
+    state machine but not the log; the core truncates through 20 rather than keep a hole."""
+    ballot = Ballot(1, "n1")
+    entries = tuple(Entry(i, ballot, b"c%d" % i) for i in (1, 2, 3, 4, 5, 22))
+    replica = make(PersistedState(ballot, 0, entries), applied=20)
+    assert (replica.first_index, replica.last_index, replica.chosen_index, replica.need_snapshot) == (21, 22, 20, False)
+    assert [e.index for e in replica.entries(1, 22)] == [22]
+    assert replica.ready(0).persist.truncate_through == 20
+    # An ordinary log (every slot above the snapshot index present) is left alone.
+    normal = make(PersistedState(ballot, 0, entries[:5]), applied=3)
+    assert (normal.first_index, normal.ready(0).persist.truncate_through) == (1, None)
+
+
+def test_a_half_installed_state_machine_needs_a_snapshot_even_with_a_whole_log() -> None:
+    ballot = Ballot(1, "n1")
+    entries = tuple(Entry(i, ballot, b"c%d" % i) for i in (1, 2, 3))
+    replica = make(PersistedState(ballot, 0, entries), applied=0)
+    assert not replica.need_snapshot
+    pending = Replica(node_id="n2", peers=("n1", "n2", "n3"), config=PaxosConfig(), rng=random.Random(1),
+                      persisted=PersistedState(ballot, 0, entries), applied_index=7, now_ns=0, install_pending=True)
+    assert pending.need_snapshot and pending.applied_index == 0
+    pending.step("n1", Accept(ballot, (), 3, 0), 0)
+    assert pending.chosen_index == 3 and not pending.ready(0).apply, "nothing is applied onto a half-installed store"

@@ -2,14 +2,30 @@
 
 Role: the Paxos state machine of a tablet (`applied_index`, `apply`,
 `export_snapshot`, `install_snapshot`). Pure: works on an `Engine` and an
-`MvccStore`; no trio, no clock. The trio side (txn/replica.py) decides what
+`MvccStore`; no trio, no clock. The trio side (txn/tablet/tablet_replica.py) decides what
 to propose and when to serve; this module only applies what was chosen.
 
 On disk, in the replica's LevelDB (the Paxos log uses b"p", MVCC data b"m"):
 
-    b"t/applied"  8-byte big-endian index of the last applied slot
-    b"t/safe"     12-byte timestamp: the largest command timestamp applied
-    b"t/epoch"    cbor [round, node]: the epoch (ballot) of the last applied Barrier
+    b"t/applied"     8-byte big-endian index of the last applied slot
+    b"t/safe"        12-byte timestamp: the largest command timestamp applied
+    b"t/epoch"       cbor [round, node]: the epoch (ballot) of the last applied Barrier
+    b"t/installing"  8-byte big-endian snapshot index: present only while a
+                     snapshot install is unfinished
+    b"t/p/", b"t/d/" prepared transactions and coordinator decisions (txn/tablet/txn_records.py)
+
+Installing a snapshot is crash-atomic in effect (section "Snapshot install"
+of ARCHITECTURE.md's paxos part): one synced write puts `t/installing`, then
+the store is cleared and the chunks imported (unsynced), then ONE synced
+batch writes `t/applied`, `t/safe`, `t/epoch`, the transaction records and
+deletes `t/installing`. A replica that starts with `t/installing` (or with
+mvcc's own import-unfinished marker) holds a half-deleted store: it is
+`install_pending` (not `usable`), reports applied index 0 and safe time
+`Timestamp.MIN`, and the Paxos core, told so by `install_pending`, applies
+nothing, never campaigns (so never exports) and asks its leader for a
+snapshot; the next install clears whatever is left. Callers that read the
+store directly (the tablet driver, the node's inspector) must check
+`usable` first.
 
 Invariants:
 - each apply writes its MVCC changes and the new applied index in ONE engine
@@ -45,9 +61,9 @@ from txn.tablet.txn_records import TxnRecords
 APPLIED_KEY = b"t/applied"
 SAFE_TS_KEY = b"t/safe"
 EPOCH_KEY = b"t/epoch"
+INSTALLING_KEY = b"t/installing"
 SNAPSHOT_HEADER_VERSION = 3  # 2: the last barrier's epoch; 3: the transaction records
 
-# (index, command or None for a no-op / snapshot install, skipped)
 # (index, command or None for a no-op / snapshot install, skipped: a stale command, or a Prepare that failed)
 AppliedListener = Callable[[int, object, bool], None]
 
@@ -59,8 +75,11 @@ class TabletState:
     # command (the pre-epoch behaviour, minus the assertion).
     SKIP_STALE_COMMANDS = True
 
-    def __init__(self, engine: Engine, *, on_applied: AppliedListener | None = None) -> None:
+    def __init__(
+        self, engine: Engine, *, on_applied: AppliedListener | None = None, snapshot_chunk_bytes: int = 1 << 20,
+    ) -> None:
         self.engine = engine
+        self.snapshot_chunk_bytes = snapshot_chunk_bytes
         self.store = MvccStore(engine, prefix=b"m")
         self.on_applied = on_applied
         raw_applied = engine.get(APPLIED_KEY)
@@ -72,6 +91,23 @@ class TabletState:
         self.writes_applied = 0
         self.skipped = 0
         self.txns = TxnRecords(engine, self.store)
+        self.install_pending = False
+        self.installs_recovered = 0  # installs that finished after a restart found one unfinished
+        self._recovering = engine.get(INSTALLING_KEY) is not None or self.store.import_incomplete()
+        if self._recovering:
+            # A crash interrupted an install: the store is a mix of old and new
+            # data, so no index or safe time describes it.
+            self._mark_pending()
+
+    @property
+    def usable(self) -> bool:
+        """Whether the store may be read: False while a snapshot install is unfinished (even across a restart)."""
+        return not self.install_pending
+
+    def _mark_pending(self) -> None:
+        self.install_pending = True
+        self._applied_index = 0
+        self.safe_ts = Timestamp.MIN
 
     def applied_index(self) -> int:
         return self._applied_index
@@ -121,29 +157,43 @@ class TabletState:
 
         The chunks are materialized here, while no apply can interleave, so the
         index and the data describe the same moment."""
+        assert not self.install_pending, "export of a half-installed store (a replica needing a snapshot never leads)"
         epoch = self.barrier_epoch
         header = cbor2.dumps([SNAPSHOT_HEADER_VERSION, self._applied_index, self.safe_ts.to_bytes(), epoch.round,
                               epoch.node, self.txns.export()])
-        return self._applied_index, [header, *self.store.export_chunks()]
+        return self._applied_index, [header, *self.store.export_chunks(chunk_bytes=self.snapshot_chunk_bytes)]
 
     def install_snapshot(self, index: int, chunks: Iterable[bytes]) -> None:
+        """Replace everything with the snapshot at `index`; after a crash at any point
+        the replica restarts either as it was or `install_pending` (see the module docstring)."""
         iterator = iter(chunks)
         version, header_index, safe_bytes, epoch_round, epoch_node, txn_records = cbor2.loads(next(iterator))
         if version != SNAPSHOT_HEADER_VERSION or header_index != index:
             raise ValueError(f"snapshot header {version}/{header_index} does not match index {index}")
-        # The skip rule's state travels with the data: a replica that installed a
-        # snapshot must skip exactly the later commands the others skip.
-        self.barrier_epoch = Ballot(epoch_round, epoch_node)
+        marker = Batch()
+        marker.put(INSTALLING_KEY, index.to_bytes(8, "big"))
+        self.engine.apply(marker, sync=True)  # before the first delete: a restart must see the store as broken
+        self._mark_pending()
         self.store.clear(sync=False)
         self.store.import_chunks(iterator, sync=False)
-        self.safe_ts = Timestamp.from_bytes(safe_bytes)
+        safe_ts = Timestamp.from_bytes(safe_bytes)
         batch = Batch()
         batch.put(APPLIED_KEY, index.to_bytes(8, "big"))
-        batch.put(SAFE_TS_KEY, self.safe_ts.to_bytes())
+        batch.put(SAFE_TS_KEY, safe_ts.to_bytes())
+        # The skip rule's state and the transaction records travel with the data: a
+        # replica that installed a snapshot must skip and resolve exactly as the others.
         batch.put(EPOCH_KEY, cbor2.dumps([epoch_round, epoch_node]))
         self.txns.stage_import(batch, txn_records)
-        self.engine.apply(batch, sync=True)
+        batch.delete(INSTALLING_KEY)
+        self.engine.apply(batch, sync=True)  # syncs the unsynced clear and import before it too
+        assert self.engine.get(INSTALLING_KEY) is None and not self.store.import_incomplete()
+        self.install_pending = False
+        self.barrier_epoch = Ballot(epoch_round, epoch_node)
         self.txns.load()
         self._applied_index = index
+        self.safe_ts = safe_ts
+        if self._recovering:
+            self._recovering = False
+            self.installs_recovered += 1
         if self.on_applied is not None:
             self.on_applied(index, None, False)

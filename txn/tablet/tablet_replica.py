@@ -81,7 +81,7 @@ class TabletReplica:
         self.paxos = PaxosDriver(
             node_id=node_id, peers=tuple(tablet.replicas), storage=PaxosStorage(engine),
             state_machine=self.state, send=send, now_ns=monotonic_ns, seed=seed,
-            config=paxos_config, preferred_leader=(node_id == tablet.preferred_leader),
+            config=paxos_config, preferred_leader_id=tablet.preferred_leader,
         )
 
     @property
@@ -350,6 +350,9 @@ class TabletReplica:
             raise failure(api.ErrorCode.BAD_REQUEST, f"read mode {mode} needs a timestamp")
         if self.fenced:
             raise failure(api.ErrorCode.UNAVAILABLE, f"{self.node_id} is fenced: its clock is out of bounds", leader_hint=self.leader_hint())
+        if not self.state.usable:
+            raise failure(api.ErrorCode.UNAVAILABLE, f"replica {self.node_id} of tablet {self.tablet.id} is waiting for a "
+                          "snapshot (an install was interrupted)", leader_hint=self.leader_hint())
         with trio.move_on_after(max(timeout_ns, 0) / 1e9) as scope:
             if mode == api.ReadMode.STRONG or (mode == api.ReadMode.MAX_STALE and self._is_serving()):
                 if not self._is_serving():

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from paxos.messages import (
     Accept, Accepted, Ballot, Entry, Prepare, PreVote, PreVoteReply, Promise, Reject, SnapshotAck, SnapshotChunk,
+    TimeoutNow,
 )
 from txn.wire.codec import register_classes
 
 PAXOS_TYPES: tuple[type, ...] = (
     Ballot, Entry, Prepare, Promise, Reject, Accept, Accepted, SnapshotChunk, SnapshotAck, PreVote, PreVoteReply,
+    TimeoutNow,
 )
 
 register_classes(*PAXOS_TYPES)

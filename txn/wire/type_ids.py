@@ -23,6 +23,7 @@ TYPE_IDS: dict[str, int] = {
     # Paxos (paxos/messages.py)
     "Ballot": 100, "Entry": 101, "Prepare": 102, "Promise": 103, "Reject": 104,
     "Accept": 105, "Accepted": 106, "SnapshotChunk": 107, "SnapshotAck": 108, "PreVote": 109, "PreVoteReply": 110,
+    "TimeoutNow": 111,
     # client requests (txn/api/client.py)
     "KeyWrite": 200, "NodeInfo": 201, "TabletInfo": 202, "TabletMapRequest": 203, "TabletMapReply": 204,
     "WriteRequest": 205, "WriteReply": 206, "ReadRequest": 207, "ReadReply": 208, "ScanRequest": 209,
