@@ -27,6 +27,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tools.kv",
     "tools.skew",
     "tools.inspector",
+    "tools.backup",
+    "tools.restore",
     "tools.demo",
     "tools.bench",
     "tools.sim",

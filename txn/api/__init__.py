@@ -6,6 +6,7 @@
 - `txn.py`     read-write transactions (2PL + 2PC) and read timestamps
 - `errors.py`  `ErrorCode`, `AbortReason`, `ErrorReply`, and `failure()` for the node
 - `cluster.py` the cluster's configuration records
+- `backup.py`  paged export of a tablet's versions at a timestamp (backups)
 
 Pure. Importing the package registers every message with the wire codec;
 `from txn import api` then `api.WriteRequest` is the usual spelling.
@@ -28,6 +29,7 @@ from txn.api.admin import (
     TabletStatus,
     VersionInfo,
 )
+from txn.api.backup import ExportedVersion, ExportReply, ExportRequest
 from txn.api.client import (
     KeyWrite,
     NodeInfo,
@@ -78,4 +80,5 @@ __all__ = [
     "CommitRequest", "KeyRange", "OnePhaseCommitRequest", "ParticipantVote", "PrepareReply", "PrepareRequest",
     "ResolveReply", "ResolveRequest", "TimestampReply", "TimestampRequest", "TxnReadReply", "TxnReadRequest",
     "TxnScanReply", "TxnScanRequest", "TxnState", "TxnStatusReply", "TxnStatusRequest",
+    "ExportedVersion", "ExportReply", "ExportRequest",
 ]
