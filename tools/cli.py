@@ -28,6 +28,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tools.txn_cli",
     "tools.skew",
     "tools.inspector",
+    "tools.backup",
+    "tools.restore",
     "tools.demo",
     "tools.bench",
     "tools.sim",

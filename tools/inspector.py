@@ -26,7 +26,7 @@ from paxos.storage import PaxosStorage
 from tools import inspect_txn
 from tools.errors import EXIT_OK, EXIT_UNREACHABLE, CliError
 from tools.common import DEFAULT_DIR, printable, to_bytes
-from tools.status import ask_nodes, gather, tablet_leaders
+from tools.status import ask_nodes, gather, gather_durability, tablet_leaders
 from txn import api
 from txn.tablet.commands import describe_command
 from txn.node.config import ClusterConfig, ConfigError, load_config, tablet_dir
@@ -155,6 +155,7 @@ def run_tablets(args: argparse.Namespace) -> int:
             records.append(tablet_record(tablet, None, 0, replicas))
     else:
         replies = trio.run(gather, config)
+        durability = trio.run(gather_durability, config)
         for tablet in config.tablets:
             replicas, leader, lease_ns = [], None, 0
             for node_id in chosen_replicas(args, tablet):
@@ -165,8 +166,14 @@ def run_tablets(args: argparse.Namespace) -> int:
                     continue
                 if status.serving:
                     leader, lease_ns = node_id, status.lease_remaining_ns
+                figures = durability.get(node_id)
+                durable = next((d for d in figures.tablets if d.tablet_id == tablet.id), None) if figures else None
                 replicas.append({
                     "node": node_id, "up": True, "chosen_index": status.chosen_index, "applied_index": status.applied_index,
+                    "durable_index": durable.durable_index if durable else None,
+                    "durable_ts": ts_text(durable.durable_ts) if durable else None,
+                    "distributed_commits": durable.distributed_commits if durable else None,
+                    "not_durable_commits": durable.not_durable_commits if durable else None,
                     "safe_ts": ts_text(status.safe_ts), "gc_horizon": ts_text(status.gc_horizon),
                     "prepared_txns": list(status.prepared_txns), "lock_holders": status.lock_holders if status.serving else None,
                 })
@@ -182,7 +189,9 @@ def run_tablets(args: argparse.Namespace) -> int:
                 continue
             lag = f"lag {replica['lag']}" if replica.get("lag") is not None else ""
             lines.append(f"  {replica['node']:<4} chosen {replica['chosen_index'] if replica['chosen_index'] is not None else '-':>7} "
-                         f"applied {replica['applied_index']:>7} {lag:<9} safe {replica['safe_ts'] or '-'}  "
+                         f"applied {replica['applied_index']:>7} {lag:<9} "
+                         f"durable {replica['durable_index'] if replica.get('durable_index') is not None else '-':>7} "
+                         f"@ {replica.get('durable_ts') or '-'}  safe {replica['safe_ts'] or '-'}  "
                          f"gc horizon {replica['gc_horizon'] or '-'}"
                          + (f"  prepared {len(replica['prepared_txns'])}" if replica.get("prepared_txns") else "")
                          + (f"  locks held by {replica['lock_holders']} txns" if replica.get("lock_holders") else ""))

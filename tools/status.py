@@ -5,7 +5,11 @@ node's address and whether it answers, and each tablet's range, replicas,
 serving leader and lease holder. Exit 0 only when every tablet has a
 lease-holding leader that serves; else 1, so scripts can wait on it.
 `--json` prints `{"nodes": [{"id", "address", "up"}], "tablets": [{"id",
-"start", "end", "replicas", "leader"}]}` with keys as printable text.
+"start", "end", "replicas", "leader", "lease_holder", "durable_index",
+"durable_ts", "distributed_commits", "not_durable_commits",
+"replica_indexes": [{"node", "chosen_index", "applied_index",
+"durable_index", "durable_ts", "distributed_commits",
+"not_durable_commits"}]}], "healthy"}` with keys as printable text.
 """
 
 from __future__ import annotations
@@ -75,6 +79,38 @@ async def gather(config: ClusterConfig) -> dict[str, api.NodeStatusReply | None]
     return {n: r if isinstance(r, api.NodeStatusReply) else None for n, r in replies.items()}
 
 
+async def gather_durability(config: ClusterConfig) -> dict[str, api.DurabilityReply | None]:
+    """Each node's durable watermarks and commit counters (txn/api/metrics.py), or None."""
+    replies = await ask_nodes(config, {node.id: api.DurabilityRequest() for node in config.nodes})
+    return {n: r if isinstance(r, api.DurabilityReply) else None for n, r in replies.items()}
+
+
+def durability_records(config: ClusterConfig, replies: dict[str, api.DurabilityReply | None]) -> dict[str, dict[str, Any]]:
+    """tablet id -> {"durable_index", "durable_ts", "distributed_commits", "not_durable_commits", "replicas": [...]}:
+    the watermark is the highest any replica knows; counters add up over the replicas that led."""
+    records: dict[str, dict[str, Any]] = {}
+    for tablet in config.tablets:
+        replicas = []
+        for node_id in tablet.replicas:
+            reply = replies.get(node_id)
+            found = next((d for d in reply.tablets if d.tablet_id == tablet.id), None) if reply else None
+            if found is not None:
+                replicas.append({"node": node_id, "chosen_index": found.chosen_index, "applied_index": found.applied_index,
+                                 "durable_index": found.durable_index,
+                                 "durable_ts": None if found.durable_ts is None else str(found.durable_ts),
+                                 "distributed_commits": found.distributed_commits,
+                                 "not_durable_commits": found.not_durable_commits})
+        best = max(replicas, key=lambda r: r["durable_index"], default=None)
+        records[tablet.id] = {
+            "durable_index": None if best is None else best["durable_index"],
+            "durable_ts": None if best is None else best["durable_ts"],
+            "distributed_commits": sum(r["distributed_commits"] for r in replicas),
+            "not_durable_commits": sum(r["not_durable_commits"] for r in replicas),
+            "replicas": replicas,
+        }
+    return records
+
+
 def tablet_leaders(config: ClusterConfig, replies: dict[str, api.NodeStatusReply | None]) -> dict[str, tuple[str | None, str | None]]:
     """tablet id -> (serving leader, lease holder), from the nodes that answered."""
     leaders: dict[str, tuple[str | None, str | None]] = {}
@@ -99,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         raise CliError(str(error)) from None
     replies = trio.run(gather, config)
+    durability = durability_records(config, trio.run(gather_durability, config))
     leaders = tablet_leaders(config, replies)
     healthy = all(serving is not None for serving, _ in leaders.values())
     if args.json:
@@ -106,7 +143,11 @@ def run(args: argparse.Namespace) -> int:
             "nodes": [{"id": n.id, "address": f"{n.host}:{n.port}", "up": replies[n.id] is not None} for n in config.nodes],
             "tablets": [
                 {"id": t.id, "start": printable(t.start), "end": None if t.end is None else printable(t.end),
-                 "replicas": list(t.replicas), "leader": leaders[t.id][0], "lease_holder": leaders[t.id][1]}
+                 "replicas": list(t.replicas), "leader": leaders[t.id][0], "lease_holder": leaders[t.id][1],
+                 "durable_index": durability[t.id]["durable_index"], "durable_ts": durability[t.id]["durable_ts"],
+                 "distributed_commits": durability[t.id]["distributed_commits"],
+                 "not_durable_commits": durability[t.id]["not_durable_commits"],
+                 "replica_indexes": durability[t.id]["replicas"]}
                 for t in config.tablets
             ],
             "healthy": healthy,
@@ -116,10 +157,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'NODE':<6} {'ADDRESS':<22} UP")
     for node in config.nodes:
         print(f"{node.id:<6} {node.host + ':' + str(node.port):<22} {'yes' if replies[node.id] else 'no'}")
-    print(f"{'TABLET':<7} {'START':<10} {'END':<10} {'REPLICAS':<16} {'LEADER':<7} LEASE")
+    print(f"{'TABLET':<7} {'START':<10} {'END':<10} {'REPLICAS':<16} {'LEADER':<7} {'LEASE':<7} DURABLE")
     for tablet in config.tablets:
         serving, holder = leaders[tablet.id]
         end = "(end)" if tablet.end is None else printable(tablet.end)
-        print(f"{tablet.id:<7} {printable(tablet.start) or '(start)':<10} {end:<10} {','.join(tablet.replicas):<16} {serving or '-':<7} {holder or '-'}")
+        durable = durability[tablet.id]
+        durable_text = "-" if durable["durable_index"] is None else f"{durable['durable_index']} @ {durable['durable_ts'] or '-'}"
+        print(f"{tablet.id:<7} {printable(tablet.start) or '(start)':<10} {end:<10} {','.join(tablet.replicas):<16} "
+              f"{serving or '-':<7} {holder or '-':<7} {durable_text}")
     print("healthy: every tablet has a serving leader" if healthy else "not healthy: some tablet has no serving leader")
     return EXIT_OK if healthy else EXIT_NEGATIVE

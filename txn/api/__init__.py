@@ -6,6 +6,8 @@
 - `txn.py`     read-write transactions (2PL + 2PC) and read timestamps
 - `errors.py`  `ErrorCode`, `AbortReason`, `ErrorReply`, and `failure()` for the node
 - `cluster.py` the cluster's configuration records
+- `metrics.py` durable watermark and commit counters per replica
+- `backup.py`  paged export of a tablet's versions at a timestamp (backups)
 
 Pure. Importing the package registers every message with the wire codec;
 `from txn import api` then `api.WriteRequest` is the usual spelling.
@@ -31,6 +33,7 @@ from txn.api.admin import (
     TxnOnTablet,
     VersionInfo,
 )
+from txn.api.backup import ExportedVersion, ExportReply, ExportRequest
 from txn.api.client import (
     KeyWrite,
     NodeInfo,
@@ -69,6 +72,7 @@ from txn.api.txn import (
     TxnStatusReply,
     TxnStatusRequest,
 )
+from txn.api.metrics import DurabilityReply, DurabilityRequest, TabletDurability
 from txn.api.peer import ClockProbe, ClockProbeReply, PaxosEnvelope
 
 __all__ = [
@@ -81,4 +85,5 @@ __all__ = [
     "CommitRequest", "KeyRange", "OnePhaseCommitRequest", "ParticipantVote", "PrepareReply", "PrepareRequest",
     "ResolveReply", "ResolveRequest", "TimestampReply", "TimestampRequest", "TxnReadReply", "TxnReadRequest",
     "TxnScanReply", "TxnScanRequest", "TxnState", "TxnStatusReply", "TxnStatusRequest",
+    "ExportedVersion", "ExportReply", "ExportRequest", "DurabilityReply", "DurabilityRequest", "TabletDurability",
 ]

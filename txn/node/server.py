@@ -26,6 +26,8 @@ from txn import api, wire
 from txn.api.errors import RequestFailed, failure
 from txn.node.admin import NodeAdmin
 from txn.node.clock_watch import ClockWatch
+from txn.node.durability import node_durability
+from txn.node.export import export_page
 from txn.net.messaging import TransportError
 from txn.node.config import ClusterConfig
 from txn.tablet.tablet_replica import TabletReplica
@@ -122,6 +124,10 @@ class Node:
             return self.admin.inspect_log(msg)
         if isinstance(msg, api.InspectTxnRequest):
             return self.admin.inspect_txn(msg)
+        if isinstance(msg, api.DurabilityRequest):
+            return node_durability(self.node_id, self.replicas)
+        if isinstance(msg, api.ExportRequest):
+            return await export_page(self.replica(msg.tablet_id), msg)
         if isinstance(msg, api.TimestampRequest):
             return api.TimestampReply(self.clock.now(), self.config.max_offset_ns)
         handler = TXN_HANDLERS.get(type(msg))

@@ -74,6 +74,10 @@ class TabletReplica:
         self.leader = TabletLeaderCore(max_offset_ns, self.state.safe_ts)
         self.last_write_ns = 0
         self.follower_reads = 0
+        # Writes this replica answered as leader (txn/api/metrics.py): acknowledged
+        # after a majority fsynced them, or outcome_unknown for want of that.
+        self.distributed_commits = 0
+        self.not_durable_commits = 0
         self.fenced = False
         self.marks: collections.Counter[str] = collections.Counter()  # coverage marks for the simulation
         self._changed = trio.Event()
@@ -296,14 +300,17 @@ class TabletReplica:
         except ProposalLost as error:
             if error.known_not_chosen:
                 raise failure(api.ErrorCode.NOT_LEADER, "leadership moved; the write was not committed") from None
+            self.not_durable_commits += 1
             raise failure(api.ErrorCode.OUTCOME_UNKNOWN, f"leadership moved while the write at {ts} was being replicated") from None
         except trio.TooSlowError:
+            self.not_durable_commits += 1
             raise failure(api.ErrorCode.OUTCOME_UNKNOWN, f"the write at {ts} was not confirmed within the deadline") from None
         if pending.state is WriteState.SKIPPED:
             raise failure(api.ErrorCode.NOT_LEADER, f"the write at {ts} came after a newer leader's barrier and was skipped: not committed")
         applied_at_ns = pending.applied_at_ns or self._physical_ns()
         await self._commit_waited(pending)
         self.marks["tablet.write_acknowledged"] += 1
+        self.distributed_commits += 1
         return api.WriteReply(ts, max(0, self._physical_ns() - applied_at_ns))
 
     async def _commit_waited(self, pending: PendingCommand) -> None:

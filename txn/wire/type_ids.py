@@ -44,6 +44,10 @@ TYPE_IDS: dict[str, int] = {
     "OnePhaseCommitRequest": 239, "CommitReply": 240, "AbortRequest": 241, "AbortReply": 242,
     "TxnStatusRequest": 243, "TxnStatusReply": 244, "ResolveRequest": 245, "ResolveReply": 246,
     "TimestampRequest": 247, "TimestampReply": 248,
+    # backup export (txn/api/backup.py)
+    "ExportRequest": 250, "ExportedVersion": 251, "ExportReply": 252,
+    # durability figures (txn/api/metrics.py)
+    "DurabilityRequest": 253, "TabletDurability": 254, "DurabilityReply": 255,
 }
 
 assert len(set(TYPE_IDS.values())) == len(TYPE_IDS), "duplicate type id in TYPE_IDS"
