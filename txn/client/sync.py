@@ -6,7 +6,7 @@ script, too slow for a hot loop (use `open_client` there).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import trio
 
@@ -16,14 +16,17 @@ from txn.client.client import DEFAULT_TIMEOUT_S, GetResult, ScanResult, WriteRes
 class SyncClient:
     """Blocking wrapper for scripts: each call runs one short trio run."""
 
-    def __init__(self, addresses: Sequence[tuple[str, int]], *, cluster_id: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, addresses: Sequence[tuple[str, int]], *, cluster_id: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 tls: Any = None) -> None:
         self.addresses = list(addresses)
         self.cluster_id = cluster_id
         self.timeout_s = timeout_s
+        self.tls = tls  # txn.net.tls.ClientTls, or None for an --insecure cluster
 
     def _run(self, method: str, *args, **kwargs):
         async def go():
-            async with open_client(self.addresses, cluster_id=self.cluster_id, timeout_s=self.timeout_s) as client:
+            async with open_client(self.addresses, cluster_id=self.cluster_id, timeout_s=self.timeout_s,
+                                   tls=self.tls) as client:
                 return await getattr(client, method)(*args, **kwargs)
         return trio.run(go)
 
