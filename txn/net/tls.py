@@ -99,6 +99,10 @@ def tls_reason(error: BaseException) -> str:
             "TLSV1_ALERT_UNKNOWN_CA": "the other side does not trust our CA (certificate from another cluster)",
             "WRONG_VERSION_NUMBER": "the other side does not speak TLS (an --insecure node or client?)",
             "UNSUPPORTED_PROTOCOL": "the other side does not speak TLS 1.3",
+            # The node refused our certificate and closed (its log says why): trio does not flush
+            # the TLS alert before the connection closes, so all a client sees is the close.
+            "UNEXPECTED_EOF_WHILE_READING": "the other side closed the connection in the TLS handshake "
+                                            "(our certificate refused? signed by another cluster's CA?)",
         }
         hint = hints.get(reason)
         verify = getattr(cause, "verify_message", None)

@@ -122,7 +122,7 @@ class Node:
     async def handle_request(self, src: str, msg: Any) -> Any:
         problem = self._refusal(src, msg)
         if problem is not None:
-            return api.ErrorReply(api.ErrorCode.PERMISSION_DENIED, f"{self.node_id}: {problem}", None, None)
+            return api.ErrorReply(api.ErrorCode.PERMISSION_DENIED, f"{self.node_id}: permission denied: {problem}", None, None)
         try:
             return await self._dispatch(msg)
         except RequestFailed as failed:
