@@ -32,6 +32,7 @@ import trio
 
 from hlc import parse_duration_ns
 from tools.bench import print_setup
+from tools.errors import CliError
 from tools.localcluster import LocalCluster
 from txn.client import ClientError, open_client
 from txn.net.tls import client_tls_for_dir
@@ -137,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     )
     modes = [mode.strip() for mode in args.security.split(",") if mode.strip()]
     if not modes or any(mode not in ("tls", "insecure") for mode in modes):
-        raise ClientError(f"--security takes tls, insecure or both, not {args.security!r}")
+        raise CliError(f"--security takes tls, insecure or both, not {args.security!r}")
     results: dict[str, dict[tuple[str, int], dict]] = {}
     print(f"{'security':<9} {'workload':<12} {'clients':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  notes")
     for mode in modes:
