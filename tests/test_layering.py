@@ -62,6 +62,7 @@ PURE_MODULES = (
     "txn/api/errors.py",
     "txn/api/cluster.py",
     "txn/api/txn.py",
+    "txn/api/permissions.py",
     "txn/tablet/commands.py",
     "txn/tablet/state.py",
     "txn/tablet/leader.py",

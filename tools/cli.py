@@ -23,6 +23,7 @@ from tools.errors import EXIT_USAGE, CliError
 COMMAND_MODULES: tuple[str, ...] = (
     "tools.up",
     "tools.node",
+    "tools.cert",
     "tools.status",
     "tools.kv",
     "tools.txn_cli",

@@ -15,6 +15,7 @@ on everything that is stored (versions, log entries, indexes, safe time).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 
 import trio
@@ -26,7 +27,8 @@ from paxos.storage import PaxosStorage
 from tools import inspect_txn
 from tools.errors import EXIT_OK, EXIT_UNREACHABLE, CliError
 from tools.common import DEFAULT_DIR, printable, to_bytes
-from tools.status import ask_nodes, gather, gather_durability, tablet_leaders
+from tools.status import ask_nodes, client_tls, gather, gather_durability, tablet_leaders
+from txn.net.tls import ClientTls
 from txn import api
 from txn.tablet.commands import describe_command
 from txn.node.config import ClusterConfig, ConfigError, load_config, tablet_dir
@@ -154,8 +156,8 @@ def run_tablets(args: argparse.Namespace) -> int:
                     replica.close()
             records.append(tablet_record(tablet, None, 0, replicas))
     else:
-        replies = trio.run(gather, config)
-        durability = trio.run(gather_durability, config)
+        replies = trio.run(gather, config, client_tls(args.dir))
+        durability = trio.run(gather_durability, config, client_tls(args.dir))
         for tablet in config.tablets:
             replicas, leader, lease_ns = [], None, 0
             for node_id in chosen_replicas(args, tablet):
@@ -236,7 +238,7 @@ def run_tablet(args: argparse.Namespace) -> int:
             finally:
                 replica.close()
     else:
-        replies = trio.run(ask_nodes, config, {n: api.InspectTabletRequest(tablet.id) for n in chosen_replicas(args, tablet)})
+        replies = trio.run(functools.partial(ask_nodes, tls=client_tls(args.dir)), config, {n: api.InspectTabletRequest(tablet.id) for n in chosen_replicas(args, tablet)})
         for node_id in chosen_replicas(args, tablet):
             reply = replies[node_id]
             if not isinstance(reply, api.InspectTabletReply):
@@ -298,7 +300,7 @@ def run_key(args: argparse.Namespace) -> int:
             finally:
                 replica.close()
     else:
-        replies = trio.run(ask_nodes, config, {n: api.InspectKeyRequest(tablet.id, key) for n in chosen_replicas(args, tablet)})
+        replies = trio.run(functools.partial(ask_nodes, tls=client_tls(args.dir)), config, {n: api.InspectKeyRequest(tablet.id, key) for n in chosen_replicas(args, tablet)})
         for node_id in chosen_replicas(args, tablet):
             reply = replies[node_id]
             if not isinstance(reply, api.InspectKeyReply):
@@ -352,8 +354,8 @@ def run_log(args: argparse.Namespace) -> int:
         finally:
             replica.close()
     else:
-        node_id = args.node or leaders_of(config).get(tablet.id) or tablet.replicas[0]
-        reply = trio.run(ask_nodes, config, {node_id: api.InspectLogRequest(tablet.id, args.from_index, args.to_index)})[node_id]
+        node_id = args.node or leaders_of(config, client_tls(args.dir)).get(tablet.id) or tablet.replicas[0]
+        reply = trio.run(functools.partial(ask_nodes, tls=client_tls(args.dir)), config, {node_id: api.InspectLogRequest(tablet.id, args.from_index, args.to_index)})[node_id]
         if not isinstance(reply, api.InspectLogReply):
             raise CliError(f"node {node_id} did not answer (try another with --node, or --offline if it is stopped)", EXIT_UNREACHABLE)
         entries = [(e.index, e.ballot, e.command) for e in reply.entries]
@@ -365,8 +367,8 @@ def run_log(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def leaders_of(config: ClusterConfig) -> dict[str, str | None]:
-    return {tablet: serving for tablet, (serving, _) in tablet_leaders(config, trio.run(gather, config)).items()}
+def leaders_of(config: ClusterConfig, tls: ClientTls | None) -> dict[str, str | None]:
+    return {tablet: serving for tablet, (serving, _) in tablet_leaders(config, trio.run(gather, config, tls)).items()}
 
 
 # ---- inspect node ID -----------------------------------------------------------------------------
@@ -379,7 +381,7 @@ def run_node(args: argparse.Namespace) -> int:
         raise CliError(str(error)) from None
     if args.offline:
         raise CliError("inspect node shows a running node's clocks; there is nothing to read offline (use inspect tablet --offline)")
-    reply = trio.run(ask_nodes, config, {args.id: api.SkewRequest(api.SkewAction.SHOW, None, None, None, None)})[args.id]
+    reply = trio.run(functools.partial(ask_nodes, tls=client_tls(args.dir)), config, {args.id: api.SkewRequest(api.SkewAction.SHOW, None, None, None, None)})[args.id]
     if not isinstance(reply, api.NodeClockReply):
         raise CliError(f"node {args.id} does not answer", EXIT_UNREACHABLE)
     record = {

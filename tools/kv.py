@@ -24,6 +24,7 @@ from tools.errors import (
     EXIT_NEGATIVE, EXIT_NO_LEADER, EXIT_OK, EXIT_OUTCOME_UNKNOWN, EXIT_UNREACHABLE, EXIT_USAGE, CliError,
 )
 from txn.client import ClientError, NoLeader, OutcomeUnknown, ReadFailed, RequestTimeout, Unreachable, open_client
+from txn.net.tls import DEFAULT_CLIENT, CertError, ClientTls, client_tls_for_dir
 from txn.node.config import ConfigError, load_config
 from tools.common import DEFAULT_DIR, printable, to_bytes
 
@@ -37,6 +38,8 @@ TIMESTAMP_HELP = "WALL.LOGICAL, an ISO-8601 time, or relative to now such as -5s
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", default=DEFAULT_DIR, help=f"data directory holding cluster.toml (default ./{DEFAULT_DIR})")
+    parser.add_argument("--user", default=DEFAULT_CLIENT,
+                        help=f"client certificate DIR/certs/client.USER.crt to connect with (default {DEFAULT_CLIENT})")
     parser.add_argument("--json", action="store_true", help="print one JSON object per line")
     parser.add_argument("--hex", action="store_true", help="KEY, VALUE, START and END are hex")
     parser.add_argument("--timeout", default="10s", help="deadline for the whole request (default 10s)")
@@ -196,13 +199,23 @@ def cluster_addresses(data_dir: str) -> tuple[str, list[tuple[str, int]], int]:
     return config.cluster_id, [node.address for node in config.nodes], config.max_offset_ns
 
 
+def client_tls(args: argparse.Namespace) -> ClientTls | None:
+    """The client certificate of DIR (None when DIR was started --insecure)."""
+    try:
+        return client_tls_for_dir(args.dir, getattr(args, "user", DEFAULT_CLIENT))
+    except CertError as error:
+        raise CliError(str(error)) from None
+
+
 def with_client(args: argparse.Namespace, operation) -> Any:
     """Run one client operation against the cluster of `args.dir`, mapping errors to exit codes."""
     cluster_id, addresses, max_offset_ns = cluster_addresses(args.dir)
     timeout_s = parse_dur(args.timeout, "--timeout") / 1e9
+    tls = client_tls(args)
 
     async def go() -> Any:
-        async with open_client(addresses, cluster_id=cluster_id, max_offset_ns=max_offset_ns, timeout_s=timeout_s) as client:
+        async with open_client(addresses, cluster_id=cluster_id, max_offset_ns=max_offset_ns, timeout_s=timeout_s,
+                               tls=tls) as client:
             return await operation(client, timeout_s)
 
     try:

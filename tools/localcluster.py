@@ -15,6 +15,11 @@ when picked can still be taken before the node binds it; the first
 `start_all` therefore re-picks the port of any node that exits with "address
 already in use", rewrites cluster.toml and restarts the nodes (safe only then:
 no client has seen the cluster yet).
+
+TLS like `chronodb up`: the cluster's certificates are made in DIR/certs by
+the same code (`ensure_cluster_certs`), the nodes run with them, and the
+CLI, status requests and `client()` use the admin client certificate;
+`LocalCluster(..., insecure=True)` runs everything --insecure instead.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from tools.status import gather, tablet_leaders
 from tools.up import die_with_parent, start_node, stop_all
 from txn.client import SyncClient
 from txn.node.config import ClusterConfig, generate, load_config, node_dir, write_config
+from txn.net.tls import ClientTls, certs_dir, ensure_cluster_certs, load_client_tls, set_insecure
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PORT_RANGE = range(20000, 30000)
@@ -87,7 +93,7 @@ def cli_env() -> dict[str, str]:
 
 class LocalCluster:
     def __init__(self, data_dir: pathlib.Path, *, nodes: int = 3, tablets: int = 4, max_offset_ns: int = 10_000_000,
-                 gc_retention_ns: int | None = None) -> None:
+                 gc_retention_ns: int | None = None, insecure: bool = False) -> None:
         self.data_dir = data_dir
         config = generate(nodes=nodes, tablets=tablets, max_offset_ns=max_offset_ns)
         ports = free_ports(nodes)
@@ -96,6 +102,12 @@ class LocalCluster:
             config = attrs.evolve(config, gc_retention_ns=gc_retention_ns)
         write_config(data_dir, config)
         self.config: ClusterConfig = load_config(data_dir)
+        self.insecure = insecure
+        set_insecure(data_dir, insecure)
+        self.tls: ClientTls | None = None
+        if not insecure:
+            ensure_cluster_certs(certs_dir(data_dir), [(n.id, n.host) for n in self.config.nodes])
+            self.tls = load_client_tls(certs_dir(data_dir))
         self.processes: dict[str, subprocess.Popen] = {}
         self.ever_started = False
 
@@ -110,7 +122,7 @@ class LocalCluster:
         assert node_id not in self.processes or self.processes[node_id].poll() is not None, f"{node_id} runs"
         node_dir(self.data_dir, node_id).mkdir(parents=True, exist_ok=True)
         self.ever_started = True
-        process = start_node(self.data_dir, node_id, env=cli_env(), cwd=ROOT)
+        process = start_node(self.data_dir, node_id, env=cli_env(), cwd=ROOT, insecure=self.insecure)
         self.processes[node_id] = process
         _running.add(process)
 
@@ -183,7 +195,7 @@ class LocalCluster:
         _running.difference_update(self.processes.values())
 
     def statuses(self):
-        return trio.run(gather, self.config)
+        return trio.run(gather, self.config, self.tls)
 
     def leaders(self) -> dict[str, str | None]:
         return {tablet: serving for tablet, (serving, _) in tablet_leaders(self.config, self.statuses()).items()}
@@ -211,7 +223,7 @@ class LocalCluster:
         addresses = [n.address for n in self.config.nodes]
         if home is not None:
             addresses.sort(key=lambda a: a != self.address(home))
-        return SyncClient(addresses, cluster_id=self.config.cluster_id, timeout_s=timeout_s)
+        return SyncClient(addresses, cluster_id=self.config.cluster_id, timeout_s=timeout_s, tls=self.tls)
 
     def cli(self, *args: str, timeout_s: float = 60.0, with_dir: bool = True) -> subprocess.CompletedProcess:
         return run_cli([*args, "--dir", str(self.data_dir)] if with_dir else list(args), timeout_s)

@@ -5,13 +5,19 @@ same `cluster.toml`); `chronodb up` runs one of these per node. Logs go to
 `DIR/<ID>/node.log`; the process id to `DIR/<ID>/node.pid` while it runs.
 SIGINT or SIGTERM stops it cleanly. Startup failures (port in use, data
 directory locked by another process or belonging to another cluster, bad
-cluster.toml) print one line and exit 2.
+cluster.toml, missing certificates) print one line and exit 2.
+
+TLS by default: the node loads DIR/certs/ca.crt and node.<ID>.crt/.key
+(made by `chronodb up` or `chronodb cert`); `--insecure` runs plain TCP with
+no authentication, and says so in node.log at start and every minute.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import pathlib
 import os
 import signal
 
@@ -22,6 +28,7 @@ from tools.common import DEFAULT_DIR
 from txn.node.config import ConfigError, ensure_node_dir, load_config, node_dir
 from txn.node.server import NodeStartError
 from txn.node.wiring import run_node
+from txn.net.tls import CertError, certs_dir, load_node_tls
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -35,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dir", default=DEFAULT_DIR, help=f"data directory (default ./{DEFAULT_DIR})")
     parser.add_argument("--id", required=True, help="node id, e.g. n1")
+    parser.add_argument("--insecure", action="store_true",
+                        help="plain TCP: no TLS, no authentication, every client is an admin (not for real use)")
+    parser.add_argument("--certs-dir", default=None, help="certificates (default DIR/certs)")
     parser.set_defaults(func=run)
 
 
@@ -52,15 +62,30 @@ def run(args: argparse.Namespace) -> int:
         directory = ensure_node_dir(args.dir, config, args.id)
     except ConfigError as error:
         raise CliError(str(error)) from None
+    tls = None
+    if not args.insecure:
+        try:
+            tls = load_node_tls(pathlib.Path(args.certs_dir) if args.certs_dir else certs_dir(args.dir), args.id)
+        except CertError as error:
+            raise CliError(f"node {args.id}: {error}") from None
     setup_logging(str(directory / "node.log"))
+    node_log = logging.getLogger("chronodb.node")
+    if tls is None:
+        node_log.warning(INSECURE_WARNING, args.id)
+    else:
+        node_log.info("node %s: TLS 1.3 with client and peer certificates verified by %s", args.id,
+                      pathlib.Path(args.certs_dir or certs_dir(args.dir)) / "ca.crt")
     pid_file = node_dir(args.dir, args.id) / "node.pid"
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stop_on_signal, nursery.cancel_scope)
-            await nursery.start(run_node, config, args.id, args.dir)
+            await nursery.start(functools.partial(run_node, config, args.id, args.dir, tls=tls))
             pid_file.write_text(f"{os.getpid()}\n")
-            print(f"node {args.id} ready on {config.node(args.id).host}:{config.node(args.id).port}", flush=True)
+            if tls is None:
+                nursery.start_soon(repeat_insecure_warning, args.id)
+            mode = "TLS" if tls is not None else "INSECURE (no TLS, no authentication)"
+            print(f"node {args.id} ready on {config.node(args.id).host}:{config.node(args.id).port}, {mode}", flush=True)
 
     start_error: NodeStartError | None = None
     try:
@@ -79,6 +104,16 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"node {args.id}: {start_error}")
     logging.getLogger("chronodb.node").info("node %s stopped", args.id)
     return EXIT_OK
+
+
+INSECURE_WARNING = ("node %s runs --insecure: no TLS, no authentication; anyone who reaches its port "
+                    "can read, write, skew its clock and speak as a peer")
+
+
+async def repeat_insecure_warning(node_id: str) -> None:
+    while True:
+        await trio.sleep(60)
+        logging.getLogger("chronodb.node").warning(INSECURE_WARNING, node_id)
 
 
 async def stop_on_signal(scope: trio.CancelScope) -> None:

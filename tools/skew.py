@@ -19,7 +19,8 @@ import trio
 from hlc import format_duration_ns, parse_duration_ns
 from tools.errors import EXIT_OK, EXIT_UNREACHABLE, CliError
 from tools.common import DEFAULT_DIR
-from tools.status import ask_nodes
+from tools.status import ask_nodes, client_tls
+from txn.net.tls import ClientTls
 from txn import api
 from txn.node.config import ClusterConfig, ConfigError, load_config
 
@@ -77,8 +78,9 @@ def build_request(args: argparse.Namespace) -> api.SkewRequest:
     return api.SkewRequest(api.SkewAction.SET, duration(args.offset, "--offset"), args.drift, None, None)
 
 
-async def ask(config: ClusterConfig, node_ids: list[str], request: api.SkewRequest) -> dict[str, api.NodeClockReply | str]:
-    replies = await ask_nodes(config, {node_id: request for node_id in node_ids}, TIMEOUT_S)
+async def ask(config: ClusterConfig, node_ids: list[str], request: api.SkewRequest,
+              tls: ClientTls | None = None) -> dict[str, api.NodeClockReply | str]:
+    replies = await ask_nodes(config, {node_id: request for node_id in node_ids}, TIMEOUT_S, tls=tls)
     return {n: r if isinstance(r, api.NodeClockReply) else ("unreachable" if r is None else str(r)) for n, r in replies.items()}
 
 
@@ -112,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     if args.drift is not None and args.offset is None:
         raise CliError("--drift goes with --offset (use --offset 0 --drift PPM for drift alone)")
     request = build_request(args)
-    answers = trio.run(ask, config, node_ids, request)
+    answers = trio.run(ask, config, node_ids, request, client_tls(args.dir))
     failures = {n: a for n, a in answers.items() if not isinstance(a, api.NodeClockReply)}
     if args.json:
         print(json.dumps({"nodes": [as_json(a) if isinstance(a, api.NodeClockReply) else {"id": n, "error": a}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 from typing import Any
 
 import trio
@@ -28,6 +29,7 @@ from txn.net.client_connection import open_client_connection
 from txn.net.messaging import TransportError
 from hlc import HybridClock
 from hlc.physical import SystemClock
+from txn.net.tls import DEFAULT_CLIENT, CertError, ClientTls, client_tls_for_dir, is_insecure
 
 NODE_TIMEOUT_S = 1.5
 
@@ -43,14 +45,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-async def ask_node(config: ClusterConfig, node_id: str, request: Any, timeout_s: float = NODE_TIMEOUT_S) -> Any:
-    """One admin request to one node: its reply, or None if it does not answer in time."""
+def client_tls(data_dir: str, user: str = DEFAULT_CLIENT) -> ClientTls | None:
+    """DIR's client certificate for the observer tools (None when DIR runs --insecure)."""
+    try:
+        return client_tls_for_dir(data_dir, user)
+    except CertError as error:
+        raise CliError(str(error)) from None
+
+
+async def ask_node(config: ClusterConfig, node_id: str, request: Any, timeout_s: float = NODE_TIMEOUT_S, *,
+                   tls: ClientTls | None = None) -> Any:
+    """One admin request to one node: its reply, or None if it does not answer in time.
+
+    `tls` is the client certificate (`client_tls(dir)`); None speaks plain TCP (--insecure)."""
     host, port = config.node(node_id).address
     clock = HybridClock(SystemClock(), config.max_offset_ns)
     reply = None
     with trio.move_on_after(timeout_s * 2):
         try:
-            async with open_client_connection(host, port, cluster_id=config.cluster_id, clock=clock, timeout_s=timeout_s) as conn:
+            async with open_client_connection(host, port, cluster_id=config.cluster_id, clock=clock, timeout_s=timeout_s,
+                                              tls=tls) as conn:
                 try:
                     reply = await conn.call(request, timeout_s=timeout_s)
                 except (TransportError, OSError):
@@ -60,12 +74,13 @@ async def ask_node(config: ClusterConfig, node_id: str, request: Any, timeout_s:
     return reply
 
 
-async def ask_nodes(config: ClusterConfig, requests: dict[str, Any], timeout_s: float = NODE_TIMEOUT_S) -> dict[str, Any]:
+async def ask_nodes(config: ClusterConfig, requests: dict[str, Any], timeout_s: float = NODE_TIMEOUT_S, *,
+                    tls: ClientTls | None = None) -> dict[str, Any]:
     """node id -> reply (None for a node that did not answer), asked concurrently."""
     replies: dict[str, Any] = {}
 
     async def one(node_id: str, request: Any) -> None:
-        replies[node_id] = await ask_node(config, node_id, request, timeout_s)
+        replies[node_id] = await ask_node(config, node_id, request, timeout_s, tls=tls)
 
     async with trio.open_nursery() as nursery:
         for node_id, request in requests.items():
@@ -73,15 +88,15 @@ async def ask_nodes(config: ClusterConfig, requests: dict[str, Any], timeout_s: 
     return {node_id: replies.get(node_id) for node_id in requests}
 
 
-async def gather(config: ClusterConfig) -> dict[str, api.NodeStatusReply | None]:
+async def gather(config: ClusterConfig, tls: ClientTls | None = None) -> dict[str, api.NodeStatusReply | None]:
     """Each node's status reply, or None when it does not answer in time."""
-    replies = await ask_nodes(config, {node.id: api.StatusRequest() for node in config.nodes})
+    replies = await ask_nodes(config, {node.id: api.StatusRequest() for node in config.nodes}, tls=tls)
     return {n: r if isinstance(r, api.NodeStatusReply) else None for n, r in replies.items()}
 
 
-async def gather_durability(config: ClusterConfig) -> dict[str, api.DurabilityReply | None]:
+async def gather_durability(config: ClusterConfig, tls: ClientTls | None = None) -> dict[str, api.DurabilityReply | None]:
     """Each node's durable watermarks and commit counters (txn/api/metrics.py), or None."""
-    replies = await ask_nodes(config, {node.id: api.DurabilityRequest() for node in config.nodes})
+    replies = await ask_nodes(config, {node.id: api.DurabilityRequest() for node in config.nodes}, tls=tls)
     return {n: r if isinstance(r, api.DurabilityReply) else None for n, r in replies.items()}
 
 
@@ -134,8 +149,9 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.dir)
     except ConfigError as error:
         raise CliError(str(error)) from None
-    replies = trio.run(gather, config)
-    durability = durability_records(config, trio.run(gather_durability, config))
+    insecure = is_insecure(args.dir)
+    replies = trio.run(gather, config, client_tls(args.dir))
+    durability = durability_records(config, trio.run(gather_durability, config, client_tls(args.dir)))
     leaders = tablet_leaders(config, replies)
     healthy = all(serving is not None for serving, _ in leaders.values())
     if args.json:
@@ -151,9 +167,14 @@ def run(args: argparse.Namespace) -> int:
                 for t in config.tablets
             ],
             "healthy": healthy,
+            "insecure": insecure,
         }))
         return EXIT_OK if healthy else EXIT_NEGATIVE
     print(f"cluster {config.cluster_id}")
+    if insecure:
+        print("WARNING: INSECURE cluster (--insecure): no TLS, no authentication, every client is an admin")
+    else:
+        print("security: mutual TLS, certificates in " + str(pathlib.Path(args.dir) / "certs"))
     print(f"{'NODE':<6} {'ADDRESS':<22} UP")
     for node in config.nodes:
         print(f"{node.id:<6} {node.host + ':' + str(node.port):<22} {'yes' if replies[node.id] else 'no'}")

@@ -10,6 +10,12 @@ unattended. A node that dies is reported and the others keep running;
 
 Refused with one line and exit code 2 before anything starts: a port in use,
 a corrupt cluster.toml, a node directory that belongs to another cluster.
+
+Secure by default: on first use (and for any node or client certificate
+missing later) it makes the cluster CA, one certificate per node and the
+admin client certificate `client.root` under DIR/certs/ (txn/net/tls.py),
+and every node runs mutual TLS. `--insecure` opts out: no certificates,
+plain TCP, and a DIR/INSECURE marker that tells clients (and `status`) so.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Callable
 from hlc import format_duration_ns, parse_duration_ns
 from tools.errors import EXIT_NEGATIVE, EXIT_OK, CliError
 from tools.common import DEFAULT_DIR
+from txn.net.tls import CertError, certs_dir, ensure_cluster_certs, set_insecure
 from txn.node.config import ClusterConfig, ConfigError, config_path, ensure_node_dir, generate, load_config, node_dir, write_config
 
 STOP_GRACE_S = 5.0
@@ -53,7 +60,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(commit-wait, overlapped with replication); raise it where clocks are less well synchronized, "
         "since a node whose clock is further off than this breaks external consistency",
     )
+    parser.add_argument("--insecure", action="store_true",
+                        help="no TLS and no authentication (every client is an admin); loud in status and node.log")
     parser.set_defaults(func=run)
+
+
+def prepare_security(data_dir: str | pathlib.Path, config: ClusterConfig, insecure: bool) -> None:
+    """Make what is missing of DIR/certs (or mark DIR insecure); say what was made."""
+    set_insecure(data_dir, insecure)
+    if insecure:
+        print("WARNING: --insecure: no TLS, no authentication; anyone who reaches the ports is an admin", flush=True)
+        return
+    try:
+        made = ensure_cluster_certs(certs_dir(data_dir), [(node.id, node.host) for node in config.nodes])
+    except CertError as error:
+        raise ConfigError(str(error)) from None
+    if made:
+        print(f"created {', '.join(path.name for path in made)} in {certs_dir(data_dir)}", flush=True)
 
 
 def prepare(args: argparse.Namespace) -> ClusterConfig:
@@ -114,12 +137,13 @@ def die_with_parent() -> Callable[[], None] | None:
 
 
 def start_node(data_dir: str | pathlib.Path, node_id: str, *, env: dict[str, str] | None = None,
-               cwd: str | pathlib.Path | None = None) -> subprocess.Popen:
+               cwd: str | pathlib.Path | None = None, insecure: bool = False) -> subprocess.Popen:
     """`chronodb node` as its own process (own session: a Ctrl-C is ours to pass on) that
     dies with us; its stdout and stderr go to the node's log too, so a crash's traceback is kept."""
     with open(node_dir(data_dir, node_id) / "node.log", "ab") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-m", "tools.cli", "node", "--dir", str(data_dir), "--id", node_id],
+            [sys.executable, "-m", "tools.cli", "node", "--dir", str(data_dir), "--id", node_id,
+             *(["--insecure"] if insecure else [])],
             stdout=log_file, stderr=log_file, stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=cwd,
             preexec_fn=die_with_parent(),
         )
@@ -153,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
         for node in config.nodes:
             ensure_node_dir(args.dir, config, node.id)
         check_ports_free(config)
+        prepare_security(args.dir, config, args.insecure)
     except ConfigError as error:
         raise CliError(str(error)) from None
 
@@ -166,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     processes: dict[str, subprocess.Popen] = {}
     try:
         for node in config.nodes:
-            processes[node.id] = start_node(args.dir, node.id)
+            processes[node.id] = start_node(args.dir, node.id, insecure=args.insecure)
             print(f"node {node.id}: {node.host}:{node.port}, pid {processes[node.id].pid}, log {node_dir(args.dir, node.id) / 'node.log'}", flush=True)
         started = time.monotonic()
         reported: set[str] = set()

@@ -65,7 +65,7 @@ def test_one_client_shared_by_many_tasks(shared_cluster: LocalCluster) -> None:
 
     async def main() -> list[bytes | None]:
         addresses = [n.address for n in shared_cluster.config.nodes]
-        async with open_client(addresses, cluster_id=shared_cluster.config.cluster_id) as client:
+        async with open_client(addresses, cluster_id=shared_cluster.config.cluster_id, tls=shared_cluster.tls) as client:
             results: list[bytes | None] = [None] * 32
 
             async def worker(i: int) -> None:

@@ -37,7 +37,7 @@ async def write_under_fire(cluster: LocalCluster, victim: str) -> dict:
         return enough or trio.current_time() >= started + DEADLINE_S
 
     async def writer(number: int) -> None:
-        async with open_client(addresses, cluster_id=cluster.config.cluster_id, timeout_s=8.0) as client:
+        async with open_client(addresses, cluster_id=cluster.config.cluster_id, timeout_s=8.0, tls=cluster.tls) as client:
             i = 0
             while not done():
                 key, value = f"0w{number:02d}-{i:05d}".encode(), f"value-{number}-{i}".encode()

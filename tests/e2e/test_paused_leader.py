@@ -22,8 +22,8 @@ async def against_a_paused_leader(cluster: LocalCluster, victim: str) -> dict:
     others_first = sorted((n.address for n in cluster.config.nodes), key=lambda a: a == cluster.address(victim))
     cluster_id = cluster.config.cluster_id
     outcome: dict = {}
-    async with open_client(others_first, cluster_id=cluster_id, timeout_s=READ_DEADLINE_S) as reader, \
-            open_client(others_first, cluster_id=cluster_id, timeout_s=WRITE_DEADLINE_S) as writer:
+    async with open_client(others_first, cluster_id=cluster_id, timeout_s=READ_DEADLINE_S, tls=cluster.tls) as reader, \
+            open_client(others_first, cluster_id=cluster_id, timeout_s=WRITE_DEADLINE_S, tls=cluster.tls) as writer:
         await reader.put(b"0paused-read", b"before")
         # Both clients now hold a connection to the victim and take it for t1's leader.
         assert (await reader.get(b"0paused-read")).served_by == victim
@@ -47,7 +47,7 @@ async def against_a_paused_leader(cluster: LocalCluster, victim: str) -> dict:
             # A fresh client holds no connection yet; told that the victim
             # leads t1, it dials the victim first: the kernel accepts, the
             # handshake is never answered, so that write was never sent.
-            async with open_client(others_first, cluster_id=cluster_id, timeout_s=READ_DEADLINE_S) as fresh:
+            async with open_client(others_first, cluster_id=cluster_id, timeout_s=READ_DEADLINE_S, tls=cluster.tls) as fresh:
                 fresh.leaders["t1"] = victim  # make it try the paused leader first
                 fresh.nodes = dict(reader.nodes)
                 fresh.tablets = reader.tablets

@@ -3,7 +3,7 @@
 Role: a request that cannot be served ends with an `ErrorReply` whose `code`
 tells the client what to do: retry elsewhere (`NOT_LEADER`, `TIMEOUT`,
 `UNAVAILABLE`), never retry (`OUTCOME_UNKNOWN`), or give up (`BAD_REQUEST`,
-`FUTURE_READ`, `BELOW_GC_HORIZON`). Inside the node, `failure(...)` builds a
+`FUTURE_READ`, `BELOW_GC_HORIZON`, `PERMISSION_DENIED`). Inside the node, `failure(...)` builds a
 `RequestFailed` exception carrying the reply. Pure.
 """
 
@@ -27,6 +27,7 @@ class ErrorCode(enum.StrEnum):
     BAD_REQUEST = "bad_request"
     UNAVAILABLE = "unavailable"  # the node is starting, stopping or fenced
     TXN_ABORTED = "txn_aborted"  # the transaction is aborted (abort_reason says why): safe to run again
+    PERMISSION_DENIED = "permission_denied"  # the sender's role may not send this request: nothing was done
 
 
 class AbortReason(enum.StrEnum):

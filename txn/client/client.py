@@ -22,6 +22,10 @@ Retry rules (what is safe):
   may apply it twice (writes are idempotent puts, so a plain retry is harmless
   for a single key, but the commit timestamp then differs).
 
+Connections are mutual TLS with a client certificate (`tls`, txn/net/tls.py)
+unless the cluster runs --insecure; `connect(dir)` finds both in DIR
+(DIR/certs/client.<user>.crt, or the DIR/INSECURE marker).
+
 Stale reads (`at`, exact and bounded staleness) go to the nearest replica:
 the node this client first reached if it holds the tablet, else a follower,
 so that leaders keep their capacity for writes and strong reads. "Now" for a
@@ -41,6 +45,7 @@ of every other serving node (DESIGN.md contract point 6), so "5 s stale" is
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import random
@@ -53,6 +58,7 @@ from hlc import HybridClock, Timestamp
 from hlc.physical import SystemClock
 from txn import api
 from txn.net.client_connection import open_client_connection
+from txn.net.tls import DEFAULT_CLIENT, CertError, ClientTls, client_tls_for_dir
 from txn.node.config import ConfigError, load_config
 from txn.client.routing import (
     ATTEMPT_TIMEOUT_FRACTION, ATTEMPT_TIMEOUT_MIN_S, Backoff, attempt_timeout_s, demote, holds, leader_order,
@@ -86,8 +92,11 @@ class Connection(Protocol):
 Dialer = Callable[[tuple[str, int], "str | None", HybridClock], AsyncContextManager[Any]]
 
 
-def tcp_dialer(address: tuple[str, int], cluster_id: str | None, clock: HybridClock) -> AsyncContextManager[Any]:
-    return open_client_connection(address[0], address[1], cluster_id=cluster_id, clock=clock, timeout_s=CONNECT_TIMEOUT_S)
+def tcp_dialer(address: tuple[str, int], cluster_id: str | None, clock: HybridClock, *,
+               tls: ClientTls | None = None) -> AsyncContextManager[Any]:
+    """Plain TCP, or TLS with `tls` (bind it with functools.partial, as open_client does)."""
+    return open_client_connection(address[0], address[1], cluster_id=cluster_id, clock=clock,
+                                  timeout_s=CONNECT_TIMEOUT_S, tls=tls)
 
 
 @attrs.frozen
@@ -292,7 +301,8 @@ class Client:
                 raise OutcomeUnknown(f"tablet {tablet.id} at {node}: {reply.message}", tablet_id=tablet.id, node=node, txn_id=txn_id)
             if reply.code == api.ErrorCode.TXN_ABORTED:
                 raise TxnAborted(txn_id or "?", str(reply.abort_reason or "aborted"), f"tablet {tablet.id} at {node}: {reply.message}")
-            if reply.code in (api.ErrorCode.BELOW_GC_HORIZON, api.ErrorCode.FUTURE_READ, api.ErrorCode.BAD_REQUEST):
+            if reply.code in (api.ErrorCode.BELOW_GC_HORIZON, api.ErrorCode.FUTURE_READ, api.ErrorCode.BAD_REQUEST,
+                              api.ErrorCode.PERMISSION_DENIED):
                 raise ReadFailed(reply)
             last_problem = f"{node}: {reply.message}"
             hint = reply.leader_hint
@@ -457,7 +467,11 @@ async def open_client(
     timeout_s: float = DEFAULT_TIMEOUT_S, clock: HybridClock | None = None, dial: Dialer = tcp_dialer,
     attempt_timeout_min_s: float = ATTEMPT_TIMEOUT_MIN_S, attempt_timeout_fraction: float = ATTEMPT_TIMEOUT_FRACTION,
     rng: random.Random | None = None,
+    tls: ClientTls | None = None,
 ) -> AsyncIterator[Client]:
+    """A client of the nodes at `addresses`; TCP connections are TLS with `tls` (None: plain, --insecure)."""
+    if tls is not None:
+        dial = functools.partial(dial, tls=tls)
     client = Client(addresses, cluster_id=cluster_id, clock=clock or HybridClock(SystemClock(), max_offset_ns),
                     timeout_s=timeout_s, dial=dial, attempt_timeout_min_s=attempt_timeout_min_s,
                     attempt_timeout_fraction=attempt_timeout_fraction, rng=rng)
@@ -477,17 +491,20 @@ async def open_client(
 
 
 @contextlib.asynccontextmanager
-async def connect(dir: str | os.PathLike[str] = DEFAULT_DIR, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> AsyncIterator[Client]:
+async def connect(dir: str | os.PathLike[str] = DEFAULT_DIR, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+                  user: str = DEFAULT_CLIENT) -> AsyncIterator[Client]:
     """The documented way to open a client from Python: `async with connect() as client:`.
 
     Reads the cluster's configuration (nodes, cluster id, max_offset) from the
-    data directory `dir`; raises `ClientError` naming the problem if there is
-    no readable cluster.toml there."""
+    data directory `dir`, and the client certificate DIR/certs/client.<user>
+    (unless DIR is marked --insecure); raises `ClientError` naming the problem
+    if there is no readable cluster.toml or certificate there."""
     try:
         config = load_config(dir)
-    except ConfigError as error:
+        tls = client_tls_for_dir(dir, user)
+    except (ConfigError, CertError) as error:
         raise ClientError(str(error)) from None
     addresses = [node.address for node in config.nodes]
     async with open_client(addresses, cluster_id=config.cluster_id, max_offset_ns=config.max_offset_ns,
-                           timeout_s=timeout_s) as client:
+                           timeout_s=timeout_s, tls=tls) as client:
         yield client

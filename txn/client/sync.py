@@ -14,7 +14,7 @@ use the async `run_transaction` for read-modify-write.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import trio
 
@@ -27,14 +27,17 @@ from txn.client.txn_plan import ReadRow
 class SyncClient:
     """Blocking wrapper for scripts: each call runs one short trio run."""
 
-    def __init__(self, addresses: Sequence[tuple[str, int]], *, cluster_id: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, addresses: Sequence[tuple[str, int]], *, cluster_id: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 tls: Any = None) -> None:
         self.addresses = list(addresses)
         self.cluster_id = cluster_id
         self.timeout_s = timeout_s
+        self.tls = tls  # txn.net.tls.ClientTls, or None for an --insecure cluster
 
     def _run(self, method: str, *args, **kwargs):
         async def go():
-            async with open_client(self.addresses, cluster_id=self.cluster_id, timeout_s=self.timeout_s) as client:
+            async with open_client(self.addresses, cluster_id=self.cluster_id, timeout_s=self.timeout_s,
+                                   tls=self.tls) as client:
                 return await getattr(client, method)(*args, **kwargs)
         return trio.run(go)
 

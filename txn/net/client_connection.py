@@ -17,6 +17,13 @@ Invariants:
   usually "unavailable", is what the caller needs to move on.)
 - A lost connection fails every waiting call at once; later calls raise
   PeerUnreachable (open a new connection to retry).
+- With `tls` (txn/net/tls.py; None is --insecure) the connection is TLS 1.3
+  with the client's certificate; the node's certificate must be verified by
+  the cluster CA and name a node, the very node whose id the handshake
+  reply gives. Under TLS 1.3 a node refusing our certificate says so only
+  after our side of the TLS handshake is done, so that refusal surfaces
+  while reading the handshake reply; either way it is a PeerUnreachable
+  whose text names the TLS reason.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ from hlc import HybridClock
 from txn import wire
 from txn.net.connection import Connection
 from txn.net.messaging import PeerUnreachable, PendingCalls
-from txn.net.peer_rules import CLIENT_SPEAKER, ClockVerdict, absorb_sender_clock, check_reply
+from txn.net.peer_rules import CLIENT_SPEAKER, ClockVerdict, Identity, Role, absorb_sender_clock, check_reply
+from txn.net.tls import ClientTls, identity_of, tls_reason
 from txn.wire import Envelope, Handshake, Kind, ProtocolError
 
 
@@ -92,35 +100,58 @@ class ClientConnection:
             self._pending.fail_all(self._broken)
 
 
-async def _handshake(connection: Connection, cluster_id: Optional[str], where: str) -> Handshake:
+async def _handshake(connection: Connection, cluster_id: Optional[str], where: str,
+                     server: Optional[Identity]) -> Handshake:
     connection.write_message(Handshake(wire.PROTOCOL_VERSION, cluster_id, CLIENT_SPEAKER))
     await connection.flush()
     reply = await connection.read_message()
-    problem = check_reply(reply, cluster_id=cluster_id, speaker=None)
+    problem = check_reply(reply, cluster_id=cluster_id, speaker=None if server is None else server.name)
     if problem is not None:
+        if server is None and reply is None:
+            problem += " (does the node require TLS? this client connected without it)"
         raise PeerUnreachable(f"{where}: {problem}")
     return reply
+
+
+async def _start_tls(stream: trio.SocketStream, tls: ClientTls, where: str) -> tuple[trio.SSLStream, Identity]:
+    """TLS client handshake; the node's certificate must name a node."""
+    tls_stream = trio.SSLStream(stream, tls.context, server_side=False)
+    try:
+        await tls_stream.do_handshake()
+    except trio.BrokenResourceError as error:
+        raise PeerUnreachable(f"{where}: TLS handshake failed: {tls_reason(error)}") from None
+    identity = identity_of(tls_stream.getpeercert())
+    if identity is None or identity.role is not Role.PEER:
+        raise PeerUnreachable(f"{where}: TLS: the server's certificate is not a chronodb node's ({identity})")
+    return tls_stream, identity
 
 
 @asynccontextmanager
 async def open_client_connection(host: str, port: int, *, cluster_id: Optional[str], clock: HybridClock,
                                  timeout_s: float,
-                                 max_frame_bytes: int = wire.MAX_FRAME_BYTES_DEFAULT) -> AsyncIterator[ClientConnection]:
-    """Connect and handshake within timeout_s; PeerUnreachable says why not."""
+                                 max_frame_bytes: int = wire.MAX_FRAME_BYTES_DEFAULT,
+                                 tls: Optional[ClientTls] = None) -> AsyncIterator[ClientConnection]:
+    """Connect (TLS unless `tls` is None) and handshake within timeout_s; PeerUnreachable says why not."""
     where = f"{host}:{port}"
     try:
         with trio.fail_after(timeout_s):
-            stream = await trio.open_tcp_stream(host, port)
+            stream: Any = await trio.open_tcp_stream(host, port)
     except (OSError, trio.TooSlowError) as error:
         raise PeerUnreachable(f"cannot connect to {where}: {error or 'timed out'}") from None
     connection = Connection(stream, where, max_frame_bytes)
     try:
         try:
             with trio.fail_after(timeout_s):
-                reply = await _handshake(connection, cluster_id, where)
+                server = None
+                if tls is not None:
+                    stream, server = await _start_tls(stream, tls, where)
+                    connection.stream = stream
+                reply = await _handshake(connection, cluster_id, where, server)
         except trio.TooSlowError:
             raise PeerUnreachable(f"{where} did not answer the handshake within {timeout_s:g}s") from None
-        except (ProtocolError, trio.BrokenResourceError, OSError) as error:
+        except trio.BrokenResourceError as error:
+            raise PeerUnreachable(f"{where}: handshake failed: {tls_reason(error)}") from None
+        except (ProtocolError, OSError) as error:
             raise PeerUnreachable(f"{where}: handshake failed: {error}") from None
         client = ClientConnection(connection, clock, reply.cluster_id, reply.speaker)
         async with trio.open_nursery() as nursery:

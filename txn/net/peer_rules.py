@@ -14,6 +14,11 @@ connection and the simulated network all apply (before, each wrote its own):
   WITHOUT being absorbed: a skewed node must still measure its own skew, an
   operator must reach it, and a client (which assigns no timestamps) must not
   carry a runaway clock to healthy nodes.
+- `check_identity`: over TLS, the speaker a handshake claims must be who the
+  verified certificate names: a node id only with that node's certificate,
+  "client" only with a client certificate (so a client certificate cannot
+  speak as a node, nor a node's be borrowed by a client). `Role` and
+  `Identity` are what the transport hands the node with each request.
 
 Pure: no I/O. The clock passed in is the receiver's `HybridClock`.
 """
@@ -23,11 +28,48 @@ from __future__ import annotations
 import enum
 from typing import Any, Optional
 
+import attrs
+
 from hlc.clock import ClockOffsetError, HybridClock
 from txn.wire.codec import PROTOCOL_VERSION
 from txn.wire.envelope import Envelope, Handshake, HandshakeRefused
 
 CLIENT_SPEAKER = "client"
+
+
+class Role(enum.StrEnum):
+    """Who may do what (txn/api/permissions.py says what each may send)."""
+
+    READER = "reader"
+    WRITER = "writer"
+    ADMIN = "admin"
+    PEER = "peer"  # another node of the cluster (a node certificate)
+
+
+@attrs.frozen
+class Identity:
+    """Who a verified certificate names: node `name` (role PEER) or client `name` with its role."""
+
+    name: str
+    role: Role
+
+    def __str__(self) -> str:
+        return f"node {self.name}" if self.role is Role.PEER else f"client {self.name} ({self.role.value})"
+
+
+def check_identity(speaker: str, identity: Optional[Identity]) -> Optional[str]:
+    """Does the certificate's identity allow speaking as `speaker`? None if so."""
+    if identity is None:
+        return "the certificate names no chronodb node or client"
+    if speaker == CLIENT_SPEAKER:
+        if identity.role is Role.PEER:
+            return f"the certificate is {identity}'s, not a client's"
+        return None
+    if identity.role is not Role.PEER:
+        return f"a client certificate ({identity}) cannot speak as node {speaker!r}"
+    if identity.name != speaker:
+        return f"the certificate is {identity}'s, not node {speaker!r}'s"
+    return None
 
 
 class ClockVerdict(enum.Enum):

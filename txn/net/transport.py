@@ -36,6 +36,15 @@ Behaviour:
   `idle_timeout_s + reconnect_max_s` of the heal, whatever the partition's
   length. Client connections get no keepalives (an idle client is silent
   by right; the client bounds each call with its own deadline).
+- TLS (txn/net/tls.py), unless the node runs --insecure (`tls=None`): every
+  connection, inbound and outbound, is a `trio.SSLStream` (TLS 1.3, both
+  certificates verified against the cluster CA) before the first frame. The
+  handshake's speaker must be who the certificate names (`check_identity`):
+  a dialed peer must present node <peer_id>'s certificate, an inbound node
+  id needs that node's certificate, "client" needs a client certificate. A
+  client's role (its certificate's OU) is kept per connection and given to
+  the node with each request by `role_of(src)`; --insecure makes every
+  client an admin. A failed TLS handshake is one log line and a close.
 - Every envelope carries `clock.now()`; the receiver calls
   `clock.update(ts)` first. A ClockOffsetError drops the message, counts it
   per peer and logs once per peer per minute.
@@ -68,7 +77,10 @@ import trio
 from hlc import HybridClock
 from txn import wire
 from txn.net.client_connection import ClientConnection, open_client_connection
-from txn.net.peer_rules import CLIENT_SPEAKER, ClockVerdict, absorb_sender_clock, check_hello, check_reply
+from txn.net.peer_rules import (
+    CLIENT_SPEAKER, ClockVerdict, Identity, Role, absorb_sender_clock, check_hello, check_identity, check_reply,
+)
+from txn.net.tls import NodeTls, identity_of, tls_reason
 from txn.net.connection import Connection
 from txn.net.messaging import (
     AddressInUse,
@@ -139,7 +151,7 @@ class TcpTransport:
 
     def __init__(self, *, node_id: str, cluster_id: str, peers: dict[str, tuple[str, int]], clock: HybridClock,
                  handler: Handler, max_frame_bytes: int, logger: logging.Logger,
-                 options: TransportOptions) -> None:
+                 options: TransportOptions, tls: Optional[NodeTls] = None) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
         self.clock = clock
@@ -147,6 +159,9 @@ class TcpTransport:
         self.max_frame_bytes = max_frame_bytes
         self.log = logger
         self.options = options
+        self.tls = tls
+        self._client_roles: dict[str, Role] = {}
+        self.tls_refusals = 0
         self.address: tuple[str, int] = ("", 0)
         self._links = {peer: _PeerLink(peer, tuple(addr)) for peer, addr in peers.items() if peer != node_id}
         self._client_counters: dict[str, PeerCounters] = {}
@@ -184,6 +199,13 @@ class TcpTransport:
         finally:
             self._pending.close(request_id)
             self._pending_dst.pop(request_id, None)
+
+    def role_of(self, src: str) -> Optional[Role]:
+        """The role of a connected source: PEER for nodes (their certificate was checked at the
+        handshake), a client's certificate role, ADMIN for every client when --insecure; None if unknown."""
+        if src in self._links:
+            return Role.PEER
+        return self._client_roles.get(src)
 
     def statistics(self) -> TransportStatistics:
         peers = {peer: link.counters.snapshot() for peer, link in self._links.items()}
@@ -261,7 +283,9 @@ class TcpTransport:
     async def _connect(self, link: _PeerLink) -> Connection:
         """Dial and handshake within connect_timeout_s; the caller runs the returned connection."""
         with trio.fail_after(self.options.connect_timeout_s):
-            stream = await trio.open_tcp_stream(*link.address)
+            stream: Any = await trio.open_tcp_stream(*link.address)
+            if self.tls is not None:
+                stream = await self._tls_dial(stream, link)
             connection = Connection(stream, f"peer {link.peer_id} ({link.address[0]}:{link.address[1]})",
                                     self.max_frame_bytes)
             try:
@@ -286,6 +310,25 @@ class TcpTransport:
         connection.peer_id = link.peer_id
         return connection
 
+    async def _tls_dial(self, stream: trio.SocketStream, link: _PeerLink) -> trio.SSLStream:
+        """TLS over a fresh TCP stream to a peer; its certificate must be node link.peer_id's."""
+        assert self.tls is not None
+        tls_stream = trio.SSLStream(stream, self.tls.dialer, server_side=False)
+        try:
+            try:
+                await tls_stream.do_handshake()
+            except trio.BrokenResourceError as error:
+                raise PeerUnreachable(f"{link.peer_id}: TLS handshake failed: {tls_reason(error)}") from None
+            problem = check_identity(link.peer_id, identity_of(tls_stream.getpeercert()))
+            if problem is not None:
+                self.log.warning("%s: peer %s (%s:%s): %s", self.node_id, link.peer_id, *link.address, problem)
+                raise PeerUnreachable(f"{link.peer_id}: {problem}")
+        except BaseException:
+            with trio.CancelScope(shield=True), trio.move_on_after(0.2):
+                await stream.aclose()
+            raise
+        return tls_stream
+
     def _check_reply(self, reply: Any, peer_id: str) -> Optional[str]:
         return check_reply(reply, cluster_id=self.cluster_id, speaker=peer_id)
 
@@ -303,14 +346,42 @@ class TcpTransport:
     async def _accept(self, stream: trio.SocketStream) -> None:
         """Listener handler: handshake, then serve the connection."""
         address = Connection.describe_address(stream)
+        identity: Optional[Identity] = None
+        if self.tls is not None:
+            accepted = await self._tls_accept(stream, address)
+            if accepted is None:
+                return
+            stream, identity = accepted  # type: ignore[assignment]
         connection = Connection(stream, f"{address} (before handshake)", self.max_frame_bytes)
-        src = await self._handshake_inbound(connection, address)
+        src = await self._handshake_inbound(connection, address, identity)
         if src is None:
             await connection.aclose()
             return
         await self._run_connection(connection, src)
 
-    async def _handshake_inbound(self, connection: Connection, address: str) -> Optional[str]:
+    async def _tls_accept(self, stream: trio.SocketStream, address: str) -> Optional[tuple[trio.SSLStream, Optional[Identity]]]:
+        """The server side of TLS within the handshake deadline; None (logged, closed) if it fails."""
+        assert self.tls is not None
+        tls_stream = trio.SSLStream(stream, self.tls.server, server_side=True)
+        problem = None
+        with trio.move_on_after(self.options.handshake_timeout_s) as scope:
+            try:
+                await tls_stream.do_handshake()
+            except trio.BrokenResourceError as error:
+                problem = tls_reason(error)
+        if scope.cancelled_caught:
+            problem = f"no TLS handshake within {self.options.handshake_timeout_s:g}s"
+        if problem is None:
+            return tls_stream, identity_of(tls_stream.getpeercert())
+        self.tls_refusals += 1
+        self._protocol_errors += 1
+        self.log.warning("%s: %s: TLS handshake refused: %s; closing the connection", self.node_id, address, problem)
+        with trio.CancelScope(shield=True), trio.move_on_after(0.2):
+            await stream.aclose()
+        return None
+
+    async def _handshake_inbound(self, connection: Connection, address: str,
+                                 identity: Optional[Identity] = None) -> Optional[str]:
         try:
             with trio.move_on_after(self.options.handshake_timeout_s) as scope:
                 hello = await connection.read_message()
@@ -318,6 +389,10 @@ class TcpTransport:
                 self._problem(connection, f"no handshake within {self.options.handshake_timeout_s:g}s")
                 return None
             src, problem = self._check_hello(hello, address)
+            if problem is None and self.tls is not None:
+                problem = check_identity(hello.speaker, identity)
+            if problem is None and src.startswith("client:"):
+                self._client_roles[src] = identity.role if identity is not None else Role.ADMIN
             if problem is not None:
                 self._problem(connection, f"handshake refused: {problem}")
                 connection.write_message(HandshakeRefused(problem))
@@ -375,6 +450,7 @@ class TcpTransport:
             self._connections.discard(connection)
             if src not in self._links:
                 self._client_counters.pop(src, None)
+                self._client_roles.pop(src, None)
             await connection.aclose()
             if link is not None and link.connection is connection:
                 link.connection = None
@@ -472,12 +548,15 @@ async def open_tcp_transport(*, node_id: str, cluster_id: str, host: str, port: 
                              peers: dict[str, tuple[str, int]], clock: HybridClock, handler: Handler,
                              max_frame_bytes: int = wire.MAX_FRAME_BYTES_DEFAULT,
                              logger: Optional[logging.Logger] = None,
-                             options: Optional[TransportOptions] = None) -> AsyncIterator[TcpTransport]:
-    """Listen on host:port and serve peers and clients until the block exits."""
+                             options: Optional[TransportOptions] = None,
+                             tls: Optional[NodeTls] = None) -> AsyncIterator[TcpTransport]:
+    """Listen on host:port and serve peers and clients until the block exits.
+
+    `tls` None is --insecure: plain TCP, no authentication, every client admin."""
     transport = TcpTransport(node_id=node_id, cluster_id=cluster_id, peers=peers, clock=clock, handler=handler,
                              max_frame_bytes=max_frame_bytes,
                              logger=logger or logging.getLogger("chronodb.transport"),
-                             options=options or TransportOptions())
+                             options=options or TransportOptions(), tls=tls)
     try:
         listeners = await trio.open_tcp_listeners(port, host=host)
     except OSError as error:

@@ -11,7 +11,12 @@ Invariants:
   an unexpected exception is logged and becomes an ERROR envelope in the
   transport;
 - a node serves only tablets it replicates; others get `unknown_tablet`;
-- a fenced node drops Paxos traffic both ways and refuses reads and writes.
+- a fenced node drops Paxos traffic both ways and refuses reads and writes;
+- every request and one-way message is checked against the sender's role
+  (txn/api/permissions.py) before anything else: the TCP transport reads it
+  from the certificate (`transport.role_of(src)`); a refused request is
+  `ErrorReply(permission_denied)`, nothing done. A transport without roles
+  (the simulated network) trusts its parties: nodes are peers, clients admins.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ import trio
 from hlc import HybridClock
 from txn import api, wire
 from txn.api.errors import RequestFailed, failure
+from txn.api.permissions import permission_problem
 from txn.node.admin import NodeAdmin
 from txn.node.clock_watch import ClockWatch
 from txn.node.durability import node_durability
 from txn.node.export import export_page
 from txn.net.messaging import TransportError
+from txn.net.peer_rules import Role
 from txn.node.config import ClusterConfig
 from txn.tablet.tablet_replica import TabletReplica
 
@@ -62,6 +69,7 @@ class Node:
         self.transport: Any = None
         self.nursery: trio.Nursery | None = None
         self.bad_paxos_messages = 0
+        self.permission_denied = 0
         self.peers = [n.id for n in config.nodes if n.id != node_id]
         self.watch = ClockWatch(node_id, self.peers, clock, config.max_offset_ns, enabled=monitor_clocks)
         self.watch.on_change = self._set_fenced
@@ -77,7 +85,25 @@ class Node:
 
     # ---- Handler protocol ---------------------------------------------------
 
+    def role_of(self, src: str) -> Role | None:
+        """The sender's role: from the transport's certificates, else by name (simulation)."""
+        if src == self.node_id:
+            return Role.PEER  # call_tablet to a local replica
+        roles = getattr(self.transport, "role_of", None)
+        if roles is not None:
+            return roles(src)
+        return Role.PEER if src in self.peers else Role.ADMIN
+
+    def _refusal(self, src: str, msg: Any) -> str | None:
+        problem = permission_problem(self.role_of(src), msg)
+        if problem is not None:
+            self.permission_denied += 1
+            log.warning("refused %s from %s: %s", type(msg).__name__, src, problem)
+        return problem
+
     def handle_message(self, src: str, msg: Any) -> None:
+        if self._refusal(src, msg) is not None:
+            return
         if not isinstance(msg, api.PaxosEnvelope):
             log.warning("dropping unexpected one-way message %s from %s", type(msg).__name__, src)
             return
@@ -96,6 +122,9 @@ class Node:
         replica.paxos.deliver(src, inner)
 
     async def handle_request(self, src: str, msg: Any) -> Any:
+        problem = self._refusal(src, msg)
+        if problem is not None:
+            return api.ErrorReply(api.ErrorCode.PERMISSION_DENIED, f"{self.node_id}: permission denied: {problem}", None, None)
         try:
             return await self._dispatch(msg)
         except RequestFailed as failed:

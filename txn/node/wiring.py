@@ -31,6 +31,7 @@ from mvcc.engine import Engine, EngineError
 from mvcc.engine_leveldb import LevelDbEngine
 from paxos.types import PaxosConfig
 from txn.net.messaging import AddressInUse, TransportError
+from txn.net.tls import NodeTls
 from txn.net.transport import open_tcp_transport
 from txn.node.config import ClusterConfig, ConfigError, TabletConfig, ensure_node_dir, tablet_dir
 from txn.node.server import Node, NodeStartError
@@ -102,10 +103,10 @@ def open_engines(stack: ExitStack, data_dir: str | os.PathLike[str], config: Clu
 async def run_node(
     config: ClusterConfig, node_id: str, data_dir: str | os.PathLike[str], *,
     physical: SkewedClock | None = None, paxos_config: PaxosConfig | None = None,
-    gc_retention_ns: int | None = None,
+    gc_retention_ns: int | None = None, tls: NodeTls | None = None,
     task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run one real node (TCP, LevelDB, the system clock) until cancelled."""
+    """Run one real node (TCP, LevelDB, the system clock) until cancelled; `tls` None is --insecure."""
     try:
         me = config.node(node_id)
         ensure_node_dir(data_dir, config, node_id)
@@ -119,7 +120,7 @@ async def run_node(
             clock=clock, open_engine=lambda tablet: engines[tablet.id],
             open_transport=lambda handler: open_tcp_transport(
                 node_id=node_id, cluster_id=config.cluster_id, host=me.host, port=me.port,
-                peers=peers, clock=clock, handler=handler, logger=logging.getLogger("chronodb.transport"),
+                peers=peers, clock=clock, handler=handler, logger=logging.getLogger("chronodb.transport"), tls=tls,
             ),
             monotonic_ns=trio_monotonic_ns, seed=node_id, paxos_config=paxos_config or PaxosConfig(),
             gc_retention_ns=gc_retention_ns,
