@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tools.status",
     "tools.kv",
     "tools.skew",
+    "tools.fault",
     "tools.inspector",
     "tools.demo",
     "tools.bench",
