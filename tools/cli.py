@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tools.inspector",
     "tools.demo",
     "tools.bench",
+    "tools.verify",
     "tools.sim",
 )
 
