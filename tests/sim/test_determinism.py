@@ -90,3 +90,28 @@ def test_same_seed_same_trace_and_different_seed_differs(replay_seed: int | None
     assert any("lost (partition)" in line for line in trace_a)
     digest_c, _ = simulate(seed + 1)
     assert digest_c != digest_a, f"SEED={seed}: a different seed gave the same trace"
+
+
+# ---- the whole-stack simulation (txn/sim/sweep.py) replays too -----------------
+
+def test_cluster_seed_replays_exactly(replay_seed: int | None) -> None:
+    """Same seed: same delivery trace, marks and verdict; a seed of each scenario."""
+    import logging
+
+    from txn.sim.plan import SimPlan
+    from txn.sim.sweep import run_seed
+
+    logging.disable(logging.CRITICAL)
+    try:
+        seeds = [replay_seed] if replay_seed is not None else [
+            next(s for s in range(100) if SimPlan.from_seed(s).scenario == scenario)
+            for scenario in ("bounded", "beyond_offset")
+        ]
+        for seed in seeds:
+            first, second = run_seed(seed), run_seed(seed)
+            assert first.digest == second.digest, f"SEED={seed}: trace digests differ"
+            assert (first.marks, first.error, first.stats) == (second.marks, second.error, second.stats), f"SEED={seed}"
+        if replay_seed is None:
+            assert run_seed(seeds[0] + 1).digest != first.digest
+    finally:
+        logging.disable(logging.NOTSET)

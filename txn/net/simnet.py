@@ -25,6 +25,10 @@ Invariants:
   partition or a crash is lost; one queued before a heal is delivered.
   `crash(n)` bumps n's incarnation, which drops everything queued to or from
   it; `restart(n)` lets it send and receive again (its stream continues).
+- `pause(n)` models a stalled process (a GC or VM pause): every message to
+  or from n that falls due is held, in due order, instead of delivered;
+  `resume(n)` delivers what it held 1 ms apart, late but in order (unless
+  the other end is still paused, or a crash or partition intervenes).
 - With `check_wire=True` each envelope is round-tripped through
   `wire.encode`/`wire.decode` at send time.
 
@@ -74,6 +78,9 @@ class SimNetConfig:
     reorder=False keeps each link FIFO (a message is never delivered before
     one sent earlier on the same link); with reorder=True each message draws
     its own latency, so later messages may overtake earlier ones.
+    quantum_ns > 0 rounds every delivery time up to a multiple of it, so
+    messages land together in fewer instants (fewer scheduler rounds in a
+    simulation; the order within an instant stays the heap's key order).
     """
 
     latency_ns_min: int = 1_000_000
@@ -83,6 +90,7 @@ class SimNetConfig:
     reorder: bool = True
     check_wire: bool = False
     max_in_flight_per_link: int = 10_000
+    quantum_ns: int = 0
 
     def __attrs_post_init__(self) -> None:
         if self.latency_ns_min < MIN_LATENCY_NS:
@@ -144,6 +152,8 @@ class SimNetwork:
         self._nodes: dict[str, _Node] = {}
         self._links: dict[tuple[str, str], SimNetConfig] = {}
         self._blocked: set[tuple[str, str]] = set()
+        self._paused: set[str] = set()
+        self._held: list[_Entry] = []
         self._heap: list[_Entry] = []
         self._in_flight: dict[tuple[str, str], int] = {}
         self._last_at_ns: dict[tuple[str, str], int] = {}
@@ -207,6 +217,27 @@ class SimNetwork:
         node.up = True
         node.incarnation += 1
         self._record(f"restart {node_id}")
+
+    def pause(self, node_id: str) -> None:
+        """Hold every message to or from `node_id` until `resume` (a stalled process)."""
+        self._paused.add(node_id)
+        self._record(f"pause {node_id}")
+
+    def resume(self, node_id: str) -> None:
+        """Deliver what was held for `node_id`, late, in the order it fell due."""
+        self._paused.discard(node_id)
+        self._record(f"resume {node_id}")
+        keep, release = [], []
+        for entry in self._held:
+            (keep if entry.src in self._paused or entry.dst in self._paused else release).append(entry)
+        self._held = keep
+        start = now_ns() + MIN_LATENCY_NS
+        for i, entry in enumerate(release):
+            self._in_flight[(entry.src, entry.dst)] = self._in_flight.get((entry.src, entry.dst), 0) + 1
+            self._push(attrs.evolve(entry, at_ns=start + i))
+
+    def is_paused(self, node_id: str) -> bool:
+        return node_id in self._paused
 
     def is_up(self, node_id: str) -> bool:
         return self._nodes[node_id].up
@@ -282,6 +313,8 @@ class SimNetwork:
         start = now_ns()
         for copy, latency in enumerate(latencies):
             at_ns = start + latency
+            if link.quantum_ns > 0:
+                at_ns = -(-at_ns // link.quantum_ns) * link.quantum_ns
             if not link.reorder:
                 at_ns = max(at_ns, self._last_at_ns.get(key, 0))
                 self._last_at_ns[key] = at_ns
@@ -290,8 +323,10 @@ class SimNetwork:
                               node.incarnation, dst_incarnation))
 
     def _push(self, entry: _Entry) -> None:
+        # Wake the pump only when the next instant moved earlier; it sleeps until the head's.
+        if not self._heap or entry < self._heap[0]:
+            self._changed.set()
         heapq.heappush(self._heap, entry)
-        self._changed.set()
 
     # ------------------------------------------------------------- delivery
 
@@ -337,6 +372,9 @@ class SimNetwork:
             self._record(f"{tag} lost (receiver crashed) {envelope}")
         elif (src, dst) in self._blocked:
             self._record(f"{tag} lost (partition) {envelope}")
+        elif src in self._paused or dst in self._paused:
+            self._record(f"{tag} held (paused) {envelope}")
+            self._held.append(entry)
         elif not self._accept_clock(dst_node, src, envelope):
             self._record(f"{tag} rejected (clock) {envelope}")
         else:

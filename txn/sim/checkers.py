@@ -14,7 +14,16 @@ Checked:
   writes, and a read started after a write ended reads at ts >= ts(write);
 - snapshot reads: a read at T of key k returns exactly the committed version
   of k with the largest timestamp <= T (or nothing), with that version's
-  commit timestamp.
+  commit timestamp;
+- read-then-write: a read that observed version v and completed before write
+  W was invoked implies ts(W) > v;
+- repeatable reads: two reads of one key at the same T return the same
+  version.
+Besides histories, over what the simulation observed inside the nodes:
+- `check_lease_samples`: at most one lease holder per tablet at any sampled
+  instant;
+- `check_applied`: on every replica the applied command timestamps strictly
+  increase with the log index, and replicas agree on each index's command.
 """
 
 from __future__ import annotations
@@ -63,6 +72,8 @@ def check_history(history: list[Op], committed: dict[bytes, Committed]) -> list[
     problems += _nothing_invented(history, committed)
     problems += _external_consistency(history)
     problems += _snapshot_reads(history, committed)
+    problems += _read_then_write(history)
+    problems += _repeatable_reads(history)
     return problems
 
 
@@ -128,4 +139,75 @@ def _snapshot_reads(history: list[Op], committed: dict[bytes, Committed]) -> lis
                 f"read of {op.key!r} at {op.ts} returned {op.value!r} (version {op.version_ts}); "
                 f"committed history says {expected_value!r} (version {expected_ts})"
             )
+    return problems
+
+
+def _read_then_write(history: list[Op]) -> list[str]:
+    """R (observed version v) ended before W started => ts(W) > v."""
+    reads = sorted((op for op in history if op.kind == "read" and op.outcome == OK and op.version_ts is not None),
+                   key=lambda op: op.end_ns)
+    writes = sorted((op for op in history if op.kind == "write" and op.outcome == OK), key=lambda op: op.start_ns)
+    problems = []
+    seen: Op | None = None
+    finished = 0
+    for write in writes:
+        while finished < len(reads) and reads[finished].end_ns < write.start_ns:
+            read = reads[finished]
+            if seen is None or read.version_ts > seen.version_ts:  # type: ignore[operator]
+                seen = read
+            finished += 1
+        if seen is not None and not write.ts > seen.version_ts:  # type: ignore[operator]
+            problems.append(f"write {write.key!r} at {write.ts} started after a read of {seen.key!r} "
+                            f"had observed version {seen.version_ts}")
+    return problems
+
+
+def _repeatable_reads(history: list[Op]) -> list[str]:
+    answers: dict[tuple[bytes, Timestamp], tuple[bytes | None, Timestamp | None]] = {}
+    problems = []
+    for op in history:
+        if op.kind != "read" or op.outcome != OK or op.ts is None:
+            continue
+        got = (op.value, op.version_ts if op.value is not None else None)
+        first = answers.setdefault((op.key, op.ts), got)
+        if got != first:
+            problems.append(f"two reads of {op.key!r} at {op.ts} differ: {first} then {got}")
+    return problems
+
+
+@attrs.frozen
+class LeaseSample:
+    at_ns: int
+    tablet: str
+    holders: tuple[str, ...]  # replicas (node/incarnation) whose core says it holds the lease
+
+
+def check_lease_samples(samples: list[LeaseSample]) -> list[str]:
+    return [f"{len(s.holders)} lease holders of {s.tablet} at {s.at_ns}: {', '.join(s.holders)}"
+            for s in samples if len(s.holders) > 1]
+
+
+@attrs.frozen
+class Applied:
+    tablet: str
+    replica: str  # node id and incarnation, e.g. "n2#1"
+    index: int
+    ts: Timestamp
+
+
+def check_applied(applied: list[Applied]) -> list[str]:
+    """Per replica incarnation: ts strictly increasing with index; per tablet: one ts per index."""
+    problems = []
+    last: dict[tuple[str, str], Applied] = {}
+    by_index: dict[tuple[str, int], Applied] = {}
+    for record in applied:
+        previous = last.get((record.tablet, record.replica))
+        if previous is not None and not (record.index > previous.index and record.ts > previous.ts):
+            problems.append(f"{record.tablet} on {record.replica}: applied index {record.index} at {record.ts} "
+                            f"after index {previous.index} at {previous.ts}")
+        last[(record.tablet, record.replica)] = record
+        other = by_index.setdefault((record.tablet, record.index), record)
+        if other.ts != record.ts:
+            problems.append(f"{record.tablet} index {record.index}: {other.replica} applied ts {other.ts}, "
+                            f"{record.replica} applied ts {record.ts}")
     return problems

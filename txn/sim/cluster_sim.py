@@ -1,90 +1,268 @@
-"""Seeded simulation of one tablet on three nodes: the node and client that ship, on a simulated world.
+"""The whole-stack simulation: the node and client that ship, on a simulated world.
 
 Role: each node is assembled by `txn.node.wiring.build_node` and run by
 `serve_node` exactly as `chronodb node` does, but on the simulated network
-(txn/net/simnet.py), `DictEngine`s whose crashes lose unsynced writes, and
-`VirtualClock`s with offsets; clients are the real client library
-(txn/client/) on a simulated connection, so its retry and outcome-unknown
-rules run here too. `simulate(seed)` returns (history, committed versions,
-counters); tests check the history with txn/sim/checkers.py. Everything
-random comes from the seed: the plan, the network's per-sender streams, and
-trio's scheduler (its module-level random is seeded, so task order replays).
+(txn/net/simnet.py), `DictEngine`s (one per replica) whose crashes lose
+unsynced writes, and `VirtualClock`s with offsets and drifts; clients are the
+real client library (txn/sim/sim_client.py). `simulate(plan)` runs the plan
+of one seed (txn/sim/plan.py): a workload under the plan's faults
+(txn/sim/faults.py), then everything healed and a liveness check, and
+returns a `SimOutcome` for the checkers (txn/sim/checkers.py); txn/sim/sweep.py
+runs seeds and judges them.
+
+Observed inside the nodes, without changing them: every applied command's
+(replica, index, ts) through `TabletState.on_applied` (chained), the lease
+holders of every tablet sampled after every Paxos driver turn (every
+incarnation's core counts until its lease expires: a crashed holder's lease
+still binds its successors), node tasks dying of an exception, and coverage marks
+of every node incarnation (Paxos core, tablet replica, clock watch) plus the
+harness's own (`sim.*`).
+
+Everything random comes from the seed: the plan, the network's per-sender
+streams, the fault and client streams, and trio's scheduler (seeded through
+a private hook; pyproject.toml pins trio's version for that reason).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import random
+import traceback
 from typing import Any, AsyncIterator
 
 import attrs
 import trio
-import trio.testing
 
 from hlc import HybridClock
 from hlc.physical import VirtualClock
 from mvcc.engine import DictEngine
-from txn.client import Client, ClientError, OutcomeUnknown, open_client
-from txn.net.simnet import SimNetConfig, SimNetwork
-from txn.node.config import ClusterConfig, NodeConfig, TabletConfig
+from paxos.replica import Replica
+from txn.net.simnet import SimNetwork
+from txn.node.config import ClusterConfig, NodeConfig
 from txn.node.server import Node
 from txn.node.wiring import NodeEnvironment, build_node, serve_node, trio_monotonic_ns
-from txn.sim.checkers import FAILED, OK, UNKNOWN, Committed, Op
-
-NODES = ("n1", "n2", "n3")
-MAX_OFFSET_NS = 10_000_000
-KEYS = [b"a", b"b", b"c", b"d"]
-FAULT_PHASE_S = 6.0
-HEALED_PHASE_S = 4.0
+from txn.sim.checkers import OK, Applied, Committed, LeaseSample, Op
+from txn.sim.plan import HEAL_PHASE_S, KEYS, LIVENESS_BOUND_S, MAX_OFFSET_NS, SimPlan, tablet_of
+from txn.sim.sim_client import SimClient
 
 
 def seed_trio_scheduler(seed: int) -> None:
     """Trio shuffles runnable batches with a module-level Random; seed it to replay."""
-    trio._core._run._r.seed(f"{seed}/trio")  # noqa: SLF001 - test-only determinism hook
+    trio._core._run._r.seed(f"{seed}/trio")  # noqa: SLF001 - test-only determinism hook (trio pinned)
 
 
 @attrs.define(eq=False)
+class SimOutcome:
+    history: list[Op]
+    committed: dict[bytes, Committed]
+    applied: list[Applied]
+    lease_violations: list[LeaseSample]
+    errors: list[str]  # node deaths, liveness and fencing failures
+    marks: collections.Counter[str]
+    counters: collections.Counter[str]
+    trace: list[str]
+    digest: str
+
+
 class SimCluster:
-    seed: int
-    net: SimNetwork
-    config: ClusterConfig
-    clocks: dict[str, VirtualClock]
-    engines: dict[str, DictEngine] = attrs.Factory(dict)
-    nodes: dict[str, Node] = attrs.Factory(dict)
-    scopes: dict[str, trio.CancelScope] = attrs.Factory(dict)
-    crashes: int = 0
+    def __init__(self, plan: SimPlan, net: SimNetwork) -> None:
+        self.plan = plan
+        self.net = net
+        self.config = ClusterConfig(
+            "sim", MAX_OFFSET_NS, [NodeConfig(n, n, 0) for n in plan.node_ids],  # host = node id: the sim dialer's address
+            list(plan.tablets),
+        )
+        self.clocks = {n: VirtualClock(plan.offsets_ns[n], plan.drifts_ppm[n]) for n in plan.node_ids}
+        self.engines = {(n, t.id): DictEngine() for t in plan.tablets for n in t.replicas}
+        self.nodes: dict[str, Node] = {}
+        self.incarnation: collections.Counter[str] = collections.Counter()
+        self.scopes: dict[str, trio.CancelScope] = {}
+        self.down: set[str] = set()
+        self.errors: list[str] = []
+        self.marks: collections.Counter[str] = collections.Counter()
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.applied: list[Applied] = []
+        self.lease_violations: list[LeaseSample] = []
+        self.cores: dict[str, list[tuple[str, Replica]]] = {t.id: [] for t in plan.tablets}
+        self.holder: dict[str, str | None] = {t.id: None for t in plan.tablets}
+        self.writes_in_flight: collections.Counter[str] = collections.Counter()
+        self.history: list[Op] = []
+        self.gate_open = True
+        self.busy = 0
+        self.snapshot_receiving = trio.Event()  # set when some replica is part way through receiving a snapshot
+
+    # ---- nodes -------------------------------------------------------------
 
     def environment(self, node_id: str) -> NodeEnvironment:
         hlc = HybridClock(self.clocks[node_id], MAX_OFFSET_NS)
         return NodeEnvironment(
-            clock=hlc, open_engine=lambda tablet: self.engines[node_id],
+            clock=hlc, open_engine=lambda tablet: self.engines[(node_id, tablet.id)],
             open_transport=lambda handler: _already_open(self.net.endpoint(node_id, handler, hlc)),
-            monotonic_ns=trio_monotonic_ns, seed=f"{self.seed}/{node_id}",
-            gc_retention_ns=10**15, monitor_clocks=False,  # offsets stay within bounds here
+            monotonic_ns=trio_monotonic_ns, seed=f"{self.plan.seed}/{node_id}/{self.incarnation[node_id]}",
+            paxos_config=self.plan.paxos, gc_retention_ns=10**15, monitor_clocks=self.plan.monitor_clocks,
         )
 
-    async def run_node(self, node_id: str, nursery: trio.Nursery) -> None:
+    def start_node(self, node_id: str, nursery: trio.Nursery) -> None:
         env = self.environment(node_id)
         node = build_node(self.config, node_id, env)
+        label = f"{node_id}#{self.incarnation[node_id]}"
+        for tablet_id, replica in node.replicas.items():
+            self._observe_applies(tablet_id, label, replica.state)
+            self.cores[tablet_id].append((label, replica.paxos.core))
+            self._observe_leases(tablet_id, replica.paxos)
         self.nodes[node_id] = node
-        scope = trio.CancelScope()
-        self.scopes[node_id] = scope
+        scope = self.scopes[node_id] = trio.CancelScope()
 
         async def body() -> None:
             with scope:
-                await serve_node(node, env)
+                try:
+                    await serve_node(node, env)
+                except Exception as error:  # a node process dying is a failure of the seed
+                    frames = "".join(traceback.format_exception(error)[-6:])
+                    self.errors.append(f"node {label} died at {trio.current_time():.3f}s: {error!r}\n{frames}")
 
         nursery.start_soon(body)
 
+    def _observe_applies(self, tablet_id: str, label: str, state: Any) -> None:
+        inner = state.on_applied
+
+        def on_applied(index: int, command: object) -> None:
+            if command is not None and hasattr(command, "ts"):
+                self.applied.append(Applied(tablet_id, label, index, command.ts))
+            if inner is not None:
+                inner(index, command)
+
+        state.on_applied = on_applied
+
     def crash(self, node_id: str) -> None:
+        self.collect_marks(self.nodes[node_id])
         self.scopes[node_id].cancel()
         self.net.crash(node_id)
-        self.engines[node_id] = self.engines[node_id].after_crash()
-        self.crashes += 1
+        for key, engine in self.engines.items():
+            if key[0] == node_id:
+                self.engines[key] = engine.after_crash()
+        self.down.add(node_id)
+        self.counters["crashes"] += 1
 
-    async def restart(self, node_id: str, nursery: trio.Nursery) -> None:
+    def restart(self, node_id: str, nursery: trio.Nursery) -> None:
         self.net.restart(node_id)
-        await self.run_node(node_id, nursery)
+        self.incarnation[node_id] += 1
+        self.down.discard(node_id)
+        self.start_node(node_id, nursery)
+
+    def collect_marks(self, node: Node) -> None:
+        self.marks.update(node.watch.marks)
+        for replica in node.replicas.values():
+            self.marks.update(replica.marks)
+            self.marks.update({name: count for name, count in replica.paxos.core.counters.items() if count})
+
+    def receiving_snapshot(self) -> list[str]:
+        """Up nodes with a snapshot transfer under way to one of their replicas."""
+        return [n for n, node in sorted(self.nodes.items())
+                if n not in self.down and any(r.paxos.core.receiving is not None for r in node.replicas.values())]
+
+    def lease_holder(self, tablet_id: str) -> str | None:
+        for node_id, node in sorted(self.nodes.items()):
+            replica = node.replicas.get(tablet_id)
+            if node_id not in self.down and replica is not None and replica.paxos.has_lease():
+                return node_id
+        return None
+
+    # ---- observers -------------------------------------------------------------
+
+    def _observe_leases(self, tablet_id: str, driver: Any) -> None:
+        """Sample the tablet's lease holders after every turn of this driver.
+
+        A second holder can only appear in a turn (a lease is acquired on an
+        Accepted, or by advancing time in `tick`, both inside the turn), so
+        sampling after each turn of every replica sees every overlap begin."""
+        inner = driver._after_turn  # noqa: SLF001 - observing the driver, not changing it
+
+        def after_turn(now: int) -> None:
+            inner(now)
+            self.sample_leases(tablet_id, now)
+            if driver.core.receiving is not None:
+                self.snapshot_receiving.set()
+
+        driver._after_turn = after_turn
+
+    def sample_leases(self, tablet_id: str, now: int) -> None:
+        cores = self.cores[tablet_id]
+        holders = tuple(label for label, core in cores if core.has_lease(now))
+        if len(holders) > 1:
+            self.lease_violations.append(LeaseSample(now, tablet_id, holders))
+        if len(cores) > len(self.plan.node_ids):  # forget crashed incarnations once their lease ran out
+            current = {f"{n}#{self.incarnation[n]}" for n in self.plan.node_ids}
+            cores[:] = [(label, core) for label, core in cores if label in current or core.has_lease(now)]
+        holder = holders[0].split("#")[0] if len(holders) == 1 else self.holder[tablet_id]
+        if holder != self.holder[tablet_id]:
+            if self.holder[tablet_id] is not None and self.writes_in_flight[tablet_id]:
+                self.marks["sim.failover_under_load"] += 1
+            self.holder[tablet_id] = holder
+
+    def write_in_flight(self, key: bytes, delta: int) -> None:
+        self.writes_in_flight[tablet_of(self.plan.tablets, key).id] += delta
+
+    # ---- workload ------------------------------------------------------------
+
+    def client(self, name: str, home: str) -> SimClient:
+        return SimClient(name, self.net, self.plan.node_ids, MAX_OFFSET_NS, self.history, home=home,
+                         in_flight=self.write_in_flight)
+
+    async def run_client(self, client: SimClient, stream: random.Random, end_s: float) -> None:
+        async with client.open():
+            while trio.current_time() < end_s:
+                while not self.gate_open:
+                    await trio.sleep(0.005)
+                self.busy += 1
+                try:
+                    await _one_operation(client, stream)
+                finally:
+                    self.busy -= 1
+                await trio.sleep(stream.uniform(0.001, 0.03))
+
+    async def check_liveness(self) -> None:
+        """Every tablet takes a new write within LIVENESS_BOUND_S of healing."""
+        final = self.client("final", self.plan.node_ids[0])
+        async with final.open():
+            for tablet in self.plan.tablets:
+                key = next(k for k in KEYS if tablet.contains(k))
+                deadline = trio.current_time() + LIVENESS_BOUND_S
+                while True:
+                    op = await final.write(key, f"live-{tablet.id}".encode(), timeout_s=0.5)
+                    if op.outcome == OK:
+                        break
+                    if trio.current_time() > deadline:
+                        states = {n: str(node.replicas[tablet.id].status()) for n, node in self.nodes.items() if tablet.id in node.replicas}
+                        self.errors.append(f"tablet {tablet.id} not live {LIVENESS_BOUND_S}s after healing: {states}")
+                        return
+                    await trio.sleep(0.02)
+
+    def committed(self) -> dict[bytes, Committed]:
+        """Every key's versions, from the replica of its tablet that applied the most."""
+        result = {}
+        for tablet in self.plan.tablets:
+            replicas = [node.replicas[tablet.id] for n, node in sorted(self.nodes.items()) if tablet.id in node.replicas]
+            best = max(replicas, key=lambda r: r.state.applied_index())
+            for key in KEYS:
+                if tablet.contains(key):
+                    result[key] = Committed(key, sorted((v.ts, v.value) for v in best.state.store.versions(key)))
+        return result
+
+
+async def _one_operation(client: SimClient, stream: random.Random) -> None:
+    key = stream.choice(KEYS)
+    choice = stream.random()
+    if choice < 0.45:
+        value = None if stream.random() < 0.1 else f"{client.name}-{stream.randrange(10**6)}".encode()
+        await client.write(key, value)
+    elif choice < 0.7:
+        await client.read(key)
+    elif choice < 0.85 or not client.read_stamps:
+        await client.read(key, stale_ns=stream.choice((0, 20_000_000, 200_000_000)))
+    else:
+        await client.read(key, at=stream.choice(client.read_stamps[-20:]))
 
 
 @contextlib.asynccontextmanager
@@ -92,179 +270,28 @@ async def _already_open(transport: Any) -> AsyncIterator[Any]:
     yield transport
 
 
-class SimConnection:
-    """The client library's view of one node over the simulated network."""
+async def simulate(plan: SimPlan) -> SimOutcome:
+    from txn.sim.faults import FaultDriver  # the fault driver needs SimCluster
 
-    def __init__(self, endpoint: Any, node_id: str) -> None:
-        self.endpoint = endpoint
-        self.node_id = node_id
-        self.cluster_id: str | None = "sim"
-        self.broken: str | None = None
-
-    async def call(self, message: object, *, timeout_s: float) -> object:
-        return await self.endpoint.call(self.node_id, message, timeout_s=timeout_s)
-
-
-class SimClient:
-    """The real client library (txn/client/) on a simulated endpoint, recording its history."""
-
-    def __init__(self, name: str, net: SimNetwork, history: list[Op], clock: VirtualClock, *, home: str = NODES[0]) -> None:
-        self.name = name
-        self.home = home
-        self.endpoint = net.endpoint(name, self)
-        # Clients speak TCP: their requests are never dropped (short of a
-        # partition or crash), duplicated or reordered by the network; the
-        # nodes do not deduplicate requests (see ARCHITECTURE.md).
-        tcp_like = attrs.evolve(net.config, drop_rate=0.0, duplicate_rate=0.0, reorder=False)
-        for node_id in NODES:
-            net.set_link(name, node_id, tcp_like)
-            net.set_link(node_id, name, tcp_like)
-        self.history = history
-        self.clock = clock
-        self.last_problem = ""
-        self.client: Client | None = None
-
-    def handle_message(self, src: str, msg: object) -> None:
-        pass
-
-    async def handle_request(self, src: str, msg: object) -> object:
-        raise AssertionError("clients serve nothing")
-
-    @contextlib.asynccontextmanager
-    async def _dial(self, address: tuple[str, int], cluster_id: str | None, clock: HybridClock) -> AsyncIterator[SimConnection]:
-        yield SimConnection(self.endpoint, address[0])
-
-    @contextlib.asynccontextmanager
-    async def open(self) -> AsyncIterator["SimClient"]:
-        addresses = [(n, 0) for n in [self.home] + [n for n in NODES if n != self.home]]
-        async with open_client(addresses, cluster_id="sim", clock=HybridClock(self.clock, MAX_OFFSET_NS),
-                               timeout_s=2.0, dial=self._dial) as client:
-            self.client = client
-            yield self
-
-    async def write(self, key: bytes, value: bytes | None) -> None:
-        assert self.client is not None
-        start = round(trio.current_time() * 1e9)
-        outcome, ts = OK, None
-        try:
-            result = await self.client.write([(key, value)])
-            ts = result.ts
-        except OutcomeUnknown as error:
-            outcome, self.last_problem = UNKNOWN, str(error)
-        except ClientError as error:
-            outcome, self.last_problem = FAILED, str(error)
-        end = round(trio.current_time() * 1e9)
-        self.history.append(Op("write", key, value, start, end, outcome, ts))
-
-    async def strong_read(self, key: bytes) -> None:
-        assert self.client is not None
-        start = round(trio.current_time() * 1e9)
-        try:
-            result = await self.client.get(key)
-        except ClientError as error:
-            self.last_problem = str(error)
-            return
-        end = round(trio.current_time() * 1e9)
-        self.history.append(Op("read", key, result.value, start, end, OK, result.ts, result.version_ts, strong=True))
-
-    async def stale_read(self, key: bytes, staleness_ns: int) -> None:
-        assert self.client is not None
-        start = round(trio.current_time() * 1e9)
-        try:
-            result = await self.client.get(key, stale_ns=staleness_ns, timeout_s=0.6)
-        except ClientError as error:
-            self.last_problem = str(error)
-            return
-        end = round(trio.current_time() * 1e9)
-        self.history.append(Op("read", key, result.value, start, end, OK, result.ts, result.version_ts))
-
-
-async def simulate(seed: int) -> tuple[list[Op], dict[bytes, Committed], dict[str, int]]:
-    plan = random.Random(f"{seed}/plan")
-    net = SimNetwork(seed, SimNetConfig(
-        latency_ns_min=1_000_000, latency_ns_max=plan.choice([3_000_000, 8_000_000]),
-        drop_rate=plan.choice([0.0, 0.01, 0.03]), duplicate_rate=plan.choice([0.0, 0.02]),
-    ))
-    config = ClusterConfig(
-        "sim", MAX_OFFSET_NS, [NodeConfig(n, n, 0) for n in NODES],  # host = node id: the sim dialer's address
-        [TabletConfig("t1", b"", None, NODES, "n1")],
-    )
-    # Offsets within +-max_offset/2, so any two clocks are within max_offset.
-    clocks = {n: VirtualClock(offset_ns=plan.randint(-MAX_OFFSET_NS // 2, MAX_OFFSET_NS // 2)) for n in NODES}
-    cluster = SimCluster(seed, net, config, clocks, {n: DictEngine() for n in NODES})
-    history: list[Op] = []
-    counters = {"crashes": 0, "partitions": 0}
+    net = SimNetwork(plan.seed, plan.network)
+    cluster = SimCluster(plan, net)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(net.pump)
-        for node_id in NODES:
-            await cluster.run_node(node_id, nursery)
-        clients = [SimClient(f"c{i}", net, history, VirtualClock(), home=NODES[i % len(NODES)]) for i in range(3)]
-        fault_end = trio.current_time() + FAULT_PHASE_S
-        end = fault_end + HEALED_PHASE_S
-
-        async def workload(client: SimClient, stream: random.Random) -> None:
-            while trio.current_time() < end:
-                key = stream.choice(KEYS)
-                choice = stream.random()
-                if choice < 0.5:
-                    value = None if stream.random() < 0.1 else f"{client.name}-{stream.randrange(10**6)}".encode()
-                    await client.write(key, value)
-                elif choice < 0.8:
-                    await client.strong_read(key)
-                else:
-                    await client.stale_read(key, stream.choice([0, 50_000_000, 300_000_000]))
-                await trio.sleep(stream.uniform(0.001, 0.05))
-
-        async def faults() -> None:
-            stream = random.Random(f"{seed}/faults")
-            await trio.sleep(1.0)
-            while trio.current_time() < fault_end - 1.0:
-                await trio.sleep(stream.uniform(0.3, 1.5))
-                victim = stream.choice(NODES)
-                if stream.random() < 0.5:
-                    cluster.crash(victim)
-                    counters["crashes"] += 1
-                    await trio.sleep(stream.uniform(0.2, 1.5))
-                    await cluster.restart(victim, nursery)
-                else:
-                    others = [n for n in NODES if n != victim]
-                    net.partition([victim], others, one_way=stream.random() < 0.3)
-                    counters["partitions"] += 1
-                    await trio.sleep(stream.uniform(0.3, 1.5))
-                    net.heal()
-            net.heal()
-
-        async def run_client(client: SimClient, stream: random.Random) -> None:
-            async with client.open():
-                await workload(client, stream)
-
+        for node_id in plan.node_ids:
+            cluster.start_node(node_id, nursery)
+        faults = FaultDriver(cluster, nursery)
+        heal_at = trio.current_time() + faults.duration_s
         async with trio.open_nursery() as work:
-            work.start_soon(faults)
-            for i, client in enumerate(clients):
-                work.start_soon(run_client, client, random.Random(f"{seed}/client/{i}"))
-        # The final answer: a strong read of every key through the leader (all applied there).
-        final = SimClient("final", net, [], VirtualClock())
-        served_by = None
-        async with final.open():
-            assert final.client is not None
-            for key in KEYS:
-                try:
-                    served_by = (await final.client.get(key, timeout_s=10.0)).served_by
-                except ClientError as error:
-                    states = {n: (node.replicas["t1"].status(), sorted(node.replicas["t1"].pending), node.replicas["t1"].floor) for n, node in cluster.nodes.items()}
-                    raise AssertionError(f"SEED={seed}: no leader after healing ({error}): {states}") from None
-        assert served_by is not None
-        leader = cluster.nodes[served_by].replicas["t1"]
-        committed = {}
-        for key in KEYS:
-            versions = sorted((v.ts, v.value) for v in leader.state.store.versions(key))
-            committed[key] = Committed(key, versions)
-        counters["acked_after_heal"] = sum(
-            1 for op in history if op.kind == "write" and op.outcome == OK and op.start_ns > fault_end * 1e9)
+            work.start_soon(faults.run)
+            for i in range(plan.clients):
+                client = cluster.client(f"c{i}", plan.node_ids[i % len(plan.node_ids)])
+                work.start_soon(cluster.run_client, client, random.Random(f"{plan.seed}/client/{i}"), heal_at + HEAL_PHASE_S)
+        await cluster.check_liveness()
+        await faults.check_rejoined()
+        committed = cluster.committed()
+        for node in cluster.nodes.values():
+            cluster.collect_marks(node)
         nursery.cancel_scope.cancel()
-    return history, committed, counters
+    return SimOutcome(cluster.history, committed, cluster.applied, cluster.lease_violations, cluster.errors,
+                      cluster.marks, cluster.counters, net.trace(), net.trace_digest())
 
-
-def run_seed(seed: int) -> tuple[list[Op], dict[bytes, Committed], dict[str, int]]:
-    seed_trio_scheduler(seed)
-    return trio.run(simulate, seed, clock=trio.testing.MockClock(autojump_threshold=0))
