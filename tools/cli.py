@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tools.node",
     "tools.status",
     "tools.kv",
+    "tools.txn_cli",
     "tools.skew",
     "tools.fault",
     "tools.inspector",
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="chronodb",
         description="chronodb: a timestamp-ordered, transactional key-value store.",
         epilog="Exit codes: 0 success, 1 negative answer (not found, unhealthy), 2 bad usage or configuration, "
-        "3 no node reachable, 4 no leader within the deadline, 5 outcome unknown (a write may or may not have committed).",
+        "3 no node reachable, 4 no leader within the deadline, 5 outcome unknown (a write may or may not have committed), "
+        "6 transaction aborted on every attempt.",
     )
     parser.add_argument("--version", action="version", version=f"chronodb {version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

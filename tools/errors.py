@@ -3,8 +3,9 @@
 Exit codes (also listed in `chronodb --help`): 0 success, 1 a negative answer
 (not found, not healthy), 2 bad usage or configuration, 3 no node reachable
 (connection refused), 4 no leader (or no replica) within the deadline,
-5 outcome unknown (a write may or may not have committed). Every code has
-exactly one meaning.
+5 outcome unknown (a write may or may not have committed), 6 a transaction
+aborted on every attempt (nothing of it is visible). Every code has exactly
+one meaning.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_NO_LEADER = 4
 EXIT_OUTCOME_UNKNOWN = 5
+EXIT_ABORTED = 6
 
 
 class CliError(Exception):

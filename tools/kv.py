@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Any
 
 import trio
@@ -112,10 +111,15 @@ def _print_write(args: argparse.Namespace, key: bytes, result: Any) -> int:
 
 def run_get(args: argparse.Namespace) -> int:
     key = to_bytes(args.key, args.hex, "KEY")
-    at = parse_ts(args.at) if args.at else None
     stale = parse_dur(args.stale, "--stale") if args.stale else None
     max_stale = parse_dur(args.max_stale, "--max-stale") if args.max_stale else None
-    result = with_client(args, lambda c, t: c.get(key, at=at, stale_ns=stale, max_stale_ns=max_stale, timeout_s=t))
+    check_at(args.at)
+
+    async def get(client, timeout_s):
+        at = await resolve_at(client, args.at)
+        return await client.get(key, at=at, stale_ns=stale, max_stale_ns=max_stale, timeout_s=timeout_s)
+
+    result = with_client(args, get)
     if args.json:
         emit({
             "key": printable(key), "value": None if result.value is None else printable(result.value),
@@ -134,8 +138,12 @@ def run_scan(args: argparse.Namespace) -> int:
     end = to_bytes(args.end, args.hex, "END") if args.end != "" else None
     if args.limit is not None and args.limit <= 0:
         raise CliError("--limit must be positive")
-    at = parse_ts(args.at) if args.at else None
-    result = with_client(args, lambda c, t: c.scan(start, end, at=at, limit=args.limit, timeout_s=t))
+    check_at(args.at)
+
+    async def scan(client, timeout_s):
+        return await client.scan(start, end, at=await resolve_at(client, args.at), limit=args.limit, timeout_s=timeout_s)
+
+    result = with_client(args, scan)
     for row in result.rows:
         if args.json:
             emit({"key": printable(row.key), "value": printable(row.value), "version_ts": str(row.version_ts)})
@@ -144,11 +152,26 @@ def run_scan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def parse_ts(text: str) -> Timestamp:
+def parse_ts(text: str, now_ns: int) -> Timestamp:
     try:
-        return parse_user_timestamp(text, time.time_ns())
+        return parse_user_timestamp(text, now_ns)
     except ValueError as error:
         raise CliError(f"bad timestamp: {error}") from None
+
+
+def check_at(text: str | None) -> str | None:
+    """A usage error for a malformed `--at` before anything connects."""
+    if text:
+        parse_ts(text, 1 << 62)
+    return text
+
+
+async def resolve_at(client, text: str | None) -> Timestamp | None:
+    """`--at TS`; a relative one (-5s) is relative to a node's clock (TimestampRequest), not this machine's."""
+    if not text:
+        return None
+    relative = text.strip()[:1] in ("-", "+")
+    return parse_ts(text, (await client.node_timestamp()).now.wall if relative else 0)
 
 
 def parse_dur(text: str, flag: str) -> int:

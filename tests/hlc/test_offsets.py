@@ -1,68 +1,199 @@
-"""Clock-offset estimation and the fencing decision."""
+"""Clock-offset estimation and the fencing decision (hlc/offsets.py, DESIGN.md contract 6)."""
 
 from __future__ import annotations
 
-from hlc.offsets import OffsetMonitor
+import itertools
+import random
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from hlc.offsets import DRIFT_PPM, STALE_AFTER_NS, FenceCause, OffsetMonitor
 
 MS = 1_000_000
+MAX_OFFSET = 10 * MS
+LIMIT = 9 * MS  # the default fence fraction, 0.9
 
 
-def probe(monitor: OffsetMonitor, peer: str, now: int, offset: int, rtt: int = 2 * MS) -> None:
-    monitor.record(peer, now, now + rtt // 2 + offset, now + rtt)
+def probe(monitor: OffsetMonitor, peer: str, now: int, offset: int, rtt: int = 2 * MS, noise: int = 0) -> None:
+    """A round trip of `rtt` to a peer `offset` ahead; its clock is read `noise` off the midpoint."""
+    monitor.record(peer, now, now + rtt // 2 + offset + noise, now + rtt)
+
+
+def views(clocks: dict[str, int], errors: dict[tuple[str, str], int], noises: dict[tuple[str, str], int],
+          now: int = 1_000 * MS) -> dict[str, OffsetMonitor]:
+    """Each node's own monitor, fed one sample of each peer it measures: true offset, bounded error and noise."""
+    monitors = {}
+    for me in clocks:
+        peers = sorted(set(clocks) - {me})
+        monitor = OffsetMonitor(me, peers, MAX_OFFSET)
+        for peer in peers:
+            if (me, peer) in errors:
+                error = errors[me, peer]
+                probe(monitor, peer, now, clocks[peer] - clocks[me], rtt=2 * error, noise=noises[me, peer])
+        monitor.evaluate(now + 2 * LIMIT)  # after the slowest round trip
+        monitors[me] = monitor
+    return monitors
+
+
+def serving(monitors: dict[str, OffsetMonitor]) -> list[str]:
+    return sorted(node for node, monitor in monitors.items() if not monitor.fenced)
 
 
 def test_estimate_and_error_bound() -> None:
-    monitor = OffsetMonitor(["n2", "n3"], 10 * MS)
+    monitor = OffsetMonitor("n1", ["n2", "n3"], MAX_OFFSET)
     probe(monitor, "n2", 1_000 * MS, 3 * MS, rtt=4 * MS)
     assert monitor.offsets() == (("n2", 3 * MS, 2 * MS),)
 
 
 def test_boot_grace_then_serving() -> None:
-    monitor = OffsetMonitor(["n2", "n3"], 10 * MS)
-    assert monitor.evaluate(0).fenced and "waiting" in monitor.reason
+    monitor = OffsetMonitor("n1", ["n2", "n3"], MAX_OFFSET)
+    assert monitor.evaluate(0).fenced and monitor.cause is FenceCause.WAITING
     probe(monitor, "n2", 10 * MS, 1 * MS)
     assert not monitor.evaluate(20 * MS).fenced  # itself and n2: a majority of three
-    five = OffsetMonitor(["n2", "n3", "n4", "n5"], 10 * MS)
+    five = OffsetMonitor("n1", ["n2", "n3", "n4", "n5"], MAX_OFFSET)
     probe(five, "n2", 10 * MS, 1 * MS)
     assert five.evaluate(20 * MS).fenced  # two of five are not a majority
     probe(five, "n3", 10 * MS, -2 * MS)
     assert not five.evaluate(20 * MS).fenced
 
 
-def test_fences_on_majority_and_recovers_after_streak() -> None:
-    monitor = OffsetMonitor(["n2", "n3"], 10 * MS)
-    now = 0
-    for _ in range(2):
-        now += 100 * MS
-        probe(monitor, "n2", now, 0)
-        probe(monitor, "n3", now, 0)
-    assert not monitor.evaluate(now).fenced
-    now += 100 * MS
-    probe(monitor, "n2", now, 10 * MS)  # one bad peer: not fenced
-    assert not monitor.evaluate(now).fenced
-    probe(monitor, "n3", now, -10 * MS)
-    state = monitor.evaluate(now)
-    assert state.fenced and "beyond 8ms" in state.reason and monitor.fence_events == 1
-    for i in range(3):
-        now += 100 * MS
-        probe(monitor, "n2", now, 0)
-        probe(monitor, "n3", now, 0)
-        assert monitor.evaluate(now).fenced == (i < 2)
+def test_the_window_intersects_its_samples() -> None:
+    monitor = OffsetMonitor("n1", ["n2", "n3"], MAX_OFFSET)
+    probe(monitor, "n2", 0, 2 * MS, rtt=1 * MS)  # [1.5, 2.5]ms
+    probe(monitor, "n2", 200 * MS, 3 * MS, rtt=6 * MS)  # slow, [0, 6]ms: the fast one still bounds it
+    (_, offset, error), = monitor.offsets()
+    drift = (206 - 1) * MS * DRIFT_PPM // 1_000_000  # the first sample widened by its age
+    assert (offset, error) == (2 * MS, MS // 2 + drift)
+    probe(monitor, "n2", 400 * MS, 3 * MS, rtt=2 * MS)  # [2, 4]ms: tighter than either alone
+    (_, offset, error), = monitor.offsets()
+    assert 2 * MS <= offset - error and offset + error <= 2 * MS + MS // 2 + 2 * drift
+    probe(monitor, "n2", 600 * MS, 20 * MS, rtt=1 * MS)  # disjoint from all: the clock stepped
+    assert monitor.offsets() == (("n2", 20 * MS, MS // 2),)
+    assert monitor.fresh(601 * MS + STALE_AFTER_NS - 1) != {}
+    assert monitor.fresh(601 * MS + STALE_AFTER_NS) == {}  # the window slid past it
 
 
 def test_slow_round_trips_neither_fence_nor_count() -> None:
-    monitor = OffsetMonitor(["n2", "n3"], 10 * MS)
+    monitor = OffsetMonitor("n1", ["n2", "n3"], MAX_OFFSET)
     probe(monitor, "n2", 0, 50 * MS, rtt=40 * MS)
     assert monitor.offsets() == ()
-    # Offset 9ms measured with 2ms error: lower bound 8ms is not beyond the 8ms limit.
-    probe(monitor, "n2", 0, 9 * MS, rtt=2 * MS)
-    probe(monitor, "n3", 0, 9 * MS, rtt=2 * MS)
-    assert not monitor.evaluate(1 * MS).fenced
+    assert monitor.evaluate(41 * MS).fenced  # still waiting: nothing usable
+    # Offset 8ms measured with 1ms error: at most 9ms, not beyond the 9ms limit.
+    probe(monitor, "n2", 100 * MS, 8 * MS, rtt=2 * MS)
+    assert not monitor.evaluate(102 * MS).fenced
 
 
-def test_stale_measurements_expire() -> None:
-    monitor = OffsetMonitor(["n2", "n3"], 10 * MS)
-    probe(monitor, "n2", 0, 20 * MS)
-    probe(monitor, "n3", 0, 20 * MS)
-    assert monitor.evaluate(1 * MS).fenced
-    assert monitor.evaluate(10_000 * MS).fenced  # stays fenced: nothing fresh says otherwise
+@pytest.mark.parametrize("rule", [True, False], ids=["rule", "mutant"])
+def test_a_node_that_stops_measuring_fences(rule: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(OffsetMonitor, "FENCE_WITHOUT_SAMPLES", rule)
+    monitor = OffsetMonitor("n1", ["n2", "n3"], MAX_OFFSET)
+    probe(monitor, "n2", 0, 1 * MS)
+    probe(monitor, "n3", 0, 1 * MS)
+    assert not monitor.evaluate(10 * MS).fenced
+    # Probes stop coming back usable (load, or a partition); the samples go stale.
+    state = monitor.evaluate(STALE_AFTER_NS + 10 * MS)
+    if rule:
+        assert state.fenced and state.cause is FenceCause.NO_SAMPLES and "0 of 2 peers" in state.reason
+        assert monitor.fence_events == 1
+    else:
+        assert not state.fenced  # the bug: no fresh measurement, yet trusted to serve
+    # Whatever the variant, the node waits at boot.
+    assert OffsetMonitor("n1", ["n2", "n3"], MAX_OFFSET).evaluate(0).fenced
+
+
+def test_one_clock_far_off_fences_only_itself() -> None:
+    clocks = {"n1": 0, "n2": 0, "n3": 50 * MS}
+    pairs = list(itertools.permutations(clocks, 2))
+    monitors = views(clocks, {p: MS // 2 for p in pairs}, {p: 0 for p in pairs})
+    assert serving(monitors) == ["n1", "n2"]
+    assert monitors["n3"].cause is FenceCause.SKEWED and "beyond 9ms from n1" in monitors["n3"].reason
+    # The same seen by n1 alone when n3's probes do not get through.
+    clocks = {"n1": 50 * MS, "n2": 0, "n3": 0}
+    assert serving(views(clocks, {p: MS // 2 for p in pairs}, {p: 0 for p in pairs})) == ["n2", "n3"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(errors=st.lists(st.integers(0, 3 * MS // 4), min_size=6, max_size=6),
+       noise_fractions=st.lists(st.floats(-1, 1), min_size=6, max_size=6))
+def test_three_clocks_fence_exactly_one_of_the_outer_two(errors: list[int], noise_fractions: list[float]) -> None:
+    # +0.7, 0 and -0.7 max_offset: n1 and n3 are 1.4 max_offset apart. Each
+    # node judges from its own samples (true offsets within their bounds) and
+    # all three agree: the tie goes against the larger id, n3.
+    clocks = {"n1": 7 * MS, "n2": 0, "n3": -7 * MS}
+    pairs = list(itertools.permutations(clocks, 2))
+    errors_by_pair = dict(zip(pairs, errors))
+    noises = {pair: int(errors_by_pair[pair] * f) for pair, f in zip(pairs, noise_fractions)}
+    monitors = views(clocks, errors_by_pair, noises)
+    assert serving(monitors) == ["n1", "n2"]
+    assert monitors["n3"].cause is FenceCause.SKEWED and "n1" in monitors["n3"].reason
+
+
+@st.composite
+def clock_sets(draw: st.DrawFn, measure_all: bool):
+    size = draw(st.sampled_from([3, 5]))
+    nodes = [f"n{i}" for i in range(1, size + 1)]
+    clocks = {n: draw(st.integers(-3 * MAX_OFFSET, 3 * MAX_OFFSET)) for n in nodes}
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    errors, noises = {}, {}
+    for a, b in itertools.combinations(nodes, 2):
+        if measure_all or rng.random() < 0.7:  # a pair measures each other both ways, or not at all
+            for pair in ((a, b), (b, a)):
+                errors[pair] = rng.choice([0, 1, MS // 10, MS, 3 * MS, LIMIT])
+                noises[pair] = rng.randint(-errors[pair], errors[pair])
+    return clocks, errors, noises
+
+
+@settings(max_examples=400, deadline=None)
+@given(clock_sets(measure_all=True))
+def test_no_two_serving_clocks_beyond_the_limit(case) -> None:
+    clocks, errors, noises = case
+    monitors = views(clocks, errors, noises)
+    up = serving(monitors)
+    for a, b in itertools.combinations(up, 2):
+        assert abs(clocks[a] - clocks[b]) <= LIMIT < MAX_OFFSET, (a, b, clocks, up)
+    # Not at the price of liveness: clocks well within the limit all serve.
+    if max(clocks.values()) - min(clocks.values()) + 2 * max(errors.values()) <= LIMIT:
+        assert up == sorted(clocks)
+
+
+@settings(max_examples=400, deadline=None)
+@given(clock_sets(measure_all=False))
+def test_serving_clocks_that_measure_each_other_are_within_the_limit(case) -> None:
+    clocks, errors, noises = case
+    up = serving(views(clocks, errors, noises))
+    for a, b in itertools.combinations(up, 2):
+        if (a, b) in errors:
+            assert abs(clocks[a] - clocks[b]) <= LIMIT, (a, b, clocks, up)
+
+
+def test_fences_and_recovers_after_a_streak() -> None:
+    monitor = OffsetMonitor("n3", ["n1", "n2"], MAX_OFFSET)
+    now = 0
+    for _ in range(2):
+        now += 200 * MS
+        probe(monitor, "n1", now, 0)
+        probe(monitor, "n2", now, 0)
+    assert not monitor.evaluate(now).fenced
+    now += 200 * MS
+    probe(monitor, "n1", now, 10 * MS)  # n1 conflicts with n3 and n2: n1 is the outlier, n3 serves on
+    assert not monitor.evaluate(now).fenced
+    probe(monitor, "n2", now, 10 * MS)  # now n3 is the outlier
+    state = monitor.evaluate(now)
+    assert state.fenced and state.cause is FenceCause.SKEWED and "beyond 9ms from n1" in state.reason
+    assert monitor.fence_events == 1
+    for i in range(3):
+        now += 200 * MS
+        probe(monitor, "n1", now, 0)
+        probe(monitor, "n2", now, 0)
+        assert monitor.evaluate(now).fenced == (i < 2)
+    assert monitor.cause is FenceCause.WITHIN_BOUNDS and monitor.fence_events == 1
+
+
+def test_monitoring_off_never_fences() -> None:
+    monitor = OffsetMonitor("n1", ["n2", "n3"], MAX_OFFSET)
+    monitor.turn_off()
+    probe(monitor, "n2", 0, 50 * MS)
+    probe(monitor, "n3", 0, 50 * MS)
+    assert not monitor.evaluate(STALE_AFTER_NS * 2).fenced
+    assert OffsetMonitor("n1", [], MAX_OFFSET).evaluate(0).cause is FenceCause.NO_PEERS

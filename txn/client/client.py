@@ -24,7 +24,18 @@ Retry rules (what is safe):
 
 Stale reads (`at`, exact and bounded staleness) go to the nearest replica:
 the node this client first reached if it holds the tablet, else a follower,
-so that leaders keep their capacity for writes and strong reads.
+so that leaders keep their capacity for writes and strong reads. "Now" for a
+stale read is a node's clock (`TimestampRequest`), never the client's own: a
+client whose clock is an hour off still reads 5 s back, not an hour.
+
+Transactions (`transaction()`, `run_transaction()`, `snapshot()`) live in
+txn/client/transaction.py; their ids are `<client token>-<counter>`, the
+token drawn from the client's `rng` (pass a seeded `random.Random` in
+simulation; by default it is seeded from os.urandom).
+
+HAZARD: a stale read's `now` comes from one node; it is within `max_offset`
+of every other serving node (DESIGN.md contract point 6), so "5 s stale" is
+5 s +- max_offset.
 """
 
 from __future__ import annotations
@@ -32,7 +43,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from typing import Any, AsyncContextManager, AsyncIterator, Callable, Iterable, Protocol, Sequence
+import random
+from typing import Any, AsyncContextManager, AsyncIterator, Awaitable, Callable, Iterable, Protocol, Sequence
 
 import attrs
 import trio
@@ -46,7 +58,9 @@ from txn.client.routing import (
     ATTEMPT_TIMEOUT_FRACTION, ATTEMPT_TIMEOUT_MIN_S, Backoff, attempt_timeout_s, demote, holds, leader_order,
     nearest_order, tablet_containing,
 )
-from txn.client.errors import ClientError, NoLeader, OutcomeUnknown, ReadFailed, RequestTimeout, Unreachable
+from txn.client.errors import ClientError, NoLeader, OutcomeUnknown, ReadFailed, RequestTimeout, TxnAborted, Unreachable
+from txn.client.transaction import Snapshot, Transaction, open_transaction, run_transaction, snapshot_ts
+from txn.client.txn_plan import stale_ts
 from txn.net.messaging import RpcTimeout, TransportError
 
 DEFAULT_DIR = "./chronodb-data"
@@ -103,8 +117,12 @@ class Client:
 
     def __init__(self, addresses: Sequence[tuple[str, int]], *, cluster_id: str | None, clock: HybridClock, timeout_s: float,
                  dial: Dialer = tcp_dialer, attempt_timeout_min_s: float = ATTEMPT_TIMEOUT_MIN_S,
-                 attempt_timeout_fraction: float = ATTEMPT_TIMEOUT_FRACTION) -> None:
+                 attempt_timeout_fraction: float = ATTEMPT_TIMEOUT_FRACTION, rng: random.Random | None = None) -> None:
         self.addresses = list(addresses)
+        # The one random stream of this client (transaction ids, retry jitter).
+        self.rng = rng if rng is not None else random.Random(os.urandom(16))
+        self.client_token = f"{self.rng.getrandbits(48):012x}"
+        self._txn_counter = 0
         self.dial = dial
         self.cluster_id = cluster_id
         self.clock = clock
@@ -218,11 +236,14 @@ class Client:
             raise ClientError(f"no tablet holds key {key!r}")
         return tablet
 
-    async def _send(self, tablet: api.TabletInfo, build, *, leader: bool, is_write: bool, timeout_s: float | None):
+    async def _send(self, tablet: api.TabletInfo, build, *, leader: bool, is_write: bool, timeout_s: float | None,
+                    txn_id: str | None = None):
         """Send to the tablet's leader (or nearest replica), retrying what is safe.
 
         A read attempt gets attempt_timeout_s; a write only while it is not yet
-        sent (see the module docstring), then the rest of the deadline."""
+        sent (see the module docstring), then the rest of the deadline.
+        `txn_id`: the transaction this request belongs to, for the errors it
+        raises (`TxnAborted` on a `txn_aborted` reply, `OutcomeUnknown`)."""
         total_s = timeout_s or self.timeout_s
         deadline_s = trio.current_time() + total_s
         backoff = Backoff()
@@ -254,7 +275,8 @@ class Client:
                 continue
             except TransportError as error:
                 if is_write:
-                    raise OutcomeUnknown(f"write to tablet {tablet.id} sent to {node}, then {error}: it may or may not have committed", tablet_id=tablet.id, node=node) from None
+                    raise OutcomeUnknown(f"write to tablet {tablet.id} sent to {node}, then {error}: it may or may not have committed",
+                                         tablet_id=tablet.id, node=node, txn_id=txn_id) from None
                 last_problem = f"{node}: {error}"
                 if isinstance(error, RpcTimeout):
                     self._mark_slow(tablet, node)
@@ -267,7 +289,9 @@ class Client:
                 self._slow_until.pop(node, None)
                 return reply
             if reply.code == api.ErrorCode.OUTCOME_UNKNOWN:
-                raise OutcomeUnknown(f"tablet {tablet.id} at {node}: {reply.message}", tablet_id=tablet.id, node=node)
+                raise OutcomeUnknown(f"tablet {tablet.id} at {node}: {reply.message}", tablet_id=tablet.id, node=node, txn_id=txn_id)
+            if reply.code == api.ErrorCode.TXN_ABORTED:
+                raise TxnAborted(txn_id or "?", str(reply.abort_reason or "aborted"), f"tablet {tablet.id} at {node}: {reply.message}")
             if reply.code in (api.ErrorCode.BELOW_GC_HORIZON, api.ErrorCode.FUTURE_READ, api.ErrorCode.BAD_REQUEST):
                 raise ReadFailed(reply)
             last_problem = f"{node}: {reply.message}"
@@ -317,23 +341,44 @@ class Client:
     async def delete(self, key: bytes, *, timeout_s: float | None = None) -> WriteResult:
         return await self.write([(key, None)], timeout_s=timeout_s)
 
-    def read_mode(self, *, at: Timestamp | None, stale_ns: int | None, max_stale_ns: int | None) -> tuple[str, Timestamp | None]:
+    async def node_timestamp(self, *, timeout_s: float | None = None) -> api.TimestampReply:
+        """`now` from a node's clock (the home node first, then any other) and the cluster's max_offset."""
+        deadline_s = trio.current_time() + (timeout_s or self.timeout_s)
+        if not self.nodes:
+            await self.refresh_map(deadline_s)
+        candidates = ([self.home] if self.home in self.nodes else []) + [n for n in self.nodes if n != self.home]
+        problems = []
+        for node in candidates:
+            remaining_s = deadline_s - trio.current_time()
+            if remaining_s <= 0:
+                break
+            try:
+                reply = await self._call(self.nodes[node], api.TimestampRequest(), min(remaining_s, CONNECT_TIMEOUT_S))
+            except (Unreachable, TransportError) as error:
+                problems.append(f"{node}: {error}")
+                continue
+            if isinstance(reply, api.TimestampReply):
+                return reply
+            problems.append(f"{node}: {reply}")
+        raise Unreachable("no node answered a timestamp request (" + ("; ".join(problems[-3:]) or "deadline passed") + ")")
+
+    async def read_mode(self, *, at: Timestamp | None, stale_ns: int | None, max_stale_ns: int | None,
+                        timeout_s: float | None = None) -> tuple[str, Timestamp | None]:
         if sum(x is not None for x in (at, stale_ns, max_stale_ns)) > 1:
             raise ClientError("choose at most one of at, stale and max_stale")
         if at is not None:
             return api.ReadMode.AT, at
-        now = self.clock.now()
         if stale_ns is not None:
-            return api.ReadMode.AT, Timestamp(max(0, now.wall - stale_ns), 0)
+            return api.ReadMode.AT, stale_ts(await self.node_timestamp(timeout_s=timeout_s), stale_ns)
         if max_stale_ns is not None:
-            return api.ReadMode.MAX_STALE, Timestamp(max(0, now.wall - max_stale_ns), 0)
+            return api.ReadMode.MAX_STALE, stale_ts(await self.node_timestamp(timeout_s=timeout_s), max_stale_ns)
         return api.ReadMode.STRONG, None
 
     async def get(
         self, key: bytes, *, at: Timestamp | None = None, stale_ns: int | None = None,
         max_stale_ns: int | None = None, timeout_s: float | None = None,
     ) -> GetResult:
-        mode, ts = self.read_mode(at=at, stale_ns=stale_ns, max_stale_ns=max_stale_ns)
+        mode, ts = await self.read_mode(at=at, stale_ns=stale_ns, max_stale_ns=max_stale_ns, timeout_s=timeout_s)
         tablet = await self.tablet_for(key)
         reply = await self._send(
             tablet, lambda t: api.ReadRequest(tablet.id, key, mode, ts, t),
@@ -376,6 +421,28 @@ class Client:
             ts = self.clock.now()
         return ScanResult(ts, rows)
 
+    # ---- transactions ------------------------------------------------------------
+
+    def next_txn_id(self) -> str:
+        self._txn_counter += 1
+        return f"{self.client_token}-{self._txn_counter}"
+
+    def transaction(self, *, priority: Timestamp | None = None) -> AsyncContextManager[Transaction]:
+        """`async with client.transaction() as tx:` commits at the end of the block, aborts if it raises.
+
+        `priority` (wound-wait; older wins) defaults to now on a node's clock."""
+        return open_transaction(self, priority)
+
+    async def run_transaction(self, fn: Callable[[Transaction], Awaitable[Any]], *, max_attempts: int = 10) -> Any:
+        """`await fn(tx)` in a fresh transaction and commit; again after `TxnAborted` (same priority); fn's result."""
+        return await run_transaction(self, fn, max_attempts=max_attempts)
+
+    @contextlib.asynccontextmanager
+    async def snapshot(self, *, at: Timestamp | None = None, stale: int | str | None = None) -> AsyncIterator[Snapshot]:
+        """`async with client.snapshot() as snap:` reads at one timestamp `snap.ts`: strong by default
+        (covers every write acknowledged before it began), `at=TS`, or `stale=` ns or a duration like "5s"."""
+        yield Snapshot(self, await snapshot_ts(self, at=at, stale=stale))
+
     async def node_status(self, node_id: str, *, timeout_s: float = 2.0) -> api.NodeStatusReply:
         if not self.nodes:
             await self.refresh_map()
@@ -389,10 +456,11 @@ async def open_client(
     addresses: Sequence[tuple[str, int]], *, cluster_id: str | None = None, max_offset_ns: int = 10_000_000,
     timeout_s: float = DEFAULT_TIMEOUT_S, clock: HybridClock | None = None, dial: Dialer = tcp_dialer,
     attempt_timeout_min_s: float = ATTEMPT_TIMEOUT_MIN_S, attempt_timeout_fraction: float = ATTEMPT_TIMEOUT_FRACTION,
+    rng: random.Random | None = None,
 ) -> AsyncIterator[Client]:
     client = Client(addresses, cluster_id=cluster_id, clock=clock or HybridClock(SystemClock(), max_offset_ns),
                     timeout_s=timeout_s, dial=dial, attempt_timeout_min_s=attempt_timeout_min_s,
-                    attempt_timeout_fraction=attempt_timeout_fraction)
+                    attempt_timeout_fraction=attempt_timeout_fraction, rng=rng)
     # An error from the caller's block is re-raised after the connections are
     # closed, so it is not wrapped in an ExceptionGroup by the nursery.
     error: Exception | None = None

@@ -5,7 +5,9 @@
 - `OutcomeUnknown`: a write was delivered and its fate is unknown (exit 5):
   it may or may not have committed, and it is never retried silently;
 - `ReadFailed`: refused for a reason retrying will not fix (carries the reply);
-- `RequestTimeout`: no replica could serve a read in time.
+- `RequestTimeout`: no replica could serve a read in time;
+- `TxnAborted`: a transaction is definitely not committed (exit 6): running it
+  again is safe (`Client.run_transaction` does, keeping its priority).
 """
 
 from __future__ import annotations
@@ -29,13 +31,32 @@ class OutcomeUnknown(ClientError):
     """A write was delivered but its fate is unknown: it may or may not have committed.
 
     `tablet_id` and `node` say where it went; `ts` is its commit timestamp if
-    the leader had assigned one and said so (None otherwise)."""
+    the leader had assigned one and said so (None otherwise); `txn_id` names
+    the transaction whose commit (or one-phase commit) this was (None for a
+    single write)."""
 
-    def __init__(self, message: str, *, tablet_id: str | None = None, node: str | None = None, ts: object = None) -> None:
+    def __init__(self, message: str, *, tablet_id: str | None = None, node: str | None = None, ts: object = None,
+                 txn_id: str | None = None) -> None:
         super().__init__(message)
         self.tablet_id = tablet_id
         self.node = node
         self.ts = ts
+        self.txn_id = txn_id
+
+
+class TxnAborted(ClientError):
+    """A transaction ended without committing; nothing of it is visible, so running it again is safe.
+
+    `reason` is the node's `AbortReason` (wounded, lost_locks, timed_out,
+    decided_abort, conflict) or `prepare_unanswered` when a prepare was
+    delivered but never answered (the commit request was never sent, so the
+    coordinator presumes abort)."""
+
+    def __init__(self, txn_id: str, reason: str, message: str) -> None:
+        super().__init__(f"transaction {txn_id} aborted ({reason}): {message}")
+        self.txn_id = txn_id
+        self.reason = reason
+        self.message = message
 
 
 class ReadFailed(ClientError):

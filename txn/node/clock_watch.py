@@ -12,8 +12,15 @@ Inputs: `call(peer, message, timeout_s)` of the node's transport, the node's
 `HybridClock`. Outputs: `fenced`, `cause`/`reason`, `offsets()`, and a log
 line on every change.
 
-HAZARD: fencing reacts within a few probe intervals; until then a clock that
-jumps past max_offset is trusted (the detection window in ARCHITECTURE.md).
+The rule (hlc/offsets.py): fenced without fresh samples from enough peers to
+form a majority with this node, or when this clock may lose a conflict (a
+peer possibly farther than 0.9 max_offset, and this clock farther from the
+median); serving again after 3 good rounds.
+
+HAZARD: a clock that steps is trusted until the next usable probe, a drift
+for up to the 5 s freshness window (the detection window in ARCHITECTURE.md);
+probes share the event loop with the node's work, so under load fewer of
+them are usable and the window stretches toward its 5 s bound.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ class ClockWatch:
         self.node_id = node_id
         self.peers = peers
         self.clock = clock
-        self.monitor = OffsetMonitor(peers, max_offset_ns)
+        self.monitor = OffsetMonitor(node_id, peers, max_offset_ns)
         if not enabled:
             self.monitor.turn_off()
         self.on_change: Callable[[bool], None] = lambda fenced: None

@@ -1,0 +1,351 @@
+"""Read-write transactions and read-only snapshots, the client side (protocol: txn/api/txn.py).
+
+Role: `Transaction` reads at tablet leaders under shared locks
+(`TxnReadRequest`/`TxnScanRequest`), buffers writes, and commits with one
+`OnePhaseCommitRequest` (one tablet touched) or two-phase commit: a
+`PrepareRequest` to every participant's leader in parallel, then a
+`CommitRequest` with the votes to the coordinator's leader (Spanner, OSDI
+2012, 4.2.1). `Snapshot` reads every key at one timestamp taken from a node's
+clock (`TimestampRequest`), lock-free, at the nearest replica.
+`run_with_retries` runs a transaction function again after `TxnAborted`,
+keeping the first attempt's priority. The pure decisions are in
+txn/client/txn_plan.py.
+
+Outcomes, which the caller must tell apart:
+- committed: `commit_ts` is set;
+- `TxnAborted`: definitely not committed (an abort reply, or a failure before
+  the commit request was sent; then `AbortRequest` goes to every touched
+  tablet, best effort): running it again is safe;
+- `OutcomeUnknown`: the commit request was delivered and no answer came, or
+  the answer was `outcome_unknown`. Never retried, never reported as either;
+- `NoLeader`/`Unreachable`: the cluster could not be reached before the
+  commit request was delivered: not committed (locks were released, best
+  effort), but not retried automatically either.
+
+HAZARD: the priority and a strong snapshot's timestamp come from one node's
+clock, within `max_offset` of every serving node (DESIGN.md contract point 6).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Sequence, TypeVar
+
+import trio
+
+from hlc import Timestamp, parse_duration_ns
+from txn import api
+from txn.client.errors import ClientError, OutcomeUnknown, TxnAborted
+from txn.client.routing import holds
+from txn.client.txn_plan import (
+    CommitPlan, ReadRow, ReadSet, merge_rows, min_end, plan_commit, retry_delay_s, scanned_range, stale_ts,
+    strong_snapshot_ts,
+)
+
+if TYPE_CHECKING:
+    from txn.client.client import Client
+
+ABORT_TIMEOUT_S = 1.0
+SCAN_PAGE = 1000
+T = TypeVar("T")
+
+
+class Transaction:
+    """One attempt of a read-write transaction; use through `Client.transaction()` or `run_transaction()`."""
+
+    def __init__(self, client: "Client", txn_id: str, priority: Timestamp) -> None:
+        self.client = client
+        self.txn_id = txn_id
+        self.priority = priority
+        self.commit_ts: Timestamp | None = None
+        self.reads: list[ReadRow] = []
+        self.state = "active"  # then "committed", "aborted" or "unknown"
+        self._writes: dict[bytes, bytes | None] = {}  # in the order first written
+        self._read_sets: dict[str, ReadSet] = {}  # by tablet, in the order first read
+        self._tablets: dict[str, api.TabletInfo] = {}
+
+    # ---- reads and writes ------------------------------------------------------
+
+    async def get(self, key: bytes) -> bytes | None:
+        self._check_active()
+        if key in self._writes:
+            row = ReadRow(key, self._writes[key], None)
+        else:
+            tablet = await self._tablet(key)
+            reply = await self._send(tablet, lambda t: api.TxnReadRequest(tablet.id, self.txn_id, self.priority, key, t))
+            self._read_set(tablet.id).add_key(key)
+            row = ReadRow(key, reply.value, reply.version_ts)
+        self.reads.append(row)
+        return row.value
+
+    async def scan(self, start: bytes, end: bytes | None, limit: int | None = None) -> list[ReadRow]:
+        """Live rows of [start, end) in key order, this transaction's writes included; shared-locks the range."""
+        self._check_active()
+        if not self.client.tablets:
+            await self.client.refresh_map()
+        rows_left = math.inf if limit is None else limit
+        out: list[ReadRow] = []
+        for tablet in sorted(self.client.tablets, key=lambda t: t.start):
+            if rows_left <= 0:
+                break
+            if (tablet.end is not None and tablet.end <= start) or (end is not None and tablet.start >= end):
+                continue
+            self._tablets[tablet.id] = tablet
+            rows = await self._scan_tablet(tablet, max(start, tablet.start), min_end(end, tablet.end), rows_left)
+            out.extend(rows)
+            rows_left -= len(rows)
+        self.reads.extend(out)
+        return out
+
+    async def _scan_tablet(self, tablet: api.TabletInfo, cursor: bytes, end: bytes | None, rows_left: float) -> list[ReadRow]:
+        out: list[ReadRow] = []
+        while rows_left > 0:
+            page = int(min(rows_left, SCAN_PAGE))
+            reply = await self._send(tablet, lambda t, c=cursor, p=page: api.TxnScanRequest(
+                tablet.id, self.txn_id, self.priority, c, end, p, t))
+            # The leader locked the whole requested range (already clipped to
+            # the tablet) and checks at commit that this exact range is held.
+            self._read_set(tablet.id).add_range(api.KeyRange(cursor, end))
+            covered = scanned_range(cursor, end, reply.rows, page)
+            merged = merge_rows(reply.rows, self._writes, covered.start, covered.end)
+            if len(merged) > rows_left:
+                merged = merged[:int(rows_left)]
+            out.extend(merged)
+            rows_left -= len(merged)
+            if covered.end == end:
+                break
+            cursor = covered.end
+        return out
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._check_active()
+        self._writes[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self._check_active()
+        self._writes[key] = None
+
+    # ---- commit and abort ------------------------------------------------------
+
+    async def commit(self) -> Timestamp | None:
+        """Commit; returns the commit timestamp (None for a transaction that touched nothing)."""
+        self._check_active()
+        plan: CommitPlan | None = None
+        sending_commit = False
+        try:
+            plan = await self._plan()
+            if not plan.participants:
+                self.state = "committed"
+                return None
+            if plan.one_phase:
+                only = plan.participants[0]
+                request = lambda t: api.OnePhaseCommitRequest(only.tablet_id, self.txn_id, self.priority, only.writes,
+                                                              only.read_keys, only.read_ranges, t)
+            else:
+                votes = await self._prepare_all(plan)
+                request = lambda t: api.CommitRequest(plan.coordinator, self.txn_id, self.priority, votes, t)
+            sending_commit = True
+            reply = await self._send(self._tablets[plan.coordinator], request, is_write=True)
+        except OutcomeUnknown:
+            self.state = "unknown"
+            raise
+        except BaseException as error:
+            if sending_commit and not isinstance(error, ClientError):
+                # Cancelled while the commit request may be in flight: unknown.
+                self.state = "unknown"
+                raise
+            # Aborted, or never delivered (no leader, unreachable), or stopped
+            # before the commit request went out: nothing committed. Free the
+            # locks; after prepares, the coordinator logs the abort decision.
+            await self.abort(None if plan is None or plan.one_phase else plan.coordinator)
+            raise
+        self.commit_ts = reply.commit_ts
+        self.state = "committed"
+        return self.commit_ts
+
+    async def _prepare_all(self, plan: CommitPlan) -> tuple[api.ParticipantVote, ...]:
+        """Prepare every participant in parallel; the first failure cancels the rest and aborts them all."""
+        votes: dict[str, api.ParticipantVote] = {}
+        failures: list[BaseException] = []
+
+        async def prepare(participant) -> None:
+            tablet = self._tablets[participant.tablet_id]
+            try:
+                reply = await self._send(tablet, lambda t: api.PrepareRequest(
+                    tablet.id, self.txn_id, self.priority, plan.coordinator, participant.writes, participant.read_keys,
+                    participant.read_ranges, t), is_write=True)
+            except OutcomeUnknown as error:
+                # A prepare is not a commit: the commit request was never sent,
+                # so the coordinator decides (or presumes) abort.
+                failures.append(TxnAborted(self.txn_id, "prepare_unanswered", str(error)))
+            except ClientError as error:
+                failures.append(error)
+            else:
+                votes[tablet.id] = api.ParticipantVote(tablet.id, reply.prepare_ts)
+                return
+            nursery.cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            for participant in plan.participants:
+                nursery.start_soon(prepare, participant)
+        if failures:
+            await self.abort(plan.coordinator)
+            raise failures[0]
+        return tuple(votes[p.tablet_id] for p in plan.participants)
+
+    async def abort(self, coordinator: str | None = None) -> None:
+        """Release this transaction's locks everywhere it went (best effort, short deadline, never raises).
+
+        `coordinator`: set once prepares may have been sent; that tablet then
+        logs the abort decision, so prepared participants learn it. Before any
+        prepare there is nothing to decide (presumed abort) and None saves a
+        Paxos write."""
+        if self.state != "active":
+            return
+        self.state = "aborted"
+        touched = [self._tablets[tablet_id] for tablet_id in self._touched()]
+
+        async def abort_one(tablet: api.TabletInfo) -> None:
+            with contextlib.suppress(ClientError):
+                await self._send(tablet, lambda t: api.AbortRequest(tablet.id, self.txn_id, coordinator, t),
+                                 timeout_s=ABORT_TIMEOUT_S)
+
+        with trio.CancelScope(shield=True), trio.move_on_after(2 * ABORT_TIMEOUT_S):
+            async with trio.open_nursery() as nursery:
+                for tablet in touched:
+                    nursery.start_soon(abort_one, tablet)
+
+    # ---- helpers -----------------------------------------------------------------
+
+    def _check_active(self) -> None:
+        if self.state != "active":
+            raise ClientError(f"transaction {self.txn_id} is {self.state}; start a new one")
+
+    async def _tablet(self, key: bytes) -> api.TabletInfo:
+        tablet = await self.client.tablet_for(key)
+        self._tablets[tablet.id] = tablet
+        return tablet
+
+    def _read_set(self, tablet_id: str) -> ReadSet:
+        return self._read_sets.setdefault(tablet_id, ReadSet())
+
+    def _touched(self) -> list[str]:
+        return [tablet_id for tablet_id in self._tablets if tablet_id in self._read_sets or self._writes_in(tablet_id)]
+
+    def _writes_in(self, tablet_id: str) -> bool:
+        tablet = self._tablets[tablet_id]
+        return any(holds(tablet, key) for key in self._writes)
+
+    async def _plan(self) -> CommitPlan:
+        write_tablets = [((await self._tablet(key)).id, api.KeyWrite(key, value)) for key, value in self._writes.items()]
+        return plan_commit(write_tablets, self._read_sets, list(self._read_sets))
+
+    async def _send(self, tablet: api.TabletInfo, build, *, is_write: bool = False, timeout_s: float | None = None):
+        return await self.client._send(tablet, build, leader=True, is_write=is_write, timeout_s=timeout_s, txn_id=self.txn_id)
+
+
+class Snapshot:
+    """Lock-free reads of the whole database at one timestamp `ts` (nearest replica; never aborts)."""
+
+    def __init__(self, client: "Client", ts: Timestamp) -> None:
+        self.client = client
+        self.ts = ts
+        self.reads: list[ReadRow] = []
+
+    async def get(self, key: bytes) -> bytes | None:
+        result = await self.client.get(key, at=self.ts)
+        self.reads.append(ReadRow(key, result.value, result.version_ts))
+        return result.value
+
+    async def scan(self, start: bytes, end: bytes | None, limit: int | None = None) -> list[ReadRow]:
+        result = await self.client.scan(start, end, at=self.ts, limit=limit)
+        rows = [ReadRow(row.key, row.value, row.version_ts) for row in result.rows]
+        self.reads.extend(rows)
+        return rows
+
+
+async def snapshot_ts(client: "Client", *, at: Timestamp | None, stale: int | str | None) -> Timestamp:
+    """The snapshot's read timestamp: `at`, or `now - stale`, or strong, `now` always from a node."""
+    if at is not None and stale is not None:
+        raise ClientError("choose at most one of at and stale")
+    if at is not None:
+        return at
+    reply = await client.node_timestamp()
+    if stale is None:
+        return strong_snapshot_ts(reply)
+    stale_ns = parse_duration_ns(stale) if isinstance(stale, str) else stale
+    if stale_ns < 0:
+        raise ClientError("stale must not be negative")
+    return stale_ts(reply, stale_ns)
+
+
+@contextlib.asynccontextmanager
+async def open_transaction(client: "Client", priority: Timestamp | None = None) -> AsyncIterator[Transaction]:
+    """`async with`: commits when the block ends normally, aborts (and re-raises) when it raises."""
+    if priority is None:
+        priority = (await client.node_timestamp()).now
+    tx = Transaction(client, client.next_txn_id(), priority)
+    try:
+        yield tx
+    except BaseException:
+        await tx.abort()
+        raise
+    if tx.state == "active":
+        await tx.commit()
+
+
+async def run_with_retries(
+    attempt: Callable[[Timestamp], Awaitable[T]], priority: Timestamp, *, max_attempts: int,
+    delay_s: Callable[[int], float], sleep: Callable[[float], Awaitable[Any]] = trio.sleep,
+) -> T:
+    """Run `attempt(priority)` until it does not raise `TxnAborted`, at most `max_attempts` times.
+
+    Every attempt gets the SAME priority (wound-wait: the oldest transaction
+    wins, so keeping the first start timestamp means a retried transaction
+    ages until it wins). `OutcomeUnknown` and every other error propagate at once."""
+    if max_attempts < 1:
+        raise ClientError("max_attempts must be at least 1")
+    for number in range(1, max_attempts + 1):
+        try:
+            return await attempt(priority)
+        except TxnAborted:
+            if number == max_attempts:
+                raise
+        await sleep(delay_s(number))
+    raise AssertionError("unreachable")
+
+
+async def run_transaction(client: "Client", fn: Callable[[Transaction], Awaitable[T]], *, max_attempts: int = 10) -> T:
+    async def attempt(priority: Timestamp) -> T:
+        async with open_transaction(client, priority) as tx:
+            return await fn(tx)
+
+    first_priority = (await client.node_timestamp()).now
+    return await run_with_retries(attempt, first_priority, max_attempts=max_attempts,
+                                  delay_s=lambda n: retry_delay_s(n, client.rng))
+
+
+Op = Sequence[Any]  # ("get", k) | ("put", k, v) | ("delete", k) | ("scan", start, end[, limit])
+
+
+async def apply_ops(target: Transaction | Snapshot, ops: Sequence[Op]) -> None:
+    """Run a list of operations in a transaction (or, reads only, a snapshot); results land in `target.reads`."""
+    for op in ops:
+        name, args = op[0], tuple(op[1:])
+        if name == "get" and len(args) == 1:
+            await target.get(args[0])
+        elif name == "scan" and len(args) in (2, 3):
+            await target.scan(*args)
+        elif name in ("put", "delete") and isinstance(target, Snapshot):
+            raise ClientError(f"{name} in a read-only transaction")
+        elif name == "put" and len(args) == 2:
+            target.put(*args)
+        elif name == "delete" and len(args) == 1:
+            target.delete(args[0])
+        else:
+            raise ClientError(f"bad operation {tuple(op)!r}: expected (get, k), (put, k, v), (delete, k) or (scan, start, end[, limit])")
+
+
+__all__ = ["Op", "ReadRow", "Snapshot", "Transaction", "apply_ops", "open_transaction", "run_transaction",
+           "run_with_retries", "snapshot_ts"]
