@@ -28,11 +28,13 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tools.kv",
     "tools.txn_cli",
     "tools.skew",
+    "tools.fault",
     "tools.inspector",
     "tools.backup",
     "tools.restore",
     "tools.demo",
     "tools.bench",
+    "tools.verify",
     "tools.sim",
 )
 

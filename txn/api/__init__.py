@@ -14,6 +14,9 @@ Pure. Importing the package registers every message with the wire codec;
 """
 
 from txn.api.admin import (
+    FaultAction,
+    FaultReply,
+    FaultRequest,
     InspectKeyReply,
     InspectKeyRequest,
     InspectLogReply,
@@ -76,6 +79,7 @@ from txn.api.metrics import DurabilityReply, DurabilityRequest, TabletDurability
 from txn.api.peer import ClockProbe, ClockProbeReply, PaxosEnvelope
 
 __all__ = [
+    "FaultAction", "FaultReply", "FaultRequest",
     "ClockProbe", "ClockProbeReply", "ErrorCode", "ErrorReply", "InspectKeyReply", "InspectKeyRequest",
     "InspectLogReply", "InspectLogRequest", "InspectTxnReply", "InspectTxnRequest", "TxnOnTablet", "InspectTabletReply", "InspectTabletRequest", "KeyWrite",
     "LogEntryInfo", "NodeClockReply", "NodeInfo", "NodeStatusReply", "PaxosEnvelope", "PeerClock", "ReadMode",

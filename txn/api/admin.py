@@ -23,6 +23,33 @@ class SkewAction(enum.StrEnum):
     CLEAR = "clear"
 
 
+class FaultAction(enum.StrEnum):
+    SHOW = "show"
+    BLOCK = "block"  # drop traffic with `peers` (added to what is already blocked)
+    CLEAR = "clear"  # drop nothing any more
+
+
+@attrs.frozen
+class FaultRequest:
+    """Fault injection for `chronodb verify` and `chronodb fault`: the node's transport
+    drops every frame to (`outgoing`) and/or from (`incoming`) the given peers until
+    cleared. A real network fault from the other nodes' view; not persisted."""
+
+    hlc_exempt: ClassVar[bool] = True  # admin: must reach a node whose clock ran off
+    action: FaultAction
+    peers: tuple[str, ...] = attrs.field(converter=tuple, default=())
+    incoming: bool = True
+    outgoing: bool = True
+
+
+@attrs.frozen
+class FaultReply:
+    node_id: str
+    blocked_incoming: tuple[str, ...] = attrs.field(converter=tuple)  # sorted peer ids
+    blocked_outgoing: tuple[str, ...] = attrs.field(converter=tuple)
+    dropped_frames: int  # frames dropped by the fault since the node started
+
+
 @attrs.frozen
 class StatusRequest:
     hlc_exempt: ClassVar[bool] = True  # admin: must reach a node whose clock ran off
@@ -186,6 +213,7 @@ class InspectTxnReply:
 
 
 register_classes(
+    FaultRequest, FaultReply,
     InspectTxnRequest, TxnOnTablet, InspectTxnReply,
     StatusRequest, TabletStatus, NodeStatusReply, SkewRequest, PeerClock, NodeClockReply,
     InspectKeyRequest, VersionInfo, InspectKeyReply, InspectTabletRequest, InspectTabletReply,

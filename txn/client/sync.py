@@ -56,7 +56,7 @@ class SyncClient:
     def transaction(self, ops: Sequence[Op], *, max_attempts: int = 10) -> tuple[list[ReadRow], Timestamp | None]:
         """Run `ops` as one read-write transaction; (the reads of the attempt that committed, commit_ts)."""
         async def go():
-            async with open_client(self.addresses, cluster_id=self.cluster_id, timeout_s=self.timeout_s) as client:
+            async with open_client(self.addresses, cluster_id=self.cluster_id, timeout_s=self.timeout_s, tls=self.tls) as client:
                 async def body(tx):
                     await apply_ops(tx, ops)
                     return tx
@@ -68,7 +68,7 @@ class SyncClient:
                      stale: int | str | None = None) -> tuple[list[ReadRow], Timestamp]:
         """Read `keys` at one timestamp (strong by default); (one ReadRow per key, the read timestamp)."""
         async def go():
-            async with open_client(self.addresses, cluster_id=self.cluster_id, timeout_s=self.timeout_s) as client:
+            async with open_client(self.addresses, cluster_id=self.cluster_id, timeout_s=self.timeout_s, tls=self.tls) as client:
                 async with client.snapshot(at=at, stale=stale) as snap:
                     for key in keys:
                         await snap.get(key)

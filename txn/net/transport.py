@@ -54,6 +54,15 @@ Behaviour:
 - Leaving `open_tcp_transport` cancels everything and closes every socket;
   it takes well under a second.
 
+- Fault injection (`block_peers`/`clear_blocked`, driven by the admin
+  `FaultRequest` for `chronodb verify` and `chronodb fault`): every frame
+  to a peer in `blocked_outgoing` is dropped at `_enqueue` as if the network
+  lost it (the sender is not told; a call waits out its timeout), and every
+  frame from a peer in `blocked_incoming` is dropped on arrival after its
+  bytes were read. Keepalives still pass, so connections stay up and traffic
+  resumes the moment the fault is cleared. Client connections are never
+  blocked.
+
 HAZARD: the HLC check assumes peers' clocks are within max_offset of ours;
 a peer further ahead is cut off from us until its clock is back in bound.
 HAZARD: a peer whose event loop stalls longer than `idle_timeout_s` (GC,
@@ -172,8 +181,25 @@ class TcpTransport:
         self._clock_log = ClockRejectionLog()
         self._protocol_errors = 0
         self._nursery: Optional[trio.Nursery] = None
+        self.blocked_incoming: set[str] = set()
+        self.blocked_outgoing: set[str] = set()
+        self.fault_dropped = 0
 
     # ---------------------------------------------------------- public API
+
+    def block_peers(self, peers: set[str], *, incoming: bool, outgoing: bool) -> None:
+        """Drop frames from (incoming) and/or to (outgoing) these peers until `clear_blocked`."""
+        unknown = sorted(set(peers) - set(self._links))
+        if unknown:
+            raise PeerUnreachable(f"unknown peers {', '.join(unknown)} (known: {', '.join(sorted(self._links))})")
+        if incoming:
+            self.blocked_incoming |= set(peers)
+        if outgoing:
+            self.blocked_outgoing |= set(peers)
+
+    def clear_blocked(self) -> None:
+        self.blocked_incoming.clear()
+        self.blocked_outgoing.clear()
 
     def add_peer(self, peer_id: str, address: tuple[str, int]) -> None:
         """Learn (or change) a peer's address, e.g. after it bound port 0."""
@@ -230,6 +256,9 @@ class TcpTransport:
         return wire.encode_frame(wire.encode(Envelope(self.clock.now(), kind, request_id, body)))
 
     def _enqueue(self, link: _PeerLink, frame: bytes) -> bool:
+        if link.peer_id in self.blocked_outgoing:
+            self.fault_dropped += 1
+            return True  # lost on the way, as far as the sender can tell
         connection = link.connection
         limit = self.options.peer_queue_frames
         if connection is not None and not connection.closed:
@@ -498,6 +527,9 @@ class TcpTransport:
             return  # its bytes already moved connection.last_received_s
         if type(envelope) is not Envelope:
             raise ProtocolError(f"expected an Envelope after the handshake, got {type(envelope).__name__}")
+        if src in self.blocked_incoming:
+            self.fault_dropped += 1
+            return
         verdict, reason = absorb_sender_clock(self.clock, envelope)
         if verdict is ClockVerdict.REJECTED:
             counters.rejected_clock += 1

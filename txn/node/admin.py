@@ -103,6 +103,26 @@ class NodeAdmin:
             self.strobe_scope is not None, node.fenced, node.watch.reason, physical.now_ns(), node.clock.now(), peers,
         )
 
+    # ---- fault injection (partitions) ------------------------------------------
+
+    def fault(self, request: api.FaultRequest) -> api.FaultReply:
+        transport = self.node.transport
+        if not hasattr(transport, "block_peers"):
+            raise failure(api.ErrorCode.BAD_REQUEST, f"node {self.node.node_id}'s transport cannot inject faults")
+        if request.action is api.FaultAction.BLOCK:
+            unknown = sorted(set(request.peers) - set(self.node.peers))
+            if unknown or not request.peers or not (request.incoming or request.outgoing):
+                raise failure(api.ErrorCode.BAD_REQUEST, f"block needs peers among {', '.join(self.node.peers)} "
+                              f"and a direction (unknown: {', '.join(unknown) or 'none'})")
+            transport.block_peers(set(request.peers), incoming=request.incoming, outgoing=request.outgoing)
+        elif request.action is api.FaultAction.CLEAR:
+            transport.clear_blocked()
+        if request.action is not api.FaultAction.SHOW:
+            log.warning("node %s: fault %s: dropping traffic from [%s] and to [%s]", self.node.node_id, request.action,
+                        ",".join(sorted(transport.blocked_incoming)), ",".join(sorted(transport.blocked_outgoing)))
+        return api.FaultReply(self.node.node_id, sorted(transport.blocked_incoming), sorted(transport.blocked_outgoing),
+                              transport.fault_dropped)
+
     # ---- inspection ------------------------------------------------------------
 
     def inspect_key(self, request: api.InspectKeyRequest) -> api.InspectKeyReply:

@@ -145,6 +145,8 @@ class Node:
             return api.ClockProbeReply(self.clock.physical.now_ns())
         if isinstance(msg, api.SkewRequest):
             return self.admin.skew(msg)
+        if isinstance(msg, api.FaultRequest):
+            return self.admin.fault(msg)
         if isinstance(msg, api.InspectKeyRequest):
             return self.admin.inspect_key(msg)
         if isinstance(msg, api.InspectTabletRequest):
