@@ -28,7 +28,7 @@ import random
 
 import trio
 
-from txn.sim.plan import FAULT_PHASE_S, SimPlan
+from txn.sim.plan import FAULT_PHASE_S, KEYS, SimPlan
 
 EVENT_KINDS = ("crash", "partition", "one_way", "isolate_leader", "pause", "deposed_tail")
 FENCE_BOUND_S = 2.0
@@ -115,6 +115,9 @@ class FaultDriver:
         others = [n for n in self.plan.node_ids if n != holder]
         net.partition([holder], others)  # clients are not in either list: they still reach the holder
         cluster.counters["fault.deposed_tail"] += 1
+        # A burst of writes reaches the cut-off holder while it still believes its lease: they
+        # become its log tail (their outcome is unknown to the client; all are in the history).
+        self.nursery.start_soon(self._burst, holder, [k for k in KEYS if tablet.contains(k)])
         successor = None
         with trio.move_on_after(1.5):
             while successor is None:
@@ -128,6 +131,14 @@ class FaultDriver:
         await trio.sleep(rng.uniform(0.2, 0.5))
         if successor is not None and successor in cluster.down:
             cluster.restart(successor, self.nursery)
+
+    async def _burst(self, holder: str, keys: list[bytes]) -> None:
+        number = self.cluster.counters["fault.deposed_tail"]
+        client = self.cluster.client(f"burst{number}", holder)
+        async with client.open():
+            async with trio.open_nursery() as nursery:
+                for i in range(6):  # unique values: the checkers tell every write apart
+                    nursery.start_soon(client.write, self.rng.choice(keys), b"tail-%d-%d" % (number, i))
 
     async def crash_during_install(self, end: float) -> None:
         """Crash a node while a snapshot is being sent to it (then restart it)."""
