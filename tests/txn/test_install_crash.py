@@ -175,7 +175,7 @@ def install_writes() -> int:
     n3 = group.nodes["n3"]
     n3.engine.writes = 0
     done: list[int] = []
-    n3.state.on_applied = lambda index, command: done.append(n3.engine.writes) if command is None else None
+    n3.state.on_applied = lambda index, command, skipped: done.append(n3.engine.writes) if command is None else None
     group.run(1500 * MS)
     assert len(done) == 1, "n3 installs one snapshot (a stale one being streamed is replaced)"
     return done[0] + 2
