@@ -33,6 +33,7 @@ from hlc import HybridClock, Timestamp
 from hlc.physical import SystemClock
 from tools.backup_format import FORMAT, BackupError, encode_chunk, open_backup, sha256_hex, write_file, write_manifest
 from tools.common import DEFAULT_DIR
+from tools.status import tls_for_config
 from tools.errors import EXIT_NO_LEADER, EXIT_OK, EXIT_UNREACHABLE, CliError
 from tools.kv import parse_dur, parse_ts
 from txn import api
@@ -112,7 +113,8 @@ async def call_node(config: ClusterConfig, node_id: str, request: Any, timeout_s
     """One request on a connection of its own; TransportError if the node cannot be reached."""
     host, port = config.node(node_id).address
     clock = HybridClock(SystemClock(), config.max_offset_ns)
-    async with open_client_connection(host, port, cluster_id=config.cluster_id, clock=clock, timeout_s=CONNECT_TIMEOUT_S) as conn:
+    async with open_client_connection(host, port, cluster_id=config.cluster_id, clock=clock, timeout_s=CONNECT_TIMEOUT_S,
+                                      tls=tls_for_config(config)) as conn:
         try:
             return await conn.call(request, timeout_s=timeout_s)
         except TransportError as error:
@@ -194,7 +196,8 @@ async def backup_tablet(config: ClusterConfig, tablet: TabletConfig, index: int,
         clock = HybridClock(SystemClock(), config.max_offset_ns)
         fatal: str | None = None
         try:
-            async with open_client_connection(host, port, cluster_id=config.cluster_id, clock=clock, timeout_s=CONNECT_TIMEOUT_S) as conn:
+            async with open_client_connection(host, port, cluster_id=config.cluster_id, clock=clock, timeout_s=CONNECT_TIMEOUT_S,
+                                      tls=tls_for_config(config)) as conn:
                 # Errors are kept and raised outside: the connection's nursery would wrap them.
                 while True:
                     page_timeout_s = max(0.1, min(remaining_s, options.timeout_s / 4, 10.0))

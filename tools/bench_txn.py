@@ -49,11 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-async def client_loop(addresses, cluster_id, kind: str, concurrency: int, seconds: float, seed: int, accounts: int) -> dict:
+async def client_loop(addresses, cluster_id, kind: str, concurrency: int, seconds: float, seed: int, accounts: int, tls) -> dict:
     latencies: list[float] = []
     errors = 0
     attempts = 0
-    async with open_client(addresses, cluster_id=cluster_id, timeout_s=10) as client:
+    async with open_client(addresses, cluster_id=cluster_id, timeout_s=10, tls=tls) as client:
         await client.refresh_map()
         stop_at = trio.current_time() + seconds
 
@@ -103,8 +103,8 @@ async def client_loop(addresses, cluster_id, kind: str, concurrency: int, second
     return {"latencies": latencies, "errors": errors, "attempts": attempts}
 
 
-def client_process(addresses, cluster_id, kind, concurrency, seconds, seed, accounts, queue) -> None:
-    queue.put(trio.run(client_loop, addresses, cluster_id, kind, concurrency, seconds, seed, accounts))
+def client_process(addresses, cluster_id, kind, concurrency, seconds, seed, accounts, tls, queue) -> None:
+    queue.put(trio.run(client_loop, addresses, cluster_id, kind, concurrency, seconds, seed, accounts, tls))
 
 
 def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, processes: int, accounts: int) -> dict:
@@ -116,7 +116,7 @@ def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, 
     workers = [
         context.Process(target=client_process, args=(addresses[i % len(addresses):] + addresses[:i % len(addresses)],
                                                      cluster.config.cluster_id, kind, share, seconds, i * 104729 + concurrency,
-                                                     accounts, queue))
+                                                     accounts, cluster.tls, queue))
         for i, share in enumerate(shares)
     ]
     for worker in workers:

@@ -36,7 +36,7 @@ def bank_demo(cluster: LocalCluster, say: Callable[[str], None]) -> None:
 
 async def _bank(cluster: LocalCluster, tablets: dict[bytes, str], say: Callable[[str], None]) -> None:
     addresses = [n.address for n in cluster.config.nodes]
-    async with open_client(addresses, cluster_id=cluster.config.cluster_id, timeout_s=15) as client:
+    async with open_client(addresses, cluster_id=cluster.config.cluster_id, timeout_s=15, tls=cluster.tls) as client:
         async def open_accounts(tx) -> None:
             for account in ACCOUNTS:
                 tx.put(account, b"%d" % OPENING)

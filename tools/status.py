@@ -45,6 +45,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+AUTO: Any = object()  # "the client certificate of the config's own data directory"
+
+
+def tls_for_config(config: ClusterConfig, user: str = DEFAULT_CLIENT) -> ClientTls | None:
+    """The client TLS of the directory `config` was loaded from (None: --insecure, or a config built in code)."""
+    return client_tls(config.source_dir, user) if config.source_dir else None
+
+
 def client_tls(data_dir: str, user: str = DEFAULT_CLIENT) -> ClientTls | None:
     """DIR's client certificate for the observer tools (None when DIR runs --insecure)."""
     try:
@@ -54,10 +62,13 @@ def client_tls(data_dir: str, user: str = DEFAULT_CLIENT) -> ClientTls | None:
 
 
 async def ask_node(config: ClusterConfig, node_id: str, request: Any, timeout_s: float = NODE_TIMEOUT_S, *,
-                   tls: ClientTls | None = None) -> Any:
+                   tls: ClientTls | None = AUTO) -> Any:
     """One admin request to one node: its reply, or None if it does not answer in time.
 
-    `tls` is the client certificate (`client_tls(dir)`); None speaks plain TCP (--insecure)."""
+    `tls` is the client certificate (`client_tls(dir)`); None speaks plain TCP (--insecure);
+    by default, the certificate of the directory the config came from."""
+    if tls is AUTO:
+        tls = tls_for_config(config)
     host, port = config.node(node_id).address
     clock = HybridClock(SystemClock(), config.max_offset_ns)
     reply = None
@@ -75,7 +86,7 @@ async def ask_node(config: ClusterConfig, node_id: str, request: Any, timeout_s:
 
 
 async def ask_nodes(config: ClusterConfig, requests: dict[str, Any], timeout_s: float = NODE_TIMEOUT_S, *,
-                    tls: ClientTls | None = None) -> dict[str, Any]:
+                    tls: ClientTls | None = AUTO) -> dict[str, Any]:
     """node id -> reply (None for a node that did not answer), asked concurrently."""
     replies: dict[str, Any] = {}
 
@@ -88,13 +99,13 @@ async def ask_nodes(config: ClusterConfig, requests: dict[str, Any], timeout_s: 
     return {node_id: replies.get(node_id) for node_id in requests}
 
 
-async def gather(config: ClusterConfig, tls: ClientTls | None = None) -> dict[str, api.NodeStatusReply | None]:
+async def gather(config: ClusterConfig, tls: ClientTls | None = AUTO) -> dict[str, api.NodeStatusReply | None]:
     """Each node's status reply, or None when it does not answer in time."""
     replies = await ask_nodes(config, {node.id: api.StatusRequest() for node in config.nodes}, tls=tls)
     return {n: r if isinstance(r, api.NodeStatusReply) else None for n, r in replies.items()}
 
 
-async def gather_durability(config: ClusterConfig, tls: ClientTls | None = None) -> dict[str, api.DurabilityReply | None]:
+async def gather_durability(config: ClusterConfig, tls: ClientTls | None = AUTO) -> dict[str, api.DurabilityReply | None]:
     """Each node's durable watermarks and commit counters (txn/api/metrics.py), or None."""
     replies = await ask_nodes(config, {node.id: api.DurabilityRequest() for node in config.nodes}, tls=tls)
     return {n: r if isinstance(r, api.DurabilityReply) else None for n, r in replies.items()}

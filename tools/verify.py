@@ -36,6 +36,7 @@ from tools.status import gather
 from tools.verify_nemesis import LOCAL_ONLY, NEMESES, Nemesis, wait_serving
 from tools.verify_register import check_liveness, check_register
 from tools.verify_workloads import Recorder, RegisterWorkload, key_groups, now_ns, op_to_json, register_keys, run_final_phase
+from tools.status import tls_for_config
 from txn.client import open_client
 from txn.node.config import ClusterConfig, ConfigError, load_config, node_dir
 
@@ -144,7 +145,7 @@ async def run_async(plan: Plan, config: ClusterConfig, cluster: LocalCluster | N
     async with AsyncExitStack() as stack:
         clients = [await stack.enter_async_context(open_client(
             addresses[i % len(addresses):] + addresses[:i % len(addresses)], cluster_id=config.cluster_id,
-            max_offset_ns=config.max_offset_ns, timeout_s=5.0)) for i in range(plan.clients)]
+            max_offset_ns=config.max_offset_ns, timeout_s=5.0, tls=tls_for_config(config))) for i in range(plan.clients)]
         await clients[0].refresh_map()
         keys = register_keys(plan.seed, plan.keys)
         groups = key_groups(clients[0], keys)

@@ -108,7 +108,7 @@ async def test_concurrent_increments_across_tablets_all_land(shared_cluster: Loc
             value = await tx.get(key)
             tx.put(key, str(int(value or b"0") + 1).encode())
 
-    async with open_client(addresses, cluster_id=shared_cluster.config.cluster_id, timeout_s=20.0) as client:
+    async with open_client(addresses, cluster_id=shared_cluster.config.cluster_id, timeout_s=20.0, tls=shared_cluster.tls) as client:
         async def worker() -> None:
             for _ in range(rounds):
                 await client.run_transaction(increment, max_attempts=50)
@@ -123,7 +123,7 @@ async def test_concurrent_increments_across_tablets_all_land(shared_cluster: Loc
 
 def client_for(cluster: LocalCluster, timeout_s: float = 20.0):
     return open_client([node.address for node in cluster.config.nodes], cluster_id=cluster.config.cluster_id,
-                       timeout_s=timeout_s)
+                       timeout_s=timeout_s, tls=cluster.tls)
 
 
 async def test_a_block_that_raises_aborts_and_frees_its_locks(shared_cluster: LocalCluster) -> None:

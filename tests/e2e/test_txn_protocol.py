@@ -28,7 +28,7 @@ def _addresses(cluster: LocalCluster) -> list[tuple[str, int]]:
 
 
 async def cross_tablet_then_stuck(cluster: LocalCluster) -> dict:
-    async with open_client(_addresses(cluster), timeout_s=20) as client:
+    async with open_client(_addresses(cluster), timeout_s=20, tls=cluster.tls) as client:
         await client.put(b"alice", b"100")
         await client.put(b"zoe", b"0")
         priority = (await client._send(await client.tablet_for(b"alice"), lambda t: api.TimestampRequest(),
@@ -61,7 +61,7 @@ async def cross_tablet_then_stuck(cluster: LocalCluster) -> dict:
 
 
 async def read_after_presumed_abort(cluster: LocalCluster) -> bytes | None:
-    async with open_client(_addresses(cluster), timeout_s=30) as client:
+    async with open_client(_addresses(cluster), timeout_s=30, tls=cluster.tls) as client:
         # The strong read meets x2's intent and waits until recovery resolves it.
         return (await client.get(b"zoe", timeout_s=30)).value
 
@@ -82,7 +82,7 @@ def test_cross_tablet_commit_and_presumed_abort(shared_cluster: LocalCluster) ->
 
 
 async def wound_wait(cluster: LocalCluster) -> tuple[object, object]:
-    async with open_client(_addresses(cluster), timeout_s=20) as client:
+    async with open_client(_addresses(cluster), timeout_s=20, tls=cluster.tls) as client:
         old, young = Timestamp(1, 0), Timestamp(2, 0)
         await _txn_call(client, b"kite", lambda tab: lambda t: api.TxnReadRequest(tab.id, "young", young, b"kite", t))
         # The older transaction's exclusive lock wounds the younger reader...

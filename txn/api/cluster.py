@@ -74,6 +74,9 @@ class ClusterConfig:
     # How far behind a replica's safe time old versions are kept; reads below
     # the resulting GC horizon fail with an error naming it.
     gc_retention_ns: int = DEFAULT_GC_RETENTION_NS
+    # The data directory it was loaded from (not stored in the file): where tools
+    # find the client certificate (txn/net/tls.py). None for a config built in code.
+    source_dir: str | None = attrs.field(default=None, eq=False)
 
     def node(self, node_id: str) -> NodeConfig:
         for node in self.nodes:

@@ -64,6 +64,7 @@ from txn.client.routing import (
     ATTEMPT_TIMEOUT_FRACTION, ATTEMPT_TIMEOUT_MIN_S, Backoff, attempt_timeout_s, demote, holds, leader_order,
     nearest_order, tablet_containing,
 )
+from txn.client.connections import CONNECT_TIMEOUT_S, ConnectionPool
 from txn.client.errors import ClientError, NoLeader, OutcomeUnknown, ReadFailed, RequestTimeout, TxnAborted, Unreachable
 from txn.client.transaction import Snapshot, Transaction, open_transaction, run_transaction, snapshot_ts
 from txn.client.txn_plan import stale_ts
@@ -71,7 +72,6 @@ from txn.net.messaging import RpcTimeout, TransportError
 
 DEFAULT_DIR = "./chronodb-data"
 DEFAULT_TIMEOUT_S = 10.0
-CONNECT_TIMEOUT_S = 2.0
 SCAN_PAGE = 1000
 SLOW_NODE_S = 5.0  # a node that let an attempt time out is tried last for this long
 
@@ -121,7 +121,7 @@ class ScanResult:
     rows: tuple[api.Row, ...] = attrs.field(converter=tuple)
 
 
-class Client:
+class Client(ConnectionPool):
     """Use as `async with open_client(addresses) as client:`."""
 
     def __init__(self, addresses: Sequence[tuple[str, int]], *, cluster_id: str | None, clock: HybridClock, timeout_s: float,
@@ -146,69 +146,6 @@ class Client:
         self._connections: dict[tuple[str, int], tuple[Connection, trio.CancelScope]] = {}
         self._connect_locks: dict[tuple[str, int], trio.Lock] = {}
         self._nursery: trio.Nursery | None = None  # set by open_client
-
-    # ---- connections -------------------------------------------------------
-
-    async def _connection(self, address: tuple[str, int], timeout_s: float = CONNECT_TIMEOUT_S) -> Connection:
-        """Open (once) a connection within timeout_s; raises Unreachable when it cannot.
-
-        Each connection lives in a task of the client's own nursery: trio wants
-        a connection's nursery entered and left by one task, and the caller's
-        task may be any of many concurrent ones. Nothing has been sent while
-        this runs, so giving up here never leaves a request delivered."""
-        with trio.move_on_after(timeout_s):
-            return await self._open_connection(address)
-        raise Unreachable(f"{address[0]}:{address[1]}: no connection within {timeout_s:.2g}s")
-
-    async def _open_connection(self, address: tuple[str, int]) -> Connection:
-        lock = self._connect_locks.setdefault(address, trio.Lock())
-        async with lock:
-            held = self._connections.get(address)
-            if held is None:
-                assert self._nursery is not None, "use the client inside `async with open_client(...)`"
-                try:
-                    held = await self._nursery.start(self._hold_connection, address)
-                except (TransportError, OSError) as error:
-                    raise Unreachable(str(error)) from None
-                self.cluster_id = held[0].cluster_id
-                self._connections[address] = held
-            return held[0]
-
-    async def _hold_connection(self, address: tuple[str, int], *, task_status: trio.TaskStatus) -> None:
-        started = False
-        with trio.CancelScope() as scope:
-            try:
-                async with self.dial(address, self.cluster_id, self.clock) as connection:
-                    task_status.started((connection, scope))
-                    started = True
-                    await trio.sleep_forever()
-            except Exception:
-                if not started:
-                    raise
-                # A connection that fails later is `broken`; callers reconnect.
-
-    def _forget(self, address: tuple[str, int]) -> None:
-        held = self._connections.pop(address, None)
-        if held is not None:
-            held[1].cancel()
-
-    async def _call(self, address: tuple[str, int], message: object, timeout_s: float, *,
-                    connect_timeout_s: float | None = None) -> object:
-        """Raises Unreachable (not delivered) or TransportError (delivery unknown).
-
-        Connecting (not yet sent) is bounded by connect_timeout_s, default
-        min(timeout_s, CONNECT_TIMEOUT_S); the call itself by timeout_s."""
-        connect_s = min(timeout_s, CONNECT_TIMEOUT_S) if connect_timeout_s is None else connect_timeout_s
-        connection = await self._connection(address, connect_s)
-        if connection.broken is not None:
-            # Known dead before we send anything: reconnecting is safe.
-            self._forget(address)
-            connection = await self._connection(address, connect_s)
-        try:
-            return await connection.call(message, timeout_s=timeout_s)
-        except TransportError:
-            self._forget(address)
-            raise
 
     async def refresh_map(self, deadline_s: float | None = None) -> None:
         deadline_s = deadline_s if deadline_s is not None else trio.current_time() + self.timeout_s

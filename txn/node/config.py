@@ -17,6 +17,8 @@ import os
 import pathlib
 import secrets
 
+import attrs
+
 from txn.api.cluster import (  # noqa: F401 - the records are used through this module too
     CLUSTER_ID_NAME,
     CONFIG_NAME,
@@ -110,7 +112,7 @@ def load_config(data_dir: str | os.PathLike[str]) -> ClusterConfig:
         raise ConfigError(f"{path} is missing (run `chronodb up --dir {data_dir}` to create a cluster)") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read {path}: {error}") from None
-    return from_toml(text, source=str(path))
+    return attrs.evolve(from_toml(text, source=str(path)), source_dir=str(data_dir))
 
 
 def write_config(data_dir: str | os.PathLike[str], config: ClusterConfig) -> pathlib.Path:

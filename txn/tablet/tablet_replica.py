@@ -280,7 +280,7 @@ class TabletReplica:
             return await self._write_locked(writes, timeout_ns)
         except RequestFailed as failed:
             if failed.reply.code == api.ErrorCode.TXN_ABORTED:  # wounded by an older transaction before proposing
-                raise failure(api.ErrorCode.TIMEOUT, f"an older transaction took the write's lock: not committed") from None
+                raise failure(api.ErrorCode.TIMEOUT, "an older transaction took the write's lock: not committed") from None
             raise
         finally:
             self.txns._release(txn_id)
