@@ -153,7 +153,10 @@ class AbortRequest:
 
 @attrs.frozen
 class AbortReply:
-    pass
+    # The reason this leader had already aborted the transaction before the
+    # client gave up (wounded, timed out, ...), None if it had not: the client
+    # then knows its reads may not have been consistent (it was a zombie).
+    already_aborted: str | None = None
 
 
 @attrs.frozen

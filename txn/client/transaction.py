@@ -61,6 +61,9 @@ class Transaction:
         self.commit_ts: Timestamp | None = None
         self.reads: list[ReadRow] = []
         self.state = "active"  # then "committed", "aborted" or "unknown"
+        # Set by abort() when a leader had aborted this transaction before the client
+        # gave up (wounded): its reads since then were not protected by locks.
+        self.aborted_earlier: str | None = None
         self._writes: dict[bytes, bytes | None] = {}  # in the order first written
         self._read_sets: dict[str, ReadSet] = {}  # by tablet, in the order first read
         self._tablets: dict[str, api.TabletInfo] = {}
@@ -212,8 +215,10 @@ class Transaction:
 
         async def abort_one(tablet: api.TabletInfo) -> None:
             with contextlib.suppress(ClientError):
-                await self._send(tablet, lambda t: api.AbortRequest(tablet.id, self.txn_id, coordinator, t),
-                                 timeout_s=ABORT_TIMEOUT_S)
+                reply = await self._send(tablet, lambda t: api.AbortRequest(tablet.id, self.txn_id, coordinator, t),
+                                         timeout_s=ABORT_TIMEOUT_S)
+                if isinstance(reply, api.AbortReply) and reply.already_aborted:
+                    self.aborted_earlier = reply.already_aborted
 
         with trio.CancelScope(shield=True), trio.move_on_after(2 * ABORT_TIMEOUT_S):
             async with trio.open_nursery() as nursery:
@@ -292,8 +297,15 @@ async def open_transaction(client: "Client", priority: Timestamp | None = None) 
     tx = Transaction(client, client.next_txn_id(), priority)
     try:
         yield tx
-    except BaseException:
+    except BaseException as error:
         await tx.abort()
+        if tx.aborted_earlier and isinstance(error, Exception) and not isinstance(error, (TxnAborted, OutcomeUnknown)):
+            # The block failed on reads of a transaction that had already been
+            # aborted (wounded at one tablet while it read at another): those
+            # reads may be inconsistent, so the failure is the abort's.
+            raise TxnAborted(tx.txn_id, tx.aborted_earlier,
+                             f"transaction {tx.txn_id} had been aborted ({tx.aborted_earlier}) when its block raised "
+                             f"{error!r}; its reads since then were not protected by locks") from error
         raise
     if tx.state == "active":
         await tx.commit()

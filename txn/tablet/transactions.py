@@ -43,7 +43,7 @@ from txn.tablet.locks import LockMode, LockTable, Outcome
 if TYPE_CHECKING:
     from txn.tablet.tablet_replica import TabletReplica
 
-RECOVERY_AFTER_S = 2.0
+RECOVERY_AFTER_S = 5.0  # a slow 2PC must not be presumed dead: prepares on a loaded box take seconds
 RECOVERY_INTERVAL_S = 0.5
 TXN_IDLE_NS = 5_000_000_000  # an unprepared transaction silent this long loses its locks
 RESOLVE_ATTEMPTS = 20
@@ -61,6 +61,7 @@ class TabletTransactions:
         self.call_tablet: CallTablet | None = None  # set by the node: reach another tablet's leader
         self.deciding: dict[str, trio.Event] = {}
         self.prepared_seen: dict[str, float] = {}
+        self.wounding: set[str] = set()  # prepared holders whose coordinator is being asked to decide
         self._plain_writes = itertools.count(1)
         self._nursery: trio.Nursery | None = None
 
@@ -128,8 +129,36 @@ class TabletTransactions:
                 self.mark("txn.prepare_refused_older_holder")
                 raise aborted(AbortReason.CONFLICT, f"transaction {txn_id} met an older transaction's lock while "
                               f"preparing at tablet {self.tablet_id}; it runs again with the same priority")
+            self._wound_prepared(txn_id, priority, decision.blockers)
             waited = True
             await self.replica._wait_changed(self.replica._changed)
+
+    def _wound_prepared(self, txn_id: str, priority: Timestamp, blockers: tuple[str, ...]) -> None:
+        """Wound-wait for prepared holders: nobody may undo a prepared transaction's
+        vote here, but its coordinator may still abort it. An older waiter asks the
+        coordinator of each younger prepared holder for the decision at once; with
+        none logged yet, the coordinator presumes (and logs) abort. Without this two
+        transactions prepared at different tablets could wait for each other until
+        a recovery timeout broke the cycle, sometimes against the older one."""
+        if self._nursery is None:
+            return
+        me = (priority, txn_id)
+        for holder_id in blockers:
+            holder = self.locks.txns.get(holder_id)
+            prepare = self.replica.state.txns.prepared.get(holder_id)
+            if holder is None or prepare is None or not holder.prepared or (holder.priority, holder_id) < me:
+                continue
+            if holder_id in self.wounding:
+                continue
+            self.wounding.add(holder_id)
+            self.mark("txn.wounded_prepared")
+            self._nursery.start_soon(self._wound_through_coordinator, holder_id, prepare)
+
+    async def _wound_through_coordinator(self, holder_id: str, prepare: Prepare) -> None:
+        try:
+            await self._recover(holder_id, prepare)
+        finally:
+            self.wounding.discard(holder_id)
 
     def _locked_or_abort(self, txn_id: str, key_range: tuple[bytes, bytes | None]) -> tuple[bytes, bytes | None]:
         tablet = self.replica.tablet
@@ -170,6 +199,9 @@ class TabletTransactions:
         for key in sorted({w.key for w in writes}):
             await self._lock(txn_id, priority, key=key, mode=LockMode.EXCLUSIVE, preparing=preparing)
         ranges = [self._locked_or_abort(txn_id, (r.start, r.end)) for r in read_ranges]
+        earlier = self.locks.is_aborted(txn_id)
+        if earlier is not None:  # wounded (or expired) here already: say so, not "lost locks"
+            raise aborted(earlier, f"transaction {txn_id} was aborted at tablet {self.tablet_id} ({earlier})")
         if not self.locks.holds(txn_id, read_keys, ranges):
             if self.locks.txns.get(txn_id) is None or not self.locks.txns[txn_id].prepared:
                 self.locks.abort(txn_id, AbortReason.LOST_LOCKS, self._now_ns())
@@ -259,6 +291,7 @@ class TabletTransactions:
 
     async def abort(self, request: api.AbortRequest) -> api.AbortReply:
         records = self.replica.state.txns
+        earlier = self.locks.is_aborted(request.txn_id)
         if request.txn_id not in records.prepared:
             if self.locks.txns.get(request.txn_id) is not None:
                 self.locks.abort(request.txn_id, AbortReason.DECIDED_ABORT, self._now_ns())
@@ -270,7 +303,7 @@ class TabletTransactions:
             # (the coordinator presumes abort) rather than at the next recovery round.
             self.prepared_seen[request.txn_id] = trio.current_time()
             self._nursery.start_soon(self._recover, request.txn_id, records.prepared[request.txn_id])
-        return api.AbortReply()
+        return api.AbortReply(None if earlier is None else str(earlier))
 
     async def status(self, request: api.TxnStatusRequest) -> api.TxnStatusReply:
         """Coordinator: the decision, presuming abort (logged before answering) when there is none."""
