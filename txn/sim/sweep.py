@@ -23,8 +23,10 @@ import attrs
 import trio
 import trio.testing
 
+from txn.sim.bank_checkers import check_bank, check_quiescent
+from txn.sim.bank_workload import ACCOUNTS, TOTAL
 from txn.sim.checkers import check_applied, check_history, check_lease_samples
-from txn.sim.cluster_sim import SimOutcome, seed_trio_scheduler, simulate
+from txn.sim.cluster_sim import QUIESCE_BOUND_S, SimOutcome, seed_trio_scheduler, simulate
 from txn.sim.plan import SimPlan
 
 REQUIRED_MARKS = (
@@ -66,6 +68,9 @@ def judge(outcome: SimOutcome) -> list[str]:
     problems += check_history(outcome.history, outcome.committed)
     problems += check_lease_samples(outcome.lease_violations)
     problems += check_applied(outcome.applied)
+    problems += check_quiescent(outcome.leftovers, QUIESCE_BOUND_S)
+    if outcome.bank is not None:
+        problems += check_bank(outcome.bank.transfers, outcome.bank.reads, outcome.account_versions, ACCOUNTS, TOTAL)
     return problems
 
 
@@ -87,6 +92,10 @@ def run_seed(seed: int, *, mutant: Mutant | None = None) -> SeedResult:
     stats = dict(outcome.counters)
     stats["writes_ok"] = sum(1 for op in ops if op.kind == "write" and op.outcome == "ok")
     stats["reads_ok"] = sum(1 for op in ops if op.kind == "read")
+    if outcome.bank is not None:
+        for transfer in outcome.bank.transfers:
+            stats[f"bank_{transfer.outcome}"] = stats.get(f"bank_{transfer.outcome}", 0) + 1
+        stats["bank_snapshots"] = len(outcome.bank.reads)
     return SeedResult(seed, error, dict(outcome.marks), outcome.digest, time.perf_counter() - started,
                       plan.describe(), tuple(outcome.trace), stats)
 
