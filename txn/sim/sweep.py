@@ -44,6 +44,18 @@ REQUIRED_MARKS = (
     "sim.fenced_and_rejoined",
     # A deposed leader's log tail chosen after a newer leader's barrier, skipped at apply.
     "tablet.stale_command_skipped",
+    # The bank workload (txn/sim/bank_workload.py): a crash at every step of 2PC (txn/sim/txn_faults.py),
+    # the tablet's wound-wait, prepare and recovery paths, and a transfer committing after healing.
+    "sim.crash_before_prepare",
+    "sim.crash_after_prepare",
+    "sim.crash_after_decide",
+    "sim.crash_during_resolve",
+    "sim.bank_transfer_after_heal",
+    "txn.prepared",
+    "txn.wounded",
+    "txn.waited",
+    "txn.presumed_abort",
+    "txn.recovered",
 )
 PENDING_MARKS: tuple[str, ...] = ()
 REQUIRED_MARKS_SEEDS = 200
