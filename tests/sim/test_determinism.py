@@ -95,7 +95,7 @@ def test_same_seed_same_trace_and_different_seed_differs(replay_seed: int | None
 # ---- the whole-stack simulation (txn/sim/sweep.py) replays too -----------------
 
 def test_cluster_seed_replays_exactly(replay_seed: int | None) -> None:
-    """Same seed: same delivery trace, marks and verdict; a seed of each scenario."""
+    """Same seed: same delivery trace, marks and verdict; a seed of each scenario, and a bank seed."""
     import logging
 
     from txn.sim.plan import SimPlan
@@ -106,7 +106,7 @@ def test_cluster_seed_replays_exactly(replay_seed: int | None) -> None:
         seeds = [replay_seed] if replay_seed is not None else [
             next(s for s in range(100) if SimPlan.from_seed(s).scenario == scenario)
             for scenario in ("bounded", "beyond_offset")
-        ]
+        ] + [next(s for s in range(100) if SimPlan.from_seed(s).workload == "bank")]
         for seed in seeds:
             first, second = run_seed(seed), run_seed(seed)
             assert first.digest == second.digest, f"SEED={seed}: trace digests differ"
@@ -115,3 +115,18 @@ def test_cluster_seed_replays_exactly(replay_seed: int | None) -> None:
             assert run_seed(seeds[0] + 1).digest != first.digest
     finally:
         logging.disable(logging.NOTSET)
+
+
+def test_cluster_seed_replays_in_a_fresh_process_with_another_hash_seed() -> None:
+    """A failing seed is replayed in a new process (`pytest tests/sim --seed N`), where string hashes
+    differ: the run must not depend on them (trio's runnable batches are sorted before shuffling)."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import logging; logging.disable(logging.CRITICAL)\n"
+              "from txn.sim.sweep import run_seed\n"
+              "print(run_seed(4).digest)")
+    digests = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": hash_seed}).stdout for hash_seed in ("0", "5")}
+    assert len(digests) == 1, digests

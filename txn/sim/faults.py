@@ -75,6 +75,8 @@ class FaultDriver:
         if not victims:
             return
         hold_s = min(rng.uniform(0.1, 0.6), max(0.0, end - trio.current_time()))
+        if self.plan.workload == "bank" and cluster.down and kind != "crash":
+            return  # a 2PC crash (txn/sim/txn_faults.py) holds a node down: keep a majority up and connected
         if kind == "crash" and len(cluster.down) < self.minority:
             victim = rng.choice(victims)
             cluster.crash(victim)

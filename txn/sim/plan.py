@@ -53,6 +53,7 @@ FAULT_KINDS = (
 FAULT_PHASE_S = 1.5
 HEAL_PHASE_S = 0.5
 LIVENESS_BOUND_S = 3.0
+BANK_SHARE = 0.4  # seeds running the bank workload (with crashes at every step of 2PC) instead of "kv"
 NET_QUANTUM_NS = MS // 2  # deliveries land on 0.5 ms instants: fewer scheduler rounds per virtual second
 
 
@@ -70,6 +71,7 @@ class SimPlan:
     clients: int
     skewed_node: str | None = None  # beyond_offset: whose clock runs off
     skew_ns: int = 0
+    workload: str = "kv"  # "kv": single-key writes and reads; "bank": cross-tablet transfers (txn/sim/bank_workload.py)
 
     @property
     def monitor_clocks(self) -> bool:
@@ -78,7 +80,7 @@ class SimPlan:
     def describe(self) -> str:
         tablets = " ".join(f"{t.id}[{t.start!r}..{t.end!r}]@{','.join(t.replicas)}>{t.preferred_leader}" for t in self.tablets)
         skew = f" skew {self.skewed_node} {self.skew_ns / MS:+.0f}ms" if self.skewed_node else ""
-        return (f"plan seed={self.seed} {self.scenario} nodes={len(self.node_ids)} {tablets} "
+        return (f"plan seed={self.seed} {self.scenario} {self.workload} nodes={len(self.node_ids)} {tablets} "
                 f"faults={','.join(sorted(self.faults)) or '-'}{skew}")
 
     @classmethod
@@ -117,8 +119,10 @@ class SimPlan:
         if scenario == "beyond_offset":
             skewed = rng.choice(node_ids)
             skew = rng.choice((-1, 1)) * rng.randint(3 * MAX_OFFSET_NS, 6 * MAX_OFFSET_NS)
+        # Its own stream: adding the bank workload left every other draw of a seed as it was.
+        workload = "bank" if random.Random(f"{seed}/workload").random() < BANK_SHARE else "kv"
         return cls(seed, scenario, node_ids, tablets, faults, network, offsets, drifts, paxos,
-                   clients=rng.choice((2, 3)), skewed_node=skewed, skew_ns=skew)
+                   clients=rng.choice((2, 3)), skewed_node=skewed, skew_ns=skew, workload=workload)
 
 
 def _draw_offset(rng: random.Random) -> int:

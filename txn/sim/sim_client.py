@@ -15,6 +15,7 @@ client never retries a write that may have been delivered.
 from __future__ import annotations
 
 import contextlib
+import random
 from typing import Any, AsyncIterator, Callable
 
 import attrs
@@ -48,7 +49,8 @@ class SimClient:
     """One client process: the real `Client` plus the history it records."""
 
     def __init__(self, name: str, net: SimNetwork, node_ids: tuple[str, ...], max_offset_ns: int,
-                 history: list[Op], *, home: str, in_flight: Callable[[bytes, int], None] = lambda key, delta: None) -> None:
+                 history: list[Op], *, home: str, in_flight: Callable[[bytes, int], None] = lambda key, delta: None,
+                 rng: random.Random | None = None) -> None:
         self.name = name
         self.node_ids = node_ids
         self.home = home
@@ -62,6 +64,7 @@ class SimClient:
         self.in_flight = in_flight  # (key, +1/-1) around each write, for the failover-under-load mark
         self.read_stamps: list[Timestamp] = []  # read timestamps seen, to read at again (repeatable reads)
         self.client: Client | None = None
+        self.rng = rng  # the client library's stream (transaction ids, retry jitter): seeded, so it replays
 
     def handle_message(self, src: str, msg: object) -> None:
         pass
@@ -77,7 +80,7 @@ class SimClient:
     async def open(self) -> AsyncIterator["SimClient"]:
         order = [self.home] + [n for n in self.node_ids if n != self.home]
         async with open_client([(n, 0) for n in order], cluster_id="sim", clock=HybridClock(VirtualClock(), self.max_offset_ns),
-                               timeout_s=1.0, dial=self._dial) as client:
+                               timeout_s=1.0, dial=self._dial, rng=self.rng) as client:
             self.client = client
             yield self
 

@@ -23,8 +23,10 @@ import attrs
 import trio
 import trio.testing
 
+from txn.sim.bank_checkers import check_bank, check_quiescent
+from txn.sim.bank_workload import ACCOUNTS, TOTAL
 from txn.sim.checkers import check_applied, check_history, check_lease_samples
-from txn.sim.cluster_sim import SimOutcome, seed_trio_scheduler, simulate
+from txn.sim.cluster_sim import QUIESCE_BOUND_S, SimOutcome, seed_trio_scheduler, simulate
 from txn.sim.plan import SimPlan
 
 REQUIRED_MARKS = (
@@ -42,6 +44,18 @@ REQUIRED_MARKS = (
     "sim.fenced_and_rejoined",
     # A deposed leader's log tail chosen after a newer leader's barrier, skipped at apply.
     "tablet.stale_command_skipped",
+    # The bank workload (txn/sim/bank_workload.py): a crash at every step of 2PC (txn/sim/txn_faults.py),
+    # the tablet's wound-wait, prepare and recovery paths, and a transfer committing after healing.
+    "sim.crash_before_prepare",
+    "sim.crash_after_prepare",
+    "sim.crash_after_decide",
+    "sim.crash_during_resolve",
+    "sim.bank_transfer_after_heal",
+    "txn.prepared",
+    "txn.wounded",
+    "txn.waited",
+    "txn.presumed_abort",
+    "txn.recovered",
 )
 PENDING_MARKS: tuple[str, ...] = ()
 REQUIRED_MARKS_SEEDS = 200
@@ -66,6 +80,9 @@ def judge(outcome: SimOutcome) -> list[str]:
     problems += check_history(outcome.history, outcome.committed)
     problems += check_lease_samples(outcome.lease_violations)
     problems += check_applied(outcome.applied)
+    problems += check_quiescent(outcome.leftovers, QUIESCE_BOUND_S)
+    if outcome.bank is not None:
+        problems += check_bank(outcome.bank.transfers, outcome.bank.reads, outcome.account_versions, ACCOUNTS, TOTAL)
     return problems
 
 
@@ -87,6 +104,10 @@ def run_seed(seed: int, *, mutant: Mutant | None = None) -> SeedResult:
     stats = dict(outcome.counters)
     stats["writes_ok"] = sum(1 for op in ops if op.kind == "write" and op.outcome == "ok")
     stats["reads_ok"] = sum(1 for op in ops if op.kind == "read")
+    if outcome.bank is not None:
+        for transfer in outcome.bank.transfers:
+            stats[f"bank_{transfer.outcome}"] = stats.get(f"bank_{transfer.outcome}", 0) + 1
+        stats["bank_snapshots"] = len(outcome.bank.reads)
     return SeedResult(seed, error, dict(outcome.marks), outcome.digest, time.perf_counter() - started,
                       plan.describe(), tuple(outcome.trace), stats)
 
