@@ -62,6 +62,7 @@ class TabletTransactions:
         self.deciding: dict[str, trio.Event] = {}
         self.prepared_seen: dict[str, float] = {}
         self.wounding: set[str] = set()  # prepared holders whose coordinator is being asked to decide
+        self.abort_after_prepare: set[str] = set()  # aborted by their client while their Prepare was being logged
         self._plain_writes = itertools.count(1)
         self._nursery: trio.Nursery | None = None
 
@@ -232,10 +233,14 @@ class TabletTransactions:
             raise aborted(reason, f"transaction {request.txn_id} could not prepare at tablet {self.tablet_id} ({reason})")
         self.prepared_seen[request.txn_id] = trio.current_time()
         self.mark("txn.prepared")
+        if request.txn_id in self.abort_after_prepare and self._nursery is not None:
+            self.abort_after_prepare.discard(request.txn_id)
+            self._nursery.start_soon(self._recover, request.txn_id, records.prepared[request.txn_id])
         return api.PrepareReply(pending.ts)
 
     def _unprepare(self, txn_id: str) -> None:
         locks = self.locks.txns.get(txn_id)
+        self.abort_after_prepare.discard(txn_id)
         if locks is not None and txn_id not in self.replica.state.txns.prepared:
             locks.prepared = False
             self.locks.abort(txn_id, AbortReason.CONFLICT, self._now_ns())
@@ -291,9 +296,17 @@ class TabletTransactions:
 
     async def abort(self, request: api.AbortRequest) -> api.AbortReply:
         records = self.replica.state.txns
+        if not self.replica._is_serving():
+            # Locks live at the leader: an abort answered elsewhere would free nothing.
+            raise self.replica._not_leader()
         earlier = self.locks.is_aborted(request.txn_id)
-        if request.txn_id not in records.prepared:
-            if self.locks.txns.get(request.txn_id) is not None:
+        held = self.locks.txns.get(request.txn_id)
+        if held is not None and held.prepared and request.txn_id not in records.prepared:
+            # Its Prepare is being logged right now: the vote cannot be taken back
+            # here; once it lands, ask the coordinator (which decides abort).
+            self.abort_after_prepare.add(request.txn_id)
+        elif request.txn_id not in records.prepared:
+            if held is not None:
                 self.locks.abort(request.txn_id, AbortReason.DECIDED_ABORT, self._now_ns())
                 self.replica._notify()
         if request.coordinator_tablet == self.tablet_id and request.txn_id not in records.decisions:
