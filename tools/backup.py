@@ -81,7 +81,12 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(str(error)) from None
         if parent.cluster_id != config.cluster_id:
             raise CliError(f"{args.since} is a backup of cluster {parent.cluster_id}, not of {config.cluster_id}")
-    at = parse_ts(args.at) if args.at is not None else None
+    at = None
+    if args.at is not None:
+        # A relative --at (-5s) counts back from a node's clock, never this machine's.
+        relative = args.at.strip().startswith(("-", "+"))
+        now_ns = trio.run(strong_timestamp, config).wall - config.max_offset_ns if relative else 0
+        at = parse_ts(args.at, now_ns)
     options = Options(parse_dur(args.timeout, "--timeout") / 1e9, max(1, args.page_bytes), parse_dur(args.page_delay, "--page-delay") / 1e9)
     temporary = dest.parent / f".{dest.name}.partial-{os.getpid()}"
     shutil.rmtree(temporary, ignore_errors=True)

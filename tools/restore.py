@@ -24,6 +24,7 @@ non-empty NEWDIR: one line and exit 2.
 from __future__ import annotations
 
 import argparse
+import time
 import json
 import os
 import pathlib
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"{new_dir} exists and is not empty: restore needs a new directory")
     try:
         chain = load_chain(args.sources)
-        needed, target = chain_up_to(chain, None if args.at is None else parse_ts(args.at))
+        needed, target = chain_up_to(chain, None if args.at is None else parse_ts(args.at, time.time_ns()))
         for backup in needed:
             verify_files(backup)
         config = restored_config(needed[0], args.nodes, args.port)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 from typing import Optional
 
-from txn.api import admin, client, peer, txn
+from txn.api import admin, backup, client, metrics, peer, txn
 from txn.net.peer_rules import Role
 
 
@@ -55,6 +55,10 @@ REQUIRED: dict[type, Permission] = {
     admin.InspectKeyRequest: Permission.ADMIN,
     admin.InspectTabletRequest: Permission.ADMIN,
     admin.InspectLogRequest: Permission.ADMIN,
+    admin.InspectTxnRequest: Permission.ADMIN,
+    admin.FaultRequest: Permission.ADMIN,
+    backup.ExportRequest: Permission.ADMIN,
+    metrics.DurabilityRequest: Permission.STATUS,
     peer.PaxosEnvelope: Permission.PEER,
     peer.ClockProbe: Permission.PEER,
     txn.TxnStatusRequest: Permission.PEER,

@@ -151,6 +151,11 @@ async def open_client_connection(host: str, port: int, *, cluster_id: Optional[s
             raise PeerUnreachable(f"{where} did not answer the handshake within {timeout_s:g}s") from None
         except trio.BrokenResourceError as error:
             raise PeerUnreachable(f"{where}: handshake failed: {tls_reason(error)}") from None
+        except ConnectionResetError as error:
+            # Under TLS the node resets a connection whose certificate it refused (before or
+            # after our handshake frame, depending on timing): say what to suspect.
+            hint = " (our certificate refused? signed by another cluster's CA?)" if tls is not None else ""
+            raise PeerUnreachable(f"{where}: handshake failed: {error}{hint}") from None
         except (ProtocolError, OSError) as error:
             raise PeerUnreachable(f"{where}: handshake failed: {error}") from None
         client = ClientConnection(connection, clock, reply.cluster_id, reply.speaker)
