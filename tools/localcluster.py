@@ -43,7 +43,7 @@ from tools.status import gather, tablet_leaders
 from tools.up import die_with_parent, start_node, stop_all
 from txn.client import SyncClient
 from txn.node.config import ClusterConfig, generate, load_config, node_dir, write_config
-from txn.net.tls import ClientTls, certs_dir, ensure_cluster_certs, load_client_tls, set_insecure
+from txn.net.tls import ClientTls, certs_dir, ensure_cluster_certs, is_insecure, load_client_tls, set_insecure
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PORT_RANGE = range(20000, 30000)
@@ -110,6 +110,22 @@ class LocalCluster:
             self.tls = load_client_tls(certs_dir(data_dir))
         self.processes: dict[str, subprocess.Popen] = {}
         self.ever_started = False
+
+    @classmethod
+    def existing(cls, data_dir: pathlib.Path) -> "LocalCluster":
+        """A cluster over a directory made elsewhere (e.g. by `chronodb restore`), as `chronodb up --dir` serves it:
+        certificates are made on first use unless the directory is --insecure."""
+        cluster = cls.__new__(cls)
+        cluster.data_dir = data_dir
+        cluster.config = load_config(data_dir)
+        cluster.insecure = is_insecure(data_dir)
+        cluster.tls = None
+        if not cluster.insecure:
+            ensure_cluster_certs(certs_dir(data_dir), [(n.id, n.host) for n in cluster.config.nodes])
+            cluster.tls = load_client_tls(certs_dir(data_dir))
+        cluster.processes = {}
+        cluster.ever_started = False
+        return cluster
 
     @property
     def node_ids(self) -> list[str]:

@@ -44,8 +44,7 @@ def restore(sources: list[pathlib.Path], new_dir: pathlib.Path, *extra: str) -> 
 
 def started(data_dir: pathlib.Path) -> LocalCluster:
     """A LocalCluster over a directory `chronodb restore` made (what `chronodb up --dir` serves)."""
-    cluster = LocalCluster.__new__(LocalCluster)
-    cluster.data_dir, cluster.config, cluster.processes, cluster.ever_started = data_dir, load_config(data_dir), {}, False
+    cluster = LocalCluster.existing(data_dir)
     cluster.start_all()
     cluster.wait_healthy()
     return cluster

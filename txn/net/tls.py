@@ -107,6 +107,9 @@ def tls_reason(error: BaseException) -> str:
         hint = hints.get(reason)
         verify = getattr(cause, "verify_message", None)
         return f"{reason}" + (f" ({verify})" if verify else "") + (f": {hint}" if hint else "")
+    if isinstance(cause, ConnectionResetError):
+        # The node resets a connection whose certificate it refused (trio does not flush the alert).
+        return f"{cause} (our certificate refused? signed by another cluster's CA?)"
     return str(cause) or type(cause).__name__
 
 
