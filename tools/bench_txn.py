@@ -31,6 +31,7 @@ from hlc import parse_duration_ns
 from tools.bench import print_setup
 from tools.localcluster import LocalCluster
 from txn.client import ClientError, open_client
+from txn.net.tls import client_tls_for_dir
 
 LEFT, RIGHT = b"acct-a-", b"acct-k-"  # the default 4-tablet split puts these on t1 and t3
 
@@ -90,7 +91,7 @@ async def client_loop(addresses, cluster_id, kind: str, concurrency: int, second
                         await client.run_transaction(rmw, max_attempts=20)
                     else:
                         tries = 1
-                        await client.put(left, b"x" * 8)
+                        await client.put(left, b"100")
                 except ClientError:
                     errors += 1
                     continue
@@ -103,7 +104,9 @@ async def client_loop(addresses, cluster_id, kind: str, concurrency: int, second
     return {"latencies": latencies, "errors": errors, "attempts": attempts}
 
 
-def client_process(addresses, cluster_id, kind, concurrency, seconds, seed, accounts, tls, queue) -> None:
+def client_process(addresses, cluster_id, kind, concurrency, seconds, seed, accounts, data_dir, queue) -> None:
+    # The client certificate is loaded here: an SSL context does not cross a process boundary.
+    tls = client_tls_for_dir(data_dir)
     queue.put(trio.run(client_loop, addresses, cluster_id, kind, concurrency, seconds, seed, accounts, tls))
 
 
@@ -116,7 +119,7 @@ def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, 
     workers = [
         context.Process(target=client_process, args=(addresses[i % len(addresses):] + addresses[:i % len(addresses)],
                                                      cluster.config.cluster_id, kind, share, seconds, i * 104729 + concurrency,
-                                                     accounts, cluster.tls, queue))
+                                                     accounts, str(cluster.data_dir), queue))
         for i, share in enumerate(shares)
     ]
     for worker in workers:
