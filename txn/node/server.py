@@ -176,11 +176,12 @@ class Node:
         deadline = trio.current_time() + timeout_s
         local = self.replicas.get(tablet_id)
         hint = local.leader_hint() if local is not None else None
-        order = ([hint] if hint else []) + [r for r in tablet.replicas if r != hint]
         attempt = 0
         reply: object = None
         while trio.current_time() < deadline:
-            target = order[attempt % len(order)]
+            # The last hint first, else the replicas in turn.
+            target = hint if hint in tablet.replicas else tablet.replicas[attempt % len(tablet.replicas)]
+            hint = None
             attempt += 1
             remaining_s = deadline - trio.current_time()
             try:
@@ -192,8 +193,8 @@ class Node:
                 await trio.sleep(min(0.02 * attempt, 0.2))
                 continue
             if isinstance(reply, api.ErrorReply) and reply.code in (api.ErrorCode.NOT_LEADER, api.ErrorCode.UNAVAILABLE, api.ErrorCode.TIMEOUT):
-                if reply.leader_hint in tablet.replicas and reply.leader_hint != target:
-                    order.insert(attempt % (len(order) + 1), reply.leader_hint)
+                if reply.leader_hint and reply.leader_hint != target:
+                    hint = reply.leader_hint
                 else:
                     await trio.sleep(min(0.02 * attempt, 0.2))
                 continue

@@ -161,7 +161,8 @@ class TabletTransactions:
         finally:
             self.wounding.discard(holder_id)
 
-    def _locked_or_abort(self, txn_id: str, key_range: tuple[bytes, bytes | None]) -> tuple[bytes, bytes | None]:
+    def _clip_to_tablet(self, txn_id: str, key_range: tuple[bytes, bytes | None]) -> tuple[bytes, bytes | None]:
+        """The part of a requested range this tablet holds (what a scan locks and a prepare checks)."""
         tablet = self.replica.tablet
         start = max(key_range[0], tablet.start)
         ends = [e for e in (key_range[1], tablet.end) if e is not None]
@@ -179,7 +180,7 @@ class TabletTransactions:
         return api.TxnReadReply(result.value, result.version_ts, ts, self.replica.node_id)
 
     async def scan(self, request: api.TxnScanRequest) -> api.TxnScanReply:
-        start, end = self._locked_or_abort(request.txn_id, (request.start, request.end))
+        start, end = self._clip_to_tablet(request.txn_id, (request.start, request.end))
         with self._deadline(request.timeout_ns, request.txn_id):
             await self._lock(request.txn_id, request.priority, key_range=(start, end))
             ts = await self.replica._leader_read_ts(self.replica.leader.strong_read_ts(self.replica.clock.now()))
@@ -199,7 +200,7 @@ class TabletTransactions:
                 raise failure(api.ErrorCode.BAD_REQUEST, f"key {item.key!r} is outside tablet {self.tablet_id}")
         for key in sorted({w.key for w in writes}):
             await self._lock(txn_id, priority, key=key, mode=LockMode.EXCLUSIVE, preparing=preparing)
-        ranges = [self._locked_or_abort(txn_id, (r.start, r.end)) for r in read_ranges]
+        ranges = [self._clip_to_tablet(txn_id, (r.start, r.end)) for r in read_ranges]
         earlier = self.locks.is_aborted(txn_id)
         if earlier is not None:  # wounded (or expired) here already: say so, not "lost locks"
             raise aborted(earlier, f"transaction {txn_id} was aborted at tablet {self.tablet_id} ({earlier})")
