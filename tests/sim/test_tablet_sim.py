@@ -54,6 +54,18 @@ def test_cluster_seed_sweep(chunk: int, replay_seed: int | None) -> None:
     assert not failures, f"{len(failures)} failing seeds, first SEED={failures[0].seed}: {failures[0].error}"
 
 
+# Seeds that once failed, kept as regressions: 1235 and 1625 found lost updates
+# (a prepare passed its read-lock check on the exclusive lock it had just taken,
+# after a leader change had dropped the read's shared lock).
+REGRESSION_SEEDS = (1235, 1625)
+
+
+@pytest.mark.parametrize("seed", REGRESSION_SEEDS)
+def test_regression_seed(seed: int) -> None:
+    result = run_seed(seed)
+    assert result.error is None, f"SEED={seed}: {result.error}"
+
+
 def test_cluster_sweep_hits_every_required_mark(replay_seed: int | None) -> None:
     if replay_seed is not None or len(_chunks_done) < CHUNKS:
         pytest.skip("needs every chunk of the sweep in this session")
