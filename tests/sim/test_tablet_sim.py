@@ -1,7 +1,7 @@
 """The whole-stack simulation sweep (txn/sim/sweep.py): real nodes and the real
 client under a random plan per seed, then healing and liveness; every history
 must satisfy the contract (txn/sim/checkers.py). CI runs CI_SEEDS seeds in
-CHUNKS parametrized tests, then requires every REQUIRED_MARKS coverage mark.
+one test, which also requires every REQUIRED_MARKS coverage mark.
 A failure prints SEED=<n>; `pytest tests/sim --seed <n>` replays it, printing
 its plan and trace tail."""
 
@@ -18,9 +18,6 @@ from txn.sim.checkers import (
 from txn.sim.sweep import REQUIRED_MARKS_SEEDS, SeedResult, missing_marks, run_seed, run_sweep
 
 CI_SEEDS = REQUIRED_MARKS_SEEDS  # 200
-CHUNKS = 4
-_marks: dict[str, int] = {}
-_chunks_done: set[int] = set()
 
 
 @pytest.fixture(autouse=True)
@@ -35,23 +32,19 @@ def _report(result: SeedResult) -> None:
         print(f"SEED={result.seed}: {result.error}\n  {result.plan}")
 
 
-@pytest.mark.parametrize("chunk", range(CHUNKS))
-def test_cluster_seed_sweep(chunk: int, replay_seed: int | None) -> None:
+def test_cluster_seed_sweep(replay_seed: int | None) -> None:
+    """CI_SEEDS seeds clean and every required mark hit; with --seed N, that seed alone, traced."""
     if replay_seed is not None:
-        if chunk:
-            pytest.skip("replaying one seed")
         result = run_seed(replay_seed)
         print(result.plan)
         print("\n".join(result.trace[-300:]))
         print(f"{result.seconds:.2f}s {result.stats}")
         assert result.error is None, f"SEED={replay_seed}: {result.error}"
         return
-    size = CI_SEEDS // CHUNKS
-    failures, marks = run_sweep(range(chunk * size, (chunk + 1) * size), on_result=_report)
-    for name, count in marks.items():
-        _marks[name] = _marks.get(name, 0) + count
-    _chunks_done.add(chunk)
+    failures, marks = run_sweep(range(CI_SEEDS), on_result=_report)
     assert not failures, f"{len(failures)} failing seeds, first SEED={failures[0].seed}: {failures[0].error}"
+    assert not missing_marks(marks), f"coverage marks never hit in {CI_SEEDS} seeds: {missing_marks(marks)}"
+    print(sorted(marks.items()))
 
 
 # Seeds that once failed, kept as regressions: 1235 and 1625 found lost updates
@@ -64,13 +57,6 @@ REGRESSION_SEEDS = (1235, 1625, 2030)  # 2030: the bank liveness bound must allo
 def test_regression_seed(seed: int) -> None:
     result = run_seed(seed)
     assert result.error is None, f"SEED={seed}: {result.error}"
-
-
-def test_cluster_sweep_hits_every_required_mark(replay_seed: int | None) -> None:
-    if replay_seed is not None or len(_chunks_done) < CHUNKS:
-        pytest.skip("needs every chunk of the sweep in this session")
-    assert not missing_marks(_marks), f"coverage marks never hit in {CI_SEEDS} seeds: {missing_marks(_marks)}"
-    print(sorted(_marks.items()))
 
 
 # ---- the checkers themselves catch violations --------------------------------
