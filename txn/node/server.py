@@ -21,6 +21,7 @@ Invariants:
 
 from __future__ import annotations
 
+import collections
 import logging
 from typing import Any
 
@@ -34,6 +35,7 @@ from txn.node.admin import NodeAdmin
 from txn.node.clock_watch import ClockWatch
 from txn.node.durability import node_durability
 from txn.node.export import export_page
+from txn.node.metrics import CLIENT, NodeMetrics
 from txn.net.messaging import TransportError
 from txn.net.peer_rules import Role
 from txn.node.config import ClusterConfig
@@ -71,9 +73,13 @@ class Node:
         self.bad_paxos_messages = 0
         self.permission_denied = 0
         self.peers = [n.id for n in config.nodes if n.id != node_id]
+        # (sender, reason) -> messages refused: reason "permission" or "bad_paxos"; the
+        # sender is a peer id, or "client" for everyone else (a bounded set of labels).
+        self.rejected: collections.Counter[tuple[str, str]] = collections.Counter()
         self.watch = ClockWatch(node_id, self.peers, clock, config.max_offset_ns, enabled=monitor_clocks)
         self.watch.on_change = self._set_fenced
         self.admin = NodeAdmin(self)
+        self.metrics = NodeMetrics(self)
 
     @property
     def fenced(self) -> bool:
@@ -98,8 +104,12 @@ class Node:
         problem = permission_problem(self.role_of(src), msg)
         if problem is not None:
             self.permission_denied += 1
+            self.rejected[(self._sender(src), "permission")] += 1
             log.warning("refused %s from %s: %s", type(msg).__name__, src, problem)
         return problem
+
+    def _sender(self, src: str) -> str:
+        return src if src in self.peers else CLIENT
 
     def handle_message(self, src: str, msg: Any) -> None:
         if self._refusal(src, msg) is not None:
@@ -112,23 +122,32 @@ class Node:
         replica = self.replicas.get(msg.tablet_id)
         if replica is None or src not in replica.tablet.replicas:
             self.bad_paxos_messages += 1
+            self.rejected[(self._sender(src), "bad_paxos")] += 1
             return
         try:
             inner = wire.decode(msg.payload)
         except wire.ProtocolError as error:
             self.bad_paxos_messages += 1
+            self.rejected[(self._sender(src), "bad_paxos")] += 1
             log.warning("bad Paxos payload from %s for %s: %s", src, msg.tablet_id, error)
             return
         replica.paxos.deliver(src, inner)
 
     async def handle_request(self, src: str, msg: Any) -> Any:
+        started_s = trio.current_time()
         problem = self._refusal(src, msg)
         if problem is not None:
-            return api.ErrorReply(api.ErrorCode.PERMISSION_DENIED, f"{self.node_id}: permission denied: {problem}", None, None)
-        try:
-            return await self._dispatch(msg)
-        except RequestFailed as failed:
-            return failed.reply
+            reply: Any = api.ErrorReply(api.ErrorCode.PERMISSION_DENIED, f"{self.node_id}: permission denied: {problem}", None, None)
+        else:
+            try:
+                reply = await self._dispatch(msg)
+            except RequestFailed as failed:
+                reply = failed.reply
+            except Exception:
+                self.metrics.failed(msg)
+                raise
+        self.metrics.answered(msg, reply, trio.current_time() - started_s)
+        return reply
 
     async def _dispatch(self, msg: Any) -> Any:
         if isinstance(msg, api.TabletMapRequest):

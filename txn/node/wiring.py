@@ -68,6 +68,7 @@ def build_node(config: ClusterConfig, node_id: str, env: NodeEnvironment) -> Nod
             seed=f"{env.seed}/{tablet.id}", gc_retention_ns=env.gc_retention_ns or config.gc_retention_ns,
         )
         node.replicas[tablet.id].txns.call_tablet = node.call_tablet
+        node.metrics.attach(node.replicas[tablet.id])
     node.watch.update_fence()
     return node
 
