@@ -10,11 +10,12 @@ with a parent-death SIGKILL (tools/up.py `die_with_parent`), and an atexit
 hook stops whatever a caller forgot. Start clusters from the main thread.
 
 Ports come from 20000-29999, below Linux's ephemeral range (so no outgoing
-connection holds one), at random and never twice per process. A port free
-when picked can still be taken before the node binds it; the first
-`start_all` therefore re-picks the port of any node that exits with "address
-already in use", rewrites cluster.toml and restarts the nodes (safe only then:
-no client has seen the cluster yet).
+connection holds one), at random and never twice per process: two per node,
+its port and its metrics port (`/metrics`). A port free when picked can still
+be taken before the node binds it; the first `start_all` therefore re-picks
+both ports of any node that exits with "address already in use", rewrites
+cluster.toml and restarts the nodes (safe only then: no client has seen the
+cluster yet).
 
 TLS like `chronodb up`: the cluster's certificates are made in DIR/certs by
 the same code (`ensure_cluster_certs`), the nodes run with them, and the
@@ -96,8 +97,9 @@ class LocalCluster:
                  gc_retention_ns: int | None = None, insecure: bool = False) -> None:
         self.data_dir = data_dir
         config = generate(nodes=nodes, tablets=tablets, max_offset_ns=max_offset_ns)
-        ports = free_ports(nodes)
-        config = attrs.evolve(config, nodes=[attrs.evolve(n, port=p) for n, p in zip(config.nodes, ports)])
+        ports = free_ports(2 * nodes)
+        config = attrs.evolve(config, nodes=[attrs.evolve(n, port=p, metrics_port=m)
+                                             for n, p, m in zip(config.nodes, ports[:nodes], ports[nodes:])])
         if gc_retention_ns is not None:
             config = attrs.evolve(config, gc_retention_ns=gc_retention_ns)
         write_config(data_dir, config)
@@ -133,6 +135,11 @@ class LocalCluster:
 
     def address(self, node_id: str) -> tuple[str, int]:
         return self.config.node(node_id).address
+
+    def metrics_address(self, node_id: str) -> tuple[str, int]:
+        address = self.config.node(node_id).metrics_address
+        assert address is not None, f"{node_id} has no metrics port in {self.data_dir}/cluster.toml"
+        return address
 
     def start(self, node_id: str) -> None:
         assert node_id not in self.processes or self.processes[node_id].poll() is not None, f"{node_id} runs"
@@ -185,9 +192,11 @@ class LocalCluster:
         return taken
 
     def repick_ports(self, node_ids: Sequence[str]) -> None:
-        """New ports for these nodes in cluster.toml. Only before any client used the cluster."""
-        new_ports = dict(zip(node_ids, free_ports(len(node_ids))))
-        nodes = [attrs.evolve(n, port=new_ports.get(n.id, n.port)) for n in self.config.nodes]
+        """New ports and metrics ports for these nodes in cluster.toml. Only before any client used the cluster."""
+        picked = free_ports(2 * len(node_ids))
+        new_ports = {node_id: (picked[2 * i], picked[2 * i + 1]) for i, node_id in enumerate(node_ids)}
+        nodes = [attrs.evolve(n, port=new_ports[n.id][0], metrics_port=new_ports[n.id][1]) if n.id in new_ports else n
+                 for n in self.config.nodes]
         write_config(self.data_dir, attrs.evolve(self.config, nodes=nodes))
         self.config = load_config(self.data_dir)
 

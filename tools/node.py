@@ -3,9 +3,11 @@
 Role: how a deployment over several hosts starts a node (each host holds the
 same `cluster.toml`); `chronodb up` runs one of these per node. Logs go to
 `DIR/<ID>/node.log`; the process id to `DIR/<ID>/node.pid` while it runs.
-SIGINT or SIGTERM stops it cleanly. Startup failures (port in use, data
-directory locked by another process or belonging to another cluster, bad
-cluster.toml, missing certificates) print one line and exit 2.
+SIGINT or SIGTERM stops it cleanly. Startup failures (port or metrics port
+in use, data directory locked by another process or belonging to another
+cluster, bad cluster.toml, missing certificates) print one line and exit 2.
+With a `metrics_port` in cluster.toml it serves Prometheus' `GET /metrics`
+there (plain HTTP, on the node's host).
 
 TLS by default: the node loads DIR/certs/ca.crt and node.<ID>.crt/.key
 (made by `chronodb up` or `chronodb cert`); `--insecure` runs plain TCP with
@@ -37,8 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "node", help="run one node in the foreground",
         description="Run node ID of the cluster described by DIR/cluster.toml. Logs to DIR/ID/node.log. "
-        "SIGINT/SIGTERM stop it cleanly. A port in use, a locked or foreign data directory, or a bad "
-        "cluster.toml: one line on stderr and exit code 2.",
+        "Serves Prometheus metrics at http://HOST:METRICS_PORT/metrics when its [[nodes]] entry has a "
+        "metrics_port. SIGINT/SIGTERM stop it cleanly. A port or metrics port in use, a locked or foreign "
+        "data directory, or a bad cluster.toml: one line on stderr and exit code 2.",
     )
     parser.add_argument("--dir", default=DEFAULT_DIR, help=f"data directory (default ./{DEFAULT_DIR})")
     parser.add_argument("--id", required=True, help="node id, e.g. n1")
@@ -85,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
             if tls is None:
                 nursery.start_soon(repeat_insecure_warning, args.id)
             mode = "TLS" if tls is not None else "INSECURE (no TLS, no authentication)"
-            print(f"node {args.id} ready on {config.node(args.id).host}:{config.node(args.id).port}, {mode}", flush=True)
+            me = config.node(args.id)
+            metrics = f"metrics http://{me.host}:{me.metrics_port}/metrics" if me.metrics_port is not None else "no metrics port"
+            print(f"node {args.id} ready on {me.host}:{me.port}, {mode}, {metrics}", flush=True)
 
     start_error: NodeStartError | None = None
     try:

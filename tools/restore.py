@@ -4,7 +4,8 @@ Role: reads a backup chain (tools/backup_format.py: a full backup and the
 incrementals after it; an incremental backup's manifest names its parent,
 so naming the last one is enough), checks every file's sha256, then writes
 offline, with the MVCC store, each replica's LevelDB of a new cluster (new
-cluster id, `--nodes` nodes from `--port`, the backup's tablet ranges):
+cluster id, `--nodes` nodes from `--port`, metrics ports from `--port` +
+1000 as `up` gives them, the backup's tablet ranges):
 every version at its original timestamp, up to TS (default: the chain's
 last timestamp). `chronodb up --dir NEWDIR` then serves it.
 
@@ -57,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dir", default=DEFAULT_DIR, help="new cluster directory: must not exist or be empty")
     parser.add_argument("--at", help="restore this timestamp (within the chain); default: the newest backup's")
     parser.add_argument("--nodes", type=int, default=3, help="nodes of the new cluster (default 3)")
-    parser.add_argument("--port", type=int, default=7400, help="first node's port; the others follow (default 7400)")
+    parser.add_argument("--port", type=int, default=7400, help="first node's port; the others follow, and metrics ports 1000 above (default 7400)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.set_defaults(func=run)
 

@@ -1,13 +1,17 @@
 """The cluster's configuration as values: nodes, tablets, max_offset; and its TOML form.
 
 Role: what every node, client and tool agrees on about the cluster: its id,
-`max_offset`, `gc_retention`, the nodes (id, host, port) and the tablets (id,
-key range, replica nodes, preferred leader). Pure: records, validation and
+`max_offset`, `gc_retention`, the nodes (id, host, port, optional metrics
+port) and the tablets (id, key range, replica nodes, preferred leader). Pure: records, validation and
 the TOML text form; reading and writing `DIR/cluster.toml` and the node
 directories is txn/node/config.py.
 
 Invariants (checked by `validate`, so a hand-edited file fails early and clearly):
 - node ids and tablet ids are unique; every replica names a known node;
+- no two nodes share a host and port; a node's `metrics_port` (its `/metrics`
+  HTTP endpoint, optional: absent, the node serves no metrics) is in
+  1-65535 and no other address on its host uses it (no node port, no other
+  node's metrics port);
 - the tablets cover the whole key space: the first starts at b"", each ends
   where the next starts, the last is unbounded (end = None).
 
@@ -18,6 +22,7 @@ On disk (TOML; keys are hex so any bytes survive a text editor):
     gc_retention = "1h"     # optional; old versions kept this long
     [[nodes]]
     id = "n1"; host = "127.0.0.1"; port = 7400
+    metrics_port = 8400     # optional; HTTP GET /metrics (Prometheus) on the same host
     [[tablets]]
     id = "t1"; start = ""; end = "40"; replicas = ["n1", "n2", "n3"]; preferred_leader = "n1"
 """
@@ -47,10 +52,17 @@ class NodeConfig:
     id: str
     host: str
     port: int
+    # The node's Prometheus endpoint (HTTP GET /metrics) on `host`. None: no
+    # endpoint (cluster.toml files written before it existed load so).
+    metrics_port: int | None = None
 
     @property
     def address(self) -> tuple[str, int]:
         return (self.host, self.port)
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        return None if self.metrics_port is None else (self.host, self.metrics_port)
 
 
 @attrs.frozen
@@ -116,6 +128,7 @@ def validate(config: ClusterConfig) -> None:
     addresses = [node.address for node in config.nodes]
     if len(set(addresses)) != len(addresses):
         raise ConfigError("two nodes share a host and port")
+    _validate_metrics_ports(config.nodes)
     tablet_ids = [tablet.id for tablet in config.tablets]
     if len(set(tablet_ids)) != len(tablet_ids):
         raise ConfigError(f"duplicate tablet ids in {tablet_ids}")
@@ -135,6 +148,19 @@ def validate(config: ClusterConfig) -> None:
         raise ConfigError("the last tablet must be unbounded (no end)")
 
 
+def _validate_metrics_ports(nodes: tuple[NodeConfig, ...]) -> None:
+    taken = {node.address: f"node {node.id}'s port" for node in nodes}
+    for node in nodes:
+        if node.metrics_port is None:
+            continue
+        if not 1 <= node.metrics_port <= 65535:
+            raise ConfigError(f"node {node.id}: metrics_port {node.metrics_port} is not a port (1-65535)")
+        address = (node.host, node.metrics_port)
+        if address in taken:
+            raise ConfigError(f"node {node.id}: metrics_port {node.metrics_port} on {node.host} is already {taken[address]}")
+        taken[address] = f"node {node.id}'s metrics_port"
+
+
 def to_toml(config: ClusterConfig) -> str:
     lines = [
         "# chronodb cluster configuration; every node and client reads it. Keys are hex.",
@@ -144,7 +170,10 @@ def to_toml(config: ClusterConfig) -> str:
         "",
     ]
     for node in config.nodes:
-        lines += ["[[nodes]]", f'id = "{node.id}"', f'host = "{node.host}"', f"port = {node.port}", ""]
+        lines += ["[[nodes]]", f'id = "{node.id}"', f'host = "{node.host}"', f"port = {node.port}"]
+        if node.metrics_port is not None:
+            lines.append(f"metrics_port = {node.metrics_port}  # HTTP GET /metrics (Prometheus)")
+        lines.append("")
     for tablet in config.tablets:
         replicas = ", ".join(f'"{r}"' for r in tablet.replicas)
         lines += ["[[tablets]]", f'id = "{tablet.id}"', f'start = "{tablet.start.hex()}"']
@@ -161,7 +190,8 @@ def from_toml(text: str, *, source: str = CONFIG_NAME) -> ClusterConfig:
             cluster_id=_str(data, "cluster_id"),
             max_offset_ns=parse_duration_ns(_str(data, "max_offset")),
             gc_retention_ns=parse_duration_ns(_str(data, "gc_retention")) if "gc_retention" in data else DEFAULT_GC_RETENTION_NS,
-            nodes=[NodeConfig(_str(n, "id"), _str(n, "host"), _int(n, "port")) for n in data.get("nodes", [])],
+            nodes=[NodeConfig(_str(n, "id"), _str(n, "host"), _int(n, "port"),
+                              _int(n, "metrics_port") if "metrics_port" in n else None) for n in data.get("nodes", [])],
             tablets=[
                 TabletConfig(
                     _str(t, "id"), bytes.fromhex(_str(t, "start")),

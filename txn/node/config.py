@@ -1,6 +1,7 @@
 """The cluster configuration on disk: `DIR/cluster.toml`, and the per-node directories.
 
-Role: `generate()` makes the default layout (with a fresh random cluster id),
+Role: `generate()` makes the default layout (with a fresh random cluster id;
+each node's metrics port `METRICS_PORT_OFFSET` above its port unless told),
 `write_config()` / `load_config()` store and read `DIR/cluster.toml`
 (records and validation: txn/api/cluster.py), `ensure_node_dir()` ties a
 node's directory to the cluster it belongs to.
@@ -73,20 +74,33 @@ def default_split_points(tablets: int) -> list[bytes]:
     return [bytes([i * 256 // tablets]) for i in range(1, tablets)]
 
 
+METRICS_PORT_OFFSET = 1000  # the default metrics port: the node's port + 1000 (7400 -> 8400)
+
+
 def generate(
     *, nodes: int = 3, tablets: int = 4, host: str = "127.0.0.1", port: int = 7400,
-    max_offset_ns: int = DEFAULT_MAX_OFFSET_NS, cluster_id: str | None = None,
+    max_offset_ns: int = DEFAULT_MAX_OFFSET_NS, cluster_id: str | None = None, metrics_port: int | None = None,
 ) -> ClusterConfig:
     """The default layout: tablets split the key space where typed keys spread
     (`default_split_points`), 3 replicas each (fewer if fewer nodes),
-    preferred leaders spread round-robin."""
+    preferred leaders spread round-robin. Node i listens on `port + i` and
+    serves metrics on `metrics_port + i` (default `port + METRICS_PORT_OFFSET`)."""
     if not 1 <= nodes <= 99:
         raise ConfigError(f"--nodes must be between 1 and 99, not {nodes}")
     if not 1 <= tablets <= 256:
         raise ConfigError(f"--tablets must be between 1 and 256, not {tablets}")
     if not 1 <= port <= 65535 - nodes:
         raise ConfigError(f"--port {port} leaves no room for {nodes} nodes")
-    node_list = [NodeConfig(f"n{i + 1}", host, port + i) for i in range(nodes)]
+    if metrics_port is None:
+        metrics_port = port + METRICS_PORT_OFFSET
+        if metrics_port > 65535 - nodes:
+            raise ConfigError(f"--port {port} leaves no room for {nodes} metrics ports {METRICS_PORT_OFFSET} above it; "
+                              "give --metrics-port")
+    if not 1 <= metrics_port <= 65535 - nodes:
+        raise ConfigError(f"--metrics-port {metrics_port} leaves no room for {nodes} nodes")
+    if port < metrics_port + nodes and metrics_port < port + nodes:
+        raise ConfigError(f"--metrics-port {metrics_port} overlaps the node ports {port}-{port + nodes - 1}")
+    node_list = [NodeConfig(f"n{i + 1}", host, port + i, metrics_port + i) for i in range(nodes)]
     bounds = [b""] + default_split_points(tablets) + [None]
     width = min(REPLICATION_FACTOR, nodes)
     tablet_list = []

@@ -30,7 +30,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from hlc import Timestamp
@@ -89,6 +89,10 @@ class NodeMetrics:
         registry.register(NodeCollector(node))
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
         self._children: dict[tuple[Any, ...], Any] = {}
+
+    def render(self) -> bytes:
+        """The registry in Prometheus' text format (what `/metrics` answers)."""
+        return generate_latest(self.registry)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)

@@ -2,7 +2,8 @@
 
 Role: `build_node(config, node_id, env)` creates the `Node` and one
 `TabletReplica` per tablet it replicates; `serve_node(node, env)` opens the
-transport and runs the clock watch and every replica until cancelled. The
+transport (and the `/metrics` endpoint, when the environment names its
+address) and runs the clock watch and every replica until cancelled. The
 environment says what is real and what is simulated: the clock, where
 engines come from, which transport, the monotonic time source, random
 streams. `run_node()` (the `chronodb node` process: TCP, LevelDB, the system
@@ -12,17 +13,20 @@ so the simulation runs the node that ships.
 
 Invariants: LevelDB directories are opened by this process alone (LevelDB's
 lock) and closed on the way out, also after cancellation; start-up problems
-raise `NodeStartError` with a one-line reason.
+(a port in use, the node's or its metrics port) raise `NodeStartError` with
+a one-line reason.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from contextlib import ExitStack
 from typing import Any, AsyncContextManager, Callable
 
 import attrs
+import prometheus_client
 import trio
 
 from hlc import HybridClock
@@ -34,6 +38,7 @@ from txn.net.messaging import AddressInUse, TransportError
 from txn.net.tls import NodeTls
 from txn.net.transport import open_tcp_transport
 from txn.node.config import ClusterConfig, ConfigError, TabletConfig, ensure_node_dir, tablet_dir
+from txn.node.metrics_http import open_metrics_listeners, serve_metrics
 from txn.node.server import Node, NodeStartError
 from txn.tablet.tablet_replica import TabletReplica
 
@@ -52,6 +57,7 @@ class NodeEnvironment:
     paxos_config: PaxosConfig = attrs.Factory(PaxosConfig)
     gc_retention_ns: int | None = None  # None: the cluster's gc_retention
     monitor_clocks: bool = True
+    metrics_address: tuple[str, int] | None = None  # where to serve /metrics; None: nowhere (the simulation)
 
 
 def trio_monotonic_ns() -> int:
@@ -74,11 +80,37 @@ def build_node(config: ClusterConfig, node_id: str, env: NodeEnvironment) -> Nod
 
 
 async def serve_node(node: Node, env: NodeEnvironment, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
-    """Open the transport, run the clock watch and the replicas until cancelled."""
+    """Open the metrics port and the transport, run the clock watch and the replicas until cancelled."""
+    metrics_listeners = await _open_metrics(env.metrics_address)
+    try:
+        await _serve(node, env, metrics_listeners, task_status)
+    finally:
+        for listener in metrics_listeners:
+            await trio.aclose_forcefully(listener)
+
+
+async def _open_metrics(address: tuple[str, int] | None) -> list[trio.SocketListener]:
+    """Bound first, so a taken port fails the start before anything else opens."""
+    if address is None:
+        return []
+    host, port = address
+    try:
+        return await open_metrics_listeners(host, port)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise NodeStartError(f"cannot listen for metrics on {host}:{port}: the address is already in use "
+                                 "(another node running?)") from None
+        raise NodeStartError(f"cannot listen for metrics on {host}:{port}: {error.strerror or error}") from None
+
+
+async def _serve(node: Node, env: NodeEnvironment, metrics_listeners: list[trio.SocketListener],
+                 task_status: trio.TaskStatus[Node]) -> None:
     async with env.open_transport(node) as transport:
         node.transport = transport
         async with trio.open_nursery() as nursery:
             node.nursery = nursery
+            if metrics_listeners:
+                await nursery.start(serve_metrics, metrics_listeners, node.metrics.render)
             if env.monitor_clocks:
                 nursery.start_soon(node.watch.probe_loop, lambda peer, msg, timeout_s: transport.call(peer, msg, timeout_s=timeout_s))
             for replica in node.replicas.values():
@@ -115,6 +147,9 @@ async def run_node(
         raise NodeStartError(str(error)) from None
     clock = HybridClock(physical or SkewedClock(SystemClock()), config.max_offset_ns)
     peers = {n.id: n.address for n in config.nodes if n.id != node_id}
+    # One node per process here: no `_created` series (Prometheus' text format
+    # would show each as a gauge of its own, doubling every counter's lines).
+    prometheus_client.disable_created_metrics()
     with ExitStack() as stack:
         engines = open_engines(stack, data_dir, config, node_id)
         env = NodeEnvironment(
@@ -124,7 +159,7 @@ async def run_node(
                 peers=peers, clock=clock, handler=handler, logger=logging.getLogger("chronodb.transport"), tls=tls,
             ),
             monotonic_ns=trio_monotonic_ns, seed=node_id, paxos_config=paxos_config or PaxosConfig(),
-            gc_retention_ns=gc_retention_ns,
+            gc_retention_ns=gc_retention_ns, metrics_address=me.metrics_address,
         )
         node = build_node(config, node_id, env)
         try:
