@@ -1,15 +1,17 @@
 """`chronodb status`: is the cluster serving? Who leads each tablet?
 
 Role: asks every node (admin `StatusRequest`, short deadline) and prints each
-node's address and whether it answers, and each tablet's range, replicas,
-serving leader and lease holder. Exit 0 only when every tablet has a
-lease-holding leader that serves; else 1, so scripts can wait on it.
-`--json` prints `{"nodes": [{"id", "address", "up"}], "tablets": [{"id",
+node's address, metrics endpoint (cluster.toml's `metrics_port`) and whether
+it answers, and each tablet's range, replicas, serving leader and lease
+holder. Exit 0 only when every tablet has a lease-holding leader that serves;
+else 1, so scripts can wait on it.
+`--json` prints `{"nodes": [{"id", "address", "metrics", "up"}], "tablets": [{"id",
 "start", "end", "replicas", "leader", "lease_holder", "durable_index",
 "durable_ts", "distributed_commits", "not_durable_commits",
 "replica_indexes": [{"node", "chosen_index", "applied_index",
 "durable_index", "durable_ts", "distributed_commits",
-"not_durable_commits"}]}], "healthy"}` with keys as printable text.
+"not_durable_commits"}]}], "healthy"}` with keys as printable text;
+`"metrics"` is `"host:port"` of the node's `/metrics`, null without a metrics port.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import trio
 from tools.errors import EXIT_NEGATIVE, EXIT_OK, CliError
 from tools.common import DEFAULT_DIR, printable
 from txn import api
-from txn.node.config import ClusterConfig, ConfigError, load_config
+from txn.node.config import ClusterConfig, ConfigError, NodeConfig, load_config
 from txn.net.client_connection import open_client_connection
 from txn.net.messaging import TransportError
 from hlc import HybridClock
@@ -37,7 +39,8 @@ NODE_TIMEOUT_S = 1.5
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "status", help="show nodes and tablet leaders; exit 0 when every tablet has a leader",
-        description="Ask every node of DIR/cluster.toml for its state. Exit 0 only when every tablet "
+        description="Ask every node of DIR/cluster.toml for its state; show each node's address and "
+        "metrics endpoint (HTTP GET /metrics). Exit 0 only when every tablet "
         "has a lease-holding, serving leader; otherwise 1 (scripts can wait on it).",
     )
     parser.add_argument("--dir", default=DEFAULT_DIR, help=f"data directory (default ./{DEFAULT_DIR})")
@@ -155,6 +158,11 @@ def tablet_leaders(config: ClusterConfig, replies: dict[str, api.NodeStatusReply
     return leaders
 
 
+def metrics_text(node: NodeConfig, none: str | None) -> str | None:
+    """The node's metrics endpoint as host:port; `none` when it has no metrics port."""
+    return none if node.metrics_port is None else f"{node.host}:{node.metrics_port}"
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.dir)
@@ -167,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
     healthy = all(serving is not None for serving, _ in leaders.values())
     if args.json:
         print(json.dumps({
-            "nodes": [{"id": n.id, "address": f"{n.host}:{n.port}", "up": replies[n.id] is not None} for n in config.nodes],
+            "nodes": [{"id": n.id, "address": f"{n.host}:{n.port}", "metrics": metrics_text(n, None),
+                       "up": replies[n.id] is not None} for n in config.nodes],
             "tablets": [
                 {"id": t.id, "start": printable(t.start), "end": None if t.end is None else printable(t.end),
                  "replicas": list(t.replicas), "leader": leaders[t.id][0], "lease_holder": leaders[t.id][1],
@@ -186,9 +195,10 @@ def run(args: argparse.Namespace) -> int:
         print("WARNING: INSECURE cluster (--insecure): no TLS, no authentication, every client is an admin")
     else:
         print("security: mutual TLS, certificates in " + str(pathlib.Path(args.dir) / "certs"))
-    print(f"{'NODE':<6} {'ADDRESS':<22} UP")
+    print(f"{'NODE':<6} {'ADDRESS':<22} {'METRICS':<22} UP")
     for node in config.nodes:
-        print(f"{node.id:<6} {node.host + ':' + str(node.port):<22} {'yes' if replies[node.id] else 'no'}")
+        print(f"{node.id:<6} {node.host + ':' + str(node.port):<22} {metrics_text(node, '-'):<22} "
+              f"{'yes' if replies[node.id] else 'no'}")
     print(f"{'TABLET':<7} {'START':<10} {'END':<10} {'REPLICAS':<16} {'LEADER':<7} {'LEASE':<7} DURABLE")
     for tablet in config.tablets:
         serving, holder = leaders[tablet.id]

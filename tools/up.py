@@ -8,8 +8,13 @@ nodes get SIGKILL too (Linux parent-death signal) instead of running on
 unattended. A node that dies is reported and the others keep running;
 `chronodb node --dir DIR --id ID` restarts it by hand.
 
-Refused with one line and exit code 2 before anything starts: a port in use,
-a corrupt cluster.toml, a node directory that belongs to another cluster.
+Every node also serves Prometheus metrics at http://HOST:METRICS_PORT/metrics
+(cluster.toml's `metrics_port`; on first use `--metrics-port`, default the
+node ports + 1000).
+
+Refused with one line and exit code 2 before anything starts: a port or
+metrics port in use, a corrupt cluster.toml, a node directory that belongs to
+another cluster.
 
 Secure by default: on first use (and for any node or client certificate
 missing later) it makes the cluster CA, one certificate per node and the
@@ -47,13 +52,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "up", help="create or resume a local cluster and run it in the foreground",
         description="Run a local cluster: on first use write DIR/cluster.toml (tablets split the key "
         "space evenly on the first byte, 3 replicas each, preferred leaders spread over the nodes), then "
-        "start every node as its own process, logging to DIR/<node>/node.log. Ctrl-C stops them all. "
+        "start every node as its own process, logging to DIR/<node>/node.log. Each node serves Prometheus "
+        "metrics at http://HOST:METRICS_PORT/metrics (its metrics_port in cluster.toml; a node without one, "
+        "from a file older than metrics ports, serves none). Ctrl-C stops them all. "
         "Run again on the same DIR to resume with its data (the layout flags then must match or be omitted).",
     )
     parser.add_argument("--dir", default=DEFAULT_DIR, help=f"data directory (default ./{DEFAULT_DIR})")
     parser.add_argument("--nodes", type=int, default=None, help="number of nodes on first use (default 3)")
     parser.add_argument("--tablets", type=int, default=None, help="number of tablets on first use (default 4)")
     parser.add_argument("--port", type=int, default=None, help="first node's port; the others follow (default 7400)")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="first node's metrics port (HTTP GET /metrics); the others follow (default --port + 1000)")
     parser.add_argument(
         "--max-offset", default=None,
         help="the bound on clock offset between nodes (default 10ms). Every write waits this long "
@@ -87,6 +96,7 @@ def prepare(args: argparse.Namespace) -> ClusterConfig:
             flag for flag, wanted, have in (
                 ("--nodes", args.nodes, len(config.nodes)), ("--tablets", args.tablets, len(config.tablets)),
                 ("--port", args.port, config.nodes[0].port),
+                ("--metrics-port", args.metrics_port, config.nodes[0].metrics_port),
                 ("--max-offset", args.max_offset and parse_duration_ns(args.max_offset), config.max_offset_ns),
             ) if wanted is not None and wanted != have
         ]
@@ -99,7 +109,8 @@ def prepare(args: argparse.Namespace) -> ClusterConfig:
         max_offset_ns = parse_duration_ns(args.max_offset) if args.max_offset else 10_000_000
     except ValueError as error:
         raise ConfigError(f"bad --max-offset: {error}") from None
-    config = generate(nodes=args.nodes or 3, tablets=args.tablets or 4, port=args.port or 7400, max_offset_ns=max_offset_ns)
+    config = generate(nodes=args.nodes or 3, tablets=args.tablets or 4, port=args.port or 7400, max_offset_ns=max_offset_ns,
+                      metrics_port=args.metrics_port)
     write_config(directory, config)
     print(f"created {config_path(directory)} (cluster {config.cluster_id}, max_offset {format_duration_ns(max_offset_ns)})")
     return config
@@ -107,12 +118,15 @@ def prepare(args: argparse.Namespace) -> ClusterConfig:
 
 def check_ports_free(config: ClusterConfig) -> None:
     for node in config.nodes:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((node.host, node.port))
-            except OSError as error:
-                raise ConfigError(f"port {node.port} for node {node.id} on {node.host} is in use ({error.strerror})") from None
+        for what, port in (("port", node.port), ("metrics port", node.metrics_port)):
+            if port is None:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((node.host, port))
+                except OSError as error:
+                    raise ConfigError(f"{what} {port} for node {node.id} on {node.host} is in use ({error.strerror})") from None
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -192,7 +206,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         for node in config.nodes:
             processes[node.id] = start_node(args.dir, node.id, insecure=args.insecure)
-            print(f"node {node.id}: {node.host}:{node.port}, pid {processes[node.id].pid}, log {node_dir(args.dir, node.id) / 'node.log'}", flush=True)
+            metrics = f"metrics http://{node.host}:{node.metrics_port}/metrics" if node.metrics_port is not None else "no metrics port"
+            print(f"node {node.id}: {node.host}:{node.port}, {metrics}, pid {processes[node.id].pid}, "
+                  f"log {node_dir(args.dir, node.id) / 'node.log'}", flush=True)
         started = time.monotonic()
         reported: set[str] = set()
         while not stopping:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -88,3 +89,20 @@ def test_up_refuses_mismatched_layout_flags(tmp_path) -> None:
     cluster = LocalCluster(tmp_path / "data")
     result = run_cli(["up", "--dir", str(cluster.data_dir), "--nodes", "5"])
     assert result.returncode == 2 and "--nodes" in result.stderr
+    result = run_cli(["up", "--dir", str(cluster.data_dir), "--metrics-port", "1"])
+    assert result.returncode == 2 and "--metrics-port" in result.stderr
+
+
+def test_up_and_node_refuse_a_metrics_port_in_use(tmp_path) -> None:
+    cluster = LocalCluster(tmp_path / "data")
+    host, port = cluster.metrics_address("n2")
+    with socket.socket() as holder:
+        holder.bind((host, port))
+        holder.listen()
+        result = run_cli(["up", "--dir", str(cluster.data_dir)])
+        assert result.returncode == 2, result.stderr
+        assert result.stderr == f"chronodb: metrics port {port} for node n2 on {host} is in use (Address already in use)\n"
+        assert not list(cluster.data_dir.glob("*/node.log"))  # refused before any node started
+        node = run_cli(["node", "--dir", str(cluster.data_dir), "--id", "n2"])
+        assert node.returncode == 2 and node.stderr.count("\n") == 1, node.stderr
+        assert f"cannot listen for metrics on {host}:{port}: the address is already in use" in node.stderr
