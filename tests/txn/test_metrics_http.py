@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from txn.node.metrics_http import CONTENT_TYPE, HttpLimits, route, serve_connection, serve_metrics
+from txn.node.metrics_http import CONTENT_TYPE, LINGER_S, HttpLimits, route, serve_connection, serve_metrics
 
 BODY = b"# HELP chronodb_up demo\n# TYPE chronodb_up gauge\nchronodb_up 1.0\n"
 LIMITS = HttpLimits(max_request_bytes=2048, deadline_s=5.0, max_connections=2)
@@ -106,6 +106,24 @@ async def test_a_client_that_never_reads_is_closed_at_the_deadline(autojump_cloc
         nursery.start_soon(client.send_all, b"GET /metrics HTTP/1.1\r\nHost: n1\r\n\r\n")
         await serve_connection(server, render, LIMITS)
     assert trio.current_time() - started == pytest.approx(LIMITS.deadline_s, abs=0.01)
+
+
+async def test_after_answering_the_server_lingers_a_moment_then_closes(autojump_clock: trio.abc.Clock) -> None:
+    """It half-closes and drains what the client still sends (so a reset cannot eat the answer),
+    but a client that never closes its end is closed after LINGER_S."""
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_connection, server, render, LIMITS)
+        await client.send_all(b"GET /metrics HTTP/1.1\r\nHost: n1\r\n\r\n")
+        status, _, body = parse_response(await read_all(client))  # the answer, then the server's EOF
+        assert status == 200 and body == BODY
+        answered = trio.current_time()
+        await client.send_all(b"leftovers the server reads and drops")
+        with pytest.raises(trio.BrokenResourceError):
+            while True:
+                await client.send_all(b"x")
+                await trio.sleep(0.1)
+    assert trio.current_time() - answered == pytest.approx(LINGER_S, abs=0.2)
 
 
 async def test_a_failing_render_is_a_500_and_nothing_else() -> None:

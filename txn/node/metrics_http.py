@@ -8,7 +8,12 @@ Invariants (everything from the network is hostile):
 - at most `max_connections` connections are served at once; further ones wait
   in the kernel's accept backlog, never as tasks or buffers of ours;
 - each connection lives at most `deadline_s` in all (reading the request,
-  rendering, writing the answer), then is closed whatever it is doing;
+  rendering, writing the answer, lingering), then is closed whatever it is
+  doing;
+- after the answer the server half-closes and reads what the client still
+  sends, at most `LINGER_BYTES` for `LINGER_S`, before closing (RFC 9112
+  9.6): closing with unread input sends a reset, which can destroy the
+  answer (a 431 to an oversized request) before the client reads it;
 - a request's line and headers may hold `max_request_bytes` in all, then the
   answer is 431; a request body is never read; one request per connection
   (`Connection: close`);
@@ -38,6 +43,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus' text fo
 METRICS_PATH = b"/metrics"
 RECEIVE_BYTES = 4096
 ACCEPT_RETRY_S = 0.1
+LINGER_S = 2.0
+LINGER_BYTES = 1 << 20
 
 
 @attrs.frozen
@@ -114,6 +121,7 @@ async def serve_connection(stream: trio.abc.Stream, render: Callable[[], bytes],
     try:
         with trio.move_on_after(limits.deadline_s) as scope:
             await answer_one(stream, render, limits)
+            await _linger(stream)
         if scope.cancelled_caught:
             log.debug("metrics: a connection ran past its %gs deadline; closed", limits.deadline_s)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, h11.ProtocolError) as error:
@@ -122,6 +130,21 @@ async def serve_connection(stream: trio.abc.Stream, render: Callable[[], bytes],
         log.warning("metrics: unexpected failure serving a connection", exc_info=True)
     finally:
         await trio.aclose_forcefully(stream)
+
+
+async def _linger(stream: trio.abc.Stream) -> None:
+    """Half-close, then drain the client's leftovers for a moment, so the answer is not lost to a reset."""
+    send_eof = getattr(stream, "send_eof", None)
+    if send_eof is None:
+        return
+    await send_eof()
+    drained = 0
+    with trio.move_on_after(LINGER_S):
+        while drained < LINGER_BYTES:
+            data = await stream.receive_some(RECEIVE_BYTES)
+            if not data:
+                return
+            drained += len(data)
 
 
 async def open_metrics_listeners(host: str, port: int) -> list[trio.SocketListener]:
