@@ -110,6 +110,13 @@ async def test_figures_follow_writes_reads_and_a_two_tablet_transaction() -> Non
         assert isinstance(refused, api.ErrorReply) and refused.abort_reason is api.AbortReason.CONFLICT
         read_only = await ask(node, api.OnePhaseCommitRequest("t2", "tx3", node.clock.now(), (), (), (), TIMEOUT_NS))
         assert isinstance(read_only, api.CommitReply), read_only
+        # Prepared, then given up by its client: the coordinator logs the abort; asked about an
+        # unknown transaction, it presumes abort.
+        prepared = await ask(node, api.PrepareRequest("t1", "tx4", node.clock.now(), "t1", (api.KeyWrite(b"c", b"1"),), (), (), TIMEOUT_NS))
+        assert isinstance(prepared, api.PrepareReply), prepared
+        assert isinstance(await ask(node, api.AbortRequest("t1", "tx4", "t1", TIMEOUT_NS)), api.AbortReply)
+        status = await node.handle_request("n1", api.TxnStatusRequest("t1", "tx5", TIMEOUT_NS))  # peers only
+        assert isinstance(status, api.TxnStatusReply) and status.state is api.TxnState.ABORTED
 
         after = scrape(node)
         nursery.cancel_scope.cancel()
@@ -120,7 +127,7 @@ async def test_figures_follow_writes_reads_and_a_two_tablet_transaction() -> Non
     assert moved("chronodb_requests_total", kind="write", outcome="ok") == 3
     assert moved("chronodb_requests_total", kind="write", outcome="unknown_tablet") == 1
     assert moved("chronodb_requests_total", kind="read", outcome="ok") == 1
-    assert moved("chronodb_requests_total", kind="prepare", outcome="ok") == 2
+    assert moved("chronodb_requests_total", kind="prepare", outcome="ok") == 3
     assert moved("chronodb_requests_total", kind="commit", outcome="txn_aborted") == 1
     assert moved("chronodb_write_latency_seconds_count", tablet="t1") == 3
     assert moved("chronodb_commit_wait_seconds_count", tablet="t1") == 4  # three writes, one 2PC commit
@@ -131,6 +138,8 @@ async def test_figures_follow_writes_reads_and_a_two_tablet_transaction() -> Non
     assert moved("chronodb_txn_commits_total", tablet="t2", path="read_only") == 1
     assert moved("chronodb_txn_aborts_total", tablet="t1", reason="conflict") == 1
     assert moved("chronodb_distributed_commits_total", tablet="t1") == 3
+    assert moved("chronodb_txn_abort_decisions_total", tablet="t1", cause="client") == 1
+    assert moved("chronodb_txn_abort_decisions_total", tablet="t1", cause="presumed") == 1
     assert not any(labels and dict(labels).get("tablet") == "t9" for _, labels in after)  # no series from request fields
     for tablet in ("t1", "t2"):
         assert value(after, "chronodb_applied_index", tablet=tablet) > 0

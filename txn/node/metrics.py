@@ -239,8 +239,10 @@ def tablet_samples(replica: "TabletReplica", now_ns: int) -> Samples:
     put("counter", "chronodb_follower_reads", "Reads this replica served while not the leader", replica.follower_reads)
     put("gauge", "chronodb_prepared_transactions", "Transactions prepared on this replica, not yet resolved",
         len(replica.state.txns.prepared))
-    put("counter", "chronodb_txn_presumed_aborts", "Aborts this replica logged as coordinator for a transaction "
-        "asked about with no decision (presumed abort)", replica.marks["txn.presumed_abort"])
+    decisions = ("chronodb_txn_abort_decisions", "2PC aborts this replica logged as coordinator, by cause: client "
+                 "(its client gave up after sending prepares) or presumed (asked about, with no decision logged)")
+    put("counter", *decisions, replica.marks["txn.abort_decided_for_client"], cause="client")
+    put("counter", *decisions, replica.marks["txn.presumed_abort"], cause="presumed")
     for event, count in sorted(counters.items()):
         put("counter", "chronodb_paxos_events", "Paxos core and driver counters of this replica (elections, "
             "refused and hostile messages, snapshots, synced writes, ...)", count, event=event)

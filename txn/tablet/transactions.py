@@ -323,6 +323,7 @@ class TabletTransactions:
                 self.replica._notify()
         if request.coordinator_tablet == self.tablet_id and request.txn_id not in records.decisions:
             await self._decide_abort(request.txn_id, request.timeout_ns)
+            self.mark("txn.abort_decided_for_client")  # read by the node's metrics
         elif request.txn_id in records.prepared and self._nursery is not None:
             # Prepared here and given up by its client: learn the decision now
             # (the coordinator presumes abort) rather than at the next recovery round.
