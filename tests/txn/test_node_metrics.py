@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, AsyncIterator
 
+import pytest
 import trio
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -172,3 +173,24 @@ async def test_an_empty_replica_gives_no_lag_samples() -> None:
     samples = scrape(node)
     assert not any(name == "chronodb_safe_time_lag_seconds" for name, _ in samples)
     assert not any(name == "chronodb_gc_horizon_lag_seconds" for name, _ in samples)
+
+
+async def test_a_handler_that_raises_counts_as_error_and_counting_never_fails_a_request() -> None:
+    node, _ = one_node()
+
+    async def raising(msg: Any) -> Any:
+        raise RuntimeError("a handler bug")
+
+    real_dispatch = node._dispatch
+    node._dispatch = raising  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await ask(node, api.TabletMapRequest())
+    assert value(scrape(node), "chronodb_requests_total", kind="tablet_map", outcome="error") == 1
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("a metrics bug")
+
+    node._dispatch = real_dispatch  # type: ignore[method-assign]
+    node.metrics._answered = broken  # type: ignore[method-assign]
+    assert isinstance(await ask(node, api.TabletMapRequest()), api.TabletMapReply)
+    assert node.metrics.failures == 1

@@ -89,6 +89,7 @@ class NodeMetrics:
         registry.register(NodeCollector(node))
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
         self._children: dict[tuple[Any, ...], Any] = {}
+        self.failures = 0  # answers that could not be counted (a bug of ours)
 
     def render(self) -> bytes:
         """The registry in Prometheus' text format (what `/metrics` answers)."""
@@ -111,7 +112,26 @@ class NodeMetrics:
         replica.observe_proposal_ns = lambda ns: child.observe(ns / 1e9)
 
     def answered(self, msg: Any, reply: Any, seconds: float) -> None:
-        """One request answered (an `ErrorReply` included) after `seconds`."""
+        """One request answered (an `ErrorReply` included) after `seconds`. Never raises: a bug
+        here must not fail the request (the first one is logged)."""
+        try:
+            self._answered(msg, reply, seconds)
+        except Exception:  # noqa: BLE001
+            self._count_failure(msg)
+
+    def failed(self, msg: Any) -> None:
+        """A request whose handler raised (the transport answers an ERROR envelope). Never raises."""
+        try:
+            self._child(self.requests, request_kind(type(msg)), "error").inc()
+        except Exception:  # noqa: BLE001
+            self._count_failure(msg)
+
+    def _count_failure(self, msg: Any) -> None:
+        self.failures += 1
+        if self.failures == 1:
+            log.warning("metrics: cannot count a %s answer (logged once)", type(msg).__name__, exc_info=True)
+
+    def _answered(self, msg: Any, reply: Any, seconds: float) -> None:
         cls = type(msg)
         error = reply if isinstance(reply, api.ErrorReply) else None
         self._child(self.requests, request_kind(cls), "ok" if error is None else str(error.code)).inc()
@@ -126,10 +146,6 @@ class NodeMetrics:
         elif cls is api.ReadRequest or cls is api.ScanRequest:
             op = "get" if cls is api.ReadRequest else "scan"
             self._child(self.read_latency, self._tablet(msg), str(msg.mode), op).observe(seconds)
-
-    def failed(self, msg: Any) -> None:
-        """A request whose handler raised (the transport answers an ERROR envelope)."""
-        self._child(self.requests, request_kind(type(msg)), "error").inc()
 
     def _transaction(self, msg: Any, reply: Any, error: api.ErrorReply | None) -> None:
         tablet = self._tablet(msg)
