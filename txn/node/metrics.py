@@ -48,7 +48,8 @@ LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.
                      1.0, 2.5, 5.0, 10.0)
 OTHER = "other"  # the tablet label of a request naming a tablet this node does not hold
 CLIENT = "client"  # the peer label of every sender that is not a node of cluster.toml
-TXN_REQUESTS = (api.TxnReadRequest, api.TxnScanRequest, api.PrepareRequest, api.CommitRequest, api.OnePhaseCommitRequest)
+TXN_REQUESTS = frozenset({api.TxnReadRequest, api.TxnScanRequest, api.PrepareRequest, api.CommitRequest,
+                          api.OnePhaseCommitRequest})
 
 _kinds: dict[type, str] = {}
 
@@ -89,6 +90,11 @@ class NodeMetrics:
         registry.register(NodeCollector(node))
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
         self._children: dict[tuple[Any, ...], Any] = {}
+        # The hot paths' label children, by the request's own values (bounded: only
+        # tablets this node holds are cached, the rest fall back to `_child`).
+        self._request_counters: dict[tuple[type, api.ErrorCode | None], Any] = {}
+        self._write_children: dict[str, tuple[Any, Any]] = {}
+        self._read_children: dict[tuple[str, api.ReadMode, type], Any] = {}
         self.failures = 0  # answers that could not be counted (a bug of ours)
 
     def render(self) -> bytes:
@@ -133,19 +139,39 @@ class NodeMetrics:
 
     def _answered(self, msg: Any, reply: Any, seconds: float) -> None:
         cls = type(msg)
-        error = reply if isinstance(reply, api.ErrorReply) else None
-        self._child(self.requests, request_kind(cls), "ok" if error is None else str(error.code)).inc()
+        error = reply if type(reply) is api.ErrorReply else None
+        key = (cls, None if error is None else error.code)
+        counter = self._request_counters.get(key)
+        if counter is None:
+            outcome = "ok" if error is None else str(error.code)
+            counter = self._request_counters[key] = self.requests.labels(request_kind(cls), outcome)
+        counter.inc()
         if cls in TXN_REQUESTS:
             self._transaction(msg, reply, error)
         elif error is not None:
             return
         elif cls is api.WriteRequest:
-            tablet = self._tablet(msg)
-            self._child(self.write_latency, tablet).observe(seconds)
-            self._child(self.commit_wait, tablet).observe(reply.commit_wait_ns / 1e9)
+            latency, commit_wait = self._writes(msg.tablet_id)
+            latency.observe(seconds)
+            commit_wait.observe(reply.commit_wait_ns / 1e9)
         elif cls is api.ReadRequest or cls is api.ScanRequest:
-            op = "get" if cls is api.ReadRequest else "scan"
-            self._child(self.read_latency, self._tablet(msg), str(msg.mode), op).observe(seconds)
+            key = (msg.tablet_id, msg.mode, cls)
+            child = self._read_children.get(key)
+            if child is None:
+                tablet = self._tablet(msg)
+                child = self._child(self.read_latency, tablet, str(msg.mode), "get" if cls is api.ReadRequest else "scan")
+                if tablet is not OTHER:
+                    self._read_children[key] = child
+            child.observe(seconds)
+
+    def _writes(self, tablet_id: str) -> tuple[Any, Any]:
+        children = self._write_children.get(tablet_id)
+        if children is None:
+            tablet = tablet_id if tablet_id in self.node.replicas else OTHER
+            children = (self._child(self.write_latency, tablet), self._child(self.commit_wait, tablet))
+            if tablet is not OTHER:
+                self._write_children[tablet_id] = children
+        return children
 
     def _transaction(self, msg: Any, reply: Any, error: api.ErrorReply | None) -> None:
         tablet = self._tablet(msg)
