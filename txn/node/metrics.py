@@ -115,7 +115,14 @@ class NodeMetrics:
     def attach(self, replica: "TabletReplica") -> None:
         """Time the replica's proposals (in its monotonic ns) into chronodb_paxos_round_seconds."""
         child = self._child(self.paxos_round, replica.tablet.id)
-        replica.observe_proposal_ns = lambda ns: child.observe(ns / 1e9)
+
+        def observe(ns: int) -> None:
+            try:
+                child.observe(ns / 1e9)
+            except Exception:  # noqa: BLE001 - the proposal succeeded; counting it must not say otherwise
+                self._count_failure("proposal")
+
+        replica.observe_proposal_ns = observe
 
     def answered(self, msg: Any, reply: Any, seconds: float) -> None:
         """One request answered (an `ErrorReply` included) after `seconds`. Never raises: a bug
@@ -132,10 +139,11 @@ class NodeMetrics:
         except Exception:  # noqa: BLE001
             self._count_failure(msg)
 
-    def _count_failure(self, msg: Any) -> None:
+    def _count_failure(self, what: Any) -> None:
         self.failures += 1
         if self.failures == 1:
-            log.warning("metrics: cannot count a %s answer (logged once)", type(msg).__name__, exc_info=True)
+            name = what if isinstance(what, str) else type(what).__name__
+            log.warning("metrics: cannot count a %s (logged once)", name, exc_info=True)
 
     def _answered(self, msg: Any, reply: Any, seconds: float) -> None:
         cls = type(msg)

@@ -10,6 +10,9 @@ Invariants:
 - a request never crashes the node: a failure becomes an `ErrorReply`, and
   an unexpected exception is logged and becomes an ERROR envelope in the
   transport;
+- every answer (and every handler exception) is counted in the node's
+  Prometheus metrics (`self.metrics`, txn/node/metrics.py); counting never
+  fails a request;
 - a node serves only tablets it replicates; others get `unknown_tablet`;
 - a fenced node drops Paxos traffic both ways and refuses reads and writes;
 - every request and one-way message is checked against the sender's role
