@@ -5,7 +5,8 @@ Role: a thin layer over txn/client.py. Keys and values are given as text
 anything unprintable as `\\xNN`; `--json` prints one object per line.
 
 Exit codes (each with one one-line message on stderr):
-  0 done   1 not found   2 bad usage or configuration
+  0 done   1 not found   2 bad usage or configuration, or refused (e.g. a value
+  over max_value_bytes: definitely not written)
   3 no node reachable (connection refused)   4 no leader (or no replica) within the deadline
   5 outcome unknown: the write may or may not have committed
 """
@@ -23,13 +24,13 @@ from hlc import Timestamp, format_iso, parse_duration_ns, parse_user_timestamp
 from tools.errors import (
     EXIT_NEGATIVE, EXIT_NO_LEADER, EXIT_OK, EXIT_OUTCOME_UNKNOWN, EXIT_UNREACHABLE, EXIT_USAGE, CliError,
 )
-from txn.client import ClientError, NoLeader, OutcomeUnknown, ReadFailed, RequestTimeout, Unreachable, open_client
+from txn.client import ClientError, NoLeader, OutcomeUnknown, Refused, RequestTimeout, TooLarge, Unreachable, open_client
 from txn.net.tls import DEFAULT_CLIENT, CertError, ClientTls, client_tls_for_dir
 from txn.node.config import ConfigError, load_config
 from tools.common import DEFAULT_DIR, printable, to_bytes
 
 EXIT_CODES_HELP = (
-    "exit codes: 0 done, 1 not found, 2 bad usage or configuration, 3 no node reachable "
+    "exit codes: 0 done, 1 not found, 2 bad usage or configuration, or refused (definitely not written), 3 no node reachable "
     "(connection refused), 4 no leader within the deadline, 5 outcome unknown (the write may or "
     "may not have committed; never reported as failed or as done)"
 )
@@ -49,10 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     put = subparsers.add_parser(
         "put", help="write a value; prints its commit timestamp",
         description="Write VALUE at KEY. Prints the commit timestamp, acknowledged only after the "
-        "write is on a majority and commit-wait has passed.", epilog=EXIT_CODES_HELP,
+        "write is on a majority and commit-wait has passed. A value too long for the command line: "
+        "--value-file F (raw bytes, - for standard input). Keys and values over the cluster's "
+        "max_key_bytes / max_value_bytes (cluster.toml) are refused before anything is sent (exit 2).",
+        epilog=EXIT_CODES_HELP,
     )
     put.add_argument("key")
-    put.add_argument("value")
+    put.add_argument("value", nargs="?", help="the value (or use --value-file)")
+    put.add_argument("--value-file", metavar="F", help="read the value's raw bytes from file F (- for standard input)")
     add_common(put)
     put.set_defaults(func=run_put)
 
@@ -95,8 +100,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_put(args: argparse.Namespace) -> int:
-    key, value = to_bytes(args.key, args.hex, "KEY"), to_bytes(args.value, args.hex, "VALUE")
+    key, value = to_bytes(args.key, args.hex, "KEY"), put_value(args)
     return _print_write(args, key, with_client(args, lambda c, t: c.put(key, value, timeout_s=t)))
+
+
+def put_value(args: argparse.Namespace) -> bytes:
+    """VALUE from the command line, or the raw bytes of --value-file (- is standard input)."""
+    if (args.value is None) == (args.value_file is None):
+        raise CliError("give either VALUE or --value-file F (- for standard input)")
+    if args.value is not None:
+        return to_bytes(args.value, args.hex, "VALUE")
+    if args.value_file == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(args.value_file, "rb") as file:
+            return file.read()
+    except OSError as error:
+        raise CliError(f"cannot read --value-file {args.value_file}: {error.strerror or error}") from None
 
 
 def run_delete(args: argparse.Namespace) -> int:
@@ -228,7 +248,7 @@ def with_client(args: argparse.Namespace, operation) -> Any:
         raise CliError(f"timed out: {error}", EXIT_NO_LEADER) from None
     except OutcomeUnknown as error:
         raise CliError(f"outcome unknown: {error}", EXIT_OUTCOME_UNKNOWN) from None
-    except ReadFailed as error:
+    except (Refused, TooLarge) as error:
         raise CliError(f"refused: {error}", EXIT_USAGE) from None
     except ClientError as error:
         raise CliError(str(error), EXIT_USAGE) from None

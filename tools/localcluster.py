@@ -94,7 +94,7 @@ def cli_env() -> dict[str, str]:
 
 class LocalCluster:
     def __init__(self, data_dir: pathlib.Path, *, nodes: int = 3, tablets: int = 4, max_offset_ns: int = 10_000_000,
-                 gc_retention_ns: int | None = None, insecure: bool = False) -> None:
+                 gc_retention_ns: int | None = None, max_value_bytes: int | None = None, insecure: bool = False) -> None:
         self.data_dir = data_dir
         config = generate(nodes=nodes, tablets=tablets, max_offset_ns=max_offset_ns)
         ports = free_ports(2 * nodes)
@@ -102,6 +102,8 @@ class LocalCluster:
                                              for n, p, m in zip(config.nodes, ports[:nodes], ports[nodes:])])
         if gc_retention_ns is not None:
             config = attrs.evolve(config, gc_retention_ns=gc_retention_ns)
+        if max_value_bytes is not None:
+            config = attrs.evolve(config, max_value_bytes=max_value_bytes)
         write_config(data_dir, config)
         self.config: ClusterConfig = load_config(data_dir)
         self.insecure = insecure

@@ -6,6 +6,7 @@
 - `txn.py`     read-write transactions (2PL + 2PC) and read timestamps
 - `errors.py`  `ErrorCode`, `AbortReason`, `ErrorReply`, and `failure()` for the node
 - `cluster.py` the cluster's configuration records
+- `limits.py`  key, value and write-batch size limits (`oversize`)
 - `metrics.py` durable watermark and commit counters per replica
 - `backup.py`  paged export of a tablet's versions at a timestamp (backups)
 

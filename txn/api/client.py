@@ -60,6 +60,9 @@ class TabletMapReply:
     max_offset_ns: int
     nodes: tuple[NodeInfo, ...] = attrs.field(converter=tuple)
     tablets: tuple[TabletInfo, ...] = attrs.field(converter=tuple)
+    # cluster.toml's size limits (txn/api/limits.py): the client refuses larger writes before sending.
+    max_key_bytes: int = 4 << 10
+    max_value_bytes: int = 4 << 20
 
 
 @attrs.frozen

@@ -20,6 +20,8 @@ On disk (TOML; keys are hex so any bytes survive a text editor):
     cluster_id = "5f0c..."
     max_offset = "10ms"
     gc_retention = "1h"     # optional; old versions kept this long
+    max_key_bytes = 4096    # optional; larger keys are refused before anything is proposed
+    max_value_bytes = 4194304  # optional; likewise for values (at most MAX_VALUE_BYTES_CEILING)
     [[nodes]]
     id = "n1"; host = "127.0.0.1"; port = 7400
     metrics_port = 8400     # optional; HTTP GET /metrics (Prometheus) on the same host
@@ -40,6 +42,12 @@ CONFIG_NAME = "cluster.toml"
 CLUSTER_ID_NAME = "CLUSTER_ID"
 DEFAULT_MAX_OFFSET_NS = 10_000_000
 DEFAULT_GC_RETENTION_NS = 3600 * 1_000_000_000
+DEFAULT_MAX_KEY_BYTES = 4 << 10
+DEFAULT_MAX_VALUE_BYTES = 4 << 20
+# A write must fit in one wire frame (16 MiB, txn/wire/frames.py) inside a
+# Paxos Accept with its envelope: the ceilings leave room for that.
+MAX_KEY_BYTES_CEILING = 64 << 10
+MAX_VALUE_BYTES_CEILING = 8 << 20
 REPLICATION_FACTOR = 3
 
 
@@ -86,6 +94,10 @@ class ClusterConfig:
     # How far behind a replica's safe time old versions are kept; reads below
     # the resulting GC horizon fail with an error naming it.
     gc_retention_ns: int = DEFAULT_GC_RETENTION_NS
+    # Size limits of one key and one value: a larger one is refused before
+    # anything is proposed, as a definite failure (txn/api/limits.py).
+    max_key_bytes: int = DEFAULT_MAX_KEY_BYTES
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     # The data directory it was loaded from (not stored in the file): where tools
     # find the client certificate (txn/net/tls.py). None for a config built in code.
     source_dir: str | None = attrs.field(default=None, eq=False)
@@ -120,6 +132,10 @@ def validate(config: ClusterConfig) -> None:
         raise ConfigError("max_offset must be positive")
     if config.gc_retention_ns <= 0:
         raise ConfigError("gc_retention must be positive")
+    if not 1 <= config.max_key_bytes <= MAX_KEY_BYTES_CEILING:
+        raise ConfigError(f"max_key_bytes must be between 1 and {MAX_KEY_BYTES_CEILING}")
+    if not 1 <= config.max_value_bytes <= MAX_VALUE_BYTES_CEILING:
+        raise ConfigError(f"max_value_bytes must be between 1 and {MAX_VALUE_BYTES_CEILING} (one write must fit a wire frame)")
     node_ids = [node.id for node in config.nodes]
     if not node_ids:
         raise ConfigError("no nodes")
@@ -167,6 +183,8 @@ def to_toml(config: ClusterConfig) -> str:
         f'cluster_id = "{config.cluster_id}"',
         f'max_offset = "{format_duration_ns(config.max_offset_ns)}"',
         f'gc_retention = "{format_duration_ns(config.gc_retention_ns)}"  # old versions kept this long',
+        f"max_key_bytes = {config.max_key_bytes}  # larger keys are refused",
+        f"max_value_bytes = {config.max_value_bytes}  # larger values are refused",
         "",
     ]
     for node in config.nodes:
@@ -190,6 +208,8 @@ def from_toml(text: str, *, source: str = CONFIG_NAME) -> ClusterConfig:
             cluster_id=_str(data, "cluster_id"),
             max_offset_ns=parse_duration_ns(_str(data, "max_offset")),
             gc_retention_ns=parse_duration_ns(_str(data, "gc_retention")) if "gc_retention" in data else DEFAULT_GC_RETENTION_NS,
+            max_key_bytes=_int(data, "max_key_bytes") if "max_key_bytes" in data else DEFAULT_MAX_KEY_BYTES,
+            max_value_bytes=_int(data, "max_value_bytes") if "max_value_bytes" in data else DEFAULT_MAX_VALUE_BYTES,
             nodes=[NodeConfig(_str(n, "id"), _str(n, "host"), _int(n, "port"),
                               _int(n, "metrics_port") if "metrics_port" in n else None) for n in data.get("nodes", [])],
             tablets=[

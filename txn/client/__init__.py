@@ -12,13 +12,15 @@ TxnAborted` is the documented way in.
 """
 
 from txn.client.client import Client, GetResult, ScanResult, WriteResult, connect, open_client
-from txn.client.errors import ClientError, NoLeader, OutcomeUnknown, ReadFailed, RequestTimeout, TxnAborted, Unreachable
+from txn.client.errors import (
+    ClientError, NoLeader, OutcomeUnknown, ReadFailed, Refused, RequestTimeout, TooLarge, TxnAborted, Unreachable,
+)
 from txn.client.sync import SyncClient
 from txn.client.transaction import Snapshot, Transaction
 from txn.client.txn_plan import ReadRow
 
 __all__ = [
-    "Client", "ClientError", "GetResult", "NoLeader", "OutcomeUnknown", "ReadFailed", "ReadRow", "RequestTimeout",
+    "Client", "ClientError", "GetResult", "NoLeader", "OutcomeUnknown", "ReadFailed", "Refused", "ReadRow", "RequestTimeout", "TooLarge",
     "ScanResult", "Snapshot", "SyncClient", "Transaction", "TxnAborted", "Unreachable", "WriteResult", "connect",
     "open_client",
 ]

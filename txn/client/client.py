@@ -59,16 +59,19 @@ from hlc.physical import SystemClock
 from txn import api
 from txn.net.client_connection import open_client_connection
 from txn.net.tls import DEFAULT_CLIENT, CertError, ClientTls, client_tls_for_dir
+from txn.api.limits import oversize
 from txn.node.config import ConfigError, load_config
 from txn.client.routing import (
     ATTEMPT_TIMEOUT_FRACTION, ATTEMPT_TIMEOUT_MIN_S, Backoff, attempt_timeout_s, demote, holds, leader_order,
     nearest_order, tablet_containing,
 )
 from txn.client.connections import CONNECT_TIMEOUT_S, ConnectionPool
-from txn.client.errors import ClientError, NoLeader, OutcomeUnknown, ReadFailed, RequestTimeout, TxnAborted, Unreachable
+from txn.client.errors import (
+    ClientError, NoLeader, OutcomeUnknown, ReadFailed, Refused, RequestTimeout, TooLarge, TxnAborted, Unreachable,
+)
 from txn.client.transaction import Snapshot, Transaction, open_transaction, run_transaction, snapshot_ts
 from txn.client.txn_plan import stale_ts
-from txn.net.messaging import RpcTimeout, TransportError
+from txn.net.messaging import FrameTooLarge, RpcTimeout, TransportError
 
 DEFAULT_DIR = "./chronodb-data"
 DEFAULT_TIMEOUT_S = 10.0
@@ -143,6 +146,9 @@ class Client(ConnectionPool):
         self.nodes: dict[str, tuple[str, int]] = {}
         self.leaders: dict[str, str] = {}
         self.home: str | None = None
+        # The cluster's size limits, from the tablet map (the defaults until it is loaded).
+        self.max_key_bytes = api.TabletMapReply.__attrs_attrs__.max_key_bytes.default
+        self.max_value_bytes = api.TabletMapReply.__attrs_attrs__.max_value_bytes.default
         self._connections: dict[tuple[str, int], tuple[Connection, trio.CancelScope]] = {}
         self._connect_locks: dict[tuple[str, int], trio.Lock] = {}
         self._nursery: trio.Nursery | None = None  # set by open_client
@@ -163,6 +169,7 @@ class Client(ConnectionPool):
             if not isinstance(reply, api.TabletMapReply):
                 continue
             self.tablets = reply.tablets
+            self.max_key_bytes, self.max_value_bytes = reply.max_key_bytes, reply.max_value_bytes
             self.nodes = {node.id: (node.host, node.port) for node in reply.nodes}
             for tablet in reply.tablets:
                 if tablet.leader:
@@ -213,6 +220,8 @@ class Client(ConnectionPool):
             message = build(int(call_s * 1e9 * 0.9))
             try:
                 reply = await self._call(address, message, call_s, connect_timeout_s=min(attempt_s, CONNECT_TIMEOUT_S))
+            except FrameTooLarge as error:
+                raise TooLarge(f"tablet {tablet.id}: {error}") from None
             except Unreachable as error:
                 last_problem = str(error)
                 self._mark_slow(tablet, node)
@@ -240,7 +249,7 @@ class Client(ConnectionPool):
                 raise TxnAborted(txn_id or "?", str(reply.abort_reason or "aborted"), f"tablet {tablet.id} at {node}: {reply.message}")
             if reply.code in (api.ErrorCode.BELOW_GC_HORIZON, api.ErrorCode.FUTURE_READ, api.ErrorCode.BAD_REQUEST,
                               api.ErrorCode.PERMISSION_DENIED):
-                raise ReadFailed(reply)
+                raise Refused(reply) if is_write else ReadFailed(reply)
             last_problem = f"{node}: {reply.message}"
             hint = reply.leader_hint
             if hint and hint in tablet.replicas and hint != node and hint not in self._slow_nodes():
@@ -279,8 +288,15 @@ class Client(ConnectionPool):
         tablet = await self.tablet_for(items[0].key)
         if any(not holds(tablet, w.key) for w in items):
             raise ClientError("keys of one write must belong to one tablet (cross-tablet transactions are not built yet)")
+        self.check_sizes(items)
         reply = await self._send(tablet, lambda t: api.WriteRequest(tablet.id, items, t), leader=True, is_write=True, timeout_s=timeout_s)
         return WriteResult(reply.ts, reply.commit_wait_ns, self.leaders.get(tablet.id, "?"))
+
+    def check_sizes(self, writes: Iterable[api.KeyWrite]) -> None:
+        """Raise `TooLarge` for writes over the cluster's limits (the node checks again)."""
+        problem = oversize(writes, self.max_key_bytes, self.max_value_bytes)
+        if problem is not None:
+            raise TooLarge(problem)
 
     async def put(self, key: bytes, value: bytes, *, timeout_s: float | None = None) -> WriteResult:
         return await self.write([(key, value)], timeout_s=timeout_s)

@@ -4,7 +4,10 @@
 - `NoLeader`: no replica served as leader within the deadline (exit 4);
 - `OutcomeUnknown`: a write was delivered and its fate is unknown (exit 5):
   it may or may not have committed, and it is never retried silently;
-- `ReadFailed`: refused for a reason retrying will not fix (carries the reply);
+- `Refused`: a request refused for a reason retrying will not fix (carries
+  the reply): nothing was done; `ReadFailed` is its kind for reads;
+- `TooLarge`: a write over the cluster's key, value or frame size limits,
+  refused before it was sent: definitely not written;
 - `RequestTimeout`: no replica could serve a read in time;
 - `TxnAborted`: a transaction is definitely not committed (exit 6): running it
   again is safe (`Client.run_transaction` does, keeping its priority).
@@ -59,12 +62,22 @@ class TxnAborted(ClientError):
         self.message = message
 
 
-class ReadFailed(ClientError):
-    """A read was refused for a reason retrying will not fix (future, below GC horizon)."""
+class Refused(ClientError):
+    """A request was refused for a reason retrying will not fix (bad request,
+    permission denied); nothing of it was done."""
 
     def __init__(self, reply: api.ErrorReply) -> None:
         super().__init__(reply.message)
         self.reply = reply
+
+
+class ReadFailed(Refused):
+    """A read was refused for a reason retrying will not fix (future, below GC horizon)."""
+
+
+class TooLarge(ClientError):
+    """A write over the cluster's size limits (txn/api/limits.py) or the wire's
+    frame limit: refused before it was sent, so definitely not written."""
 
 
 class RequestTimeout(ClientError):

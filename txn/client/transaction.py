@@ -126,11 +126,14 @@ class Transaction:
         return out
 
     def put(self, key: bytes, value: bytes) -> None:
+        """Buffer a write; a key or value over the cluster's limits raises `TooLarge` here."""
         self._check_active()
+        self.client.check_sizes((api.KeyWrite(key, value),))
         self._writes[key] = value
 
     def delete(self, key: bytes) -> None:
         self._check_active()
+        self.client.check_sizes((api.KeyWrite(key, None),))
         self._writes[key] = None
 
     # ---- commit and abort ------------------------------------------------------

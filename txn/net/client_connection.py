@@ -15,6 +15,9 @@ Invariants:
   timestamps, and absorbing a runaway clock would make every healthy node
   reject the client's later requests. (Such a node fences itself; its answer,
   usually "unavailable", is what the caller needs to move on.)
+- A request whose frame is over the frame limit (the node's, which is the
+  client's too) is not sent: `FrameTooLarge`, which is not a transport error,
+  since nothing was delivered.
 - A lost connection fails every waiting call at once; later calls raise
   PeerUnreachable (open a new connection to retry).
 - With `tls` (txn/net/tls.py; None is --insecure) the connection is TLS 1.3
@@ -37,7 +40,7 @@ import trio
 from hlc import HybridClock
 from txn import wire
 from txn.net.connection import Connection
-from txn.net.messaging import PeerUnreachable, PendingCalls
+from txn.net.messaging import FrameTooLarge, PeerUnreachable, PendingCalls
 from txn.net.peer_rules import CLIENT_SPEAKER, ClockVerdict, Identity, Role, absorb_sender_clock, check_reply
 from txn.net.tls import ClientTls, identity_of, tls_reason
 from txn.wire import Envelope, Handshake, Kind, ProtocolError
@@ -65,7 +68,12 @@ class ClientConnection:
         if self._broken is not None:
             raise PeerUnreachable(f"{self.node_id}: {self._broken}")
         request_id, waiter = self._pending.open()
-        self.connection.write(wire.encode_frame(wire.encode(Envelope(self.clock.now(), Kind.REQUEST, request_id, msg))))
+        payload = wire.encode(Envelope(self.clock.now(), Kind.REQUEST, request_id, msg))
+        limit = self.connection.decoder.max_frame_bytes
+        if len(payload) > limit:
+            self._pending.close(request_id)
+            raise FrameTooLarge(f"a {type(msg).__name__} of {len(payload)} bytes exceeds the {limit}-byte frame limit: not sent")
+        self.connection.write(wire.encode_frame(payload))
         return await self._pending.wait(request_id, waiter, self.node_id, timeout_s)
 
     def pending_calls(self) -> int:

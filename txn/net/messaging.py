@@ -56,6 +56,13 @@ class RemoteError(TransportError):
         self.text = text
 
 
+class FrameTooLarge(Exception):
+    """A message encodes to a frame larger than the receiver accepts; it was NOT sent.
+
+    Deliberately not a TransportError: a caller must not take it for a
+    delivery failure whose outcome is unknown."""
+
+
 class AddressInUse(TransportError):
     """The listening port is taken by another process."""
 

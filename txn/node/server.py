@@ -19,7 +19,10 @@ Invariants:
   (txn/api/permissions.py) before anything else: the TCP transport reads it
   from the certificate (`transport.role_of(src)`); a refused request is
   `ErrorReply(permission_denied)`, nothing done. A transport without roles
-  (the simulated network) trusts its parties: nodes are peers, clients admins.
+  (the simulated network) trusts its parties: nodes are peers, clients admins;
+- a request carrying writes (write batch, prepare, one-phase commit) whose
+  keys or values exceed cluster.toml's limits is refused (`bad_request`)
+  before anything is locked or proposed (txn/api/limits.py).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import trio
 from hlc import HybridClock
 from txn import api, wire
 from txn.api.errors import RequestFailed, failure
+from txn.api.limits import oversize
 from txn.api.permissions import permission_problem
 from txn.node.admin import NodeAdmin
 from txn.node.clock_watch import ClockWatch
@@ -47,6 +51,9 @@ from txn.tablet.tablet_replica import TabletReplica
 log = logging.getLogger("chronodb.node")
 
 # Transaction requests, by type: the tablet's TabletTransactions method that answers it.
+# Requests carrying writes: their sizes are checked before anything else (txn/api/limits.py).
+SIZED_REQUESTS = (api.WriteRequest, api.PrepareRequest, api.OnePhaseCommitRequest)
+
 TXN_HANDLERS: dict[type, Any] = {
     api.TxnReadRequest: lambda txns, msg: txns.read(msg),
     api.TxnScanRequest: lambda txns, msg: txns.scan(msg),
@@ -153,6 +160,10 @@ class Node:
         return reply
 
     async def _dispatch(self, msg: Any) -> Any:
+        if isinstance(msg, SIZED_REQUESTS):
+            problem = oversize(msg.writes, self.config.max_key_bytes, self.config.max_value_bytes)
+            if problem is not None:
+                raise failure(api.ErrorCode.BAD_REQUEST, problem)
         if isinstance(msg, api.TabletMapRequest):
             return self.tablet_map()
         if isinstance(msg, api.StatusRequest):
@@ -238,7 +249,8 @@ class Node:
             replica = self.replicas.get(tablet.id)
             leader = replica.leader_hint() if replica is not None else None
             tablets.append(api.TabletInfo(tablet.id, tablet.start, tablet.end, tablet.replicas, leader))
-        return api.TabletMapReply(self.config.cluster_id, self.config.max_offset_ns, nodes, tuple(tablets))
+        return api.TabletMapReply(self.config.cluster_id, self.config.max_offset_ns, nodes, tuple(tablets),
+                                  self.config.max_key_bytes, self.config.max_value_bytes)
 
     def status(self) -> api.NodeStatusReply:
         return api.NodeStatusReply(

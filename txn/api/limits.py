@@ -1,0 +1,42 @@
+"""Size limits of what a write may carry, checked by the client and again by the node.
+
+Role: one pure statement of the rule, so that a client refuses an oversized
+write before sending it and a node refuses it before proposing anything
+(txn/node/server.py), both with the same words. Either way the write
+definitely did not happen: it is a refusal (`bad_request`), never an
+outcome-unknown.
+
+Invariants:
+- a key is at most `max_key_bytes`, a value at most `max_value_bytes`
+  (cluster.toml; defaults 4 KiB and 4 MiB, txn/api/cluster.py);
+- the keys and values of one request to one tablet (a write batch, or a
+  transaction's writes at one participant) total at most
+  `WRITE_BATCH_BYTES_CEILING`: they become one Paxos command, which must fit
+  one wire frame (16 MiB) with its envelope.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from txn.api.client import KeyWrite
+
+WRITE_BATCH_BYTES_CEILING = 12 << 20
+
+
+def oversize(writes: Iterable[KeyWrite], max_key_bytes: int, max_value_bytes: int) -> str | None:
+    """Why these writes are too large to accept, or None when they fit."""
+    total = 0
+    for write in writes:
+        if len(write.key) > max_key_bytes:
+            return (f"key {write.key[:32]!r}... of {len(write.key)} bytes exceeds the cluster's max_key_bytes "
+                    f"({max_key_bytes}): not written")
+        size = 0 if write.value is None else len(write.value)
+        if size > max_value_bytes:
+            return (f"value of {size} bytes for key {write.key[:64]!r} exceeds the cluster's max_value_bytes "
+                    f"({max_value_bytes}): not written")
+        total += len(write.key) + size
+    if total > WRITE_BATCH_BYTES_CEILING:
+        return (f"the writes to one tablet total {total} bytes, over the {WRITE_BATCH_BYTES_CEILING}-byte "
+                "limit of one replicated command: not written (split it into smaller transactions)")
+    return None
