@@ -138,7 +138,7 @@ async def test_figures_follow_writes_reads_and_a_two_tablet_transaction() -> Non
     assert moved("chronodb_txn_commits_total", tablet="t1", path="two_phase") == 1
     assert moved("chronodb_txn_commits_total", tablet="t2", path="read_only") == 1
     assert moved("chronodb_txn_aborts_total", tablet="t1", reason="conflict") == 1
-    assert moved("chronodb_distributed_commits_total", tablet="t1") == 3
+    assert moved("chronodb_distributed_commits_total", tablet="t1") == 4  # three writes and the 2PC commit decision
     assert moved("chronodb_txn_abort_decisions_total", tablet="t1", cause="client") == 1
     assert moved("chronodb_txn_abort_decisions_total", tablet="t1", cause="presumed") == 1
     assert not any(labels and dict(labels).get("tablet") == "t9" for _, labels in after)  # no series from request fields

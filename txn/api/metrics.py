@@ -8,9 +8,11 @@ its status (type ids 253-255, txn/wire/type_ids.py). Pure.
   durable by definition; a leader also counts its followers' reported match
   indexes), `durable_ts` the timestamp of the last timestamped command at or
   below it (None when none is in the log any more);
-- `distributed_commits`: writes this replica acknowledged as leader after a
-  majority fsynced them; `not_durable_commits`: writes it answered
-  `outcome_unknown` because majority durability could not be confirmed in time.
+- `distributed_commits`: commits this replica acknowledged as leader after a
+  majority fsynced them (single writes, one-phase commits, and the commit
+  decisions of two-phase transactions it coordinated); `not_durable_commits`:
+  commits it answered `outcome_unknown` because majority durability could not
+  be confirmed in time.
 """
 
 from __future__ import annotations

@@ -297,6 +297,7 @@ class TabletTransactions:
                 await self.replica._commit_waited(pending)
                 self._release(request.txn_id)
                 self.mark("txn.committed_two_phase")
+                self.replica.distributed_commits += 1  # the commit record is on a majority's synced logs
                 self._start_resolving(request.txn_id, decided.commit_ts, decided.participants)
                 return api.CommitReply(decided.commit_ts, max(0, self.replica._physical_ns() - (pending.applied_at_ns or 0)))
         if not decided.committed:
@@ -383,11 +384,18 @@ class TabletTransactions:
         except ProposalLost as error:
             if error.known_not_chosen:
                 raise failure(api.ErrorCode.NOT_LEADER, f"leadership of {self.tablet_id} moved; not logged") from None
+            self._count_not_durable(command)
             raise failure(api.ErrorCode.OUTCOME_UNKNOWN, f"leadership of {self.tablet_id} moved while logging {command}") from None
         except trio.TooSlowError:
+            self._count_not_durable(command)
             raise failure(api.ErrorCode.OUTCOME_UNKNOWN, f"{command} was not confirmed within the deadline") from None
         if pending.state is WriteState.SKIPPED and not isinstance(command, Prepare):
             raise failure(api.ErrorCode.NOT_LEADER, f"{command} came after a newer leader's barrier: not logged")
+
+    def _count_not_durable(self, command: object) -> None:
+        """A commit decision whose majority durability could not be confirmed (comdb2's not-durable commit)."""
+        if isinstance(command, Decide) and command.committed:
+            self.replica.not_durable_commits += 1
 
     # ---- resolution and recovery ------------------------------------------------------------
 
