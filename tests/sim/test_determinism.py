@@ -117,6 +117,24 @@ def test_cluster_seed_replays_exactly(replay_seed: int | None) -> None:
         logging.disable(logging.NOTSET)
 
 
+def test_directed_scenario_replays_exactly() -> None:
+    """A directed scenario (txn/sim/scenarios.py) is a seeded run too: same seed, same trace and verdict."""
+    import logging
+
+    from txn.sim.scenarios import SCENARIOS
+    from txn.sim.sweep import run_scenario
+
+    logging.disable(logging.CRITICAL)
+    try:
+        scenario = SCENARIOS["read_in_commit_wait"]
+        first, second = run_scenario(scenario, seed=3), run_scenario(scenario, seed=3)
+        assert first.digest == second.digest and first.trace == second.trace
+        assert (first.marks, first.error, first.stats) == (second.marks, second.error, second.stats)
+        assert run_scenario(scenario, seed=4).digest != first.digest
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def test_cluster_seed_replays_in_a_fresh_process_with_another_hash_seed() -> None:
     """A failing seed is replayed in a new process (`pytest tests/sim --seed N`), where string hashes
     differ: the run must not depend on them (trio's runnable batches are sorted before shuffling)."""

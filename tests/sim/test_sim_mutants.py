@@ -1,25 +1,29 @@
-"""Mutants the whole-stack sweep must catch (txn/sim/sweep.py `run_sweep(seeds, mutant=...)`).
+"""Mutants the whole-stack simulation must catch: random seeds (txn/sim/sweep.py
+`run_seed(seed, mutant=...)`) or a directed scenario (txn/sim/scenarios.py,
+`run_scenario(scenario, mutant=...)`).
 
 A mutant is a callable returning a context manager that patches the code
-for one run. Each test runs seeds whose plans can expose the mutation until
-one fails with the expected symptom, within a bound; a mutant that survives
-means the checkers or the plans are blind to what it breaks.
+for one run. For the random sweep, each test runs seeds whose plans can
+expose the mutation until one fails with the expected symptom, within a
+bound; a mutant that survives means the checkers or the plans are blind to
+what it breaks.
 
-Mutants caught here: the state machine without its stale-command skip (a
+Caught by random seeds: the state machine without its stale-command skip (a
 deposed leader's tail applies: caught by the deposed_tail fault), and Paxos
 acceptors answering before their log is synced (crashes lose chosen values).
 
-NOT caught by the random sweep (and so not tested here; see ARCHITECTURE.md,
-Simulation): reads that see writes before commit-wait ends
-(`TabletLeaderCore.HOLD_READS_UNTIL_COMMIT_WAIT = False`) and fencing
-without the no-samples rule (`OffsetMonitor.FENCE_WITHOUT_SAMPLES = False`).
-Every message carries and absorbs its sender's HLC, and in the sim's
-clusters the writing leader has almost always absorbed a timestamp at least
-as high as the observed write before a causally later write reaches it;
-catching them needs directed scenarios (partial replication, an
-out-of-band hand-off between clients, probes too slow to measure). Both
-rules are unit-tested against their mutants (tests/txn/test_leader_core.py,
-tests/hlc/test_offsets.py).
+Caught by directed scenarios (DIRECTED): reads that see writes before
+commit-wait ends (`TabletLeaderCore.HOLD_READS_UNTIL_COMMIT_WAIT = False`,
+scenario "read_in_commit_wait": a read-then-write violation) and fencing
+without the no-samples rule (`OffsetMonitor.FENCE_WITHOUT_SAMPLES = False`,
+scenario "fence_without_samples": an external-consistency violation). The
+random sweep misses both: every message carries and absorbs its sender's
+HLC, and in its clusters the writing leader has almost always absorbed a
+timestamp at least as high as the observed write before a causally later
+write reaches it. The scenarios cut every such path by construction
+(partial replication, a one-way cut or slow links, an out-of-band hand-off
+between clients that carry no HLC); see ARCHITECTURE.md, Simulation. Each
+scenario must also pass, and exercise its rule, with the real code.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ import pytest
 
 from paxos.storage import PaxosStorage
 from txn.sim.plan import SimPlan
-from txn.sim.sweep import Mutant, run_seed
+from txn.sim.scenarios import SCENARIOS
+from txn.sim.sweep import Mutant, run_scenario, run_seed
 
 MUTANT_SEEDS = 60  # seeds tried per mutant (only those whose plan can expose it)
 
@@ -43,6 +48,15 @@ MUTANT_SEEDS = 60  # seeds tried per mutant (only those whose plan can expose it
 MUTATION_POINTS = {
     # a replica applies a command without checking its leader epoch (a deposed leader's tail applies).
     "test_mutant_apply_without_epoch_check": ("txn.tablet.state", "TabletState", "SKIP_STALE_COMMANDS", False),
+    # a leader serves a strong read of a write whose commit-wait is still running.
+    "test_mutant_reads_before_commit_wait_ends": ("txn.tablet.leader", "TabletLeaderCore", "HOLD_READS_UNTIL_COMMIT_WAIT", False),
+    # a node whose probes yield no usable samples keeps serving, whatever its clock does.
+    "test_mutant_fencing_without_no_samples_rule": ("hlc.offsets", "OffsetMonitor", "FENCE_WITHOUT_SAMPLES", False),
+}
+# Required mutants no random seed catches: the directed scenario (txn/sim/scenarios.py) that does.
+DIRECTED = {
+    "test_mutant_reads_before_commit_wait_ends": "read_in_commit_wait",
+    "test_mutant_fencing_without_no_samples_rule": "fence_without_samples",
 }
 
 
@@ -91,8 +105,34 @@ def test_mutant_with_unsynced_paxos_log_loses_acknowledged_writes() -> None:
 @pytest.mark.parametrize("name", sorted(MUTATION_POINTS))
 def test_required_mutant(name: str) -> None:
     mutant = mutation_point(name)
+    if name in DIRECTED:
+        scenario = SCENARIOS[DIRECTED[name]]
+        assert scenario.mutation_point == MUTATION_POINTS[name], "the scenario checks another rule"
+        result = run_scenario(scenario, mutant=mutant)
+        assert result.error is not None, f"mutant survived scenario {scenario.name} ({result.plan})"
+        assert any(symptom in result.error for symptom in scenario.symptoms), \
+            f"scenario {scenario.name} failed, but not with one of {scenario.symptoms}: {result.error}"
+        return
     plan_filters: dict[str, Callable[[SimPlan], bool]] = {
         "test_mutant_apply_without_epoch_check": lambda plan: bool({"crash", "isolate_leader", "partition"} & plan.faults),
     }
     caught(mutant, plan_filters[name], ("",))
 
+
+# ---- directed scenarios: valid with the real code ------------------------------------
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_directed_scenario_passes_with_the_real_code(name: str) -> None:
+    """Every checker passes (liveness after healing included) and the scenario reached the rule it checks:
+    the leader held the strong read until commit-wait ended; the node without samples fenced, then rejoined."""
+    scenario = SCENARIOS[name]
+    result = run_scenario(scenario)
+    assert result.error is None, f"scenario {name}: {result.error} ({result.plan})"
+    missing = [mark for mark in scenario.marks if not result.marks.get(mark)]
+    assert not missing, f"scenario {name} never hit {missing}: {sorted(result.marks.items())}"
+
+
+def test_every_directed_scenario_checks_a_required_mutant() -> None:
+    assert sorted(DIRECTED.values()) == sorted(SCENARIOS)
+    for name, scenario_name in DIRECTED.items():
+        assert SCENARIOS[scenario_name].mutation_point == MUTATION_POINTS[name]

@@ -14,6 +14,9 @@ Two scenarios:
 - "beyond_offset": the clock watch runs (`monitor_clocks=True`); one node's
   clock is pushed beyond max_offset mid-run and must fence itself, then is
   set right at heal time and must rejoin.
+Directed scenarios (txn/sim/scenarios.py) build their plans by hand, with
+`directed` naming the scenario; `from_seed` never draws one.
+
 HAZARD: "bounded" keeps |offset| + |drift| * duration <= max_offset / 2 per
 node (4.5 ms + 100 ppm * 5 s); longer runs need smaller drifts.
 """
@@ -72,6 +75,7 @@ class SimPlan:
     skewed_node: str | None = None  # beyond_offset: whose clock runs off
     skew_ns: int = 0
     workload: str = "kv"  # "kv": single-key writes and reads; "bank": cross-tablet transfers (txn/sim/bank_workload.py)
+    directed: str = ""  # the directed scenario (txn/sim/scenarios.py) this plan was built for; "" for a random seed
 
     @property
     def monitor_clocks(self) -> bool:
@@ -80,8 +84,9 @@ class SimPlan:
     def describe(self) -> str:
         tablets = " ".join(f"{t.id}[{t.start!r}..{t.end!r}]@{','.join(t.replicas)}>{t.preferred_leader}" for t in self.tablets)
         skew = f" skew {self.skewed_node} {self.skew_ns / MS:+.0f}ms" if self.skewed_node else ""
+        directed = f" directed={self.directed}" if self.directed else ""
         return (f"plan seed={self.seed} {self.scenario} {self.workload} nodes={len(self.node_ids)} {tablets} "
-                f"faults={','.join(sorted(self.faults)) or '-'}{skew}")
+                f"faults={','.join(sorted(self.faults)) or '-'}{skew}{directed}")
 
     @classmethod
     def from_seed(cls, seed: int) -> "SimPlan":
@@ -108,13 +113,7 @@ class SimPlan:
         watch_margin = 4 if scenario == "beyond_offset" else 1
         offsets = {n: _draw_offset(rng) // watch_margin if "clock_offset" in faults else 0 for n in node_ids}
         drifts = {n: rng.randint(-100, 100) if "clock_drift" in faults else 0 for n in node_ids}
-        install = "install" in faults
-        paxos = PaxosConfig(
-            heartbeat_ns=30 * MS, election_timeout_min_ns=150 * MS, election_timeout_max_ns=300 * MS,
-            lease_ns=300 * MS, drift_allowance_ns=6 * MS,
-            truncate_threshold_entries=12 if install else 10_000, truncate_keep_entries=2 if install else 1_000,
-            snapshot_chunk_bytes=64 if install else 256 * 1024,
-        )
+        paxos = sim_paxos_config(install="install" in faults)
         skewed, skew = None, 0
         if scenario == "beyond_offset":
             skewed = rng.choice(node_ids)
@@ -123,6 +122,16 @@ class SimPlan:
         workload = "bank" if random.Random(f"{seed}/workload").random() < BANK_SHARE else "kv"
         return cls(seed, scenario, node_ids, tablets, faults, network, offsets, drifts, paxos,
                    clients=rng.choice((2, 3)), skewed_node=skewed, skew_ns=skew, workload=workload)
+
+
+def sim_paxos_config(*, install: bool = False) -> PaxosConfig:
+    """Paxos timing scaled down for simulation; `install`: a tiny log, so snapshots are installed."""
+    return PaxosConfig(
+        heartbeat_ns=30 * MS, election_timeout_min_ns=150 * MS, election_timeout_max_ns=300 * MS,
+        lease_ns=300 * MS, drift_allowance_ns=6 * MS,
+        truncate_threshold_entries=12 if install else 10_000, truncate_keep_entries=2 if install else 1_000,
+        snapshot_chunk_bytes=64 if install else 256 * 1024,
+    )
 
 
 def _draw_offset(rng: random.Random) -> int:

@@ -9,6 +9,11 @@ A mutant is a callable returning a context manager that patches the code
 for the run (e.g. `lambda: unittest.mock.patch.object(...)`): mutants must
 make some seed fail, or the checkers are blind to what they break.
 
+`run_scenario(scenario, seed=..., mutant=...)` runs a directed scenario
+(txn/sim/scenarios.py: a hand-built plan and a scripted sequence of faults
+and clients, for what HLC gossip hides from random seeds) and judges it the
+same way; it draws nothing from `SimPlan.from_seed`.
+
 REQUIRED_MARKS must each occur in a sweep of REQUIRED_MARKS_SEEDS seeds.
 PENDING_MARKS would list marks whose code has not landed yet (none now).
 """
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable, ContextManager, Iterable
+from typing import Awaitable, Callable, ContextManager, Iterable
 
 import attrs
 import trio
@@ -28,6 +33,7 @@ from txn.sim.bank_workload import ACCOUNTS, TOTAL
 from txn.sim.checkers import check_applied, check_history, check_lease_samples
 from txn.sim.cluster_sim import QUIESCE_BOUND_S, SimOutcome, seed_trio_scheduler, simulate
 from txn.sim.plan import SimPlan
+from txn.sim.scenarios import DEFAULT_SEED, Scenario, simulate_scenario
 
 REQUIRED_MARKS = (
     "paxos.became_leader",
@@ -88,11 +94,23 @@ def judge(outcome: SimOutcome) -> list[str]:
 
 def run_seed(seed: int, *, mutant: Mutant | None = None) -> SeedResult:
     plan = SimPlan.from_seed(seed)
+    return _run(plan, mutant, simulate, plan)
+
+
+def run_scenario(scenario: Scenario, *, seed: int = DEFAULT_SEED, mutant: Mutant | None = None) -> SeedResult:
+    """One run of a directed scenario (txn/sim/scenarios.py), judged like a seed; `scenario.mutant` is its mutant."""
+    plan = scenario.plan(seed)
+    return _run(plan, mutant, simulate_scenario, scenario, plan)
+
+
+def _run(plan: SimPlan, mutant: Mutant | None, main: Callable[..., Awaitable[SimOutcome]], *args: object) -> SeedResult:
+    """`trio.run(main, *args)` on a mock clock, the scheduler seeded with the plan's seed; judged."""
+    seed = plan.seed
     started = time.perf_counter()
     with mutant() if mutant is not None else contextlib.nullcontext():
         seed_trio_scheduler(seed)
         try:
-            outcome = trio.run(simulate, plan, clock=trio.testing.MockClock(autojump_threshold=0))
+            outcome = trio.run(main, *args, clock=trio.testing.MockClock(autojump_threshold=0))
         except Exception as error:  # the harness or an unhandled node/client error: a failing seed
             return SeedResult(seed, f"harness: {error!r}", {}, "", time.perf_counter() - started, plan.describe())
     problems = judge(outcome)
