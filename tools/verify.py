@@ -72,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dir", default=DEFAULT_DIR, help=f"data directory of a running cluster (default ./{DEFAULT_DIR})")
     parser.add_argument("--fresh", action="store_true", help="start a fresh local 3-node cluster in a temporary directory")
-    parser.add_argument("--workload", default="register", choices=WORKLOADS)
+    parser.add_argument("--workload", default="register", choices=WORKLOADS,
+                        help="register (default), list-append or bank (transactions across tablets)")
     parser.add_argument("--nemesis", default="kill,pause,skew,partition",
                         help=f"comma-separated faults among {','.join(NEMESES)}, or none (kill and pause: --fresh only)")
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the workload runs (default 60)")
