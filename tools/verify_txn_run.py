@@ -40,6 +40,7 @@ class Attempt:
     tx: Transaction
     invoke_ns: int
     end_ns: int | None = None  # set when the next attempt starts
+    error: str = ""  # what the body raised, if it raised
     mops: list[tuple[Any, ...]] = attrs.Factory(list)
     seen: list[tuple[str, int | None, str, Timestamp | None]] = attrs.Factory(list)
     writes: list[tuple[str, int]] = attrs.Factory(list)
@@ -66,7 +67,11 @@ async def run_recorded(client: Client, recorder: Recorder, process: int, kind: s
             attempts[-1].end_ns = start
         attempt = Attempt(tx, start)
         attempts.append(attempt)
-        await body(tx, attempt)
+        try:
+            await body(tx, attempt)
+        except Exception as raised:
+            attempt.error = _error_text(raised)
+            raise
 
     invoke = now_ns()
     outcome, error, unknown_ts = OK, "", None
@@ -90,9 +95,17 @@ async def run_recorded(client: Client, recorder: Recorder, process: int, kind: s
         records.append(recorder.add(TxnRecord(
             process, kind, attempt.invoke_ns, end if last else (attempt.end_ns or end), outcome if last else FAIL,
             attempt.mops, txn_id=tx.txn_id, attempt=number, commit_ts=commit_ts, seen=attempt.seen,
-            writes=attempt.writes, error=error if last else f"aborted, run again (state {tx.state})",
+            writes=attempt.writes, error=error if last else _aborted_text(attempt),
         )))
     return records
+
+
+def _aborted_text(attempt: Attempt) -> str:
+    """Why an attempt that was run again ended: its body's error, or the abort at commit."""
+    why = attempt.error or "TxnAborted at commit"
+    if attempt.tx.aborted_earlier:
+        why += f" (a leader had aborted it earlier: {attempt.tx.aborted_earlier})"
+    return f"aborted, run again: {why}"
 
 
 SnapshotBody = Callable[[Snapshot], Awaitable[tuple[Sequence[tuple[Any, ...]], Sequence[tuple[Any, ...]]]]]

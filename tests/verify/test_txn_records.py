@@ -108,6 +108,7 @@ class FakeTx:
         self.txn_id = f"c-{number}"
         self.commit_ts: Timestamp | None = None
         self.state = "active"
+        self.aborted_earlier: str | None = None
 
 
 class FakeClient:
@@ -153,6 +154,7 @@ async def test_every_attempt_is_recorded_and_only_the_last_can_have_happened(fat
     records = await record(fates, max_attempts=len(fates))
     assert len(records) == len(fates)
     assert [r.outcome for r in records[:-1]] == ["fail"] * (len(fates) - 1)
+    assert all(r.error.startswith("aborted, run again") for r in records[:-1])
     last = records[-1]
     assert last.outcome == outcome and last.attempt == len(fates) and last.txn_id == f"c-{len(fates)}"
     assert [r.mops for r in records] == [(("append", "k", i),) for i in range(len(fates))]  # a fresh element each
