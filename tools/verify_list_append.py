@@ -30,7 +30,9 @@ from typing import Any, Callable, Sequence
 import attrs
 
 from hlc import Timestamp
-from tools.verify_txn import AT, READ_ONLY, STALE, STRONG, TXN, TxnRecord, check_txn_liveness, decode_list, encode_list, to_elle_op
+from tools.verify_txn import (
+    AT, READ_ONLY, STALE, STRONG, TXN, TxnRecord, check_txn_liveness, decode_list, encode_list, to_elle_op,
+)
 from tools.verify_txn_run import Attempt, read_keys, run_recorded, snapshot_recorded
 from tools.verify_workloads import Recorder, past, paced_worker
 from txn.client import Client, Snapshot, Transaction

@@ -173,8 +173,3 @@ def listed(anomalies: Sequence[Anomaly], limit: int = MAX_LISTED) -> tuple[list[
             kept.append(anomaly)
     return kept, dict(counts)
 
-
-def counts(history: Iterable[Any]) -> dict[str, int]:
-    """ok, fail and info per history; the register workload's records count the same way."""
-    found = Counter(record.outcome for record in history)
-    return {outcome: found.get(outcome, 0) for outcome in ("ok", "fail", "info")}
