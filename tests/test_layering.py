@@ -69,6 +69,9 @@ PURE_MODULES = (
     "txn/tablet/locks.py",
     "txn/tablet/txn_records.py",
     "txn/sim/checkers.py",
+    "tools/verify_register.py",
+    "tools/verify_txn.py",
+    "tools/verify_bank_check.py",
 )
 FORBIDDEN_IN_PURE = frozenset({"trio", "plyvel", "socket", "time", "threading", "random", "asyncio", "os", "subprocess"})
 PLYVEL_HOME = "mvcc.engine_leveldb"

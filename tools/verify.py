@@ -3,16 +3,24 @@
 Role: runs client processes against a cluster (a fresh local one, or the one
 running in DIR) while a nemesis injects faults (tools/verify_nemesis.py),
 heals everything for the final part of the run and requires every tablet to
-serve again, then checks the history (tools/verify_register.py) and prints
-`valid` or each anomaly explained. Exit 0 only when valid.
+serve again, then checks the history and prints `valid` or each anomaly
+explained. Exit 0 only when valid. Workloads: `register`
+(tools/verify_workloads.py, checker tools/verify_register.py), `list-append`
+(tools/verify_list_append.py, Elle's checker txn/sim/elle.py), `bank`
+(tools/verify_bank.py, checker tools/verify_bank_check.py).
 
 Schedule of a run of S seconds: quiet for the first 15% (at least 2 s),
 faults one at a time until 70%, healed for the rest (at least 5 s); after
-the workload stops: wait for every tablet to serve, then the final phase
-(tools/verify_workloads.py `run_final_phase`).
+the workload stops: wait for every tablet to serve, then the workload's
+final phase (each tablet must serve again: liveness is part of the verdict).
 
 Output (`--out DIR`): history.jsonl, faults.json, verdict.json, the node
 logs (logs/<node>.log; fresh clusters), latency-raw.png and rate.png.
+
+Randomness: the schedule and the operation mix come from the seed. Each
+client's own stream (`open_client(rng=...)`: transaction ids, retry jitter)
+comes from the seed and a nonce drawn per run, so that transaction ids never
+repeat across runs against one cluster (a coordinator keeps its decisions).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import random
 import secrets
 import shutil
 import tempfile
@@ -34,13 +43,17 @@ from tools.errors import EXIT_NEGATIVE, EXIT_OK, CliError
 from tools.localcluster import LocalCluster
 from tools.status import gather
 from tools.verify_nemesis import LOCAL_ONLY, NEMESES, Nemesis, wait_serving
-from tools.verify_register import check_liveness, check_register
-from tools.verify_workloads import Recorder, RegisterWorkload, key_groups, now_ns, op_to_json, register_keys, run_final_phase
+from tools.verify_bank import BankWorkload
+from tools.verify_list_append import ListAppendWorkload
+from tools.verify_register import RegisterOp
+from tools.verify_txn import listed, record_to_json
+from tools.verify_workloads import Recorder, RegisterWorkload, key_groups, now_ns, op_to_json, register_keys, spread_keys
 from tools.status import tls_for_config
 from txn.client import open_client
 from txn.node.config import ClusterConfig, ConfigError, load_config, node_dir
 
 WORKLOADS = ("register", "list-append", "bank")
+DEFAULT_KEYS = {"register": 13, "list-append": 12, "bank": 8}
 HEAL_TIMEOUT_S = 30.0
 
 
@@ -50,17 +63,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run a workload with faults injected, then check the history. Exit 0 only when the verdict "
         "is valid. --fresh (the default when no cluster runs in DIR) starts a local 3-node cluster in a "
         "temporary directory; otherwise the cluster running in DIR is tested. The kill and pause nemeses "
-        "need a local cluster (verify must own the node processes) and are refused against a running one.",
+        "need a local cluster (verify must own the node processes) and are refused against a running one. "
+        "Workloads: register (single-key puts and reads, checked for linearizability of strong reads and "
+        "exact snapshot reads), list-append (transactions appending unique integers to lists across tablets, "
+        "and read-only snapshots; Elle's checker: G0, G1a/b/c, G-single, G2-item, real-time order, lost "
+        "appends, snapshot reads), bank (transfers between accounts of different tablets and snapshots of "
+        "every balance: the total never changes, no balance is negative, every read is exact at its timestamp).",
     )
     parser.add_argument("--dir", default=DEFAULT_DIR, help=f"data directory of a running cluster (default ./{DEFAULT_DIR})")
     parser.add_argument("--fresh", action="store_true", help="start a fresh local 3-node cluster in a temporary directory")
-    parser.add_argument("--workload", default="register", choices=WORKLOADS)
+    parser.add_argument("--workload", default="register", choices=WORKLOADS,
+                        help="register (default), list-append or bank (transactions across tablets)")
     parser.add_argument("--nemesis", default="kill,pause,skew,partition",
                         help=f"comma-separated faults among {','.join(NEMESES)}, or none (kill and pause: --fresh only)")
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the workload runs (default 60)")
     parser.add_argument("--rate", type=float, default=100.0, help="operations per second, all clients together (default 100)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent client processes (default 16)")
-    parser.add_argument("--keys", type=int, default=13, help="register keys (default 13, spread over the tablets)")
+    parser.add_argument("--keys", type=int, default=None,
+                        help="keys (register, list-append) or accounts (bank), spread over the tablets "
+                        "(default 13, 12, 8)")
     parser.add_argument("--out", help="directory for the history, logs, verdict and plots (default ./verify-<time>)")
     parser.add_argument("--seed", default=None, help="seed of the schedule and the operation mix (default random)")
     parser.set_defaults(func=run)
@@ -82,12 +103,11 @@ def parse_plan(args: argparse.Namespace) -> Plan:
     unknown = [n for n in nemeses if n not in NEMESES]
     if unknown:
         raise CliError(f"unknown nemesis {', '.join(unknown)}: choose among {', '.join(NEMESES)} or none")
-    if args.workload != "register":
-        raise CliError(f"--workload {args.workload} needs the transaction client (txn/client/transaction.py), "
-                       "which this build does not have yet; use --workload register")
-    if args.seconds < 10 or args.rate <= 0 or args.clients < 1 or args.keys < 1:
-        raise CliError("--seconds must be at least 10, --rate positive, --clients and --keys at least 1")
-    return Plan(args.workload, nemeses, args.seconds, args.rate, args.clients, args.keys, args.seed or secrets.token_hex(4))
+    keys = DEFAULT_KEYS[args.workload] if args.keys is None else args.keys
+    if args.seconds < 10 or args.rate <= 0 or args.clients < 1 or keys < (2 if args.workload == "bank" else 1):
+        raise CliError("--seconds must be at least 10, --rate positive, --clients and --keys at least 1 "
+                       "(2 accounts for bank)")
+    return Plan(args.workload, nemeses, args.seconds, args.rate, args.clients, keys, args.seed or secrets.token_hex(4))
 
 
 def cluster_runs(data_dir: str) -> ClusterConfig | None:
@@ -142,14 +162,16 @@ async def run_async(plan: Plan, config: ClusterConfig, cluster: LocalCluster | N
     heal_at_s = begin_s + min(plan.seconds * 0.70, plan.seconds - 5.0)
     stop_at_s = begin_s + plan.seconds
     addresses = [node.address for node in config.nodes]
+    nonce = secrets.token_hex(4)
     async with AsyncExitStack() as stack:
         clients = [await stack.enter_async_context(open_client(
             addresses[i % len(addresses):] + addresses[:i % len(addresses)], cluster_id=config.cluster_id,
-            max_offset_ns=config.max_offset_ns, timeout_s=5.0, tls=tls_for_config(config))) for i in range(plan.clients)]
+            max_offset_ns=config.max_offset_ns, timeout_s=5.0, tls=tls_for_config(config),
+            rng=random.Random(f"{plan.seed}/client/{i}/{nonce}"))) for i in range(plan.clients)]
         await clients[0].refresh_map()
-        keys = register_keys(plan.seed, plan.keys)
-        groups = key_groups(clients[0], keys)
-        workload = RegisterWorkload(keys, recorder, plan.seed)
+        workload = make_workload(plan, recorder)
+        groups = key_groups(clients[0], workload_keys(workload))
+        await workload.setup(clients[0], groups)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(progress, recorder, nemesis, begin_s, stop_at_s)
             nursery.start_soon(nemesis.run, faults_from_s, heal_at_s)
@@ -159,8 +181,23 @@ async def run_async(plan: Plan, config: ClusterConfig, cluster: LocalCluster | N
         healed_ns = now_ns()
         serving = await wait_serving(config, HEAL_TIMEOUT_S)
         say(f"after healing: every tablet {'serves' if serving else f'did NOT serve within {HEAL_TIMEOUT_S:g}s'}")
-        await run_final_phase(workload, clients[0], groups, plan.seed, say)
-    return recorder, nemesis, groups, healed_ns
+        await workload.final_phase(clients[0], groups, say)
+    return workload, nemesis, groups, healed_ns
+
+
+Workload = RegisterWorkload | ListAppendWorkload | BankWorkload
+
+
+def make_workload(plan: Plan, recorder: Recorder) -> Workload:
+    if plan.workload == "list-append":
+        return ListAppendWorkload(spread_keys(plan.seed, "la", plan.keys), recorder, plan.seed)
+    if plan.workload == "bank":
+        return BankWorkload(spread_keys(plan.seed, "bank", plan.keys), recorder, plan.seed)
+    return RegisterWorkload(register_keys(plan.seed, plan.keys), recorder, plan.seed)
+
+
+def workload_keys(workload: Workload) -> list[str]:
+    return workload.accounts if isinstance(workload, BankWorkload) else workload.keys
 
 
 async def progress(recorder: Recorder, nemesis: Nemesis, begin_s: float, stop_at_s: float) -> None:
@@ -184,29 +221,34 @@ def copy_logs(config: ClusterConfig, data_dir: pathlib.Path, out: pathlib.Path) 
             shutil.copyfile(source, out / "logs" / f"{node.id}.log")
 
 
-def write_outputs(plan: Plan, out: pathlib.Path, recorder: Recorder, nemesis: Nemesis, groups, healed_ns: int) -> int:
+def write_outputs(plan: Plan, out: pathlib.Path, workload: Workload, nemesis: Nemesis, groups, healed_ns: int) -> int:
     from tools import verify_plots  # matplotlib loads only here
 
+    recorder = workload.recorder
     history = recorder.history
     start_ns = recorder.start_ns
-    verdict = check_register(history)
-    liveness = check_liveness(history, healed_ns, groups)
-    unfenced = [e for e in nemesis.events if e.fenced is False]
-    valid = verdict.valid and not liveness
     with open(out / "history.jsonl", "w") as history_file:
         for index, op in enumerate(history):
-            history_file.write(json.dumps(op_to_json(index, op, start_ns)) + "\n")
+            line = op_to_json(index, op, start_ns) if isinstance(op, RegisterOp) else record_to_json(index, op, start_ns)
+            history_file.write(json.dumps(line) + "\n")
     faults = [event.to_json(start_ns) for event in nemesis.events]
     (out / "faults.json").write_text(json.dumps(faults, indent=1) + "\n")
-    anomalies = list(verdict.anomalies) + liveness
+    say(f"checking {len(history)} operations ({plan.workload})")
+    verdict, liveness = workload.check(healed_ns, groups)
+    unfenced = [e for e in nemesis.events if e.fenced is False]
+    valid = verdict.valid and not liveness
+    anomalies, anomaly_counts = listed(list(verdict.anomalies) + liveness)
+    for name in anomaly_counts:  # the register checker lists 25 a class itself and counts them all in its stats
+        anomaly_counts[name] = max(anomaly_counts[name], verdict.stat(f"anomaly:{name}"))
     counts = recorder.counts()
     report = {
         "valid": valid, "workload": plan.workload, "nemesis": list(plan.nemeses), "seed": plan.seed,
         "seconds": plan.seconds, "ops": len(history), "ok": counts["ok"], "failed": counts["fail"],
         "unknown": counts["info"], "faults": len(faults), "faults_by_kind": count_by(nemesis.events),
         "beyond_max_offset_not_fenced": [e.detail for e in unfenced],
-        "anomalies": [{"name": a.name, "ops": list(a.txns), "timestamps": [str(t) for t in a.timestamps],
-                       "explanation": a.explanation} for a in anomalies],
+        "anomaly_counts": anomaly_counts,
+        "anomalies": [{"name": a.name, "ops": list(a.txns), "edges": [str(e) for e in a.edges],
+                       "timestamps": [str(t) for t in a.timestamps], "explanation": a.explanation} for a in anomalies],
         "stats": dict(verdict.stats),
     }
     (out / "verdict.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -223,7 +265,8 @@ def write_outputs(plan: Plan, out: pathlib.Path, recorder: Recorder, nemesis: Ne
     if valid:
         say("verdict: valid")
     else:
-        say(f"verdict: INVALID, {len(anomalies)} anomalies listed ({', '.join(sorted({a.name for a in anomalies}))})")
+        say(f"verdict: INVALID, {sum(anomaly_counts.values())} anomalies "
+            f"({', '.join(f'{name} x{count}' for name, count in sorted(anomaly_counts.items()))}); listed:")
         for anomaly in anomalies:
             say(f"  {anomaly.name}: {anomaly.explanation}")
     say(f"output: {out}/history.jsonl, verdict.json, faults.json, logs/, latency-raw.png, rate.png")

@@ -11,7 +11,9 @@ Faults:
 - `pause`: SIGSTOP a node (leaders preferred), SIGCONT after a while. Local only.
 - `skew`: through the admin `SkewRequest`: an offset or a bump within
   max_offset, a strobe, or an offset of 3 x max_offset, beyond the bound:
-  there the node must fence itself (the event records whether it did).
+  there the node must fence itself (the event records whether it did; not
+  when the node did not answer the request, e.g. just restarted after a
+  kill: then no offset was applied).
 - `partition`: through the admin `FaultRequest` (tools/fault.py): isolate a
   node both ways, make it deaf one way, or cut two nodes off from each other
   (a bridge through the third). Real drops in the nodes' transports.
@@ -151,9 +153,10 @@ class Nemesis:
             detail = f"{node} offset {sign * bound * 3 / 1e6:+.1f}ms (3 x max_offset: must fence)"
         event = self.begin("skew", detail)
         reply = await ask_node(self.config, node, request)
-        if not isinstance(reply, api.NodeClockReply):
+        applied = isinstance(reply, api.NodeClockReply)
+        if not applied:
             event.detail += f" [not applied: {getattr(reply, 'message', 'no answer')}]"
-        if variant == "beyond":
+        if variant == "beyond" and applied:  # an offset never applied says nothing about fencing
             event.fenced = await self.watch_fenced(node, hold_s)
             self.say(f"nemesis: {node} {'fenced itself' if event.fenced else 'did NOT fence itself'}")
         else:

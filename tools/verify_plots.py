@@ -1,11 +1,12 @@
 """Plots of a `chronodb verify` run, as Jepsen draws them: latency-raw and rate.
 
-Role: from the history (`RegisterOp`s, times relative to the run's start) and
+Role: from the history (`RegisterOp`s of the register workload, `TxnRecord`s
+of list-append and bank: anything `Plotted`; times relative to the run's start) and
 the fault intervals, write two PNGs with matplotlib's Agg backend (no
 display needed):
 - `latency-raw.png`: every operation's latency (log scale) at its invoke
   time, colour by kind (and read mode), marker by outcome (ok dot, failed
-  cross, unknown triangle);
+  cross, unknown triangle); a transaction attempt is one operation;
 - `rate.png`: completed operations per second by kind and outcome.
 Fault intervals are shaded and labelled on both.
 """
@@ -14,23 +15,32 @@ from __future__ import annotations
 
 import pathlib
 from collections import Counter
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tools.verify_register import RegisterOp  # noqa: E402
 from txn.sim.elle_records import FAIL, INFO, OK  # noqa: E402
 
 MARKERS = {OK: ("o", "ok"), FAIL: ("x", "failed"), INFO: ("^", "unknown")}
 FAULT_COLOURS = {"kill": "#d62728", "pause": "#9467bd", "skew": "#ff7f0e", "partition": "#1f77b4"}
+KIND_COLOURS = {"write": "#2ca02c", "read": "#1f77b4", "scan": "#8c564b", "txn": "#2ca02c", "read-only": "#1f77b4",
+                "transfer": "#2ca02c", "balances": "#1f77b4", "open": "#7f7f7f"}
 FaultSpan = tuple[str, str, float, float]  # kind, detail, start s, end s
 
 
-def kind_label(op: RegisterOp) -> str:
-    return op.kind if op.kind == "write" else f"{op.kind} {op.mode}"
+class Plotted(Protocol):
+    kind: str
+    mode: str  # "" for writes and read-write transactions
+    invoke_ns: int
+    complete_ns: int
+    outcome: str
+
+
+def kind_label(op: Plotted) -> str:
+    return f"{op.kind} {op.mode}".strip()
 
 
 def _shade(axes, faults: Sequence[FaultSpan]) -> None:
@@ -50,10 +60,10 @@ def _mark_end(axes, workload_end_s: float | None) -> None:
                   transform=axes.get_xaxis_transform())
 
 
-def plot_latency(history: Sequence[RegisterOp], faults: Sequence[FaultSpan], path: pathlib.Path, title: str,
+def plot_latency(history: Sequence[Plotted], faults: Sequence[FaultSpan], path: pathlib.Path, title: str,
                  workload_end_s: float | None = None) -> None:
     figure, axes = plt.subplots(figsize=(13, 6), dpi=110)
-    groups: dict[tuple[str, str], list[RegisterOp]] = {}
+    groups: dict[tuple[str, str], list[Plotted]] = {}
     for op in history:
         groups.setdefault((kind_label(op), op.outcome), []).append(op)
     colours = {label: plt.cm.tab10(i % 10) for i, label in enumerate(sorted({kind_label(op) for op in history}))}
@@ -75,7 +85,7 @@ def plot_latency(history: Sequence[RegisterOp], faults: Sequence[FaultSpan], pat
     plt.close(figure)
 
 
-def plot_rate(history: Sequence[RegisterOp], faults: Sequence[FaultSpan], path: pathlib.Path, title: str,
+def plot_rate(history: Sequence[Plotted], faults: Sequence[FaultSpan], path: pathlib.Path, title: str,
               workload_end_s: float | None = None) -> None:
     figure, axes = plt.subplots(figsize=(13, 5), dpi=110)
     buckets: dict[tuple[str, str], Counter[int]] = {}
@@ -86,9 +96,8 @@ def plot_rate(history: Sequence[RegisterOp], faults: Sequence[FaultSpan], path: 
         buckets.setdefault((op.kind, op.outcome), Counter())[second] += 1
     seconds = list(range(last_s + 1))
     styles = {OK: "-", FAIL: ":", INFO: "--"}
-    colours = {"write": "#2ca02c", "read": "#1f77b4", "scan": "#8c564b"}
     for (kind, outcome), counter in sorted(buckets.items()):
-        axes.plot(seconds, [counter.get(s, 0) for s in seconds], styles[outcome], color=colours.get(kind, "black"),
+        axes.plot(seconds, [counter.get(s, 0) for s in seconds], styles[outcome], color=KIND_COLOURS.get(kind, "black"),
                   label=f"{kind} {MARKERS[outcome][1]}", linewidth=1.4, drawstyle="steps-post")
     axes.set_xlabel("time since start (s)")
     axes.set_ylabel("operations completed per second")

@@ -15,6 +15,12 @@ before delivery (no leader, unreachable) is `fail`. A read that fails is
 `fail`: it changed nothing. As in Jepsen, a process whose operation ended
 `info` is retired and its worker continues as a new process.
 
+Every workload (this one, tools/verify_list_append.py, tools/verify_bank.py)
+shows tools/verify.py the same face: `name`, `recorder`, `setup(client,
+groups)`, `worker(...)` (all of them on `paced_worker`, the shared paced
+closed loop), `final_phase(client, groups, say)` and `check(healed_ns,
+groups)` -> (verdict, liveness anomalies).
+
 History lines (`op_to_json`): {"index", "process", "kind", "mode", "key",
 "value", "end", "rows", "invoke_ns", "complete_ns", "outcome", "ts",
 "version_ts", "error"}; timestamps as WALL.LOGICAL text.
@@ -24,18 +30,21 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 import attrs
 import trio
 
 from hlc import Timestamp
-from tools.verify_register import AT, MAX_STALE, READ, READBACK, SCAN, STALE, STRONG, WRITE, RegisterOp
+from tools.verify_register import (
+    AT, MAX_STALE, READ, READBACK, SCAN, STALE, STRONG, WRITE, RegisterOp, check_liveness, check_register,
+)
 from txn.client import Client, ClientError, OutcomeUnknown
 from txn.client.routing import tablet_containing
-from txn.sim.elle_records import FAIL, INFO, OK
+from txn.sim.elle_records import FAIL, INFO, OK, Anomaly, Verdict
 
 KEY_LETTERS = "acegikmoqsuwy"  # first bytes spread over the default split points (b, j, t)
+R = TypeVar("R")
 READBACK_MAX = 400  # read-backs of acknowledged writes in the final phase (plus each key's last write)
 # The operation mix: kind (and read mode) -> weight.
 MIX: tuple[tuple[str, str, int], ...] = (
@@ -52,6 +61,12 @@ def register_keys(tag: str, count: int) -> list[str]:
     return [f"{KEY_LETTERS[i % len(KEY_LETTERS)]}-verify-{tag}-{i}" for i in range(count)]
 
 
+def spread_keys(tag: str, kind: str, count: int) -> list[str]:
+    """`count` keys dealt round-robin over the default tablets (split at b, j, t), so that
+    consecutive keys are on different tablets."""
+    return [f"{'acku'[i % 4]}-{kind}-{tag}-{i}" for i in range(count)]
+
+
 def key_groups(client: Client, keys: list[str]) -> dict[str, list[str]]:
     """tablet id -> the workload keys it holds (the client's map must be loaded)."""
     groups: dict[str, list[str]] = {}
@@ -64,15 +79,16 @@ def key_groups(client: Client, keys: list[str]) -> dict[str, list[str]]:
 
 @attrs.define(eq=False)
 class Recorder:
-    """The history so far and the counters the progress line shows."""
+    """The history so far (`RegisterOp`s, or the transactional workloads' `TxnRecord`s) and the
+    counters the progress line shows."""
 
     start_ns: int
-    history: list[RegisterOp] = attrs.field(factory=list)
-    acked: list[RegisterOp] = attrs.field(factory=list)  # ok writes, for read-backs
+    history: list[Any] = attrs.field(factory=list)
+    acked: list[RegisterOp] = attrs.field(factory=list)  # ok register writes, for read-backs
 
-    def add(self, op: RegisterOp) -> RegisterOp:
+    def add(self, op: R) -> R:
         self.history.append(op)
-        if op.kind == WRITE and op.outcome == OK:
+        if isinstance(op, RegisterOp) and op.kind == WRITE and op.outcome == OK:
             self.acked.append(op)
         return op
 
@@ -95,22 +111,25 @@ class RegisterWorkload:
     def scan_start(self) -> str:
         return min(self.keys)
 
+    name = "register"
+
+    async def setup(self, client: Client, groups: dict[str, list[str]]) -> None:
+        """Nothing to prepare: a register never written reads as nothing."""
+
     async def worker(self, client: Client, worker: int, workers: int, interval_s: float, stop_at_s: float) -> None:
-        """One client's closed loop, paced to one operation per interval_s."""
-        rng = random.Random(f"{self.seed}/worker/{worker}")
-        process = worker
-        next_s = trio.current_time() + rng.random() * interval_s
-        kinds = [(kind, mode) for kind, mode, _ in MIX]
-        weights = [weight for _, _, weight in MIX]
-        while True:
-            next_s = max(next_s + interval_s, trio.current_time())
-            await trio.sleep_until(next_s)
-            if trio.current_time() >= stop_at_s:
-                return
-            kind, mode = rng.choices(kinds, weights)[0]
-            op = await self.run_op(client, process, kind, mode, rng)
-            if op.outcome == INFO:
-                process += workers
+        await paced_worker(self.run_one, client, random.Random(f"{self.seed}/worker/{worker}"), worker, workers,
+                           interval_s, stop_at_s)
+
+    async def run_one(self, client: Client, process: int, rng: random.Random) -> str:
+        kind, mode = rng.choices([(kind, mode) for kind, mode, _ in MIX], [weight for _, _, weight in MIX])[0]
+        return (await self.run_op(client, process, kind, mode, rng)).outcome
+
+    async def final_phase(self, client: Client, groups: dict[str, list[str]], say: Callable[[str], None]) -> None:
+        await run_final_phase(self, client, groups, self.seed, say)
+
+    def check(self, healed_ns: int, groups: dict[str, list[str]]) -> tuple[Verdict, list[Anomaly]]:
+        history = self.recorder.history
+        return check_register(history), check_liveness(history, healed_ns, groups)
 
     async def run_op(self, client: Client, process: int, kind: str, mode: str, rng: random.Random) -> RegisterOp:
         key = rng.choice(self.keys)
@@ -169,6 +188,21 @@ class RegisterWorkload:
 
     def done(self, op: RegisterOp) -> RegisterOp:
         return self.recorder.add(op)
+
+
+async def paced_worker(run_one: Callable[[Client, int, random.Random], Awaitable[str]], client: Client,
+                       rng: random.Random, worker: int, workers: int, interval_s: float, stop_at_s: float) -> None:
+    """One client's closed loop, paced to one operation per interval_s: `run_one(client, process, rng)`
+    returns the outcome; after an `info` one the process is retired and a new one (+workers) continues."""
+    process = worker
+    next_s = trio.current_time() + rng.random() * interval_s
+    while True:
+        next_s = max(next_s + interval_s, trio.current_time())
+        await trio.sleep_until(next_s)
+        if trio.current_time() >= stop_at_s:
+            return
+        if await run_one(client, process, rng) == INFO:
+            process += workers
 
 
 def past(client: Client, rng: random.Random) -> Timestamp:

@@ -26,8 +26,9 @@ def ts(wall: int) -> Timestamp:
 
 
 def txn(*mops: tuple, outcome: str = "ok", at: tuple[int, int] = EVERYWHERE, commit: int | None = None,
-        read_at: int | None = None, process: int = 0) -> Op:
-    """A transaction; `read_at` makes it read-only at that read timestamp."""
+        read_at: int | None = None, process: int = 0, realtime: bool = True) -> Op:
+    """A transaction; `read_at` makes it read-only at that read timestamp; `realtime=False`
+    makes it a read at a past timestamp, outside real-time order."""
     return Op(
         process=process,
         invoke_ns=at[0],
@@ -37,6 +38,7 @@ def txn(*mops: tuple, outcome: str = "ok", at: tuple[int, int] = EVERYWHERE, com
         commit_ts=None if commit is None else ts(commit),
         read_only=read_at is not None,
         read_ts=None if read_at is None else ts(read_at),
+        realtime=realtime,
     )
 
 

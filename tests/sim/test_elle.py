@@ -154,6 +154,29 @@ def test_snapshot_mismatch_for_a_stale_read_only_transaction() -> None:
     assert names(fine) == set()
 
 
+def test_a_read_at_a_past_timestamp_is_outside_real_time_order() -> None:
+    """It may miss an append acknowledged before it began (that is what a past read is
+    for), and it is no witness of a lost append; as a strong read it would be both."""
+    def history(realtime: bool) -> list:
+        return [txn(a("x", 1), at=(0, 10), commit=5), txn(r("x"), at=(20, 30), read_at=3, realtime=realtime)]
+    assert names(history(False)) == set()
+    assert names(history(True)) == {"lost-append", "timestamp-order"}
+    # It is still held to its timestamp: at 7 it must see the append committed at 5.
+    late = [txn(a("x", 1), at=(0, 10), commit=5), txn(r("x"), at=(20, 30), read_at=7, realtime=False)]
+    assert names(late) == {"snapshot-mismatch"}
+
+
+def test_real_time_after_a_read_only_transaction_promises_no_timestamp_order() -> None:
+    """A strong snapshot reads at now + max_offset: a later commit on a key it did not
+    read may sit below it; the transactions before the snapshot are still ordered."""
+    history = [txn(r("x"), at=(0, 10), read_at=50), txn(a("y", 1), at=(20, 30), commit=40), txn(r("y", 1), at=(60, 70))]
+    assert names(history) == set()
+    through = [txn(a("x", 1), at=(0, 10), commit=50), txn(r("y"), at=(20, 30), read_at=60),
+               txn(a("z", 1), at=(40, 45), commit=40)]
+    anomaly = the(through, "timestamp-order")
+    assert anomaly.txns == (0, 2) and [edge.kind for edge in anomaly.edges] == [RT]
+
+
 def test_info_append_counts_iff_observed() -> None:
     observed = [txn(a("x", 1), outcome="info"), txn(r("x", 1), at=(2_000, 2_010))]
     assert names(observed) == set()

@@ -48,12 +48,14 @@ def assert_checker_catches_a_stale_read_in(lines: list[str]) -> None:
     for i, op in enumerate(history):
         versions = sorted(acked.get(op.key, []), key=lambda w: w.ts)
         seen = [n for n, w in enumerate(versions) if w.value == op.value]
-        if op.kind == "read" and op.mode == "strong" and op.outcome == "ok" and seen and seen[0] > 0:
+        # Only a version acknowledged before the read began makes the older one a stale strong read.
+        if (op.kind == "read" and op.mode == "strong" and op.outcome == "ok" and seen and seen[0] > 0
+                and versions[seen[0]].complete_ns < op.invoke_ns):
             older = versions[seen[0] - 1]
             history[i] = attrs.evolve(op, value=older.value, version_ts=older.ts)
             break
     else:
-        pytest.fail("no strong read of a key's second or later version")
+        pytest.fail("no strong read of a key's second or later version acknowledged before it")
     assert {"stale-read", "stale-strong-read"} <= set(check_register(history).names())
 
 

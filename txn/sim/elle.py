@@ -20,6 +20,8 @@ Invariants:
   observed one of its appends. Only ok transactions' reads are evidence.
 - A key whose reads disagree (`incompatible-order`) contributes no edges: its
   version order is unknown, and guessing one would invent cycles.
+- A read at a past timestamp (`realtime=False`) is outside real-time order:
+  no real-time edge, and it is no witness of a lost append.
 
 HAZARD: real-time edges trust the harness's one reference clock. If invoke and
 complete times come from different machines, skew within `max_offset` can
@@ -189,7 +191,8 @@ def lost_appends(history: list[Op], appends: Appends, orders: dict) -> list[Anom
         op = history[writer]
         if op.outcome != OK or key not in orders or value in orders[key]:
             continue
-        later = [reader for reader, _ in appends.reads[key] if history[reader].invoke_ns > op.complete_ns]
+        later = [reader for reader, _ in appends.reads[key]
+                 if history[reader].realtime and history[reader].invoke_ns > op.complete_ns]
         if later:
             text = (
                 f"Lost append: T{writer} appended {value} to {key} and was acknowledged at {op.complete_ns}ns, "

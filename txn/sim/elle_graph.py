@@ -13,7 +13,19 @@ Invariants:
 - Real-time edges are a transitive reduction (Elle section 4.4): T gets an
   edge from each transaction completed before T was invoked and not already
   followed by another such one, so edges stay O(ops x concurrency). An `info`
-  transaction never completes, so it is only ever a target.
+  transaction never completes, so it is only ever a target. A read-only
+  transaction follows no one: the transactions before it keep their own
+  edges to later ones, because its rt edges out carry no timestamp order (see
+  below). A transaction marked `realtime=False` (a read at a past timestamp)
+  gets no real-time edge at all.
+- Timestamp order is required along ww and wr edges, and along rt edges out
+  of read-write transactions (external consistency; into a read-only one: a
+  strong snapshot covers every write acknowledged before it began). An rt
+  edge out of a read-only transaction promises nothing about timestamps: a
+  strong snapshot reads at `now + max_offset`, and a later transaction on a
+  tablet it did not read may commit below that. (On a tablet it did read,
+  the read raised the leader's floor, so a later commit below the snapshot
+  would show as `snapshot-mismatch` or a cycle.)
 - Cycle search looks only inside strongly connected components, so a clean
   history costs one Tarjan pass; each component is searched from the most
   specific class (G0) to the least, one witness per class.
@@ -105,7 +117,7 @@ def _add_realtime(edges: _Edges, history: list[Op], committed: tuple) -> None:
     """T1 -rt-> T2 when T1 completed (ok) before T2 was invoked, reduced."""
     events = []
     for index, happened in enumerate(committed):
-        if happened:
+        if happened and history[index].realtime:
             events.append((history[index].invoke_ns, 0, index))
             if history[index].outcome == OK:
                 events.append((history[index].complete_ns, 1, index))
@@ -114,8 +126,9 @@ def _add_realtime(edges: _Edges, history: list[Op], committed: tuple) -> None:
     seen_at_invoke: dict[int, tuple[int, ...]] = {}
     for _, is_complete, index in events:
         if is_complete:
-            for earlier in seen_at_invoke[index]:
-                frontier.pop(earlier, None)
+            if not history[index].read_only:
+                for earlier in seen_at_invoke[index]:
+                    frontier.pop(earlier, None)
             frontier[index] = None
         else:
             seen_at_invoke[index] = tuple(frontier)
@@ -199,14 +212,16 @@ def _cycle_anomaly(name: str, cycle: list[Edge], history: list[Op]) -> Anomaly:
 
 
 def timestamp_anomalies(graph: nx.DiGraph, history: list[Op]) -> list[Anomaly]:
-    """ww, wr and rt edges must go up in timestamp order (a read may sit at its writer's ts)."""
+    """ww, wr and rt edges must go up in timestamp order (a read may sit at its writer's ts);
+    rt edges out of read-only transactions excepted (see the module docstring)."""
     anomalies = []
     for src, dst, why in graph.edges(data="why"):
         before, after = ts_of(history[src]), ts_of(history[dst])
         if before is None or after is None:
             continue
         in_order = before <= after if history[dst].read_only else before < after
-        kinds = [kind for kind in (WW, WR, RT) if kind in why]
+        ordered = (WW, WR) if history[src].read_only else (WW, WR, RT)
+        kinds = [kind for kind in ordered if kind in why]
         if in_order or not kinds:
             continue
         edges = [Edge(src, dst, kind, *why[kind]) for kind in kinds]

@@ -12,6 +12,10 @@ Invariants:
   `Op` stays hashable.
 - Times are integer ns in the harness's one reference clock; `complete_ns` of
   an `info` operation is only when the harness gave up waiting.
+- `realtime=False` marks a transaction that promises no real-time order: a
+  read-only one at a past (or stale) timestamp, which by design may miss
+  writes acknowledged before it began. No real-time edge touches it; its read
+  timestamp alone places it (txn/sim/elle_snapshot.py).
 
 Pure: no I/O, no clock reads, no randomness.
 """
@@ -78,6 +82,7 @@ class Op:
     commit_ts: Timestamp | None = None  # read-write transactions, when known
     read_only: bool = False
     read_ts: Timestamp | None = None  # read-only transactions: the snapshot read
+    realtime: bool = True  # False: a read at a past timestamp, outside real-time order
 
     def __attrs_post_init__(self) -> None:
         if self.complete_ns < self.invoke_ns:
