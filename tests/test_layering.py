@@ -68,6 +68,7 @@ PURE_MODULES = (
     "txn/tablet/leader.py",
     "txn/tablet/locks.py",
     "txn/tablet/txn_records.py",
+    "txn/tablet/compaction.py",
     "txn/sim/checkers.py",
 )
 FORBIDDEN_IN_PURE = frozenset({"trio", "plyvel", "socket", "time", "threading", "random", "asyncio", "os", "subprocess"})
