@@ -20,6 +20,7 @@ BENCHMARK_MODULES: tuple[str, ...] = (
     "tools.bench_paxos",
     "tools.bench_kv",
     "tools.bench_txn",
+    "tools.bench_space",
 )
 
 
