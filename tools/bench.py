@@ -21,6 +21,7 @@ BENCHMARK_MODULES: tuple[str, ...] = (
     "tools.bench_kv",
     "tools.bench_txn",
     "tools.bench_space",
+    "tools.bench_compaction",
 )
 
 
