@@ -206,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
         f"entries (keeps {paxos.truncate_keep_entries:,})",
         duration=f"{args.minutes:g} min, a report every {args.report_every:g}s",
     )
+    writers: list[multiprocessing.process.BaseProcess] = []
     try:
         cluster.start_all()
         cluster.wait_healthy()
@@ -215,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         ready, go = context.Semaphore(0), context.Event()
         addresses = [n.address for n in cluster.config.nodes]
         shares = [args.clients // processes + (1 if i < args.clients % processes else 0) for i in range(processes)]
-        writers = [context.Process(target=writer_process, args=(
+        writers += [context.Process(target=writer_process, args=(
             addresses[i % len(addresses):] + addresses[:i % len(addresses)], cluster.config.cluster_id,
             str(cluster.data_dir), keys, share, i * 1000, args.value_bytes, ready, go, stop_value, written, errors,
         )) for i, share in enumerate(shares)]
@@ -255,6 +256,10 @@ def run(args: argparse.Namespace) -> int:
         _, lines = levels_off(series, writes)
         print("\n".join(lines), flush=True)
     finally:
+        for writer in writers:  # only a failed run leaves one running (waiting for the start, say)
+            if writer.is_alive():
+                writer.kill()
+                writer.join()
         cluster.stop_all()
         shutil.rmtree(directory, ignore_errors=True)
     return 0
