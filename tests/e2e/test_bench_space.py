@@ -34,7 +34,7 @@ def test_a_short_soak_reports_and_collects_garbage_on_every_tablet() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [match.groupdict() for line in result.stdout.splitlines() if (match := ROW.match(line))]
     reports = sorted({number(row["elapsed"]) for row in rows})
-    assert len(reports) == 6 and reports[-1] == 30.0, result.stdout
+    assert len(reports) == 6 and reports[-1] >= 30.0, result.stdout  # a busy machine may wake a report late
     assert all(sum(1 for row in rows if number(row["elapsed"]) == at) == 3 for at in reports), result.stdout
     final = [row for row in rows if number(row["elapsed"]) == reports[-1]]
     assert number(final[0]["writes"]) > 0, result.stdout
