@@ -23,6 +23,11 @@ Interface (`Engine`):
 - `generation`: how many batches this engine object has applied; a cache of
   what was read stays valid while it is unchanged.
 - `approximate_size(start, stop) -> int`: bytes in `[start, stop)`, roughly.
+- `compact(start=None, stop=None)`: reclaim the space of deleted and
+  overwritten data in `[start, stop)` (None: unbounded) now; changes nothing
+  readable. LevelDB does it as a manual compaction that returns when done
+  (its cost grows with the data in and around the range); `DictEngine`
+  holds no garbage and only counts the calls (`compactions`).
 - `close()`: later calls raise `EngineError`.
 
 Errors: any call may raise `EngineError` (I/O failure, closed engine), or its
@@ -123,6 +128,8 @@ class Engine(Protocol):
 
     def approximate_size(self, start: bytes, stop: bytes | None) -> int: ...
 
+    def compact(self, start: bytes | None = None, stop: bytes | None = None) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -186,6 +193,7 @@ class DictEngine:
         self._volatile: list[tuple[tuple[bytes, bytes | None], ...]] = []
         self._closed = False
         self.generation = 0  # batches applied through this object
+        self.compactions = 0  # compact() calls, for tests
 
     def _check_open(self) -> None:
         if self._closed:
@@ -243,6 +251,11 @@ class DictEngine:
 
     def approximate_size(self, start: bytes, stop: bytes | None) -> int:
         return sum(len(key) + len(value) for key, value in _iterate_state(self._read_state(None), start, stop, False))
+
+    def compact(self, start: bytes | None = None, stop: bytes | None = None) -> None:
+        """Nothing to reclaim in memory; counts the call, for tests."""
+        self._check_open()
+        self.compactions += 1
 
     def close(self) -> None:
         self._closed = True

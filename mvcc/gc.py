@@ -37,10 +37,15 @@ from mvcc.keys import TAGGED_TOMBSTONE, TS_SIZE, inverted_ts
 
 @attrs.frozen
 class GcChunk:
-    """The keys one chunk drops, and the resume point (engine key, passed) or None when done."""
+    """The keys one chunk drops, the resume point (engine key, passed) or None when done,
+    how many version entries it examined, and `stop`: the first key it did not read
+    (None: it read to the end). Every dropped key lies below `stop`; the resume point
+    may lie below dropped keys (a pending tombstone)."""
 
     deletes: tuple[bytes, ...] = attrs.field(converter=tuple)
     resume: tuple[bytes, bool] | None
+    examined: int = 0
+    stop: bytes | None = None
 
 
 def plan_chunk(
@@ -66,12 +71,12 @@ def plan_chunk(
                 deletes.append(tombstone)
                 tombstone, dropped_behind_tombstone = None, False
             if examined >= max_versions:
-                return GcChunk(deletes, (key, False))
+                return GcChunk(deletes, (key, False), examined, key)
             group = key_group
         elif examined >= max_versions and (tombstone is None or dropped_behind_tombstone):
             # Stopping inside a key: resume at its pending tombstone so that it is dropped last
             # (only once this chunk dropped something behind it, so every chunk makes progress).
-            return GcChunk(deletes, (tombstone, False) if tombstone is not None else (key, passed))
+            return GcChunk(deletes, (tombstone, False) if tombstone is not None else (key, passed), examined, key)
         examined += 1
         if passed:
             deletes.append(key)
@@ -82,7 +87,7 @@ def plan_chunk(
                 tombstone = key
     if tombstone is not None:
         deletes.append(tombstone)
-    return GcChunk(deletes, None)
+    return GcChunk(deletes, None, examined)
 
 
 def encode_token(horizon: Timestamp, key: bytes, passed: bool) -> bytes:

@@ -96,11 +96,21 @@ class ScanResult:
 
 @attrs.frozen
 class GcProgress:
-    """One GC chunk's outcome; pass `resume_from` (opaque) to the next call until `done`."""
+    """One GC chunk's outcome; pass `resume_from` (opaque) to the next call until `done`.
+
+    `examined`: version entries the chunk read. `span_start`, `span_end`: the
+    engine key range `[span_start, span_end)` it read and dropped from
+    (positions, opaque to callers: the spans of one pass's chunks cover the
+    versions in order, overlapping where a chunk resumes at a pending
+    tombstone; pass `(first chunk's start, last chunk's end)` of consecutive
+    chunks to `MvccStore.compact`)."""
 
     done: bool
     resume_from: bytes | None
     dropped: int
+    examined: int = 0
+    span_start: bytes = b""
+    span_end: bytes = b""
 
 
 @attrs.frozen

@@ -1,8 +1,9 @@
 """The multi-version store of one tablet replica, on an `Engine`.
 
 Role: versions (values and tombstones at timestamps), intents of prepared
-transactions, reads and scans at a timestamp, GC below a horizon, and export
-and import as snapshot chunks. The key layout is in mvcc/keys.py.
+transactions, reads and scans at a timestamp, GC below a horizon (and the
+engine compaction that returns the space GC freed), and export and import
+as snapshot chunks. The key layout is in mvcc/keys.py.
 
 Inputs: user keys and values (bytes), `Timestamp`s, `Batch`es the caller
 applies (`stage_*`) or writes the store applies itself (the other mutators,
@@ -244,9 +245,18 @@ class MvccStore:
         self.engine.apply(batch, sync=sync)
         self._horizon = effective
         if chunk.resume is None:
-            return GcProgress(True, None, len(chunk.deletes))
+            return GcProgress(True, None, len(chunk.deletes), chunk.examined, start, self.space.versions_end)
         token = gc_planner.encode_token(effective, *chunk.resume)
-        return GcProgress(False, token, len(chunk.deletes))
+        return GcProgress(False, token, len(chunk.deletes), chunk.examined, start, chunk.stop or self.space.versions_end)
+
+    def compact(self, span_start: bytes | None = None, span_end: bytes | None = None) -> None:
+        """Let the engine reclaim what GC dropped in `[span_start, span_end)` (GC chunk spans,
+        `GcProgress`; None: from the first or to the last version). Changes nothing readable;
+        on LevelDB it is a manual compaction of the range and blocks until done."""
+        start = self.space.versions if span_start is None else max(span_start, self.space.versions)
+        end = self.space.versions_end if span_end is None else min(span_end, self.space.versions_end)
+        if start < end:
+            self.engine.compact(start, end)
 
     # -- snapshots ----------------------------------------------------------
 

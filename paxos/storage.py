@@ -16,6 +16,12 @@ recovery are range scans.
 Invariants: a write is atomic (one batch) and synced before `write` returns;
 entries at or below the snapshot index are deleted in the same batch that
 records it; `load()` asserts the keys it reads decode to what was written.
+
+Space: truncation leaves the deleted entries, and LevelDB's tombstones over
+them, in the files until a compaction rewrites them; `compact_log(through)`
+compacts exactly the log's range up to `through` (the tablet's space loop
+calls it after truncations, txn/tablet/space.py). It changes nothing that
+`load()` reads.
 """
 
 from __future__ import annotations
@@ -84,3 +90,7 @@ class PaxosStorage:
         self.engine.apply(batch, sync=sync)
         self.synced_writes += int(sync)
         self.entries_written += len(persist.entries)
+
+    def compact_log(self, through: int) -> None:
+        """Let the engine reclaim the truncated entries at or below `through` (and their tombstones)."""
+        self.engine.compact(LOG_PREFIX, entry_key(through + 1))

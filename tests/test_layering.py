@@ -68,6 +68,7 @@ PURE_MODULES = (
     "txn/tablet/leader.py",
     "txn/tablet/locks.py",
     "txn/tablet/txn_records.py",
+    "txn/tablet/compaction.py",
     "txn/sim/checkers.py",
     "tools/verify_register.py",
     "tools/verify_txn.py",

@@ -20,6 +20,8 @@ BENCHMARK_MODULES: tuple[str, ...] = (
     "tools.bench_paxos",
     "tools.bench_kv",
     "tools.bench_txn",
+    "tools.bench_space",
+    "tools.bench_compaction",
 )
 
 

@@ -254,6 +254,8 @@ def run_tablet(args: argparse.Namespace) -> int:
                 "mvcc": mvcc_record(reply.keys, reply.versions, reply.tombstones, reply.intents, reply.approximate_bytes,
                                     reply.oldest_version_ts, reply.newest_version_ts, status.gc_horizon),
                 "leveldb_bytes": reply.leveldb_bytes,
+                "space": {"gc_passes": reply.gc_passes, "gc_dropped": reply.gc_dropped, "compactions": reply.compactions,
+                          "compaction_max_ns": reply.compaction_max_ns},
             })
     lines = [f"tablet {tablet.id} [{printable(tablet.start) or '(start)'}, {'(end)' if tablet.end is None else printable(tablet.end)})"]
     for r in replicas:
@@ -269,6 +271,10 @@ def run_tablet(args: argparse.Namespace) -> int:
             f"~{m['approximate_bytes']} bytes, oldest {m['oldest_version_ts'] or '-'}, newest {m['newest_version_ts'] or '-'}, "
             f"gc horizon {m['gc_horizon'] or '-'}; safe time {r['safe_ts'] or '-'}; LevelDB {r['leveldb_bytes']} bytes",
         ]
+        if "space" in r:
+            space = r["space"]
+            lines.append(f"     space: {space['gc_passes']} GC passes dropped {space['gc_dropped']} versions; "
+                         f"{space['compactions']} compactions, longest {space['compaction_max_ns'] / 1e6:.1f} ms")
     emit(args, {"id": tablet.id, "replicas": replicas}, lines)
     return EXIT_OK
 

@@ -129,3 +129,42 @@ def test_bad_resume_tokens() -> None:
         planner.decode_token(progress.resume_from, Timestamp(8))
     with pytest.raises(ValueError):
         planner.plan_chunk([], Timestamp(1), passed=False, max_versions=0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(history=HISTORY, horizon=st.integers(0, 16), max_versions=st.integers(1, 5))
+def test_chunk_spans_cover_every_dropped_version_in_order(
+    history: list[tuple[bytes, int, bytes | None]], horizon: int, max_versions: int
+) -> None:
+    """What the tablet compacts after GC: the union of consecutive chunks' spans holds
+    every key they dropped, and a pass's spans run from the first version to the end."""
+    store, _ = build(history)
+    engine: DictEngine = store.engine  # type: ignore[assignment]
+    spans: list[tuple[bytes, bytes]] = []
+    resume = None
+    while True:
+        before = engine.contents()
+        progress = store.gc(Timestamp(horizon), max_versions=max_versions, resume_from=resume)
+        dropped = set(before) - set(engine.contents())
+        assert len(dropped) == progress.dropped
+        assert progress.examined <= max_versions + 1
+        assert all(progress.span_start <= key < progress.span_end for key in dropped), (progress, sorted(dropped))
+        if spans:
+            assert spans[-1][0] <= progress.span_start <= spans[-1][1], "consecutive spans leave no gap"
+        spans.append((progress.span_start, progress.span_end))
+        if progress.done:
+            break
+        resume = progress.resume_from
+    assert spans[0][0] == store.space.versions and spans[-1][1] == store.space.versions_end
+
+
+def test_compact_is_clamped_to_the_store_and_changes_nothing_readable() -> None:
+    store, model = build([(b"a", wall, b"v%d" % wall) for wall in range(1, 6)])
+    engine: DictEngine = store.engine  # type: ignore[assignment]
+    store.gc(Timestamp(4))
+    contents = engine.contents()
+    store.compact()
+    store.compact(b"", b"\xff")  # outside the versions: clamped to them
+    store.compact(store.space.versions_end, None)  # an empty range: no call
+    assert engine.compactions == 2 and engine.contents() == contents
+    assert_reads_match_history(store, model, Timestamp(4))

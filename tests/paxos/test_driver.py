@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import trio
 
 from mvcc.engine import DictEngine
 from paxos.driver import NotLeader, PaxosConfig, PaxosDriver, ProposalLost
 from paxos.simulation import ListStateMachine
-from paxos.storage import PaxosStorage
+from paxos.storage import LOG_END, LOG_PREFIX, PaxosStorage
 
 IDS = ("n1", "n2", "n3")
 
 
 class Cluster:
-    def __init__(self) -> None:
+    def __init__(self, config: PaxosConfig | None = None) -> None:
+        self.config = config or PaxosConfig()
         self.cut: set[str] = set()
         self.engines = {node: DictEngine() for node in IDS}
         self.machines = {node: ListStateMachine() for node in IDS}
@@ -27,7 +30,7 @@ class Cluster:
 
         driver = PaxosDriver(
             node_id=node, peers=IDS, storage=PaxosStorage(self.engines[node]), state_machine=self.machines[node],
-            send=send, now_ns=lambda: round(trio.current_time() * 1e9), seed=1, config=PaxosConfig(),
+            send=send, now_ns=lambda: round(trio.current_time() * 1e9), seed=1, config=self.config,
             preferred_leader=(node == "n1"))
         self.drivers[node] = driver
         return driver
@@ -120,3 +123,32 @@ async def test_restart_recovers_from_synced_state(autojump_clock: trio.testing.M
     for node in IDS:
         cluster.engines[node] = cluster.engines[node].after_crash()
         assert PaxosStorage(cluster.engines[node]).load() == before[node]
+
+
+async def test_the_log_stays_bounded_under_many_writes(autojump_clock: trio.testing.MockClock) -> None:
+    """Truncation needs no one to ask: past `truncate_threshold_entries` applied entries every
+    replica keeps `truncate_keep_entries`, in its storage too, however many commands go through."""
+    config = PaxosConfig(truncate_threshold_entries=50, truncate_keep_entries=10)
+    cluster = Cluster(config)
+    in_flight = 30
+    async with trio.open_nursery() as nursery:
+        await cluster.start(nursery)
+        n1 = await cluster.leader()
+        last = 0
+        for round_ in range(20):
+            async with trio.open_nursery() as proposers:
+                for number in range(in_flight):
+                    proposers.start_soon(functools.partial(n1.propose, b"r%d-%d" % (round_, number), timeout_s=5.0))
+            last = n1.status().applied_index
+            for node in IDS:
+                await cluster.drivers[node].wait_applied(last)
+                status = cluster.drivers[node].status()
+                stored = sum(1 for _ in cluster.engines[node].iterate(LOG_PREFIX, LOG_END))
+                assert stored == status.last_index - status.first_index + 1, node
+                assert stored <= config.truncate_threshold_entries + in_flight + 1, (node, round_, stored)
+        assert last > 20 * in_flight
+        for node in IDS:
+            persisted = PaxosStorage(cluster.engines[node]).load()
+            assert persisted.snapshot_index > last - config.truncate_threshold_entries - in_flight, node
+            assert len(persisted.entries) <= config.truncate_threshold_entries + in_flight + 1
+        nursery.cancel_scope.cancel()

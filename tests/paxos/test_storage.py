@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pathlib
+import random
 
 from mvcc.engine import Batch, DictEngine
 from mvcc.engine_leveldb import LevelDbEngine
 from paxos.messages import ZERO_BALLOT, Ballot, Entry
-from paxos.storage import PaxosStorage, entry_key, index_of
+from paxos.storage import LOG_END, LOG_PREFIX, PaxosStorage, entry_key, index_of
 from paxos.types import Persist, PersistedState
 
 B1, B2 = Ballot(1, "n1"), Ballot(2, "n2")
@@ -54,3 +55,21 @@ def test_leveldb_round_trip(tmp_path: pathlib.Path) -> None:
     engine = LevelDbEngine(str(tmp_path / "db"))
     assert PaxosStorage(engine).load() == PersistedState(B2, 6, (Entry(7, B2, b"\x00\xff"),))
     engine.close()
+
+
+def test_compact_log_returns_the_space_truncation_freed(tmp_path: pathlib.Path) -> None:
+    """Truncation alone leaves the entries' bytes (and tombstones) in LevelDB's files; compact_log returns them."""
+    rng = random.Random(3)
+    with LevelDbEngine(str(tmp_path / "db")) as engine:
+        storage = PaxosStorage(engine)
+        for first in range(1, 3001, 100):
+            storage.write(Persist(promised=B1, entries=tuple(Entry(i, B1, rng.randbytes(300)) for i in range(first, first + 100))))
+        engine.compact()  # in table files, where approximate_size sees them
+        full = engine.approximate_size(LOG_PREFIX, LOG_END)
+        assert full > 3000 * 300 * 0.9
+        storage.write(Persist(truncate_through=2900))
+        assert engine.approximate_size(LOG_PREFIX, LOG_END) >= full * 0.9, "deletes alone free nothing"
+        storage.compact_log(2900)
+        assert engine.approximate_size(LOG_PREFIX, LOG_END) < full * 0.1
+        recovered = storage.load()
+        assert recovered.snapshot_index == 2900 and [e.index for e in recovered.entries] == list(range(2901, 3001))

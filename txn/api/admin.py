@@ -159,6 +159,11 @@ class InspectTabletReply:
     oldest_version_ts: Timestamp | None
     newest_version_ts: Timestamp | None
     leveldb_bytes: int
+    # The replica's space loop since its node started (txn/tablet/space.py).
+    gc_passes: int = 0
+    gc_dropped: int = 0  # versions GC deleted
+    compactions: int = 0  # LevelDB compactions of what GC and log truncation freed
+    compaction_max_ns: int = 0  # the longest one (it held the node's loop that long)
 
 
 @attrs.frozen

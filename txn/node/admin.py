@@ -139,9 +139,11 @@ class NodeAdmin:
         replica = self.node.replica(request.tablet_id)
         stats = replica.state.store.statistics()
         size = getattr(replica.engine, "size_on_disk", lambda: 0)()
+        space = replica.space.counters
         return api.InspectTabletReply(
             self.node.node_id, replica.status(), stats.keys, stats.versions, stats.tombstones, stats.intents,
             stats.approximate_bytes, stats.oldest_version_ts, stats.newest_version_ts, size,
+            space.gc_passes, space.gc_dropped, space.compactions, space.compaction_max_ns,
         )
 
     def inspect_log(self, request: api.InspectLogRequest) -> api.InspectLogReply:

@@ -11,8 +11,10 @@ Tasks per replica: the Paxos driver's owner task; the leadership loop (new
 lease -> wait out the predecessor -> barrier -> serving); one commit-wait
 timer (the core's `next_wake_ns`, on the physical clock); the safe-time loop
 (an idle leader proposes `SafeTimeAdvance` every `safe_time_interval_ns` so
-followers can serve recent reads); and the GC loop. Request tasks only call
-the core synchronously and wait on `_changed`.
+followers can serve recent reads); and the space loop (GC behind
+`gc_retention`, then LevelDB compaction of what GC and log truncation freed:
+txn/tablet/space.py). Request tasks only call the core synchronously and
+wait on `_changed`.
 
 Outcomes a writer can get: acknowledged (applied and commit-wait over);
 `not_leader` (definitely not committed: never proposed, another value won
@@ -42,11 +44,11 @@ from txn.api.errors import RequestFailed, failure
 from txn.tablet.commands import Barrier, Prepare, SafeTimeAdvance, WriteBatch, encode_command
 from txn.tablet.leader import PendingCommand, Serving, TabletLeaderCore, WriteState
 from txn.tablet.locks import LockMode
+from txn.tablet.space import SpaceLoop
 from txn.tablet.state import TabletState
 from txn.tablet.transactions import TabletTransactions
 
 DEFAULT_SAFE_TIME_INTERVAL_NS = 100_000_000
-GC_INTERVAL_S = 5.0
 PREFERRED_CAMPAIGN_WINDOW_NS = 5_000_000_000
 PREFERRED_CAMPAIGN_INTERVAL_NS = 200_000_000
 BARRIER_TIMEOUT_S = 2.0
@@ -94,6 +96,10 @@ class TabletReplica:
             state_machine=self.state, send=send, now_ns=monotonic_ns, seed=seed,
             config=paxos_config, preferred_leader_id=tablet.preferred_leader,
         )
+        self.space = SpaceLoop(
+            state=self.state, log=self.paxos.storage, snapshot_index=lambda: self.paxos.core.first_index - 1,
+            gc_retention_ns=gc_retention_ns, monotonic_ns=monotonic_ns,
+        )
 
     @property
     def floor(self) -> Timestamp:
@@ -118,7 +124,7 @@ class TabletReplica:
             nursery.start_soon(self._leadership_loop)
             nursery.start_soon(self._commit_wait_timer)
             nursery.start_soon(self._safe_time_loop)
-            nursery.start_soon(self._gc_loop)
+            nursery.start_soon(self.space.run)
             await nursery.start(self.txns.run)
             task_status.started()
 
@@ -229,23 +235,6 @@ class TabletReplica:
                     await self._propose(pending, SafeTimeAdvance(pending.ts, self.paxos.core.ballot), 1.0)
                 except (NotLeader, ProposalLost, trio.TooSlowError):
                     pass
-
-    async def _gc_loop(self) -> None:
-        interval_s = min(GC_INTERVAL_S, max(0.2, self.gc_retention_ns / 2e9))
-        while True:
-            await trio.sleep(interval_s)
-            safe = self.state.safe_ts
-            horizon_wall = safe.wall - self.gc_retention_ns
-            if horizon_wall <= 0 or Timestamp(horizon_wall, 0) <= self.state.store.gc_horizon():
-                continue
-            horizon = Timestamp(horizon_wall, 0)
-            resume = None
-            while True:
-                progress = self.state.store.gc(horizon, resume_from=resume)
-                if progress.done:
-                    break
-                resume = progress.resume_from
-                await trio.sleep(0)
 
     # ---- leader checks -----------------------------------------------------
 

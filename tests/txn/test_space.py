@@ -1,0 +1,93 @@
+"""The tablet's space loop (txn/tablet/space.py): GC behind the retention, then compaction of
+what GC and Paxos log truncation freed, on a real LevelDB directory; and its pace."""
+
+from __future__ import annotations
+
+import pathlib
+import random
+
+import trio
+import trio.testing
+
+from hlc import Timestamp
+from mvcc.engine import DictEngine
+from mvcc.engine_leveldb import LevelDbEngine
+from paxos.messages import Ballot, Entry
+from paxos.storage import LOG_END, LOG_PREFIX, PaxosStorage
+from paxos.types import Persist
+from txn.tablet.compaction import CompactionPolicy
+from txn.tablet.space import SpaceLoop
+from txn.tablet.state import TabletState
+
+S = 1_000_000_000
+KEYS, VERSIONS, RETENTION_S = 300, 30, 5
+
+
+def trio_ns() -> int:
+    return round(trio.current_time() * 1e9)
+
+
+def fill(state: TabletState, rng: random.Random) -> None:
+    for second in range(1, VERSIONS + 1):
+        state.store.write([(b"k%04d" % k, rng.randbytes(200)) for k in range(KEYS)], Timestamp(second * S), sync=False)
+    state.safe_ts = Timestamp((VERSIONS + 1) * S)
+
+
+async def test_a_turn_collects_and_returns_the_space_of_versions_and_log(tmp_path: pathlib.Path) -> None:
+    rng = random.Random(5)
+    with LevelDbEngine(tmp_path / "tablet") as engine:
+        state, log = TabletState(engine), PaxosStorage(engine)
+        fill(state, rng)
+        ballot = Ballot(1, "n1")
+        for first in range(1, 3001, 100):
+            log.write(Persist(promised=ballot, entries=tuple(Entry(i, ballot, rng.randbytes(300)) for i in range(first, first + 100))))
+        log.write(Persist(truncate_through=2900))  # what the Paxos core does past its threshold
+        engine.compact()
+        before = engine.size_on_disk()
+        versions = state.store.space.versions, state.store.space.versions_end
+        space = SpaceLoop(state=state, log=log, snapshot_index=lambda: 2900, gc_retention_ns=RETENTION_S * S,
+                          monotonic_ns=trio_ns, policy=CompactionPolicy(slice_versions=2_000))
+        await space.reclaim()
+        counters = space.counters
+        # Horizon 26 s: each key keeps its versions at 26..30 s.
+        assert state.store.gc_horizon() == Timestamp((VERSIONS + 1 - RETENTION_S) * S)
+        assert counters.gc_passes == 1 and counters.gc_dropped == KEYS * (VERSIONS - RETENTION_S)
+        assert counters.compactions >= 3, counters  # several MVCC slices, and the log
+        assert counters.log_compacted_through == 2900 and counters.compaction_max_ns > 0
+        assert engine.size_on_disk() < before * 0.4, (before, engine.size_on_disk())
+        assert engine.approximate_size(*versions) < KEYS * VERSIONS * 200 * 0.3
+        assert engine.approximate_size(LOG_PREFIX, LOG_END) < 3000 * 300 * 0.1
+        assert [v.ts.wall // S for v in state.store.versions(b"k0000")] == [30, 29, 28, 27, 26]
+        assert len(log.load().entries) == 100
+        await space.reclaim()  # nothing new: no pass, no compaction
+        assert counters.gc_passes == 1 and counters.compactions >= 3
+
+
+class SlowCompactions(DictEngine):
+    """A DictEngine whose compactions take 100 ms of a fake clock, and which records when each began."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fake_ns = 0
+        self.started: list[int] = []
+
+    def now_ns(self) -> int:
+        return trio_ns() + self.fake_ns
+
+    def compact(self, start: bytes | None = None, stop: bytes | None = None) -> None:
+        self.started.append(self.now_ns())
+        super().compact(start, stop)
+        self.fake_ns += 100_000_000
+
+
+async def test_compactions_are_paced_to_the_duty_share(autojump_clock: trio.testing.MockClock) -> None:
+    engine = SlowCompactions()
+    state = TabletState(engine)
+    fill(state, random.Random(1))
+    space = SpaceLoop(state=state, log=PaxosStorage(engine), snapshot_index=lambda: 0, gc_retention_ns=RETENTION_S * S,
+                      monotonic_ns=engine.now_ns, policy=CompactionPolicy(slice_versions=1_000, duty=0.2))
+    await space.reclaim()
+    assert len(engine.started) >= 5 and space.counters.compactions == len(engine.started)
+    gaps = [later - earlier for earlier, later in zip(engine.started, engine.started[1:])]
+    assert min(gaps) >= 500_000_000, gaps  # 100 ms compacting, then 400 ms off: a fifth of the time
+    assert space.counters.compaction_max_ns == 100_000_000

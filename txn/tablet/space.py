@@ -1,0 +1,132 @@
+"""Space stays bounded: a tablet replica's GC loop, with the compactions that return the space.
+
+Role: the background task of one tablet replica that (1) garbage-collects
+versions older than `gc_retention` below the replica's safe time, in
+bounded chunks, (2) compacts the LevelDB ranges those chunks dropped from,
+and (3) compacts the Paxos log's range below its snapshot index once
+truncation (automatic in the Paxos core past `truncate_threshold_entries`,
+paxos/replica.py) deleted enough of it. Which ranges and how often is the
+pure policy of txn/tablet/compaction.py; this module only runs it.
+
+Every interval (`gc_retention / 2`, between 0.2 s and 5 s): if the horizon
+`safe_ts - gc_retention` is above the store's, one GC pass at that horizon,
+chunk by chunk (a checkpoint between chunks), each closed slice compacted as
+it closes; then the log check. GC and compaction are local to the replica
+(never replicated): each replica collects and compacts on its own clock.
+
+Invariants: compaction changes nothing readable (it only rewrites LevelDB
+files), so it may run at any point between other requests; GC keeps its own
+(mvcc/gc.py: every chunk leaves the store answering every read at or above
+the horizon as before). LevelDB calls run inline on the trio loop: a
+compaction blocks the node for its duration (the pace in compaction.py
+bounds the share of time, not a single call; the counters record the
+longest).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import attrs
+import trio
+
+from hlc import Timestamp
+from paxos.storage import PaxosStorage
+from txn.tablet.compaction import CompactionPolicy, Slice, SlicePlanner
+from txn.tablet.state import TabletState
+
+GC_INTERVAL_S = 5.0
+MIN_GC_INTERVAL_S = 0.2
+
+
+@attrs.define
+class SpaceCounters:
+    """What this replica's space loop did since the node started (`chronodb inspect tablet`, `bench space`)."""
+
+    gc_passes: int = 0
+    gc_dropped: int = 0  # versions GC deleted
+    compactions: int = 0  # LevelDB compaction calls (MVCC slices and log ranges)
+    compaction_ns: int = 0  # time they held the loop, in all
+    compaction_max_ns: int = 0  # the longest one
+    log_compacted_through: int = 0  # the Paxos log is compacted up to this index
+
+
+class SpaceLoop:
+    """GC behind `gc_retention`, and compaction, for one tablet replica."""
+
+    def __init__(
+        self, *, state: TabletState, log: PaxosStorage, snapshot_index: Callable[[], int], gc_retention_ns: int,
+        monotonic_ns: Callable[[], int], policy: CompactionPolicy | None = None,
+    ) -> None:
+        self.state = state
+        self.log = log
+        self.snapshot_index = snapshot_index
+        self.gc_retention_ns = gc_retention_ns
+        self.monotonic_ns = monotonic_ns
+        self.planner = SlicePlanner(policy or CompactionPolicy())
+        self.counters = SpaceCounters()
+        self._next_compaction_ns = 0
+
+    @property
+    def interval_s(self) -> float:
+        return min(GC_INTERVAL_S, max(MIN_GC_INTERVAL_S, self.gc_retention_ns / 2e9))
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(self.interval_s)
+            await self.reclaim()
+
+    def horizon(self) -> Timestamp | None:
+        """The horizon GC may move to now, or None if it is not above the store's."""
+        horizon_wall = self.state.safe_ts.wall - self.gc_retention_ns
+        if horizon_wall <= 0 or Timestamp(horizon_wall, 0) <= self.state.store.gc_horizon():
+            return None
+        return Timestamp(horizon_wall, 0)
+
+    async def reclaim(self) -> None:
+        """One turn: a GC pass if the horizon can move, then the log's compaction if due."""
+        horizon = self.horizon()
+        if horizon is not None:
+            await self.gc_pass(horizon)
+        snapshot_index = self.snapshot_index()
+        if self.planner.policy.log_compaction_due(snapshot_index, self.counters.log_compacted_through):
+            await self._compact(lambda: self.log.compact_log(snapshot_index))
+            self.counters.log_compacted_through = snapshot_index
+
+    async def gc_pass(self, horizon: Timestamp) -> None:
+        """GC the whole store at `horizon` in chunks, compacting each slice that is worth it."""
+        store = self.state.store
+        self.planner.start_pass()
+        resume = None
+        while True:
+            progress = store.gc(horizon, resume_from=resume)
+            self.counters.gc_dropped += progress.dropped
+            due = self.planner.chunk(progress.span_start, progress.span_end, progress.examined, progress.dropped)
+            if due is not None:
+                await self._compact_slice(due)
+            if progress.done:
+                break
+            resume = progress.resume_from
+            await trio.sleep(0)
+        due = self.planner.finish_pass()
+        if due is not None:
+            await self._compact_slice(due)
+        self.counters.gc_passes += 1
+
+    async def _compact_slice(self, due: Slice) -> None:
+        store = self.state.store
+        await self._compact(lambda: store.compact(due.start, due.end))
+
+    async def _compact(self, compact: Callable[[], None]) -> None:
+        """Wait out the pace, then compact (inline: the loop waits for LevelDB) and count it."""
+        wait_ns = self._next_compaction_ns - self.monotonic_ns()
+        if wait_ns > 0:
+            await trio.sleep(wait_ns / 1e9)
+        started = self.monotonic_ns()
+        compact()
+        took = self.monotonic_ns() - started
+        counters = self.counters
+        counters.compactions += 1
+        counters.compaction_ns += took
+        counters.compaction_max_ns = max(counters.compaction_max_ns, took)
+        self._next_compaction_ns = started + took + self.planner.policy.pause_ns(took)
