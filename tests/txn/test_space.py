@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pathlib
 import random
+import threading
 
 import trio
 import trio.testing
@@ -18,6 +19,7 @@ from paxos.types import Persist
 from txn.tablet.compaction import CompactionPolicy
 from txn.tablet.space import SpaceLoop
 from txn.tablet.state import TabletState
+from txn.node.wiring import NodeEnvironment
 
 S = 1_000_000_000
 KEYS, VERSIONS, RETENTION_S = 300, 30, 5
@@ -91,3 +93,33 @@ async def test_compactions_are_paced_to_the_duty_share(autojump_clock: trio.test
     gaps = [later - earlier for earlier, later in zip(engine.started, engine.started[1:])]
     assert min(gaps) >= 500_000_000, gaps  # 100 ms compacting, then 400 ms off: a fifth of the time
     assert space.counters.compaction_max_ns == 100_000_000
+
+
+async def offloaded_compaction_lets_the_loop_run(offload: bool, wait_s: float) -> bool:
+    """True if trio tasks ran while a compaction was in progress: the compaction waits until
+    a ticking task has run three times (or gives up after wait_s)."""
+    ticked = threading.Event()
+    space = SpaceLoop(state=TabletState(DictEngine()), log=PaxosStorage(DictEngine()), snapshot_index=lambda: 0,
+                      gc_retention_ns=RETENTION_S * S, monotonic_ns=trio_ns, offload=offload)
+    saw: list[bool] = []
+
+    async def tick() -> None:
+        for _ in range(3):
+            await trio.sleep(0.01)
+        ticked.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tick)
+        await space._compact(lambda: saw.append(ticked.wait(timeout=wait_s)))
+    return saw == [True]
+
+
+async def test_a_real_node_compacts_in_a_worker_thread_while_the_loop_serves() -> None:
+    assert await offloaded_compaction_lets_the_loop_run(offload=True, wait_s=20)
+
+
+async def test_the_simulation_keeps_compaction_inline() -> None:
+    """Inline (offload=False, NodeEnvironment's default, which the simulation keeps), no
+    task runs during the call: the ticker cannot have run, however long it waits."""
+    assert NodeEnvironment.__attrs_attrs__.offload_compaction.default is False
+    assert not await offloaded_compaction_lets_the_loop_run(offload=False, wait_s=0.3)

@@ -58,6 +58,9 @@ class NodeEnvironment:
     gc_retention_ns: int | None = None  # None: the cluster's gc_retention
     monitor_clocks: bool = True
     metrics_address: tuple[str, int] | None = None  # where to serve /metrics; None: nowhere (the simulation)
+    # LevelDB compactions in a worker thread (txn/tablet/space.py): real nodes only;
+    # the simulation keeps every call inline (a thread would escape its virtual clock).
+    offload_compaction: bool = False
 
 
 def trio_monotonic_ns() -> int:
@@ -72,6 +75,7 @@ def build_node(config: ClusterConfig, node_id: str, env: NodeEnvironment) -> Nod
             max_offset_ns=config.max_offset_ns, send=node.send_paxos(tablet.id),
             monotonic_ns=env.monotonic_ns, paxos_config=env.paxos_config,
             seed=f"{env.seed}/{tablet.id}", gc_retention_ns=env.gc_retention_ns or config.gc_retention_ns,
+            offload_compaction=env.offload_compaction,
         )
         node.replicas[tablet.id].txns.call_tablet = node.call_tablet
         node.metrics.attach(node.replicas[tablet.id])
@@ -159,7 +163,7 @@ async def run_node(
                 peers=peers, clock=clock, handler=handler, logger=logging.getLogger("chronodb.transport"), tls=tls,
             ),
             monotonic_ns=trio_monotonic_ns, seed=node_id, paxos_config=paxos_config or PaxosConfig(),
-            gc_retention_ns=gc_retention_ns, metrics_address=me.metrics_address,
+            gc_retention_ns=gc_retention_ns, metrics_address=me.metrics_address, offload_compaction=True,
         )
         node = build_node(config, node_id, env)
         try:

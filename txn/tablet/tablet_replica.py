@@ -66,7 +66,7 @@ class TabletReplica:
         self, *, node_id: str, tablet: TabletConfig, engine: Engine, clock: HybridClock,
         max_offset_ns: int, send: Callable[[str, object], None], monotonic_ns: Callable[[], int],
         paxos_config: PaxosConfig, seed: int | str, gc_retention_ns: int,
-        safe_time_interval_ns: int = DEFAULT_SAFE_TIME_INTERVAL_NS,
+        safe_time_interval_ns: int = DEFAULT_SAFE_TIME_INTERVAL_NS, offload_compaction: bool = False,
     ) -> None:
         self.node_id = node_id
         self.tablet = tablet
@@ -98,7 +98,7 @@ class TabletReplica:
         )
         self.space = SpaceLoop(
             state=self.state, log=self.paxos.storage, snapshot_index=lambda: self.paxos.core.first_index - 1,
-            gc_retention_ns=gc_retention_ns, monotonic_ns=monotonic_ns,
+            gc_retention_ns=gc_retention_ns, monotonic_ns=monotonic_ns, offload=offload_compaction,
         )
 
     @property
