@@ -131,7 +131,9 @@ class PeerLinks:
                     await trio.sleep_until(started_s + backoff_s)
                     backoff_s = min(backoff_s * 2, self.options.reconnect_max_s)
                     continue
-                assert self._nursery is not None
+                if self._nursery is None:  # the transport closed while we dialed
+                    connection.close()
+                    return
                 self._nursery.start_soon(self._run_connection, connection, link.peer_id)
                 return
         finally:

@@ -400,6 +400,9 @@ class TcpTransport(PeerLinks):
             task_status.started()
 
     def _close(self) -> None:
+        # A send after this (a task of the owner still running while it shuts down)
+        # queues and is dropped; it must not start a dial in a closing nursery.
+        self._nursery = None
         self._pending.fail_all("transport closed")
         for connection in list(self._connections):
             connection.close()
