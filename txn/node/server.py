@@ -51,6 +51,8 @@ from txn.tablet.tablet_replica import TabletReplica
 log = logging.getLogger("chronodb.node")
 
 # Transaction requests, by type: the tablet's TabletTransactions method that answers it.
+CALL_ATTEMPT_MIN_S = 0.3  # call_tablet: the shortest attempt
+
 # Requests carrying writes: their sizes are checked before anything else (txn/api/limits.py).
 SIZED_REQUESTS = (api.WriteRequest, api.PrepareRequest, api.OnePhaseCommitRequest)
 
@@ -202,7 +204,11 @@ class Node:
         raise failure(api.ErrorCode.BAD_REQUEST, f"unknown request {type(msg).__name__}")
 
     async def call_tablet(self, tablet_id: str, message: object, timeout_s: float) -> object:
-        """Node to node: `message` to tablet_id's serving leader, following hints, within timeout_s."""
+        """Node to node: `message` to tablet_id's serving leader, following hints, within timeout_s.
+
+        Every message sent this way (transaction status, resolve) is idempotent,
+        so an attempt gets a third of the deadline (at least CALL_ATTEMPT_MIN_S):
+        one lost message must not use up the whole deadline."""
         tablet = next((t for t in self.config.tablets if t.id == tablet_id), None)
         if tablet is None:
             raise failure(api.ErrorCode.UNKNOWN_TABLET, f"no tablet {tablet_id!r}")
@@ -221,7 +227,8 @@ class Node:
                 if target == self.node_id:
                     reply = await self.handle_request(self.node_id, message)
                 else:
-                    reply = await self.transport.call(target, message, timeout_s=remaining_s)
+                    attempt_s = min(remaining_s, max(CALL_ATTEMPT_MIN_S, timeout_s / 3))
+                    reply = await self.transport.call(target, message, timeout_s=attempt_s)
             except TransportError:
                 await trio.sleep(min(0.02 * attempt, 0.2))
                 continue

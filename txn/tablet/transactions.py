@@ -18,7 +18,11 @@ presumed abort cannot both hold).
 
 Participant: a transaction prepared here that nobody resolves within
 `RECOVERY_AFTER_S` is asked about at its coordinator tablet, and resolved
-from the answer. Its locks survive leader changes: a new leader rebuilds
+from the answer; an attempt that got no answer (a lost message, a
+coordinator between leaders) is tried again `RECOVERY_RETRY_S` later, not
+`RECOVERY_AFTER_S` (simulation seed 3111: one lost status request after a
+coordinator crash left a committed transaction's intents in place for
+over 10 s). Its locks survive leader changes: a new leader rebuilds
 them from the logged Prepare records when it starts serving.
 
 HAZARD: none of its own; timestamps come from the leader core (txn/tablet/leader.py).
@@ -45,6 +49,7 @@ if TYPE_CHECKING:
 
 RECOVERY_AFTER_S = 5.0  # a slow 2PC must not be presumed dead: prepares on a loaded box take seconds
 RECOVERY_INTERVAL_S = 0.5
+RECOVERY_RETRY_S = 1.0  # after an attempt that got no answer: the coordinator was asked once already
 TXN_IDLE_NS = 5_000_000_000  # an unprepared transaction silent this long loses its locks
 RESOLVE_ATTEMPTS = 20
 PEER_TIMEOUT_S = 2.0
@@ -433,24 +438,30 @@ class TabletTransactions:
                 if now - seen < RECOVERY_AFTER_S:
                     continue
                 self.prepared_seen[txn_id] = now
-                await self._recover(txn_id, prepare)
+                if not await self._recover(txn_id, prepare) and txn_id in self.prepared_seen:
+                    self.prepared_seen[txn_id] = now - RECOVERY_AFTER_S + RECOVERY_RETRY_S
 
-    async def _recover(self, txn_id: str, prepare: Prepare) -> None:
+    async def _recover(self, txn_id: str, prepare: Prepare) -> bool:
+        """Ask the coordinator and resolve here; False if no answer came (try again soon)."""
         try:
             if prepare.coordinator == self.tablet_id:
                 reply: object = await self.status(api.TxnStatusRequest(self.tablet_id, txn_id, int(PEER_TIMEOUT_S * 1e9)))
             else:
                 reply = await self.call_tablet(prepare.coordinator, api.TxnStatusRequest(prepare.coordinator, txn_id, int(PEER_TIMEOUT_S * 1e9)), PEER_TIMEOUT_S)  # type: ignore[misc]
             if not isinstance(reply, api.TxnStatusReply):
-                return
+                log.info("tablet %s: recovering %s: no answer from coordinator %s (%s)", self.tablet_id, txn_id,
+                         prepare.coordinator, reply)
+                return False
             commit_ts = reply.commit_ts if reply.state is api.TxnState.COMMITTED else None
             if txn_id in self.replica.state.txns.prepared:
                 await self._resolve_here(txn_id, commit_ts, int(PEER_TIMEOUT_S * 1e9))
                 self.mark("txn.recovered")
+            return True
         except RequestFailed as failed:
             log.info("tablet %s: recovering %s: %s", self.tablet_id, txn_id, failed.reply)
         except Exception as error:  # a peer's failure is retried later, never fatal
             log.info("tablet %s: recovering %s: %r", self.tablet_id, txn_id, error)
+        return False
 
     def plain_write_id(self) -> str:
         return f"w/{self.replica.node_id}/{next(self._plain_writes)}"
