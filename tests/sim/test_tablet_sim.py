@@ -50,11 +50,11 @@ def test_cluster_seed_sweep(replay_seed: int | None) -> None:
 # Seeds that once failed, kept as regressions: 1235 and 1625 found lost updates
 # (a prepare passed its read-lock check on the exclusive lock it had just taken,
 # after a leader change had dropped the read's shared lock).
-# 3111: a coordinator crashed right after deciding commit, and the participant's one
+# 3111 and 3620: a coordinator crashed right after deciding commit, and the participant's one
 # status request after recovery was lost: its retry came RECOVERY_AFTER_S later,
 # past the liveness bound (now retried after RECOVERY_RETRY_S, and call_tablet
 # splits its deadline into attempts).
-REGRESSION_SEEDS = (1235, 1625, 2030, 3111)  # 2030: the bank liveness bound must allow one lost status request
+REGRESSION_SEEDS = (1235, 1625, 2030, 3111, 3620)  # 2030: the bank liveness bound must allow one lost status request
 
 
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS)
