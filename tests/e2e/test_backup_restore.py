@@ -2,7 +2,10 @@
 
 A restored cluster's scan at TS must equal the source's scan at TS byte for
 byte (keys, values, version timestamps); an incremental chain must restore
-a timestamp between its backups; a backup survives a SIGKILLed replica; a
+a timestamp between its backups; backups taken while transfers across
+tablets run restore to states with the right total, each transfer all or
+nothing (balances = opening + the transfers committed at or below TS); a
+backup survives a SIGKILLed replica; a
 corrupt file, a chain with a gap, a TS outside the chain and a non-empty
 target are one-line errors with exit 2 and leave nothing behind.
 """
@@ -11,16 +14,19 @@ from __future__ import annotations
 
 import json
 import pathlib
+import random
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+import trio
 
 from hlc import Timestamp
 from tests.e2e.harness import LocalCluster, run_cli
 from tools.localcluster import ROOT, cli_env, free_ports
+from txn.client import ClientError, OutcomeUnknown, TxnAborted, open_client
 from txn.node.config import load_config
 
 pytestmark = pytest.mark.e2e
@@ -214,3 +220,92 @@ def test_backup_below_gc_horizon_names_it(make_cluster, tmp_path: pathlib.Path) 
     assert result.returncode == 2, result.stderr
     assert "below the GC horizon" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "old").exists() and not list(tmp_path.glob(".old.partial-*"))
+
+
+BANK_ACCOUNTS = (b"alice", b"david", b"mallory", b"zoe")  # one per tablet (splits b, j, t)
+BANK_OPENING = 100
+
+
+def test_backups_during_a_bank_workload_restore_to_all_or_nothing_states(make_cluster, tmp_path: pathlib.Path) -> None:
+    """Transfers across tablets run while two backups (a full and an incremental) are
+    taken; each restores to a state whose total is right and whose balances are exactly
+    the opening balances plus the transfers committed at or below its timestamp."""
+    source = make_cluster()
+    committed: list[tuple[Timestamp, bytes, bytes, int]] = []  # commit ts, from, to, amount
+    unknown: list[str] = []
+    backups: dict[str, dict] = {}
+
+    async def bank() -> None:
+        async with open_client([n.address for n in source.config.nodes], cluster_id=source.config.cluster_id,
+                               timeout_s=20.0, tls=source.tls) as client:
+            async def open_accounts(tx) -> None:
+                for account in BANK_ACCOUNTS:
+                    tx.put(account, b"%d" % BANK_OPENING)
+            await client.run_transaction(open_accounts)
+            stop = trio.Event()
+
+            async def worker(number: int) -> None:
+                rng = random.Random(number)
+                while not stop.is_set():
+                    source_key, target_key = rng.sample(BANK_ACCOUNTS, 2)
+                    amount = rng.randint(1, 10)
+
+                    async def transfer(tx) -> bool:
+                        balance = int(await tx.get(source_key))
+                        if balance < amount:
+                            return False  # nothing written
+                        tx.put(source_key, b"%d" % (balance - amount))
+                        tx.put(target_key, b"%d" % (int(await tx.get(target_key)) + amount))
+                        return True
+
+                    try:
+                        async with client.transaction() as tx:
+                            moved = await transfer(tx)
+                        if moved:
+                            assert tx.commit_ts is not None
+                            committed.append((tx.commit_ts, source_key, target_key, amount))
+                    except OutcomeUnknown as error:
+                        unknown.append(str(error))
+                    except (TxnAborted, ClientError):
+                        pass  # not committed: nothing to account for
+
+            async def take_backups() -> None:
+                await trio.sleep(1.0)
+                backups["full"] = await trio.to_thread.run_sync(backup, source, tmp_path / "full")
+                await trio.sleep(1.0)
+                backups["inc"] = await trio.to_thread.run_sync(
+                    lambda: backup(source, tmp_path / "inc", "--since", str(tmp_path / "full")))
+                await trio.sleep(0.5)
+                stop.set()
+
+            async with trio.open_nursery() as nursery:
+                for number in range(4):
+                    nursery.start_soon(worker, number)
+                nursery.start_soon(take_backups)
+
+    trio.run(bank)
+    assert not unknown, unknown  # no faults here: every transfer's outcome is known
+    stamps = {name: Timestamp.parse(summary["ts"]) for name, summary in backups.items()}
+    expected = {}
+    for name, ts in stamps.items():
+        balances = dict.fromkeys(BANK_ACCOUNTS, BANK_OPENING)
+        for commit_ts, source_key, target_key, amount in committed:
+            if commit_ts <= ts:
+                balances[source_key] -= amount
+                balances[target_key] += amount
+        expected[name] = balances
+    assert sum(1 for c in committed if stamps["full"] < c[0] <= stamps["inc"]) > 0, "no transfer between the backups"
+    source_rows = {name: rows_at(source, ts) for name, ts in stamps.items()}
+    source.stop_all()
+
+    for name, ts in stamps.items():
+        result = restore([tmp_path / name], tmp_path / f"r-{name}")
+        assert result.returncode == 0, result.stderr
+        restored = started(tmp_path / f"r-{name}")
+        try:
+            assert rows_at(restored, ts) == source_rows[name], name
+            balances = {key: int(value) for key, value, _ in rows_at(restored, ts)}
+            assert sum(balances.values()) == BANK_OPENING * len(BANK_ACCOUNTS), (name, balances)
+            assert balances == expected[name], (name, balances, expected[name])
+        finally:
+            restored.stop_all()
