@@ -5,8 +5,10 @@ own OS process (`chronodb node`), each logging to DIR/<node>/node.log, and
 stays in the foreground. SIGINT or SIGTERM stops all nodes (SIGTERM, then
 SIGKILL after a grace period); if `up` itself is killed, even by SIGKILL, the
 nodes get SIGKILL too (Linux parent-death signal) instead of running on
-unattended. A node that dies is reported and the others keep running;
-`chronodb node --dir DIR --id ID` restarts it by hand.
+unattended. A node that dies, or fails to start (a damaged replica, say),
+is reported with the last line of its log and the others keep running;
+`chronodb node --dir DIR --id ID` restarts it by hand. Only when no node
+could start at all does `up` exit (2) with the first one's reason.
 
 Every node also serves Prometheus metrics at http://HOST:METRICS_PORT/metrics
 (cluster.toml's `metrics_port`; on first use `--metrics-port`, default the
@@ -210,20 +212,25 @@ def run(args: argparse.Namespace) -> int:
             print(f"node {node.id}: {node.host}:{node.port}, {metrics}, pid {processes[node.id].pid}, "
                   f"log {node_dir(args.dir, node.id) / 'node.log'}", flush=True)
         started = time.monotonic()
-        reported: set[str] = set()
+        reported: dict[str, str] = {}  # node -> why it is gone
+        failed_to_start: list[str] = []
         while not stopping:
             time.sleep(0.1)
             for node_id, process in processes.items():
                 code = process.poll()
                 if code is None or node_id in reported:
                     continue
-                reported.add(node_id)
-                reason = last_line(node_dir(args.dir, node_id) / "node.log")
+                reason = reported[node_id] = last_line(node_dir(args.dir, node_id) / "node.log")
                 if code == 2 and time.monotonic() - started < START_WINDOW_S:
-                    stop_all(processes)
-                    raise CliError(f"node {node_id} failed to start: {reason}")
-                print(f"node {node_id} exited with code {code}: {reason}", flush=True)
+                    failed_to_start.append(node_id)
+                    print(f"node {node_id} failed to start: {reason} (the other nodes keep running; fix it, then "
+                          f"`chronodb node --dir {args.dir} --id {node_id}`)", flush=True)
+                else:
+                    print(f"node {node_id} exited with code {code}: {reason}", flush=True)
             if len(reported) == len(processes):
+                if len(failed_to_start) == len(processes):
+                    first = failed_to_start[0]
+                    raise CliError(f"no node could start; node {first}: {reported[first]}")
                 print("every node has exited", flush=True)
                 return EXIT_NEGATIVE
         print("stopping the cluster", flush=True)

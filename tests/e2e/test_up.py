@@ -106,3 +106,29 @@ def test_up_and_node_refuse_a_metrics_port_in_use(tmp_path) -> None:
         node = run_cli(["node", "--dir", str(cluster.data_dir), "--id", "n2"])
         assert node.returncode == 2 and node.stderr.count("\n") == 1, node.stderr
         assert f"cannot listen for metrics on {host}:{port}: the address is already in use" in node.stderr
+
+
+def test_a_node_that_fails_to_start_is_reported_and_the_others_keep_serving(tmp_path) -> None:
+    cluster = LocalCluster(tmp_path / "data")
+    up = first_up(cluster)
+    output = ""
+    try:
+        assert cluster.cli("put", "before", "damage").returncode == 0
+        up.send_signal(signal.SIGINT)
+        up.communicate(timeout=WAIT_S)
+        # Damage one replica of n2: its LevelDB's CURRENT names a manifest that is not there.
+        (tmp_path / "data" / "n2" / "tablets" / "t1" / "CURRENT").write_text("MANIFEST-999999\n")
+        up = start_up(cluster.data_dir)
+        deadline = time.monotonic() + WAIT_S
+        while cluster.cli("put", "after", "damage", "--timeout", "5s").returncode != 0:
+            assert up.poll() is None, up.communicate(timeout=WAIT_S)[0]
+            assert time.monotonic() < deadline, cluster.logs_tail()
+            time.sleep(0.5)
+        assert up.poll() is None  # still running, serving with two of three nodes
+        got = cluster.cli("get", "before")
+        assert got.returncode == 0 and got.stdout.strip() == "damage"
+    finally:
+        output = stop_up(up)
+    line = next(line for line in output.splitlines() if line.startswith("node n2 failed to start:"))
+    assert "t1" in line and "chronodb node --dir" in line, output
+    assert "node n1 failed" not in output and "node n3 failed" not in output
