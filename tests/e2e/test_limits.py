@@ -103,3 +103,20 @@ def test_put_value_file_and_stdin_carry_raw_bytes(small_limits: LocalCluster, tm
     for result in (both, neither, missing):
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "cannot read --value-file" in missing.stderr
+
+
+async def test_scans_page_past_the_reply_byte_bound(small_limits: LocalCluster) -> None:
+    """20 values of 256 KiB (5 MiB) on one tablet: more than one 4 MiB scan reply holds.
+    The node cuts the reply and says so; both scans page on to the last row."""
+    values = {b"pages-%02d" % i: os.urandom(LIMIT) for i in range(20)}
+    async with open_cluster_client(small_limits) as client:
+        for key, value in values.items():
+            await client.put(key, value)
+        scanned = await client.scan(b"pages-", b"pages.")
+        assert [(row.key, row.value) for row in scanned.rows] == sorted(values.items())
+
+        async def read_all(tx):
+            return await tx.scan(b"pages-", b"pages.")
+
+        rows = await client.run_transaction(read_all)
+        assert [(row.key, row.value) for row in rows] == sorted(values.items())

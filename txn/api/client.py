@@ -121,6 +121,9 @@ class ScanReply:
     ts: Timestamp
     rows: tuple[Row, ...] = attrs.field(converter=tuple)
     served_by: str
+    # The node cut the reply short of the requested limit (its per-reply row and
+    # byte bounds, txn/api/limits.py): ask again from just past the last row.
+    more: bool = False
 
 
 register_classes(

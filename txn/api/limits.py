@@ -9,6 +9,10 @@ outcome-unknown.
 Invariants:
 - a key is at most `max_key_bytes`, a value at most `max_value_bytes`
   (cluster.toml; defaults 4 KiB and 4 MiB, txn/api/cluster.py);
+- a scan reply holds at most `MAX_SCAN_ROWS` rows and, past its first row,
+  at most `MAX_SCAN_REPLY_BYTES` of keys and values, whatever limit the
+  request asked for; a reply cut short says so (`more`), so a client pages
+  on and never takes a short reply for the end of the range;
 - the keys and values of one request to one tablet (a write batch, or a
   transaction's writes at one participant) total at most
   `WRITE_BATCH_BYTES_CEILING`: they become one Paxos command, which must fit
@@ -17,11 +21,25 @@ Invariants:
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
-from txn.api.client import KeyWrite
+from txn.api.client import KeyWrite, Row
 
 WRITE_BATCH_BYTES_CEILING = 12 << 20
+MAX_SCAN_ROWS = 1000
+MAX_SCAN_REPLY_BYTES = 4 << 20
+
+
+def scan_page(rows: Sequence[Row], limit: int) -> tuple[tuple[Row, ...], bool]:
+    """The rows one scan reply may carry of `rows` (read with limit min(limit, MAX_SCAN_ROWS)),
+    and whether the reply is cut short of what the request asked for."""
+    total, kept = 0, []
+    for row in rows:
+        total += len(row.key) + len(row.value)
+        if kept and total > MAX_SCAN_REPLY_BYTES:
+            return tuple(kept), True
+        kept.append(row)
+    return tuple(kept), len(kept) >= MAX_SCAN_ROWS and limit > MAX_SCAN_ROWS
 
 
 def oversize(writes: Iterable[KeyWrite], max_key_bytes: int, max_value_bytes: int) -> str | None:

@@ -83,6 +83,7 @@ class TxnScanReply:
     rows: tuple[Row, ...] = attrs.field(converter=tuple)
     read_ts: Timestamp
     served_by: str
+    more: bool = False  # cut short of the limit by the node's reply bounds (as ScanReply.more)
 
 
 @attrs.frozen

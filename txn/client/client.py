@@ -375,7 +375,7 @@ class Client(ConnectionPool):
                 mode, ts = api.ReadMode.AT, reply.ts
                 rows.extend(reply.rows)
                 rows_left -= len(reply.rows)
-                if len(reply.rows) < page:
+                if len(reply.rows) < page and not reply.more:
                     break
                 cursor = reply.rows[-1].key + b"\x00"
             if rows_left <= 0:

@@ -114,7 +114,7 @@ class Transaction:
             # The leader locked the whole requested range (already clipped to
             # the tablet) and checks at commit that this exact range is held.
             self._read_set(tablet.id).add_range(api.KeyRange(cursor, end))
-            covered = scanned_range(cursor, end, reply.rows, page)
+            covered = scanned_range(cursor, end, reply.rows, page, more=reply.more)
             merged = merge_rows(reply.rows, self._writes, covered.start, covered.end)
             if len(merged) > rows_left:
                 merged = merged[:int(rows_left)]

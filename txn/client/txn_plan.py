@@ -111,13 +111,14 @@ def merge_rows(rows: Iterable[api.Row], writes: Mapping[bytes, bytes | None], st
     return [merged[key] for key in sorted(merged)]
 
 
-def scanned_range(cursor: bytes, end: bytes | None, rows: Sequence[api.Row], page: int) -> api.KeyRange:
-    """The range one TxnScanRequest page answered for: up to just past its last row if the page was full.
+def scanned_range(cursor: bytes, end: bytes | None, rows: Sequence[api.Row], page: int, *, more: bool = False) -> api.KeyRange:
+    """The range one TxnScanRequest page answered for: up to just past its last row if the page was full
+    or the node cut it short (`more`).
 
     `end` is already clipped to the tablet. A full page may have stopped early,
     so only [cursor, last key] is known; a short page covered all. (The lock,
     and the read set sent at commit, are the whole requested range.)"""
-    if len(rows) >= page and rows:
+    if (len(rows) >= page or more) and rows:
         return api.KeyRange(cursor, rows[-1].key + b"\x00")
     return api.KeyRange(cursor, end)
 

@@ -41,6 +41,7 @@ from paxos.types import NotLeader, PaxosConfig, ProposalLost
 from txn import api
 from txn.api.cluster import TabletConfig
 from txn.api.errors import RequestFailed, failure
+from txn.api.limits import MAX_SCAN_ROWS, scan_page
 from txn.tablet.commands import Barrier, Prepare, SafeTimeAdvance, WriteBatch, encode_command
 from txn.tablet.leader import PendingCommand, Serving, TabletLeaderCore, WriteState
 from txn.tablet.locks import LockMode
@@ -333,17 +334,19 @@ class TabletReplica:
             self.marks["tablet.read_waited_for_intent"] += 1
             await self._wait_changed(changed)
 
-    async def _scan_resolved(self, start: bytes, end: bytes | None, ts: Timestamp, limit: int) -> tuple[api.Row, ...]:
+    async def _scan_resolved(self, start: bytes, end: bytes | None, ts: Timestamp, limit: int) -> tuple[tuple[api.Row, ...], bool]:
+        """Rows of [start, end) at ts, at most `limit` and within one reply's bounds
+        (txn/api/limits.py), once no intent in them is unresolved; and whether cut short."""
         if end is not None and start >= end:
-            return ()
+            return (), False
         while True:
             changed = self._changed
             try:
-                result = self.state.store.scan(start, end, ts, limit=max(1, limit))
+                result = self.state.store.scan(start, end, ts, limit=max(1, min(limit, MAX_SCAN_ROWS)))
             except BelowGcHorizon as error:
                 raise failure(api.ErrorCode.BELOW_GC_HORIZON, str(error), horizon=error.horizon) from None
             if not result.intents:
-                return tuple(api.Row(key, value, version_ts) for key, value, version_ts in result.rows)
+                return scan_page([api.Row(key, value, version_ts) for key, value, version_ts in result.rows], limit)
             self.marks["tablet.read_waited_for_intent"] += 1
             await self._wait_changed(changed)
 
@@ -418,8 +421,8 @@ class TabletReplica:
         end = min(ends) if ends else None
         with trio.move_on_after(max(request.timeout_ns, 0) / 1e9):
             ts = await self.read_ts(request.mode, request.ts, request.timeout_ns)
-            rows = await self._scan_resolved(start, end, ts, request.limit)
-            return api.ScanReply(ts, rows, self.node_id)
+            rows, more = await self._scan_resolved(start, end, ts, request.limit)
+            return api.ScanReply(ts, rows, self.node_id, more)
         raise failure(api.ErrorCode.TIMEOUT, "a transaction prepared in the scanned range was not resolved in time", leader_hint=self.leader_hint())
 
     # ---- status --------------------------------------------------------------

@@ -189,8 +189,8 @@ class TabletTransactions:
         with self._deadline(request.timeout_ns, request.txn_id):
             await self._lock(request.txn_id, request.priority, key_range=(start, end))
             ts = await self.replica._leader_read_ts(self.replica.leader.strong_read_ts(self.replica.clock.now()))
-            rows = await self.replica._scan_resolved(start, end, ts, request.limit)
-        return api.TxnScanReply(rows, ts, self.replica.node_id)
+            rows, more = await self.replica._scan_resolved(start, end, ts, request.limit)
+        return api.TxnScanReply(rows, ts, self.replica.node_id, more)
 
     def _deadline(self, timeout_ns: int, txn_id: str) -> "_Deadline":
         return _Deadline(max(timeout_ns, 1) / 1e9, txn_id)
