@@ -40,6 +40,9 @@ class Connection:
         self.peer_id: Optional[str] = None
         self.decoder = FrameDecoder(max_frame_bytes)
         self._out: list[bytes] = []
+        self._out_bytes = 0  # bytes in _out
+        self.requests_in_flight = 0  # inbound requests being served (the transport counts them)
+        self.request_done = trio.lowlevel.ParkingLot()
         self._writer_lot = trio.lowlevel.ParkingLot()
         self._ready: deque[bytes] = deque()
         self._closed = trio.Event()
@@ -64,9 +67,14 @@ class Connection:
     def queued_frames(self) -> int:
         return len(self._out)
 
+    def queued_bytes(self) -> int:
+        """Bytes written to this connection and not yet handed to the stream."""
+        return self._out_bytes
+
     def write(self, frame: bytes) -> None:
         """Queue one frame (already length-prefixed); never blocks."""
         self._out.append(frame)
+        self._out_bytes += len(frame)
         self.last_written_s = trio.current_time()
         if self._writer_lot:
             self._writer_lot.unpark()
@@ -77,7 +85,7 @@ class Connection:
     async def flush(self) -> None:
         """Send what is queued now (handshake phase, before run_writer starts)."""
         if self._out:
-            batch, self._out = self._out, []
+            batch, self._out, self._out_bytes = self._out, [], 0
             await self.stream.send_all(b"".join(batch))
 
     async def run_writer(self) -> None:
@@ -86,7 +94,7 @@ class Connection:
             if not self._out:
                 await self._writer_lot.park()
                 continue
-            batch, self._out = self._out, []
+            batch, self._out, self._out_bytes = self._out, [], 0
             await self.stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
 
     # ------------------------------------------------------------- reading

@@ -42,6 +42,11 @@ class TransportOptions:
     keepalive_interval_s: float = 0.2
     idle_timeout_s: float = 1.0
     peer_queue_frames: int = 10_000
+    # Bounds on what one client (or anything that is not a configured peer) may cost:
+    max_connections: int = 1024  # inbound connections at once; more are closed at accept, one log line each
+    client_idle_timeout_s: float = 600.0  # a client connection with nothing received this long is closed
+    max_queued_reply_bytes: int = 64 << 20  # replies waiting to be sent on one connection: more and it is cut off
+    max_requests_in_flight: int = 256  # per connection; beyond it the connection is not read (TCP backpressure)
 
     def __attrs_post_init__(self) -> None:
         if not 0 < 2 * self.keepalive_interval_s <= self.idle_timeout_s:

@@ -136,6 +136,9 @@ class TcpTransport(PeerLinks):
         self._client_numbers = itertools.count(1)
         self._clock_log = ClockRejectionLog()
         self._protocol_errors = 0
+        self._inbound = 0  # inbound connections open (handshaking ones included)
+        self.refused_connections = 0  # closed at accept: max_connections reached
+        self.cut_off_connections = 0  # closed for max_queued_reply_bytes
         self._nursery: Optional[trio.Nursery] = None
         self.blocked_incoming: set[str] = set()
         self.blocked_outgoing: set[str] = set()
@@ -203,8 +206,24 @@ class TcpTransport(PeerLinks):
     # ---------------------------------------------------- inbound handshake
 
     async def _accept(self, stream: trio.SocketStream) -> None:
-        """Listener handler: handshake, then serve the connection."""
+        """Listener handler: handshake, then serve the connection (at most max_connections at once)."""
         address = Connection.describe_address(stream)
+        if self._inbound >= self.options.max_connections:
+            self.refused_connections += 1
+            if self._clock_log.should_log("max_connections", _now_ns()):
+                self.log.warning("%s: %s: refused: already %d inbound connections (max_connections; "
+                                 "%d refused so far, logged at most once a minute)", self.node_id, address,
+                                 self._inbound, self.refused_connections)
+            with trio.CancelScope(shield=True), trio.move_on_after(0.2):
+                await stream.aclose()
+            return
+        self._inbound += 1
+        try:
+            await self._accept_counted(stream, address)
+        finally:
+            self._inbound -= 1
+
+    async def _accept_counted(self, stream: trio.SocketStream, address: str) -> None:
         identity: Optional[Identity] = None
         if self.tls is not None:
             accepted = await self._tls_accept(stream, address)
@@ -296,9 +315,16 @@ class TcpTransport(PeerLinks):
                 nursery.start_soon(self._write_until_closed, connection, nursery.cancel_scope)
                 if link is not None:
                     nursery.start_soon(self._watch_silence, connection, counters, nursery.cancel_scope)
+                else:
+                    nursery.start_soon(self._watch_client_idle, connection, nursery.cancel_scope)
                 try:
                     async for payloads in connection.read_batches():
                         for payload in payloads:
+                            # A client's requests beyond the bound wait (the rest of the batch here, then
+                            # TCP): nothing more is read until some are answered. Not a peer's: its
+                            # connection also carries the answers to our own calls.
+                            while link is None and connection.requests_in_flight >= self.options.max_requests_in_flight:
+                                await connection.request_done.park()
                             self._on_frame(connection, src, counters, payload, nursery)
                 except ProtocolError as error:
                     self._problem(connection, str(error))
@@ -349,6 +375,18 @@ class TcpTransport(PeerLinks):
                 connection.write(KEEPALIVE_FRAME)
             await trio.sleep_until(min(connection.last_received_s + timeout_s, connection.last_written_s + interval_s))
 
+    async def _watch_client_idle(self, connection: Connection, scope: trio.CancelScope) -> None:
+        """Close a client connection that sent nothing for client_idle_timeout_s (the client
+        re-dials when it next needs us; a connection known dead is safe to replace)."""
+        timeout_s = self.options.client_idle_timeout_s
+        while True:
+            idle_s = trio.current_time() - connection.last_received_s
+            if idle_s >= timeout_s and connection.requests_in_flight == 0:
+                self.log.info("%s: %s: idle for %.0fs; closing the connection", self.node_id, connection.label, idle_s)
+                scope.cancel()
+                return
+            await trio.sleep(max(timeout_s - idle_s, timeout_s / 10))
+
     def _on_frame(self, connection: Connection, src: str, counters: PeerCounters, payload: bytes,
                   nursery: trio.Nursery) -> None:
         """Decode, check the clock, dispatch. ProtocolError closes the connection."""
@@ -371,7 +409,8 @@ class TcpTransport(PeerLinks):
         counters.received += 1
         kind = envelope.kind
         if kind is Kind.REQUEST:
-            nursery.start_soon(self._serve_request, connection, src, envelope)
+            connection.requests_in_flight += 1
+            nursery.start_soon(self._serve_request, connection, src, envelope, nursery.cancel_scope)
         elif kind is Kind.ONE_WAY:
             try:
                 self.handler.handle_message(src, envelope.body)
@@ -380,16 +419,26 @@ class TcpTransport(PeerLinks):
         else:
             self._pending.resolve(envelope.request_id, kind, envelope.body)
 
-    async def _serve_request(self, connection: Connection, src: str, request: Envelope) -> None:
+    async def _serve_request(self, connection: Connection, src: str, request: Envelope, scope: trio.CancelScope) -> None:
         try:
-            body, kind = await self.handler.handle_request(src, request.body), Kind.RESPONSE
-        except Exception as error:  # becomes RemoteError in the caller
-            body, kind = HandlerError(f"{type(error).__name__}: {error}"), Kind.ERROR
-        try:
-            frame = self._frame(kind, request.request_id, body)
-        except TypeError as error:
-            frame = self._frame(Kind.ERROR, request.request_id, HandlerError(f"unencodable response: {error}"))
-        connection.write(frame)
+            try:
+                body, kind = await self.handler.handle_request(src, request.body), Kind.RESPONSE
+            except Exception as error:  # becomes RemoteError in the caller
+                body, kind = HandlerError(f"{type(error).__name__}: {error}"), Kind.ERROR
+            try:
+                frame = self._frame(kind, request.request_id, body)
+            except TypeError as error:
+                frame = self._frame(Kind.ERROR, request.request_id, HandlerError(f"unencodable response: {error}"))
+            if connection.queued_bytes() + len(frame) > self.options.max_queued_reply_bytes:
+                self.cut_off_connections += 1
+                self._problem(connection, f"{connection.queued_bytes()} bytes of replies wait unread "
+                              f"(max_queued_reply_bytes {self.options.max_queued_reply_bytes})")
+                scope.cancel()
+                return
+            connection.write(frame)
+        finally:
+            connection.requests_in_flight -= 1
+            connection.request_done.unpark_all()
 
     # ------------------------------------------------------------- running
 

@@ -1,0 +1,114 @@
+"""What one client may cost a node's transport (txn/net/transport.py), over real TCP on
+127.0.0.1: replies it does not read, requests it piles up, connections it opens, and
+connections it leaves idle. Each bound closes or slows that client only."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from tests.txn.test_transport import FAST, LOGGER, raw_connection, read_until_closed, start, warnings
+from txn import wire
+from txn.net.transport import open_client_connection
+from txn.wire import Envelope, Kind, Ping, Pong
+from tests.txn.test_transport import new_clock
+
+
+def request_frame(request_id: int, payload: bytes) -> bytes:
+    return wire.encode_frame(wire.encode(Envelope(new_clock().now(), Kind.REQUEST, request_id, Ping(payload))))
+
+
+class Counting:
+    """Echoes; "hang" requests wait forever and are counted while they run."""
+
+    def __init__(self) -> None:
+        self.hanging = 0
+        self.most_hanging = 0
+
+    def handle_message(self, src: str, msg: Any) -> None:
+        pass
+
+    async def handle_request(self, src: str, msg: Any) -> Any:
+        if msg.payload == b"hang":
+            self.hanging += 1
+            self.most_hanging = max(self.most_hanging, self.hanging)
+            try:
+                await trio.sleep_forever()
+            finally:
+                self.hanging -= 1
+        return Pong(msg.payload)
+
+
+async def still_serves(address: tuple[str, int]) -> None:
+    async with open_client_connection(*address, cluster_id="c1", clock=new_clock(), timeout_s=5) as good:
+        assert (await good.call(Ping(b"still"), timeout_s=5)).payload == b"still"
+
+
+async def test_a_client_that_does_not_read_its_replies_is_cut_off(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    options = attrs.evolve(FAST, max_queued_reply_bytes=1 << 20)
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1", handler=Counting(), options=options)
+        stream = await raw_connection(t1.address)
+        payload = b"x" * (64 << 10)
+        with trio.move_on_after(30):  # the node cuts us off long before 400 replies (25 MiB) pile up
+            try:
+                for request_id in range(1, 401):
+                    await stream.send_all(request_frame(request_id, payload))
+            except trio.BrokenResourceError:
+                pass  # cut off
+        with trio.fail_after(30):
+            while t1.cut_off_connections == 0:
+                await trio.sleep(0.05)
+        assert any("bytes of replies wait unread" in line and "max_queued_reply_bytes" in line for line in warnings(caplog))
+        await still_serves(t1.address)
+
+
+async def test_a_client_cannot_have_more_requests_in_flight_than_the_bound() -> None:
+    handler = Counting()
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1", handler=handler, options=attrs.evolve(FAST, max_requests_in_flight=3))
+        stream = await raw_connection(t1.address)
+        await stream.send_all(b"".join(request_frame(i, b"hang") for i in range(1, 11)))
+        with trio.fail_after(10):
+            while handler.hanging < 3:
+                await trio.sleep(0.01)
+        await trio.sleep(0.3)
+        assert handler.most_hanging == 3  # the other seven wait unread
+        await still_serves(t1.address)  # another connection has its own bound
+
+
+async def test_connections_beyond_the_bound_are_refused_at_accept(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1", handler=Counting(), options=attrs.evolve(FAST, max_connections=2))
+        first = await raw_connection(t1.address)
+        second = await raw_connection(t1.address)
+        await trio.sleep(0.1)
+        third = await raw_connection(t1.address)
+        assert await read_until_closed(third) == b""
+        assert t1.refused_connections == 1
+        assert any("max_connections" in line for line in warnings(caplog))
+        await first.aclose()
+        with trio.fail_after(10):
+            while True:
+                try:
+                    await still_serves(t1.address)
+                    break
+                except Exception:  # the first connection's close may not have been seen yet
+                    await trio.sleep(0.05)
+        await second.aclose()
+
+
+async def test_an_idle_client_connection_is_closed() -> None:
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1", handler=Counting(), options=attrs.evolve(FAST, client_idle_timeout_s=0.5))
+        stream = await raw_connection(t1.address)
+        reply = await read_until_closed(stream)  # the handshake reply, then the close
+        assert wire.FrameDecoder().feed(reply)  # it did answer the handshake first
+        await still_serves(t1.address)
