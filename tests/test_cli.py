@@ -28,6 +28,28 @@ def test_help_lists_every_registered_subcommand() -> None:
         assert name in result.stdout
 
 
+def test_commands_table_names_the_module_that_registers_each_command() -> None:
+    import argparse
+    import importlib
+
+    registered = {}
+    for module_name in cli.COMMAND_MODULES:
+        subparsers = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(module_name).register(subparsers)
+        registered.update(dict.fromkeys(subparsers.choices, module_name))
+    assert registered == cli.COMMANDS
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    """`chronodb get` must not pay for the simulation, networkx or matplotlib at start-up."""
+    probe = ("import sys; from tools import cli; cli.build_parser(cli.command_of(['get', 'k'])); "
+             "print(sorted(m for m in ('networkx', 'matplotlib', 'txn.sim.elle', 'tools.verify') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    assert run("get", "--help").returncode == 0
+
+
 def test_version() -> None:
     result = run("--version")
     assert result.returncode == 0

@@ -3,7 +3,11 @@
 Role: the single entry point (`chronodb = tools.cli:main`). Each subcommand
 lives in its own module with a `register(subparsers)` function that adds its
 parser and sets `func(args) -> int`; `COMMAND_MODULES` lists them in the order
-`--help` shows them.
+`--help` shows them, and `COMMANDS` says which module registers each command,
+so that `chronodb get ...` imports only tools/kv.py and what it needs (about
+0.5 s of CPU instead of 1.5 s for every module: the nodes, the simulation,
+networkx, matplotlib). `--help`, no command or an unknown one imports all.
+tests/test_cli.py checks that COMMANDS matches what the modules register.
 
 Invariants: every failure a user can cause ends as one line on stderr,
 `chronodb: <what went wrong>`, and a non-zero exit code (tools/errors.py);
@@ -39,6 +43,16 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+# command -> the module that registers it
+COMMANDS: dict[str, str] = {
+    "up": "tools.up", "node": "tools.node", "cert": "tools.cert", "status": "tools.status",
+    "put": "tools.kv", "delete": "tools.kv", "get": "tools.kv", "scan": "tools.kv", "txn": "tools.txn_cli",
+    "skew": "tools.skew", "fault": "tools.fault", "inspect": "tools.inspector", "backup": "tools.backup",
+    "restore": "tools.restore", "demo": "tools.demo", "bench": "tools.bench", "verify": "tools.verify",
+    "sim": "tools.sim",
+}
+
+
 def version() -> str:
     try:
         return importlib.metadata.version("chronodb")
@@ -46,7 +60,8 @@ def version() -> str:
         return "unknown"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every command, or with just `command`'s module when it is known."""
     parser = argparse.ArgumentParser(
         prog="chronodb",
         description="chronodb: a timestamp-ordered, transactional key-value store.",
@@ -56,9 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"chronodb {version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in COMMAND_MODULES:
+    modules = (COMMANDS[command],) if command in COMMANDS else COMMAND_MODULES
+    for module_name in modules:
         importlib.import_module(module_name).register(subparsers)
     return parser
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command named by argv (its first argument, unless that is an option)."""
+    return argv[0] if argv and not argv[0].startswith("-") else None
 
 
 NEGATIVE_VALUE_FLAGS = ("--at", "--offset", "--bump", "--strobe")
@@ -81,8 +102,9 @@ def join_negative_values(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
+    arguments = join_negative_values(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(command_of(arguments))
+    args = parser.parse_args(arguments)
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
