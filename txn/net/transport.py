@@ -429,7 +429,9 @@ class TcpTransport(PeerLinks):
                 frame = self._frame(kind, request.request_id, body)
             except TypeError as error:
                 frame = self._frame(Kind.ERROR, request.request_id, HandlerError(f"unencodable response: {error}"))
-            if connection.queued_bytes() + len(frame) > self.options.max_queued_reply_bytes:
+            # A client that does not read its replies is cut off. Not a peer: its connection also
+            # queues our own Paxos traffic (catch-up of large values), bounded by peer_queue_frames.
+            if src not in self._links and connection.queued_bytes() + len(frame) > self.options.max_queued_reply_bytes:
                 self.cut_off_connections += 1
                 self._problem(connection, f"{connection.queued_bytes()} bytes of replies wait unread "
                               f"(max_queued_reply_bytes {self.options.max_queued_reply_bytes})")
