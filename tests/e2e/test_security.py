@@ -32,6 +32,14 @@ def ok(result) -> str:
     return result.stdout
 
 
+def status_text(cluster: LocalCluster) -> str:
+    """`status` output; exit 1 (a tablet between leaders, e.g. while leadership returns to its
+    preferred node) is fine here: what is checked is what status says about security."""
+    result = cluster.cli("status")
+    assert result.returncode in (0, 1), result.stderr + result.stdout
+    return result.stdout
+
+
 def node_log(cluster: LocalCluster, node_id: str) -> str:
     return (node_dir(cluster.data_dir, node_id) / "node.log").read_text(errors="replace")
 
@@ -72,7 +80,7 @@ def test_intruders_are_refused_and_the_node_keeps_serving(make_cluster, tmp_path
     # A normal client over TLS.
     ok(cluster.cli("put", "alice", "100"))
     assert ok(cluster.cli("get", "alice")).strip() == "100"
-    assert "mutual TLS" in ok(cluster.cli("status"))
+    assert "mutual TLS" in status_text(cluster)
 
     # No certificate: plain TCP to a TLS node.
     refused = trio.run(dial, cluster, None)
@@ -124,5 +132,5 @@ def test_insecure_still_works_and_says_so(make_cluster) -> None:
     assert not certs_dir(cluster.data_dir).exists()
     ok(cluster.cli("put", "k", "v"))
     assert ok(cluster.cli("get", "k")).strip() == "v"
-    assert "INSECURE" in ok(cluster.cli("status"))
+    assert "INSECURE" in status_text(cluster)
     assert "runs --insecure" in node_log(cluster, "n1")
