@@ -151,9 +151,12 @@ class Accepted:
     lease_sent_ns: int
     chosen_index: int
     need_snapshot: bool
+    # False from an acceptor rebuilding lost state: its match_index is only what it
+    # learned was chosen (no vote), and it must not be handed leadership.
+    voting: bool = True
 
     def __str__(self) -> str:
-        extra = " need-snapshot" if self.need_snapshot else ""
+        extra = (" need-snapshot" if self.need_snapshot else "") + ("" if self.voting else " non-voting")
         return f"Accepted b={self.ballot} match={self.match_index} chosen={self.chosen_index}{extra}"
 
 

@@ -57,6 +57,22 @@ refuses all Prepares for one lease first, since it forgot whom it granted to.
 HAZARD: at most one lease holder at any instant holds only while clock rates
 differ by less than `drift_allowance_ns` per `lease_ns`.
 
+Rebuilding (an acceptor whose storage was lost: a corrupt replica rebuilt
+from nothing; "Paxos Made Live" section 5.1): it may have promised or accepted
+anything before, so until it is fenced it votes for nothing. It ignores
+Prepares, refuses pre-votes, never campaigns, and answers Accepts with the
+chosen index only (`Accepted.voting` False: no slot is chosen on its word, and
+no leader hands it leadership); it learns, catches up and installs snapshots
+as usual. Once caught up and `rebuild_wait_ns` after it started (any lease it
+granted has expired; a candidate counts a Promise only within
+`election_timeout_max_ns` of its Prepare, so any phase 1 that counted a lost
+promise is over and every other member of its quorum has persisted that
+ballot), it asks every other replica for its promised ballot (a PreVote: its
+reply carries `promised` and changes nothing), promises the highest of them
+(at least every ballot a quorum counting its lost promise could hold) and
+clears the marker in the same synced write. A replier that is rebuilding too
+does not count: with a majority rebuilding the group waits for an operator.
+
 Hostile peers: a peer's message never raises. `step` first checks its shape
 (types, non-negative indexes below 2**62, ballots naming a replica, a sender
 that is the ballot's owner where only the owner sends it, consecutive Accept
@@ -136,6 +152,7 @@ class PeerProgress:
     snapshot_seq: int = 0
     snapshot_mark: int = -1
     heard_ns: int = 0  # when its last Accepted arrived (own clock)
+    voting: bool = True  # False while it rebuilds lost state: never a transfer target
     caught_up_since_ns: int | None = None  # held every slot we had a heartbeat earlier, since then
 
 
@@ -217,6 +234,15 @@ class Replica:
         self.receiving: SnapshotBuffer | None = None
         self.counters: dict[str, int] = {}
         self.election_deadline_ns = now_ns + self._election_timeout()
+        self.phase1_deadline_ns = 0  # as candidate: Promises arriving later are not counted
+        # Rebuilding (an acceptor that lost its state): votes for nothing until it holds a promise
+        # at least as high as every other replica's, asked for after `rebuild_wait_ns(config)`.
+        self.rebuilding = persisted.rebuilding
+        self.fence_after_ns = now_ns + rebuild_wait_ns(config) if self.rebuilding else 0
+        self.fence_ballot: Ballot | None = None
+        self.fence_replies: dict[str, Ballot] = {}
+        self.next_fence_ask_ns = 0
+        self._rebuilt_dirty = False
         # Outputs gathered until the next ready().
         self._promised_dirty = False
         self._entries: dict[int, Entry] = {}
@@ -256,6 +282,8 @@ class Replica:
             self.handle_timeout_now(src, msg, now)
 
     def tick(self, now: int) -> None:
+        if self.rebuilding:
+            self._ask_fence(now)
         if self.role is Role.LEADER:
             if now >= self.next_heartbeat_ns:
                 self.heartbeat(now)
@@ -276,7 +304,7 @@ class Replica:
         """Ask for pre-votes now, then run phase 1 on a majority (unless a lease we granted forbids it, or we cannot lead)."""
         if self.role is Role.LEADER:
             return
-        if self.need_snapshot:
+        if self.need_snapshot or self.rebuilding:
             self.election_deadline_ns = now + self._election_timeout()
             return
         if now < self.lease_granted_until_ns and self.lease_grantee != self.node_id:
@@ -306,6 +334,7 @@ class Replica:
         self.from_index = self.chosen_index + 1
         self.promises = {self.node_id: self._own_promise(self.ballot, self.from_index)}
         self.election_deadline_ns = self._next_election_deadline(now)
+        self.phase1_deadline_ns = now + self.config.election_timeout_max_ns
         self.mark("paxos.campaigns")
         for peer in self.others:
             self._send(peer, Prepare(self.ballot, self.from_index))
@@ -358,11 +387,13 @@ class Replica:
                 promised=self.promised if self._promised_dirty else None,
                 entries=tuple(self._entries[index] for index in sorted(self._entries)),
                 truncate_through=self._truncate_through,
+                rebuilt=self._rebuilt_dirty,
             ),
             messages=tuple(self._messages), early_messages=tuple(self._early), apply=tuple(apply),
             install=self._install, export_snapshot=self._export, wake_at_ns=self._wake_at(now),
         )
         self._promised_dirty = False
+        self._rebuilt_dirty = False
         self._entries = {}
         self._truncate_through = None
         self._messages = []
@@ -385,7 +416,7 @@ class Replica:
 
     def has_ready(self) -> bool:
         """Whether `ready()` now has something to do (outputs waiting, or chosen slots to apply)."""
-        return bool(self._messages or self._early or self._entries or self._promised_dirty or self._install
+        return bool(self._messages or self._early or self._entries or self._promised_dirty or self._rebuilt_dirty or self._install
                     or self._export or self._truncate_through is not None
                     or (not self.need_snapshot and self.chosen_index > self.applied_index))
 
@@ -402,6 +433,7 @@ class Replica:
             first_index=self.first_index, last_index=self.last_index, chosen_index=self.chosen_index,
             applied_index=self.applied_index, snapshot_index=self.first_index - 1,
             pending_proposals=pending_proposals, counters=tuple(sorted(self.counters.items())),
+            rebuilding=self.rebuilding,
         )
 
     # ------------------------------------------------------------ hostile peers
@@ -507,6 +539,9 @@ class Replica:
 
     def handle_prepare(self, src: str, msg: Prepare, now: int) -> None:
         self._observe(msg.ballot)
+        if self.rebuilding:
+            self.mark("paxos.rebuilding_ignored_prepare")  # it may have promised more before it lost its state
+            return
         if msg.ballot < self.promised:
             self._send(src, Reject(msg.ballot, self.promised, "ballot"))
         elif now < self.lease_granted_until_ns and self.lease_grantee != msg.ballot.node:
@@ -523,8 +558,11 @@ class Replica:
             self._send(src, self._own_promise(msg.ballot, msg.from_index))
 
     def handle_pre_vote(self, src: str, msg: PreVote, now: int) -> None:
-        """Would we promise `msg.ballot` now? Answer without changing any state (no promise, no timer)."""
-        if msg.ballot <= self.promised:
+        """Would we promise `msg.ballot` now? Answer without changing any state (no promise, no timer).
+        The reply's `promised` also answers a rebuilding replica's fence question (`_ask_fence`)."""
+        if self.rebuilding:
+            reason = "rebuilding"
+        elif msg.ballot <= self.promised:
             reason = "ballot"
         elif now < self.lease_granted_until_ns and self.lease_grantee != src:
             reason = "lease"
@@ -537,6 +575,10 @@ class Replica:
         self._send(src, PreVoteReply(msg.ballot, not reason, self.promised, reason))
 
     def handle_pre_vote_reply(self, src: str, msg: PreVoteReply, now: int) -> None:
+        if self.rebuilding and msg.ballot == self.fence_ballot:
+            if msg.reason != "rebuilding":  # its promise was lost too: it proves nothing
+                self._fence_reply(src, msg.promised)
+            return
         if self.role is Role.LEADER or msg.ballot != self.prevote_ballot:
             return
         self._observe(msg.promised)
@@ -550,6 +592,11 @@ class Replica:
 
     def handle_promise(self, src: str, msg: Promise, now: int) -> None:
         if self.role is Role.CANDIDATE and msg.ballot == self.ballot:
+            if now > self.phase1_deadline_ns:
+                # Phase 1 is bounded in time: a rebuilding acceptor relies on no
+                # candidate completing it with a promise older than its wait.
+                self.mark("paxos.late_promise_ignored")
+                return
             self.promises[src] = msg
             self._maybe_win(now)
 
@@ -705,7 +752,11 @@ class Replica:
             self.match_index = max(self.match_index, msg.entries[-1].index)
         self._extend_match()
         self.chosen_index = max(self.chosen_index, min(msg.commit_index, self.match_index))
-        self._send(src, Accepted(msg.ballot, self.match_index, msg.lease_sent_ns, self.chosen_index, self.need_snapshot))
+        if self.rebuilding:
+            # No vote: report only what is known chosen, so no slot is chosen on our word.
+            self._send(src, Accepted(msg.ballot, self.chosen_index, msg.lease_sent_ns, self.chosen_index, self.need_snapshot, False))
+        else:
+            self._send(src, Accepted(msg.ballot, self.match_index, msg.lease_sent_ns, self.chosen_index, self.need_snapshot))
 
     def handle_accepted(self, src: str, msg: Accepted, now: int) -> None:
         if self.role is not Role.LEADER or msg.ballot != self.ballot:
@@ -715,6 +766,7 @@ class Replica:
         progress.reported_match = msg.match_index
         progress.next_index = max(progress.next_index, progress.match_index + 1)
         progress.need_snapshot = msg.need_snapshot
+        progress.voting = msg.voting
         progress.heard_ns = now
         progress.grant_expiry_ns = max(progress.grant_expiry_ns, msg.lease_sent_ns + self.config.lease_ns)
         self.maybe_advance_commit()
@@ -748,7 +800,7 @@ class Replica:
 
     def _transfer_due(self, now: int) -> bool:
         target = self.preferred_leader
-        if target is None or target not in self.progress or not self.has_lease(now):
+        if target is None or target not in self.progress or not self.has_lease(now) or not self.progress[target].voting:
             return False
         since = self.progress[target].caught_up_since_ns
         wait_ns = self.config.transfer_after_ns << min(self.transfer_attempts, 5)  # back off if it never takes over
@@ -878,6 +930,34 @@ class Replica:
             self.resuming_install = False
             self.mark("paxos.snapshot_install_resumed")
 
+    # ------------------------------------------------------------ rebuilding lost state
+
+    def _ask_fence(self, now: int) -> None:
+        """Rebuilding: once caught up and past the wait, ask every other replica for its promised ballot."""
+        if self.need_snapshot or self.applied_index == 0 or now < self.fence_after_ns or now < self.next_fence_ask_ns:
+            return
+        if self.fence_ballot is None:
+            self.fence_ballot = Ballot(max(self.max_round_seen, self.promised.round) + 1, self.node_id)
+        self.next_fence_ask_ns = now + self.config.heartbeat_ns
+        for peer in self.others:
+            if peer not in self.fence_replies:
+                self._send(peer, PreVote(self.fence_ballot, self.chosen_index, self.last_index))
+
+    def _fence_reply(self, src: str, promised: Ballot) -> None:
+        """Every other replica answered after the wait: promise the highest ballot any of them
+        promised, then vote again (the marker goes in the same synced write as that promise)."""
+        self._observe(promised)
+        self.fence_replies[src] = promised
+        if len(self.fence_replies) < len(self.others):
+            return
+        fence = max([self.promised, *self.fence_replies.values()])
+        self._promise(fence)
+        self.rebuilding = False
+        self._rebuilt_dirty = True
+        self.fence_ballot = None
+        self.fence_replies = {}
+        self.mark("paxos.rebuild_fenced")
+
     # ------------------------------------------------------------ helpers
 
     def _follow(self, src: str, ballot: Ballot, now: int) -> None:
@@ -946,7 +1026,16 @@ class Replica:
         if self.role is Role.LEADER:
             lease_check = self.lease_expiry_ns if self.lease_expiry_ns > now else NEVER
             return min(self.next_heartbeat_ns, lease_check)
+        if self.rebuilding:
+            return min(self.election_deadline_ns, max(self.fence_after_ns, self.next_fence_ask_ns))
         return self.election_deadline_ns
+
+
+def rebuild_wait_ns(config: PaxosConfig) -> int:
+    """How long a rebuilding acceptor waits before it asks for the fence: any lease it granted
+    has expired, and any candidate's phase 1 that counted a promise it lost is over (twice
+    the phase-1 window, for clock rates)."""
+    return config.lease_ns + config.drift_allowance_ns + 2 * config.election_timeout_max_ns
 
 
 MESSAGE_CHECKS = {

@@ -37,6 +37,7 @@ from paxos.types import PersistedState, Persist
 PREFIX = b"p"
 PROMISED_KEY = b"p\x00promised"
 SNAPSHOT_KEY = b"p\x00snapshot"
+REBUILDING_KEY = b"p\x00rebuilding"
 LOG_PREFIX = b"p\x01"
 LOG_END = b"p\x02"
 
@@ -70,7 +71,14 @@ class PaxosStorage:
             entry = Entry(index_of(key), Ballot(round_, node), command)
             assert entry.index > snapshot_index, (entry.index, snapshot_index)
             entries.append(entry)
-        return PersistedState(promised, snapshot_index, tuple(entries))
+        return PersistedState(promised, snapshot_index, tuple(entries), self.engine.get(REBUILDING_KEY) is not None)
+
+    def mark_rebuilding(self) -> None:
+        """Record (synced) that this acceptor's state was lost: until the core clears it, it votes for nothing.
+        Written into a fresh, empty store before its replica starts (txn/node/rebuild.py)."""
+        batch = Batch()
+        batch.put(REBUILDING_KEY, b"")
+        self.engine.apply(batch, sync=True)
 
     def write(self, persist: Persist, *, sync: bool = True) -> None:
         if not persist:
@@ -87,6 +95,8 @@ class PaxosStorage:
                 if entry.index <= persist.truncate_through:
                     batch.delete(entry_key(entry.index))
             batch.put(SNAPSHOT_KEY, cbor2.dumps(persist.truncate_through))
+        if persist.rebuilt:
+            batch.delete(REBUILDING_KEY)  # in the same batch as the fence promise that makes voting safe
         self.engine.apply(batch, sync=sync)
         self.synced_writes += int(sync)
         self.entries_written += len(persist.entries)

@@ -75,9 +75,10 @@ class Persist:
     promised: Ballot | None = None
     entries: tuple[Entry, ...] = attrs.field(default=(), converter=tuple)
     truncate_through: int | None = None
+    rebuilt: bool = False  # clear the "rebuilding" marker: this acceptor votes again (paxos/replica.py)
 
     def __bool__(self) -> bool:
-        return self.promised is not None or bool(self.entries) or self.truncate_through is not None
+        return self.promised is not None or bool(self.entries) or self.truncate_through is not None or self.rebuilt
 
 
 @attrs.frozen
@@ -104,6 +105,9 @@ class PersistedState:
     promised: Ballot
     snapshot_index: int
     entries: tuple[Entry, ...] = attrs.field(converter=tuple)
+    # The acceptor lost its state (a corrupt replica rebuilt from nothing) and
+    # has not yet re-established a promise above every one it may have made.
+    rebuilding: bool = False
 
 
 @attrs.frozen
@@ -122,6 +126,7 @@ class PaxosStatus:
     snapshot_index: int
     pending_proposals: int
     counters: tuple[tuple[str, int], ...] = attrs.field(converter=tuple)
+    rebuilding: bool = False  # a non-voting acceptor rebuilding lost state (paxos/replica.py)
 
 
 class StateMachine(Protocol):
