@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tools.txn_cli",
     "tools.skew",
     "tools.fault",
+    "tools.repair",
     "tools.inspector",
     "tools.backup",
     "tools.restore",
@@ -47,7 +48,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 COMMANDS: dict[str, str] = {
     "up": "tools.up", "node": "tools.node", "cert": "tools.cert", "status": "tools.status",
     "put": "tools.kv", "delete": "tools.kv", "get": "tools.kv", "scan": "tools.kv", "txn": "tools.txn_cli",
-    "skew": "tools.skew", "fault": "tools.fault", "inspect": "tools.inspector", "backup": "tools.backup",
+    "skew": "tools.skew", "fault": "tools.fault", "repair": "tools.repair", "inspect": "tools.inspector", "backup": "tools.backup",
     "restore": "tools.restore", "demo": "tools.demo", "bench": "tools.bench", "verify": "tools.verify",
     "sim": "tools.sim",
 }

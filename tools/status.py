@@ -10,7 +10,9 @@ else 1, so scripts can wait on it.
 "durable_ts", "distributed_commits", "not_durable_commits",
 "replica_indexes": [{"node", "chosen_index", "applied_index",
 "durable_index", "durable_ts", "distributed_commits",
-"not_durable_commits"}]}], "healthy"}` with keys as printable text;
+"not_durable_commits"}]}], "rebuilding": [{"node", "tablet", "reason"}],
+"healthy"}` with keys as printable text (`rebuilding`: replicas rebuilding
+from their peers, txn/node/rebuild.py; also printed as one line each);
 `"metrics"` is `"host:port"` of the node's `/metrics`, null without a metrics port.
 """
 
@@ -173,6 +175,8 @@ def run(args: argparse.Namespace) -> int:
     durability = durability_records(config, trio.run(gather_durability, config, client_tls(args.dir)))
     leaders = tablet_leaders(config, replies)
     healthy = all(serving is not None for serving, _ in leaders.values())
+    rebuilding = [{"node": node_id, "tablet": t.id, "reason": t.rebuilding}
+                  for node_id, reply in sorted(replies.items()) if reply is not None for t in reply.tablets if t.rebuilding]
     if args.json:
         print(json.dumps({
             "nodes": [{"id": n.id, "address": f"{n.host}:{n.port}", "metrics": metrics_text(n, None),
@@ -186,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
                  "replica_indexes": durability[t.id]["replicas"]}
                 for t in config.tablets
             ],
+            "rebuilding": rebuilding,
             "healthy": healthy,
             "insecure": insecure,
         }))
@@ -207,5 +212,8 @@ def run(args: argparse.Namespace) -> int:
         durable_text = "-" if durable["durable_index"] is None else f"{durable['durable_index']} @ {durable['durable_ts'] or '-'}"
         print(f"{tablet.id:<7} {printable(tablet.start) or '(start)':<10} {end:<10} {','.join(tablet.replicas):<16} "
               f"{serving or '-':<7} {holder or '-':<7} {durable_text}")
+    for row in rebuilding:
+        print(f"rebuilding: {row['node']}/{row['tablet']} learns the tablet again from its peers and does not vote yet "
+              f"({row['reason']})")
     print("healthy: every tablet has a serving leader" if healthy else "not healthy: some tablet has no serving leader")
     return EXIT_OK if healthy else EXIT_NEGATIVE

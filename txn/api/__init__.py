@@ -18,6 +18,8 @@ from txn.api.admin import (
     FaultAction,
     FaultReply,
     FaultRequest,
+    RepairReply,
+    RepairRequest,
     InspectKeyReply,
     InspectKeyRequest,
     InspectLogReply,
@@ -80,7 +82,7 @@ from txn.api.metrics import DurabilityReply, DurabilityRequest, TabletDurability
 from txn.api.peer import ClockProbe, ClockProbeReply, PaxosEnvelope
 
 __all__ = [
-    "FaultAction", "FaultReply", "FaultRequest",
+    "FaultAction", "FaultReply", "FaultRequest", "RepairReply", "RepairRequest",
     "ClockProbe", "ClockProbeReply", "ErrorCode", "ErrorReply", "InspectKeyReply", "InspectKeyRequest",
     "InspectLogReply", "InspectLogRequest", "InspectTxnReply", "InspectTxnRequest", "TxnOnTablet", "InspectTabletReply", "InspectTabletRequest", "KeyWrite",
     "LogEntryInfo", "NodeClockReply", "NodeInfo", "NodeStatusReply", "PaxosEnvelope", "PeerClock", "ReadMode",

@@ -51,6 +51,22 @@ class FaultReply:
 
 
 @attrs.frozen
+class RepairRequest:
+    """`chronodb repair`: rebuild this node's replica of `tablet_id` from its peers (txn/node/rebuild.py):
+    its store is set aside, a fresh one learns everything again and votes once fenced."""
+
+    hlc_exempt: ClassVar[bool] = True  # admin: must reach a node whose clock ran off
+    tablet_id: str
+
+
+@attrs.frozen
+class RepairReply:
+    node_id: str
+    tablet_id: str
+    message: str  # what was done
+
+
+@attrs.frozen
 class StatusRequest:
     hlc_exempt: ClassVar[bool] = True  # admin: must reach a node whose clock ran off
 
@@ -75,6 +91,7 @@ class TabletStatus:
     follower_reads: int
     prepared_txns: tuple[str, ...] = attrs.field(converter=tuple, default=())  # transactions prepared here
     lock_holders: int = 0  # transactions holding locks at this leader
+    rebuilding: str = ""  # why this replica is rebuilding from its peers (txn/node/rebuild.py); "" if it is not
 
 
 @attrs.frozen
@@ -218,7 +235,7 @@ class InspectTxnReply:
 
 
 register_classes(
-    FaultRequest, FaultReply,
+    FaultRequest, FaultReply, RepairRequest, RepairReply,
     InspectTxnRequest, TxnOnTablet, InspectTxnReply,
     StatusRequest, TabletStatus, NodeStatusReply, SkewRequest, PeerClock, NodeClockReply,
     InspectKeyRequest, VersionInfo, InspectKeyReply, InspectTabletRequest, InspectTabletReply,

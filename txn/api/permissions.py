@@ -57,6 +57,7 @@ REQUIRED: dict[type, Permission] = {
     admin.InspectLogRequest: Permission.ADMIN,
     admin.InspectTxnRequest: Permission.ADMIN,
     admin.FaultRequest: Permission.ADMIN,
+    admin.RepairRequest: Permission.ADMIN,
     backup.ExportRequest: Permission.ADMIN,
     metrics.DurabilityRequest: Permission.STATUS,
     peer.PaxosEnvelope: Permission.PEER,

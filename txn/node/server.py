@@ -22,7 +22,10 @@ Invariants:
   (the simulated network) trusts its parties: nodes are peers, clients admins;
 - a request carrying writes (write batch, prepare, one-phase commit) whose
   keys or values exceed cluster.toml's limits is refused (`bad_request`)
-  before anything is locked or proposed (txn/api/limits.py).
+  before anything is locked or proposed (txn/api/limits.py);
+- a request that meets a corrupt store gets `unavailable` and that tablet's
+  replica is rebuilt from its peers (txn/node/rebuild.py); the node and its
+  other tablets carry on.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any
 import trio
 
 from hlc import HybridClock
+from mvcc.engine import CorruptionError
 from txn import api, wire
 from txn.api.errors import RequestFailed, failure
 from txn.api.limits import oversize
@@ -80,6 +84,11 @@ class Node:
         self.node_id = node_id
         self.clock = clock
         self.replicas: dict[str, TabletReplica] = {}
+        # Replica supervision (txn/node/rebuild.py): each replica's cancel scope, and the
+        # rebuilds asked for (tablet -> why) that its supervisor carries out once it stopped.
+        self.replica_scopes: dict[str, trio.CancelScope] = {}
+        self.rebuild_requests: dict[str, str] = {}
+        self.can_rebuild = False  # real stores only (not the simulation)
         self.transport: Any = None
         self.nursery: trio.Nursery | None = None
         self.bad_paxos_messages = 0
@@ -100,6 +109,25 @@ class Node:
     def _set_fenced(self, fenced: bool) -> None:
         for replica in self.replicas.values():
             replica.fenced = fenced
+
+    def install_replica(self, replica: TabletReplica) -> None:
+        """Make `replica` the one serving its tablet here (at start, and after a rebuild or restart)."""
+        replica.txns.call_tablet = self.call_tablet
+        replica.fenced = self.fenced
+        self.metrics.attach(replica)
+        self.replicas[replica.tablet.id] = replica
+
+    def request_rebuild(self, tablet_id: str, reason: str) -> None:
+        """Stop the tablet's replica and rebuild it from its peers (its supervisor does the work)."""
+        replica = self.replica(tablet_id)
+        if not self.can_rebuild:
+            raise failure(api.ErrorCode.BAD_REQUEST, f"node {self.node_id} cannot rebuild replicas (no real stores)")
+        if replica.paxos.core.rebuilding:
+            raise failure(api.ErrorCode.BAD_REQUEST, f"replica of tablet {tablet_id} on {self.node_id} is already rebuilding")
+        self.rebuild_requests.setdefault(tablet_id, reason)
+        scope = self.replica_scopes.get(tablet_id)
+        if scope is not None:
+            scope.cancel()
 
     # ---- Handler protocol ---------------------------------------------------
 
@@ -155,11 +183,24 @@ class Node:
                 reply = await self._dispatch(msg)
             except RequestFailed as failed:
                 reply = failed.reply
+            except CorruptionError as error:
+                reply = self._corrupt(msg, error)
             except Exception:
                 self.metrics.failed(msg)
                 raise
         self.metrics.answered(msg, reply, trio.current_time() - started_s)
         return reply
+
+    def _corrupt(self, msg: Any, error: CorruptionError) -> api.ErrorReply:
+        """A read met a corrupt store: refuse the request, rebuild that tablet's replica."""
+        tablet_id = getattr(msg, "tablet_id", None)
+        replica = self.replicas.get(tablet_id) if isinstance(tablet_id, str) else None
+        if (replica is not None and self.can_rebuild and tablet_id not in self.rebuild_requests
+                and not replica.paxos.core.rebuilding):
+            log.error("tablet %s on %s: %s (while answering %s)", tablet_id, self.node_id, error, type(msg).__name__)
+            self.request_rebuild(tablet_id, str(error))
+        return api.ErrorReply(api.ErrorCode.UNAVAILABLE, f"replica of tablet {tablet_id} on {self.node_id} is corrupt "
+                              "and being rebuilt; ask another replica", None, None)
 
     async def _dispatch(self, msg: Any) -> Any:
         if isinstance(msg, SIZED_REQUESTS):
@@ -182,6 +223,10 @@ class Node:
             return self.admin.skew(msg)
         if isinstance(msg, api.FaultRequest):
             return self.admin.fault(msg)
+        if isinstance(msg, api.RepairRequest):
+            self.request_rebuild(msg.tablet_id, "repair asked for by an admin (chronodb repair)")
+            return api.RepairReply(self.node_id, msg.tablet_id, f"replica of tablet {msg.tablet_id} on {self.node_id}: "
+                                   "its store is set aside and the replica rebuilt from its peers")
         if isinstance(msg, api.InspectKeyRequest):
             return self.admin.inspect_key(msg)
         if isinstance(msg, api.InspectTabletRequest):

@@ -11,10 +11,17 @@ clock) and the whole-stack simulation (txn/sim/cluster_sim.py: the simulated
 network, `DictEngine`s, virtual clocks) both go through these two functions,
 so the simulation runs the node that ships.
 
+Each replica runs under `supervise_replica` (txn/node/rebuild.py): a
+replica whose storage fails is rebuilt from its peers (corruption, or
+`chronodb repair`) or restarted on its store (a full disk), while the node's
+other tablets keep serving.
+
 Invariants: LevelDB directories are opened by this process alone (LevelDB's
-lock) and closed on the way out, also after cancellation; start-up problems
-(a port in use, the node's or its metrics port) raise `NodeStartError` with
-a one-line reason.
+lock) and closed on the way out, also after cancellation; a corrupt tablet
+directory does not stop the node (it is set aside and that replica rebuilt);
+start-up problems (a port in use, the node's or its metrics port, a store
+that cannot be opened for another reason) raise `NodeStartError` with a
+one-line reason.
 """
 
 from __future__ import annotations
@@ -22,7 +29,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from contextlib import ExitStack
 from typing import Any, AsyncContextManager, Callable
 
 import attrs
@@ -31,14 +37,14 @@ import trio
 
 from hlc import HybridClock
 from hlc.physical import SkewedClock, SystemClock
-from mvcc.engine import Engine, EngineError
-from mvcc.engine_leveldb import LevelDbEngine
+from mvcc.engine import Engine
 from paxos.types import PaxosConfig
 from txn.net.messaging import AddressInUse, TransportError
 from txn.net.tls import NodeTls
 from txn.net.transport import open_tcp_transport
-from txn.node.config import ClusterConfig, ConfigError, TabletConfig, ensure_node_dir, tablet_dir
+from txn.node.config import ClusterConfig, ConfigError, TabletConfig, ensure_node_dir
 from txn.node.metrics_http import open_metrics_listeners, serve_metrics
+from txn.node.rebuild import StartError, TabletEngines, supervise_replica
 from txn.node.server import Node, NodeStartError
 from txn.tablet.tablet_replica import TabletReplica
 
@@ -61,6 +67,9 @@ class NodeEnvironment:
     # LevelDB compactions in a worker thread (txn/tablet/space.py): real nodes only;
     # the simulation keeps every call inline (a thread would escape its virtual clock).
     offload_compaction: bool = False
+    # The real stores, which a corrupt replica's rebuild replaces (txn/node/rebuild.py);
+    # None in the simulation (no rebuild: `chronodb repair` is refused there).
+    engines: TabletEngines | None = None
 
 
 def trio_monotonic_ns() -> int:
@@ -69,18 +78,24 @@ def trio_monotonic_ns() -> int:
 
 def build_node(config: ClusterConfig, node_id: str, env: NodeEnvironment) -> Node:
     node = Node(config, node_id, env.clock, monitor_clocks=env.monitor_clocks)
+    node.can_rebuild = env.engines is not None
     for tablet in config.tablets_of(node_id):
-        node.replicas[tablet.id] = TabletReplica(
-            node_id=node_id, tablet=tablet, engine=env.open_engine(tablet), clock=env.clock,
-            max_offset_ns=config.max_offset_ns, send=node.send_paxos(tablet.id),
-            monotonic_ns=env.monotonic_ns, paxos_config=env.paxos_config,
-            seed=f"{env.seed}/{tablet.id}", gc_retention_ns=env.gc_retention_ns or config.gc_retention_ns,
-            offload_compaction=env.offload_compaction,
-        )
-        node.replicas[tablet.id].txns.call_tablet = node.call_tablet
-        node.metrics.attach(node.replicas[tablet.id])
+        replica = make_replica(node, env, tablet, env.open_engine(tablet))
+        if env.engines is not None and tablet.id in env.engines.corrupt_on_open:
+            replica.rebuild_reason = env.engines.corrupt_on_open[tablet.id]
+        node.install_replica(replica)
     node.watch.update_fence()
     return node
+
+
+def make_replica(node: Node, env: NodeEnvironment, tablet: TabletConfig, engine: Engine) -> TabletReplica:
+    return TabletReplica(
+        node_id=node.node_id, tablet=tablet, engine=engine, clock=env.clock,
+        max_offset_ns=node.config.max_offset_ns, send=node.send_paxos(tablet.id),
+        monotonic_ns=env.monotonic_ns, paxos_config=env.paxos_config,
+        seed=f"{env.seed}/{tablet.id}", gc_retention_ns=env.gc_retention_ns or node.config.gc_retention_ns,
+        offload_compaction=env.offload_compaction,
+    )
 
 
 async def serve_node(node: Node, env: NodeEnvironment, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
@@ -117,24 +132,11 @@ async def _serve(node: Node, env: NodeEnvironment, metrics_listeners: list[trio.
                 await nursery.start(serve_metrics, metrics_listeners, node.metrics.render)
             if env.monitor_clocks:
                 nursery.start_soon(node.watch.probe_loop, lambda peer, msg, timeout_s: transport.call(peer, msg, timeout_s=timeout_s))
-            for replica in node.replicas.values():
-                await nursery.start(replica.run)
+            for replica in list(node.replicas.values()):
+                await nursery.start(supervise_replica, node, replica.tablet,
+                                    lambda engine, tablet=replica.tablet: make_replica(node, env, tablet, engine), env.engines)
             log.info("node %s serving %d tablets at %s", node.node_id, len(node.replicas), getattr(transport, "address", "?"))
             task_status.started(node)
-
-
-def open_engines(stack: ExitStack, data_dir: str | os.PathLike[str], config: ClusterConfig, node_id: str) -> dict[str, LevelDbEngine]:
-    engines = {}
-    for tablet in config.tablets_of(node_id):
-        path = tablet_dir(data_dir, node_id, tablet.id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            engine = LevelDbEngine(str(path))
-        except EngineError as error:
-            raise NodeStartError(str(error)) from None
-        stack.callback(engine.close)
-        engines[tablet.id] = engine
-    return engines
 
 
 async def run_node(
@@ -154,16 +156,20 @@ async def run_node(
     # One node per process here: no `_created` series (Prometheus' text format
     # would show each as a gauge of its own, doubling every counter's lines).
     prometheus_client.disable_created_metrics()
-    with ExitStack() as stack:
-        engines = open_engines(stack, data_dir, config, node_id)
+    try:
+        engines = TabletEngines.open_all(data_dir, config, node_id)
+    except StartError as error:
+        raise NodeStartError(str(error)) from None
+    try:
         env = NodeEnvironment(
-            clock=clock, open_engine=lambda tablet: engines[tablet.id],
+            clock=clock, open_engine=lambda tablet: engines.engines[tablet.id],
             open_transport=lambda handler: open_tcp_transport(
                 node_id=node_id, cluster_id=config.cluster_id, host=me.host, port=me.port,
                 peers=peers, clock=clock, handler=handler, logger=logging.getLogger("chronodb.transport"), tls=tls,
             ),
             monotonic_ns=trio_monotonic_ns, seed=node_id, paxos_config=paxos_config or PaxosConfig(),
             gc_retention_ns=gc_retention_ns, metrics_address=me.metrics_address, offload_compaction=True,
+            engines=engines,
         )
         node = build_node(config, node_id, env)
         try:
@@ -172,3 +178,5 @@ async def run_node(
             raise NodeStartError(str(error)) from None
         except TransportError as error:
             raise NodeStartError(f"cannot listen on {me.host}:{me.port}: {error}") from None
+    finally:
+        engines.close()

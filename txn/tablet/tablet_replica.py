@@ -86,6 +86,7 @@ class TabletReplica:
         self.distributed_commits = 0
         self.not_durable_commits = 0
         self.fenced = False
+        self.rebuild_reason = ""  # why this replica was rebuilt from nothing (txn/node/rebuild.py)
         self.marks: collections.Counter[str] = collections.Counter()  # coverage marks for the simulation
         # Told how long each successful proposal took, from propose to chosen and
         # applied here, in ns of monotonic_ns (the node's metrics: txn/node/metrics.py).
@@ -157,9 +158,14 @@ class TabletReplica:
     async def _leadership_loop(self) -> None:
         """Follow the lease: wait out the predecessor, propose the barrier, serve (txn/tablet/leader.py)."""
         started_ns = last_campaign_ns = self.monotonic_ns()
+        rebuilding = self.paxos.core.rebuilding
         while True:
             status = self.paxos.status()
             now_ns = self.monotonic_ns()
+            if rebuilding and not status.rebuilding:
+                rebuilding = False
+                log.warning("tablet %s on %s: rebuilt from its peers; votes again (applied index %d)",
+                            self.tablet.id, self.node_id, status.applied_index)
             if (self.paxos.preferred_leader and status.leader_hint is None and not status.is_leader
                     and now_ns - started_ns < PREFERRED_CAMPAIGN_WINDOW_NS
                     and now_ns - last_campaign_ns >= PREFERRED_CAMPAIGN_INTERVAL_NS):
@@ -439,4 +445,5 @@ class TabletReplica:
             lease_remaining_ns=max(0, paxos.lease_expiry_ns - self.monotonic_ns()) if paxos.lease_holder else 0,
             follower_reads=self.follower_reads,
             prepared_txns=tuple(sorted(self.state.txns.prepared)), lock_holders=len(self.txns.locks.txns),
+            rebuilding=(self.rebuild_reason or "its store was lost") if self.paxos.core.rebuilding else "",
         )

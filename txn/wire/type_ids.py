@@ -36,7 +36,7 @@ TYPE_IDS: dict[str, int] = {
     "InspectKeyRequest": 222, "VersionInfo": 223, "InspectKeyReply": 224, "InspectTabletRequest": 225,
     "InspectTabletReply": 226, "InspectLogRequest": 227, "LogEntryInfo": 228, "InspectLogReply": 229,
     "InspectTxnRequest": 300, "TxnOnTablet": 301, "InspectTxnReply": 302,
-    "FaultRequest": 303, "FaultReply": 304,
+    "FaultRequest": 303, "FaultReply": 304, "RepairRequest": 305, "RepairReply": 306,
     # node to node (txn/api/peer.py)
     "PaxosEnvelope": 216, "ClockProbe": 217, "ClockProbeReply": 218,
     # transactions (txn/api/txn.py)
