@@ -33,7 +33,9 @@ Protocol ("Paxos Made Simple" section 3, with a stable leader):
   reaches a replica whose log starts past the candidate's chosen index is
   told "behind" and gives up (the most up-to-date replica can always win).
 - Catch-up: the leader resends from a follower's match index when it makes no
-  progress for a heartbeat; a follower behind the leader's log start (or that
+  progress for a heartbeat, then probes it with one Accept at a time until it
+  reports progress, resending after 2, 4 ... 16 heartbeats without (a stopped
+  follower cost a full window of 4 MiB Accepts every 50 ms before); a follower behind the leader's log start (or that
   lost its state machine below its own log start) gets a snapshot instead,
   streamed one chunk at a time, each ack naming the next chunk wanted.
 
@@ -110,6 +112,7 @@ NEVER = 2**63 - 1
 MAX_ROUND = 2**62  # rounds at or above are refused outright: far below the 2**64 encoding limit
 MAX_INDEX = 2**62  # likewise for slot indexes, chunk numbers and counts
 MAX_BALLOT_JUMP = 2**20  # a legitimate round is at most one per election above the highest round seen
+MAX_RETRANSMIT_HEARTBEATS = 16  # the longest wait between resends to a follower making no progress
 MAX_SLOT_GAP = 2**20  # slots a legitimate Accept or Promise can skip; phase 1 fills gaps with no-ops one by one
 _OWNER_SENDS = (Prepare, Accept, SnapshotChunk, PreVote, TimeoutNow)  # messages only the ballot's owner sends
 _FIELD_TYPES: dict[str, type] = {
@@ -146,6 +149,11 @@ class PeerProgress:
     reported_match: int = 0  # the latest report (where a resend starts)
     window_base: int = 0  # next_index - 1 when sending (re)started: the in-flight window counts from here
     progress_mark: int = -1
+    # Retransmission: after a resend the follower is probed with one Accept at a time until it
+    # reports progress, and resends back off (1, 2, 4 ... MAX_RETRANSMIT_HEARTBEATS heartbeats).
+    probing: bool = False
+    retransmit_after: int = 1  # heartbeats without progress before the next resend
+    stalled: int = 0  # heartbeats without progress so far
     grant_expiry_ns: int = 0
     need_snapshot: bool = False
     snapshot: SnapshotInstall | None = None  # the snapshot being streamed to this follower
@@ -681,9 +689,16 @@ class Replica:
                     self._send_chunk(peer, progress)
                 progress.snapshot_mark = progress.snapshot_seq
             elif progress.reported_match < progress.next_index - 1 and progress.reported_match == progress.progress_mark:
-                self.mark("paxos.retransmit")
-                progress.next_index = progress.reported_match + 1
-                progress.window_base = progress.reported_match
+                progress.stalled += 1
+                if progress.stalled >= progress.retransmit_after:
+                    self.mark("paxos.retransmit")
+                    progress.next_index = progress.reported_match + 1
+                    progress.window_base = progress.reported_match
+                    progress.probing = True
+                    progress.stalled = 0
+                    progress.retransmit_after = min(2 * progress.retransmit_after, MAX_RETRANSMIT_HEARTBEATS)
+            else:
+                progress.stalled = 0
             progress.progress_mark = progress.reported_match
             self._send_early(peer, Accept(self.ballot, (), self.chosen_index, now))
             caught_up = (progress.match_index >= self.last_index_at_heartbeat and progress.snapshot is None
@@ -704,7 +719,8 @@ class Replica:
             self._start_snapshot(peer, progress, now)
             return
         acked = max(progress.match_index, progress.window_base)
-        while progress.next_index <= self.last_index and progress.next_index - 1 - acked < self.config.max_in_flight:
+        window = 1 if progress.probing else self.config.max_in_flight
+        while progress.next_index <= self.last_index and progress.next_index - 1 - acked < window:
             if progress.next_index <= self.chosen_index:
                 self.mark("paxos.catch_up")
             entries = self._batch(progress.next_index)
@@ -763,6 +779,9 @@ class Replica:
             return
         progress = self.progress[src]
         progress.match_index = max(progress.match_index, msg.match_index)
+        if msg.match_index > progress.reported_match:  # progress: back to a full window, resends at once
+            progress.probing = False
+            progress.retransmit_after = 1
         progress.reported_match = msg.match_index
         progress.next_index = max(progress.next_index, progress.match_index + 1)
         progress.need_snapshot = msg.need_snapshot

@@ -15,7 +15,7 @@ import trio
 from tests.txn.test_transport import FAST, LOGGER, raw_connection, read_until_closed, start, warnings
 from txn import wire
 from txn.net.transport import open_client_connection
-from txn.wire import Envelope, Kind, Ping, Pong
+from txn.wire import Envelope, Handshake, Kind, Ping, Pong
 from tests.txn.test_transport import new_clock
 
 
@@ -112,3 +112,40 @@ async def test_an_idle_client_connection_is_closed() -> None:
         reply = await read_until_closed(stream)  # the handshake reply, then the close
         assert wire.FrameDecoder().feed(reply)  # it did answer the handshake first
         await still_serves(t1.address)
+
+
+async def test_frames_to_a_peer_that_stops_reading_are_bounded_in_bytes() -> None:
+    """A follower that stops reading (SIGSTOP) while we keep sending large frames: the
+    queue stops at peer_queue_bytes and drops the rest (it grew without bound in bytes)."""
+    async with trio.open_nursery() as nursery:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        address = listeners[0].socket.getsockname()[:2]
+        accepted = trio.Event()
+
+        async def stopped_peer() -> None:
+            stream = await listeners[0].accept()
+            decoder = wire.FrameDecoder(1 << 20)
+            while not (frames := decoder.feed(await stream.receive_some(65536))):
+                pass
+            await stream.send_all(wire.encode_frame(wire.encode(Handshake(wire.PROTOCOL_VERSION, "c1", "n1"))))
+            accepted.set()
+            await trio.sleep_forever()  # never reads again
+
+        nursery.start_soon(stopped_peer)
+        options = attrs.evolve(FAST, peer_queue_bytes=2 << 20, peer_queue_frames=10_000)
+        async with AsyncExitStack() as stack:
+            t2 = await start(stack, "n2", peers={"n1": address}, options=options)
+            payload = b"y" * (256 << 10)
+            t2.send("n1", Ping(payload))
+            with trio.fail_after(10):
+                await accepted.wait()
+            link = t2._links["n1"]
+            for _ in range(400):  # 100 MiB offered
+                t2.send("n1", Ping(payload))
+                await trio.sleep(0)
+            await trio.sleep(0.2)
+            assert link.connection is not None and not link.connection.closed
+            frame = len(payload) + 100
+            assert link.connection.queued_bytes() <= options.peer_queue_bytes + frame, link.connection.queued_bytes()
+            assert link.counters.dropped >= 300, link.counters.dropped
+        nursery.cancel_scope.cancel()

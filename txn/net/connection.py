@@ -6,9 +6,13 @@ stream; frames to write. Outputs: frame payloads read, in order.
 
 Invariants:
 - Exactly one task writes to the stream (`run_writer`): `write()` only
-  appends to the outgoing list and wakes it, never blocks, and the writer
-  sends everything queued since its last write as one `send_all` (one
-  syscall for many small frames under load).
+  appends to the outgoing queue and wakes it, never blocks, and the writer
+  sends the frames queued since its last write, up to `WRITE_BATCH_BYTES`
+  at a time, as one `send_all` (one syscall for many small frames under
+  load; a large frame goes alone, never copied into a joined buffer).
+  `queued_bytes()` counts every frame written and not yet fully handed to
+  the stream, the batch being sent included, so the bounds callers keep on
+  it (txn/net/peer_links.py, txn/net/transport.py) bound this memory.
 - Frames are read through `FrameDecoder`, so an oversized length prefix is
   refused before its body is buffered; an EOF inside a frame is reported as
   a truncated frame (ProtocolError), never silently dropped.
@@ -29,6 +33,7 @@ from txn import wire
 from txn.wire import FrameDecoder, ProtocolError
 
 RECEIVE_BYTES = 256 << 10
+WRITE_BATCH_BYTES = 1 << 20
 
 
 class Connection:
@@ -39,8 +44,8 @@ class Connection:
         self.label = label
         self.peer_id: Optional[str] = None
         self.decoder = FrameDecoder(max_frame_bytes)
-        self._out: list[bytes] = []
-        self._out_bytes = 0  # bytes in _out
+        self._out: deque[bytes] = deque()
+        self._out_bytes = 0  # bytes in _out and in the batch being sent
         self.requests_in_flight = 0  # inbound requests being served (the transport counts them)
         self.request_done = trio.lowlevel.ParkingLot()
         self._writer_lot = trio.lowlevel.ParkingLot()
@@ -85,7 +90,7 @@ class Connection:
     async def flush(self) -> None:
         """Send what is queued now (handshake phase, before run_writer starts)."""
         if self._out:
-            batch, self._out, self._out_bytes = self._out, [], 0
+            batch, self._out, self._out_bytes = list(self._out), deque(), 0
             await self.stream.send_all(b"".join(batch))
 
     async def run_writer(self) -> None:
@@ -94,8 +99,13 @@ class Connection:
             if not self._out:
                 await self._writer_lot.park()
                 continue
-            batch, self._out, self._out_bytes = self._out, [], 0
+            batch = [self._out.popleft()]
+            size = len(batch[0])
+            while self._out and size + len(self._out[0]) <= WRITE_BATCH_BYTES:
+                batch.append(self._out.popleft())
+                size += len(batch[-1])
             await self.stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
+            self._out_bytes -= size
 
     # ------------------------------------------------------------- reading
 

@@ -8,6 +8,12 @@ fails or cannot be opened fail at once with `PeerUnreachable`. Fault
 injection drops frames to blocked peers here, at `_enqueue`.
 
 Invariant: `send` never blocks; a full queue drops the frame and counts it.
+A queue is full at `peer_queue_frames` frames or `peer_queue_bytes` bytes
+(whichever comes first; one frame always fits an empty queue): a peer that
+stops reading (SIGSTOP, a full socket buffer) costs at most that much memory,
+however much the sender retransmits (it grew to 22 GB with a frame count
+alone, 4 MiB Accepts to a stopped follower). Paxos and every call tolerate
+a dropped frame.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class TransportOptions:
     keepalive_interval_s: float = 0.2
     idle_timeout_s: float = 1.0
     peer_queue_frames: int = 10_000
+    peer_queue_bytes: int = 64 << 20  # frames to one peer not yet sent, the batch being sent included
     # Bounds on what one client (or anything that is not a configured peer) may cost:
     max_connections: int = 1024  # inbound connections at once; more are closed at accept, one log line each
     client_idle_timeout_s: float = 600.0  # a client connection with nothing received this long is closed
@@ -70,6 +77,7 @@ class _PeerLink:
     counters: PeerCounters = attrs.field(factory=PeerCounters)
     queue: deque[bytes] = attrs.field(factory=deque)
     connection: Optional[Connection] = None
+    queued_bytes: int = 0  # bytes in `queue`
     dialing: bool = False
     wake: trio.Event = attrs.field(factory=trio.Event)
 
@@ -93,20 +101,24 @@ class PeerLinks:
             self.fault_dropped += 1
             return True  # lost on the way, as far as the sender can tell
         connection = link.connection
-        limit = self.options.peer_queue_frames
         if connection is not None and not connection.closed:
-            if connection.queued_frames() >= limit:
+            if self._queue_full(connection.queued_frames(), connection.queued_bytes(), len(frame)):
                 link.counters.dropped += 1
                 return False
             connection.write(frame)
         else:
-            if len(link.queue) >= limit:
+            if self._queue_full(len(link.queue), link.queued_bytes, len(frame)):
                 link.counters.dropped += 1
                 return False
             link.queue.append(frame)
+            link.queued_bytes += len(frame)
             self._start_dialing(link)
         link.counters.sent += 1
         return True
+
+    def _queue_full(self, frames: int, queued_bytes: int, size: int) -> bool:
+        return frames >= self.options.peer_queue_frames or (
+            frames > 0 and queued_bytes + size > self.options.peer_queue_bytes)
 
     def _start_dialing(self, link: _PeerLink) -> None:
         if not link.dialing and self._nursery is not None:
@@ -199,6 +211,7 @@ class PeerLinks:
     def _flush(self, link: _PeerLink, connection: Connection) -> None:
         while link.queue:
             connection.write(link.queue.popleft())
+        link.queued_bytes = 0
 
     def _fail_calls_to(self, peer_id: str, reason: str) -> None:
         for request_id, dst in list(self._pending_dst.items()):

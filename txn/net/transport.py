@@ -179,7 +179,8 @@ class TcpTransport(PeerLinks):
         self._pending_dst[request_id] = dst
         try:
             if not self._enqueue(link, self._frame(Kind.REQUEST, request_id, msg)):
-                raise PeerUnreachable(f"{dst}: send queue full ({self.options.peer_queue_frames} frames)")
+                raise PeerUnreachable(f"{dst}: send queue full ({self.options.peer_queue_frames} frames "
+                                      f"or {self.options.peer_queue_bytes} bytes)")
             return await self._pending.wait(request_id, waiter, dst, timeout_s)
         finally:
             self._pending.close(request_id)
@@ -430,7 +431,7 @@ class TcpTransport(PeerLinks):
             except TypeError as error:
                 frame = self._frame(Kind.ERROR, request.request_id, HandlerError(f"unencodable response: {error}"))
             # A client that does not read its replies is cut off. Not a peer: its connection also
-            # queues our own Paxos traffic (catch-up of large values), bounded by peer_queue_frames.
+            # queues our own Paxos traffic (catch-up of large values), bounded by peer_queue_bytes.
             if src not in self._links and connection.queued_bytes() + len(frame) > self.options.max_queued_reply_bytes:
                 self.cut_off_connections += 1
                 self._problem(connection, f"{connection.queued_bytes()} bytes of replies wait unread "
