@@ -132,7 +132,10 @@ class LevelDbEngine:
         if not create_if_missing and not os.path.isdir(self.path):
             raise EngineError(f"data directory {self.path} does not exist")
         if create_if_missing:
-            os.makedirs(self.path, exist_ok=True)
+            try:
+                os.makedirs(self.path, exist_ok=True)
+            except OSError as error:  # a plain file in the way, a read-only parent...
+                raise EngineError(f"cannot create data directory {self.path}: {error.strerror or error}") from None
         try:
             self._db: plyvel.DB | None = plyvel.DB(
                 self.path, create_if_missing=create_if_missing, lru_cache_size=cache_bytes, paranoid_checks=True

@@ -225,3 +225,12 @@ def test_full_disk_leaves_the_store_consistent(tmp_path: pathlib.Path, monkeypat
         monkeypatch.undo()
         store.put_intent(Intent(b"k", "txn-1", Timestamp(16), b"v3"), sync=True)
         assert store.read(b"k", Timestamp(20)).intent == Intent(b"k", "txn-1", Timestamp(16), b"v3")
+
+
+def test_a_plain_file_where_the_directory_goes_is_an_engine_error(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "db"
+    path.write_text("not a directory")
+    with pytest.raises(EngineError) as excinfo:
+        LevelDbEngine(path)
+    assert not isinstance(excinfo.value, CorruptionError), "not corruption: nothing to rebuild"
+    assert_one_line_naming(excinfo.value, path)
