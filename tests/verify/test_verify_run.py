@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 def test_register_run_under_kill_and_skew_is_valid(tmp_path: pathlib.Path) -> None:
     out = tmp_path / "out"
-    result = run_cli(["verify", "--fresh", "--workload", "register", "--nemesis", "kill,skew", "--seconds", "25",
+    result = run_cli(["verify", "--fresh", "--workload", "register", "--nemesis", "kill,skew", "--seconds", "18",
                       "--rate", "50", "--clients", "8", "--seed", "test-1", "--out", str(out)], timeout_s=240)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "verdict: valid" in result.stdout
@@ -29,7 +29,7 @@ def test_register_run_under_kill_and_skew_is_valid(tmp_path: pathlib.Path) -> No
     faults = json.loads((out / "faults.json").read_text())
     assert all(f["end_ns"] is not None and f["end_ns"] > f["start_ns"] for f in faults)
     lines = (out / "history.jsonl").read_text().splitlines()
-    assert len(lines) == verdict["ops"] > 300 and verdict["ok"] > 0.8 * verdict["ops"]
+    assert len(lines) == verdict["ops"] > 200 and verdict["ok"] > 0.8 * verdict["ops"]
     for name in ("latency-raw.png", "rate.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in (out / "logs").iterdir()) == ["n1.log", "n2.log", "n3.log"]
