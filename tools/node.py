@@ -3,7 +3,8 @@
 Role: how a deployment over several hosts starts a node (each host holds the
 same `cluster.toml`); `chronodb up` runs one of these per node. Logs go to
 `DIR/<ID>/node.log`; the process id to `DIR/<ID>/node.pid` while it runs.
-SIGINT or SIGTERM stops it cleanly. Startup failures (port or metrics port
+SIGINT or SIGTERM stops it cleanly; SIGXFSZ is ignored (a file-size limit
+fails the write, as a full disk does, and the replica restarts on its store). Startup failures (port or metrics port
 in use, data directory locked by another process or belonging to another
 cluster, bad cluster.toml, missing certificates) print one line and exit 2.
 With a `metrics_port` in cluster.toml it serves Prometheus' `GET /metrics`
@@ -92,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
             metrics = f"metrics http://{me.host}:{me.metrics_port}/metrics" if me.metrics_port is not None else "no metrics port"
             print(f"node {args.id} ready on {me.host}:{me.port}, {mode}, {metrics}", flush=True)
 
+    # A file-size limit (ulimit -f) makes a write fail with EFBIG, as a full disk fails with
+    # ENOSPC, instead of killing the process: the replica restarts on its store (txn/node/rebuild.py).
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     start_error: NodeStartError | None = None
     try:
         trio.run(main)
