@@ -559,7 +559,8 @@ async def probe_oversized(cluster: LocalCluster, seconds: float, scale: ProbeSca
         f"{raw_closed} closed by the node), an unchecked put of max_value_bytes+1 ({node_refused} refused by "
         f"the node), a {len(big) / MIB:.0f} MiB client put ({client_refused} refused before sending)"
         + (f"; {'; '.join(problems)}" if problems else ""),
-        [("every oversized frame closed by the node", raw_closed == rounds),
+        # The last round may be cut short by the probe's end: it proves nothing either way.
+        [("every oversized frame closed by the node", rounds > 1 and raw_closed >= rounds - 1),
          ("every over-limit put refused definitely (node and client)",
           not problems and node_refused >= rounds - 1 and client_refused >= rounds - 1),
          ("nothing of them written", nothing_written)],
