@@ -1,7 +1,8 @@
 """What one client may cost a node's transport (txn/net/transport.py), over real TCP on
 127.0.0.1: replies it does not read, requests it piles up, connections it opens,
 connections it leaves idle, bytes of frames it holds (node-wide, with others), frames it
-never finishes. Each bound closes or slows that client only."""
+never finishes, and scans built at once (txn/node/server.py). Each bound closes or slows
+that client only."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import attrs
 import pytest
 import trio
 
-from tests.txn.test_transport import FAST, LOGGER, raw_connection, read_until_closed, start, warnings
-from txn import wire
+from tests.txn.test_transport import FAST, LOGGER, MAX_OFFSET_NS, raw_connection, read_until_closed, start, warnings
+from txn import api, wire
+from txn.api.cluster import ClusterConfig, NodeConfig, TabletConfig
 from txn.net.connection import CLIENT_RECEIVE_BYTES
+from txn.node.server import SCAN_SLOTS, Node
 from txn.net.transport import open_client_connection
 from txn.wire import Envelope, Handshake, Kind, Ping, Pong
 from tests.txn.test_transport import new_clock
@@ -229,3 +232,50 @@ async def test_a_client_frame_not_completed_in_time_closes_its_connection(caplog
         with trio.fail_after(10):
             while t1.input_budget.held_bytes:
                 await trio.sleep(0.02)
+
+
+class ScanReplica:
+    """A tablet replica whose scans wait for `release`, counted while they run."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.most_running = 0
+        self.release = trio.Event()
+
+    async def scan(self, request: Any) -> Any:
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await self.release.wait()
+        finally:
+            self.running -= 1
+        return api.ScanReply(new_clock().now(), (), "n1", False)
+
+
+async def test_a_node_builds_at_most_scan_slots_scan_replies_at_once() -> None:
+    """Pipelined scans on one connection (up to 256 in flight) wait their turn for a scan slot:
+    the cut-off for unread replies only sees a reply once it is built."""
+    config = ClusterConfig("c1", MAX_OFFSET_NS, [NodeConfig("n1", "127.0.0.1", 1)],
+                           [TabletConfig("t1", b"", None, ["n1"], "n1")])
+    node = Node(config, "n1", new_clock(), monitor_clocks=False)
+    replica = ScanReplica()
+    node.replicas["t1"] = replica  # type: ignore[assignment]
+    scan = api.ScanRequest("t1", b"", None, api.ReadMode.STRONG, None, 1000, 5_000_000_000)
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1", handler=node)
+        async with open_client_connection(*t1.address, cluster_id="c1", clock=new_clock(), timeout_s=5) as client:
+            replies = []
+
+            async def one() -> None:
+                replies.append(await client.call(scan, timeout_s=20))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(3 * SCAN_SLOTS):
+                    nursery.start_soon(one)
+                with trio.fail_after(10):
+                    while replica.running < SCAN_SLOTS:
+                        await trio.sleep(0.01)
+                await trio.sleep(0.3)
+                assert replica.most_running == SCAN_SLOTS
+                replica.release.set()
+            assert len(replies) == 3 * SCAN_SLOTS and all(isinstance(r, api.ScanReply) for r in replies)
