@@ -423,6 +423,8 @@ async def probe_half_frames(cluster: LocalCluster, seconds: float, scale: ProbeS
 
 
 SCAN_PREFIX = b"probe-scan/"
+CUT_OFF_LOG = "bytes of replies wait unread"  # the node's log line when it cuts a client off
+UNREAD_CUT_OFF_DEADLINE_S = 30.0
 
 
 async def fill_scan_range(cluster: LocalCluster, scale: ProbeScale) -> tuple[str, bytes]:
@@ -448,31 +450,41 @@ async def scan_target(cluster: LocalCluster, scale: ProbeScale) -> tuple[str, by
 
 
 async def probe_unread_scans(cluster: LocalCluster, seconds: float, scale: ProbeScale) -> ProbeResult:
-    """One client connection sends many scans over large values and never reads the replies."""
+    """One client connection sends many scans over large values and reads no reply until the node
+    cuts it off (or UNREAD_CUT_OFF_DEADLINE_S passes): the defined answer to unread replies."""
     tablet_id, prefix, leader = await scan_target(cluster, scale)
     clock = new_clock(cluster)
     request = api.ScanRequest(tablet_id, prefix, prefix + b"\xff", api.ReadMode.STRONG, None, 1000, 10_000_000_000)
+    cut_offs_before = log_text(cluster, leader).count(CUT_OFF_LOG)
     stream = await client_stream(cluster, leader)
     sent = 0
+    held_s = 0.0
+    began = trio.current_time()
     try:
-        with trio.move_on_after(seconds):
+        # Hold the replies unread for `seconds`, and on until the node cuts us off (its defined
+        # answer once max_queued_reply_bytes of replies wait), within UNREAD_CUT_OFF_DEADLINE_S:
+        # draining before the replies were built would read them and prove nothing.
+        with trio.move_on_after(max(seconds, UNREAD_CUT_OFF_DEADLINE_S)):
             try:
                 for request_id in range(1, scale.unread_scan_requests + 1):
                     await stream.send_all(request_frame(clock, request_id, request))
                     sent += 1
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
-            await trio.sleep_forever()  # hold the replies unread for the rest of the probe
+            await trio.sleep_until(began + seconds)
+            while log_text(cluster, leader).count(CUT_OFF_LOG) == cut_offs_before:
+                await trio.sleep(0.2)
+        held_s = trio.current_time() - began
         # Now drain: a node that cut us off closes after what was already in the socket buffers.
         closed, received = await closed_by_peer(stream, 20.0)
     finally:
         await close_quietly(stream)
     reply_bytes = min(scale.scan_keys * scale.scan_value_bytes, MAX_SCAN_REPLY_BYTES + scale.scan_value_bytes)
-    log_says = "wait unread" in log_text(cluster, leader)
+    log_says = log_text(cluster, leader).count(CUT_OFF_LOG) > cut_offs_before
     return ProbeResult(
         "unread-scans",
         f"{sent} scans of {scale.scan_keys} x {scale.scan_value_bytes / MIB:g} MiB rows sent to {leader} on one "
-        f"connection, replies unread for {seconds:g}s; then drained {received / MIB:.0f} MiB "
+        f"connection, replies unread for {held_s:.1f}s; then drained {received / MIB:.0f} MiB "
         f"(all replies: ~{sent * reply_bytes / MIB:.0f} MiB), {'closed by the node' if closed else 'still open'}",
         [("the connection was cut off (max_queued_reply_bytes)", closed and log_says)],
     )
@@ -614,13 +626,21 @@ async def probe_follower_catchup(cluster: LocalCluster, seconds: float, scale: P
         process.send_signal(signal.SIGCONT)
     written_s = trio.current_time() - began
     after: dict[str, str | None] = {}
-    with trio.move_on_after(20):  # status replies may lag while the resumed node catches up
-        while not after.get(tablet.id):
+    target = 0
+    with trio.move_on_after(30):  # status replies may lag while the resumed node catches up
+        # The target: the applied index of the tablet's serving leader, read once it serves again
+        # (a status that timed out, or a leader not yet serving, is asked again, not taken as 0).
+        while True:
             after = await leaders(cluster)
-    target = await tablet_applied(cluster, leader, tablet.id) or 0
+            serving = after.get(tablet.id)
+            if serving:
+                target = await tablet_applied(cluster, serving, tablet.id) or 0
+                if target > 0:
+                    break
+            await trio.sleep(0.2)
     caught_up_s = math.nan
     with trio.move_on_after(60):
-        while (await tablet_applied(cluster, follower, tablet.id) or -1) < target:
+        while target > 0 and (await tablet_applied(cluster, follower, tablet.id) or -1) < target:
             await trio.sleep(0.2)
         caught_up_s = trio.current_time() - began - written_s
     return ProbeResult(
