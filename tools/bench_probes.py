@@ -14,7 +14,9 @@ the probe's own checks, and a verdict.
 Verdict (the issue's bar): PASS when every node's RSS grew by at most
 `RSS_GROWTH_MAX_MB` (150), the p50 ratio is at most `P50_RATIO_MAX` (3.0),
 every node is alive, every tablet took a write afterwards and the probe's own
-checks held; else FAIL naming what failed. Exit 1 if any probe failed.
+checks held; else FAIL naming what failed. Exit 1 if any probe failed. If
+the nodes do not restart between probes, one line says why, the probes run
+so far are summed up, and the exit is 1 (no traceback).
 
 Invariants: every node process and the client process are stopped on exit,
 on failure and on Ctrl-C (`finally`; nodes also die with this process, see
@@ -202,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
     cluster = LocalCluster(directory / "data", tablets=args.tablets, max_offset_ns=max_offset_ns)
     writer: NormalWriter | None = None
     rows = []
+    stopped: str | None = None
     try:
         cluster.start_all()
         cluster.wait_healthy()
@@ -221,9 +224,10 @@ def run(args: argparse.Namespace) -> int:
             if name != names[-1]:
                 # A clean slate for the next probe: what one probe left behind (memory the allocator
                 # keeps, a stalled node) must not be charged to the next.
-                cluster.stop_all()
-                cluster.start_all()
-                cluster.wait_healthy()
+                stopped = restart(cluster)
+                if stopped is not None:
+                    print(f"\nprobes stopped after {name}: the nodes did not restart: {stopped}", flush=True)
+                    break
                 print("  (nodes restarted for the next probe)", flush=True)
     finally:
         if writer is not None:
@@ -239,4 +243,17 @@ def run(args: argparse.Namespace) -> int:
               f"{writes.percentile_ms(0.99):>7.1f} {writes.percentile_ms(0.5) / unloaded_p50:>6.2f} {growth:>11.0f} "
               f"{'yes' if not observed.dead else 'NO':>5} {'yes' if observed.writes_after is None else 'NO':>5}  "
               f"{'PASS' if not failed else 'FAIL'}")
-    return 1 if any(failed for *_, failed in rows) else 0
+    if stopped is not None:
+        print(f"not run: {', '.join(names[len(rows):])} (the nodes did not restart)")
+    return 1 if stopped is not None or any(failed for *_, failed in rows) else 0
+
+
+def restart(cluster: LocalCluster) -> str | None:
+    """Stop and restart every node, wait for every tablet's leader: None, or why not (one line)."""
+    try:
+        cluster.stop_all()
+        cluster.start_all()
+        cluster.wait_healthy()
+    except (AssertionError, OSError, CliError) as error:
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
+    return None
