@@ -445,6 +445,12 @@ async def scan_target(cluster: LocalCluster, scale: ProbeScale) -> tuple[str, by
     if not marker.exists():
         await fill_scan_range(cluster, scale)
         marker.touch()
+    # Restarted nodes elect some leader first, and the preferred one takes over soon after: a probe
+    # aimed at the first would meet not_leader replies. Wait for the move (or take what there is).
+    preferred = cluster.config.tablets[0].preferred_leader
+    with trio.move_on_after(20):
+        while (await wait_leaders(cluster))[tablet_id] != preferred:
+            await trio.sleep(0.2)
     leader = (await wait_leaders(cluster))[tablet_id]
     return tablet_id, prefix, leader
 
@@ -497,17 +503,23 @@ async def probe_unbounded_scan(cluster: LocalCluster, seconds: float, scale: Pro
     calls = 0
     largest = 0
     all_more = True
-    async with open_client_connection(*cluster.address(leader), cluster_id=cluster.config.cluster_id,
-                                      clock=new_clock(cluster), timeout_s=NETWORK_DEADLINE_S, tls=cluster.tls) as conn:
-        with trio.move_on_after(seconds):
-            while True:
-                reply = await conn.call(request, timeout_s=NETWORK_DEADLINE_S)
-                assert isinstance(reply, api.ScanReply), reply
-                size = sum(len(row.key) + len(row.value) for row in reply.rows)
-                largest = max(largest, size)
-                whole = scale.scan_keys * scale.scan_value_bytes
-                all_more = all_more and (reply.more or size >= whole)
-                calls += 1
+    moved = 0
+    with trio.move_on_after(seconds):
+        while True:
+            async with open_client_connection(*cluster.address(leader), cluster_id=cluster.config.cluster_id,
+                                              clock=new_clock(cluster), timeout_s=NETWORK_DEADLINE_S,
+                                              tls=cluster.tls) as conn:
+                while True:
+                    reply = await conn.call(request, timeout_s=NETWORK_DEADLINE_S)
+                    if isinstance(reply, api.ErrorReply) and reply.leader_hint and moved < 10:
+                        leader, moved = reply.leader_hint, moved + 1  # leadership moved: follow it
+                        break
+                    assert isinstance(reply, api.ScanReply), reply
+                    size = sum(len(row.key) + len(row.value) for row in reply.rows)
+                    largest = max(largest, size)
+                    whole = scale.scan_keys * scale.scan_value_bytes
+                    all_more = all_more and (reply.more or size >= whole)
+                    calls += 1
     async with cluster_client(cluster, timeout_s=30) as client:
         paged = await client.scan(prefix, prefix + b"\xff")
     bound = MAX_SCAN_REPLY_BYTES + scale.scan_value_bytes + 64  # past its first row, a reply holds at most 4 MiB
