@@ -53,7 +53,7 @@ from mvcc.records import (
     decode_intent,
     encode_intent,
 )
-from mvcc.visible import untag, visible_forward, visible_reverse
+from mvcc.visible import past_bytes, untag, visible_forward, visible_reverse
 
 # Reads keep the set of intent keys in memory (refreshed after any write) when
 # there are at most this many, so a read of a key without an intent costs one seek.
@@ -127,11 +127,14 @@ class MvccStore:
         return _new_tuple(ReadResult, (stored[1:], version_ts, intent))  # ReadResult(...), minus a call
 
     def scan(
-        self, start: bytes, end: bytes | None, ts: Timestamp, *, limit: int | None = None, reverse: bool = False
+        self, start: bytes, end: bytes | None, ts: Timestamp, *, limit: int | None = None, reverse: bool = False,
+        max_bytes: int | None = None,
     ) -> ScanResult:
         """Live rows with start <= key < end (end None: no bound) at `ts`, in key order
-        (descending with reverse), at most `limit`; plus the intents at or below `ts`
-        among the keys the scan covered (up to the last row when the limit cut it short)."""
+        (descending with reverse), at most `limit`, and with `max_bytes` stopping at the
+        row that takes their keys and values past it (never before the second row);
+        plus the intents at or below `ts` among the keys the scan covered (up to the
+        last row when the limit or max_bytes cut it short)."""
         if ts.wall <= self._horizon.wall and ts < self._horizon:
             raise BelowGcHorizon(self._horizon, ts)
         if limit is not None and limit < 0:
@@ -143,9 +146,10 @@ class MvccStore:
         pairs = self.engine.iterate(low, high, reverse=reverse)
         walk = visible_reverse if reverse else visible_forward
         # P "v" 00 00 starts no version key: an escaped key never starts with 00 00.
-        rows = walk(pairs, inverted_ts(ts), limit, len(self.space.versions), self.space.versions + b"\x00\x00")
+        rows = walk(pairs, inverted_ts(ts), limit, len(self.space.versions), self.space.versions + b"\x00\x00", max_bytes)
         covered_start, covered_end = start, end
-        if limit is not None and len(rows) == limit:
+        cut_by_bytes = past_bytes(rows, sum(len(key) + len(value) for key, value, _ in rows), max_bytes)
+        if (limit is not None and len(rows) == limit) or cut_by_bytes:
             if reverse:
                 covered_start = rows[-1][0]
             else:

@@ -30,11 +30,14 @@ def untag(stored: bytes) -> bytes | None:
 
 
 def visible_forward(
-    pairs: Iterable[tuple[bytes, bytes]], inverted: bytes, limit: int | None, skip: int, nothing: bytes
+    pairs: Iterable[tuple[bytes, bytes]], inverted: bytes, limit: int | None, skip: int, nothing: bytes,
+    max_bytes: int | None = None,
 ) -> list[tuple[bytes, bytes, Timestamp]]:
     """Each key's newest version at or below the read ts (its suffix >= `inverted`);
-    `nothing` is a prefix no version key starts with."""
+    `nothing` is a prefix no version key starts with. With `max_bytes`, stops at the
+    row that takes the rows' keys and values past it (see `past_bytes`)."""
     rows: list[tuple[bytes, bytes, Timestamp]] = []
+    total = 0
     # The group whose visible version is found; startswith() is exact because no
     # group is a prefix of another (mvcc/keys.py).
     decided = nothing
@@ -47,17 +50,20 @@ def visible_forward(
         decided = engine_key[:-TS_SIZE]
         if stored != TAGGED_TOMBSTONE:
             rows.append((unescape(decided[skip:-2]), untag(stored), ts_from_inverted(suffix)))  # type: ignore[arg-type]
-            if limit is not None and len(rows) >= limit:
+            total += len(rows[-1][0]) + len(rows[-1][1])
+            if (limit is not None and len(rows) >= limit) or past_bytes(rows, total, max_bytes):
                 break
     return rows
 
 
 def visible_reverse(
-    pairs: Iterable[tuple[bytes, bytes]], inverted: bytes, limit: int | None, skip: int, nothing: bytes
+    pairs: Iterable[tuple[bytes, bytes]], inverted: bytes, limit: int | None, skip: int, nothing: bytes,
+    max_bytes: int | None = None,
 ) -> list[tuple[bytes, bytes, Timestamp]]:
     """As visible_forward over descending engine keys: each key's versions arrive
     oldest first, so its visible version is the last one at or below the read ts."""
     rows: list[tuple[bytes, bytes, Timestamp]] = []
+    total = 0
     group = None
     candidate: tuple[bytes, bytes] | None = None
     for engine_key, stored in pairs:
@@ -65,7 +71,8 @@ def visible_reverse(
         if key_group != group:
             if candidate is not None and candidate[1] != TAGGED_TOMBSTONE:
                 rows.append(_row(candidate, skip))
-                if limit is not None and len(rows) >= limit:
+                total += len(rows[-1][0]) + len(rows[-1][1])
+                if (limit is not None and len(rows) >= limit) or past_bytes(rows, total, max_bytes):
                     return rows
             group, candidate = key_group, None
         if engine_key[-TS_SIZE:] >= inverted:
@@ -73,6 +80,13 @@ def visible_reverse(
     if candidate is not None and candidate[1] != TAGGED_TOMBSTONE:
         rows.append(_row(candidate, skip))
     return rows
+
+
+def past_bytes(rows: list, total: int, max_bytes: int | None) -> bool:
+    """Whether a scan bounded by max_bytes stops here: its rows' keys and values are past it,
+    and it has at least two rows, so that a caller trimming to max_bytes (txn/api/limits.py
+    scan_page) sees that more rows follow its first, however large that one is."""
+    return max_bytes is not None and total > max_bytes and len(rows) >= 2
 
 
 def _row(pair: tuple[bytes, bytes], skip: int) -> tuple[bytes, bytes, Timestamp]:

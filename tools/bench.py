@@ -22,6 +22,7 @@ BENCHMARK_MODULES: tuple[str, ...] = (
     "tools.bench_txn",
     "tools.bench_space",
     "tools.bench_compaction",
+    "tools.bench_probes",
 )
 
 

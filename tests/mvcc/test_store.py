@@ -63,6 +63,18 @@ def test_scan_reports_intents_only_in_the_covered_range() -> None:
     assert store.scan(b"d", b"b", T(5)).rows == ()
 
 
+def test_scan_with_max_bytes_stops_at_the_row_past_it_never_before_the_second() -> None:
+    store = MvccStore(DictEngine())
+    store.write([(b"a", b"x" * 10), (b"b", b"x" * 10), (b"c", b"x" * 10), (b"d", b"x" * 10)], T(1), sync=False)
+    store.put_intent(Intent(b"d", "t", T(1), b"p"), sync=False)
+    for reverse, first in ((False, [b"a", b"b", b"c"]), (True, [b"d", b"c", b"b"])):
+        cut = store.scan(b"", None, T(2), max_bytes=25, reverse=reverse)
+        assert [row[0] for row in cut.rows] == first  # 33 bytes: the third row is the one past 25
+        assert [row[0] for row in store.scan(b"", None, T(2), max_bytes=5, reverse=reverse).rows] == first[:2]
+    assert store.scan(b"", None, T(2), max_bytes=25).intents == ()  # d was not covered
+    assert len(store.scan(b"", None, T(2), max_bytes=1000).rows) == 4
+
+
 def test_staged_writes_share_a_batch_with_other_owners() -> None:
     engine = DictEngine()
     store = MvccStore(engine)

@@ -1,6 +1,8 @@
 """What one client may cost a node's transport (txn/net/transport.py), over real TCP on
-127.0.0.1: replies it does not read, requests it piles up, connections it opens, and
-connections it leaves idle. Each bound closes or slows that client only."""
+127.0.0.1: replies it does not read, requests it piles up, connections it opens,
+connections it leaves idle, bytes of frames it holds (node-wide, with others), frames it
+never finishes, and scans built at once (txn/node/server.py). Each bound closes or slows
+that client only."""
 
 from __future__ import annotations
 
@@ -12,8 +14,11 @@ import attrs
 import pytest
 import trio
 
-from tests.txn.test_transport import FAST, LOGGER, raw_connection, read_until_closed, start, warnings
-from txn import wire
+from tests.txn.test_transport import FAST, LOGGER, MAX_OFFSET_NS, raw_connection, read_until_closed, start, warnings
+from txn import api, wire
+from txn.api.cluster import ClusterConfig, NodeConfig, TabletConfig
+from txn.net.connection import CLIENT_RECEIVE_BYTES
+from txn.node.server import SCAN_SLOTS, Node
 from txn.net.transport import open_client_connection
 from txn.wire import Envelope, Handshake, Kind, Ping, Pong
 from tests.txn.test_transport import new_clock
@@ -34,7 +39,7 @@ class Counting:
         pass
 
     async def handle_request(self, src: str, msg: Any) -> Any:
-        if msg.payload == b"hang":
+        if msg.payload.startswith(b"hang"):
             self.hanging += 1
             self.most_hanging = max(self.most_hanging, self.hanging)
             try:
@@ -149,3 +154,128 @@ async def test_frames_to_a_peer_that_stops_reading_are_bounded_in_bytes() -> Non
             assert link.connection.queued_bytes() <= options.peer_queue_bytes + frame, link.connection.queued_bytes()
             assert link.counters.dropped >= 300, link.counters.dropped
         nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------------ what clients' inbound bytes may cost
+
+
+def frame_start(announced_bytes: int, sent_bytes: int) -> bytes:
+    """The first `sent_bytes` of a frame that announces `announced_bytes` of payload."""
+    return announced_bytes.to_bytes(wire.FRAME_HEADER_BYTES, "big") + b"z" * sent_bytes
+
+
+async def send_quietly(stream: trio.SocketStream, data: bytes) -> None:
+    """Send what the node will take (it may stop reading, or close on us)."""
+    try:
+        await stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
+async def test_bytes_held_in_client_frames_are_bounded_node_wide_and_small_requests_still_pass() -> None:
+    """Six clients each send half of a 4 MiB frame (12 MiB in all): the node stops reading them at
+    the 1 MiB budget (the oldest frame may finish: 2 MiB), and a new client's small call passes."""
+    budget = 1 << 20
+    options = attrs.evolve(FAST, max_client_input_bytes=budget, client_frame_timeout_s=60)
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1", handler=Counting(), options=options)
+        streams = [await raw_connection(t1.address) for _ in range(6)]
+        async with trio.open_nursery() as nursery:
+            for stream in streams:
+                nursery.start_soon(send_quietly, stream, frame_start(4 << 20, 2 << 20))
+            await trio.sleep(1.0)  # long enough to read 12 MiB on loopback many times over
+            held = t1.input_budget.peak_bytes
+            slack = len(streams) * CLIENT_RECEIVE_BYTES + (2 << 20) + 64  # a chunk each, the oldest frame
+            assert t1.input_budget.waits > 0 and held <= budget + slack, (held, budget + slack)
+            await still_serves(t1.address)
+            for stream in streams:
+                await stream.aclose()
+            nursery.cancel_scope.cancel()
+        with trio.fail_after(10):
+            while t1.input_budget.held_bytes:  # the closed connections gave back what they held
+                await trio.sleep(0.02)
+
+
+async def test_a_request_counts_against_the_budget_until_its_reply_is_queued() -> None:
+    """Ten unanswered 64 KiB requests on one connection, a 256 KiB budget: the node stops reading
+    after about four (their frames still count: no reply is queued), though 256 may be in flight."""
+    handler = Counting()
+    options = attrs.evolve(FAST, max_client_input_bytes=256 << 10)
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1", handler=handler, options=options)
+        stream = await raw_connection(t1.address)
+        frames = b"".join(request_frame(i, b"hang" + b"h" * (64 << 10)) for i in range(1, 11))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_quietly, stream, frames)
+            with trio.fail_after(10):
+                while handler.hanging < 3:
+                    await trio.sleep(0.01)
+            await trio.sleep(0.5)
+            assert handler.most_hanging <= 5, handler.most_hanging
+            await still_serves(t1.address)  # a connection holding nothing may always read a request
+            nursery.cancel_scope.cancel()
+        await stream.aclose()
+
+
+async def test_a_client_frame_not_completed_in_time_closes_its_connection(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    options = attrs.evolve(FAST, client_frame_timeout_s=0.5)
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1", handler=Counting(), options=options)
+        stream = await raw_connection(t1.address)
+        await stream.send_all(frame_start(1000, 10))  # then nothing more: a slowloris
+        with trio.fail_after(10):
+            await read_until_closed(stream)
+        assert any("frame incomplete 0.5s after its first byte (10 of 1000 payload bytes in)" in line
+                   for line in warnings(caplog)), warnings(caplog)
+        await still_serves(t1.address)
+        with trio.fail_after(10):
+            while t1.input_budget.held_bytes:
+                await trio.sleep(0.02)
+
+
+class ScanReplica:
+    """A tablet replica whose scans wait for `release`, counted while they run."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.most_running = 0
+        self.release = trio.Event()
+
+    async def scan(self, request: Any) -> Any:
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await self.release.wait()
+        finally:
+            self.running -= 1
+        return api.ScanReply(new_clock().now(), (), "n1", False)
+
+
+async def test_a_node_builds_at_most_scan_slots_scan_replies_at_once() -> None:
+    """Pipelined scans on one connection (up to 256 in flight) wait their turn for a scan slot:
+    the cut-off for unread replies only sees a reply once it is built."""
+    config = ClusterConfig("c1", MAX_OFFSET_NS, [NodeConfig("n1", "127.0.0.1", 1)],
+                           [TabletConfig("t1", b"", None, ["n1"], "n1")])
+    node = Node(config, "n1", new_clock(), monitor_clocks=False)
+    replica = ScanReplica()
+    node.replicas["t1"] = replica  # type: ignore[assignment]
+    scan = api.ScanRequest("t1", b"", None, api.ReadMode.STRONG, None, 1000, 5_000_000_000)
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1", handler=node)
+        async with open_client_connection(*t1.address, cluster_id="c1", clock=new_clock(), timeout_s=5) as client:
+            replies = []
+
+            async def one() -> None:
+                replies.append(await client.call(scan, timeout_s=20))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(3 * SCAN_SLOTS):
+                    nursery.start_soon(one)
+                with trio.fail_after(10):
+                    while replica.running < SCAN_SLOTS:
+                        await trio.sleep(0.01)
+                await trio.sleep(0.3)
+                assert replica.most_running == SCAN_SLOTS
+                replica.release.set()
+            assert len(replies) == 3 * SCAN_SLOTS and all(isinstance(r, api.ScanReply) for r in replies)

@@ -16,6 +16,15 @@ Invariants:
 - Frames are read through `FrameDecoder`, so an oversized length prefix is
   refused before its body is buffered; an EOF inside a frame is reported as
   a truncated frame (ProtocolError), never silently dropped.
+- A client connection (the transport sets `budget`, txn/net/input_budget.py)
+  reads at most `CLIENT_RECEIVE_BYTES` at a time, only when the node-wide
+  input budget allows, and keeps its charge there current: its incomplete
+  frame, the frames of the batch being dispatched, and `request_bytes` (its
+  requests being served; the transport adds and removes them and calls
+  `recharge`). With `frame_timeout_s`, a frame that is still incomplete
+  that long after its first byte arrived (time spent waiting for budget not
+  counted) raises ProtocolError: a client trickling a frame cannot hold its
+  buffer forever.
 - `close()` is idempotent and wakes whoever waits in `wait_closed()`.
 - `last_received_s` / `last_written_s` (trio time) move on every chunk of
   bytes read and every frame queued; the transport's silence deadline and
@@ -30,9 +39,13 @@ from typing import Any, Optional
 import trio
 
 from txn import wire
+from txn.net.input_budget import InputBudget
 from txn.wire import FrameDecoder, ProtocolError
 
 RECEIVE_BYTES = 256 << 10
+# A client connection's read: small, since every connection reading at once may each bring
+# this much past the node-wide input budget (1,024 connections x 64 KiB = 64 MiB at most).
+CLIENT_RECEIVE_BYTES = 64 << 10
 WRITE_BATCH_BYTES = 1 << 20
 
 
@@ -48,6 +61,11 @@ class Connection:
         self._out_bytes = 0  # bytes in _out and in the batch being sent
         self.requests_in_flight = 0  # inbound requests being served (the transport counts them)
         self.request_done = trio.lowlevel.ParkingLot()
+        self.budget: Optional[InputBudget] = None  # client connections: the node-wide input budget
+        self.request_bytes = 0  # frame bytes of inbound requests being served (the transport counts them)
+        self._batch_bytes = 0  # frame bytes read and not yet dispatched
+        self.frame_started_s: Optional[float] = None  # when the incomplete frame's first byte arrived
+        self.frame_paused_s = 0.0  # of the time since, spent waiting for input budget
         self._writer_lot = trio.lowlevel.ParkingLot()
         self._ready: deque[bytes] = deque()
         self._closed = trio.Event()
@@ -121,22 +139,57 @@ class Connection:
             self._ready.extend(self.decoder.feed(data))
         return self._ready.popleft()
 
-    async def read_batches(self) -> Any:
+    async def read_batches(self, frame_timeout_s: Optional[float] = None) -> Any:
         """Yield lists of frame payloads as they arrive; ends at a clean EOF."""
         if self._ready:
             batch = list(self._ready)
             self._ready.clear()
             yield batch
+        receive_bytes = RECEIVE_BYTES if self.budget is None else CLIENT_RECEIVE_BYTES
+        self._track_frame_start(False)  # a frame begun in the handshake's read
+        self.recharge()
         while True:
-            data = await self.stream.receive_some(RECEIVE_BYTES)
+            if self.budget is not None:
+                waited_s = await self.budget.wait_to_read(self)
+                if self.frame_started_s is not None:
+                    self.frame_paused_s += waited_s
+            data = await self._receive(receive_bytes, frame_timeout_s)
             if not data:
                 if self.decoder.buffered_bytes():
                     raise ProtocolError(self.decoder.describe_truncation())
                 return
             self.last_received_s = trio.current_time()
+            was_partial = self.decoder.buffered_bytes() > 0
             frames = self.decoder.feed(data)
+            self._track_frame_start(was_partial and not frames)
+            self._batch_bytes = sum(map(len, frames))
+            self.recharge()
             if frames:
                 yield frames
+            self._batch_bytes = 0
+            self.recharge()
+
+    async def _receive(self, receive_bytes: int, frame_timeout_s: Optional[float]) -> bytes:
+        if frame_timeout_s is None or self.frame_started_s is None:
+            return await self.stream.receive_some(receive_bytes)
+        with trio.move_on_at(self.frame_started_s + self.frame_paused_s + frame_timeout_s):
+            return await self.stream.receive_some(receive_bytes)
+        raise ProtocolError(f"frame incomplete {frame_timeout_s:g}s after its first byte "
+                            f"({self.decoder.describe_progress()} in)")
+
+    def _track_frame_start(self, same_frame: bool) -> None:
+        """After a read: the incomplete frame now held began earlier (same_frame), now, or there is none."""
+        if not self.decoder.buffered_bytes():
+            self.frame_started_s = None
+        elif not same_frame or self.frame_started_s is None:
+            self.frame_started_s, self.frame_paused_s = trio.current_time(), 0.0
+
+    def recharge(self) -> None:
+        """Tell the input budget what this connection holds now (client connections only)."""
+        if self.budget is not None:
+            partial = self.decoder.buffered_bytes()
+            other = self._batch_bytes + self.request_bytes
+            self.budget.charge(self, partial + other, self.frame_started_s, only_partial=not other)
 
     async def read_message(self) -> Optional[Any]:
         payload = await self.read_frame()
@@ -153,6 +206,9 @@ class Connection:
 
     async def aclose(self) -> None:
         self._closed.set()
+        if self.budget is not None:
+            self.budget.forget(self)
+            self.budget = None
         with trio.CancelScope(shield=True):
             with trio.move_on_after(0.2):
                 await self.stream.aclose()

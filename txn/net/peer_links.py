@@ -54,6 +54,11 @@ class TransportOptions:
     client_idle_timeout_s: float = 600.0  # a client connection with nothing received this long is closed
     max_queued_reply_bytes: int = 64 << 20  # replies waiting to be sent on one connection: more and it is cut off
     max_requests_in_flight: int = 256  # per connection; beyond it the connection is not read (TCP backpressure)
+    # Node-wide, across client connections: bytes of incomplete frames, of frames read and not yet
+    # dispatched, and of requests being served (until the reply is queued). At the bound no client
+    # connection is read (TCP backpressure) until some are freed; see txn/net/input_budget.py.
+    max_client_input_bytes: int = 64 << 20
+    client_frame_timeout_s: float = 30.0  # a client frame still incomplete this long after its first byte: closed
 
     def __attrs_post_init__(self) -> None:
         if not 0 < 2 * self.keepalive_interval_s <= self.idle_timeout_s:

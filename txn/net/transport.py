@@ -54,6 +54,16 @@ Behaviour:
 - Leaving `open_tcp_transport` cancels everything and closes every socket;
   it takes well under a second.
 
+- What clients can make the node hold (TransportOptions; configured peers
+  are exempt): `max_connections` inbound connections; per client connection
+  `max_requests_in_flight` requests and `max_queued_reply_bytes` of unread
+  replies (past it the connection is cut off); node-wide
+  `max_client_input_bytes` of inbound client frames, incomplete ones and
+  requests until their reply is queued (txn/net/input_budget.py: at the
+  bound, connections holding something are not read; TCP backpressure);
+  and a client frame must complete within `client_frame_timeout_s` of its
+  first byte, else one log line and a close.
+
 - Fault injection (`block_peers`/`clear_blocked`, driven by the admin
   `FaultRequest` for `chronodb verify` and `chronodb fault`): every frame
   to a peer in `blocked_outgoing` is dropped at `_enqueue` as if the network
@@ -89,6 +99,7 @@ from txn.net.peer_rules import (
 )
 from txn.net.tls import NodeTls, identity_of, tls_reason
 from txn.net.connection import Connection
+from txn.net.input_budget import InputBudget
 from txn.net.peer_links import KEEPALIVE_FRAME, SILENCE_GRACE_S, PeerLinks, TransportOptions, _now_ns, _PeerLink
 from txn.net.messaging import (
     AddressInUse,
@@ -139,6 +150,7 @@ class TcpTransport(PeerLinks):
         self._inbound = 0  # inbound connections open (handshaking ones included)
         self.refused_connections = 0  # closed at accept: max_connections reached
         self.cut_off_connections = 0  # closed for max_queued_reply_bytes
+        self.input_budget = InputBudget(options.max_client_input_bytes)  # client connections' inbound frames
         self._nursery: Optional[trio.Nursery] = None
         self.blocked_incoming: set[str] = set()
         self.blocked_outgoing: set[str] = set()
@@ -310,6 +322,11 @@ class TcpTransport(PeerLinks):
             link.connection = connection
             self._flush(link, connection)
         counters = link.counters if link is not None else self._client_counters.setdefault(src, PeerCounters())
+        frame_timeout_s = None
+        if link is None:  # a client: its inbound bytes count against the node-wide budget
+            connection.budget = self.input_budget
+            connection.recharge()
+            frame_timeout_s = self.options.client_frame_timeout_s
         self._connections.add(connection)
         try:
             async with trio.open_nursery() as nursery:
@@ -319,7 +336,7 @@ class TcpTransport(PeerLinks):
                 else:
                     nursery.start_soon(self._watch_client_idle, connection, nursery.cancel_scope)
                 try:
-                    async for payloads in connection.read_batches():
+                    async for payloads in connection.read_batches(frame_timeout_s):
                         for payload in payloads:
                             # A client's requests beyond the bound wait (the rest of the batch here, then
                             # TCP): nothing more is read until some are answered. Not a peer's: its
@@ -411,7 +428,8 @@ class TcpTransport(PeerLinks):
         kind = envelope.kind
         if kind is Kind.REQUEST:
             connection.requests_in_flight += 1
-            nursery.start_soon(self._serve_request, connection, src, envelope, nursery.cancel_scope)
+            connection.request_bytes += len(payload)
+            nursery.start_soon(self._serve_request, connection, src, envelope, len(payload), nursery.cancel_scope)
         elif kind is Kind.ONE_WAY:
             try:
                 self.handler.handle_message(src, envelope.body)
@@ -420,7 +438,8 @@ class TcpTransport(PeerLinks):
         else:
             self._pending.resolve(envelope.request_id, kind, envelope.body)
 
-    async def _serve_request(self, connection: Connection, src: str, request: Envelope, scope: trio.CancelScope) -> None:
+    async def _serve_request(self, connection: Connection, src: str, request: Envelope, request_bytes: int,
+                             scope: trio.CancelScope) -> None:
         try:
             try:
                 body, kind = await self.handler.handle_request(src, request.body), Kind.RESPONSE
@@ -441,6 +460,8 @@ class TcpTransport(PeerLinks):
             connection.write(frame)
         finally:
             connection.requests_in_flight -= 1
+            connection.request_bytes -= request_bytes
+            connection.recharge()  # the request's frame no longer counts against the input budget
             connection.request_done.unpark_all()
 
     # ------------------------------------------------------------- running

@@ -23,6 +23,12 @@ Invariants:
 - a request carrying writes (write batch, prepare, one-phase commit) whose
   keys or values exceed cluster.toml's limits is refused (`bad_request`)
   before anything is locked or proposed (txn/api/limits.py);
+- at most `SCAN_SLOTS` requests that build a large reply (scans, transactional
+  scans, export pages: up to 4 MiB of rows each, txn/api/limits.py) run at
+  once, node-wide; the others wait their turn. The transport cuts off a
+  client whose replies pile up unread (`max_queued_reply_bytes`) only once a
+  reply is queued, and lets a connection have 256 requests in flight: without
+  this, 100 pipelined scans built 100 replies at once (660 MB);
 - a request that meets a corrupt store gets `unavailable` and that tablet's
   replica is rebuilt from its peers (txn/node/rebuild.py); the node and its
   other tablets carry on.
@@ -56,6 +62,11 @@ log = logging.getLogger("chronodb.node")
 
 # Transaction requests, by type: the tablet's TabletTransactions method that answers it.
 CALL_ATTEMPT_MIN_S = 0.3  # call_tablet: the shortest attempt
+
+# Requests whose reply may be large (up to MAX_SCAN_REPLY_BYTES of rows plus one row, and its
+# encoding): at most this many are built at once, node-wide (8 x ~8 MiB x 2 copies at worst).
+SCAN_SLOTS = 8
+LARGE_REPLY_REQUESTS = (api.ScanRequest, api.TxnScanRequest, api.ExportRequest)
 
 # Requests carrying writes: their sizes are checked before anything else (txn/api/limits.py).
 SIZED_REQUESTS = (api.WriteRequest, api.PrepareRequest, api.OnePhaseCommitRequest)
@@ -100,6 +111,7 @@ class Node:
         self.watch = ClockWatch(node_id, self.peers, clock, config.max_offset_ns, enabled=monitor_clocks)
         self.watch.on_change = self._set_fenced
         self.admin = NodeAdmin(self)
+        self.scan_slots = trio.CapacityLimiter(SCAN_SLOTS)
         self.metrics = NodeMetrics(self)
 
     @property
@@ -180,7 +192,11 @@ class Node:
             reply: Any = api.ErrorReply(api.ErrorCode.PERMISSION_DENIED, f"{self.node_id}: permission denied: {problem}", None, None)
         else:
             try:
-                reply = await self._dispatch(msg)
+                if isinstance(msg, LARGE_REPLY_REQUESTS):
+                    async with self.scan_slots:
+                        reply = await self._dispatch(msg)
+                else:
+                    reply = await self._dispatch(msg)
             except RequestFailed as failed:
                 reply = failed.reply
             except CorruptionError as error:

@@ -41,7 +41,7 @@ from paxos.types import NotLeader, PaxosConfig, ProposalLost
 from txn import api
 from txn.api.cluster import TabletConfig
 from txn.api.errors import RequestFailed, failure
-from txn.api.limits import MAX_SCAN_ROWS, scan_page
+from txn.api.limits import MAX_SCAN_REPLY_BYTES, MAX_SCAN_ROWS, scan_page
 from txn.tablet.commands import Barrier, Prepare, SafeTimeAdvance, WriteBatch, encode_command
 from txn.tablet.leader import PendingCommand, Serving, TabletLeaderCore, WriteState
 from txn.tablet.locks import LockMode
@@ -348,7 +348,9 @@ class TabletReplica:
         while True:
             changed = self._changed
             try:
-                result = self.state.store.scan(start, end, ts, limit=max(1, min(limit, MAX_SCAN_ROWS)))
+                # max_bytes: read no more rows than one reply may carry (1,000 rows of 4 MiB is 4 GB).
+                result = self.state.store.scan(start, end, ts, limit=max(1, min(limit, MAX_SCAN_ROWS)),
+                                               max_bytes=MAX_SCAN_REPLY_BYTES)
             except BelowGcHorizon as error:
                 raise failure(api.ErrorCode.BELOW_GC_HORIZON, str(error), horizon=error.horizon) from None
             if not result.intents:

@@ -64,9 +64,12 @@ class FrameDecoder:
 
     def describe_truncation(self) -> str:
         """What an EOF now would have cut short, for the log line."""
+        return f"truncated frame: connection closed after {self.describe_progress()}"
+
+    def describe_progress(self) -> str:
+        """How much of the incomplete frame is in: "N of M payload bytes" (or length bytes)."""
         held = len(self._buffer)
         if held < FRAME_HEADER_BYTES:
-            return f"truncated frame: connection closed after {held} of {FRAME_HEADER_BYTES} length bytes"
+            return f"{held} of {FRAME_HEADER_BYTES} length bytes"
         length = int.from_bytes(self._buffer[:FRAME_HEADER_BYTES], "big")
-        return (f"truncated frame: connection closed after {held - FRAME_HEADER_BYTES} "
-                f"of {length} payload bytes")
+        return f"{held - FRAME_HEADER_BYTES} of {length} payload bytes"
