@@ -47,6 +47,11 @@ CROSS_SHARE = 0.85  # transfers between accounts of different tablets
 AMOUNT_MAX = 30
 SNAPSHOT_MIX = ((STRONG, 45), (AT, 40), (STALE, 15))
 MAX_ATTEMPTS = 4
+# The healed phase's liveness check: each tablet must commit a transfer within this (new
+# transactions every FINAL_RETRY_S after one aborted MAX_ATTEMPTS times: on a loaded 2-core box
+# a lone transfer met leftover locks of the run's abandoned transactions four times in a row).
+FINAL_DEADLINE_S = 60.0
+FINAL_RETRY_S = 1.0
 OPEN_ATTEMPTS = 10
 RECENT = 200  # snapshots at a past timestamp pick among the latest timestamps seen
 READBACK_MAX = 50
@@ -172,8 +177,14 @@ class BankWorkload:
         for tablet_id, accounts in sorted(groups.items()):
             src = rng.choice(accounts)
             dst = rng.choice([a for a in self.accounts if self.tablet_of.get(a) != tablet_id] or self.accounts)
-            records = await self.transfer(client, process, src, dst, rng.randint(1, AMOUNT_MAX))
-            say(f"final: tablet {tablet_id}: transfer {records[-1].outcome} after {len(records)} attempt(s)")
+            amount = rng.randint(1, AMOUNT_MAX)
+            tries: list[TxnRecord] = []
+            with trio.move_on_after(FINAL_DEADLINE_S):
+                while not tries or tries[-1].outcome != OK:
+                    if tries:
+                        await trio.sleep(FINAL_RETRY_S)  # leftover locks of abandoned transactions expire
+                    tries += await self.transfer(client, process, src, dst, amount)
+            say(f"final: tablet {tablet_id}: transfer {tries[-1].outcome} after {len(tries)} attempt(s)")
         strong = await self.balances(client, process, STRONG)
         stamps = sorted(set(self.read_stamps) | set(self.commit_stamps))
         sample = rng.sample(stamps, min(READBACK_MAX, len(stamps)))

@@ -28,6 +28,7 @@ import random
 from typing import Any, Callable, Sequence
 
 import attrs
+import trio
 
 from hlc import Timestamp
 from tools.verify_txn import (
@@ -37,13 +38,15 @@ from tools.verify_txn_run import Attempt, read_keys, run_recorded, snapshot_reco
 from tools.verify_workloads import Recorder, past, paced_worker
 from txn.client import Client, Snapshot, Transaction
 from txn.sim.elle import check_list_append
-from txn.sim.elle_records import Anomaly, Verdict
+from txn.sim.elle_records import OK, Anomaly, Verdict
 
 TXN_SHARE = 0.7  # the rest are read-only snapshots
 APPEND_SHARE = 0.6  # of the micro-operations of a read-write transaction
 MOPS_MAX = 3
 READ_ONLY_MIX = ((STRONG, 50), (AT, 35), (STALE, 15))
 MAX_ATTEMPTS = 4
+FINAL_DEADLINE_S = 60.0  # the healed phase's liveness check: each tablet commits an append within this
+FINAL_RETRY_S = 1.0  # between transactions that aborted MAX_ATTEMPTS times (leftover locks expire)
 RECENT_COMMITS = 200  # snapshots at a past timestamp pick among the latest commit timestamps
 
 
@@ -111,8 +114,14 @@ class ListAppendWorkload:
         rng = random.Random(f"{self.seed}/final")
         process = -1
         for tablet_id, keys in sorted(groups.items()):
-            records = await self.transaction(client, process, [("append", rng.choice(keys))])
-            say(f"final: tablet {tablet_id}: append transaction {records[-1].outcome} after {len(records)} attempt(s)")
+            key = rng.choice(keys)
+            tries: list[TxnRecord] = []
+            with trio.move_on_after(FINAL_DEADLINE_S):
+                while not tries or tries[-1].outcome != OK:
+                    if tries:
+                        await trio.sleep(FINAL_RETRY_S)  # leftover locks of abandoned transactions expire
+                    tries += await self.transaction(client, process, [("append", key)])
+            say(f"final: tablet {tablet_id}: append transaction {tries[-1].outcome} after {len(tries)} attempt(s)")
         strong = await self.snapshot(client, process, STRONG, self.keys)
         reads = await self.transaction(client, process, [("r", key) for key in self.keys])
         say(f"final: strong snapshot of every key {strong.outcome}, read-write transaction reading every key "
