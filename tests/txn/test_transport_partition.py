@@ -1,6 +1,9 @@
 """A healed partition heals at once: two real TCP transports on 127.0.0.1 talk
-through blackholing proxies; after a 10 s and a 30 s blackhole, traffic flows
-again within about a second of the heal (TransportOptions' defaults).
+through blackholing proxies; after a 10 s blackhole, traffic flows again
+within about a second of the heal (TransportOptions' defaults). Before the
+silence re-dial it took 3.8 s after 10 s (and 28 s after 30 s, a case this
+suite no longer runs: 10 s already fails without the re-dial, and 30 s of
+sleep is a tenth of the suite's budget of spare time).
 
 The proxy models what a real network does to a long-lived connection during a
 partition: bytes stop moving both ways and nobody is told (no FIN, no RST).
@@ -108,7 +111,7 @@ async def first_arrival_after(log: ArrivalLog, t: float, timeout_s: float) -> fl
     return log.since(t)[0]
 
 
-@pytest.mark.parametrize("partition_s", [10, 30])
+@pytest.mark.parametrize("partition_s", [10])
 async def test_traffic_flows_within_a_second_of_the_heal(partition_s: float) -> None:
     options = TransportOptions()  # the defaults a node runs with
     logger = logging.getLogger(LOGGER)
