@@ -120,6 +120,10 @@ class Engine(Protocol):
         self, start: bytes, stop: bytes | None, *, reverse: bool = False, view: View | None = None
     ) -> Iterator[tuple[bytes, bytes]]: ...
 
+    def keys(self, start: bytes, stop: bytes | None) -> Iterator[bytes]:
+        """The keys in [start, stop), ascending, without reading their values into memory."""
+        ...
+
     def view(self) -> View: ...
 
     def first(self, start: bytes, stop: bytes | None, *, view: View | None = None) -> tuple[bytes, bytes] | None: ...
@@ -232,6 +236,9 @@ class DictEngine:
         if view is None:
             self._readers.add(pairs)
         return pairs
+
+    def keys(self, start: bytes, stop: bytes | None) -> Iterator[bytes]:
+        return (key for key, _ in self.iterate(start, stop))
 
     def first(self, start: bytes, stop: bytes | None, *, view: View | None = None) -> tuple[bytes, bytes] | None:
         state = self._read_state(view)

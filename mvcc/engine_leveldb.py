@@ -115,6 +115,13 @@ def _checked(pairs: Iterator[tuple[bytes, bytes]], path: str) -> Iterator[tuple[
         raise _error(path, "iterating", error) from None
 
 
+def _checked_keys(keys: Iterator[bytes], path: str) -> Iterator[bytes]:
+    try:
+        yield from keys
+    except plyvel.Error as error:
+        raise _error(path, "iterating", error) from None
+
+
 def _at_least(pairs: Iterator[tuple[bytes, bytes]], start: bytes) -> Iterator[tuple[bytes, bytes]]:
     for pair in pairs:
         if pair[0] < start:
@@ -227,6 +234,13 @@ class LevelDbEngine:
             return _checked(source.iterator(start=start, stop=stop, verify_checksums=True), self.path)
         except plyvel.Error as error:
             raise _error(self.path, f"seeking to key {_key_text(start)}", error) from None
+
+    def keys(self, start: bytes, stop: bytes | None) -> Iterator[bytes]:
+        try:
+            keys = self._open_db().iterator(start=start, stop=stop, include_value=False, verify_checksums=True)
+        except plyvel.Error as error:
+            raise _error(self.path, f"seeking to key {_key_text(start)}", error) from None
+        return _checked_keys(keys, self.path)
 
     def view(self) -> LevelDbView:
         return LevelDbView(self._open_db().snapshot())

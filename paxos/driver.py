@@ -88,11 +88,15 @@ class PaxosDriver:
         self._now_ns = now_ns
         self.preferred_leader = preferred_leader or preferred_leader_id == node_id
         self.preferred_leader_id = preferred_leader_id
+        install_pending = bool(getattr(state_machine, "install_pending", False))
+        applied_index = state_machine.applied_index()
+        # Applied entries stay on disk at start-up (read back when a follower needs them); a
+        # half-installed state machine's applied index means nothing, so then everything is loaded.
+        persisted = storage.load(resident_after=None if install_pending else applied_index)
         self.core = Replica(
             node_id=node_id, peers=peers, config=config, rng=random.Random(f"{seed}/paxos/{node_id}"),
-            persisted=storage.load(), applied_index=state_machine.applied_index(), now_ns=now_ns(),
-            install_pending=bool(getattr(state_machine, "install_pending", False)),
-            preferred_leader=preferred_leader_id,
+            persisted=persisted, applied_index=applied_index, now_ns=now_ns(),
+            install_pending=install_pending, preferred_leader=preferred_leader_id, read_entry=storage.read_entry,
         )
         self._inbox_send, self._inbox_receive = trio.open_memory_channel[tuple[Any, ...]](INBOX_SIZE)
         self._pending: dict[int, _Proposal] = {}

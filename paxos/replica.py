@@ -103,6 +103,7 @@ from paxos.messages import (
     ZERO_BALLOT, Accept, Accepted, Ballot, Entry, Prepare, PreVote, PreVoteReply, Promise, Reject, SnapshotAck,
     SnapshotChunk, TimeoutNow,
 )
+from paxos.entry_log import EntryLog, EntryReader
 from paxos.quorum import majority, quorum_floor
 from paxos.types import (
     Outgoing, PaxosConfig, PaxosStatus, Persist, PersistedState, Ready, SnapshotInstall,
@@ -175,8 +176,10 @@ class Replica:
     def __init__(
         self, *, node_id: str, peers: Iterable[str], config: PaxosConfig, rng: Rng,
         persisted: PersistedState, applied_index: int, now_ns: int, install_pending: bool = False,
-        preferred_leader: str | None = None,
+        preferred_leader: str | None = None, read_entry: EntryReader | None = None,
     ) -> None:
+        """`read_entry`: reads one durable log entry back (the driver's storage); with it, applied
+        entries beyond `config.log_resident_bytes` leave memory (paxos/entry_log.py)."""
         self.node_id = node_id
         self.peers = tuple(sorted(set(peers)))
         assert node_id in self.peers, (node_id, self.peers)
@@ -196,6 +199,7 @@ class Replica:
         self.promised = persisted.promised
         snapshot_index = persisted.snapshot_index
         log = {e.index: e for e in persisted.entries if e.index > snapshot_index}
+        stored = {index for index in persisted.stored if index > snapshot_index}  # on disk, not loaded
         # The state machine holds slots its log lacks: an install whose state
         # write was synced but whose log truncation was not (the order before
         # the driver persisted the truncation first). Those slots are chosen
@@ -203,13 +207,15 @@ class Replica:
         # hole that a leader could not send from.
         self._truncate_through: int | None = None
         if not install_pending and applied_index > snapshot_index and any(
-                index not in log for index in range(snapshot_index + 1, applied_index + 1)):
+                index not in log and index not in stored for index in range(snapshot_index + 1, applied_index + 1)):
             snapshot_index = applied_index
             log = {index: entry for index, entry in log.items() if index > snapshot_index}
+            stored = {index for index in stored if index > snapshot_index}
             self._truncate_through = snapshot_index
         self.first_index = snapshot_index + 1
-        self.log: dict[int, Entry] = log
-        self.last_index = max(self.log, default=snapshot_index)
+        self.log = EntryLog(log.values(), stored=stored, read=read_entry, resident_bytes=config.log_resident_bytes,
+                            on_read=lambda: self.mark("paxos.entry_read_back"))
+        self.last_index = self.log.max_index(snapshot_index)
         # install_pending: the state machine is half-installed (a crash during
         # an install); it holds no usable prefix, so it waits for a snapshot.
         self.applied_index = 0 if install_pending else applied_index
@@ -373,8 +379,7 @@ class Replica:
         through = min(through, self.applied_index)
         if through < self.first_index or self.need_snapshot:
             return self.first_index - 1
-        for index in range(self.first_index, through + 1):
-            self.log.pop(index, None)
+        self.log.drop_through(through)
         self.first_index = through + 1
         self._truncate_through = through
         self.mark("paxos.truncations")
@@ -421,6 +426,10 @@ class Replica:
         kept = self.applied_index - self.first_index + 1
         if kept > self.config.truncate_threshold_entries:
             self.truncate(self.applied_index - self.config.truncate_keep_entries)
+        evictions = self.log.evictions
+        self.log.evict(self.applied_index, self._entries)
+        if self.log.evictions > evictions:
+            self.mark("paxos.entries_evicted")
 
     def has_ready(self) -> bool:
         """Whether `ready()` now has something to do (outputs waiting, or chosen slots to apply)."""
@@ -932,8 +941,7 @@ class Replica:
     def _install_snapshot(self, buffer: SnapshotBuffer) -> None:
         self.receiving = None
         self._install = SnapshotInstall(buffer.index, tuple(buffer.chunks))
-        for index in [index for index in self.log if index <= buffer.index]:
-            del self.log[index]
+        self.log.drop_through(buffer.index)
         for index in [index for index in self._entries if index <= buffer.index]:
             del self._entries[index]
         self.first_index = buffer.index + 1
@@ -1000,7 +1008,7 @@ class Replica:
             self._promised_dirty = True
 
     def _own_promise(self, ballot: Ballot, from_index: int) -> Promise:
-        accepted = tuple(self.log[index] for index in sorted(self.log) if index >= from_index)
+        accepted = tuple(self.log[index] for index in sorted(i for i in self.log.indexes() if i >= from_index))
         return Promise(ballot, from_index, accepted, self.chosen_index, self.first_index - 1)
 
     def _extend_match(self) -> None:
@@ -1008,7 +1016,7 @@ class Replica:
             self.match_index += 1
 
     def _write(self, entry: Entry) -> None:
-        self.log[entry.index] = entry
+        self.log.put(entry)
         self._entries[entry.index] = entry
         self.last_index = max(self.last_index, entry.index)
 

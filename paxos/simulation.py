@@ -47,7 +47,8 @@ MS = 1_000_000
 SECOND = 1_000_000_000
 REQUIRED_MARKS = ("paxos.catch_up", "paxos.snapshot_installed", "paxos.recovered_accepted_value",
                   "paxos.lease_refused_prepare", "paxos.retransmit", "paxos.prevote_refused",
-                  "paxos.snapshot_install_resumed", "paxos.leadership_transferred")
+                  "paxos.snapshot_install_resumed", "paxos.leadership_transferred", "paxos.entries_evicted",
+                  "paxos.entry_read_back")
 
 
 @attrs.frozen
@@ -69,8 +70,10 @@ class SimPlan:
     settle_ns: int = 4 * SECOND
     liveness_probes: int = 3
     liveness_bound_ns: int = 2 * SECOND
+    # log_resident_bytes: a few commands stay in memory, so catch-up reads most entries back from "disk".
     config: PaxosConfig = PaxosConfig(truncate_threshold_entries=40, truncate_keep_entries=10,
-                                      max_batch_entries=16, max_in_flight=64, snapshot_chunk_bytes=64)
+                                      max_batch_entries=16, max_in_flight=64, snapshot_chunk_bytes=64,
+                                      log_resident_bytes=24)
 
     @classmethod
     def from_seed(cls, seed: int) -> "SimPlan":
@@ -220,12 +223,17 @@ class PaxosSimulation:
         node = self.nodes[node_id]
         node.sm = ListStateMachine([] if node.durable_installing else node.durable_commands,
                                    install_pending=node.durable_installing)
-        state = PersistedState(node.promised, node.snapshot_index, tuple(node.log[i] for i in sorted(node.log)))
+        # As the driver loads: applied entries stay "on disk" (node.log), read back on demand.
+        resident_after = 0 if node.sm.install_pending else node.sm.applied_index()
+        state = PersistedState(node.promised, node.snapshot_index,
+                               tuple(node.log[i] for i in sorted(node.log) if i > resident_after),
+                               stored=tuple(i for i in sorted(node.log) if i <= resident_after))
         node.core = self.replica_class(node_id=node_id, peers=self.ids, config=self.plan.config,
                             rng=random.Random(f"{self.plan.seed}/paxos/{node_id}/{node.epoch}"),
                             persisted=state, applied_index=node.sm.applied_index(), now_ns=node.local(self.now),
                             install_pending=node.sm.install_pending,
-                            preferred_leader=None if self.plan.preferred is None else self.ids[self.plan.preferred])
+                            preferred_leader=None if self.plan.preferred is None else self.ids[self.plan.preferred],
+                            read_entry=lambda index, node=node: node.log.get(index))
         self.checker.on_restart(node_id, node.sm.applied_index())
         if preferred:
             node.core.campaign(node.local(self.now))

@@ -51,13 +51,20 @@ def index_of(key: bytes) -> int:
     return struct.unpack(">Q", key[len(LOG_PREFIX):])[0]
 
 
+def _decode_entry(key: bytes, value: bytes) -> Entry:
+    round_, node, command = cbor2.loads(value)
+    return Entry(index_of(key), Ballot(round_, node), command)
+
+
 class PaxosStorage:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.synced_writes = 0
         self.entries_written = 0
 
-    def load(self) -> PersistedState:
+    def load(self, resident_after: int | None = None) -> PersistedState:
+        """The promise, the truncation point and the log. With `resident_after`, entries at or below it
+        (applied ones) stay on disk: only their indexes are listed (`stored`), read back by `read_entry`."""
         raw = self.engine.get(PROMISED_KEY)
         promised = ZERO_BALLOT
         if raw is not None:
@@ -65,13 +72,24 @@ class PaxosStorage:
             promised = Ballot(round_, node)
         raw = self.engine.get(SNAPSHOT_KEY)
         snapshot_index = cbor2.loads(raw) if raw is not None else 0
+        stored: list[int] = []
+        loaded_from = LOG_PREFIX
+        if resident_after is not None and resident_after > snapshot_index:
+            loaded_from = entry_key(resident_after + 1)
+            stored = [index_of(key) for key in self.engine.keys(LOG_PREFIX, loaded_from)]
         entries = []
-        for key, value in self.engine.iterate(LOG_PREFIX, LOG_END):
-            round_, node, command = cbor2.loads(value)
-            entry = Entry(index_of(key), Ballot(round_, node), command)
+        for key, value in self.engine.iterate(loaded_from, LOG_END):
+            entry = _decode_entry(key, value)
             assert entry.index > snapshot_index, (entry.index, snapshot_index)
             entries.append(entry)
-        return PersistedState(promised, snapshot_index, tuple(entries), self.engine.get(REBUILDING_KEY) is not None)
+        return PersistedState(promised, snapshot_index, tuple(entries), self.engine.get(REBUILDING_KEY) is not None,
+                              stored=tuple(stored))
+
+    def read_entry(self, index: int) -> Entry | None:
+        """One log entry read back (the core keeps only recent entries in memory)."""
+        key = entry_key(index)
+        value = self.engine.get(key)
+        return None if value is None else _decode_entry(key, value)
 
     def mark_rebuilding(self) -> None:
         """Record (synced) that this acceptor's state was lost: until the core clears it, it votes for nothing.
@@ -89,8 +107,8 @@ class PaxosStorage:
         for entry in persist.entries:
             batch.put(entry_key(entry.index), cbor2.dumps([entry.ballot.round, entry.ballot.node, entry.command]))
         if persist.truncate_through is not None:
-            for key, _ in list(self.engine.iterate(LOG_PREFIX, entry_key(persist.truncate_through + 1))):
-                batch.delete(key)
+            for key in list(self.engine.keys(LOG_PREFIX, entry_key(persist.truncate_through + 1))):
+                batch.delete(key)  # keys only: a thousand truncated 4 MiB entries are not read into memory
             for entry in persist.entries:
                 if entry.index <= persist.truncate_through:
                     batch.delete(entry_key(entry.index))

@@ -43,6 +43,7 @@ REQUIRED_MARKS = (
     "paxos.lease_refused_prepare",
     "paxos.snapshot_installed",
     "paxos.recovered_accepted_value",
+    "paxos.entry_read_back",
     "node.fenced",
     "node.unfenced",
     "sim.failover_under_load",
