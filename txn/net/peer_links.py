@@ -48,7 +48,7 @@ class TransportOptions:
     keepalive_interval_s: float = 0.2
     idle_timeout_s: float = 1.0
     peer_queue_frames: int = 10_000
-    peer_queue_bytes: int = 64 << 20  # frames to one peer not yet sent, the batch being sent included
+    peer_queue_bytes: int = 32 << 20  # frames to one peer not yet sent, the batch being sent included
     # Bounds on what one client (or anything that is not a configured peer) may cost:
     max_connections: int = 1024  # inbound connections at once; more are closed at accept, one log line each
     client_idle_timeout_s: float = 600.0  # a client connection with nothing received this long is closed
