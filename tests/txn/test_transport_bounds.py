@@ -110,6 +110,39 @@ async def test_connections_beyond_the_bound_are_refused_at_accept(caplog: pytest
         await second.aclose()
 
 
+async def test_idle_connections_cannot_lock_out_a_client_that_handshakes(caplog: pytest.LogCaptureFixture) -> None:
+    """Connections that never send a byte hold handshake slots only until newer ones need them: with
+    8 such connections against max_connections 6 and max_handshaking 3, a client still gets in at
+    once (before: it was refused at accept until the flood's handshake deadlines ran out)."""
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    options = attrs.evolve(FAST, max_connections=6, max_handshaking=3, handshake_timeout_s=60.0)
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1", handler=Counting(), options=options)
+        idle = [await raw_connection(t1.address, handshake=False) for _ in range(8)]
+        for stream in idle:
+            stack.push_async_callback(stream.aclose)
+        with trio.fail_after(10):
+            while t1.evicted_handshakes < 5:
+                await trio.sleep(0.01)
+        await still_serves(t1.address)  # its connection evicted the oldest idle one; it handshakes at once
+        assert t1.refused_connections == 0
+        assert await read_until_closed(idle[0]) == b"", "the oldest idle connection was closed"
+        assert any("max_handshaking 3" in line for line in warnings(caplog))
+
+
+async def test_a_first_frame_larger_than_a_handshake_is_refused_before_it_is_buffered(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1", handler=Counting(), options=FAST)
+        stream = await raw_connection(t1.address, handshake=False)
+        await stream.send_all((1 << 20).to_bytes(4, "big") + b"x" * 1000)  # announces 1 MiB
+        assert await read_until_closed(stream) == b""
+        assert any("handshake frame length 1048576 bytes exceeds the limit of 4096 bytes" in line
+                   for line in warnings(caplog))
+        await still_serves(t1.address)
+
+
 async def test_an_idle_client_connection_is_closed() -> None:
     async with AsyncExitStack() as stack:
         t1 = await start(stack, "n1", handler=Counting(), options=attrs.evolve(FAST, client_idle_timeout_s=0.5))

@@ -257,3 +257,12 @@ def test_fuzz_frame_decoder_raises_only_protocol_error(chunks: list[bytes], limi
 def test_envelope_str_is_one_line() -> None:
     envelope = Envelope(Timestamp(5, 1), Kind.REQUEST, 3, Ping(b"abc"))
     assert str(envelope) == "REQUEST #3 ts=5.1 Ping 3B"
+
+
+def test_a_first_frame_limit_applies_to_the_first_frame_only() -> None:
+    decoder = wire.FrameDecoder(1 << 20, first_frame_max_bytes=8)
+    big = wire.encode_frame(b"y" * 100)
+    assert decoder.feed(wire.encode_frame(b"hello") + big) == [b"hello", b"y" * 100]
+    strict = wire.FrameDecoder(1 << 20, first_frame_max_bytes=8)
+    with pytest.raises(wire.ProtocolError, match="handshake frame length 100 bytes exceeds the limit of 8 bytes"):
+        strict.feed(big)

@@ -52,11 +52,12 @@ WRITE_BATCH_BYTES = 1 << 20
 class Connection:
     """A framed, handshake-aware wrapper around a trio stream."""
 
-    def __init__(self, stream: trio.SocketStream, label: str, max_frame_bytes: int) -> None:
+    def __init__(self, stream: trio.SocketStream, label: str, max_frame_bytes: int,
+                 first_frame_max_bytes: Optional[int] = None) -> None:
         self.stream = stream
         self.label = label
         self.peer_id: Optional[str] = None
-        self.decoder = FrameDecoder(max_frame_bytes)
+        self.decoder = FrameDecoder(max_frame_bytes, first_frame_max_bytes=first_frame_max_bytes)
         self._out: deque[bytes] = deque()
         self._out_bytes = 0  # bytes in _out and in the batch being sent
         self.requests_in_flight = 0  # inbound requests being served (the transport counts them)

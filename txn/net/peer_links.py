@@ -51,6 +51,9 @@ class TransportOptions:
     peer_queue_bytes: int = 32 << 20  # frames to one peer not yet sent, the batch being sent included
     # Bounds on what one client (or anything that is not a configured peer) may cost:
     max_connections: int = 1024  # inbound connections at once; more are closed at accept, one log line each
+    # Of those, still in their TLS or chronodb handshake: a newcomer beyond it evicts the oldest
+    # (one that sent nothing first), so idle connections cannot lock new clients out.
+    max_handshaking: int = 64
     client_idle_timeout_s: float = 600.0  # a client connection with nothing received this long is closed
     max_queued_reply_bytes: int = 64 << 20  # replies waiting to be sent on one connection: more and it is cut off
     max_requests_in_flight: int = 256  # per connection; beyond it the connection is not read (TCP backpressure)

@@ -89,6 +89,7 @@ import logging
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Optional
 
+import attrs
 import trio
 
 from hlc import HybridClock
@@ -122,6 +123,19 @@ __all__ = [
 ]
 
 
+# A Handshake frame is a few dozen bytes; the first frame on an inbound connection may not announce
+# more than this (it was the general 16 MiB frame limit, buffered before anyone was authenticated).
+HANDSHAKE_FRAME_MAX_BYTES = 4096
+
+
+@attrs.define(eq=False)
+class _HandshakeSlot:
+    number: int
+    scope: trio.CancelScope
+    address: str
+    sent_anything: bool = False
+
+
 class TcpTransport(PeerLinks):
     """A node's transport; build it with `open_tcp_transport`."""
 
@@ -149,6 +163,11 @@ class TcpTransport(PeerLinks):
         self._protocol_errors = 0
         self._inbound = 0  # inbound connections open (handshaking ones included)
         self.refused_connections = 0  # closed at accept: max_connections reached
+        # Inbound connections still in their (TLS and chronodb) handshake, oldest first: at most
+        # max_handshaking; a newcomer beyond it evicts the oldest (one that sent nothing, if any).
+        self._handshaking: dict[int, _HandshakeSlot] = {}
+        self._handshake_numbers = itertools.count(1)
+        self.evicted_handshakes = 0
         self.cut_off_connections = 0  # closed for max_queued_reply_bytes
         self.input_budget = InputBudget(options.max_client_input_bytes)  # client connections' inbound frames
         self._nursery: Optional[trio.Nursery] = None
@@ -237,18 +256,61 @@ class TcpTransport(PeerLinks):
             self._inbound -= 1
 
     async def _accept_counted(self, stream: trio.SocketStream, address: str) -> None:
+        slot = self._take_handshake_slot()
+        try:
+            with slot.scope:
+                connection, src = await self._handshake_phase(stream, address, slot)
+        finally:
+            self._handshaking.pop(slot.number, None)
+        if slot.scope.cancelled_caught:  # evicted to make room for a newer connection
+            with trio.CancelScope(shield=True), trio.move_on_after(0.2):
+                await stream.aclose()
+            return
+        if src is None:
+            return
+        assert connection is not None
+        await self._run_connection(connection, src)
+
+    def _take_handshake_slot(self) -> _HandshakeSlot:
+        """A slot among the `max_handshaking`; if all are taken, the oldest connection that has sent
+        nothing yet (else the oldest) is cancelled: a flood of idle connections cannot lock out a
+        client that handshakes at once (it was locked out for the 5 s deadline of every flood slot)."""
+        if len(self._handshaking) >= self.options.max_handshaking:
+            victim = next((s for s in self._handshaking.values() if not s.sent_anything),
+                          next(iter(self._handshaking.values())))
+            del self._handshaking[victim.number]
+            victim.scope.cancel()
+            self.evicted_handshakes += 1
+            if self._clock_log.should_log("max_handshaking", _now_ns()):
+                self.log.warning("%s: %s: closed before its handshake to make room for a newer connection "
+                                 "(max_handshaking %d; %d closed so far, logged at most once a minute)",
+                                 self.node_id, victim.address, self.options.max_handshaking, self.evicted_handshakes)
+        slot = _HandshakeSlot(next(self._handshake_numbers), trio.CancelScope(), "")
+        self._handshaking[slot.number] = slot
+        return slot
+
+    async def _handshake_phase(self, stream: trio.SocketStream, address: str,
+                               slot: _HandshakeSlot) -> tuple[Optional[Connection], Optional[str]]:
+        """TLS (unless --insecure) and the chronodb handshake, all within the handshake deadline.
+        Returns the connection and its source, or (None, None) when refused (logged, closed)."""
+        slot.address = address
+        with trio.move_on_after(self.options.handshake_timeout_s):
+            await trio.lowlevel.wait_readable(stream.socket)
+            slot.sent_anything = True
         identity: Optional[Identity] = None
         if self.tls is not None:
             accepted = await self._tls_accept(stream, address)
             if accepted is None:
-                return
+                return None, None
             stream, identity = accepted  # type: ignore[assignment]
-        connection = Connection(stream, f"{address} (before handshake)", self.max_frame_bytes)
+        # The hello is small: a frame announcing more is refused before it is buffered.
+        connection = Connection(stream, f"{address} (before handshake)", self.max_frame_bytes,
+                                first_frame_max_bytes=HANDSHAKE_FRAME_MAX_BYTES)
         src = await self._handshake_inbound(connection, address, identity)
         if src is None:
             await connection.aclose()
-            return
-        await self._run_connection(connection, src)
+            return None, None
+        return connection, src
 
     async def _tls_accept(self, stream: trio.SocketStream, address: str) -> Optional[tuple[trio.SSLStream, Optional[Identity]]]:
         """The server side of TLS within the handshake deadline; None (logged, closed) if it fails."""

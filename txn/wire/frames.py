@@ -28,10 +28,14 @@ class FrameDecoder:
     After an error the decoder is unusable (the connection is to be closed).
     """
 
-    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES_DEFAULT) -> None:
-        if max_frame_bytes <= 0:
-            raise ValueError(f"max_frame_bytes must be positive: {max_frame_bytes!r}")
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES_DEFAULT, *,
+                 first_frame_max_bytes: Optional[int] = None) -> None:
+        """`first_frame_max_bytes`: a smaller limit for the first frame only (an inbound
+        connection's handshake, before anyone is authenticated)."""
+        if max_frame_bytes <= 0 or (first_frame_max_bytes is not None and first_frame_max_bytes <= 0):
+            raise ValueError(f"frame limits must be positive: {max_frame_bytes!r}, {first_frame_max_bytes!r}")
         self.max_frame_bytes = max_frame_bytes
+        self._first_frame_max_bytes = first_frame_max_bytes
         self._buffer = bytearray()
         self._failed: Optional[str] = None
 
@@ -45,14 +49,19 @@ class FrameDecoder:
         available = len(buffer)
         while available - position >= FRAME_HEADER_BYTES:
             length = int.from_bytes(buffer[position:position + FRAME_HEADER_BYTES], "big")
-            if length > self.max_frame_bytes:
-                self._failed = f"frame length {length} bytes exceeds the limit of {self.max_frame_bytes} bytes"
+            limit = self.max_frame_bytes
+            if self._first_frame_max_bytes is not None:
+                limit = self._first_frame_max_bytes
+            if length > limit:
+                what = "handshake frame" if self._first_frame_max_bytes is not None else "frame"
+                self._failed = f"{what} length {length} bytes exceeds the limit of {limit} bytes"
                 buffer.clear()
                 raise ProtocolError(self._failed)
             end = position + FRAME_HEADER_BYTES + length
             if end > available:
                 break
             frames.append(bytes(buffer[position + FRAME_HEADER_BYTES:end]))
+            self._first_frame_max_bytes = None
             position = end
         if position:
             del buffer[:position]
