@@ -55,7 +55,10 @@ Behaviour:
   it takes well under a second.
 
 - What clients can make the node hold (TransportOptions; configured peers
-  are exempt): `max_connections` inbound connections; per client connection
+  are exempt): `max_connections` inbound connections, of which at most
+  `max_handshaking` still in their handshake (a newcomer beyond it evicts
+  the oldest that sent nothing, else the oldest) with a first frame of at
+  most `HANDSHAKE_FRAME_MAX_BYTES`; per client connection
   `max_requests_in_flight` requests and `max_queued_reply_bytes` of unread
   replies (past it the connection is cut off); node-wide
   `max_client_input_bytes` of inbound client frames, incomplete ones and
