@@ -87,8 +87,11 @@ reconnect, never correctness, since messages are at-most-once anyway.
 from __future__ import annotations
 
 import errno
+import fcntl
 import itertools
 import logging
+import sys
+import termios
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Optional
 
@@ -136,7 +139,19 @@ class _HandshakeSlot:
     number: int
     scope: trio.CancelScope
     address: str
-    sent_anything: bool = False
+    fd: int
+    sent_anything: bool = False  # its task saw bytes arrive
+
+    def has_sent(self) -> bool:
+        """Whether the peer sent anything yet, asked of the socket too: under a flood the
+        connection's own task may not have run since its ClientHello arrived."""
+        if self.sent_anything:
+            return True
+        try:
+            waiting = fcntl.ioctl(self.fd, termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return False
+        return int.from_bytes(waiting, sys.byteorder) > 0
 
 
 class TcpTransport(PeerLinks):
@@ -259,7 +274,7 @@ class TcpTransport(PeerLinks):
             self._inbound -= 1
 
     async def _accept_counted(self, stream: trio.SocketStream, address: str) -> None:
-        slot = self._take_handshake_slot()
+        slot = self._take_handshake_slot(stream, address)
         try:
             with slot.scope:
                 connection, src = await self._handshake_phase(stream, address, slot)
@@ -274,12 +289,12 @@ class TcpTransport(PeerLinks):
         assert connection is not None
         await self._run_connection(connection, src)
 
-    def _take_handshake_slot(self) -> _HandshakeSlot:
+    def _take_handshake_slot(self, stream: trio.SocketStream, address: str) -> _HandshakeSlot:
         """A slot among the `max_handshaking`; if all are taken, the oldest connection that has sent
         nothing yet (else the oldest) is cancelled: a flood of idle connections cannot lock out a
         client that handshakes at once (it was locked out for the 5 s deadline of every flood slot)."""
         if len(self._handshaking) >= self.options.max_handshaking:
-            victim = next((s for s in self._handshaking.values() if not s.sent_anything),
+            victim = next((s for s in self._handshaking.values() if not s.has_sent()),
                           next(iter(self._handshaking.values())))
             del self._handshaking[victim.number]
             victim.scope.cancel()
@@ -288,7 +303,7 @@ class TcpTransport(PeerLinks):
                 self.log.warning("%s: %s: closed before its handshake to make room for a newer connection "
                                  "(max_handshaking %d; %d closed so far, logged at most once a minute)",
                                  self.node_id, victim.address, self.options.max_handshaking, self.evicted_handshakes)
-        slot = _HandshakeSlot(next(self._handshake_numbers), trio.CancelScope(), "")
+        slot = _HandshakeSlot(next(self._handshake_numbers), trio.CancelScope(), address, stream.socket.fileno())
         self._handshaking[slot.number] = slot
         return slot
 
@@ -296,7 +311,6 @@ class TcpTransport(PeerLinks):
                                slot: _HandshakeSlot) -> tuple[Optional[Connection], Optional[str]]:
         """TLS (unless --insecure) and the chronodb handshake, all within the handshake deadline.
         Returns the connection and its source, or (None, None) when refused (logged, closed)."""
-        slot.address = address
         with trio.move_on_after(self.options.handshake_timeout_s):
             await trio.lowlevel.wait_readable(stream.socket)
             slot.sent_anything = True
