@@ -12,7 +12,7 @@ Attackers are of two kinds: a local process that can reach a node's port
 admin client certificate `LocalCluster` makes under DIR/certs/, or a node's,
 for the peer variant of the garbage probe). Also here: the "normal client"
 (`write_steadily`: sequential single-key puts of ~100-byte values through
-the real client library), the RSS sampler (VmRSS from /proc/PID/status) and
+the real client library), the RSS sampler (RssAnon and RssFile from /proc/PID/status) and
 the after-checks (every node alive, every tablet accepts a write).
 
 Invariants: every network wait has a deadline (`fail_after`/`move_on_after`);
@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import math
 import os
+import pathlib
 import random
 import signal
+import sys
 from contextlib import AsyncExitStack
 from typing import Any, Awaitable, Callable, Sequence
 
@@ -34,7 +36,7 @@ import trio
 
 from hlc import HybridClock
 from hlc.physical import SystemClock
-from tools.localcluster import LocalCluster
+from tools.localcluster import ROOT, LocalCluster, cli_env
 from tools.status import gather, tablet_leaders
 from txn import api, wire
 from txn.api.limits import MAX_SCAN_REPLY_BYTES
@@ -92,21 +94,32 @@ class WriteLog:
 
 @attrs.define(eq=False)
 class RssSampler:
-    """Every node's VmRSS, sampled every `interval_s` until cancelled: first and peak per node."""
+    """Every node's resident memory, sampled every `interval_s` until cancelled: first and peak per
+    node, of its own (anonymous) memory and, apart, of the files it maps.
+
+    The bound is on anonymous memory (RssAnon: heap, Python objects, buffers). VmRSS adds RssFile,
+    and there LevelDB's read-only mmaps of its table files (up to 1,000 files) count every page
+    read: clean page cache that the kernel takes back under pressure, and that grows with the data
+    read, not with anything the node holds (in the follower-catch-up probe, about half of VmRSS)."""
 
     pids: dict[str, int]
     interval_s: float = 0.25
     first_kb: dict[str, int] = attrs.field(factory=dict)
     peak_kb: dict[str, int] = attrs.field(factory=dict)
+    file_first_kb: dict[str, int] = attrs.field(factory=dict)
+    file_peak_kb: dict[str, int] = attrs.field(factory=dict)
     samples: int = 0
 
     def sample(self) -> None:
         for node_id, pid in self.pids.items():
-            rss = vm_rss_kb(pid)
+            rss = rss_kb(pid)
             if rss is None:
                 continue
-            self.first_kb.setdefault(node_id, rss)
-            self.peak_kb[node_id] = max(self.peak_kb.get(node_id, 0), rss)
+            anon, mapped = rss
+            self.first_kb.setdefault(node_id, anon)
+            self.peak_kb[node_id] = max(self.peak_kb.get(node_id, 0), anon)
+            self.file_first_kb.setdefault(node_id, mapped)
+            self.file_peak_kb[node_id] = max(self.file_peak_kb.get(node_id, 0), mapped)
         self.samples += 1
 
     async def run(self) -> None:
@@ -118,16 +131,20 @@ class RssSampler:
         return (self.peak_kb.get(node_id, 0) - self.first_kb.get(node_id, 0)) / 1024
 
 
-def vm_rss_kb(pid: int) -> int | None:
-    """VmRSS of a process in KiB, None if it is gone."""
+def rss_kb(pid: int) -> tuple[int, int] | None:
+    """(RssAnon, RssFile) of a process in KiB, None if it is gone."""
+    fields: dict[str, int] = {}
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
+                name, _, rest = line.partition(":")
+                if name in ("RssAnon", "RssFile"):
+                    fields[name] = int(rest.split()[0])
     except (FileNotFoundError, ProcessLookupError):
         return None
-    return None
+    if len(fields) < 2:
+        return None
+    return fields["RssAnon"], fields["RssFile"]
 
 
 def node_pids(cluster: LocalCluster) -> dict[str, int]:
@@ -307,19 +324,20 @@ async def probe_flood(cluster: LocalCluster, seconds: float, scale: ProbeScale) 
             finally:
                 await close_quietly(stream)
             if closed and trio.current_time() - began < 1.0:
-                refused_fast += 1  # closed at accept: max_connections reached
+                refused_fast += 1  # evicted by newer connections (or refused at accept: max_connections)
                 await trio.sleep(0.5)  # a refused slot is re-tried, not spun on
             elif closed:
-                closed_late += 1  # the handshake deadline
+                closed_late += 1  # evicted later, or the handshake deadline
 
     async def try_new_client() -> None:
-        try:
-            async with open_client_connection(*cluster.address(node), cluster_id=cluster.config.cluster_id,
-                                              clock=new_clock(cluster), timeout_s=3, tls=cluster.tls) as conn:
-                await conn.call(api.StatusRequest(), timeout_s=3)
-            new_while_full.append("served")
-        except Exception as error:  # refused is what we expect; anything else is reported
-            new_while_full.append(f"refused ({type(error).__name__})")
+        # In a process of its own, as a real client is: in this one it would share the event loop
+        # with the flood's thousand tasks, and its TLS messages would wait behind them.
+        with trio.move_on_after(60):
+            done = await trio.run_process(
+                [sys.executable, "-m", "tools.probes", "new-client", str(cluster.data_dir), node],
+                capture_stdout=True, capture_stderr=True, check=False, env=cli_env(), cwd=ROOT)
+            answer = done.stdout.decode(errors="replace").strip()
+            new_while_full.append(answer or f"exit {done.returncode}: {done.stderr.decode(errors='replace')[-300:]}")
 
     began = trio.current_time()
     async with trio.open_nursery() as nursery:
@@ -332,14 +350,15 @@ async def probe_flood(cluster: LocalCluster, seconds: float, scale: ProbeScale) 
         await try_new_client()
         await trio.sleep_until(began + opened_in_s + seconds)
         nursery.cancel_scope.cancel()
-    log_says = "max_connections" in log_text(cluster, node)
+    log_says = "max_handshaking" in log_text(cluster, node)
     return ProbeResult(
         "flood",
         f"{wanted} raw TCP connections to {node} without a TLS ClientHello, opened in {opened_in_s:.1f}s and held "
-        f"{seconds:g}s: {opened} opened in all, {refused_fast} closed at once (over the bound), {closed_late} closed "
-        f"later (handshake deadline), {failed} connects failed; a new TLS client meanwhile: "
+        f"(each re-opened when closed) {seconds:g}s: {opened} opened in all, {refused_fast} closed within 1 s, "
+        f"{closed_late} closed later, {failed} connects failed; a new TLS client meanwhile: "
         f"{new_while_full[0] if new_while_full else '-'}",
-        [("connections beyond max_connections closed at accept", refused_fast > 0 and log_says)],
+        [("idle connections closed to make room (max_handshaking)", refused_fast + closed_late > 0 and log_says),
+         ("a new TLS client was served while the flood ran", new_while_full == ["served"])],
     )
 
 
@@ -503,7 +522,7 @@ async def probe_unbounded_scan(cluster: LocalCluster, seconds: float, scale: Pro
     calls = 0
     largest = 0
     all_more = True
-    moved = 0
+    moved = unavailable = 0
     with trio.move_on_after(seconds):
         while True:
             async with open_client_connection(*cluster.address(leader), cluster_id=cluster.config.cluster_id,
@@ -514,6 +533,10 @@ async def probe_unbounded_scan(cluster: LocalCluster, seconds: float, scale: Pro
                     if isinstance(reply, api.ErrorReply) and reply.leader_hint and moved < 10:
                         leader, moved = reply.leader_hint, moved + 1  # leadership moved: follow it
                         break
+                    if isinstance(reply, api.ErrorReply) and reply.code is api.ErrorCode.UNAVAILABLE:
+                        unavailable += 1  # e.g. fenced for a while on a loaded machine: ask again
+                        await trio.sleep(0.2)
+                        continue
                     assert isinstance(reply, api.ScanReply), reply
                     size = sum(len(row.key) + len(row.value) for row in reply.rows)
                     largest = max(largest, size)
@@ -526,7 +549,8 @@ async def probe_unbounded_scan(cluster: LocalCluster, seconds: float, scale: Pro
     return ProbeResult(
         "unbounded-scan",
         f"{calls} scans with limit 2^62 over {scale.scan_keys} x {scale.scan_value_bytes / MIB:g} MiB rows on "
-        f"{leader}: largest reply {largest / MIB:.1f} MiB; a paging scan read {len(paged.rows)} rows",
+        f"{leader}: largest reply {largest / MIB:.1f} MiB ({unavailable} unavailable replies asked again); "
+        f"a paging scan read {len(paged.rows)} rows",
         [("every reply within the 4 MiB reply bound", 0 < largest <= bound),
          ("a cut reply says more", all_more),
          ("paging reads every row", len(paged.rows) == scale.scan_keys)],
@@ -750,13 +774,18 @@ class Observed:
     """One probe run under observation: its result, the nodes' RSS, the normal client's writes, the after-checks."""
 
     result: ProbeResult
-    rss_first_mb: dict[str, float]
+    rss_first_mb: dict[str, float]  # anonymous memory (RssSampler says why)
     rss_peak_mb: dict[str, float]
     dead: tuple[str, ...] = attrs.field(converter=tuple)
     writes_after: str | None  # None: every tablet took a write after the probe
+    file_first_mb: dict[str, float] = attrs.field(factory=dict)  # mapped files (LevelDB tables, libraries)
+    file_peak_mb: dict[str, float] = attrs.field(factory=dict)
 
     def rss_growth_mb(self, node_id: str) -> float:
         return self.rss_peak_mb.get(node_id, 0.0) - self.rss_first_mb.get(node_id, 0.0)
+
+    def file_growth_mb(self, node_id: str) -> float:
+        return self.file_peak_mb.get(node_id, 0.0) - self.file_first_mb.get(node_id, 0.0)
 
 
 async def observe(cluster: LocalCluster, name: str, seconds: float, scale: ProbeScale) -> Observed:
@@ -776,7 +805,9 @@ async def observe(cluster: LocalCluster, name: str, seconds: float, scale: Probe
     dead = dead_nodes(cluster)
     writes_after = "nodes died" if dead else await writes_accepted(cluster)
     return Observed(result, {n: kb / 1024 for n, kb in sampler.first_kb.items()},
-                    {n: kb / 1024 for n, kb in sampler.peak_kb.items()}, dead, writes_after)
+                    {n: kb / 1024 for n, kb in sampler.peak_kb.items()}, dead, writes_after,
+                    {n: kb / 1024 for n, kb in sampler.file_first_kb.items()},
+                    {n: kb / 1024 for n, kb in sampler.file_peak_kb.items()})
 
 
 async def normal_client_during(cluster: LocalCluster, log: WriteLog, body: Callable[[], Awaitable[Any]]) -> Any:
@@ -790,3 +821,21 @@ async def normal_client_during(cluster: LocalCluster, log: WriteLog, body: Calla
                 return await body()
             finally:
                 nursery.cancel_scope.cancel()
+
+
+async def new_client_once(data_dir: str, node_id: str) -> str:
+    """One new TLS client connection to `node_id`, one status request: "served", or why not."""
+    cluster = LocalCluster.existing(pathlib.Path(data_dir))
+    try:
+        async with open_client_connection(*cluster.address(node_id), cluster_id=cluster.config.cluster_id,
+                                          clock=new_clock(cluster), timeout_s=3, tls=cluster.tls) as conn:
+            await conn.call(api.StatusRequest(), timeout_s=3)
+        return "served"
+    except Exception as error:  # refused is what a flood could cause; say what happened
+        return f"refused ({type(error).__name__}: {error})"
+
+
+if __name__ == "__main__":  # `python -m tools.probes new-client DIR NODE`: the flood probe's new client
+    if len(sys.argv) != 4 or sys.argv[1] != "new-client":
+        sys.exit("usage: python -m tools.probes new-client DATA_DIR NODE_ID")
+    print(trio.run(new_client_once, sys.argv[2], sys.argv[3]), flush=True)

@@ -3,9 +3,10 @@
 Each probe (tools/probes.py, the same code `chronodb bench probes` measures
 with) runs for a few seconds at a small scale against one shared 3-node TLS
 cluster; afterwards every node must still run, every tablet take a write,
-the normal client must have completed writes, no node's RSS may have grown
-by more than 150 MB, and the probe's own outcome must hold (the flood beyond
-max_connections refused at accept, the unread-scan client cut off, oversized
+the normal client must have completed writes, no node's anonymous RSS may
+have grown by more than 150 MB, and the probe's own outcome must hold (idle
+flood connections evicted and a new client served meanwhile, the unread-scan
+client cut off, oversized
 writes refused definitely, the SIGSTOPped follower caught up under the same
 leader, every garbage connection closed). Latency is not asserted: speed is
 the benchmark's business, and this machine is shared.
