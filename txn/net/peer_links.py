@@ -53,7 +53,7 @@ class TransportOptions:
     max_connections: int = 1024  # inbound connections at once; more are closed at accept, one log line each
     # Of those, still in their TLS or chronodb handshake: a newcomer beyond it evicts the oldest
     # (one that sent nothing first), so idle connections cannot lock new clients out.
-    max_handshaking: int = 64
+    max_handshaking: int = 128
     client_idle_timeout_s: float = 600.0  # a client connection with nothing received this long is closed
     max_queued_reply_bytes: int = 64 << 20  # replies waiting to be sent on one connection: more and it is cut off
     max_requests_in_flight: int = 256  # per connection; beyond it the connection is not read (TCP backpressure)
