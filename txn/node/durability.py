@@ -38,7 +38,11 @@ def durable_ts(replica: TabletReplica, index: int) -> Timestamp | None:
     low = max(replica.paxos.core.first_index, index - LOOKBACK_ENTRIES + 1, 1)
     if index < low:
         return None
-    for _, _, command_bytes in reversed(replica.paxos.entries(low, index)):
+    for at in range(index, low - 1, -1):  # newest first, one at a time: older entries may be read from disk
+        found = replica.paxos.entries(at, at)
+        if not found:
+            continue
+        _, _, command_bytes = found[0]
         try:
             command = decode_command(command_bytes)
         except Exception:  # noqa: BLE001 - a figure for operators; an undecodable entry has no timestamp to give
