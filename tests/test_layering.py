@@ -56,6 +56,7 @@ PURE_MODULES = (
     "txn/wire/envelope.py",
     "txn/wire/paxos.py",
     "txn/net/peer_rules.py",
+    "txn/net/options.py",
     "txn/api/client.py",
     "txn/api/admin.py",
     "txn/api/peer.py",

@@ -43,7 +43,7 @@ import trio
 from tools.status import gather, tablet_leaders
 from tools.up import die_with_parent, start_node, stop_all
 from txn.client import SyncClient
-from txn.node.config import ClusterConfig, generate, load_config, node_dir, write_config
+from txn.node.config import ClusterConfig, TransportLimits, generate, load_config, node_dir, write_config
 from txn.net.tls import ClientTls, certs_dir, ensure_cluster_certs, is_insecure, load_client_tls, set_insecure
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -94,7 +94,8 @@ def cli_env() -> dict[str, str]:
 
 class LocalCluster:
     def __init__(self, data_dir: pathlib.Path, *, nodes: int = 3, tablets: int = 4, max_offset_ns: int = 10_000_000,
-                 gc_retention_ns: int | None = None, max_value_bytes: int | None = None, insecure: bool = False) -> None:
+                 gc_retention_ns: int | None = None, max_value_bytes: int | None = None,
+                 limits: TransportLimits | None = None, insecure: bool = False) -> None:
         self.data_dir = data_dir
         config = generate(nodes=nodes, tablets=tablets, max_offset_ns=max_offset_ns)
         ports = free_ports(2 * nodes)
@@ -104,6 +105,8 @@ class LocalCluster:
             config = attrs.evolve(config, gc_retention_ns=gc_retention_ns)
         if max_value_bytes is not None:
             config = attrs.evolve(config, max_value_bytes=max_value_bytes)
+        if limits is not None:
+            config = attrs.evolve(config, limits=limits)
         write_config(data_dir, config)
         self.config: ClusterConfig = load_config(data_dir)
         self.insecure = insecure

@@ -1,11 +1,14 @@
-"""cluster.toml: the default layout, round trip, validation, directory ownership."""
+"""cluster.toml: the default layout, round trip, validation, [limits], directory ownership."""
 
 from __future__ import annotations
 
 import pathlib
 
+import attrs
 import pytest
 
+from txn.api.cluster import LIMIT_RANGES, TransportLimits
+from txn.net.options import TransportOptions
 from txn.node.config import (
     ClusterConfig, ConfigError, NodeConfig, TabletConfig, ensure_node_dir, from_toml, generate,
     load_config, to_toml, write_config,
@@ -128,3 +131,95 @@ def test_default_split_points_are_increasing_for_every_tablet_count() -> None:
     for tablets in range(1, 257):
         points = default_split_points(tablets)
         assert len(points) == tablets - 1 and points == sorted(set(points)), tablets
+
+
+# ---------------------------------------------------------------- [limits]
+
+SECOND_NS = 1_000_000_000
+# Every limit away from its default (and each its own value, so a swapped field shows).
+TUNED = TransportLimits(
+    max_connections=4000, max_handshaking=100, max_requests_in_flight=32, max_queued_reply_bytes=20 << 20,
+    max_client_input_bytes=128 << 20, peer_queue_bytes=48 << 20, handshake_timeout_ns=2 * SECOND_NS,
+    client_idle_timeout_ns=90 * SECOND_NS, client_frame_timeout_ns=1_500_000_000,
+)
+
+
+def with_limits(text: str, table: str) -> str:
+    """cluster.toml text with `table` (a [limits] table's text) before the nodes."""
+    head, _, rest = text.partition("[[nodes]]")
+    return f"{head}{table}\n\n[[nodes]]{rest}"
+
+
+def test_without_limits_the_node_runs_with_the_transport_defaults() -> None:
+    text = to_toml(generate())
+    assert "[limits]" not in text  # a file at the defaults says nothing of them
+    config = from_toml(text)
+    assert config.limits == TransportLimits()
+    assert config.limits.transport_options() == TransportOptions()
+
+
+def test_limits_round_trip_and_reach_the_transport_options(tmp_path: pathlib.Path) -> None:
+    config = attrs.evolve(generate(), limits=TUNED)
+    write_config(tmp_path, config)
+    text = (tmp_path / "cluster.toml").read_text()
+    assert 'client_idle_timeout = "90s"' in text and 'client_frame_timeout = "1500ms"' in text
+    assert load_config(tmp_path) == config
+    assert TUNED.transport_options() == TransportOptions(
+        max_connections=4000, max_handshaking=100, max_requests_in_flight=32, max_queued_reply_bytes=20 << 20,
+        max_client_input_bytes=128 << 20, peer_queue_bytes=48 << 20, handshake_timeout_s=2.0,
+        client_idle_timeout_s=90.0, client_frame_timeout_s=1.5,
+    )
+
+
+def test_limits_table_sets_only_its_keys_and_is_written_back_so() -> None:
+    text = with_limits(to_toml(generate()), '[limits]\nmax_connections = 2048\nclient_idle_timeout = "10m"')
+    config = from_toml(text)
+    assert config.limits == TransportLimits(max_connections=2048, client_idle_timeout_ns=600 * SECOND_NS)
+    assert config.limits == attrs.evolve(TransportLimits(), max_connections=2048)  # 10m is the default
+    written = to_toml(config)
+    assert "max_connections = 2048" in written and "client_idle_timeout" not in written
+    assert from_toml(written) == config
+
+
+@pytest.mark.parametrize("table, message", [
+    ("max_conections = 10",
+     "invalid: unknown key 'max_conections' in \\[limits\\] \\(known: client_frame_timeout, client_idle_timeout, "
+     "handshake_timeout, max_client_input_bytes, max_connections, max_handshaking, max_queued_reply_bytes, "
+     "max_requests_in_flight, peer_queue_bytes\\)"),
+    ('max_connections = "10"', "corrupt: limits.max_connections must be an integer"),
+    ("max_connections = true", "corrupt: limits.max_connections must be an integer"),
+    ("client_idle_timeout = 600", 'corrupt: limits.client_idle_timeout must be a duration string like "30s"'),
+    ('handshake_timeout = "soon"', "corrupt: limits.handshake_timeout: not a duration"),
+    ("max_requests_in_flight = 0", "invalid: limits.max_requests_in_flight must be between 1 and 65536, not 0"),
+    ("max_client_input_bytes = -1", "invalid: limits.max_client_input_bytes must be between 1 and 1073741824, not -1"),
+    ("peer_queue_bytes = 2147483648", "invalid: limits.peer_queue_bytes must be between 1 and 1073741824"),
+    ("max_connections = 100000", "invalid: limits.max_connections must be between 1 and 16384, not 100000"),
+    ("max_queued_reply_bytes = 1048576", "invalid: limits.max_queued_reply_bytes must be between 16777216 and"),
+    ('client_idle_timeout = "0s"', "invalid: limits.client_idle_timeout must be between 100ms and 24h, not 0s"),
+    ('client_frame_timeout = "-5s"', "invalid: limits.client_frame_timeout must be between 100ms and 10m, not -5s"),
+    ('handshake_timeout = "2m"', "invalid: limits.handshake_timeout must be between 100ms and 1m, not 2m"),
+    ("max_handshaking = 2000", "invalid: limits.max_handshaking \\(2000\\) must be at most limits.max_connections \\(1024\\)"),
+    ("max_connections = 32", "invalid: limits.max_handshaking \\(128, its default: set it too\\) must be at most "
+     "limits.max_connections \\(32\\)"),
+    ("max_connections = 2\nmax_handshaking = 2",
+     "invalid: limits.max_connections \\(2\\) must be at least 3: room for the other 2 nodes' connections"),
+])
+def test_bad_limits_are_refused_with_one_line_naming_the_key(table: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^cluster.toml is {message}") as caught:
+        from_toml(with_limits(to_toml(generate(nodes=3)), f"[limits]\n{table}"))
+    assert "\n" not in str(caught.value)
+
+
+def test_limits_that_are_not_a_table_are_refused() -> None:
+    text = to_toml(generate()).replace('max_key_bytes', 'limits = 5\nmax_key_bytes', 1)
+    with pytest.raises(ConfigError, match=r"corrupt: limits must be a table \(\[limits\]\)"):
+        from_toml(text)
+
+
+def test_the_defaults_are_within_the_ranges() -> None:
+    """Every default passes validation (a node with no [limits] starts), at any node count generate allows."""
+    assert set(LIMIT_RANGES) == set(attrs.fields_dict(TransportLimits))
+    for name, value in attrs.asdict(TransportLimits()).items():
+        low, high = LIMIT_RANGES[name]
+        assert low <= value <= high, name
+    generate(nodes=99)  # validates

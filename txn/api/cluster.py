@@ -1,8 +1,10 @@
-"""The cluster's configuration as values: nodes, tablets, max_offset; and its TOML form.
+"""The cluster's configuration as values: nodes, tablets, max_offset, limits; and its TOML form.
 
 Role: what every node, client and tool agrees on about the cluster: its id,
 `max_offset`, `gc_retention`, the nodes (id, host, port, optional metrics
-port) and the tablets (id, key range, replica nodes, preferred leader). Pure: records, validation and
+port), the tablets (id, key range, replica nodes, preferred leader) and the
+transport limits every node applies (`TransportLimits`, the optional
+`[limits]` table). Pure: records, validation and
 the TOML text form; reading and writing `DIR/cluster.toml` and the node
 directories is txn/node/config.py.
 
@@ -13,7 +15,10 @@ Invariants (checked by `validate`, so a hand-edited file fails early and clearly
   1-65535 and no other address on its host uses it (no node port, no other
   node's metrics port);
 - the tablets cover the whole key space: the first starts at b"", each ends
-  where the next starts, the last is unbounded (end = None).
+  where the next starts, the last is unbounded (end = None);
+- `[limits]` names only known keys, each within `LIMIT_RANGES`;
+  `max_handshaking` is at most `max_connections`, and `max_connections`
+  leaves room for the other nodes' connections and a client.
 
 On disk (TOML; keys are hex so any bytes survive a text editor):
 
@@ -22,6 +27,16 @@ On disk (TOML; keys are hex so any bytes survive a text editor):
     gc_retention = "1h"     # optional; old versions kept this long
     max_key_bytes = 4096    # optional; larger keys are refused before anything is proposed
     max_value_bytes = 4194304  # optional; likewise for values (at most MAX_VALUE_BYTES_CEILING)
+    [limits]                # optional, and so is each key in it: absent, TransportOptions' default
+    max_connections = 4096  # what each bounds: TransportOptions (txn/net/options.py);
+    max_handshaking = 128   # the allowed ranges: LIMIT_RANGES. Only keys that differ from
+    max_requests_in_flight = 256  # the default are written, so a file follows new defaults.
+    max_queued_reply_bytes = 67108864
+    max_client_input_bytes = 67108864
+    peer_queue_bytes = 33554432
+    handshake_timeout = "5s"      # durations, as max_offset
+    client_idle_timeout = "2m"
+    client_frame_timeout = "30s"
     [[nodes]]
     id = "n1"; host = "127.0.0.1"; port = 7400
     metrics_port = 8400     # optional; HTTP GET /metrics (Prometheus) on the same host
@@ -37,6 +52,8 @@ from typing import Any
 import attrs
 
 from hlc import format_duration_ns, parse_duration_ns
+from txn.net.options import TransportOptions
+from txn.wire.frames import MAX_FRAME_BYTES_DEFAULT
 
 CONFIG_NAME = "cluster.toml"
 CLUSTER_ID_NAME = "CLUSTER_ID"
@@ -49,6 +66,35 @@ DEFAULT_MAX_VALUE_BYTES = 4 << 20
 MAX_KEY_BYTES_CEILING = 64 << 10
 MAX_VALUE_BYTES_CEILING = 8 << 20
 REPLICATION_FACTOR = 3
+
+_SECOND_NS = 1_000_000_000
+_GIB = 1 << 30
+# The [limits] a node may be given, lowest and highest allowed, by TransportLimits field (a field
+# ending in _ns is a duration, written without the suffix: client_idle_timeout = "600s"). The
+# ceilings stop a slip of a few zeros from lifting a bound the node relies on.
+LIMIT_RANGES: dict[str, tuple[int, int]] = {
+    # Each connection is a file descriptor, and may hold one 64 KiB read chunk beyond
+    # max_client_input_bytes (txn/net/input_budget.py): 16,384 of them are 1 GiB.
+    "max_connections": (1, 16_384),
+    "max_handshaking": (1, 16_384),  # and at most max_connections
+    # Each request in flight is a task of the node with its frame held.
+    "max_requests_in_flight": (1, 65_536),
+    # One reply may fill a whole frame (16 MiB, txn/wire/frames.py): with less, a client reading
+    # one large value or scan page would be cut off. Above 1 GiB: one unread client costs that.
+    "max_queued_reply_bytes": (MAX_FRAME_BYTES_DEFAULT, _GIB),
+    "max_client_input_bytes": (1, _GIB),  # node-wide; a frame always gets through (input_budget.py)
+    "peer_queue_bytes": (1, _GIB),  # per peer, what a stopped peer costs; one frame always fits
+    # Below 100 ms a loaded node's own event-loop stalls (an inline LevelDB write, tens of ms)
+    # would close healthy connections. A dialer that has not finished TLS and its hello in a
+    # minute is not coming; it holds a handshake slot meanwhile.
+    "handshake_timeout_ns": (_SECOND_NS // 10, 60 * _SECOND_NS),
+    # An idle connection holds one of max_connections; one whose client vanished without a FIN
+    # (a NAT forgot it) is reclaimed only by this timeout.
+    "client_idle_timeout_ns": (_SECOND_NS // 10, 24 * 3600 * _SECOND_NS),
+    # An incomplete frame holds its bytes of the input budget (a slowloris); 10 min still lets
+    # 16 MiB through at 28 KB/s.
+    "client_frame_timeout_ns": (_SECOND_NS // 10, 600 * _SECOND_NS),
+}
 
 
 class ConfigError(Exception):
@@ -85,6 +131,49 @@ class TabletConfig:
         return self.start <= key and (self.end is None or key < self.end)
 
 
+_DEFAULTS = TransportOptions()  # the defaults of every limit: TransportOptions is their one home
+
+
+def _seconds_ns(seconds: float) -> int:
+    return round(seconds * _SECOND_NS)
+
+
+@attrs.frozen
+class TransportLimits:
+    """cluster.toml's `[limits]`: the transport bounds an operator may tune; each node runs
+    its transport with them. What each bounds: `TransportOptions` (txn/net/options.py),
+    whose defaults these are. Durations are int ns here, float seconds there."""
+
+    max_connections: int = _DEFAULTS.max_connections
+    max_handshaking: int = _DEFAULTS.max_handshaking
+    max_requests_in_flight: int = _DEFAULTS.max_requests_in_flight
+    max_queued_reply_bytes: int = _DEFAULTS.max_queued_reply_bytes
+    max_client_input_bytes: int = _DEFAULTS.max_client_input_bytes
+    peer_queue_bytes: int = _DEFAULTS.peer_queue_bytes
+    handshake_timeout_ns: int = _seconds_ns(_DEFAULTS.handshake_timeout_s)
+    client_idle_timeout_ns: int = _seconds_ns(_DEFAULTS.client_idle_timeout_s)
+    client_frame_timeout_ns: int = _seconds_ns(_DEFAULTS.client_frame_timeout_s)
+
+    def transport_options(self, base: TransportOptions = _DEFAULTS) -> TransportOptions:
+        """`base` (by default the defaults) with these limits in place."""
+        return attrs.evolve(base, **{_option_name(name): value / _SECOND_NS if _is_duration(name) else value
+                                     for name, value in attrs.asdict(self).items()})
+
+
+def _is_duration(field_name: str) -> bool:
+    return field_name.endswith("_ns")
+
+
+def _toml_key(field_name: str) -> str:
+    """client_idle_timeout_ns -> client_idle_timeout; max_connections stays."""
+    return field_name.removesuffix("_ns")
+
+
+def _option_name(field_name: str) -> str:
+    """The TransportOptions field: client_idle_timeout_ns -> client_idle_timeout_s."""
+    return _toml_key(field_name) + "_s" if _is_duration(field_name) else field_name
+
+
 @attrs.frozen
 class ClusterConfig:
     cluster_id: str
@@ -98,6 +187,8 @@ class ClusterConfig:
     # anything is proposed, as a definite failure (txn/api/limits.py).
     max_key_bytes: int = DEFAULT_MAX_KEY_BYTES
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    # The transport's bounds on what clients may cost ([limits]; absent: the defaults).
+    limits: TransportLimits = attrs.field(factory=TransportLimits)
     # The data directory it was loaded from (not stored in the file): where tools
     # find the client certificate (txn/net/tls.py). None for a config built in code.
     source_dir: str | None = attrs.field(default=None, eq=False)
@@ -145,6 +236,7 @@ def validate(config: ClusterConfig) -> None:
     if len(set(addresses)) != len(addresses):
         raise ConfigError("two nodes share a host and port")
     _validate_metrics_ports(config.nodes)
+    _validate_limits(config.limits, len(config.nodes))
     tablet_ids = [tablet.id for tablet in config.tablets]
     if len(set(tablet_ids)) != len(tablet_ids):
         raise ConfigError(f"duplicate tablet ids in {tablet_ids}")
@@ -177,6 +269,23 @@ def _validate_metrics_ports(nodes: tuple[NodeConfig, ...]) -> None:
         taken[address] = f"node {node.id}'s metrics_port"
 
 
+def _validate_limits(limits: TransportLimits, node_count: int) -> None:
+    for name, value in attrs.asdict(limits).items():
+        low, high = LIMIT_RANGES[name]
+        if not low <= value <= high:
+            shown = _duration_text if _is_duration(name) else str
+            raise ConfigError(f"limits.{_toml_key(name)} must be between {shown(low)} and {shown(high)}, "
+                              f"not {shown(value)}")
+    # Every other node dials in too, and counts against max_connections like a client.
+    if limits.max_connections < node_count:
+        raise ConfigError(f"limits.max_connections ({limits.max_connections}) must be at least {node_count}: "
+                          f"room for the other {node_count - 1} nodes' connections and a client")
+    if limits.max_handshaking > limits.max_connections:
+        hint = ", its default: set it too" if limits.max_handshaking == _DEFAULTS.max_handshaking else ""
+        raise ConfigError(f"limits.max_handshaking ({limits.max_handshaking}{hint}) must be at most "
+                          f"limits.max_connections ({limits.max_connections})")
+
+
 def to_toml(config: ClusterConfig) -> str:
     lines = [
         "# chronodb cluster configuration; every node and client reads it. Keys are hex.",
@@ -187,6 +296,7 @@ def to_toml(config: ClusterConfig) -> str:
         f"max_value_bytes = {config.max_value_bytes}  # larger values are refused",
         "",
     ]
+    lines += _limits_toml(config.limits)
     for node in config.nodes:
         lines += ["[[nodes]]", f'id = "{node.id}"', f'host = "{node.host}"', f"port = {node.port}"]
         if node.metrics_port is not None:
@@ -210,6 +320,7 @@ def from_toml(text: str, *, source: str = CONFIG_NAME) -> ClusterConfig:
             gc_retention_ns=parse_duration_ns(_str(data, "gc_retention")) if "gc_retention" in data else DEFAULT_GC_RETENTION_NS,
             max_key_bytes=_int(data, "max_key_bytes") if "max_key_bytes" in data else DEFAULT_MAX_KEY_BYTES,
             max_value_bytes=_int(data, "max_value_bytes") if "max_value_bytes" in data else DEFAULT_MAX_VALUE_BYTES,
+            limits=_limits_from_toml(data.get("limits", {})),
             nodes=[NodeConfig(_str(n, "id"), _str(n, "host"), _int(n, "port"),
                               _int(n, "metrics_port") if "metrics_port" in n else None) for n in data.get("nodes", [])],
             tablets=[
@@ -223,6 +334,8 @@ def from_toml(text: str, *, source: str = CONFIG_NAME) -> ClusterConfig:
         )
     except (tomllib.TOMLDecodeError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"{source} is corrupt: {error}") from None
+    except ConfigError as error:  # well-formed, but not what a key may say
+        raise ConfigError(f"{source} is invalid: {error}") from None
     try:
         validate(config)
     except ConfigError as error:
@@ -237,8 +350,49 @@ def _str(table: dict[str, Any], name: str) -> str:
     return value
 
 
-def _int(table: dict[str, Any], name: str) -> int:
+def _int(table: dict[str, Any], name: str, shown: str | None = None) -> int:
     value = table[name]
     if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer")
+        raise TypeError(f"{shown or name} must be an integer")
     return value
+
+
+def _limits_toml(limits: TransportLimits) -> list[str]:
+    """The [limits] table with the keys that differ from the defaults; none: no table, so a
+    file keeps following the defaults (and files from before [limits] round-trip unchanged)."""
+    defaults = attrs.asdict(TransportLimits())
+    lines = [f"{_toml_key(name)} = " + (f'"{_duration_text(value)}"' if _is_duration(name) else str(value))
+             for name, value in attrs.asdict(limits).items() if value != defaults[name]]
+    return ["[limits]  # the transport's bounds; a key not here has its default", *lines, ""] if lines else []
+
+
+def _limits_from_toml(table: Any) -> TransportLimits:
+    if not isinstance(table, dict):
+        raise TypeError("limits must be a table ([limits])")
+    fields = {_toml_key(name): name for name in attrs.fields_dict(TransportLimits)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in [limits] (known: {', '.join(sorted(fields))})")
+    values = {}
+    for key, value in table.items():
+        name = fields[key]
+        if _is_duration(name):
+            if not isinstance(value, str):
+                raise TypeError(f'limits.{key} must be a duration string like "30s"')
+            try:
+                values[name] = parse_duration_ns(value)
+            except ValueError as error:
+                raise ValueError(f"limits.{key}: {error}") from None
+        else:
+            values[name] = _int(table, key, f"limits.{key}")
+    return TransportLimits(**values)
+
+
+def _duration_text(ns: int) -> str:
+    """Exact, unlike format_duration_ns (whose %g rounds), in the largest whole unit:
+    10m, 90s, 1500ms, 7ns, 0s; parse_duration_ns reads each back."""
+    units = (("h", 3600 * _SECOND_NS), ("m", 60 * _SECOND_NS), ("s", _SECOND_NS), ("ms", 1_000_000), ("us", 1_000))
+    if ns == 0:
+        return "0s"
+    unit, scale = next(((unit, scale) for unit, scale in units if ns % scale == 0), ("ns", 1))
+    return f"{ns // scale}{unit}"

@@ -107,7 +107,8 @@ from txn.net.peer_rules import (
 from txn.net.tls import NodeTls, identity_of, tls_reason
 from txn.net.connection import Connection
 from txn.net.input_budget import InputBudget
-from txn.net.peer_links import KEEPALIVE_FRAME, SILENCE_GRACE_S, PeerLinks, TransportOptions, _now_ns, _PeerLink
+from txn.net.options import TransportOptions
+from txn.net.peer_links import KEEPALIVE_FRAME, SILENCE_GRACE_S, PeerLinks, _now_ns, _PeerLink
 from txn.net.messaging import (
     AddressInUse,
     ClockRejectionLog,

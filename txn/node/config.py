@@ -30,6 +30,7 @@ from txn.api.cluster import (  # noqa: F401 - the records are used through this 
     ConfigError,
     NodeConfig,
     TabletConfig,
+    TransportLimits,
     from_toml,
     to_toml,
     validate,

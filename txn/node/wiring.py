@@ -6,10 +6,11 @@ transport (and the `/metrics` endpoint, when the environment names its
 address) and runs the clock watch and every replica until cancelled. The
 environment says what is real and what is simulated: the clock, where
 engines come from, which transport, the monotonic time source, random
-streams. `run_node()` (the `chronodb node` process: TCP, LevelDB, the system
-clock) and the whole-stack simulation (txn/sim/cluster_sim.py: the simulated
-network, `DictEngine`s, virtual clocks) both go through these two functions,
-so the simulation runs the node that ships.
+streams. `run_node()` (the `chronodb node` process: TCP bounded by
+cluster.toml's `[limits]`, LevelDB, the system clock) and the whole-stack
+simulation (txn/sim/cluster_sim.py: the simulated network, `DictEngine`s,
+virtual clocks) both go through these two functions, so the simulation runs
+the node that ships.
 
 Each replica runs under `supervise_replica` (txn/node/rebuild.py): a
 replica whose storage fails is rebuilt from its peers (corruption, or
@@ -166,6 +167,7 @@ async def run_node(
             open_transport=lambda handler: open_tcp_transport(
                 node_id=node_id, cluster_id=config.cluster_id, host=me.host, port=me.port,
                 peers=peers, clock=clock, handler=handler, logger=logging.getLogger("chronodb.transport"), tls=tls,
+                options=config.limits.transport_options(),
             ),
             monotonic_ns=trio_monotonic_ns, seed=node_id, paxos_config=paxos_config or PaxosConfig(),
             gc_retention_ns=gc_retention_ns, metrics_address=me.metrics_address, offload_compaction=True,
