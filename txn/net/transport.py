@@ -55,7 +55,9 @@ Behaviour:
   it takes well under a second.
 
 - What clients can make the node hold (TransportOptions; configured peers
-  are exempt): `max_connections` inbound connections, of which at most
+  are exempt once handshaken, and count against the two connection bounds
+  before that, since nobody is known yet): `max_connections` inbound
+  connections, of which at most
   `max_handshaking` still in their handshake (a newcomer beyond it evicts
   the oldest that sent nothing, else the oldest) with a first frame of at
   most `HANDSHAKE_FRAME_MAX_BYTES`; per client connection
