@@ -1,0 +1,55 @@
+"""`chronodb bench kv --profile DIR`, short: py-spy samples every node process during every figure,
+leaving a flame graph per node and figure and a summary of the top functions that names our code.
+
+Needs py-spy (the Makefile's venv installs the `profile` extra) and ptrace permission: without
+either the bench refuses to start, and this test fails, as it should where profiling is expected.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import pytest
+
+from tests.e2e.harness import run_cli
+
+pytestmark = pytest.mark.e2e
+
+NODES = ("n1", "n2", "n3")
+FIGURES = ("insecure-write-c4", "insecure-strong-read-c4", "insecure-past-read-c4")
+OUR_CODE = re.compile(r"\((hlc|mvcc|paxos|txn|tools)/[\w/]+\.py:\d+\)$")
+
+
+def sections(top: str) -> dict[str, list[str]]:
+    """top.txt's `== n1 insecure-write-c4: ...` sections -> their function lines."""
+    out: dict[str, list[str]] = {}
+    title = None
+    for line in top.splitlines():
+        if line.startswith("== "):
+            title = line[3:].split(":")[0]
+            out[title] = []
+        elif title and line.strip():
+            out[title].append(line)
+    return out
+
+
+def test_profile_leaves_a_flame_graph_per_node_and_figure(tmp_path: pathlib.Path) -> None:
+    directory = tmp_path / "profile"
+    result = run_cli(["bench", "kv", "--seconds", "0.5", "--concurrency", "4", "--client-processes", "1",
+                      "--security", "insecure", "--profile", str(directory), "--profile-rate", "100"], timeout_s=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^profile: +py-spy [\d.]+, 100 samples/s .*lower than without --profile$", result.stdout, re.M), \
+        result.stdout
+    assert f"profile: 9 flame graphs in {directory}" in result.stdout
+    assert len(re.findall(r"^insecure .* py-spy \d+\.\d\d CPU-s$", result.stdout, re.M)) == 3, result.stdout
+    for node in NODES:
+        for figure in FIGURES:
+            svg = (directory / f"{node}-{figure}.svg").read_text()
+            assert svg.startswith("<svg") and svg.count("<rect") >= 3 and "samples, 100.00%)</title>" in svg, svg[:300]
+            assert (directory / f"{node}-{figure}.collapsed").stat().st_size > 0
+    found = sections((directory / "top.txt").read_text())
+    assert sorted(found) == sorted(f"{node} {figure}" for node in NODES for figure in FIGURES), found
+    for node in NODES:
+        ours = [line for figure in FIGURES for line in found[f"{node} {figure}"] if OUR_CODE.search(line)]
+        assert ours, f"no chronodb function in {node}'s top functions: {found}"
