@@ -55,7 +55,8 @@ def test_the_flame_graph_draws_each_frame_as_wide_as_its_samples() -> None:
     assert "n1 &lt;write&gt; (16 samples)" in svg
     # 1200 px for 16 samples: all 1200, main 13 samples, apply under run 8, the torn decode 1.
     assert '<title>all (16 samples, 100.00%)</title><rect x="0.00" y=' in svg
-    assert "<title>main (tools/node.py:60) (13 samples, 81.25%)</title>" in svg
+    # Callees side by side in name order: the torn decode (1 sample) first, then main.
+    assert '<title>main (tools/node.py:60) (13 samples, 81.25%)</title><rect x="75.00" y=' in svg
     assert 'width="975.00"' in svg and 'width="600.00"' in svg and 'width="75.00"' in svg
     assert render_svg(parse_collapsed(COLLAPSED), "n1") == render_svg(parse_collapsed(COLLAPSED), "n1")
     assert "<svg" in render_svg({}, "idle")

@@ -7,18 +7,21 @@ either the bench refuses to start, and this test fails, as it should where profi
 
 from __future__ import annotations
 
+import collections
 import pathlib
 import re
 
 import pytest
 
 from tests.e2e.harness import run_cli
+from tools.flamegraph import EMPTY_STACK
 
 pytestmark = pytest.mark.e2e
 
 NODES = ("n1", "n2", "n3")
 FIGURES = ("insecure-write-c4", "insecure-strong-read-c4", "insecure-past-read-c4")
 OUR_CODE = re.compile(r"\((hlc|mvcc|paxos|txn|tools)/[\w/]+\.py:\d+\)$")
+TOP_LINE = re.compile(r"^ +[\d.]+% +(?P<samples>[\d,]+)  (?P<frame>.+)$")
 
 
 def sections(top: str) -> dict[str, list[str]]:
@@ -32,6 +35,15 @@ def sections(top: str) -> dict[str, list[str]]:
         elif title and line.strip():
             out[title].append(line)
     return out
+
+
+def leaf_samples(collapsed: str) -> collections.Counter[str]:
+    """Samples per innermost frame, counted here independently of tools/flamegraph.py."""
+    leaves: collections.Counter[str] = collections.Counter()
+    for line in collapsed.splitlines():
+        frames, count = line.rsplit(" ", 1)
+        leaves[frames.split(";")[-1] or EMPTY_STACK] += int(count)
+    return leaves
 
 
 def test_profile_leaves_a_flame_graph_per_node_and_figure(tmp_path: pathlib.Path) -> None:
@@ -50,6 +62,13 @@ def test_profile_leaves_a_flame_graph_per_node_and_figure(tmp_path: pathlib.Path
             assert (directory / f"{node}-{figure}.collapsed").stat().st_size > 0
     found = sections((directory / "top.txt").read_text())
     assert sorted(found) == sorted(f"{node} {figure}" for node in NODES for figure in FIGURES), found
+    for title, lines in found.items():
+        # The top entry is the function most often on CPU in that recording (self time, not a caller's).
+        leaves = leaf_samples((directory / f"{title.replace(' ', '-')}.collapsed").read_text())
+        top = TOP_LINE.match(lines[0])
+        assert top, lines
+        samples = int(top["samples"].replace(",", ""))
+        assert samples == max(leaves.values()) and leaves[top["frame"]] == samples, (title, lines[0], leaves.most_common(3))
     for node in NODES:
         ours = [line for figure in FIGURES for line in found[f"{node} {figure}"] if OUR_CODE.search(line)]
         assert ours, f"no chronodb function in {node}'s top functions: {found}"
