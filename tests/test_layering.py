@@ -74,6 +74,7 @@ PURE_MODULES = (
     "tools/verify_register.py",
     "tools/verify_txn.py",
     "tools/verify_bank_check.py",
+    "tools/flamegraph.py",
 )
 FORBIDDEN_IN_PURE = frozenset({"trio", "plyvel", "socket", "time", "threading", "random", "asyncio", "os", "subprocess"})
 PLYVEL_HOME = "mvcc.engine_leveldb"

@@ -13,6 +13,10 @@ reads go to the client's nearest replica), so the client side is not the
 only thing measured. `--security tls,insecure` (the default) runs the whole
 set twice, on a mutual-TLS cluster and on an --insecure one, and prints
 each TLS figure's ratio to the insecure one (the cost of TLS, same run).
+`--profile DIR` samples every node process with py-spy while each figure
+runs and leaves a flame graph per node and figure in DIR, with the top
+functions by self time in DIR/top.txt (tools/profiler.py); the samplers'
+CPU is printed beside each figure, since it is taken from the same cores.
 For scale, quoted in the issue: a 3-member etcd cluster on a
 2-core machine takes about 3,000 writes/s and 7,500 serializable reads/s at
 64 clients.
@@ -34,10 +38,12 @@ from hlc import parse_duration_ns
 from tools.bench import print_setup
 from tools.errors import CliError
 from tools.localcluster import LocalCluster
+from tools.profiler import Profiler, open_profiler
 from txn.client import ClientError, open_client
 from txn.net.tls import client_tls_for_dir
 
 KEYS = 1000
+WORKLOADS = ("write", "strong-read", "past-read")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,8 +57,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--client-processes", type=int, default=3, help="client OS processes, each near another node (default 3)")
     parser.add_argument("--max-offset", default="10ms", help="cluster max_offset: commit-wait per write (default 10ms)")
     parser.add_argument("--tablets", type=int, default=3, help="tablets (default 3, one led by each node)")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS),
+                        help=f"comma-separated, from {', '.join(WORKLOADS)} (default all; without past-read "
+                        "the 5 s wait before the figures is skipped)")
     parser.add_argument("--security", default="tls,insecure",
                         help="clusters to run, in order: tls, insecure or both (default tls,insecure: TLS's cost)")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="sample every node with py-spy while each figure runs: DIR/<node>-<security>-<workload>"
+                        "-c<clients>.svg flame graphs and DIR/top.txt, the top functions by self time (needs py-spy "
+                        "and ptrace permission; the samplers' CPU lowers the figures)")
+    parser.add_argument("--profile-rate", type=int, default=100, metavar="HZ",
+                        help="py-spy samples per second and node with --profile (default 100)")
     parser.set_defaults(func=run)
 
 
@@ -130,19 +145,24 @@ def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, 
 def run(args: argparse.Namespace) -> int:
     levels = [int(x) for x in args.concurrency.split(",")]
     max_offset_ns = parse_duration_ns(args.max_offset)
+    modes = [mode.strip() for mode in args.security.split(",") if mode.strip()]
+    if not modes or any(mode not in ("tls", "insecure") for mode in modes):
+        raise CliError(f"--security takes tls, insecure or both, not {args.security!r}")
+    args.workload_list = [name.strip() for name in args.workloads.split(",") if name.strip()]
+    if not args.workload_list or any(name not in WORKLOADS for name in args.workload_list):
+        raise CliError(f"--workloads takes names from {', '.join(WORKLOADS)}, not {args.workloads!r}")
+    profiler = open_profiler(args.profile, args.profile_rate) if args.profile else None
     print_setup(
         "kv", cluster=f"3 nodes, {args.tablets} tablets, 3 replicas, fresh LevelDB dirs, loopback TCP",
         max_offset=args.max_offset, duration=f"{args.seconds}s per figure",
         clients=f"closed loop, {args.client_processes} client processes (each near another node), keys={KEYS}, value=32B",
-        concurrency=args.concurrency,
+        concurrency=args.concurrency, workloads=", ".join(args.workload_list),
+        **({"profile": profiler.describe()} if profiler else {}),
     )
-    modes = [mode.strip() for mode in args.security.split(",") if mode.strip()]
-    if not modes or any(mode not in ("tls", "insecure") for mode in modes):
-        raise CliError(f"--security takes tls, insecure or both, not {args.security!r}")
     results: dict[str, dict[tuple[str, int], dict]] = {}
     print(f"{'security':<9} {'workload':<12} {'clients':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  notes")
     for mode in modes:
-        results[mode] = run_cluster(args, mode, levels, max_offset_ns)
+        results[mode] = run_cluster(args, mode, levels, max_offset_ns, profiler)
     if len(results) == 2:
         print("TLS cost (tls / insecure, same run): throughput ratio, p50 ratio")
         for (kind, level), tls in results["tls"].items():
@@ -150,10 +170,24 @@ def run(args: argparse.Namespace) -> int:
             ops = tls["ops"] / plain["ops"] if plain["ops"] else float("nan")
             p50 = tls["p50_ms"] / plain["p50_ms"] if plain["p50_ms"] else float("nan")
             print(f"{kind:<12} {level:>7}  throughput x{ops:.2f}  p50 x{p50:.2f}", flush=True)
+    if profiler:
+        print(profiler.report(), flush=True)
     return 0
 
 
-def run_cluster(args: argparse.Namespace, mode: str, levels: list[int], max_offset_ns: int) -> dict[tuple[str, int], dict]:
+def measure_profiled(cluster: LocalCluster, profiler: Profiler | None, figure: str, kind: str, level: int,
+                     seconds: float, processes: int) -> tuple[dict, str]:
+    """measure(), with every node sampled by py-spy meanwhile if profiling; and a note on the samplers' CPU."""
+    if profiler is None:
+        return measure(cluster, kind, level, seconds, processes), ""
+    pids = {node_id: process.pid for node_id, process in cluster.processes.items()}
+    with profiler.sample(pids, figure) as profile:
+        figures = measure(cluster, kind, level, seconds, processes)
+    return figures, f"py-spy {profile.cpu_s:.2f} CPU-s"
+
+
+def run_cluster(args: argparse.Namespace, mode: str, levels: list[int], max_offset_ns: int,
+                profiler: Profiler | None) -> dict[tuple[str, int], dict]:
     directory = pathlib.Path(tempfile.mkdtemp(prefix="chronodb-bench-kv-"))
     cluster = LocalCluster(directory / "data", tablets=args.tablets, max_offset_ns=max_offset_ns,
                            insecure=(mode == "insecure"))
@@ -163,14 +197,18 @@ def run_cluster(args: argparse.Namespace, mode: str, levels: list[int], max_offs
         cluster.wait_healthy()
         # Fill every key once, then let 5 s pass so reads 5 s in the past see data.
         measure(cluster, "write", 16, 2.0, 1)
-        time.sleep(5.0)
-        for kind in ("write", "strong-read", "past-read"):
+        if "past-read" in args.workload_list:
+            time.sleep(5.0)
+        for kind in args.workload_list:
             for level in levels:
-                figures = results[(kind, level)] = measure(cluster, kind, level, args.seconds, args.client_processes)
-                note = ""
+                figures, profile_note = measure_profiled(cluster, profiler, f"{mode}-{kind}-c{level}", kind, level,
+                                                         args.seconds, args.client_processes)
+                results[(kind, level)] = figures
+                notes = [profile_note] if profile_note else []
                 if kind == "write":
                     share = figures["commit_wait_ms"] / figures["mean_ms"] if figures["mean_ms"] else 0
-                    note = f"commit-wait after chosen: {figures['commit_wait_ms']:.2f} ms mean ({share:.0%} of latency)"
+                    notes.insert(0, f"commit-wait after chosen: {figures['commit_wait_ms']:.2f} ms mean ({share:.0%} of latency)")
+                note = "; ".join(notes)
                 print(f"{mode:<9} {kind:<12} {level:>7} {figures['ops']:>9,.0f} {figures['p50_ms']:>8.2f} "
                       f"{figures['p99_ms']:>8.2f} {figures['errors']:>6}  {note}", flush=True)
     finally:
