@@ -223,3 +223,17 @@ def test_the_defaults_are_within_the_ranges() -> None:
         low, high = LIMIT_RANGES[name]
         assert low <= value <= high, name
     generate(nodes=99)  # validates
+
+
+@pytest.mark.parametrize("before, after, where", [
+    ("max_value_bytes = ", "max_value_byte = ", "the top level"),
+    ('host = "', 'hots = "', r"\[\[nodes\]\]"),
+    ("preferred_leader = ", "prefered_leader = ", r"\[\[tablets\]\]"),
+])
+def test_a_misspelled_key_is_refused_not_ignored(before: str, after: str, where: str) -> None:
+    """A misspelled key was ignored: its setting silently the default (or, for a required key, "corrupt")."""
+    text = to_toml(generate()).replace(before, after, 1)
+    misspelled = after.split(" ")[0]
+    with pytest.raises(ConfigError, match=f"^cluster.toml is invalid: unknown key '{misspelled}' in {where} "
+                                          r"\(known: "):
+        from_toml(text)

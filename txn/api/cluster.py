@@ -16,6 +16,8 @@ Invariants (checked by `validate`, so a hand-edited file fails early and clearly
   node's metrics port);
 - the tablets cover the whole key space: the first starts at b"", each ends
   where the next starts, the last is unbounded (end = None);
+- the file names only known keys (`TOP_KEYS`, `NODE_KEYS`, `TABLET_KEYS`;
+  a misspelled key was ignored and its setting silently the default);
 - `[limits]` names only known keys, each within `LIMIT_RANGES`;
   `max_handshaking` is at most `max_connections`, and `max_connections`
   leaves room for the other nodes' connections and a client.
@@ -311,9 +313,28 @@ def to_toml(config: ClusterConfig) -> str:
     return "\n".join(lines)
 
 
+# Every key the file may hold (a misspelled one was ignored, its setting silently the default).
+TOP_KEYS = ("cluster_id", "max_offset", "gc_retention", "max_key_bytes", "max_value_bytes", "limits", "nodes", "tablets")
+NODE_KEYS = ("id", "host", "port", "metrics_port")
+TABLET_KEYS = ("id", "start", "end", "replicas", "preferred_leader")
+
+
+def _check_keys(table: Any, known: tuple[str, ...], where: str) -> None:
+    if not isinstance(table, dict):
+        raise TypeError(f"{where} must be a table")
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in {where} (known: {', '.join(known)})")
+
+
 def from_toml(text: str, *, source: str = CONFIG_NAME) -> ClusterConfig:
     try:
         data = tomllib.loads(text)
+        _check_keys(data, TOP_KEYS, "the top level")
+        for node in data.get("nodes", []):
+            _check_keys(node, NODE_KEYS, "[[nodes]]")
+        for tablet in data.get("tablets", []):
+            _check_keys(tablet, TABLET_KEYS, "[[tablets]]")
         config = ClusterConfig(
             cluster_id=_str(data, "cluster_id"),
             max_offset_ns=parse_duration_ns(_str(data, "max_offset")),
