@@ -27,6 +27,7 @@ import sys
 import time
 from typing import Any
 
+import attrs
 import trio
 
 from hlc import HybridClock, Timestamp
@@ -172,12 +173,18 @@ async def backup_cluster(config: ClusterConfig, out: pathlib.Path, dest: pathlib
         "parent": None if parent is None else {
             "path": os.path.relpath(parent.path.resolve(), dest.resolve()),
             "ts": str(parent.ts), "manifest_sha256": parent.manifest_sha256},
-        "max_offset_ns": config.max_offset_ns, "tablets": tablets, "files": files,
+        "max_offset_ns": config.max_offset_ns, "settings": cluster_settings(config), "tablets": tablets, "files": files,
         "created_ns": time.time_ns(),
     }
     write_manifest(out, manifest)
     return {"cluster_id": config.cluster_id, "ts": str(ts), "since": manifest["since"], "tablets": len(tablets),
             "versions": sum(t["versions"] for t in tablets), "bytes": sum(t["bytes"] for t in tablets)}
+
+
+def cluster_settings(config: ClusterConfig) -> dict[str, Any]:
+    """What of cluster.toml a restore carries over besides max_offset: GC retention, size limits, [limits]."""
+    return {"gc_retention_ns": config.gc_retention_ns, "max_key_bytes": config.max_key_bytes,
+            "max_value_bytes": config.max_value_bytes, "limits": attrs.asdict(config.limits)}
 
 
 async def backup_tablet(config: ClusterConfig, tablet: TabletConfig, index: int, ts: Timestamp, since: Timestamp | None,

@@ -12,6 +12,9 @@ manifest.json: `format`, `cluster_id` (the source cluster), `ts` (the
 backup timestamp, `WALL.LOGICAL`), `since` (null for a full backup; for an
 incremental one, the timestamp of the backup it follows), `parent` (null, or
 `{"path", "ts", "manifest_sha256"}` of that backup), `max_offset_ns`,
+`settings` (`{"gc_retention_ns", "max_key_bytes", "max_value_bytes",
+"limits"}`, the rest of cluster.toml a restore carries over; absent in
+backups made before it, which restore with the defaults),
 `tablets` (`[{"id", "start", "end", "chunks", "versions", "bytes",
 "served_by"}]`, keys as hex, end null for the last tablet, served_by the
 replicas that served its pages in turn) and `files` (relative path -> sha256

@@ -42,6 +42,7 @@ from tools.common import DEFAULT_DIR
 from tools.errors import EXIT_OK, CliError
 from tools.kv import parse_ts
 from txn.node.config import ClusterConfig, ConfigError, ensure_node_dir, generate, tablet_dir, validate, write_config
+from txn.api.cluster import TransportLimits
 from txn.tablet.state import APPLIED_KEY, SAFE_TS_KEY
 
 BATCH_VERSIONS = 10_000
@@ -99,11 +100,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def restored_config(base: Backup, nodes: int, port: int) -> ClusterConfig:
-    """A new cluster (fresh id) with the backup's tablets: same ids and ranges, replicas spread as `generate` does."""
+    """A new cluster (fresh id) with the backup's tablets: same ids and ranges, replicas spread as `generate` does;
+    and the source's max_offset, GC retention, size limits and [limits] (`settings`; a backup made before
+    they were recorded restores with the defaults)."""
     ranges: tuple[TabletRange, ...] = base.ranges()
     config = generate(nodes=nodes, tablets=len(ranges), port=port, max_offset_ns=base.manifest["max_offset_ns"])
     tablets = [attrs.evolve(t, id=r.id, start=r.start, end=r.end) for t, r in zip(config.tablets, ranges)]
     config = attrs.evolve(config, tablets=tablets)
+    settings = base.manifest.get("settings")
+    if settings is not None:
+        try:
+            known = attrs.fields_dict(TransportLimits)
+            config = attrs.evolve(
+                config, gc_retention_ns=int(settings["gc_retention_ns"]), max_key_bytes=int(settings["max_key_bytes"]),
+                max_value_bytes=int(settings["max_value_bytes"]),
+                limits=TransportLimits(**{k: int(v) for k, v in settings["limits"].items() if k in known}))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise BackupError(f"backup {base.path}: its recorded cluster settings are malformed ({error!r})") from None
     validate(config)
     return config
 
