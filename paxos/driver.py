@@ -62,6 +62,9 @@ MAX_INPUTS_PER_TURN = 4096
 @attrs.define(eq=False)
 class _Proposal:
     command: bytes
+    # Told once the command is known never to be chosen, even when its proposer has stopped
+    # waiting (cancelled, or timed out): the proposer's records must not outlive it.
+    on_not_chosen: Callable[[], None] | None = None
     done: trio.Event = attrs.field(factory=trio.Event)
     slot: int = 0
     error: Exception | None = None
@@ -69,6 +72,9 @@ class _Proposal:
     def finish(self, slot: int = 0, error: Exception | None = None) -> None:
         self.slot, self.error = slot, error
         self.done.set()
+        if self.on_not_chosen is not None and (
+                isinstance(error, NotLeader) or (isinstance(error, ProposalLost) and error.known_not_chosen)):
+            self.on_not_chosen()
 
 
 class PaxosDriver:
@@ -199,11 +205,15 @@ class PaxosDriver:
         except trio.WouldBlock:
             self._dropped += 1
 
-    async def propose(self, command: bytes, *, timeout_s: float) -> int:
+    async def propose(self, command: bytes, *, timeout_s: float,
+                      on_not_chosen: Callable[[], None] | None = None) -> int:
         """The slot once chosen and applied here. A timeout before the command
         reached the inbox is `ProposalLost(known_not_chosen=True)`: it was never
-        proposed, so the caller may forget it; after, `trio.TooSlowError`."""
-        proposal = _Proposal(command)
+        proposed, so the caller may forget it; after, `trio.TooSlowError`.
+        `on_not_chosen` is called whenever the command is known never to be chosen,
+        also after this call ended: cancelled before the inbox took it, or refused or
+        overwritten later while nobody waits any more."""
+        proposal = _Proposal(command, on_not_chosen)
         queued = False
         try:
             with trio.fail_after(timeout_s):
@@ -212,7 +222,13 @@ class PaxosDriver:
                 await proposal.done.wait()
         except trio.TooSlowError:
             if not queued:
+                if on_not_chosen is not None:
+                    on_not_chosen()
                 raise ProposalLost(known_not_chosen=True) from None
+            raise
+        except BaseException:  # cancelled (e.g. its client's connection closed)
+            if not queued and on_not_chosen is not None:
+                on_not_chosen()
             raise
         if proposal.error is not None:
             raise proposal.error

@@ -29,7 +29,7 @@ def serving_replica(outcome: BaseException) -> TabletReplica:
     replica.leader.serving = Serving.SERVING
     replica._is_serving = lambda: True  # type: ignore[method-assign]  # leadership itself is Paxos's business
 
-    async def propose(command: bytes, *, timeout_s: float) -> int:
+    async def propose(command: bytes, *, timeout_s: float, on_not_chosen: object = None) -> int:
         await trio.sleep(0.001)
         raise outcome
 
@@ -72,3 +72,43 @@ async def test_a_proposal_that_never_reached_the_log_is_known_not_chosen() -> No
     with pytest.raises(ProposalLost) as raised:
         await replica.paxos.propose(b"x", timeout_s=0.01)
     assert raised.value.known_not_chosen
+
+
+async def test_a_write_cancelled_before_its_proposal_reached_the_log_leaves_no_pending_record() -> None:
+    """Bug: a client whose connection closed while its write waited for the driver's inbox had the
+    write's task cancelled; the timestamp stayed pending and every strong read on that leader at or
+    above it waited out its deadline until the lease changed (85 s in the probe test)."""
+    replica = serving_replica(ProposalLost(known_not_chosen=True))
+    del replica.paxos.propose  # the real driver, whose inbox we fill so the send blocks
+    while True:
+        try:
+            replica.paxos._inbox_send.send_nowait(("campaign",))
+        except trio.WouldBlock:
+            break
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(replica.write, (api.KeyWrite(b"k", b"v"),), 10_000_000_000)
+        with trio.fail_after(5):
+            while not replica.pending:
+                await trio.sleep(0.001)
+        nursery.cancel_scope.cancel()  # the connection closed: its request tasks are cancelled
+    assert not replica.pending, "the cancelled write's timestamp must not hold reads"
+    ts = replica.leader.strong_read_ts(replica.clock.now())
+    assert replica.leader.leader_read_ready(ts)
+
+
+async def test_a_proposal_refused_after_its_proposer_left_is_forgotten() -> None:
+    """The driver refuses a queued proposal (NotLeader) after the proposer was cancelled: the
+    callback still tells the tablet that the command will never be chosen."""
+    replica = serving_replica(ProposalLost(known_not_chosen=True))
+    del replica.paxos.propose
+    told: list[str] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: replica.paxos.propose(b"x", timeout_s=5, on_not_chosen=lambda: told.append("no")))
+        await trio.sleep(0.01)  # queued in the inbox; the driver task is not running
+        nursery.cancel_scope.cancel()
+    assert told == [], "queued: its fate is the driver's to tell"
+    item = replica.paxos._inbox_receive.receive_nowait()
+    while item[0] != "propose":
+        item = replica.paxos._inbox_receive.receive_nowait()
+    replica.paxos._take(item)  # not the leader: NotLeader, with nobody waiting
+    assert told == ["no"]

@@ -27,6 +27,7 @@ HAZARD: the core's rules rest on clock offsets within max_offset.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 from typing import Callable
 
@@ -221,7 +222,11 @@ class TabletReplica:
         """Propose a command the core assigned; tells the core what Paxos said when that is definite."""
         started_ns = self.monotonic_ns()
         try:
-            await self.paxos.propose(encode_command(command), timeout_s=timeout_s)  # type: ignore[arg-type]
+            # on_not_chosen: also when this task is gone (a client whose connection closed cancels
+            # its write): a record left PROPOSED held every strong read on this leader until the
+            # lease changed (the probe test saw scans time out for 85 s).
+            await self.paxos.propose(encode_command(command), timeout_s=timeout_s,  # type: ignore[arg-type]
+                                     on_not_chosen=functools.partial(self.leader.not_chosen, pending))
         except NotLeader:
             self.leader.not_chosen(pending)
             raise
