@@ -59,9 +59,22 @@ def outer_nodes(led_by: dict[str, str]) -> tuple[str, str]:
     return leaders[0], min(n for n in ("n1", "n2", "n3") if n != leaders[0])  # one leader of all: its tablets vs the rest
 
 
+def every_tablet_led(cluster: LocalCluster, timeout_s: float = 60.0) -> dict[str, str]:
+    """tablet -> serving leader, once one status names a leader for every tablet (a lease may be
+    moving, e.g. back to its preferred leader, right after the cluster first served: the test loop
+    once read t3 without a leader here)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        led_by = {tablet["id"]: tablet["leader"] for tablet in status(cluster)["tablets"]}
+        if all(led_by.values()):
+            return led_by
+        assert time.monotonic() < deadline, f"some tablet has no leader after {timeout_s:g}s: {led_by}"
+        time.sleep(0.2)
+
+
 def test_outer_clocks_one_fenced_and_real_time_order_kept(fresh_cluster: LocalCluster) -> None:
     cluster = fresh_cluster
-    led_by = {tablet["id"]: tablet["leader"] for tablet in status(cluster)["tablets"]}
+    led_by = every_tablet_led(cluster)
     fast_node, slow_node = outer_nodes(led_by)
     starts = {tablet.id: tablet.start for tablet in cluster.config.tablets}
     fast = [starts[t] + b"three-clocks" for t, leader in sorted(led_by.items()) if leader == fast_node]
