@@ -59,16 +59,21 @@ async def test_write_failures_map_to_codes(outcome: BaseException, code: str, st
         assert raised.value.reply.leader_hint == "n2"
 
 
-async def test_a_proposal_that_never_reached_the_log_is_known_not_chosen() -> None:
-    """Bug: a proposal timing out while waiting for the driver's inbox left its
-    timestamp pending forever, and every strong read on that leader timed out."""
-    replica = serving_replica(ProposalLost(known_not_chosen=True))
-    del replica.paxos.propose  # the real driver, whose inbox we fill so the send blocks
+def fill_driver_inbox(replica) -> None:
+    """Put the real driver back and fill its inbox, so that the next proposal's send blocks."""
+    del replica.paxos.propose
     while True:
         try:
             replica.paxos._inbox_send.send_nowait(("campaign",))
         except trio.WouldBlock:
-            break
+            return
+
+
+async def test_a_proposal_that_never_reached_the_log_is_known_not_chosen() -> None:
+    """Bug: a proposal timing out while waiting for the driver's inbox left its
+    timestamp pending forever, and every strong read on that leader timed out."""
+    replica = serving_replica(ProposalLost(known_not_chosen=True))
+    fill_driver_inbox(replica)
     with pytest.raises(ProposalLost) as raised:
         await replica.paxos.propose(b"x", timeout_s=0.01)
     assert raised.value.known_not_chosen
@@ -79,12 +84,7 @@ async def test_a_write_cancelled_before_its_proposal_reached_the_log_leaves_no_p
     write's task cancelled; the timestamp stayed pending and every strong read on that leader at or
     above it waited out its deadline until the lease changed (85 s in the probe test)."""
     replica = serving_replica(ProposalLost(known_not_chosen=True))
-    del replica.paxos.propose  # the real driver, whose inbox we fill so the send blocks
-    while True:
-        try:
-            replica.paxos._inbox_send.send_nowait(("campaign",))
-        except trio.WouldBlock:
-            break
+    fill_driver_inbox(replica)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(replica.write, (api.KeyWrite(b"k", b"v"),), 10_000_000_000)
         with trio.fail_after(5):
