@@ -166,8 +166,22 @@ async def test_cli_exits_6_when_every_attempt_aborts(shared_cluster: LocalCluste
         older = (await client.node_timestamp()).now
         async with client.transaction(priority=older) as holder:
             await holder.get(b"held-k")  # a shared lock held by an older transaction: a younger writer waits
-            result = await trio.to_thread.run_sync(lambda: shared_cluster.cli(
-                "txn", "put held-k v", "--max-attempts", "2", "--timeout", "1s"))
+            cli_done = trio.Event()
+
+            async def stay_active() -> None:
+                # A transaction silent for TXN_IDLE_NS (5 s) loses its locks, and the CLI (a new Python
+                # process, two attempts) can take longer than that on a loaded machine: re-read meanwhile.
+                while not cli_done.is_set():
+                    with trio.move_on_after(1.0):
+                        await cli_done.wait()
+                    if not cli_done.is_set():
+                        await holder.get(b"held-k")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stay_active)
+                result = await trio.to_thread.run_sync(lambda: shared_cluster.cli(
+                    "txn", "put held-k v", "--max-attempts", "2", "--timeout", "1s"))
+                cli_done.set()
         assert result.returncode == 6, result.stderr
         assert result.stderr.startswith("chronodb: aborted after 2 attempt(s)") and result.stderr.count("\n") == 1
         assert (await client.get(b"held-k")).value is None
