@@ -33,6 +33,10 @@ proposed); `ProposalLost` if leadership was lost after (fate unknown, or
 known not chosen when another value was applied in its slot);
 `trio.TooSlowError` on timeout (fate unknown). `status()`, `has_lease()`,
 `wait_applied()`, `wait_status_change()`, `entries()` read the core.
+Closed tokens (paxos/replica.py): `set_closed` hands the core the leader's
+newest (a plain call: the core only stores it, and it goes out with the
+next Accept); `on_closed(token, index)` is called after a turn in which a
+follower received a new one.
 
 HAZARD: `has_lease()` is only as good as the clock-rate bound in
 PaxosConfig (`drift_allowance_ns` per `lease_ns`); `now_ns` must be
@@ -82,6 +86,7 @@ class PaxosDriver:
         self, *, node_id: str, peers: tuple[str, ...], storage: PaxosStorage, state_machine: StateMachine,
         send: Callable[[str, object], None], now_ns: Callable[[], int], seed: int | str, config: PaxosConfig,
         preferred_leader: bool = False, preferred_leader_id: str | None = None,
+        on_closed: Callable[[bytes, int], None] | None = None,
     ) -> None:
         """`preferred_leader_id`: the group's preferred leader, known to every replica, so that
         whoever leads hands leadership back to it once it has kept up for
@@ -94,6 +99,7 @@ class PaxosDriver:
         self._now_ns = now_ns
         self.preferred_leader = preferred_leader or preferred_leader_id == node_id
         self.preferred_leader_id = preferred_leader_id
+        self.on_closed = on_closed
         install_pending = bool(getattr(state_machine, "install_pending", False))
         applied_index = state_machine.applied_index()
         # Applied entries stay on disk at start-up (read back when a follower needs them); a
@@ -109,6 +115,7 @@ class PaxosDriver:
         self._applied_event = trio.Event()
         self._status_event = trio.Event()
         self._status_key = self._key(now_ns())
+        self._closed_seen: tuple[bytes, int] = self.core.closed_in
         self._wake_at_ns = NEVER
         self._dropped = 0
         self._leading_ballot: Ballot | None = None
@@ -187,6 +194,10 @@ class PaxosDriver:
                 if slot > self.core.applied_index:
                     self._pending.pop(slot).finish(error=ProposalLost(known_not_chosen=False))
             self._leading_ballot = ballot
+        if self.core.closed_in != self._closed_seen:
+            self._closed_seen = self.core.closed_in
+            if self.on_closed is not None:
+                self.on_closed(*self._closed_seen)
         key = self._key(now)
         if key != self._status_key:
             self._status_key = key
@@ -242,6 +253,11 @@ class PaxosDriver:
         while the log drains, then the lease is given up and `to` campaigns at once. If `to`
         does not catch up within an election timeout, this replica leads on."""
         self._inbox_send.send_nowait(("transfer", to))
+
+    def set_closed(self, token: bytes, index: int) -> None:
+        """As leader: send `token` (true of every slot at or below `index`) on every Accept from now on.
+        A plain call, not an inbox input: the core only records it for its next Accept."""
+        self.core.set_closed(token, index)
 
     def take_snapshot(self) -> None:
         """Truncate the log up to the applied index (the state machine holds those slots)."""

@@ -8,9 +8,11 @@ Messages (phase names follow "Paxos Made Simple"; "Prepare/commit" is 2PC's):
 - `Prepare(ballot, from_index)`: phase 1a for every slot >= from_index at once.
 - `Promise(ballot, from_index, entries, chosen_index, snapshot_index)`: phase 1b,
   with every accepted entry at index >= from_index.
-- `Accept(ballot, entries, commit_index, lease_sent_ns)`: phase 2a for a batch
-  of consecutive slots; with no entries it is the leader's heartbeat. Every
-  Accept asks for a lease grant; `lease_sent_ns` is the leader's clock at send.
+- `Accept(ballot, entries, commit_index, lease_sent_ns, closed, closed_index)`:
+  phase 2a for a batch of consecutive slots; with no entries it is the
+  leader's heartbeat. Every Accept asks for a lease grant; `lease_sent_ns` is
+  the leader's clock at send. `closed`/`closed_index`: the leader
+  application's closed token (paxos/replica.py, "Closed token"), b"" if none.
 - `Accepted(ballot, match_index, lease_sent_ns, chosen_index, need_snapshot)`:
   phase 2b. `match_index`: every slot up to it is accepted at `ballot` (or
   known chosen) and synced.
@@ -137,6 +139,8 @@ class Accept:
     entries: tuple[Entry, ...] = attrs.field(converter=tuple)
     commit_index: int
     lease_sent_ns: int
+    closed: bytes = b""
+    closed_index: int = 0
 
     def __str__(self) -> str:
         if not self.entries:

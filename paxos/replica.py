@@ -49,6 +49,15 @@ Protocol ("Paxos Made Simple" section 3, with a stable leader):
   promise for us move it to the target, which campaigns at once.
   ARCHITECTURE.md (paxos) gives the one-lease-holder argument.
 
+Closed token (the application's side transport, e.g. a closed timestamp): the
+leader's application sets an opaque token with `set_closed(token, index)`;
+every Accept this leader sends carries the newest one, and a follower that
+accepts an Accept keeps its token in `closed_in` for its application (paxos
+neither reads nor orders tokens; the application must make any token it sets
+true of every slot at or below its index, since followers act on it once
+they have applied that far). Tokens are bounded (`MAX_CLOSED_BYTES`) and are
+forgotten when leadership changes.
+
 Leases: every Accept (heartbeats are empty Accepts) carries the leader's send
 time. An acceptor that accepts it promises not to answer another node's
 Prepare until `lease_ns + drift_allowance_ns` after it received it (own
@@ -114,6 +123,7 @@ MAX_ROUND = 2**62  # rounds at or above are refused outright: far below the 2**6
 MAX_INDEX = 2**62  # likewise for slot indexes, chunk numbers and counts
 MAX_BALLOT_JUMP = 2**20  # a legitimate round is at most one per election above the highest round seen
 MAX_RETRANSMIT_HEARTBEATS = 16  # the longest wait between resends to a follower making no progress
+MAX_CLOSED_BYTES = 64  # a closed token (module docstring): an application's timestamp, not a payload
 MAX_SLOT_GAP = 2**20  # slots a legitimate Accept or Promise can skip; phase 1 fills gaps with no-ops one by one
 _OWNER_SENDS = (Prepare, Accept, SnapshotChunk, PreVote, TimeoutNow)  # messages only the ballot's owner sends
 _FIELD_TYPES: dict[str, type] = {
@@ -196,6 +206,9 @@ class Replica:
         self.transfer_campaign_until_ns = 0
         self.released_ballot = ZERO_BALLOT
         self.last_index_at_heartbeat = 0
+        # The closed token (module docstring): what this leader sends, and what a follower received.
+        self.closed_out: tuple[bytes, int] = (b"", 0)
+        self.closed_in: tuple[bytes, int] = (b"", 0)
         self.promised = persisted.promised
         snapshot_index = persisted.snapshot_index
         log = {e.index: e for e in persisted.entries if e.index > snapshot_index}
@@ -437,6 +450,11 @@ class Replica:
                     or self._export or self._truncate_through is not None
                     or (not self.need_snapshot and self.chosen_index > self.applied_index))
 
+    def set_closed(self, token: bytes, index: int) -> None:
+        """As leader: carry `token` on every Accept from now on (module docstring, "Closed token")."""
+        if self.role is Role.LEADER and len(token) <= MAX_CLOSED_BYTES and 0 <= index <= self.last_index:
+            self.closed_out = (token, index)
+
     def has_lease(self, now: int) -> bool:
         return self.role is Role.LEADER and self.chosen_index >= self.start_index and now < self.lease_expiry_ns
 
@@ -513,6 +531,8 @@ class Replica:
             return "entry_ballot"  # every entry travels at the Accept's ballot
         if indexes and indexes[-1] > self.last_index + MAX_SLOT_GAP:
             return "slot_gap"  # a follower this far behind is sent a snapshot, never such a slot
+        if len(msg.closed) > MAX_CLOSED_BYTES:
+            return "closed_size"
         return ""
 
     def _check_promise(self, msg: Promise, now: int) -> str:
@@ -662,6 +682,7 @@ class Replica:
         self.prevotes = {}
         self.lease_expiry_ns = 0
         self.transfer_target = None
+        self.closed_out = (b"", 0)
         self.last_index_at_heartbeat = self.last_index
         if self.transfer_campaign_until_ns:
             self.transfer_campaign_until_ns = 0
@@ -681,6 +702,7 @@ class Replica:
         self.next_heartbeat_ns = NEVER
         self.lease_expiry_ns = 0
         self.transfer_target = None
+        self.closed_out = (b"", 0)
         self.election_deadline_ns = now + self._election_timeout()
 
     # ------------------------------------------------------------ phase 2
@@ -709,7 +731,7 @@ class Replica:
             else:
                 progress.stalled = 0
             progress.progress_mark = progress.reported_match
-            self._send_early(peer, Accept(self.ballot, (), self.chosen_index, now))
+            self._send_early(peer, Accept(self.ballot, (), self.chosen_index, now, *self.closed_out))
             caught_up = (progress.match_index >= self.last_index_at_heartbeat and progress.snapshot is None
                          and now - progress.heard_ns <= 2 * self.config.heartbeat_ns)
             if not caught_up:
@@ -733,7 +755,7 @@ class Replica:
             if progress.next_index <= self.chosen_index:
                 self.mark("paxos.catch_up")
             entries = self._batch(progress.next_index)
-            self._send_early(peer, Accept(self.ballot, entries, self.chosen_index, now))
+            self._send_early(peer, Accept(self.ballot, entries, self.chosen_index, now, *self.closed_out))
             progress.next_index = entries[-1].index + 1
             self._grant_self(now)
 
@@ -764,6 +786,8 @@ class Replica:
             self.mark("paxos.stale_accept_after_transfer")
             return
         self._follow(src, msg.ballot, now)
+        if msg.closed:
+            self.closed_in = (msg.closed, msg.closed_index)
         self.lease_grantee = src
         self.lease_granted_until_ns = max(
             self.lease_granted_until_ns, now + self.config.lease_ns + self.config.drift_allowance_ns)

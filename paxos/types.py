@@ -34,7 +34,7 @@ class PaxosConfig:
     matter: each side measures intervals on its own clock).
     """
 
-    heartbeat_ns: int = 50 * MS
+    heartbeat_ns: int = 100 * MS
     election_timeout_min_ns: int = 300 * MS
     election_timeout_max_ns: int = 600 * MS
     lease_ns: int = 1_000 * MS

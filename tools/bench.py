@@ -23,6 +23,7 @@ BENCHMARK_MODULES: tuple[str, ...] = (
     "tools.bench_space",
     "tools.bench_compaction",
     "tools.bench_probes",
+    "tools.bench_idle",
 )
 
 

@@ -28,7 +28,8 @@ def everything(src: str, dst: str, msg: Any) -> bool:
 class ScriptCluster:
     def __init__(self, ids: tuple[str, ...] = ("n1", "n2", "n3"), config: PaxosConfig | None = None) -> None:
         self.ids = ids
-        self.config = config or PaxosConfig(election_timeout_min_ns=300 * MS, election_timeout_max_ns=300 * MS)
+        # The scripts time their steps for 50 ms heartbeats (the default was 50 ms when they were written).
+        self.config = config or PaxosConfig(heartbeat_ns=50 * MS, election_timeout_min_ns=300 * MS, election_timeout_max_ns=300 * MS)
         self.now = 0
         self.pending: list[tuple[str, str, Any]] = []
         self.trace: list[str] = []

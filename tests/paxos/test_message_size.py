@@ -17,7 +17,7 @@ LIMIT = 100
 
 
 def cluster() -> ScriptCluster:
-    c = ScriptCluster(config=PaxosConfig(election_timeout_min_ns=300 * MS, election_timeout_max_ns=300 * MS,
+    c = ScriptCluster(config=PaxosConfig(heartbeat_ns=50 * MS, election_timeout_min_ns=300 * MS, election_timeout_max_ns=300 * MS,
                                          max_message_bytes=LIMIT, max_in_flight=64))
     c.at(0)
     c.campaign("n1")

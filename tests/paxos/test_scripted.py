@@ -123,7 +123,7 @@ def test_lease_expiry_across_a_partition(request: pytest.FixtureRequest) -> None
 
 
 def test_lost_snapshot_chunk_is_resent_and_install_resumes(request: pytest.FixtureRequest) -> None:
-    c = ScriptCluster(config=PaxosConfig(election_timeout_min_ns=300 * MS, election_timeout_max_ns=300 * MS,
+    c = ScriptCluster(config=PaxosConfig(heartbeat_ns=50 * MS, election_timeout_min_ns=300 * MS, election_timeout_max_ns=300 * MS,
                                          truncate_threshold_entries=4, truncate_keep_entries=1))
     c.at(0)
     elect_n1(c)

@@ -112,3 +112,17 @@ def test_a_snapshot_install_raises_the_floor() -> None:
     core = TabletLeaderCore(M, ts(5))
     core.snapshot_installed(ts(T0))
     assert core.assign(ts(10), commit_wait=False).ts > ts(T0)
+
+
+def test_a_closed_timestamp_waits_for_every_assigned_command_and_bounds_later_ones() -> None:
+    """Followers serve reads up to a closed timestamp once they applied the leader's applied index with it:
+    so no command at or below it may still be unapplied on the leader, or get a timestamp later."""
+    core = serving_core()
+    write = core.assign(ts(T0), commit_wait=True)
+    assert core.close(ts(T0 + 5)) is None, "a command not applied yet may land above the index sent with C"
+    core.applied(write.ts, skipped=False, physical_now_ns=T0 + 1)
+    closed = core.close(ts(T0 + 5))  # in commit-wait is fine: followers hold reads by their horizon rule
+    assert closed == ts(T0 + 5)
+    assert core.assign(ts(T0 + 1), commit_wait=True).ts > closed, "a later command must land above C"
+    core.lease_lost()
+    assert core.close(ts(T0 + 9)) is None, "only a serving leader closes timestamps"

@@ -112,3 +112,34 @@ async def test_a_proposal_refused_after_its_proposer_left_is_forgotten() -> None
         item = replica.paxos._inbox_receive.receive_nowait()
     replica.paxos._take(item)  # not the leader: NotLeader, with nobody waiting
     assert told == ["no"]
+
+
+def follower_replica() -> tuple[TabletReplica, ManualClock]:
+    physical = ManualClock()
+    replica = TabletReplica(
+        node_id="n2", tablet=TabletConfig("t1", b"", None, ("n1", "n2", "n3"), "n1"), engine=DictEngine(),
+        clock=HybridClock(physical, 10_000_000), max_offset_ns=10_000_000, send=lambda dst, msg: None,
+        monotonic_ns=lambda: round(trio.current_time() * 1e9), paxos_config=PaxosConfig(), seed=1,
+        gc_retention_ns=10**12,
+    )
+    return replica, physical
+
+
+async def test_a_follower_serves_a_closed_timestamp_only_once_it_applied_the_index_sent_with_it() -> None:
+    """Closed timestamps on heartbeats (txn/tablet/leader.py): (C, N) from the leader lets a follower
+    serve reads at or below C, but only once slot N is applied here: slots up to N hold every command
+    at or below C, and a follower behind them would answer without some of them."""
+    replica, physical = follower_replica()
+    closed = Timestamp(physical.now_ns(), 0)
+    physical.advance(1_000_000_000)  # past every commit-wait horizon: only safe time decides
+    replica._on_closed(closed.to_bytes(), 2)
+    replica.state.apply(1, b"")
+    with pytest.raises(RequestFailed) as raised:
+        await replica.read_ts(api.ReadMode.AT, closed, 50_000_000)
+    assert raised.value.reply.code == api.ErrorCode.TIMEOUT, "slot 2 is not applied: C is not usable yet"
+    replica.state.apply(2, b"")
+    assert replica.closed_ts == closed
+    assert await replica.read_ts(api.ReadMode.AT, closed, 50_000_000) == closed
+    assert replica.state.safe_ts < closed, "served by the closed timestamp, not by logged safe time"
+    replica._on_closed(b"\x01garbage", 2)  # a token that is no timestamp is ignored, nothing breaks
+    assert replica.closed_ts == closed and replica.marks["tablet.bad_closed_token"] == 1

@@ -272,7 +272,7 @@ def tablet_samples(replica: "TabletReplica", now_ns: int) -> Samples:
     put("gauge", "chronodb_chosen_index", "Highest Paxos log index known chosen", status.chosen_index)
     put("gauge", "chronodb_applied_index", "Highest Paxos log index applied to this replica's state", status.applied_index)
     put("gauge", "chronodb_durable_index", "Highest Paxos log index known fsynced on a majority", durable_index(replica))
-    safe = replica.state.safe_ts
+    safe = replica.readable_safe_ts  # logged safe time, or a closed timestamp from the leader
     if safe != Timestamp.MIN:
         put("gauge", "chronodb_safe_time_lag_seconds", "This node's physical clock minus the replica's safe time",
             (now_ns - safe.wall) / 1e9)

@@ -35,6 +35,18 @@ The rules (Spanner, OSDI 2012, section 4.1.2 and 4.2.1, with an HLC):
   which is within max_offset of some physical clock, which is within
   max_offset of ours.
 - A snapshot install raises the floor to the installed safe time.
+- Closed timestamps (CockroachDB's closed-timestamp side transport): when no
+  command it assigned is still unapplied, a serving leader may `close` its
+  HLC now: it raises the floor to C, so every later command gets a
+  timestamp above C, and every command at or below C is applied here, at or
+  below the applied index N taken with it. Paxos carries (C, N) on the
+  leader's Accepts (heartbeats included); a follower that has applied N may
+  serve reads at or below C, as if a SafeTimeAdvance(C) were in its log,
+  without a synced proposal (an idle tablet logs one only every
+  `SAFE_TIME_LOG_INTERVAL_NS`, for GC and restarts). C is no more than any
+  timestamp this leader could assign, so the rule (a) wait of the next
+  lease holder covers it as it covers writes; commit-wait is the followers'
+  horizon rule above, as for logged safe time.
 
 HAZARD: every rule above rests on any two serving clocks being within
 max_offset (DESIGN.md contract 6, enforced by fencing in txn/node/clock_watch.py).
@@ -137,6 +149,15 @@ class TabletLeaderCore:
     @property
     def is_serving(self) -> bool:
         return self.serving is Serving.SERVING
+
+    def close(self, hlc_now: Timestamp) -> Timestamp | None:
+        """A closed timestamp C (module docstring): None unless serving with every assigned command applied.
+        Raises the floor to C, so no later command gets a timestamp at or below it."""
+        if self.serving is not Serving.SERVING or any(c.state is WriteState.PROPOSED for c in self.pending.values()):
+            return None
+        if hlc_now > self.floor:
+            self.floor = hlc_now
+        return self.floor
 
     # ---- commands -------------------------------------------------------------
 

@@ -142,9 +142,11 @@ class TabletState:
         if self.on_applied is not None:
             self.on_applied(index, command, skipped)
 
-    def read_safe_ts(self) -> Timestamp:
-        """The highest timestamp a read may be served at here: safe time, held below prepared transactions."""
-        return self.txns.read_safe_ts(self.safe_ts)
+    def read_safe_ts(self, closed_ts: Timestamp = Timestamp.MIN) -> Timestamp:
+        """The highest timestamp a read may be served at here: safe time (or a leader's closed
+        timestamp this replica has applied far enough for, txn/tablet/leader.py), held below
+        prepared transactions."""
+        return self.txns.read_safe_ts(max(self.safe_ts, closed_ts))
 
     def is_stale(self, command: "WriteBatch | SafeTimeAdvance | Barrier") -> bool:
         """A command this state machine skips: from a deposed leadership, or not above safe time."""

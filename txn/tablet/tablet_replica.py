@@ -10,8 +10,12 @@ proposes, waits and answers.
 Tasks per replica: the Paxos driver's owner task; the leadership loop (new
 lease -> wait out the predecessor -> barrier -> serving); one commit-wait
 timer (the core's `next_wake_ns`, on the physical clock); the safe-time loop
-(an idle leader proposes `SafeTimeAdvance` every `safe_time_interval_ns` so
-followers can serve recent reads); and the space loop (GC behind
+(every `safe_time_interval_ns` a serving leader with nothing unapplied closes
+a timestamp, which Paxos carries to the followers on its Accepts, so they can
+serve recent reads: txn/tablet/leader.py, "Closed timestamps"; an idle
+leader also proposes a `SafeTimeAdvance` every `SAFE_TIME_LOG_INTERVAL_NS`,
+for GC and restarts, where it used to propose one every interval); and the
+space loop (GC behind
 `gc_retention`, then LevelDB compaction of what GC and log truncation freed:
 txn/tablet/space.py). Request tasks only call the core synchronously and
 wait on `_changed`.
@@ -51,6 +55,9 @@ from txn.tablet.state import TabletState
 from txn.tablet.transactions import TabletTransactions
 
 DEFAULT_SAFE_TIME_INTERVAL_NS = 100_000_000
+# An idle leader logs its safe time this often (a synced proposal on every replica); the
+# followers' reads of recent timestamps use the closed timestamps on heartbeats instead.
+SAFE_TIME_LOG_INTERVAL_NS = 5_000_000_000
 PREFERRED_CAMPAIGN_WINDOW_NS = 5_000_000_000
 PREFERRED_CAMPAIGN_INTERVAL_NS = 200_000_000
 BARRIER_TIMEOUT_S = 2.0
@@ -81,7 +88,12 @@ class TabletReplica:
         self.state = TabletState(engine, on_applied=self._on_applied)
         self.leader = TabletLeaderCore(max_offset_ns, self.state.safe_ts)
         self.last_write_ns = 0
+        self.last_safe_time_logged_ns = 0
         self.follower_reads = 0
+        # A leader's closed timestamp (txn/tablet/leader.py) this replica has applied far enough
+        # to serve reads at: as a follower, reads at or below it need no logged safe time.
+        self.closed_ts = Timestamp.MIN
+        self._closed_waiting: tuple[Timestamp, int] | None = None  # received, index not applied yet
         # Writes this replica answered as leader (txn/api/metrics.py): acknowledged
         # after a majority fsynced them, or outcome_unknown for want of that.
         self.distributed_commits = 0
@@ -97,7 +109,7 @@ class TabletReplica:
         self.paxos = PaxosDriver(
             node_id=node_id, peers=tuple(tablet.replicas), storage=PaxosStorage(engine),
             state_machine=self.state, send=send, now_ns=monotonic_ns, seed=seed,
-            config=paxos_config, preferred_leader_id=tablet.preferred_leader,
+            config=paxos_config, preferred_leader_id=tablet.preferred_leader, on_closed=self._on_closed,
         )
         self.space = SpaceLoop(
             state=self.state, log=self.paxos.storage, snapshot_index=lambda: self.paxos.core.first_index - 1,
@@ -142,7 +154,35 @@ class TabletReplica:
             self.leader.applied(command.ts, skipped=skipped, physical_now_ns=self._physical_ns())  # type: ignore[attr-defined]
         else:
             self.leader.snapshot_installed(self.state.safe_ts)  # a no-op, or a snapshot install
+        self._promote_closed()
         self._notify()
+
+    @property
+    def readable_safe_ts(self) -> Timestamp:
+        """Safe time for reads here: the logged safe time or a usable closed timestamp, whichever is higher
+        (before holding below prepared transactions and the commit-wait horizon)."""
+        return max(self.state.safe_ts, self.closed_ts)
+
+    def _on_closed(self, token: bytes, index: int) -> None:
+        """The leader closed a timestamp: usable here once slot `index` is applied."""
+        try:
+            closed = Timestamp.from_bytes(token)
+        except ValueError:
+            self.marks["tablet.bad_closed_token"] += 1
+            return
+        self._closed_waiting = (closed, index)
+        if self._promote_closed():
+            self._notify()
+
+    def _promote_closed(self) -> bool:
+        waiting = self._closed_waiting
+        if waiting is None or waiting[1] > self.state.applied_index() or not self.state.usable:
+            return False
+        self._closed_waiting = None
+        if waiting[0] <= self.closed_ts:
+            return False
+        self.closed_ts = waiting[0]
+        return True
 
     async def _commit_wait_timer(self) -> None:
         """One timer for every commit-wait of this tablet (the physical clock decides)."""
@@ -240,8 +280,14 @@ class TabletReplica:
         interval_s = self.safe_time_interval_ns / 1e9
         while True:
             await trio.sleep(interval_s)
-            idle = self.monotonic_ns() - self.last_write_ns >= self.safe_time_interval_ns
-            if idle and self._is_serving():
+            if not self._is_serving():
+                continue
+            closed = self.leader.close(self.clock.now())
+            if closed is not None:
+                self.paxos.set_closed(closed.to_bytes(), self.state.applied_index())
+            now_ns = self.monotonic_ns()
+            if now_ns - max(self.last_write_ns, self.last_safe_time_logged_ns) >= SAFE_TIME_LOG_INTERVAL_NS:
+                self.last_safe_time_logged_ns = now_ns
                 pending = self.leader.assign(self.clock.now(), commit_wait=False)
                 try:
                     await self._propose(pending, SafeTimeAdvance(pending.ts, self.paxos.core.ballot), 1.0)
@@ -391,14 +437,16 @@ class TabletReplica:
                     # serves it once its own clock has passed T.
                     await trio.sleep(ahead_ns / 1e9 + 0.0001)
                     continue
-                visible = self.leader.replica_visible_ts(self.state.read_safe_ts(), self._physical_ns())
+                visible = self.leader.replica_visible_ts(self.state.read_safe_ts(self.closed_ts), self._physical_ns())
                 if ts <= visible:
                     if not self._is_serving():
                         self.follower_reads += 1
+                        if ts > self.state.safe_ts:
+                            self.marks["tablet.read_at_closed_ts"] += 1
                     return visible if mode == api.ReadMode.MAX_STALE else ts
                 await self._wait_changed(changed)
         assert scope.cancelled_caught
-        raise failure(api.ErrorCode.TIMEOUT, f"replica {self.node_id} of tablet {self.tablet.id} could not serve a read at {ts} in time (safe time {self.state.safe_ts})", leader_hint=self.leader_hint())
+        raise failure(api.ErrorCode.TIMEOUT, f"replica {self.node_id} of tablet {self.tablet.id} could not serve a read at {ts} in time (safe time {self.readable_safe_ts})", leader_hint=self.leader_hint())
 
     def _refuse_future(self, ts: Timestamp, timeout_ns: int) -> None:
         reachable = self._physical_ns() + self.max_offset_ns + max(timeout_ns, 0)
@@ -447,7 +495,7 @@ class TabletReplica:
             serving=self._is_serving(), leader_hint=self.leader_hint(), ballot=str(paxos.ballot),
             first_index=paxos.first_index, last_index=paxos.last_index, chosen_index=paxos.chosen_index,
             applied_index=paxos.applied_index, snapshot_index=paxos.snapshot_index,
-            pending_proposals=paxos.pending_proposals, safe_ts=self.state.safe_ts,
+            pending_proposals=paxos.pending_proposals, safe_ts=self.readable_safe_ts,
             gc_horizon=self.state.store.gc_horizon(),
             lease_remaining_ns=max(0, paxos.lease_expiry_ns - self.monotonic_ns()) if paxos.lease_holder else 0,
             follower_reads=self.follower_reads,
