@@ -43,7 +43,7 @@ The rules (Spanner, OSDI 2012, section 4.1.2 and 4.2.1, with an HLC):
   leader's Accepts (heartbeats included); a follower that has applied N may
   serve reads at or below C, as if a SafeTimeAdvance(C) were in its log,
   without a synced proposal (an idle tablet logs one only every
-  `SAFE_TIME_LOG_INTERVAL_NS`, for GC and restarts). C is no more than any
+  `SAFE_TIME_LOG_INTERVAL_NS`, so that a restart finds a recent safe time). C is no more than any
   timestamp this leader could assign, so the rule (a) wait of the next
   lease holder covers it as it covers writes; commit-wait is the followers'
   horizon rule above, as for logged safe time.

@@ -9,7 +9,8 @@ paxos/replica.py) deleted enough of it. Which ranges and how often is the
 pure policy of txn/tablet/compaction.py; this module only runs it.
 
 Every interval (`gc_retention / 2`, between 0.2 s and 5 s): if the horizon
-`safe_ts - gc_retention` is above the store's, one GC pass at that horizon,
+`safe_ts - gc_retention` is above the store's (`safe_ts`: the replica's
+readable safe time, logged or closed: txn/tablet/leader.py), one GC pass at that horizon,
 chunk by chunk (a checkpoint between chunks), each closed slice compacted as
 it closes; then the log check. GC and compaction are local to the replica
 (never replicated): each replica collects and compacts on its own clock.
@@ -63,9 +64,12 @@ class SpaceLoop:
     def __init__(
         self, *, state: TabletState, log: PaxosStorage, snapshot_index: Callable[[], int], gc_retention_ns: int,
         monotonic_ns: Callable[[], int], policy: CompactionPolicy | None = None, offload: bool = False,
+        safe_ts: Callable[[], Timestamp] | None = None,
     ) -> None:
+        """`safe_ts`: the safe time GC stays `gc_retention` behind (default: the state's logged one)."""
         self.offload = offload
         self.state = state
+        self.safe_ts = safe_ts or (lambda: state.safe_ts)
         self.log = log
         self.snapshot_index = snapshot_index
         self.gc_retention_ns = gc_retention_ns
@@ -85,7 +89,7 @@ class SpaceLoop:
 
     def horizon(self) -> Timestamp | None:
         """The horizon GC may move to now, or None if it is not above the store's."""
-        horizon_wall = self.state.safe_ts.wall - self.gc_retention_ns
+        horizon_wall = self.safe_ts().wall - self.gc_retention_ns
         if horizon_wall <= 0 or Timestamp(horizon_wall, 0) <= self.state.store.gc_horizon():
             return None
         return Timestamp(horizon_wall, 0)

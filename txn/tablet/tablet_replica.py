@@ -14,7 +14,8 @@ timer (the core's `next_wake_ns`, on the physical clock); the safe-time loop
 a timestamp, which Paxos carries to the followers on its Accepts, so they can
 serve recent reads: txn/tablet/leader.py, "Closed timestamps"; an idle
 leader also proposes a `SafeTimeAdvance` every `SAFE_TIME_LOG_INTERVAL_NS`,
-for GC and restarts, where it used to propose one every interval); and the
+so that a restart finds a recent safe time, where it used to propose one
+every interval; GC stays `gc_retention` behind the readable safe time); and the
 space loop (GC behind
 `gc_retention`, then LevelDB compaction of what GC and log truncation freed:
 txn/tablet/space.py). Request tasks only call the core synchronously and
@@ -55,8 +56,8 @@ from txn.tablet.state import TabletState
 from txn.tablet.transactions import TabletTransactions
 
 DEFAULT_SAFE_TIME_INTERVAL_NS = 100_000_000
-# An idle leader logs its safe time this often (a synced proposal on every replica); the
-# followers' reads of recent timestamps use the closed timestamps on heartbeats instead.
+# An idle leader logs its safe time this often (a synced proposal on every replica), for restarts;
+# reads of recent timestamps and GC use the closed timestamps on heartbeats instead.
 SAFE_TIME_LOG_INTERVAL_NS = 5_000_000_000
 PREFERRED_CAMPAIGN_WINDOW_NS = 5_000_000_000
 PREFERRED_CAMPAIGN_INTERVAL_NS = 200_000_000
@@ -114,6 +115,7 @@ class TabletReplica:
         self.space = SpaceLoop(
             state=self.state, log=self.paxos.storage, snapshot_index=lambda: self.paxos.core.first_index - 1,
             gc_retention_ns=gc_retention_ns, monotonic_ns=monotonic_ns, offload=offload_compaction,
+            safe_ts=lambda: self.readable_safe_ts,
         )
 
     @property
@@ -285,6 +287,7 @@ class TabletReplica:
             closed = self.leader.close(self.clock.now())
             if closed is not None:
                 self.paxos.set_closed(closed.to_bytes(), self.state.applied_index())
+                self.closed_ts = closed  # true here too (every command at or below it is applied): GC follows it
             now_ns = self.monotonic_ns()
             if now_ns - max(self.last_write_ns, self.last_safe_time_logged_ns) >= SAFE_TIME_LOG_INTERVAL_NS:
                 self.last_safe_time_logged_ns = now_ns
