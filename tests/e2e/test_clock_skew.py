@@ -102,7 +102,11 @@ def test_skew_beyond_the_bound_fences_and_clear_restores(fresh_cluster: LocalClu
         assert client.get(key).version_ts == ts
     shown = skew_show(fresh_cluster)
     assert shown[victim]["offset_ns"] == 0
-    assert sum(shown["n1"]["rejected_messages"].values()) > 0  # n3's messages from the future were refused
+    # Each node reports what it refused per peer. n3's Paxos messages stamped from the future are
+    # refused only between the skew and n3's fence (one probe round at most; a fenced node sends no
+    # Paxos traffic), and under load that window may carry none: the refusal itself is checked
+    # deterministically in tests/txn/test_transport.py (rejected_clock).
+    assert sorted(shown["n1"]["rejected_messages"]) == ["n2", "n3"], shown["n1"]
 
 
 def test_jepsen_vocabulary_and_the_hlc_never_goes_back(fresh_cluster: LocalCluster) -> None:
