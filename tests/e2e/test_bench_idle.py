@@ -30,9 +30,10 @@ def test_bench_idle_prints_each_node_and_an_idle_log() -> None:
     assert all(float(share) > 0 for _, share, _ in shares), "every node runs heartbeats: some CPU"
     appended = dict(re.findall(r"(t\d) (\d+) \(", out))
     assert sorted(appended) == ["t1", "t2", "t3"], out
-    # 100 ms safe-time proposals would append about 10 per second; a 5 s one at most one in the window,
-    # plus a leadership change's no-op and barrier should one happen.
-    assert all(int(n) <= 3 for n in appended.values()), out
+    # 100 ms safe-time proposals would append about 10 per second (30 here; 26 measured with them put
+    # back); a 5 s one at most one in the window, plus a no-op and a barrier per leadership change
+    # should a loaded machine move a lease or two.
+    assert all(int(n) <= 8 for n in appended.values()), out
 
 
 def test_bench_idle_refuses_a_bad_window() -> None:

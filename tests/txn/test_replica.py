@@ -143,3 +143,7 @@ async def test_a_follower_serves_a_closed_timestamp_only_once_it_applied_the_ind
     assert replica.state.safe_ts < closed, "served by the closed timestamp, not by logged safe time"
     replica._on_closed(b"\x01garbage", 2)  # a token that is no timestamp is ignored, nothing breaks
     assert replica.closed_ts == closed and replica.marks["tablet.bad_closed_token"] == 1
+    # A token from the far future (GC follows closed timestamps) is cut to 2 x max_offset past our clock.
+    replica._on_closed(Timestamp(physical.now_ns() + 3600 * 10**9, 0).to_bytes(), 2)
+    assert replica.closed_ts == Timestamp(physical.now_ns() + 2 * 10_000_000, 0)
+    assert replica.marks["tablet.closed_token_clamped"] == 1

@@ -172,6 +172,12 @@ class TabletReplica:
         except ValueError:
             self.marks["tablet.bad_closed_token"] += 1
             return
+        # A peer's value, and GC follows it: a leader's C is its HLC, within 2 x max_offset of our
+        # clock. Anything beyond is cut to that bound (a lower closed timestamp is as true).
+        bound = Timestamp(self._physical_ns() + 2 * self.max_offset_ns, 0)
+        if closed > bound:
+            self.marks["tablet.closed_token_clamped"] += 1
+            closed = bound
         self._closed_waiting = (closed, index)
         if self._promote_closed():
             self._notify()
