@@ -28,8 +28,10 @@ def tablet_json(cluster: LocalCluster, tablet_id: str) -> dict:
 
 def write_with_followers_stopped(cluster: LocalCluster) -> str:
     """Write to t1's leader while both its followers are SIGSTOPped; say how it ended."""
-    client = cluster.client(timeout_s=3.0)
-    leader = client.put(b"a-warm", b"v").node  # the connection open and the leader known
+    leader = cluster.client(timeout_s=10.0).put(b"a-warm", b"v").node  # the leader as of now
+    # Each SyncClient call is a fresh client that loads the tablet map again: it must ask the
+    # leader first, not a stopped follower that would use up the deadline connecting.
+    client = cluster.client(home=leader, timeout_s=3.0)
     followers = [n for n in cluster.config.tablets[0].replicas if n != leader]
     for node_id in followers:
         cluster.processes[node_id].send_signal(signal.SIGSTOP)
