@@ -31,6 +31,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from typing import Sequence
 
 import trio
 
@@ -39,6 +40,7 @@ from tools.bench import print_setup
 from tools.errors import CliError
 from tools.localcluster import LocalCluster
 from tools.profiler import Profiler, open_profiler
+from txn.api import TabletInfo
 from txn.client import ClientError, open_client
 from txn.net.tls import client_tls_for_dir
 
@@ -71,6 +73,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def bench_keys(tablets: Sequence[TabletInfo], count: int) -> list[bytes]:
+    """`count` keys dealt round-robin over the tablets, so every tablet (and
+    with the default layout every node, as some tablet's leader) takes an
+    equal share: key i is the start of tablet i mod n, then "bench-<i>"."""
+    ordered = sorted(tablets, key=lambda t: t.start)
+    keys = []
+    for i in range(count):
+        tablet = ordered[i % len(ordered)]
+        key = tablet.start + b"bench-%05d" % i
+        if tablet.end is not None and key >= tablet.end:  # a first tablet that ends before "bench"
+            key = tablet.start + b"\x00bench-%05d" % i
+        keys.append(key)
+    return keys
+
+
 async def client_loop(addresses, cluster_id, kind: str, concurrency: int, seconds: float, offset: int,
                       data_dir: str) -> dict:
     latencies: list[float] = []
@@ -79,13 +96,14 @@ async def client_loop(addresses, cluster_id, kind: str, concurrency: int, second
     past_ns = 5_000_000_000
     async with open_client(addresses, cluster_id=cluster_id, timeout_s=10, tls=client_tls_for_dir(data_dir)) as client:
         await client.refresh_map()
+        keys = bench_keys(client.tablets, KEYS)
         stop_at = trio.current_time() + seconds
 
         async def worker(number: int) -> None:
             nonlocal errors
             i = number * 7919 + offset
             while trio.current_time() < stop_at:
-                key = b"bench-%05d" % (i % KEYS)
+                key = keys[i % KEYS]
                 i += 1
                 start = trio.current_time()
                 try:
@@ -155,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     print_setup(
         "kv", cluster=f"3 nodes, {args.tablets} tablets, 3 replicas, fresh LevelDB dirs, loopback TCP",
         max_offset=args.max_offset, duration=f"{args.seconds}s per figure",
-        clients=f"closed loop, {args.client_processes} client processes (each near another node), keys={KEYS}, value=32B",
+        clients=f"closed loop, {args.client_processes} client processes (each near another node), keys={KEYS} dealt evenly over the tablets, value=32B",
         concurrency=args.concurrency, workloads=", ".join(args.workload_list),
         **({"profile": profiler.describe()} if profiler else {}),
     )
