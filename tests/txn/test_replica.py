@@ -147,3 +147,27 @@ async def test_a_follower_serves_a_closed_timestamp_only_once_it_applied_the_ind
     replica._on_closed(Timestamp(physical.now_ns() + 3600 * 10**9, 0).to_bytes(), 2)
     assert replica.closed_ts == Timestamp(physical.now_ns() + 2 * 10_000_000, 0)
     assert replica.marks["tablet.closed_token_clamped"] == 1
+
+
+async def test_a_stale_read_is_measured_on_the_serving_replicas_clock_in_one_request() -> None:
+    """ReadMode.STALE: the replica reads at its own now - stale_ns (no round trip for `now` first);
+    MAX_STALE without a timestamp takes the same bound; contradictory or negative input is refused."""
+    replica, physical = follower_replica()
+    closed = Timestamp(physical.now_ns(), 0)
+    physical.advance(1_000_000_000)
+    replica._on_closed(closed.to_bytes(), 1)
+    replica.state.apply(1, b"")
+    now_wall = physical.now_ns()
+    reply = await replica.read(api.ReadRequest("t1", b"k", api.ReadMode.STALE, None, 50_000_000, now_wall - closed.wall))
+    assert reply.ts == closed and reply.value is None and reply.served_by == "n2"
+    reply = await replica.read(api.ReadRequest("t1", b"k", api.ReadMode.MAX_STALE, None, 50_000_000, 1_000_000_000))
+    assert reply.ts == closed, "max-stale: the freshest timestamp servable without waiting, here C"
+    with pytest.raises(RequestFailed) as raised:
+        await replica.read(api.ReadRequest("t1", b"k", api.ReadMode.STALE, None, 50_000_000, 1_000))
+    assert raised.value.reply.code == api.ErrorCode.TIMEOUT, "1 us stale is above this follower's closed timestamp"
+    for bad in (api.ReadRequest("t1", b"k", api.ReadMode.STALE, None, 50_000_000, -1),
+                api.ReadRequest("t1", b"k", api.ReadMode.STRONG, None, 50_000_000, 5),
+                api.ReadRequest("t1", b"k", api.ReadMode.STALE, closed, 50_000_000, 5)):
+        with pytest.raises(RequestFailed) as raised:
+            await replica.read(bad)
+        assert raised.value.reply.code == api.ErrorCode.BAD_REQUEST, bad

@@ -24,7 +24,8 @@ from txn.wire.codec import register_classes
 class ReadMode(enum.StrEnum):
     STRONG = "strong"  # the leader picks a timestamp covering every acknowledged write
     AT = "at"  # at the given timestamp (exact staleness is `at now - d`)
-    MAX_STALE = "max_stale"  # the freshest timestamp served without waiting, >= ts
+    MAX_STALE = "max_stale"  # the freshest timestamp served without waiting, >= ts (or >= now - stale_ns)
+    STALE = "stale"  # exact staleness in one round trip: at now - stale_ns on the serving replica's clock
 
 
 @attrs.frozen
@@ -88,6 +89,9 @@ class ReadRequest:
     mode: ReadMode
     ts: Timestamp | None
     timeout_ns: int
+    # STALE, or MAX_STALE without ts: how far behind the serving replica's clock
+    # (its now - stale_ns; one round trip instead of asking a node for now first).
+    stale_ns: int = 0
 
 
 @attrs.frozen

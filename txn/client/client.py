@@ -70,7 +70,6 @@ from txn.client.errors import (
     ClientError, NoLeader, OutcomeUnknown, ReadFailed, Refused, RequestTimeout, TooLarge, TxnAborted, Unreachable,
 )
 from txn.client.transaction import Snapshot, Transaction, open_transaction, run_transaction, snapshot_ts
-from txn.client.txn_plan import stale_ts
 from txn.net.messaging import FrameTooLarge, RpcTimeout, TransportError
 
 DEFAULT_DIR = "./chronodb-data"
@@ -325,26 +324,33 @@ class Client(ConnectionPool):
             problems.append(f"{node}: {reply}")
         raise Unreachable("no node answered a timestamp request (" + ("; ".join(problems[-3:]) or "deadline passed") + ")")
 
-    async def read_mode(self, *, at: Timestamp | None, stale_ns: int | None, max_stale_ns: int | None,
-                        timeout_s: float | None = None) -> tuple[str, Timestamp | None]:
+    @staticmethod
+    def read_mode(*, at: Timestamp | None, stale_ns: int | None,
+                  max_stale_ns: int | None) -> tuple[api.ReadMode, Timestamp | None, int]:
+        """(mode, ts, stale_ns) of a read request. Staleness is measured on the
+        serving replica's clock (not the client's, which no bound covers), in
+        the same round trip as the read."""
         if sum(x is not None for x in (at, stale_ns, max_stale_ns)) > 1:
             raise ClientError("choose at most one of at, stale and max_stale")
+        for name, value in (("stale", stale_ns), ("max_stale", max_stale_ns)):
+            if value is not None and value < 0:
+                raise ClientError(f"{name} must not be negative, got {value} ns")
         if at is not None:
-            return api.ReadMode.AT, at
+            return api.ReadMode.AT, at, 0
         if stale_ns is not None:
-            return api.ReadMode.AT, stale_ts(await self.node_timestamp(timeout_s=timeout_s), stale_ns)
+            return api.ReadMode.STALE, None, stale_ns
         if max_stale_ns is not None:
-            return api.ReadMode.MAX_STALE, stale_ts(await self.node_timestamp(timeout_s=timeout_s), max_stale_ns)
-        return api.ReadMode.STRONG, None
+            return api.ReadMode.MAX_STALE, None, max_stale_ns
+        return api.ReadMode.STRONG, None, 0
 
     async def get(
         self, key: bytes, *, at: Timestamp | None = None, stale_ns: int | None = None,
         max_stale_ns: int | None = None, timeout_s: float | None = None,
     ) -> GetResult:
-        mode, ts = await self.read_mode(at=at, stale_ns=stale_ns, max_stale_ns=max_stale_ns, timeout_s=timeout_s)
+        mode, ts, stale = self.read_mode(at=at, stale_ns=stale_ns, max_stale_ns=max_stale_ns)
         tablet = await self.tablet_for(key)
         reply = await self._send(
-            tablet, lambda t: api.ReadRequest(tablet.id, key, mode, ts, t),
+            tablet, lambda t: api.ReadRequest(tablet.id, key, mode, ts, t, stale),
             leader=(mode == api.ReadMode.STRONG), is_write=False, timeout_s=timeout_s,
         )
         return GetResult(key, reply.value, reply.ts, reply.version_ts, reply.served_by)

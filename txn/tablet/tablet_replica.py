@@ -479,11 +479,25 @@ class TabletReplica:
     async def read(self, request: api.ReadRequest) -> api.ReadReply:
         if not self.tablet.contains(request.key):
             raise failure(api.ErrorCode.BAD_REQUEST, f"key {request.key!r} is outside tablet {self.tablet.id}")
+        mode, ts = self._relative_read(request)
         with trio.move_on_after(max(request.timeout_ns, 0) / 1e9):
-            ts = await self.read_ts(request.mode, request.ts, request.timeout_ns)
+            ts = await self.read_ts(mode, ts, request.timeout_ns)
             result = await self._read_resolved(request.key, ts)  # a prepared transaction's intent: wait for its fate
             return api.ReadReply(ts, result.value, result.version_ts, self.node_id)
         raise failure(api.ErrorCode.TIMEOUT, f"a transaction prepared on {request.key!r} was not resolved in time", leader_hint=self.leader_hint())
+
+    def _relative_read(self, request: api.ReadRequest) -> tuple[api.ReadMode, Timestamp | None]:
+        """A STALE read (or MAX_STALE without ts) -> AT (MAX_STALE) `now - stale_ns` on this replica's clock."""
+        relative = request.mode == api.ReadMode.STALE or (request.mode == api.ReadMode.MAX_STALE and request.ts is None)
+        if request.stale_ns < 0 or (request.stale_ns and not relative):
+            raise failure(api.ErrorCode.BAD_REQUEST, f"stale_ns {request.stale_ns} is negative or does not go with "
+                          f"read mode {request.mode}" + (" and a timestamp" if request.ts is not None else ""))
+        if not relative:
+            return request.mode, request.ts
+        if request.ts is not None:
+            raise failure(api.ErrorCode.BAD_REQUEST, "a stale read takes stale_ns, not a timestamp")
+        ts = Timestamp(max(0, self.clock.now().wall - request.stale_ns), 0)
+        return (api.ReadMode.AT if request.mode == api.ReadMode.STALE else api.ReadMode.MAX_STALE), ts
 
     async def scan(self, request: api.ScanRequest) -> api.ScanReply:
         start = max(request.start, self.tablet.start)
