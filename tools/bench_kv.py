@@ -11,8 +11,11 @@ Clients run in `--client-processes` OS processes (default 3), each a trio
 program with one connection per node and "near" a different node (stale
 reads go to the client's nearest replica), so the client side is not the
 only thing measured. `--security tls,insecure` (the default) runs the whole
-set twice, on a mutual-TLS cluster and on an --insecure one, and prints
-each TLS figure's ratio to the insecure one (the cost of TLS, same run).
+set twice, on a mutual-TLS cluster (rows named `<workload>/tls`) and on an
+--insecure one (rows named by the bare workload), and prints each TLS
+figure's ratio to the insecure one (the cost of TLS, same run). Each
+cluster's leaders are printed before its figures. Keys are dealt evenly
+over the tablets (with the default layout each node leads one).
 `--profile DIR` samples every node process with py-spy while each figure
 runs and leaves a flame graph per node and figure in DIR, with the top
 functions by self time in DIR/top.txt (tools/profiler.py); the samplers'
@@ -46,6 +49,11 @@ from txn.net.tls import client_tls_for_dir
 
 KEYS = 1000
 WORKLOADS = ("write", "strong-read", "past-read")
+# A row of the mutual-TLS cluster is named <workload>/tls; the --insecure cluster's rows
+# carry the bare workload name (the setup etcd is compared in: ../shared/bench/vs_etcd.sh
+# takes rows that begin with the bare name).
+TLS_SUFFIX = "/tls"
+PREFERRED_LEADERS_WAIT_S = 20.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"comma-separated, from {', '.join(WORKLOADS)} (default all; without past-read "
                         "the 5 s wait before the figures is skipped)")
     parser.add_argument("--security", default="tls,insecure",
-                        help="clusters to run, in order: tls, insecure or both (default tls,insecure: TLS's cost)")
+                        help="clusters to run, in order: tls, insecure or both (default tls,insecure: TLS's cost); "
+                        "the TLS cluster's rows are named <workload>/tls")
     parser.add_argument("--profile", metavar="DIR",
                         help="sample every node with py-spy while each figure runs: DIR/<node>-<security>-<workload>"
                         "-c<clients>.svg flame graphs and DIR/top.txt, the top functions by self time (needs py-spy "
@@ -178,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
         **({"profile": profiler.describe()} if profiler else {}),
     )
     results: dict[str, dict[tuple[str, int], dict]] = {}
-    print(f"{'security':<9} {'workload':<12} {'clients':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  notes")
+    print(f"{'workload':<16} {'clients':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  notes")
     for mode in modes:
         results[mode] = run_cluster(args, mode, levels, max_offset_ns, profiler)
     if len(results) == 2:
@@ -187,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
             plain = results["insecure"][(kind, level)]
             ops = tls["ops"] / plain["ops"] if plain["ops"] else float("nan")
             p50 = tls["p50_ms"] / plain["p50_ms"] if plain["p50_ms"] else float("nan")
-            print(f"{kind:<12} {level:>7}  throughput x{ops:.2f}  p50 x{p50:.2f}", flush=True)
+            print(f"{kind + TLS_SUFFIX:<16} {level:>7}  throughput x{ops:.2f}  p50 x{p50:.2f}", flush=True)
     if profiler:
         print(profiler.report(), flush=True)
     return 0
@@ -204,6 +213,17 @@ def measure_profiled(cluster: LocalCluster, profiler: Profiler | None, figure: s
     return figures, f"py-spy {profile.cpu_s:.2f} CPU-s"
 
 
+def wait_preferred_leaders(cluster: LocalCluster, timeout_s: float) -> dict[str, str | None]:
+    """Until every tablet is led by its preferred leader (cluster.toml spreads them over the nodes;
+    a node that lost an early election gets its tablets handed back after keeping up for a while),
+    or timeout_s; the leaders then."""
+    preferred = {t.id: t.preferred_leader for t in cluster.config.tablets}
+    deadline = time.monotonic() + timeout_s
+    while (leaders := cluster.leaders()) != preferred and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return leaders
+
+
 def run_cluster(args: argparse.Namespace, mode: str, levels: list[int], max_offset_ns: int,
                 profiler: Profiler | None) -> dict[tuple[str, int], dict]:
     directory = pathlib.Path(tempfile.mkdtemp(prefix="chronodb-bench-kv-"))
@@ -213,6 +233,9 @@ def run_cluster(args: argparse.Namespace, mode: str, levels: list[int], max_offs
     try:
         cluster.start_all()
         cluster.wait_healthy()
+        leaders = wait_preferred_leaders(cluster, PREFERRED_LEADERS_WAIT_S)
+        # Where leadership sits decides how the load spreads over the nodes: say it.
+        print(f"{mode} cluster: leaders " + ", ".join(f"{t} {n}" for t, n in sorted(leaders.items())), flush=True)
         # Fill every key once, then let 5 s pass so reads 5 s in the past see data.
         measure(cluster, "write", 16, 2.0, 1)
         if "past-read" in args.workload_list:
@@ -227,7 +250,8 @@ def run_cluster(args: argparse.Namespace, mode: str, levels: list[int], max_offs
                     share = figures["commit_wait_ms"] / figures["mean_ms"] if figures["mean_ms"] else 0
                     notes.insert(0, f"commit-wait after chosen: {figures['commit_wait_ms']:.2f} ms mean ({share:.0%} of latency)")
                 note = "; ".join(notes)
-                print(f"{mode:<9} {kind:<12} {level:>7} {figures['ops']:>9,.0f} {figures['p50_ms']:>8.2f} "
+                name = kind + (TLS_SUFFIX if mode == "tls" else "")
+                print(f"{name:<16} {level:>7} {figures['ops']:>9,.0f} {figures['p50_ms']:>8.2f} "
                       f"{figures['p99_ms']:>8.2f} {figures['errors']:>6}  {note}", flush=True)
     finally:
         cluster.stop_all()

@@ -80,7 +80,8 @@ def test_profile_leaves_a_flame_graph_per_node_and_figure(tmp_path: pathlib.Path
     assert re.search(r"^profile: +py-spy [\d.]+, 100 samples/s .*lower than without --profile$", result.stdout, re.M), \
         result.stdout
     assert f"profile: 6 flame graphs in {directory}" in result.stdout
-    assert len(re.findall(r"^insecure .* py-spy \d+\.\d\d CPU-s$", result.stdout, re.M)) == 2, result.stdout
+    assert len(re.findall(r"^(write|strong-read) +4 .* py-spy \d+\.\d\d CPU-s$", result.stdout, re.M)) == 2, result.stdout
+    assert re.search(r"^insecure cluster: leaders t1 n\d, t2 n\d, t3 n\d$", result.stdout, re.M), result.stdout
     for node in NODES:
         for figure in FIGURES:
             svg = (directory / f"{node}-{figure}.svg").read_text()
