@@ -147,3 +147,21 @@ async def test_unreachable_dial_is_reported_as_not_delivered(autojump_clock: Any
     async with open_client([ADDRESS["n2"]], cluster_id="c1", timeout_s=10.0, dial=dial,
                            clock=HybridClock(SystemClock(), 10_000_000)) as client:
         assert (await client.put(b"k", b"v")).node == "n2"
+
+
+async def test_calls_on_an_open_connection_do_not_queue_behind_its_connect_lock() -> None:
+    """Many tasks sharing one client: a call on an open connection takes it as it is. Through the
+    connect lock, every call waited for whoever held it (a re-dial, say) and, even when it was free,
+    held it across a schedule point, so a busy client's tasks queued on it: 64 closed-loop clients in
+    3 processes made 4,968 strong reads/s with it, 7,913 without (bench kv, same machine)."""
+    cluster = FakeCluster()
+    async with open_client([ADDRESS["n1"]], cluster_id="c1", timeout_s=10.0, dial=cluster.dial,
+                           clock=HybridClock(SystemClock(), 10_000_000)) as client:
+        await warm(client, cluster)
+        lock = client._connect_locks[ADDRESS["n1"]]
+        async with lock:  # held by someone else (a re-dial, say): open connections still serve calls
+            with trio.fail_after(5):
+                async with trio.open_nursery() as nursery:
+                    for _ in range(8):
+                        nursery.start_soon(client.get, b"k")
+        assert cluster.received == [("n1", "ReadRequest")] * 8
