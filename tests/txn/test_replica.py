@@ -13,7 +13,7 @@ from paxos.types import NotLeader, PaxosConfig, ProposalLost
 from txn import api
 from txn.api.cluster import TabletConfig
 from txn.api.errors import RequestFailed
-from txn.tablet.leader import Serving
+from txn.tablet.leader import Serving, WriteState
 from txn.tablet.tablet_replica import TabletReplica
 
 
@@ -171,3 +171,31 @@ async def test_a_stale_read_is_measured_on_the_serving_replicas_clock_in_one_req
         with pytest.raises(RequestFailed) as raised:
             await replica.read(bad)
         assert raised.value.reply.code == api.ErrorCode.BAD_REQUEST, bad
+
+
+@pytest.mark.parametrize("precise", [True, False])
+async def test_a_precise_commit_wait_releases_within_the_event_loops_timer_resolution(precise: bool,
+                                                                                      mock_clock) -> None:
+    """The loop's timeouts are whole milliseconds: a release due in 0.4 ms would wait for a 1 ms
+    timeout. A precise timer (real nodes) yields instead and releases once the physical clock is
+    past the commit-wait, with no timeout passing (trio's clock stands still here)."""
+    physical = ManualClock()
+    replica = TabletReplica(
+        node_id="n1", tablet=TabletConfig("t1", b"", None, ("n1", "n2", "n3"), "n1"), engine=DictEngine(),
+        clock=HybridClock(physical, 10_000_000), max_offset_ns=10_000_000, send=lambda dst, msg: None,
+        monotonic_ns=lambda: round(trio.current_time() * 1e9), paxos_config=PaxosConfig(), seed=1,
+        gc_retention_ns=10**12, precise_commit_wait=precise,
+    )
+    pending = replica.leader.assign(replica.clock.now(), commit_wait=True)
+    replica.leader.applied(pending.ts, skipped=False, physical_now_ns=physical.now_ns())
+    physical.set(pending.release_after_ns - 400_000)  # due in 0.4 ms
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(replica._commit_wait_timer)
+        for _ in range(20):
+            await trio.lowlevel.checkpoint()
+        assert pending.state is WriteState.APPLIED  # not due yet
+        physical.set(pending.release_after_ns + 1)
+        for _ in range(20):
+            await trio.lowlevel.checkpoint()
+        assert (pending.state is WriteState.DONE) == precise, pending.state
+        nursery.cancel_scope.cancel()

@@ -68,6 +68,9 @@ class NodeEnvironment:
     # LevelDB compactions in a worker thread (txn/tablet/space.py): real nodes only;
     # the simulation keeps every call inline (a thread would escape its virtual clock).
     offload_compaction: bool = False
+    # Commit-wait releases to within the event loop's timer resolution by yielding for the
+    # last millisecond (txn/tablet/tablet_replica.py): real nodes only, for the same reason.
+    precise_commit_wait: bool = False
     # The real stores, which a corrupt replica's rebuild replaces (txn/node/rebuild.py);
     # None in the simulation (no rebuild: `chronodb repair` is refused there).
     engines: TabletEngines | None = None
@@ -95,7 +98,7 @@ def make_replica(node: Node, env: NodeEnvironment, tablet: TabletConfig, engine:
         max_offset_ns=node.config.max_offset_ns, send=node.send_paxos(tablet.id),
         monotonic_ns=env.monotonic_ns, paxos_config=env.paxos_config,
         seed=f"{env.seed}/{tablet.id}", gc_retention_ns=env.gc_retention_ns or node.config.gc_retention_ns,
-        offload_compaction=env.offload_compaction,
+        offload_compaction=env.offload_compaction, precise_commit_wait=env.precise_commit_wait,
     )
 
 
@@ -171,6 +174,7 @@ async def run_node(
             ),
             monotonic_ns=trio_monotonic_ns, seed=node_id, paxos_config=paxos_config or PaxosConfig(),
             gc_retention_ns=gc_retention_ns, metrics_address=me.metrics_address, offload_compaction=True,
+            precise_commit_wait=True,
             engines=engines,
         )
         node = build_node(config, node_id, env)

@@ -63,6 +63,11 @@ PREFERRED_CAMPAIGN_WINDOW_NS = 5_000_000_000
 PREFERRED_CAMPAIGN_INTERVAL_NS = 200_000_000
 BARRIER_TIMEOUT_S = 2.0
 POLL_S = 0.05
+# The event loop's timeouts are whole milliseconds (epoll), rounded up: a timer sleeps about
+# 0.8 ms past its deadline on average. A precise commit-wait timer sleeps until this long
+# before a release and yields until it is due (real nodes; the simulation's virtual clock
+# would never move on while a task keeps yielding).
+TIMER_RESOLUTION_S = 0.001
 
 log = logging.getLogger("chronodb.replica")
 
@@ -77,8 +82,10 @@ class TabletReplica:
         max_offset_ns: int, send: Callable[[str, object], None], monotonic_ns: Callable[[], int],
         paxos_config: PaxosConfig, seed: int | str, gc_retention_ns: int,
         safe_time_interval_ns: int = DEFAULT_SAFE_TIME_INTERVAL_NS, offload_compaction: bool = False,
+        precise_commit_wait: bool = False,
     ) -> None:
         self.node_id = node_id
+        self.precise_commit_wait = precise_commit_wait
         self.tablet = tablet
         self.engine = engine
         self.clock = clock
@@ -201,6 +208,11 @@ class TabletReplica:
                 continue
             wake_ns = self.leader.next_wake_ns()
             delay_s = POLL_S if wake_ns is None else max(0, wake_ns - self._physical_ns()) / 1e9
+            if self.precise_commit_wait and wake_ns is not None:
+                if delay_s <= TIMER_RESOLUTION_S:
+                    await trio.lowlevel.checkpoint()  # due within the loop's resolution: yield until it is
+                    continue
+                delay_s -= TIMER_RESOLUTION_S
             with trio.move_on_after(min(delay_s, POLL_S)):
                 await changed.wait()
 
