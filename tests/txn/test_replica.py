@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 
 from hlc import HybridClock, Timestamp
 from hlc.physical import ManualClock
@@ -198,4 +199,21 @@ async def test_a_precise_commit_wait_releases_within_the_event_loops_timer_resol
         for _ in range(20):
             await trio.lowlevel.checkpoint()
         assert (pending.state is WriteState.DONE) == precise, pending.state
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_idle_commit_wait_timer_sleeps_until_an_apply_wakes_it(mock_clock) -> None:
+    """With nothing in commit-wait the timer sleeps (IDLE_WAIT_S, not a 50 ms poll: idle cost);
+    the apply that starts a commit-wait wakes it, so the release is not late by that sleep."""
+    replica, physical = follower_replica()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(replica._commit_wait_timer)
+        await trio.testing.wait_all_tasks_blocked()
+        started = trio.current_time()
+        pending = replica.leader.assign(replica.clock.now(), commit_wait=True)
+        replica.leader.applied(pending.ts, skipped=False, physical_now_ns=physical.now_ns())
+        physical.set(pending.release_after_ns + 1)
+        replica._notify()  # what _on_applied does after every apply
+        await trio.testing.wait_all_tasks_blocked()
+        assert pending.state is WriteState.DONE and trio.current_time() == started
         nursery.cancel_scope.cancel()

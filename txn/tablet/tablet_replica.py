@@ -68,6 +68,10 @@ POLL_S = 0.05
 # before a release and yields until it is due (real nodes; the simulation's virtual clock
 # would never move on while a task keeps yielding).
 TIMER_RESOLUTION_S = 0.001
+# How long the commit-wait timer and the leadership loop sleep when no deadline of theirs is
+# near: every change they act on wakes them (`_notify`, the driver's status events); this bound
+# only caps the cost of a wake-up missed by mistake. Was POLL_S: 40 wake-ups/s per idle tablet.
+IDLE_WAIT_S = 1.0
 
 log = logging.getLogger("chronodb.replica")
 
@@ -207,13 +211,14 @@ class TabletReplica:
                 self._notify()
                 continue
             wake_ns = self.leader.next_wake_ns()
-            delay_s = POLL_S if wake_ns is None else max(0, wake_ns - self._physical_ns()) / 1e9
+            # Nothing in commit-wait: the next apply (`_on_applied` notifies) starts one.
+            delay_s = IDLE_WAIT_S if wake_ns is None else min(POLL_S, max(0, wake_ns - self._physical_ns()) / 1e9)
             if self.precise_commit_wait and wake_ns is not None:
                 if delay_s <= TIMER_RESOLUTION_S:
                     await trio.lowlevel.checkpoint()  # due within the loop's resolution: yield until it is
                     continue
                 delay_s -= TIMER_RESOLUTION_S
-            with trio.move_on_after(min(delay_s, POLL_S)):
+            with trio.move_on_after(delay_s):
                 await changed.wait()
 
     async def _leadership_loop(self) -> None:
@@ -252,7 +257,9 @@ class TabletReplica:
             if self.leader.barrier_due(self._physical_ns()) and not self.fenced:
                 await self._propose_barrier()
                 continue
-            wait_s = POLL_S
+            # Lease, role and ballot changes come as status events; polled are only the
+            # preferred leader's start-up campaign and the wait-out of rule (a).
+            wait_s = POLL_S if now_ns - started_ns < PREFERRED_CAMPAIGN_WINDOW_NS else IDLE_WAIT_S
             if self.leader.serving is Serving.WAITING_OUT_PREDECESSOR:
                 remaining_ns = self.leader.lease_start_physical_ns + 2 * self.max_offset_ns - self._physical_ns()
                 wait_s = min(POLL_S, max(remaining_ns + 1, 0) / 1e9)
