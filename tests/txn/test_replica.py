@@ -172,6 +172,9 @@ async def test_a_stale_read_is_measured_on_the_serving_replicas_clock_in_one_req
         with pytest.raises(RequestFailed) as raised:
             await replica.read(bad)
         assert raised.value.reply.code == api.ErrorCode.BAD_REQUEST, bad
+    with pytest.raises(RequestFailed) as raised:  # a scan in mode stale (only a ReadRequest carries stale_ns)
+        await replica.scan(api.ScanRequest("t1", b"", None, api.ReadMode.STALE, closed, 10, 50_000_000))
+    assert raised.value.reply.code == api.ErrorCode.BAD_REQUEST
 
 
 @pytest.mark.parametrize("precise", [True, False])

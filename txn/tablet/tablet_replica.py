@@ -444,6 +444,8 @@ class TabletReplica:
 
     async def read_ts(self, mode: api.ReadMode, ts: Timestamp | None, timeout_ns: int) -> Timestamp:
         """Choose the read timestamp and wait until this replica can serve it."""
+        if mode == api.ReadMode.STALE:  # `read` turns it into AT; scans and exports take timestamps
+            raise failure(api.ErrorCode.BAD_REQUEST, "read mode stale is for single-key reads (a ReadRequest)")
         if mode != api.ReadMode.STRONG and ts is None:
             raise failure(api.ErrorCode.BAD_REQUEST, f"read mode {mode} needs a timestamp")
         if self.fenced:
