@@ -74,8 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "get", help="read a key, now or at a timestamp",
         description="Read KEY. Default: a strong read that sees every write acknowledged before it "
         "began. --at reads at a timestamp; --stale DUR reads at now - DUR (served by the nearest "
-        "replica); --max-stale DUR reads at the freshest timestamp a nearby replica can serve "
-        "without waiting, but no older than now - DUR.", epilog=EXIT_CODES_HELP,
+        "replica, now on its clock); --max-stale DUR reads at the freshest timestamp a nearby replica "
+        "can serve without waiting, but no older than now - DUR.", epilog=EXIT_CODES_HELP,
     )
     get.add_argument("key")
     when = get.add_mutually_exclusive_group()
