@@ -470,16 +470,23 @@ class TabletReplica:
                     # serves it once its own clock has passed T.
                     await trio.sleep(ahead_ns / 1e9 + 0.0001)
                     continue
-                visible = self.leader.replica_visible_ts(self.state.read_safe_ts(self.closed_ts), self._physical_ns())
+                visible = self._visible_ts()
                 if ts <= visible:
                     if not self._is_serving():
-                        self.follower_reads += 1
-                        if ts > self.state.safe_ts:
-                            self.marks["tablet.read_at_closed_ts"] += 1
+                        self._count_replica_read(ts)
                     return visible if mode == api.ReadMode.MAX_STALE else ts
                 await self._wait_changed(changed)
         assert scope.cancelled_caught
         raise failure(api.ErrorCode.TIMEOUT, f"replica {self.node_id} of tablet {self.tablet.id} could not serve a read at {ts} in time (safe time {self.readable_safe_ts})", leader_hint=self.leader_hint())
+
+    def _visible_ts(self) -> Timestamp:
+        """The highest timestamp this replica may serve without a leader's pending records."""
+        return self.leader.replica_visible_ts(self.state.read_safe_ts(self.closed_ts), self._physical_ns())
+
+    def _count_replica_read(self, ts: Timestamp) -> None:
+        self.follower_reads += 1
+        if ts > self.state.safe_ts:
+            self.marks["tablet.read_at_closed_ts"] += 1
 
     def _ts_ready_now(self, mode: api.ReadMode, ts: Timestamp | None) -> Timestamp | None:
         """The read timestamp if this replica can serve the read at once, else None (then `read_ts`
@@ -497,11 +504,9 @@ class TabletReplica:
         elif mode != api.ReadMode.AT or ts is None:
             return None
         elif not serving:
-            if ts > self.leader.replica_visible_ts(self.state.read_safe_ts(self.closed_ts), self._physical_ns()):
+            if ts > self._visible_ts():
                 return None
-            self.follower_reads += 1
-            if ts > self.state.safe_ts:
-                self.marks["tablet.read_at_closed_ts"] += 1
+            self._count_replica_read(ts)
             return ts
         elif ts > self.clock.now():
             return None
