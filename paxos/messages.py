@@ -41,10 +41,32 @@ from __future__ import annotations
 import attrs
 
 
-@attrs.frozen(order=True)
+@attrs.frozen(order=False)
 class Ballot:
     round: int
     node: str
+
+    # Hand-written ordering, as hlc.Timestamp's: attrs' generated one builds its tuples through
+    # a generator on every comparison, and ballots are compared for every message and applied slot.
+    def __lt__(self, other: object) -> bool:
+        if other.__class__ is not Ballot:
+            return NotImplemented
+        return (self.round, self.node) < (other.round, other.node)  # type: ignore[attr-defined]
+
+    def __le__(self, other: object) -> bool:
+        if other.__class__ is not Ballot:
+            return NotImplemented
+        return (self.round, self.node) <= (other.round, other.node)  # type: ignore[attr-defined]
+
+    def __gt__(self, other: object) -> bool:
+        if other.__class__ is not Ballot:
+            return NotImplemented
+        return (self.round, self.node) > (other.round, other.node)  # type: ignore[attr-defined]
+
+    def __ge__(self, other: object) -> bool:
+        if other.__class__ is not Ballot:
+            return NotImplemented
+        return (self.round, self.node) >= (other.round, other.node)  # type: ignore[attr-defined]
 
     def __str__(self) -> str:
         return f"{self.round}.{self.node}" if self.node else "0"
