@@ -142,7 +142,12 @@ class StateMachine(Protocol):
     means False): the state machine was interrupted mid-install and holds no
     usable prefix; the core then applies nothing and asks for a snapshot.
     `install_snapshot` must leave, after a crash at any point, either the old
-    state or one that restarts `install_pending`."""
+    state or one that restarts `install_pending`.
+
+    Optional method `apply_entries(entries)` (absent: `apply` per slot): a
+    turn's chosen slots `[(index, command), ...]` at once, in slot order, so
+    the state machine may write them together; after a crash it must restart
+    at some prefix of them (its `applied_index` says which)."""
 
     def applied_index(self) -> int: ...
 

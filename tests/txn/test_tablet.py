@@ -7,7 +7,7 @@ import pytest
 from hlc import Timestamp
 from mvcc.engine import DictEngine
 from paxos.messages import Ballot
-from txn.tablet.commands import Barrier, SafeTimeAdvance, WriteBatch, decode_command, encode_command
+from txn.tablet.commands import Barrier, Decide, Prepare, SafeTimeAdvance, WriteBatch, decode_command, encode_command
 from txn.tablet.state import TabletState
 
 
@@ -41,6 +41,53 @@ def test_index_and_safe_time_survive_reopen_and_crash() -> None:
     # Applies are unsynced: a crash may lose them, but then index and data go together.
     crashed = TabletState(engine.after_crash())
     assert (crashed.applied_index(), crashed.store.read(b"k", ts(9)).value) in ((0, None), (1, b"v"))
+
+
+class CountingEngine(DictEngine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def apply(self, batch, *, sync: bool) -> None:  # noqa: ANN001
+        self.writes += 1
+        super().apply(batch, sync=sync)
+
+
+def test_a_turns_plain_writes_are_one_engine_write_and_listeners_hear_after_it() -> None:
+    engine = CountingEngine()
+    heard: list[tuple[int, bytes | None]] = []
+    state = TabletState(engine, on_applied=lambda index, command, skipped: heard.append(
+        (index, state.store.read(b"k", ts(100)).value)))  # what the store holds when told
+    state.apply_entries([(1, encode_command(Barrier(ts(10))))] + [
+        (i, encode_command(WriteBatch(ts(10 * i), [(b"k", b"v%d" % i)]))) for i in range(2, 6)] + [
+        (6, b""), (7, encode_command(SafeTimeAdvance(ts(70))))])
+    assert engine.writes == 1
+    assert state.applied_index() == 7 and state.safe_ts == ts(70)
+    assert [index for index, _ in heard] == [1, 2, 3, 4, 5, 6, 7]
+    assert all(value == b"v5" for _, value in heard)  # written before anyone is told
+    assert TabletState(engine).applied_index() == 7 and state.store.read(b"k", ts(35)).value == b"v3"
+    # The batch is one unsynced write: a crash keeps all of the turn or none of it.
+    crashed = TabletState(engine.after_crash())
+    assert (crashed.applied_index(), crashed.store.read(b"k", ts(100)).value) == (0, None)
+
+
+def test_a_transaction_command_in_a_turn_sees_what_the_turn_staged_before_it() -> None:
+    """A Decide resolves the intents of a Prepare applied in the same turn (it reads them from the store)."""
+    engine = CountingEngine()
+    state = TabletState(engine)
+    epoch = Ballot(1, "n1")
+    prepare = Prepare(ts(20), epoch, "tx1", ts(20), "t1", [(b"k", b"txn")], [], [])
+    state.apply_entries([
+        (1, encode_command(Barrier(ts(10), epoch))),
+        (2, encode_command(WriteBatch(ts(15), [(b"j", b"plain")], epoch))),
+        (3, encode_command(prepare)),
+        (4, encode_command(Decide(ts(30), epoch, "tx1", True, []))),
+        (5, encode_command(WriteBatch(ts(40), [(b"j", b"later")], epoch))),
+    ])
+    assert state.store.read(b"k", ts(30)).value == b"txn" and state.store.intent(b"k") is None
+    assert state.store.read(b"j", ts(39)).value == b"plain" and state.store.read(b"j", ts(40)).value == b"later"
+    assert not state.txns.prepared and state.applied_index() == 5
+    assert engine.writes == 4  # [barrier, write], [prepare], [decide], [write]
 
 
 def test_out_of_order_apply_is_a_bug() -> None:

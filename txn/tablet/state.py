@@ -47,7 +47,7 @@ Invariants:
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import cbor2
 
@@ -113,34 +113,58 @@ class TabletState:
         return self._applied_index
 
     def apply(self, index: int, command_bytes: bytes) -> None:
-        assert index == self._applied_index + 1, f"apply out of order: {index} after {self._applied_index}"
-        command = decode_command(command_bytes)
-        batch = Batch()
-        skipped = command is not None and self.is_stale(command)
-        if command is not None and not skipped:
-            assert command.ts > self.safe_ts, f"command ts {command.ts} not above safe time {self.safe_ts}"
-            if isinstance(command, WriteBatch):
-                for key, value in command.writes:
-                    self.store.stage_write(batch, key, command.ts, value)
-                self.writes_applied += 1
-            elif isinstance(command, Prepare):
-                skipped = not self.txns.stage_prepare(batch, command)
-            elif isinstance(command, Decide):
-                self.txns.stage_decide(batch, command)
-            elif isinstance(command, Resolve):
-                self.txns.stage_resolve(batch, command)
-            if isinstance(command, Barrier):
-                self.barrier_epoch = command.epoch
-                batch.put(EPOCH_KEY, cbor2.dumps([command.epoch.round, command.epoch.node]))
-            self.safe_ts = command.ts
-            batch.put(SAFE_TS_KEY, self.safe_ts.to_bytes())
-        if skipped and not isinstance(command, Prepare):
-            self.skipped += 1
-        batch.put(APPLIED_KEY, index.to_bytes(8, "big"))
+        self.apply_entries(((index, command_bytes),))
+
+    def apply_entries(self, entries: Sequence[tuple[int, bytes]]) -> None:
+        """Apply consecutive slots with as few engine writes as they allow: one for a run of plain
+        writes and safe-time advances (a Paxos turn's worth), each batch carrying the applied index
+        of its last slot, so a crash leaves some prefix applied. A transaction command reads the
+        store while staging (intents, records), so what is staged before it is written first."""
+        batch, told = Batch(), []
+        last = self._applied_index
+        for index, command_bytes in entries:
+            assert index == last + 1, f"apply out of order: {index} after {last}"
+            last = index
+            command = decode_command(command_bytes)
+            reads_store = isinstance(command, (Prepare, Decide, Resolve))
+            if reads_store and batch:
+                batch, told = self._write(batch, told)
+            skipped = command is not None and self.is_stale(command)
+            if command is not None and not skipped:
+                assert command.ts > self.safe_ts, f"command ts {command.ts} not above safe time {self.safe_ts}"
+                if isinstance(command, WriteBatch):
+                    for key, value in command.writes:
+                        self.store.stage_write(batch, key, command.ts, value)
+                    self.writes_applied += 1
+                elif isinstance(command, Prepare):
+                    skipped = not self.txns.stage_prepare(batch, command)
+                elif isinstance(command, Decide):
+                    self.txns.stage_decide(batch, command)
+                elif isinstance(command, Resolve):
+                    self.txns.stage_resolve(batch, command)
+                if isinstance(command, Barrier):
+                    self.barrier_epoch = command.epoch
+                    batch.put(EPOCH_KEY, cbor2.dumps([command.epoch.round, command.epoch.node]))
+                self.safe_ts = command.ts
+                batch.put(SAFE_TS_KEY, self.safe_ts.to_bytes())
+            if skipped and not isinstance(command, Prepare):
+                self.skipped += 1
+            batch.put(APPLIED_KEY, index.to_bytes(8, "big"))
+            told.append((index, command, skipped))
+            if reads_store:
+                batch, told = self._write(batch, told)
+        if batch:
+            self._write(batch, told)
+
+    def _write(self, batch: Batch, told: list[tuple[int, object, bool]]) -> tuple[Batch, list[tuple[int, object, bool]]]:
+        """Write staged slots (unsynced: the Paxos log holds them durably), then count them applied
+        and tell the listener, slot by slot. Returns a fresh batch and list."""
         self.engine.apply(batch, sync=False)
-        self._applied_index = index
-        if self.on_applied is not None:
-            self.on_applied(index, command, skipped)
+        for index, command, skipped in told:
+            self._applied_index = index
+            if self.on_applied is not None:
+                self.on_applied(index, command, skipped)
+        return Batch(), []
 
     def read_safe_ts(self, closed_ts: Timestamp = Timestamp.MIN) -> Timestamp:
         """The highest timestamp a read may be served at here: safe time (or a leader's closed
