@@ -57,6 +57,20 @@ def test_range_locks_conflict_with_writes_inside_them_only() -> None:
         set(table.aborted) == {"w2", "w3"}  # the older scan wounded the younger writers in its range
 
 
+def test_a_released_or_aborted_range_lock_blocks_nothing_and_a_new_leader_keeps_prepared_ranges() -> None:
+    table = LockTable()
+    assert table.lock_range("scan", OLD, b"b", b"d", 0).outcome is Outcome.GRANTED
+    table.release("scan")
+    assert table.lock_key("w1", YOUNG, b"c", X, 0).outcome is Outcome.GRANTED
+    assert table.lock_range("scan2", YOUNG, b"x", None, 0).outcome is Outcome.GRANTED
+    assert table.lock_key("w2", OLD, b"y", X, 0).outcome is Outcome.GRANTED  # wounded scan2: its range is gone
+    assert table.is_aborted("scan2") and table.lock_key("w3", MID, b"z", X, 0).outcome is Outcome.GRANTED
+    table.rebuild([("p", OLD, [], [], [(b"m", b"n")])], 0)
+    assert table.lock_key("w4", YOUNG, b"m", X, 0).outcome is Outcome.WAIT  # a prepared scan's range survives
+    table.clear()
+    assert table.lock_key("w5", YOUNG, b"m", X, 0).outcome is Outcome.GRANTED
+
+
 def test_holds_checks_the_read_locks_a_prepare_relies_on() -> None:
     table = LockTable()
     table.lock_key("t", OLD, b"k", S, 0)
