@@ -158,7 +158,9 @@ class TabletState:
 
     def _write(self, batch: Batch, told: list[tuple[int, object, bool]]) -> tuple[Batch, list[tuple[int, object, bool]]]:
         """Write staged slots (unsynced: the Paxos log holds them durably), then count them applied
-        and tell the listener, slot by slot. Returns a fresh batch and list."""
+        and tell the listener, slot by slot. A listener told of a slot sees the state after the
+        whole batch (safe time, barrier epoch: a later slot's), never before its own slot.
+        Returns a fresh batch and list."""
         self.engine.apply(batch, sync=False)
         for index, command, skipped in told:
             self._applied_index = index
