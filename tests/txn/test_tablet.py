@@ -69,6 +69,8 @@ def test_a_turns_plain_writes_are_one_engine_write_and_listeners_hear_after_it()
     # The batch is one unsynced write: a crash keeps all of the turn or none of it.
     crashed = TabletState(engine.after_crash())
     assert (crashed.applied_index(), crashed.store.read(b"k", ts(100)).value) == (0, None)
+    kept = TabletState(engine.after_crash(keep_unsynced_batches=1))
+    assert (kept.applied_index(), kept.safe_ts, kept.store.read(b"k", ts(100)).value) == (7, ts(70), b"v5")
 
 
 def test_a_transaction_command_in_a_turn_sees_what_the_turn_staged_before_it() -> None:
