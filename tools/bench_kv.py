@@ -20,6 +20,12 @@ over the tablets (with the default layout each node leads one).
 runs and leaves a flame graph per node and figure in DIR, with the top
 functions by self time in DIR/top.txt (tools/profiler.py); the samplers'
 CPU is printed beside each figure, since it is taken from the same cores.
+Each row's notes give the CPU each operation cost (Linux: /proc): the
+node processes' user + system CPU over the figure (client start-up
+included) per operation and in cores, and the client processes' own CPU per
+operation. On a machine whose speed drifts between minutes, CPU per
+operation compares two builds better than operations per second; at low
+load it is mostly the idle cluster's own cost (`chronodb bench idle`).
 For scale, quoted in the issue: a 3-member etcd cluster on a
 2-core machine takes about 3,000 writes/s and 7,500 serializable reads/s at
 64 clients.
@@ -40,6 +46,7 @@ import trio
 
 from hlc import parse_duration_ns
 from tools.bench import print_setup
+from tools.bench_idle import cpu_seconds
 from tools.errors import CliError
 from tools.localcluster import LocalCluster
 from tools.profiler import Profiler, open_profiler
@@ -60,7 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "kv", help="writes and reads against a 3-node local cluster",
         description="Closed-loop clients against a fresh 3-node local cluster: single-key writes, "
-        "strong reads and reads 5s in the past, at several concurrencies.",
+        "strong reads and reads 5s in the past, at several concurrencies. Each row: ops/s, p50/p99 latency, "
+        "errors, and the CPU an operation cost (nodes and clients, from /proc; at low load mostly the idle "
+        "cluster's own cost).",
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="per figure (default 5)")
     parser.add_argument("--concurrency", default="1,16,64", help="comma-separated client counts (default 1,16,64)")
@@ -107,6 +116,7 @@ async def client_loop(addresses, cluster_id, kind: str, concurrency: int, second
         await client.refresh_map()
         keys = bench_keys(client.tablets, KEYS)
         stop_at = trio.current_time() + seconds
+        cpu_started_s = time.process_time()
 
         async def worker(number: int) -> None:
             nonlocal errors
@@ -131,7 +141,16 @@ async def client_loop(addresses, cluster_id, kind: str, concurrency: int, second
         async with trio.open_nursery() as nursery:
             for number in range(concurrency):
                 nursery.start_soon(worker, number)
-    return {"latencies": latencies, "commit_waits": commit_waits, "errors": errors}
+        cpu_s = time.process_time() - cpu_started_s
+    return {"latencies": latencies, "commit_waits": commit_waits, "errors": errors, "cpu_s": cpu_s}
+
+
+def nodes_cpu_s(cluster: LocalCluster) -> float | None:
+    """User + system CPU seconds of the cluster's node processes so far; None without /proc."""
+    try:
+        return sum(cpu_seconds(process.pid) for process in cluster.processes.values())
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def client_process(addresses, cluster_id, kind, concurrency, seconds, offset, data_dir, queue) -> None:
@@ -152,14 +171,20 @@ def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, 
                                                      str(cluster.data_dir), queue))
         for i, share in enumerate(shares)
     ]
+    nodes_before_s, started_s = nodes_cpu_s(cluster), time.monotonic()
     for worker in workers:
         worker.start()
     results = [queue.get(timeout=seconds + 60) for _ in workers]
+    nodes_after_s, elapsed_s = nodes_cpu_s(cluster), time.monotonic() - started_s
     for worker in workers:
         worker.join()
     latencies = sorted(x for r in results for x in r["latencies"])
     waits = [x for r in results for x in r["commit_waits"]]
+    nodes_s = None if nodes_before_s is None or nodes_after_s is None else nodes_after_s - nodes_before_s
     return {
+        "node_cpu_us_per_op": 1e6 * nodes_s / len(latencies) if nodes_s is not None and latencies else None,
+        "node_cores": nodes_s / elapsed_s if nodes_s is not None else None,
+        "client_cpu_us_per_op": 1e6 * sum(r["cpu_s"] for r in results) / len(latencies) if latencies else None,
         "ops": len(latencies) / seconds,
         "p50_ms": 1e3 * latencies[len(latencies) // 2] if latencies else float("nan"),
         "p99_ms": 1e3 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else float("nan"),
@@ -167,6 +192,16 @@ def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, 
         "commit_wait_ms": statistics.mean(waits) / 1e6 if waits else 0.0,
         "mean_ms": 1e3 * statistics.mean(latencies) if latencies else float("nan"),
     }
+
+
+def cpu_note(figures: dict) -> str:
+    """`CPU/op: nodes 405 us (1.33 cores), clients 95 us` (nodes: n/a without /proc)."""
+    if figures["node_cpu_us_per_op"] is None:
+        nodes = "n/a"
+    else:
+        nodes = f"{figures['node_cpu_us_per_op']:.0f} us ({figures['node_cores']:.2f} cores)"
+    clients = "n/a" if figures["client_cpu_us_per_op"] is None else f"{figures['client_cpu_us_per_op']:.0f} us"
+    return f"CPU/op: nodes {nodes}, clients {clients}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -245,7 +280,7 @@ def run_cluster(args: argparse.Namespace, mode: str, levels: list[int], max_offs
                 figures, profile_note = measure_profiled(cluster, profiler, f"{mode}-{kind}-c{level}", kind, level,
                                                          args.seconds, args.client_processes)
                 results[(kind, level)] = figures
-                notes = [profile_note] if profile_note else []
+                notes = [cpu_note(figures)] + ([profile_note] if profile_note else [])
                 if kind == "write":
                     share = figures["commit_wait_ms"] / figures["mean_ms"] if figures["mean_ms"] else 0
                     notes.insert(0, f"commit-wait after chosen: {figures['commit_wait_ms']:.2f} ms mean ({share:.0%} of latency)")
