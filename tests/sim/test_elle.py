@@ -177,6 +177,21 @@ def test_real_time_after_a_read_only_transaction_promises_no_timestamp_order() -
     assert anomaly.txns == (0, 2) and [edge.kind for edge in anomaly.edges] == [RT]
 
 
+def test_real_time_after_a_transaction_that_wrote_nothing_promises_no_timestamp_order() -> None:
+    """It commits as a read at its leader's now, with no commit-wait: a later commit on a tablet it
+    did not touch may sit below it (`chronodb verify`, a leader's clock 5 ms ahead, within
+    max_offset). What came before it is still ordered, against it and past it."""
+    assert names([txn(r("x"), at=(0, 10), commit=50), txn(a("y", 1), at=(20, 30), commit=40)]) == set()
+    wrote = [txn(r("x"), a("w", 1), at=(0, 10), commit=50), txn(a("y", 1), at=(20, 30), commit=40)]
+    assert names(wrote) == {"timestamp-order"}
+    into = [txn(a("y", 1), at=(0, 10), commit=60), txn(r("x"), at=(20, 30), commit=50)]
+    assert names(into) == {"timestamp-order"}
+    through = [txn(a("x", 1), at=(0, 10), commit=50), txn(r("y"), at=(20, 30), commit=60),
+               txn(a("z", 1), at=(40, 45), commit=40)]
+    anomaly = the(through, "timestamp-order")
+    assert anomaly.txns == (0, 2) and [edge.kind for edge in anomaly.edges] == [RT]
+
+
 def test_info_append_counts_iff_observed() -> None:
     observed = [txn(a("x", 1), outcome="info"), txn(r("x", 1), at=(2_000, 2_010))]
     assert names(observed) == set()

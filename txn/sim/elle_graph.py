@@ -14,16 +14,18 @@ Invariants:
   edge from each transaction completed before T was invoked and not already
   followed by another such one, so edges stay O(ops x concurrency). An `info`
   transaction never completes, so it is only ever a target. A read-only
-  transaction follows no one: the transactions before it keep their own
-  edges to later ones, because its rt edges out carry no timestamp order (see
-  below). A transaction marked `realtime=False` (a read at a past timestamp)
+  transaction, or one that wrote nothing, follows no one: the transactions
+  before it keep their own edges to later ones, because its rt edges out
+  carry no timestamp order (see below). A transaction marked `realtime=False` (a read at a past timestamp)
   gets no real-time edge at all.
 - Timestamp order is required along ww and wr edges, and along rt edges out
   of read-write transactions (external consistency; into a read-only one: a
   strong snapshot covers every write acknowledged before it began). An rt
   edge out of a read-only transaction promises nothing about timestamps: a
   strong snapshot reads at `now + max_offset`, and a later transaction on a
-  tablet it did not read may commit below that. (On a tablet it did read,
+  tablet it did not read may commit below that. Nor does one out of a
+  transaction that wrote nothing (`orders_later_commits`): it commits as a
+  read at its leader's now, without commit-wait. (On a tablet it did read,
   the read raised the leader's floor, so a later commit below the snapshot
   would show as `snapshot-mismatch` or a cycle.)
 - Cycle search looks only inside strongly connected components, so a clean
@@ -53,6 +55,7 @@ from txn.sim.elle_records import (
     Anomaly,
     Edge,
     Op,
+    orders_later_commits,
     ts_of,
 )
 
@@ -126,7 +129,7 @@ def _add_realtime(edges: _Edges, history: list[Op], committed: tuple) -> None:
     seen_at_invoke: dict[int, tuple[int, ...]] = {}
     for _, is_complete, index in events:
         if is_complete:
-            if not history[index].read_only:
+            if orders_later_commits(history[index]):
                 for earlier in seen_at_invoke[index]:
                     frontier.pop(earlier, None)
             frontier[index] = None
@@ -220,7 +223,7 @@ def timestamp_anomalies(graph: nx.DiGraph, history: list[Op]) -> list[Anomaly]:
         if before is None or after is None:
             continue
         in_order = before <= after if history[dst].read_only else before < after
-        ordered = (WW, WR) if history[src].read_only else (WW, WR, RT)
+        ordered = (WW, WR, RT) if orders_later_commits(history[src]) else (WW, WR)
         kinds = [kind for kind in ordered if kind in why]
         if in_order or not kinds:
             continue

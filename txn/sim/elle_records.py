@@ -147,6 +147,15 @@ class Verdict:
         return dict(self.stats).get(name, 0)
 
 
+def orders_later_commits(op: Op) -> bool:
+    """Whether a transaction's timestamp must be below every commit invoked after it completed:
+    only one that wrote. A read-only snapshot reads at `now + max_offset`, and a transaction that
+    wrote nothing commits as a read at its leader's now, with no commit-wait
+    (txn/tablet/transactions.py `one_phase_commit`): a later commit on a tablet it did not touch
+    may sit below either."""
+    return not op.read_only and any(mop[0] != "r" for mop in op.mops)
+
+
 def ts_of(op: Op) -> Timestamp | None:
     """The timestamp a transaction took effect at: read ts if read-only."""
     return op.read_ts if op.read_only else op.commit_ts
