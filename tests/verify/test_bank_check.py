@@ -92,6 +92,17 @@ def test_each_anomaly_is_caught_and_named(expected: set[str], edit) -> None:
     assert all(anomaly.explanation for anomaly in verdict.anomalies)
 
 
+def test_a_transfer_that_moved_nothing_holds_no_later_commit_below_it() -> None:
+    """It wrote nothing, so it committed as a read at its leader's now without commit-wait: a
+    transfer invoked after it may commit below it (above every commit that wrote)."""
+    zero = transfer("t4", 0, [(60, "t3", 32), (140, "t3", 32)], 50, (90, 95))
+    later = transfer("t5", 10, [(60, "t3", 32), (140, "t3", 32)], 45, (100, 110))
+    verdict = check_bank_history(clean() + [zero, later], ACCOUNTS, 200)
+    assert verdict.valid, [str(a) for a in verdict.anomalies]
+    below_a_write = transfer("t5", 10, [(60, "t3", 32), (140, "t3", 32)], 19, (100, 110))  # below t1 (20)
+    assert set(names(clean() + [zero, below_a_write])) >= {"timestamp-order"}
+
+
 def test_reads_of_failed_transactions_are_not_evidence() -> None:
     history = clean()
     history[4] = transfer("t2", 5, [(999, "nobody", 1), (130, "t1", 20)], None, (50, 60), outcome="fail")
