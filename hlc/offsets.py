@@ -1,8 +1,9 @@
 """Clock-offset monitoring: estimate each peer's clock offset and decide fencing.
 
-Role: pure bookkeeping (no I/O). The node sends a probe to each peer every
-interval and feeds the round trip here: local physical time at send and at
-receive, and the peer's physical time when it answered. Cristian's estimate:
+Role: pure bookkeeping (no I/O). The node feeds round trips to each peer
+here (a clock probe's, or a Paxos heartbeat's: txn/node/clock_watch.py):
+local physical time at send and at receive, and the peer's physical time
+when it answered. Cristian's estimate:
 
     offset = remote - (send + receive) / 2      error bound = (receive - send) / 2
 
@@ -202,14 +203,16 @@ class OffsetMonitor:
         self.good_streak = 0
         self.now_ns = 0  # local physical time of the latest input
 
-    def record(self, peer: str, send_ns: int, remote_ns: int, receive_ns: int) -> None:
+    def record(self, peer: str, send_ns: int, remote_ns: int, receive_ns: int) -> bool:
+        """Take one round trip; True if it made a sample (False: unknown peer, or too slow to tell anything)."""
         if peer not in self.by_peer or receive_ns < send_ns:
-            return
+            return False
         error = (receive_ns - send_ns) // 2
         if error > self.limit_ns:
-            return  # too slow a round trip to tell anything
+            return False  # too slow a round trip to tell anything
         self.now_ns = max(self.now_ns, receive_ns)
         self.by_peer[peer].add(OffsetSample(remote_ns - (send_ns + receive_ns) // 2, error, receive_ns))
+        return True
 
     def fresh(self, now_ns: int) -> dict[str, OffsetSample]:
         """The fresh estimate of each peer that has one."""

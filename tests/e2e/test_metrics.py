@@ -104,6 +104,8 @@ def test_metrics_follow_writes_reads_and_a_transaction(shared_cluster: LocalClus
     assert moved("chronodb_paxos_round_seconds_count", tablet="t1") >= writes
     assert moved("chronodb_distributed_commits_total", tablet="t1") >= writes
     assert cluster_total(after, "chronodb_write_latency_seconds_sum") > 0
+    # Leaders measure their followers' clocks from the Accepted replies (txn/node/clock_watch.py).
+    assert moved("chronodb_clock_samples_total", source="paxos") > 0
 
     for node_id, samples in after.items():
         held = [tablet.id for tablet in cluster.config.tablets if node_id in tablet.replicas]
@@ -116,6 +118,7 @@ def test_metrics_follow_writes_reads_and_a_transaction(shared_cluster: LocalClus
         rejected_peers = {dict(labels)["peer"] for name, labels in samples if name == "chronodb_rejected_messages_total"}
         assert peers <= rejected_peers
         assert ("chronodb_fenced", ()) in samples
+        assert ("chronodb_clock_samples_total", (("source", "probe"),)) in samples
         assert total(samples, "chronodb_node_info", node=node_id, cluster_id=cluster.config.cluster_id) == 1
         assert total(samples, "process_resident_memory_bytes") > 0
     for tablet in cluster.config.tablets:  # every tablet got a leader once

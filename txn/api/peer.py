@@ -11,10 +11,16 @@ from txn.wire.codec import register_classes
 
 @attrs.frozen
 class PaxosEnvelope:
-    """A Paxos message of one tablet, node to node (payload: wire-encoded)."""
+    """A Paxos message of one tablet, node to node (payload: wire-encoded).
+
+    `physical_ns`: on an `Accepted`, the sender's physical clock as it sent it
+    (0 on everything else). The Accepted echoes the leader's send time of the
+    Accept it answers, so the leader has a round trip to measure the
+    follower's clock by, as a `ClockProbe` gives (txn/node/clock_watch.py)."""
 
     tablet_id: str
     payload: bytes
+    physical_ns: int = 0
 
 
 @attrs.frozen

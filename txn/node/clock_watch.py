@@ -1,16 +1,26 @@
 """Clock watch: probe every peer's clock, estimate offsets, fence this node when they run off.
 
-Role: the node's half of DESIGN.md contract 6. Every `PROBE_INTERVAL_S` it
-sends each peer a `ClockProbe` (hlc_exempt: answered and delivered even when
-the clocks are far apart) and feeds the round trip to the pure
-`hlc.offsets.OffsetMonitor`, which decides whether this node is fenced. The
-node reads `fenced` on every request and every Paxos message: a fenced node
+Role: the node's half of DESIGN.md contract 6. It feeds round trips to each
+peer to the pure `hlc.offsets.OffsetMonitor`, which decides whether this
+node is fenced, and judges the clock every `PROBE_INTERVAL_S`. The node
+reads `fenced` on every request and every Paxos message: a fenced node
 drops all Paxos traffic in and out (to the others it looks partitioned, so
 it neither grants nor takes leases) and refuses reads and writes.
 
+Two sources of round trips: a Paxos `Accepted` echoes the leader's send time
+of the Accept it answers and carries the follower's physical clock
+(`record_round_trip`, from txn/node/server.py), so a leader measures its
+followers on every heartbeat for free; and a `ClockProbe` (hlc_exempt:
+answered and delivered even when the clocks are far apart), sent each round
+only to the peers no Paxos round trip measured within the last round. Every
+peer is still measured every round, which the rule's mutual-measurement
+assumption needs; the probes an idle cluster sends fall from two per peer
+per round to those its leaders' heartbeats do not cover.
+
 Inputs: `call(peer, message, timeout_s)` of the node's transport, the node's
-`HybridClock`. Outputs: `fenced`, `cause`/`reason`, `offsets()`, and a log
-line on every change.
+`HybridClock`, `record_round_trip(...)`. Outputs: `fenced`, `cause`/`reason`,
+`offsets()`, counters of samples by source (`samples`), and a log line on
+every change.
 
 The rule (hlc/offsets.py): fenced without fresh samples from enough peers to
 form a majority with this node, or when this clock may lose a conflict (a
@@ -38,6 +48,11 @@ from txn.net.messaging import TransportError
 
 PROBE_INTERVAL_S = 0.2
 PROBE_TIMEOUT_S = 0.5
+# A Paxos round trip longer than a probe may take is not used (nor is one that claims to end before
+# it began: the echoed send time is the peer's word). The monotonic clock times the round trip and
+# the physical one dates its end: RATE_MARGIN_PPM widens it for their rates differing.
+ROUND_TRIP_LIMIT_NS = int(PROBE_TIMEOUT_S * 1e9)
+RATE_MARGIN_PPM = 1_000
 
 log = logging.getLogger("chronodb.node")
 
@@ -54,6 +69,8 @@ class ClockWatch:
             self.monitor.turn_off()
         self.on_change: Callable[[bool], None] = lambda fenced: None
         self.marks: collections.Counter[str] = collections.Counter()  # coverage marks for the simulation
+        self.samples: collections.Counter[str] = collections.Counter()  # usable samples by source: probe, paxos
+        self._sampled_ns: dict[str, int] = {}  # peer -> local physical time of its last usable Paxos sample
 
     @property
     def fenced(self) -> bool:
@@ -64,10 +81,14 @@ class ClockWatch:
         return self.monitor.reason
 
     async def probe_loop(self, call: Call) -> None:
+        interval_ns = int(PROBE_INTERVAL_S * 1e9)
         while True:
-            async with trio.open_nursery() as nursery:
-                for peer in self.peers:
-                    nursery.start_soon(self._probe, call, peer)
+            now_ns = self.clock.physical.now_ns()
+            due = [peer for peer in self.peers if now_ns - self._sampled_ns.get(peer, -interval_ns) >= interval_ns]
+            if due:
+                async with trio.open_nursery() as nursery:
+                    for peer in due:
+                        nursery.start_soon(self._probe, call, peer)
             self.update_fence()
             await trio.sleep(PROBE_INTERVAL_S)
 
@@ -78,8 +99,20 @@ class ClockWatch:
             reply = await call(peer, api.ClockProbe(), PROBE_TIMEOUT_S)
         except TransportError:
             return
-        if isinstance(reply, api.ClockProbeReply):
-            self.monitor.record(peer, sent_ns, reply.physical_ns, physical.now_ns())
+        if isinstance(reply, api.ClockProbeReply) and self.monitor.record(peer, sent_ns, reply.physical_ns, physical.now_ns()):
+            self.samples["probe"] += 1
+
+    def record_round_trip(self, peer: str, elapsed_ns: int, peer_physical_ns: int) -> None:
+        """A round trip that was not a probe: sent `elapsed_ns` ago (monotonic), answered by `peer` when its
+        physical clock read `peer_physical_ns`, received now. Too long (or negative) a round trip is dropped."""
+        if not 0 <= elapsed_ns <= ROUND_TRIP_LIMIT_NS:
+            return
+        received_ns = self.clock.physical.now_ns()
+        sent_ns = received_ns - elapsed_ns - elapsed_ns * RATE_MARGIN_PPM // 1_000_000
+        if self.monitor.record(peer, sent_ns, peer_physical_ns, received_ns):
+            self._sampled_ns[peer] = received_ns
+            self.samples["paxos"] += 1
+            self.marks["clock.paxos_sample"] += 1
 
     def update_fence(self) -> FenceState:
         was_fenced, was_cause = self.fenced, self.monitor.cause

@@ -44,6 +44,7 @@ import trio
 
 from hlc import HybridClock
 from mvcc.engine import CorruptionError
+from paxos.messages import Accepted
 from txn import api, wire
 from txn.api.errors import RequestFailed, failure
 from txn.api.limits import oversize
@@ -183,6 +184,9 @@ class Node:
             self.rejected[(self._sender(src), "bad_paxos")] += 1
             log.warning("bad Paxos payload from %s for %s: %s", src, msg.tablet_id, error)
             return
+        if msg.physical_ns and type(inner) is Accepted:
+            # It echoes our send time of the Accept it answers: a round trip to measure src's clock by.
+            self.watch.record_round_trip(src, replica.monotonic_ns() - inner.lease_sent_ns, msg.physical_ns)
         replica.paxos.deliver(src, inner)
 
     async def handle_request(self, src: str, msg: Any) -> Any:
@@ -329,5 +333,6 @@ class Node:
     def send_paxos(self, tablet_id: str):
         def send(dst: str, message: object) -> None:
             if self.transport is not None and not self.fenced:
-                self.transport.send(dst, api.PaxosEnvelope(tablet_id, wire.encode(message)))
+                physical_ns = self.clock.physical.now_ns() if type(message) is Accepted else 0
+                self.transport.send(dst, api.PaxosEnvelope(tablet_id, wire.encode(message), physical_ns))
         return send

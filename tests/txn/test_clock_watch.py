@@ -1,0 +1,87 @@
+"""The clock watch's two sources of round trips: Paxos replies and probes (txn/node/clock_watch.py).
+
+A leader's `Accepted` echoes its send time, so `record_round_trip` measures
+the follower for free; the probe loop then probes only the peers nothing
+measured in the last round. Every peer is still measured every round.
+"""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from hlc import HybridClock
+from hlc.physical import ManualClock
+from txn import api
+from txn.node.clock_watch import PROBE_INTERVAL_S, ROUND_TRIP_LIMIT_NS, ClockWatch
+
+MS = 1_000_000
+MAX_OFFSET_NS = 10 * MS
+
+
+def make_watch(physical: ManualClock) -> ClockWatch:
+    return ClockWatch("n1", ["n2", "n3"], HybridClock(physical, MAX_OFFSET_NS), MAX_OFFSET_NS)
+
+
+def test_a_paxos_round_trip_bounds_the_peer_offset() -> None:
+    physical = ManualClock()
+    watch = make_watch(physical)
+    # The Accept left 2 ms ago; n2 answered when its clock read ours + 3 ms - 1 ms (mid-flight, 3 ms ahead).
+    watch.record_round_trip("n2", 2 * MS, physical.now_ns() + 3 * MS - 1 * MS)
+    [(peer, offset_ns, error_ns)] = watch.offsets()
+    assert peer == "n2"
+    assert offset_ns - error_ns <= 3 * MS <= offset_ns + error_ns
+    assert 1 * MS <= error_ns <= 1 * MS + 10_000  # half the round trip, plus the clocks' rate margin
+    assert watch.samples["paxos"] == 1 and watch.samples["probe"] == 0
+
+
+def test_a_round_trip_that_is_too_long_or_negative_is_not_a_sample() -> None:
+    physical = ManualClock()
+    watch = make_watch(physical)
+    watch.record_round_trip("n2", -1, physical.now_ns())  # an echo from the future: the peer's word only
+    watch.record_round_trip("n2", ROUND_TRIP_LIMIT_NS + 1, physical.now_ns())
+    watch.record_round_trip("n2", 30 * MS, physical.now_ns())  # error 15 ms > the fence limit: says nothing
+    watch.record_round_trip("n9", 1 * MS, physical.now_ns())  # not a peer
+    assert watch.offsets() == ()
+    assert watch.samples["paxos"] == 0
+
+
+def test_a_paxos_sample_fences_a_skewed_node_like_a_probe_does() -> None:
+    physical = ManualClock()
+    watch = make_watch(physical)
+    # Both peers agree with each other and are 20 ms ahead of us: we are the clock that ran off.
+    for peer in ("n2", "n3"):
+        watch.record_round_trip(peer, 1 * MS, physical.now_ns() + 20 * MS)
+    state = watch.update_fence()
+    assert state.fenced and "skew" in state.cause.value
+
+
+async def test_the_probe_loop_probes_only_peers_no_paxos_round_trip_measured(autojump_clock: trio.testing.MockClock) -> None:
+    # Virtual time: the loop's rounds (0, 0.2, 0.4 ...) and the test's looks (0.1, 0.3 ...) never tie.
+    physical = ManualClock()
+    watch = make_watch(physical)
+    probed: list[str] = []
+
+    async def call(peer: str, message: object, timeout_s: float) -> object:
+        assert isinstance(message, api.ClockProbe)
+        probed.append(peer)
+        return api.ClockProbeReply(physical.now_ns())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch.probe_loop, call)
+        await trio.sleep(PROBE_INTERVAL_S / 2)
+        assert sorted(probed) == ["n2", "n3"]  # nothing measured them yet
+        for _ in range(5):
+            probed.clear()
+            physical.advance(int(PROBE_INTERVAL_S * 1e9))
+            watch.record_round_trip("n2", 1 * MS, physical.now_ns())  # n2 follows a tablet we lead
+            await trio.sleep(PROBE_INTERVAL_S)
+            assert probed == ["n3"]
+        # n2's heartbeats stop (we lost the lease, or it stopped answering): it is probed again.
+        probed.clear()
+        physical.advance(int(2 * PROBE_INTERVAL_S * 1e9))
+        await trio.sleep(PROBE_INTERVAL_S)
+        assert sorted(probed) == ["n2", "n3"]
+        nursery.cancel_scope.cancel()
+    assert watch.samples["probe"] >= 8 and watch.samples["paxos"] == 5
+    assert not watch.fenced
