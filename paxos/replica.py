@@ -255,6 +255,7 @@ class Replica:
         self.self_match = 0
         self.self_grant_expiry_ns = 0
         self.next_heartbeat_ns = NEVER
+        self.heartbeat_interval_ns = config.heartbeat_ns  # the interval before the next heartbeat (idle or not)
         self.lease_expiry_ns = 0
         self.lease_acquired_ns = 0
         self.snapshot_cache: SnapshotInstall | None = None
@@ -307,6 +308,10 @@ class Replica:
             self.handle_pre_vote_reply(src, msg, now)
         elif isinstance(msg, TimeoutNow):
             self.handle_timeout_now(src, msg, now)
+
+    def heartbeat_due(self, now: int) -> bool:
+        """`tick(now)` would send a leader's heartbeats."""
+        return self.role is Role.LEADER and now >= self.next_heartbeat_ns
 
     def tick(self, now: int) -> None:
         if self.rebuilding:
@@ -684,6 +689,7 @@ class Replica:
         self.transfer_target = None
         self.closed_out = (b"", 0)
         self.last_index_at_heartbeat = self.last_index
+        self.heartbeat_interval_ns = self.config.heartbeat_ns
         if self.transfer_campaign_until_ns:
             self.transfer_campaign_until_ns = 0
             self.mark("paxos.leadership_transferred")
@@ -733,14 +739,33 @@ class Replica:
             progress.progress_mark = progress.reported_match
             self._send_early(peer, Accept(self.ballot, (), self.chosen_index, now, *self.closed_out))
             caught_up = (progress.match_index >= self.last_index_at_heartbeat and progress.snapshot is None
-                         and now - progress.heard_ns <= 2 * self.config.heartbeat_ns)
+                         and now - progress.heard_ns <= 2 * self.heartbeat_interval_ns)
             if not caught_up:
                 progress.caught_up_since_ns = None
             elif progress.caught_up_since_ns is None:
                 progress.caught_up_since_ns = now
+        quiet = self._quiet(now)
         self.last_index_at_heartbeat = self.last_index
         self._grant_self(now)
-        self.next_heartbeat_ns = now + self.config.heartbeat_ns
+        self.heartbeat_interval_ns = self.config.idle_heartbeat_ns if quiet else self.config.heartbeat_ns
+        if quiet and self.config.idle_heartbeat_ns > self.config.heartbeat_ns:
+            self.mark("paxos.idle_heartbeat")
+        self.next_heartbeat_ns = now + self.heartbeat_interval_ns
+
+    def _quiet(self, now: int) -> bool:
+        """Nothing to hurry for: nothing appended since the last heartbeat, everything chosen, every
+        follower holding every slot and answering, no transfer. Then the next heartbeat comes after
+        `idle_heartbeat_ns`; the first proposal is sent at once as always, and the heartbeat after
+        it is a normal one again."""
+        if self.last_index != self.last_index_at_heartbeat or self.chosen_index != self.last_index:
+            return False
+        if self.transfer_target is not None:
+            return False
+        for progress in self.progress.values():
+            if (progress.match_index < self.last_index or progress.snapshot is not None or progress.need_snapshot
+                    or progress.probing or now - progress.heard_ns > 2 * self.heartbeat_interval_ns):
+                return False
+        return True
 
     def _send_accepts(self, peer: str, now: int) -> None:
         progress = self.progress[peer]
@@ -791,6 +816,11 @@ class Replica:
         self.lease_grantee = src
         self.lease_granted_until_ns = max(
             self.lease_granted_until_ns, now + self.config.lease_ns + self.config.drift_allowance_ns)
+        # A timeout before the lease we grant ends would only be deferred past it (campaign()): time out
+        # there at once, with the deferral's quarter of this timeout's draw. So a quiet leader's heartbeats
+        # may come further apart than election_timeout_min without waking its followers in between.
+        self.election_deadline_ns = max(self.election_deadline_ns,
+                                        self.lease_granted_until_ns + (self.election_deadline_ns - now) // 4)
         for entry in msg.entries:
             if entry.index > self.chosen_index and entry.index >= self.first_index and self.log.get(entry.index) != entry:
                 self._write(entry)

@@ -35,6 +35,11 @@ class PaxosConfig:
     """
 
     heartbeat_ns: int = 100 * MS
+    # A quiet leader (nothing appended since its last heartbeat, every follower holding every slot
+    # and answering) heartbeats this often instead: an idle tablet's messages and wake-ups are what
+    # an idle cluster costs. Lease renewal needs a few per lease (checked below); followers do not
+    # time out on it, since they never campaign while they honour the lease anyway (paxos/replica.py).
+    idle_heartbeat_ns: int = 300 * MS
     election_timeout_min_ns: int = 300 * MS
     election_timeout_max_ns: int = 600 * MS
     lease_ns: int = 1_000 * MS
@@ -57,6 +62,9 @@ class PaxosConfig:
             raise ValueError("need 0 < heartbeat < election_timeout_min <= election_timeout_max")
         if self.lease_ns <= 0 or self.drift_allowance_ns < 0:
             raise ValueError("lease must be positive and drift allowance non-negative")
+        if not self.heartbeat_ns <= self.idle_heartbeat_ns <= self.lease_ns // 3:
+            raise ValueError("need heartbeat <= idle_heartbeat <= lease / 3 (a quiet leader renews its lease "
+                             "at least three times per lease)")
         if self.max_batch_entries < 1 or self.max_in_flight < 1 or self.max_message_bytes < 1:
             raise ValueError("max_batch_entries, max_in_flight and max_message_bytes must be at least 1")
 

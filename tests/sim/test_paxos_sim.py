@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from paxos.messages import Prepare, PreVote, Promise
+from paxos.messages import Accept, Prepare, PreVote, Promise
 from paxos.replica import Replica
 from paxos.simulation import missing_marks, run_seed, sweep
 
@@ -63,6 +63,11 @@ class LeaseBreakingReplica(Replica):
     def campaign(self, now: int) -> None:
         self.lease_granted_until_ns = 0
         super().campaign(now)
+
+    def handle_accept(self, src: str, msg: Accept, now: int) -> None:
+        super().handle_accept(src, msg, now)
+        # Nor does it wait for the lease to end before timing out (it no longer knows of it).
+        self.election_deadline_ns = now + self._election_timeout()
 
 
 @pytest.mark.parametrize(("mutant", "symptom"), [(ForgetfulReplica, "chosen twice"), (LeaseBreakingReplica, "lease holders")])

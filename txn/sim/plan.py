@@ -127,8 +127,8 @@ class SimPlan:
 def sim_paxos_config(*, install: bool = False) -> PaxosConfig:
     """Paxos timing scaled down for simulation; `install`: a tiny log, so snapshots are installed."""
     return PaxosConfig(
-        heartbeat_ns=30 * MS, election_timeout_min_ns=150 * MS, election_timeout_max_ns=300 * MS,
-        lease_ns=300 * MS, drift_allowance_ns=6 * MS,
+        heartbeat_ns=30 * MS, idle_heartbeat_ns=90 * MS, election_timeout_min_ns=150 * MS,
+        election_timeout_max_ns=300 * MS, lease_ns=300 * MS, drift_allowance_ns=6 * MS,
         truncate_threshold_entries=12 if install else 10_000, truncate_keep_entries=2 if install else 1_000,
         snapshot_chunk_bytes=64 if install else 256 * 1024,
         log_resident_bytes=512,  # a few commands: catch-up and Prepares read entries back from storage
