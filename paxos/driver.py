@@ -35,8 +35,11 @@ known not chosen when another value was applied in its slot);
 `wait_applied()`, `wait_status_change()`, `entries()` read the core.
 Closed tokens (paxos/replica.py): `set_closed` hands the core the leader's
 newest (a plain call: the core only stores it, and it goes out with the
-next Accept); `on_closed(token, index)` is called after a turn in which a
-follower received a new one.
+next Accept); `before_heartbeat()` is called just before the core builds a
+leader's heartbeats, so the application can set a fresh token for them (at
+the heartbeat's pace: every `heartbeat_ns`, or `idle_heartbeat_ns` while the
+leader is quiet); `on_closed(token, index)` is called after a turn in which
+a follower received a new one.
 
 HAZARD: `has_lease()` is only as good as the clock-rate bound in
 PaxosConfig (`drift_allowance_ns` per `lease_ns`); `now_ns` must be
@@ -87,6 +90,7 @@ class PaxosDriver:
         send: Callable[[str, object], None], now_ns: Callable[[], int], seed: int | str, config: PaxosConfig,
         preferred_leader: bool = False, preferred_leader_id: str | None = None,
         on_closed: Callable[[bytes, int], None] | None = None,
+        before_heartbeat: Callable[[], None] | None = None,
     ) -> None:
         """`preferred_leader_id`: the group's preferred leader, known to every replica, so that
         whoever leads hands leadership back to it once it has kept up for
@@ -100,6 +104,7 @@ class PaxosDriver:
         self.preferred_leader = preferred_leader or preferred_leader_id == node_id
         self.preferred_leader_id = preferred_leader_id
         self.on_closed = on_closed
+        self.before_heartbeat = before_heartbeat
         install_pending = bool(getattr(state_machine, "install_pending", False))
         applied_index = state_machine.applied_index()
         # Applied entries stay on disk at start-up (read back when a follower needs them); a
@@ -139,7 +144,10 @@ class PaxosDriver:
                     except trio.WouldBlock:
                         break
                     self._take(item)
-            self.core.tick(self._now_ns())
+            now = self._now_ns()
+            if self.before_heartbeat is not None and self.core.heartbeat_due(now):
+                self.before_heartbeat()
+            self.core.tick(now)
             self._turn()
 
     def _take(self, item: tuple[Any, ...]) -> None:

@@ -152,3 +152,33 @@ async def test_the_log_stays_bounded_under_many_writes(autojump_clock: trio.test
             assert persisted.snapshot_index > last - config.truncate_threshold_entries - in_flight, node
             assert len(persisted.entries) <= config.truncate_threshold_entries + in_flight + 1
         nursery.cancel_scope.cancel()
+
+
+async def test_before_heartbeat_sets_the_token_each_heartbeat_carries(autojump_clock: trio.testing.MockClock) -> None:
+    """The application's hook runs just before the core builds a leader's heartbeats, so each carries a
+    token set for it (the tablets close a timestamp there, at the heartbeat's pace, idle or not)."""
+    cluster = Cluster()
+    calls: list[float] = []
+    async with trio.open_nursery() as nursery:
+        await cluster.start(nursery)
+        n1 = await cluster.leader()
+        assert n1.node_id == "n1"
+        await n1.propose(b"x", timeout_s=5)
+        index = n1.core.applied_index
+
+        def close() -> None:
+            calls.append(trio.current_time())
+            n1.set_closed(b"T%d" % len(calls), index)
+
+        n1.before_heartbeat = close
+        seen: list[bytes] = []
+        n2 = cluster.drivers["n2"]
+        n2.on_closed = lambda token, closed_index: seen.append(token)
+        await trio.sleep(3)
+        nursery.cancel_scope.cancel()
+    assert len(calls) >= 8, "once per heartbeat (every 300 ms while idle)"
+    gaps = [round(b - a, 3) for a, b in zip(calls, calls[1:])]
+    # The first after the write is a normal one (100 ms); then nothing happens: quiet, 300 ms apart.
+    assert set(gaps[1:]) == {cluster.config.idle_heartbeat_ns / 1e9}, gaps
+    assert seen[-1] == b"T%d" % len(calls), "the latest heartbeat carried the token set just before it"
+    assert len(seen) >= len(calls) - 1, "every heartbeat carried a new one"

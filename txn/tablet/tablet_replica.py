@@ -9,17 +9,19 @@ proposes, waits and answers.
 
 Tasks per replica: the Paxos driver's owner task; the leadership loop (new
 lease -> wait out the predecessor -> barrier -> serving); one commit-wait
-timer (the core's `next_wake_ns`, on the physical clock); the safe-time loop
-(every `safe_time_interval_ns` a serving leader with nothing unapplied closes
-a timestamp, which Paxos carries to the followers on its Accepts, so they can
-serve recent reads: txn/tablet/leader.py, "Closed timestamps"; an idle
-leader also proposes a `SafeTimeAdvance` every `SAFE_TIME_LOG_INTERVAL_NS`,
-so that a restart finds a recent safe time, where it used to propose one
-every interval; GC stays `gc_retention` behind the readable safe time); and the
-space loop (GC behind
+timer (the core's `next_wake_ns`, on the physical clock); the safe-time log
+loop (an idle serving leader proposes a `SafeTimeAdvance` every
+`SAFE_TIME_LOG_INTERVAL_NS`, so that a restart finds a recent safe time);
+and the space loop (GC behind
 `gc_retention`, then LevelDB compaction of what GC and log truncation freed:
 txn/tablet/space.py). Request tasks only call the core synchronously and
-wait on `_changed`.
+wait on `_changed`. Closed timestamps are taken at the heartbeat's pace:
+just before the Paxos driver builds a leader's heartbeats
+(`_close_for_heartbeat`), a serving leader with nothing unapplied closes a
+timestamp, which Paxos carries to the followers on that heartbeat and the
+Accepts after it, so they can serve recent reads (txn/tablet/leader.py,
+"Closed timestamps"; every 100 ms, or every 300 ms while the tablet is
+quiet); GC stays `gc_retention` behind the readable safe time.
 
 Outcomes a writer can get: acknowledged (applied and commit-wait over);
 `not_leader` (definitely not committed: never proposed, another value won
@@ -55,10 +57,10 @@ from txn.tablet.space import SpaceLoop
 from txn.tablet.state import TabletState
 from txn.tablet.transactions import TabletTransactions
 
-DEFAULT_SAFE_TIME_INTERVAL_NS = 100_000_000
 # An idle leader logs its safe time this often (a synced proposal on every replica), for restarts;
 # reads of recent timestamps and GC use the closed timestamps on heartbeats instead.
 SAFE_TIME_LOG_INTERVAL_NS = 5_000_000_000
+SAFE_TIME_LOG_CHECK_S = 1.0
 PREFERRED_CAMPAIGN_WINDOW_NS = 5_000_000_000
 PREFERRED_CAMPAIGN_INTERVAL_NS = 200_000_000
 BARRIER_TIMEOUT_S = 2.0
@@ -85,7 +87,7 @@ class TabletReplica:
         self, *, node_id: str, tablet: TabletConfig, engine: Engine, clock: HybridClock,
         max_offset_ns: int, send: Callable[[str, object], None], monotonic_ns: Callable[[], int],
         paxos_config: PaxosConfig, seed: int | str, gc_retention_ns: int,
-        safe_time_interval_ns: int = DEFAULT_SAFE_TIME_INTERVAL_NS, offload_compaction: bool = False,
+        offload_compaction: bool = False,
         precise_commit_wait: bool = False,
     ) -> None:
         self.node_id = node_id
@@ -96,7 +98,6 @@ class TabletReplica:
         self.max_offset_ns = max_offset_ns
         self.monotonic_ns = monotonic_ns
         self.gc_retention_ns = gc_retention_ns
-        self.safe_time_interval_ns = safe_time_interval_ns
         self.state = TabletState(engine, on_applied=self._on_applied)
         self.leader = TabletLeaderCore(max_offset_ns, self.state.safe_ts)
         self.last_write_ns = 0
@@ -122,6 +123,7 @@ class TabletReplica:
             node_id=node_id, peers=tuple(tablet.replicas), storage=PaxosStorage(engine),
             state_machine=self.state, send=send, now_ns=monotonic_ns, seed=seed,
             config=paxos_config, preferred_leader_id=tablet.preferred_leader, on_closed=self._on_closed,
+            before_heartbeat=self._close_for_heartbeat,
         )
         self.space = SpaceLoop(
             state=self.state, log=self.paxos.storage, snapshot_index=lambda: self.paxos.core.first_index - 1,
@@ -151,7 +153,7 @@ class TabletReplica:
             await nursery.start(self.paxos.run)
             nursery.start_soon(self._leadership_loop)
             nursery.start_soon(self._commit_wait_timer)
-            nursery.start_soon(self._safe_time_loop)
+            nursery.start_soon(self._safe_time_log_loop)
             nursery.start_soon(self.space.run)
             await nursery.start(self.txns.run)
             task_status.started()
@@ -303,16 +305,21 @@ class TabletReplica:
             raise
         self.observe_proposal_ns(self.monotonic_ns() - started_ns)
 
-    async def _safe_time_loop(self) -> None:
-        interval_s = self.safe_time_interval_ns / 1e9
+    def _close_for_heartbeat(self) -> None:
+        """The Paxos driver is about to build this leader's heartbeats: close a timestamp for them to carry
+        (and the Accepts after them). Called from the driver's task, so it never raises."""
+        if not self._is_serving():
+            return
+        closed = self.leader.close(self.clock.now())
+        if closed is not None:
+            self.paxos.set_closed(closed.to_bytes(), self.state.applied_index())
+            self.closed_ts = closed  # true here too (every command at or below it is applied): GC follows it
+
+    async def _safe_time_log_loop(self) -> None:
         while True:
-            await trio.sleep(interval_s)
+            await trio.sleep(SAFE_TIME_LOG_CHECK_S)
             if not self._is_serving():
                 continue
-            closed = self.leader.close(self.clock.now())
-            if closed is not None:
-                self.paxos.set_closed(closed.to_bytes(), self.state.applied_index())
-                self.closed_ts = closed  # true here too (every command at or below it is applied): GC follows it
             now_ns = self.monotonic_ns()
             if now_ns - max(self.last_write_ns, self.last_safe_time_logged_ns) >= SAFE_TIME_LOG_INTERVAL_NS:
                 self.last_safe_time_logged_ns = now_ns
