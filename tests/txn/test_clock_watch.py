@@ -1,8 +1,8 @@
 """The clock watch's two sources of round trips: Paxos replies and probes (txn/node/clock_watch.py).
 
 A leader's `Accepted` echoes its send time, so `record_round_trip` measures
-the follower for free; the probe loop then probes only the peers nothing
-measured in the last round. Every peer is still measured every round.
+the follower for free; the probe loop then probes only the peers no Paxos
+round trip measured in the last `PAXOS_SAMPLE_FRESH_NS`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import trio.testing
 from hlc import HybridClock
 from hlc.physical import ManualClock
 from txn import api
-from txn.node.clock_watch import PROBE_INTERVAL_S, ROUND_TRIP_LIMIT_NS, ClockWatch
+from txn.node.clock_watch import PAXOS_SAMPLE_FRESH_NS, PROBE_INTERVAL_S, ROUND_TRIP_LIMIT_NS, ClockWatch
 
 MS = 1_000_000
 MAX_OFFSET_NS = 10 * MS
@@ -79,7 +79,7 @@ async def test_the_probe_loop_probes_only_peers_no_paxos_round_trip_measured(aut
             assert probed == ["n3"]
         # n2's heartbeats stop (we lost the lease, or it stopped answering): it is probed again.
         probed.clear()
-        physical.advance(int(2 * PROBE_INTERVAL_S * 1e9))
+        physical.advance(PAXOS_SAMPLE_FRESH_NS)
         await trio.sleep(PROBE_INTERVAL_S)
         assert sorted(probed) == ["n2", "n3"]
         nursery.cancel_scope.cancel()

@@ -22,7 +22,7 @@ class TransportOptions:
     connect_timeout_s: float = 1.0  # outbound: TCP connect plus the peer's handshake reply
     reconnect_initial_s: float = 0.05
     reconnect_max_s: float = 0.5
-    keepalive_interval_s: float = 0.2
+    keepalive_interval_s: float = 0.4
     idle_timeout_s: float = 1.0
     peer_queue_frames: int = 10_000
     peer_queue_bytes: int = 32 << 20  # frames to one peer not yet sent, the batch being sent included

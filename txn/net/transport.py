@@ -26,7 +26,9 @@ Behaviour:
   `Keepalive` frame when it has written nothing for `keepalive_interval_s`,
   and closes the connection when it has received nothing for
   `idle_timeout_s` (counted as `silent_closes`, one log line); the next
-  traffic re-dials. Why not TCP keepalive / TCP_USER_TIMEOUT: a stopped
+  traffic re-dials. With the default deadlines (keepalive 0.4 s, idle 1 s)
+  these checks end on the node's coarse timer grid (txn/net/coarse_timer.py:
+  within 0.1 s of due, woken with the node's other housekeeping). Why not TCP keepalive / TCP_USER_TIMEOUT: a stopped
   peer process (SIGSTOP, a long pause) still has its kernel ACKing, so
   TCP sees nothing wrong; TCP_KEEPIDLE counts whole seconds and
   TCP_USER_TIMEOUT only runs while data is unacknowledged; both are
@@ -102,6 +104,7 @@ import trio
 
 from hlc import HybridClock
 from txn import wire
+from txn.net.coarse_timer import sleep_until_coarse, suits
 from txn.net.client_connection import ClientConnection, open_client_connection
 from txn.net.peer_rules import (
     CLIENT_SPEAKER, ClockVerdict, Identity, Role, absorb_sender_clock, check_hello, check_identity,
@@ -459,6 +462,8 @@ class TcpTransport(PeerLinks):
         as the network heals, instead of waiting out TCP's retransmission
         backoff on a connection that will never carry bytes again."""
         interval_s, timeout_s = self.options.keepalive_interval_s, self.options.idle_timeout_s
+        # On the node's coarse grid (txn/net/coarse_timer.py) unless a test shrank the deadlines.
+        sleep_until = sleep_until_coarse if suits(interval_s) else trio.sleep_until
         while True:
             now_s = trio.current_time()
             if now_s - connection.last_received_s >= timeout_s:
@@ -473,7 +478,7 @@ class TcpTransport(PeerLinks):
                 continue
             if now_s - connection.last_written_s >= interval_s:
                 connection.write(KEEPALIVE_FRAME)
-            await trio.sleep_until(min(connection.last_received_s + timeout_s, connection.last_written_s + interval_s))
+            await sleep_until(min(connection.last_received_s + timeout_s, connection.last_written_s + interval_s))
 
     async def _watch_client_idle(self, connection: Connection, scope: trio.CancelScope) -> None:
         """Close a client connection that sent nothing for client_idle_timeout_s (the client

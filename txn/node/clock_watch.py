@@ -12,10 +12,12 @@ of the Accept it answers and carries the follower's physical clock
 (`record_round_trip`, from txn/node/server.py), so a leader measures its
 followers on every heartbeat for free; and a `ClockProbe` (hlc_exempt:
 answered and delivered even when the clocks are far apart), sent each round
-only to the peers no Paxos round trip measured within the last round. Every
-peer is still measured every round, which the rule's mutual-measurement
-assumption needs; the probes an idle cluster sends fall from two per peer
-per round to those its leaders' heartbeats do not cover.
+only to the peers no Paxos round trip measured within the last 500 ms (a
+quiet leader heartbeats every 300 ms). Every peer is still measured at
+least every 500 ms, which the rule's mutual-measurement assumption needs;
+the probes an idle cluster sends fall from two per peer per round to those
+its leaders' heartbeats do not cover. Rounds end on the node's coarse timer
+grid (txn/net/coarse_timer.py), with its other housekeeping.
 
 Inputs: `call(peer, message, timeout_s)` of the node's transport, the node's
 `HybridClock`, `record_round_trip(...)`. Outputs: `fenced`, `cause`/`reason`,
@@ -44,6 +46,7 @@ import trio
 from hlc import HybridClock
 from hlc.offsets import FenceCause, FenceState, OffsetMonitor
 from txn import api
+from txn.net.coarse_timer import sleep_coarse
 from txn.net.messaging import TransportError
 
 PROBE_INTERVAL_S = 0.2
@@ -53,6 +56,9 @@ PROBE_TIMEOUT_S = 0.5
 # the physical one dates its end: RATE_MARGIN_PPM widens it for their rates differing.
 ROUND_TRIP_LIMIT_NS = int(PROBE_TIMEOUT_S * 1e9)
 RATE_MARGIN_PPM = 1_000
+# A peer a Paxos round trip measured this recently is not probed: longer than a quiet leader's
+# heartbeat interval (300 ms, paxos/types.py) plus a coarse round's slack.
+PAXOS_SAMPLE_FRESH_NS = 500_000_000
 
 log = logging.getLogger("chronodb.node")
 
@@ -81,16 +87,16 @@ class ClockWatch:
         return self.monitor.reason
 
     async def probe_loop(self, call: Call) -> None:
-        interval_ns = int(PROBE_INTERVAL_S * 1e9)
         while True:
             now_ns = self.clock.physical.now_ns()
-            due = [peer for peer in self.peers if now_ns - self._sampled_ns.get(peer, -interval_ns) >= interval_ns]
+            due = [peer for peer in self.peers
+                   if now_ns - self._sampled_ns.get(peer, -PAXOS_SAMPLE_FRESH_NS) >= PAXOS_SAMPLE_FRESH_NS]
             if due:
                 async with trio.open_nursery() as nursery:
                     for peer in due:
                         nursery.start_soon(self._probe, call, peer)
             self.update_fence()
-            await trio.sleep(PROBE_INTERVAL_S)
+            await sleep_coarse(PROBE_INTERVAL_S)  # with the node's other housekeeping (txn/net/coarse_timer.py)
 
     async def _probe(self, call: Call, peer: str) -> None:
         physical = self.clock.physical

@@ -39,6 +39,7 @@ import trio
 
 from hlc import Timestamp
 from paxos.storage import PaxosStorage
+from txn.net.coarse_timer import sleep_coarse
 from txn.tablet.compaction import CompactionPolicy, Slice, SlicePlanner
 from txn.tablet.state import TabletState
 
@@ -84,7 +85,7 @@ class SpaceLoop:
 
     async def run(self) -> None:
         while True:
-            await trio.sleep(self.interval_s)
+            await sleep_coarse(self.interval_s)  # with the node's other housekeeping (txn/net/coarse_timer.py)
             await self.reclaim()
 
     def horizon(self) -> Timestamp | None:

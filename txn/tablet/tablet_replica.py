@@ -50,6 +50,7 @@ from txn import api
 from txn.api.cluster import TabletConfig
 from txn.api.errors import RequestFailed, failure
 from txn.api.limits import MAX_SCAN_REPLY_BYTES, MAX_SCAN_ROWS, scan_page
+from txn.net.coarse_timer import coarse_deadline, sleep_coarse
 from txn.tablet.commands import Barrier, Prepare, SafeTimeAdvance, WriteBatch, encode_command
 from txn.tablet.leader import PendingCommand, Serving, TabletLeaderCore, WriteState
 from txn.tablet.locks import LockMode
@@ -213,9 +214,14 @@ class TabletReplica:
                 self._notify()
                 continue
             wake_ns = self.leader.next_wake_ns()
-            # Nothing in commit-wait: the next apply (`_on_applied` notifies) starts one.
-            delay_s = IDLE_WAIT_S if wake_ns is None else min(POLL_S, max(0, wake_ns - self._physical_ns()) / 1e9)
-            if self.precise_commit_wait and wake_ns is not None:
+            if wake_ns is None:
+                # Nothing in commit-wait: the next apply (`_on_applied` notifies) starts one. The
+                # timeout is only a fallback: on the node's coarse grid (txn/net/coarse_timer.py).
+                with trio.move_on_at(coarse_deadline(trio.current_time() + IDLE_WAIT_S)):
+                    await changed.wait()
+                continue
+            delay_s = min(POLL_S, max(0, wake_ns - self._physical_ns()) / 1e9)
+            if self.precise_commit_wait:
                 if delay_s <= TIMER_RESOLUTION_S:
                     await trio.lowlevel.checkpoint()  # due within the loop's resolution: yield until it is
                     continue
@@ -261,11 +267,13 @@ class TabletReplica:
                 continue
             # Lease, role and ballot changes come as status events; polled are only the
             # preferred leader's start-up campaign and the wait-out of rule (a).
-            wait_s = POLL_S if now_ns - started_ns < PREFERRED_CAMPAIGN_WINDOW_NS else IDLE_WAIT_S
+            deadline_s = trio.current_time() + POLL_S
+            if now_ns - started_ns >= PREFERRED_CAMPAIGN_WINDOW_NS:
+                deadline_s = coarse_deadline(trio.current_time() + IDLE_WAIT_S)  # a fallback: with the housekeeping
             if self.leader.serving is Serving.WAITING_OUT_PREDECESSOR:
                 remaining_ns = self.leader.lease_start_physical_ns + 2 * self.max_offset_ns - self._physical_ns()
-                wait_s = min(POLL_S, max(remaining_ns + 1, 0) / 1e9)
-            with trio.move_on_after(wait_s):
+                deadline_s = trio.current_time() + min(POLL_S, max(remaining_ns + 1, 0) / 1e9)
+            with trio.move_on_at(deadline_s):
                 await self.paxos.wait_status_change()
 
     async def _propose_barrier(self) -> None:
@@ -317,7 +325,7 @@ class TabletReplica:
 
     async def _safe_time_log_loop(self) -> None:
         while True:
-            await trio.sleep(SAFE_TIME_LOG_CHECK_S)
+            await sleep_coarse(SAFE_TIME_LOG_CHECK_S)  # with the node's other housekeeping (txn/net/coarse_timer.py)
             if not self._is_serving():
                 continue
             now_ns = self.monotonic_ns()

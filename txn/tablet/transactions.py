@@ -40,6 +40,7 @@ from hlc import Timestamp
 from paxos.types import NotLeader, ProposalLost
 from txn import api
 from txn.api.errors import AbortReason, RequestFailed, aborted, failure
+from txn.net.coarse_timer import sleep_coarse
 from txn.tablet.commands import Decide, Prepare, Resolve
 from txn.tablet.leader import PendingCommand, WriteState
 from txn.tablet.locks import LockMode, LockTable, Outcome
@@ -425,7 +426,7 @@ class TabletTransactions:
 
     async def _recovery_loop(self) -> None:
         while True:
-            await trio.sleep(RECOVERY_INTERVAL_S)
+            await sleep_coarse(RECOVERY_INTERVAL_S)  # with the node's other housekeeping (txn/net/coarse_timer.py)
             expired = self.locks.expire(self._now_ns(), TXN_IDLE_NS)
             if expired:
                 self.mark("txn.expired")

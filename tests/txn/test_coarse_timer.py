@@ -1,0 +1,58 @@
+"""The housekeeping grid (txn/net/coarse_timer.py): deadlines near the asked one, never now, shared.
+
+Loops of different periods and phases that sleep with it wake together at
+grid points, which is the point of it; a deadline already passed waits for
+the next point instead of spinning.
+"""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+from hypothesis import given, strategies as st
+
+from txn.net.coarse_timer import GRAIN_S, coarse_deadline, sleep_coarse, suits
+
+
+def on_grid(t: float) -> bool:
+    return abs(t / GRAIN_S - round(t / GRAIN_S)) < 1e-6
+
+
+@given(now=st.floats(0, 1e6), delay=st.floats(0, 10))
+def test_a_coarse_deadline_is_a_grid_point_near_the_asked_one_and_after_now(now: float, delay: float) -> None:
+    clock = trio.testing.MockClock()
+    clock.jump(now)
+
+    async def check() -> None:
+        now_s = trio.current_time()
+        deadline = coarse_deadline(now_s + delay)
+        assert on_grid(deadline) and deadline > now_s
+        if delay >= GRAIN_S / 2:
+            assert abs(deadline - (now_s + delay)) <= GRAIN_S / 2 + 1e-6, "the nearest point"
+        else:
+            assert deadline - now_s <= GRAIN_S + 1e-6, "a passed or too-near point: the next one"
+
+    trio.run(check, clock=clock)
+
+
+async def test_loops_of_different_periods_wake_only_at_shared_grid_points(autojump_clock: trio.testing.MockClock) -> None:
+    wakes: list[float] = []
+
+    async def loop(period_s: float, phase_s: float) -> None:
+        await trio.sleep(phase_s)
+        while True:
+            await sleep_coarse(period_s)
+            wakes.append(trio.current_time())
+
+    with trio.move_on_after(20):
+        async with trio.open_nursery() as nursery:
+            for period_s, phase_s in ((0.4, 0.013), (0.5, 0.137), (1.0, 0.29), (1.0, 0.71), (0.2, 0.05)):
+                nursery.start_soon(loop, period_s, phase_s)
+    assert wakes and all(on_grid(t) for t in wakes)
+    distinct = len({round(t / GRAIN_S) for t in wakes})
+    assert distinct <= 20 / GRAIN_S + 1, "no more wake-ups than grid points, however many loops"
+    assert len(wakes) > 2 * distinct, "the loops share their wake-ups"
+
+
+def test_only_loops_of_two_grains_or_more_use_it() -> None:
+    assert suits(2 * GRAIN_S) and suits(1.0) and not suits(0.05) and not suits(GRAIN_S)
