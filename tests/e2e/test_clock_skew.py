@@ -57,7 +57,7 @@ def test_skew_below_the_bound_keeps_real_time_order(fresh_cluster: LocalCluster)
 
     # n1 has measured n2 since the skew: within bounds, nobody fences.
     shown = wait_for(measured_after_skew, WAIT_S, "a precise measurement of n2's offset")
-    assert not any(node["fenced"] for node in shown.values())
+    assert not any(node["fenced"] for node in shown.values()), json.dumps(shown)
 
     clients = [fresh_cluster.client(home=n) for n in fresh_cluster.node_ids]
     keys = [b"\x10skew", b"\x50skew", b"\x90skew", b"\xd0skew"]  # tablets led by different nodes

@@ -13,7 +13,7 @@ import trio.testing
 from hlc import HybridClock
 from hlc.physical import ManualClock
 from txn import api
-from txn.node.clock_watch import PAXOS_SAMPLE_FRESH_NS, PROBE_INTERVAL_S, ROUND_TRIP_LIMIT_NS, ClockWatch
+from txn.node.clock_watch import PAXOS_SAMPLE_FRESH_NS, PROBE_INTERVAL_S, ClockWatch
 
 MS = 1_000_000
 MAX_OFFSET_NS = 10 * MS
@@ -39,11 +39,29 @@ def test_a_round_trip_that_is_too_long_or_negative_is_not_a_sample() -> None:
     physical = ManualClock()
     watch = make_watch(physical)
     watch.record_round_trip("n2", -1, physical.now_ns())  # an echo from the future: the peer's word only
-    watch.record_round_trip("n2", ROUND_TRIP_LIMIT_NS + 1, physical.now_ns())
+    watch.record_round_trip("n2", watch.paxos_round_trip_limit_ns + 1, physical.now_ns())  # error over 1 ms
     watch.record_round_trip("n2", 30 * MS, physical.now_ns())  # error 15 ms > the fence limit: says nothing
     watch.record_round_trip("n9", 1 * MS, physical.now_ns())  # not a peer
     assert watch.offsets() == ()
-    assert watch.samples["paxos"] == 0
+    assert watch.samples["paxos"] == 0 and watch.samples["paxos_dropped"] == 3
+
+
+def test_a_wide_round_trip_after_a_step_cannot_pin_the_estimate_between_old_and_new() -> None:
+    """The step hazard (hlc/offsets.py): precise samples say n2 is at 0; n2's clock steps +5 ms; a wide
+    sample (5 +- 4.9 ms) overlaps the old ones, and their intersection would put n2 near +0.2 ms, where
+    it is neither before nor after the step. Paxos round trips that wide are not used; the next
+    precise one is disjoint from the old samples, which it drops."""
+    physical = ManualClock()
+    watch = make_watch(physical)
+    for _ in range(3):
+        watch.record_round_trip("n2", MS // 2, physical.now_ns() - MS // 4)  # n2 at 0, +-0.25 ms
+        physical.advance(100 * MS)
+    watch.record_round_trip("n2", 9_800_000, physical.now_ns() - 4_900_000 + 5 * MS)  # after the step: 5 +- 4.9
+    [(_, offset_ns, error_ns)] = watch.offsets()
+    assert abs(offset_ns) <= error_ns, "the wide sample was not used: still the old estimate, no mix"
+    watch.record_round_trip("n2", 1 * MS, physical.now_ns() - MS // 2 + 5 * MS)
+    [(_, offset_ns, error_ns)] = watch.offsets()
+    assert offset_ns - error_ns <= 5 * MS <= offset_ns + error_ns, "the precise one moved it to the step"
 
 
 def test_a_paxos_sample_fences_a_skewed_node_like_a_probe_does() -> None:

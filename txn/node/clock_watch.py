@@ -51,10 +51,17 @@ from txn.net.messaging import TransportError
 
 PROBE_INTERVAL_S = 0.2
 PROBE_TIMEOUT_S = 0.5
-# A Paxos round trip longer than a probe may take is not used (nor is one that claims to end before
-# it began: the echoed send time is the peer's word). The monotonic clock times the round trip and
-# the physical one dates its end: RATE_MARGIN_PPM widens it for their rates differing.
-ROUND_TRIP_LIMIT_NS = int(PROBE_TIMEOUT_S * 1e9)
+# Only precise Paxos round trips are used: at most this fraction of max_offset as error (half the
+# round trip; 2 ms with the default 10 ms), nor one that claims to end before it began (the echoed
+# send time is the peer's word). A wide sample taken just after a clock step can overlap the older,
+# precise ones and pin the estimate between the old offset and the new (the step hazard of
+# hlc/offsets.py): seen when every node's heartbeats went out at the same instants (a wall-clock
+# timer grid, tried and not kept: ARCHITECTURE.md), whose round trips took a few ms; a node fenced
+# after a 5 ms skew of another. A tenth of max_offset cost idle nodes probes again (~0.2% of a
+# core): a fifth drops few heartbeat samples. Probes keep the monitor's own bound.
+# The monotonic clock times the round trip and the physical one dates its end: RATE_MARGIN_PPM
+# widens it for their rates differing.
+PAXOS_MAX_ERROR_FRACTION = 0.2
 RATE_MARGIN_PPM = 1_000
 # A peer a Paxos round trip measured this recently is not probed: longer than a quiet leader's
 # heartbeat interval (300 ms, paxos/types.py) plus a coarse round's slack.
@@ -75,8 +82,10 @@ class ClockWatch:
             self.monitor.turn_off()
         self.on_change: Callable[[bool], None] = lambda fenced: None
         self.marks: collections.Counter[str] = collections.Counter()  # coverage marks for the simulation
-        self.samples: collections.Counter[str] = collections.Counter()  # usable samples by source: probe, paxos
+        # Usable samples by source (probe, paxos), and paxos_dropped: heartbeat round trips too slow to use.
+        self.samples: collections.Counter[str] = collections.Counter()
         self._sampled_ns: dict[str, int] = {}  # peer -> local physical time of its last usable Paxos sample
+        self.paxos_round_trip_limit_ns = int(2 * PAXOS_MAX_ERROR_FRACTION * max_offset_ns)
 
     @property
     def fenced(self) -> bool:
@@ -111,7 +120,8 @@ class ClockWatch:
     def record_round_trip(self, peer: str, elapsed_ns: int, peer_physical_ns: int) -> None:
         """A round trip that was not a probe: sent `elapsed_ns` ago (monotonic), answered by `peer` when its
         physical clock read `peer_physical_ns`, received now. Too long (or negative) a round trip is dropped."""
-        if not 0 <= elapsed_ns <= ROUND_TRIP_LIMIT_NS:
+        if not 0 <= elapsed_ns <= self.paxos_round_trip_limit_ns:
+            self.samples["paxos_dropped"] += 1
             return
         received_ns = self.clock.physical.now_ns()
         sent_ns = received_ns - elapsed_ns - elapsed_ns * RATE_MARGIN_PPM // 1_000_000

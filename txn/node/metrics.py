@@ -214,9 +214,10 @@ class NodeCollector:
             [], 1 if node.fenced else 0)
         families.counter("chronodb_fence_events", "Times this node fenced itself").add_metric(
             [], node.watch.marks["node.fenced"])
-        samples = families.counter("chronodb_clock_samples", "Usable round trips that measured a peer's clock, by "
-                                   "source: probe (a ClockProbe) or paxos (a heartbeat's Accepted)", ["source"])
-        for source in ("probe", "paxos"):
+        samples = families.counter("chronodb_clock_samples", "Round trips that measured a peer's clock, by source: "
+                                   "probe (a ClockProbe) or paxos (a heartbeat's Accepted); paxos_dropped: "
+                                   "heartbeat round trips too slow to use", ["source"])
+        for source in ("probe", "paxos", "paxos_dropped"):
             samples.add_metric([source], node.watch.samples[source])
         offset = families.gauge("chronodb_clock_offset_seconds", "Measured offset of a peer's clock from this node's "
                                 "(positive: the peer is ahead)", ["peer"])
