@@ -104,8 +104,10 @@ def test_metrics_follow_writes_reads_and_a_transaction(shared_cluster: LocalClus
     assert moved("chronodb_paxos_round_seconds_count", tablet="t1") >= writes
     assert moved("chronodb_distributed_commits_total", tablet="t1") >= writes
     assert cluster_total(after, "chronodb_write_latency_seconds_sum") > 0
-    # Leaders measure their followers' clocks from the Accepted replies (txn/node/clock_watch.py).
-    assert moved("chronodb_clock_samples_total", source="paxos") > 0
+    # Leaders measure their followers' clocks from the Accepted replies (txn/node/clock_watch.py); on a
+    # loaded box a round trip may be too slow to use (paxos_dropped), but it is seen either way.
+    assert moved("chronodb_clock_samples_total", source="paxos") + moved("chronodb_clock_samples_total",
+                                                                         source="paxos_dropped") > 0
 
     for node_id, samples in after.items():
         held = [tablet.id for tablet in cluster.config.tablets if node_id in tablet.replicas]
