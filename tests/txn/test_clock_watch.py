@@ -2,7 +2,7 @@
 
 A leader's `Accepted` echoes its send time, so `record_round_trip` measures
 the follower for free; the probe loop then probes only the peers no Paxos
-round trip measured in the last `PAXOS_SAMPLE_FRESH_NS`.
+round trip measured in the last `PAXOS_SAMPLE_FRESH_S` (trio's clock).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import trio.testing
 from hlc import HybridClock
 from hlc.physical import ManualClock
 from txn import api
-from txn.node.clock_watch import PAXOS_SAMPLE_FRESH_NS, PROBE_INTERVAL_S, ClockWatch
+from txn.node.clock_watch import PAXOS_SAMPLE_FRESH_S, PROBE_INTERVAL_S, ClockWatch
 
 MS = 1_000_000
 MAX_OFFSET_NS = 10 * MS
@@ -23,7 +23,7 @@ def make_watch(physical: ManualClock) -> ClockWatch:
     return ClockWatch("n1", ["n2", "n3"], HybridClock(physical, MAX_OFFSET_NS), MAX_OFFSET_NS)
 
 
-def test_a_paxos_round_trip_bounds_the_peer_offset() -> None:
+async def test_a_paxos_round_trip_bounds_the_peer_offset() -> None:  # record_round_trip reads trio's clock
     physical = ManualClock()
     watch = make_watch(physical)
     # The Accept left 2 ms ago; n2 answered when its clock read ours + 3 ms - 1 ms (mid-flight, 3 ms ahead).
@@ -35,7 +35,7 @@ def test_a_paxos_round_trip_bounds_the_peer_offset() -> None:
     assert watch.samples["paxos"] == 1 and watch.samples["probe"] == 0
 
 
-def test_a_round_trip_that_is_too_long_or_negative_is_not_a_sample() -> None:
+async def test_a_round_trip_that_is_too_long_or_negative_is_not_a_sample() -> None:  # record_round_trip reads trio's clock
     physical = ManualClock()
     watch = make_watch(physical)
     watch.record_round_trip("n2", -1, physical.now_ns())  # an echo from the future: the peer's word only
@@ -46,7 +46,7 @@ def test_a_round_trip_that_is_too_long_or_negative_is_not_a_sample() -> None:
     assert watch.samples["paxos"] == 0 and watch.samples["paxos_dropped"] == 3
 
 
-def test_a_wide_round_trip_after_a_step_cannot_pin_the_estimate_between_old_and_new() -> None:
+async def test_a_wide_round_trip_after_a_step_cannot_pin_the_estimate_between_old_and_new() -> None:  # record_round_trip reads trio's clock
     """The step hazard (hlc/offsets.py): precise samples say n2 is at 0; n2's clock steps +5 ms; a wide
     sample (5 +- 4.9 ms) overlaps the old ones, and their intersection would put n2 near +0.2 ms, where
     it is neither before nor after the step. Paxos round trips that wide are not used; the next
@@ -64,7 +64,7 @@ def test_a_wide_round_trip_after_a_step_cannot_pin_the_estimate_between_old_and_
     assert offset_ns - error_ns <= 5 * MS <= offset_ns + error_ns, "the precise one moved it to the step"
 
 
-def test_a_paxos_sample_fences_a_skewed_node_like_a_probe_does() -> None:
+async def test_a_paxos_sample_fences_a_skewed_node_like_a_probe_does() -> None:  # record_round_trip reads trio's clock
     physical = ManualClock()
     watch = make_watch(physical)
     # Both peers agree with each other and are 20 ms ahead of us: we are the clock that ran off.
@@ -95,11 +95,11 @@ async def test_the_probe_loop_probes_only_peers_no_paxos_round_trip_measured(aut
             watch.record_round_trip("n2", 1 * MS, physical.now_ns())  # n2 follows a tablet we lead
             await trio.sleep(PROBE_INTERVAL_S)
             assert probed == ["n3"]
-        # n2's heartbeats stop (we lost the lease, or it stopped answering): it is probed again.
+        # n2's heartbeats stop (we lost the lease, or it stopped answering): it is probed again, however
+        # the physical clock moves (here: not at all; freshness is judged on trio's monotonic clock).
         probed.clear()
-        physical.advance(PAXOS_SAMPLE_FRESH_NS)
-        await trio.sleep(PROBE_INTERVAL_S)
-        assert sorted(probed) == ["n2", "n3"]
+        await trio.sleep(PAXOS_SAMPLE_FRESH_S + PROBE_INTERVAL_S)
+        assert "n2" in probed
         nursery.cancel_scope.cancel()
     assert watch.samples["probe"] >= 8 and watch.samples["paxos"] == 5
     assert not watch.fenced

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 from typing import Awaitable, Callable
 
 import trio
@@ -63,9 +64,10 @@ PROBE_TIMEOUT_S = 0.5
 # widens it for their rates differing.
 PAXOS_MAX_ERROR_FRACTION = 0.2
 RATE_MARGIN_PPM = 1_000
-# A peer a Paxos round trip measured this recently is not probed: longer than a quiet leader's
-# heartbeat interval (300 ms, paxos/types.py) plus a coarse round's slack.
-PAXOS_SAMPLE_FRESH_NS = 500_000_000
+# A peer a Paxos round trip measured this recently (trio's monotonic clock: a stepping physical clock
+# must not stop the probes) is not probed: longer than a quiet leader's heartbeat interval (300 ms,
+# paxos/types.py) plus a coarse round's slack.
+PAXOS_SAMPLE_FRESH_S = 0.5
 
 log = logging.getLogger("chronodb.node")
 
@@ -84,7 +86,7 @@ class ClockWatch:
         self.marks: collections.Counter[str] = collections.Counter()  # coverage marks for the simulation
         # Usable samples by source (probe, paxos), and paxos_dropped: heartbeat round trips too slow to use.
         self.samples: collections.Counter[str] = collections.Counter()
-        self._sampled_ns: dict[str, int] = {}  # peer -> local physical time of its last usable Paxos sample
+        self._sampled_s: dict[str, float] = {}  # peer -> trio time of its last usable Paxos sample
         self.paxos_round_trip_limit_ns = int(2 * PAXOS_MAX_ERROR_FRACTION * max_offset_ns)
 
     @property
@@ -97,9 +99,8 @@ class ClockWatch:
 
     async def probe_loop(self, call: Call) -> None:
         while True:
-            now_ns = self.clock.physical.now_ns()
-            due = [peer for peer in self.peers
-                   if now_ns - self._sampled_ns.get(peer, -PAXOS_SAMPLE_FRESH_NS) >= PAXOS_SAMPLE_FRESH_NS]
+            now_s = trio.current_time()
+            due = [peer for peer in self.peers if now_s - self._sampled_s.get(peer, -math.inf) >= PAXOS_SAMPLE_FRESH_S]
             if due:
                 async with trio.open_nursery() as nursery:
                     for peer in due:
@@ -126,7 +127,7 @@ class ClockWatch:
         received_ns = self.clock.physical.now_ns()
         sent_ns = received_ns - elapsed_ns - elapsed_ns * RATE_MARGIN_PPM // 1_000_000
         if self.monitor.record(peer, sent_ns, peer_physical_ns, received_ns):
-            self._sampled_ns[peer] = received_ns
+            self._sampled_s[peer] = trio.current_time()
             self.samples["paxos"] += 1
             self.marks["clock.paxos_sample"] += 1
 
