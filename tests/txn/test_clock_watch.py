@@ -46,7 +46,8 @@ async def test_a_round_trip_that_is_too_long_or_negative_is_not_a_sample() -> No
     assert watch.samples["paxos"] == 0 and watch.samples["paxos_dropped"] == 3
 
 
-async def test_a_wide_round_trip_after_a_step_cannot_pin_the_estimate_between_old_and_new() -> None:  # record_round_trip reads trio's clock
+async def test_a_wide_round_trip_after_a_step_cannot_pin_the_estimate_between_old_and_new(
+        autojump_clock: trio.testing.MockClock) -> None:
     """The step hazard (hlc/offsets.py): precise samples say n2 is at 0; n2's clock steps +5 ms; a wide
     sample (5 +- 4.9 ms) overlaps the old ones, and their intersection would put n2 near +0.2 ms, where
     it is neither before nor after the step. Paxos round trips that wide are not used; the next
@@ -56,6 +57,7 @@ async def test_a_wide_round_trip_after_a_step_cannot_pin_the_estimate_between_ol
     for _ in range(3):
         watch.record_round_trip("n2", MS // 2, physical.now_ns() - MS // 4)  # n2 at 0, +-0.25 ms
         physical.advance(100 * MS)
+        await trio.sleep(0.1)  # at most one sample per PAXOS_SAMPLE_GAP_S
     watch.record_round_trip("n2", 9_800_000, physical.now_ns() - 4_900_000 + 5 * MS)  # after the step: 5 +- 4.9
     [(_, offset_ns, error_ns)] = watch.offsets()
     assert abs(offset_ns) <= error_ns, "the wide sample was not used: still the old estimate, no mix"
@@ -103,3 +105,18 @@ async def test_the_probe_loop_probes_only_peers_no_paxos_round_trip_measured(aut
         nursery.cancel_scope.cancel()
     assert watch.samples["probe"] >= 8 and watch.samples["paxos"] == 5
     assert not watch.fenced
+
+
+async def test_a_loaded_leader_keeps_one_paxos_sample_per_peer_per_gap(autojump_clock: trio.testing.MockClock) -> None:
+    """Every Accepted is a round trip, thousands a second under load; the monitor checks each new sample
+    against every one in its 5 s window, so only one per peer per PAXOS_SAMPLE_GAP_S is kept."""
+    physical = ManualClock()
+    watch = make_watch(physical)
+    for _ in range(10):
+        for _ in range(1000):
+            watch.record_round_trip("n2", MS, physical.now_ns())
+            watch.record_round_trip("n3", MS, physical.now_ns())
+        physical.advance(100 * MS)
+        await trio.sleep(0.1)  # the next busy heartbeat
+    assert watch.samples["paxos"] == 20
+    assert all(len(state.samples) == 10 for state in watch.monitor.by_peer.values())
