@@ -11,7 +11,7 @@ import trio
 
 from hlc import HybridClock
 from hlc.physical import VirtualClock
-from txn.net.messaging import PeerUnreachable, RemoteError, RpcTimeout
+from txn.net.messaging import PeerUnreachable, RemoteError, RpcTimeout, request_arrival
 from txn.net.simnet import SimNetConfig, SimNetwork
 from txn.wire import Ping, Pong
 
@@ -136,3 +136,25 @@ async def test_clock_rejection_is_counted(autojump_clock: Any) -> None:
 def test_config_refuses_sub_millisecond_latency() -> None:
     with pytest.raises(ValueError, match="1 ms"):
         SimNetConfig(latency_ns_min=10)
+
+
+async def test_a_handler_knows_when_its_request_arrived(autojump_clock: Any) -> None:
+    net = SimNetwork(1, FIXED)
+    clock_b = HybridClock(VirtualClock(), max_offset_ns=10 * MS)
+    seen: list[tuple[Any, Any]] = []
+
+    class Arrivals(Recorder):
+        async def handle_request(self, src: str, msg: Any) -> Any:
+            seen.append((request_arrival(), clock_b.now()))
+            return await super().handle_request(src, msg)
+
+    ta = net.endpoint("a", Recorder(), HybridClock(VirtualClock(), max_offset_ns=10 * MS))
+    net.endpoint("b", Arrivals(), clock_b)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(net.pump)
+        sent_ns = VirtualClock().now_ns()  # b's clock (no offset) when a sends
+        assert await ta.call("b", Ping(b"x"), timeout_s=1) == Pong(b"x")
+        nursery.cancel_scope.cancel()
+    [(arrived, handled)] = seen
+    assert arrived is not None and arrived < handled
+    assert arrived.wall == sent_ns + 3 * MS  # when it was delivered (FIXED latency)

@@ -4,6 +4,7 @@ shutdown, keepalives and the silence deadline."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import time
@@ -17,7 +18,7 @@ import trio
 from hlc import HybridClock
 from hlc.physical import SkewedClock, SystemClock
 from txn import wire
-from txn.net.messaging import AddressInUse, PeerUnreachable, RemoteError, RpcTimeout
+from txn.net.messaging import AddressInUse, PeerUnreachable, RemoteError, RpcTimeout, request_arrival
 from txn.net.transport import TcpTransport, TransportOptions, open_client_connection, open_tcp_transport
 from txn.wire import Handshake, Ping, Pong
 from txn.wire.envelope import Keepalive
@@ -299,3 +300,39 @@ async def test_silent_peer_is_closed_after_the_idle_deadline(caplog: pytest.LogC
 def test_idle_deadline_must_allow_two_keepalives() -> None:
     with pytest.raises(ValueError, match="at least twice keepalive_interval_s"):
         TransportOptions(keepalive_interval_s=0.6, idle_timeout_s=1.0)
+
+
+class ArrivalRecorder(Recorder):
+    """Records each request's arrival reading, the node's clock when its handler ran, and the
+    arrival reading again after other requests' tasks ran."""
+
+    def __init__(self, clock: HybridClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.seen: list[tuple[Any, Any, Any]] = []
+
+    async def handle_request(self, src: str, msg: Any) -> Any:
+        arrived, handled = request_arrival(), self.clock.now()
+        await trio.sleep(0.01)  # the other requests' tasks run meanwhile
+        self.seen.append((arrived, handled, request_arrival()))
+        return Pong(msg.payload)
+
+
+async def test_a_handler_knows_when_its_request_arrived() -> None:
+    """The HLC reading at arrival (after the sender's clock was absorbed), in the request's own task."""
+    ahead = new_clock(offset_ns=5_000_000)  # the client's clock, 5 ms ahead: the node absorbs it
+    node_clock = new_clock()
+    async with AsyncExitStack() as stack:
+        handler = ArrivalRecorder(node_clock)
+        t1 = await start(stack, "n1", clock=node_clock, handler=handler)
+        async with open_client_connection(*t1.address, cluster_id="c1", clock=ahead, timeout_s=2) as conn:
+            sent = ahead.now()
+            async with trio.open_nursery() as nursery:
+                for i in range(3):
+                    nursery.start_soon(functools.partial(conn.call, Ping(b"%d" % i), timeout_s=2))
+    assert request_arrival() is None  # outside a request
+    assert len(handler.seen) == 3
+    for arrived, handled, later in handler.seen:
+        assert arrived is not None and arrived > sent  # the client's clock was absorbed first
+        assert arrived < handled and later == arrived  # taken before the handler ran; each task keeps its own
+    assert len({arrived for arrived, _, _ in handler.seen}) == 3

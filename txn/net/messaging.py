@@ -14,18 +14,38 @@ Invariants:
   raises or is cancelled, so expired calls leave nothing behind.
 - A handler's `handle_request` exception becomes an ERROR envelope, raised in
   the caller as `RemoteError(text)`; it never reaches the transport's tasks.
+- While a handler serves a request, `request_arrival()` is the receiving
+  node's HLC reading taken when the request arrived (just after its sender's
+  clock was absorbed), before it waited for a task to serve it: the earliest
+  true `now` of the request at this node (Spanner's start rule takes a
+  commit timestamp no lower than it). None outside a transport's request.
 """
 
 from __future__ import annotations
 
+import contextvars
 from typing import Any, Optional, Protocol
 
 import attrs
 import trio
 
+from hlc import Timestamp
 from txn.wire import Kind
 
 CLOCK_LOG_INTERVAL_NS = 60 * 1_000_000_000
+
+# Set by the transports in each request's own task (the module docstring).
+_REQUEST_ARRIVAL: contextvars.ContextVar[Optional[Timestamp]] = contextvars.ContextVar("request_arrival", default=None)
+
+
+def request_arrival() -> Optional[Timestamp]:
+    """The HLC reading taken when the request being served arrived (None outside one)."""
+    return _REQUEST_ARRIVAL.get()
+
+
+def set_request_arrival(arrived: Optional[Timestamp]) -> None:
+    """For the transports: at the start of a request's own task (its context is its own)."""
+    _REQUEST_ARRIVAL.set(arrived)
 
 
 class Handler(Protocol):

@@ -58,6 +58,7 @@ from txn.net.messaging import (
     PeerUnreachable,
     PendingCalls,
     TransportStatistics,
+    set_request_arrival,
 )
 from txn.wire import Envelope, HandlerError, Kind
 
@@ -404,12 +405,14 @@ class SimNetwork:
             # Reserve the response's sequence number and draws now, in heap order.
             reserved = (node.next_seq(), *self._draw(node, src))
             assert self._nursery is not None, "SimNetwork.pump() is not running"
-            self._nursery.start_soon(self._serve, node, node.incarnation, node.handler, src, envelope, reserved)
+            arrived = node.clock.now() if node.clock is not None else None
+            self._nursery.start_soon(self._serve, node, node.incarnation, node.handler, src, envelope, reserved, arrived)
         else:
             node.endpoint._pending.resolve(envelope.request_id, kind, envelope.body)
 
     async def _serve(self, node: _Node, incarnation: int, handler: Handler, src: str,
-                     request: Envelope, reserved: tuple[int, bool, tuple[int, ...]]) -> None:
+                     request: Envelope, reserved: tuple[int, bool, tuple[int, ...]], arrived: Optional[Timestamp]) -> None:
+        set_request_arrival(arrived)
         try:
             body, kind = await handler.handle_request(src, request.body), Kind.RESPONSE
         except Exception as error:  # the handler's failure goes back to the caller

@@ -102,7 +102,7 @@ from typing import Any, AsyncIterator, Optional
 import attrs
 import trio
 
-from hlc import HybridClock
+from hlc import HybridClock, Timestamp
 from txn import wire
 from txn.net.coarse_timer import sleep_until_coarse, suits
 from txn.net.client_connection import ClientConnection, open_client_connection
@@ -125,6 +125,7 @@ from txn.net.messaging import (
     RpcTimeout,
     TransportError,
     TransportStatistics,
+    set_request_arrival,
 )
 from txn.wire import Envelope, HandlerError, Handshake, HandshakeRefused, Kind, ProtocolError
 from txn.wire.envelope import Keepalive
@@ -516,7 +517,8 @@ class TcpTransport(PeerLinks):
         if kind is Kind.REQUEST:
             connection.requests_in_flight += 1
             connection.request_bytes += len(payload)
-            nursery.start_soon(self._serve_request, connection, src, envelope, len(payload), nursery.cancel_scope)
+            nursery.start_soon(self._serve_request, connection, src, envelope, len(payload), nursery.cancel_scope,
+                               self.clock.now())
         elif kind is Kind.ONE_WAY:
             try:
                 self.handler.handle_message(src, envelope.body)
@@ -526,7 +528,8 @@ class TcpTransport(PeerLinks):
             self._pending.resolve(envelope.request_id, kind, envelope.body)
 
     async def _serve_request(self, connection: Connection, src: str, request: Envelope, request_bytes: int,
-                             scope: trio.CancelScope) -> None:
+                             scope: trio.CancelScope, arrived: Timestamp) -> None:
+        set_request_arrival(arrived)
         try:
             try:
                 body, kind = await self.handler.handle_request(src, request.body), Kind.RESPONSE
