@@ -14,6 +14,7 @@ from paxos.types import NotLeader, PaxosConfig, ProposalLost
 from txn import api
 from txn.api.cluster import TabletConfig
 from txn.api.errors import RequestFailed
+from txn.net.messaging import set_request_arrival
 from txn.tablet.leader import Serving, WriteState
 from txn.tablet.tablet_replica import TabletReplica
 
@@ -220,3 +221,37 @@ async def test_an_idle_commit_wait_timer_sleeps_until_an_apply_wakes_it(mock_clo
         await trio.testing.wait_all_tasks_blocked()
         assert pending.state is WriteState.DONE and trio.current_time() == started
         nursery.cancel_scope.cancel()
+
+
+async def test_a_write_takes_its_timestamp_from_its_requests_arrival() -> None:
+    """Spanner's start rule: the HLC reading the transport took when the request arrived, not a later
+    one, so the time spent before the assignment counts toward commit-wait."""
+    replica = serving_replica(ProposalLost(known_not_chosen=False))  # the write stays pending, its ts with it
+    physical = replica.clock.physical
+    arrived = replica.clock.now()
+    physical.advance(3_000_000)  # 3 ms pass before the write is served (a task to run it, its locks)
+    set_request_arrival(arrived)
+    with pytest.raises(RequestFailed):
+        await replica.write((api.KeyWrite(b"k", b"v"),), 1_000_000_000)
+    assert replica.pending == [arrived]
+    assert replica.leader.pending[arrived].release_after_ns == arrived.wall + 10_000_000
+
+
+async def test_a_write_arriving_before_a_read_is_served_still_commits_above_it() -> None:
+    replica = serving_replica(ProposalLost(known_not_chosen=False))
+    arrived = replica.clock.now()
+    replica.clock.physical.advance(1_000_000)
+    read_ts = replica.leader.strong_read_ts(replica.clock.now())  # served between arrival and assignment
+    set_request_arrival(arrived)
+    with pytest.raises(RequestFailed):
+        await replica.write((api.KeyWrite(b"k", b"v"),), 1_000_000_000)
+    assert replica.pending == [read_ts.next()]
+
+
+async def test_a_write_outside_a_transport_request_takes_the_clock_now() -> None:
+    replica = serving_replica(ProposalLost(known_not_chosen=False))
+    replica.clock.physical.advance(1_000_000)
+    now = replica.clock.physical.now_ns()
+    with pytest.raises(RequestFailed):
+        await replica.write((api.KeyWrite(b"k", b"v"),), 1_000_000_000)
+    assert [ts.wall for ts in replica.pending] == [now]

@@ -11,8 +11,14 @@ waits and answers.
 The rules (Spanner, OSDI 2012, section 4.1.2 and 4.2.1, with an HLC):
 
 - `floor` is the largest timestamp this leader assigned to a command or
-  served a read at. A command gets `max(hlc.now(), floor.next())`, so
+  served a read at. A command gets `max(start, floor.next())`, so
   timestamps strictly increase in proposal order (hence in slot order).
+  `start` is an HLC reading taken no earlier than the command's request
+  arrived (a client's write or one-phase commit: at its arrival, Spanner's
+  start rule; anything else: now). Any write acknowledged before the request was sent finished
+  commit-wait, so every clock was past its timestamp by then: `start` is
+  above it. Whatever this leader assigned or served between the arrival and
+  the assignment is below the floor, hence below the timestamp.
 - Commit-wait: a write at ts is complete once it is applied AND this node's
   physical clock reads past `ts.wall + max_offset`. Until then it is
   acknowledged to nobody and VISIBLE TO NOBODY: a read at T >= ts waits for
@@ -161,9 +167,10 @@ class TabletLeaderCore:
 
     # ---- commands -------------------------------------------------------------
 
-    def assign(self, hlc_now: Timestamp, *, commit_wait: bool) -> PendingCommand:
-        """A timestamp for a new command, strictly above everything assigned or served."""
-        ts = hlc_now if hlc_now > self.floor else self.floor.next()
+    def assign(self, start: Timestamp, *, commit_wait: bool) -> PendingCommand:
+        """A timestamp for a new command, strictly above everything assigned or served and no lower
+        than `start` (an HLC reading from no earlier than the command's request arrived)."""
+        ts = start if start > self.floor else self.floor.next()
         self.floor = ts
         command = PendingCommand(ts, ts.wall + self.max_offset_ns if commit_wait else 0)
         self.pending[ts] = command

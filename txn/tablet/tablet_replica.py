@@ -51,6 +51,7 @@ from txn.api.cluster import TabletConfig
 from txn.api.errors import RequestFailed, failure
 from txn.api.limits import MAX_SCAN_REPLY_BYTES, MAX_SCAN_ROWS, scan_page
 from txn.net.coarse_timer import coarse_deadline, sleep_coarse
+from txn.net.messaging import request_arrival
 from txn.tablet.commands import Barrier, Prepare, SafeTimeAdvance, WriteBatch, encode_command
 from txn.tablet.leader import PendingCommand, Serving, TabletLeaderCore, WriteState
 from txn.tablet.locks import LockMode
@@ -388,7 +389,12 @@ class TabletReplica:
         """Propose a write whose exclusive locks are held; answer after commit-wait."""
         if not self._is_serving():
             raise self._not_leader()
-        pending = self.leader.assign(self.clock.now(), commit_wait=True)
+        # Spanner's start rule: the timestamp is no lower than the request's arrival here
+        # (txn/net/messaging.py), not its later turn: the time it then waited for a task and its
+        # locks is time its commit-wait need not wait again. The core's floor keeps it above
+        # everything assigned or served since (module docstring of txn/tablet/leader.py).
+        arrived = request_arrival()
+        pending = self.leader.assign(arrived if arrived is not None else self.clock.now(), commit_wait=True)
         ts = pending.ts
         self.last_write_ns = self.monotonic_ns()
         command = WriteBatch(ts, [(w.key, w.value) for w in writes], self.paxos.core.ballot)
