@@ -15,6 +15,7 @@ from txn import api
 from txn.api.cluster import TabletConfig
 from txn.api.errors import RequestFailed
 from txn.net.messaging import set_request_arrival
+from txn.tablet.commands import Prepare
 from txn.tablet.leader import Serving, WriteState
 from txn.tablet.tablet_replica import TabletReplica
 
@@ -246,6 +247,23 @@ async def test_a_write_arriving_before_a_read_is_served_still_commits_above_it()
     with pytest.raises(RequestFailed):
         await replica.write((api.KeyWrite(b"k", b"v"),), 1_000_000_000)
     assert replica.pending == [read_ts.next()]
+
+
+@pytest.mark.parametrize("prepared_later", [False, True])
+async def test_a_two_phase_commit_takes_its_timestamp_from_the_commit_requests_arrival(prepared_later: bool) -> None:
+    """The coordinator's commit timestamp (Spanner 4.2.1): no lower than the commit request's arrival
+    nor than any participant's prepare timestamp, whichever is later."""
+    replica = serving_replica(ProposalLost(known_not_chosen=False))  # the decision stays pending, its ts with it
+    arrived = replica.clock.now()
+    replica.clock.physical.advance(3_000_000)
+    prepare_ts = Timestamp(arrived.wall + 1_000_000, 0) if prepared_later else Timestamp(arrived.wall - 1_000_000, 0)
+    replica.state.txns.prepared["x1"] = Prepare(prepare_ts, replica.paxos.core.ballot, "x1", prepare_ts, "t1", [], [], [])
+    set_request_arrival(arrived)
+    votes = (api.ParticipantVote("t1", prepare_ts), api.ParticipantVote("t2", prepare_ts))
+    with pytest.raises(RequestFailed) as raised:
+        await replica.txns.commit(api.CommitRequest("t1", "x1", prepare_ts, votes, 1_000_000_000))
+    assert raised.value.reply.code == api.ErrorCode.OUTCOME_UNKNOWN
+    assert list(replica.leader.pending) == [prepare_ts if prepared_later else arrived]
 
 
 async def test_a_write_outside_a_transport_request_takes_the_clock_now() -> None:
