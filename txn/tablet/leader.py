@@ -17,9 +17,9 @@ The rules (Spanner, OSDI 2012, section 4.1.2 and 4.2.1, with an HLC):
   arrived (a client's write, one-phase commit or two-phase commit
   decision: at its arrival, Spanner's start rule; anything else: now).
   Any write acknowledged before the request was sent finished commit-wait,
-  so every clock was past its timestamp by then: `start` is above it. Whatever this leader assigned or
-  served between the arrival and the assignment is below the floor, hence
-  below the timestamp.
+  so every clock was past its timestamp by then: `start` is above it.
+  Whatever this leader assigned or served between the arrival and the
+  assignment is below the floor, hence below the timestamp.
 - Commit-wait: a write at ts is complete once it is applied AND this node's
   physical clock reads past `ts.wall + max_offset`. Until then it is
   acknowledged to nobody and VISIBLE TO NOBODY: a read at T >= ts waits for

@@ -385,16 +385,20 @@ class TabletReplica:
         finally:
             self.txns._release(txn_id)
 
+    def _start_ts(self) -> Timestamp:
+        """Where a client commit's timestamp starts (Spanner's start rule): the HLC reading taken when
+        its request arrived (txn/net/messaging.py), not its later turn, so the time it waited for a
+        task and its locks is time its commit-wait need not wait again; `hlc.now()` outside a
+        request. The core's floor keeps it above everything assigned or served since (module
+        docstring of txn/tablet/leader.py)."""
+        arrived = request_arrival()
+        return arrived if arrived is not None else self.clock.now()
+
     async def _write_locked(self, writes: tuple[api.KeyWrite, ...], timeout_ns: int) -> api.WriteReply:
         """Propose a write whose exclusive locks are held; answer after commit-wait."""
         if not self._is_serving():
             raise self._not_leader()
-        # Spanner's start rule: the timestamp is no lower than the request's arrival here
-        # (txn/net/messaging.py), not its later turn: the time it then waited for a task and its
-        # locks is time its commit-wait need not wait again. The core's floor keeps it above
-        # everything assigned or served since (module docstring of txn/tablet/leader.py).
-        arrived = request_arrival()
-        pending = self.leader.assign(arrived if arrived is not None else self.clock.now(), commit_wait=True)
+        pending = self.leader.assign(self._start_ts(), commit_wait=True)
         ts = pending.ts
         self.last_write_ns = self.monotonic_ns()
         command = WriteBatch(ts, [(w.key, w.value) for w in writes], self.paxos.core.ballot)

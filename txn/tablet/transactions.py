@@ -41,7 +41,6 @@ from paxos.types import NotLeader, ProposalLost
 from txn import api
 from txn.api.errors import AbortReason, RequestFailed, aborted, failure
 from txn.net.coarse_timer import sleep_coarse
-from txn.net.messaging import request_arrival
 from txn.tablet.commands import Decide, Prepare, Resolve
 from txn.tablet.leader import PendingCommand, WriteState
 from txn.tablet.locks import LockMode, LockTable, Outcome
@@ -289,10 +288,9 @@ class TabletTransactions:
             if request.txn_id not in records.prepared:
                 raise aborted(AbortReason.CONFLICT, f"transaction {request.txn_id} is not prepared at its coordinator {self.tablet_id}")
             # Spanner 4.2.1: no lower than any prepare timestamp, nor than the commit request's
-            # arrival (the start rule, as for plain writes in TabletReplica._write_locked).
+            # arrival (the start rule, as for plain writes: TabletReplica._start_ts).
             floor_ts = max((vote.prepare_ts for vote in request.votes), default=Timestamp.MIN)
-            arrived = request_arrival()
-            start = arrived if arrived is not None else self.replica.clock.now()
+            start = self.replica._start_ts()
             pending = self.replica.leader.assign(start if start > floor_ts else floor_ts, commit_wait=True)
             others = sorted({v.tablet_id for v in request.votes} - {self.tablet_id})
             event = self.deciding.setdefault(request.txn_id, trio.Event())
