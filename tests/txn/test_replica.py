@@ -3,6 +3,7 @@ error code (retry vs outcome unknown), as a plain RequestFailed."""
 
 from __future__ import annotations
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -264,6 +265,26 @@ async def test_a_two_phase_commit_takes_its_timestamp_from_the_commit_requests_a
         await replica.txns.commit(api.CommitRequest("t1", "x1", prepare_ts, votes, 1_000_000_000))
     assert raised.value.reply.code == api.ErrorCode.OUTCOME_UNKNOWN
     assert list(replica.leader.pending) == [prepare_ts if prepared_later else arrived]
+
+
+async def test_a_commit_whose_votes_carry_a_timestamp_beyond_every_clock_is_refused() -> None:
+    """A forged vote must not raise the coordinator's floor (every later write's timestamp and
+    commit-wait) without bound; one within 2 * max_offset of its clock is a participant's."""
+    replica = serving_replica(ProposalLost(known_not_chosen=False))
+    now_ns = replica.clock.physical.now_ns()
+    replica.state.txns.prepared["x1"] = Prepare(Timestamp(now_ns, 0), replica.paxos.core.ballot, "x1",
+                                                Timestamp(now_ns, 0), "t1", [], [], [])
+    forged = Timestamp(now_ns + 20_000_001, 0)  # max_offset is 10 ms
+    request = api.CommitRequest("t1", "x1", Timestamp(now_ns, 0), (api.ParticipantVote("t2", forged),), 1_000_000_000)
+    with pytest.raises(RequestFailed) as raised:
+        await replica.txns.commit(request)
+    assert raised.value.reply.code == api.ErrorCode.BAD_REQUEST
+    assert not replica.leader.pending and replica.leader.floor < forged
+    ahead = Timestamp(now_ns + 20_000_000, 0)  # a participant's clock max_offset ahead, twice over: accepted
+    with pytest.raises(RequestFailed) as raised:
+        await replica.txns.commit(attrs.evolve(request, votes=(api.ParticipantVote("t2", ahead),)))
+    assert raised.value.reply.code == api.ErrorCode.OUTCOME_UNKNOWN
+    assert list(replica.leader.pending) == [ahead]
 
 
 async def test_a_write_outside_a_transport_request_takes_the_clock_now() -> None:

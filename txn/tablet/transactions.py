@@ -290,6 +290,7 @@ class TabletTransactions:
             # Spanner 4.2.1: no lower than any prepare timestamp, nor than the commit request's
             # arrival (the start rule, as for plain writes: TabletReplica._start_ts).
             floor_ts = max((vote.prepare_ts for vote in request.votes), default=Timestamp.MIN)
+            self._refuse_forged_vote(request.txn_id, floor_ts)
             start = self.replica._start_ts()
             pending = self.replica.leader.assign(start if start > floor_ts else floor_ts, commit_wait=True)
             others = sorted({v.tablet_id for v in request.votes} - {self.tablet_id})
@@ -314,6 +315,18 @@ class TabletTransactions:
         while self.replica._physical_ns() <= decided.commit_ts.wall + self.replica.max_offset_ns:
             await trio.sleep(0.001)
         return api.CommitReply(decided.commit_ts, 0)
+
+    def _refuse_forged_vote(self, txn_id: str, prepare_ts: Timestamp) -> None:
+        """The votes come through the client, so they are input: a prepare timestamp beyond every
+        clock (a participant's leader took it from its HLC, within max_offset of ours) would
+        raise this leader's floor, and every later write's timestamp and commit-wait, without
+        bound. Nothing is assigned or logged for such a request; the transaction stays prepared
+        until it is committed with true votes or presumed aborted."""
+        reachable_ns = self.replica._physical_ns() + 2 * self.replica.max_offset_ns
+        if prepare_ts.wall > reachable_ns:
+            raise failure(api.ErrorCode.BAD_REQUEST, f"transaction {txn_id}: prepare timestamp {prepare_ts} in its "
+                          f"votes is more than 2 * max_offset ahead of this node's clock (now {self.replica.clock.now()}): "
+                          "a forged vote, or clocks out of their bound")
 
     async def abort(self, request: api.AbortRequest) -> api.AbortReply:
         records = self.replica.state.txns
