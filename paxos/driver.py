@@ -91,11 +91,13 @@ class PaxosDriver:
         preferred_leader: bool = False, preferred_leader_id: str | None = None,
         on_closed: Callable[[bytes, int], None] | None = None,
         before_heartbeat: Callable[[], None] | None = None,
+        quiet_heartbeat_at: Callable[[int, int], int] | None = None,
     ) -> None:
         """`preferred_leader_id`: the group's preferred leader, known to every replica, so that
         whoever leads hands leadership back to it once it has kept up for
         `config.transfer_after_ns`. `preferred_leader` (this node is it) only makes it campaign
-        at start-up; it is implied by `preferred_leader_id == node_id`."""
+        at start-up; it is implied by `preferred_leader_id == node_id`. `quiet_heartbeat_at`: where
+        a quiet leader's heartbeats go (the core's argument, paxos/replica.py)."""
         self.node_id = node_id
         self.storage = storage
         self.state_machine = state_machine
@@ -114,6 +116,7 @@ class PaxosDriver:
             node_id=node_id, peers=peers, config=config, rng=random.Random(f"{seed}/paxos/{node_id}"),
             persisted=persisted, applied_index=applied_index, now_ns=now_ns(),
             install_pending=install_pending, preferred_leader=preferred_leader_id, read_entry=storage.read_entry,
+            quiet_heartbeat_at=quiet_heartbeat_at,
         )
         self._inbox_send, self._inbox_receive = trio.open_memory_channel[tuple[Any, ...]](INBOX_SIZE)
         self._pending: dict[int, _Proposal] = {}

@@ -104,7 +104,7 @@ from __future__ import annotations
 
 import enum
 import typing
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 import attrs
 
@@ -187,9 +187,14 @@ class Replica:
         self, *, node_id: str, peers: Iterable[str], config: PaxosConfig, rng: Rng,
         persisted: PersistedState, applied_index: int, now_ns: int, install_pending: bool = False,
         preferred_leader: str | None = None, read_entry: EntryReader | None = None,
+        quiet_heartbeat_at: Callable[[int, int], int] | None = None,
     ) -> None:
         """`read_entry`: reads one durable log entry back (the driver's storage); with it, applied
-        entries beyond `config.log_resident_bytes` leave memory (paxos/entry_log.py)."""
+        entries beyond `config.log_resident_bytes` leave memory (paxos/entry_log.py).
+        `quiet_heartbeat_at(deadline_ns, period_ns)`: a point of a grid of `period_ns` at or before
+        `deadline_ns` (a pure function of its arguments and the grid's phase); a quiet leader's next
+        heartbeat moves there, earlier never later, so that a node's quiet heartbeats and its
+        housekeeping wake together (txn/net/coarse_timer.py). None: exactly `idle_heartbeat_ns` on."""
         self.node_id = node_id
         self.peers = tuple(sorted(set(peers)))
         assert node_id in self.peers, (node_id, self.peers)
@@ -197,6 +202,7 @@ class Replica:
         self.config = config
         self.rng = rng
         self.preferred_leader = preferred_leader if preferred_leader in self.peers else None
+        self.quiet_heartbeat_at = quiet_heartbeat_at
         # Leadership transfer: as leader, the replica we are handing over to (while draining);
         # as target, until when to retry pre-votes quickly; as acceptor, the ballot whose
         # leader handed over (its later-arriving Accepts are stale: dropped).
@@ -751,6 +757,10 @@ class Replica:
         if quiet and self.config.idle_heartbeat_ns > self.config.heartbeat_ns:
             self.mark("paxos.idle_heartbeat")
         self.next_heartbeat_ns = now + self.heartbeat_interval_ns
+        if quiet and self.quiet_heartbeat_at is not None:
+            on_grid = self.quiet_heartbeat_at(self.next_heartbeat_ns, self.heartbeat_interval_ns)
+            if now < on_grid <= self.next_heartbeat_ns:  # never later: the lease is renewed as often
+                self.next_heartbeat_ns = on_grid
 
     def _quiet(self, now: int) -> bool:
         """Nothing to hurry for: nothing appended since the last heartbeat, everything chosen, every

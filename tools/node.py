@@ -23,6 +23,7 @@ import logging
 import pathlib
 import os
 import signal
+import time
 
 import trio
 
@@ -31,6 +32,7 @@ from tools.common import DEFAULT_DIR
 from txn.node.config import ConfigError, ensure_node_dir, load_config, node_dir
 from txn.node.server import NodeStartError
 from txn.node.wiring import run_node
+from txn.net.coarse_timer import lay_grid_on
 from txn.net.tls import CertError, certs_dir, load_node_tls
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -96,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
     # A file-size limit (ulimit -f) makes a write fail with EFBIG, as a full disk fails with
     # ENOSPC, instead of killing the process: the replica restarts on its store (txn/node/rebuild.py).
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # Every node's housekeeping grid on the wall clock: the cluster's quiet heartbeats and
+    # housekeeping wake together (txn/net/coarse_timer.py).
+    lay_grid_on(time.time)
     start_error: NodeStartError | None = None
     try:
         trio.run(main)

@@ -26,10 +26,13 @@ def everything(src: str, dst: str, msg: Any) -> bool:
 
 
 class ScriptCluster:
-    def __init__(self, ids: tuple[str, ...] = ("n1", "n2", "n3"), config: PaxosConfig | None = None) -> None:
+    def __init__(self, ids: tuple[str, ...] = ("n1", "n2", "n3"), config: PaxosConfig | None = None,
+                 quiet_heartbeat_at: Callable[[int, int], int] | None = None) -> None:
         self.ids = ids
-        # The scripts time their steps for 50 ms heartbeats (the default was 50 ms when they were written).
-        self.config = config or PaxosConfig(heartbeat_ns=50 * MS, election_timeout_min_ns=300 * MS, election_timeout_max_ns=300 * MS)
+        self.quiet_heartbeat_at = quiet_heartbeat_at
+        # The scripts time their steps for 50 ms heartbeats and a 1 s lease (the defaults when they were written).
+        self.config = config or PaxosConfig(heartbeat_ns=50 * MS, election_timeout_min_ns=300 * MS, election_timeout_max_ns=300 * MS,
+                                            idle_heartbeat_ns=300 * MS, lease_ns=1_000 * MS)
         self.now = 0
         self.pending: list[tuple[str, str, Any]] = []
         self.trace: list[str] = []
@@ -39,7 +42,8 @@ class ScriptCluster:
 
     def _boot(self, node: str) -> Replica:
         return Replica(node_id=node, peers=self.ids, config=self.config, rng=random.Random(node),
-                       persisted=PersistedState(ZERO_BALLOT, 0, ()), applied_index=0, now_ns=self.now)
+                       persisted=PersistedState(ZERO_BALLOT, 0, ()), applied_index=0, now_ns=self.now,
+                       quiet_heartbeat_at=self.quiet_heartbeat_at)
 
     def at(self, ms: int) -> "ScriptCluster":
         assert ms * MS >= self.now

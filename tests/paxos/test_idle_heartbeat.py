@@ -94,15 +94,43 @@ def test_a_follower_still_times_out_once_the_leader_is_gone() -> None:
     heartbeat_at(c, 50)
     n2 = c.cores["n2"]
     deadline_ms = n2.election_deadline_ns // MS
-    # The lease n2 granted at 50 ms ends at 1,060 ms; it times out a quarter of its draw (300 ms) after.
+    # The lease n2 granted at 50 ms ends a lease and the drift allowance later; it times out a quarter of
+    # its draw (300 ms) after.
     assert deadline_ms == 50 + c.config.lease_ns // MS + c.config.drift_allowance_ns // MS + 300 // 4
     c.at(deadline_ms)
     c.tick("n2")
     assert n2.counters.get("paxos.prevotes") == 1, "the leader went silent: n2 asks for pre-votes"
 
 
+def test_a_quiet_leaders_heartbeats_move_earlier_onto_its_grid_never_later() -> None:
+    # A grid of the idle interval with points at 120, 420, 720 ... ms (a node's: txn/net/coarse_timer.py).
+    def on_grid(deadline_ns: int, period_ns: int) -> int:
+        return (deadline_ns + 180 * MS) // period_ns * period_ns - 180 * MS
+
+    c = ScriptCluster(config=CONFIG, quiet_heartbeat_at=on_grid)
+    c.at(0)
+    c.campaign("n1")
+    c.deliver(rounds=8)
+    leader = c.cores["n1"]
+    assert heartbeat_at(c, 50) == 120, "quiet: the grid point before 350 ms, earlier than the idle interval"
+    assert heartbeat_at(c, 120) == 420 and heartbeat_at(c, 420) == 720, "then exactly on the grid"
+    c.at(450)
+    c.propose("n1", b"w")
+    c.deliver(rounds=2)
+    assert heartbeat_at(c, 720) == 770, "a normal heartbeat after a write is not moved"
+    assert heartbeat_at(c, 770) == 1020, "quiet again: back on the grid"
+    assert leader.has_lease(c.now)
+
+    # A grid point later than the idle interval is never taken: the lease needs the renewals.
+    late = ScriptCluster(config=CONFIG, quiet_heartbeat_at=lambda deadline_ns, period_ns: deadline_ns + 100 * MS)
+    late.at(0)
+    late.campaign("n1")
+    late.deliver(rounds=8)
+    assert heartbeat_at(late, 50) == 350
+
+
 def test_the_idle_interval_must_leave_three_renewals_per_lease() -> None:
     with pytest.raises(ValueError, match="idle_heartbeat"):
-        PaxosConfig(idle_heartbeat_ns=400 * MS)  # lease 1 s: only two renewals
+        PaxosConfig(idle_heartbeat_ns=500 * MS)  # lease 1.2 s: only two renewals
     with pytest.raises(ValueError, match="idle_heartbeat"):
         PaxosConfig(heartbeat_ns=100 * MS, idle_heartbeat_ns=50 * MS)

@@ -13,7 +13,8 @@ import trio.testing
 from hlc import HybridClock
 from hlc.physical import ManualClock
 from txn import api
-from txn.node.clock_watch import PAXOS_SAMPLE_FRESH_S, PROBE_INTERVAL_S, ClockWatch
+from txn.net.coarse_timer import GRAIN_S
+from txn.node.clock_watch import PAXOS_SAMPLE_FRESH_S, PROBE_INTERVAL_S, PROBE_OFF_GRID_S, ClockWatch
 
 MS = 1_000_000
 MAX_OFFSET_NS = 10 * MS
@@ -77,19 +78,22 @@ async def test_a_paxos_sample_fences_a_skewed_node_like_a_probe_does() -> None: 
 
 
 async def test_the_probe_loop_probes_only_peers_no_paxos_round_trip_measured(autojump_clock: trio.testing.MockClock) -> None:
-    # Virtual time: the loop's rounds (0, 0.2, 0.4 ...) and the test's looks (0.1, 0.3 ...) never tie.
+    # Virtual time: the loop's rounds (0, 0.2, 0.4 ...), its probes half a grain later (0.1, 0.3 ...),
+    # and the test's looks (0.15, 0.35 ...) never tie.
     physical = ManualClock()
     watch = make_watch(physical)
     probed: list[str] = []
+    sent_at: list[float] = []
 
     async def call(peer: str, message: object, timeout_s: float) -> object:
         assert isinstance(message, api.ClockProbe)
         probed.append(peer)
+        sent_at.append(trio.current_time())
         return api.ClockProbeReply(physical.now_ns())
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch.probe_loop, call)
-        await trio.sleep(PROBE_INTERVAL_S / 2)
+        await trio.sleep(PROBE_OFF_GRID_S + PROBE_INTERVAL_S / 4)
         assert sorted(probed) == ["n2", "n3"]  # nothing measured them yet
         for _ in range(5):
             probed.clear()
@@ -105,6 +109,9 @@ async def test_the_probe_loop_probes_only_peers_no_paxos_round_trip_measured(aut
         nursery.cancel_scope.cancel()
     assert watch.samples["probe"] >= 8 and watch.samples["paxos"] == 5
     assert not watch.fenced
+    # Every probe went out off the housekeeping grid (its points 0.2 s apart here), halfway between.
+    assert all(abs((t - PROBE_OFF_GRID_S) / GRAIN_S - round((t - PROBE_OFF_GRID_S) / GRAIN_S)) < 1e-6
+               for t in sent_at), sent_at
 
 
 async def test_a_loaded_leader_keeps_one_paxos_sample_per_peer_per_gap(autojump_clock: trio.testing.MockClock) -> None:

@@ -11,7 +11,7 @@ import trio
 import trio.testing
 from hypothesis import given, strategies as st
 
-from txn.net.coarse_timer import GRAIN_S, coarse_deadline, sleep_coarse, suits
+from txn.net.coarse_timer import GRAIN_S, coarse_deadline, grid_point_at_or_before_ns, lay_grid_on, sleep_coarse, suits
 
 
 def on_grid(t: float) -> bool:
@@ -56,3 +56,35 @@ async def test_loops_of_different_periods_wake_only_at_shared_grid_points(autoju
 
 def test_only_loops_of_two_grains_or_more_use_it() -> None:
     assert suits(2 * GRAIN_S) and suits(1.0) and not suits(0.05) and not suits(GRAIN_S)
+
+
+@given(now=st.floats(0, 1e6), delay=st.floats(0, 10), wall_shift=st.floats(1e9, 2e9),
+       period_grains=st.integers(1, 10))
+def test_laid_on_the_wall_clock_the_grid_is_the_walls(now: float, delay: float, wall_shift: float,
+                                                      period_grains: int) -> None:
+    # A node process lays the grid on the wall clock (tools/node.py), so every node's points coincide.
+    clock = trio.testing.MockClock()
+    clock.jump(now)
+    wall_s = 0.0
+
+    async def check() -> None:
+        nonlocal wall_s
+        wall_s = trio.current_time() + wall_shift
+        lay_grid_on(lambda: wall_s)  # the wall clock, frozen with the virtual one
+        try:
+            now_s = trio.current_time()
+            deadline = coarse_deadline(now_s + delay)
+            assert deadline > now_s and abs(((deadline + wall_shift) / GRAIN_S) % 1 - 0.5) > 0.5 - 1e-3
+            if delay >= GRAIN_S / 2:
+                assert abs(deadline - (now_s + delay)) <= GRAIN_S / 2 + 1e-5, "the nearest point"
+            period_ns = period_grains * round(GRAIN_S * 1e9)
+            asked_ns = round((now_s + delay) * 1e9)
+            shift_ns = round(wall_shift * 1e9)
+            point_ns = grid_point_at_or_before_ns(asked_ns, period_ns)
+            off_ns = (point_ns + shift_ns) % period_ns  # to within the float reading of the two clocks
+            assert asked_ns - period_ns < point_ns <= asked_ns and min(off_ns, period_ns - off_ns) < 1_000
+        finally:
+            lay_grid_on(None)
+        assert on_grid(coarse_deadline(now_s + 1.0)), "back on trio's clock"
+
+    trio.run(check, clock=clock)

@@ -13,11 +13,16 @@ of the Accept it answers and carries the follower's physical clock
 followers on every heartbeat for free; and a `ClockProbe` (hlc_exempt:
 answered and delivered even when the clocks are far apart), sent each round
 only to the peers no Paxos round trip measured within the last 500 ms (a
-quiet leader heartbeats every 300 ms). Every peer is still measured at
+quiet leader heartbeats every 400 ms). Every peer is still measured at
 least every 500 ms, which the rule's mutual-measurement assumption needs;
 the probes an idle cluster sends fall from two per peer per round to those
-its leaders' heartbeats do not cover. Rounds end on the node's coarse timer
-grid (txn/net/coarse_timer.py), with its other housekeeping.
+its leaders' heartbeats do not cover. Rounds (the judgement) end on the
+node's coarse timer grid (txn/net/coarse_timer.py), with its other
+housekeeping; the probes go out half a grain later, off it. In a node
+process the grid lies on the wall clock, so every node's quiet heartbeats
+and housekeeping fall in the same instants, and a round trip timed there
+waits behind all of them (a few ms on two cores: the precise samples
+the rule needs would not come from there; ARCHITECTURE.md).
 
 Inputs: `call(peer, message, timeout_s)` of the node's transport, the node's
 `HybridClock`, `record_round_trip(...)`. Outputs: `fenced`, `cause`/`reason`,
@@ -47,11 +52,12 @@ import trio
 from hlc import HybridClock
 from hlc.offsets import FenceCause, FenceState, OffsetMonitor
 from txn import api
-from txn.net.coarse_timer import sleep_coarse
+from txn.net.coarse_timer import GRAIN_S, sleep_coarse
 from txn.net.messaging import TransportError
 
 PROBE_INTERVAL_S = 0.2
 PROBE_TIMEOUT_S = 0.5
+PROBE_OFF_GRID_S = GRAIN_S / 2  # a probe goes out this long after the round that found it due
 # Only precise Paxos round trips are used: at most this fraction of max_offset as error (half the
 # round trip; 2 ms with the default 10 ms), nor one that claims to end before it began (the echoed
 # send time is the peer's word). A wide sample taken just after a clock step can overlap the older,
@@ -65,8 +71,8 @@ PROBE_TIMEOUT_S = 0.5
 PAXOS_MAX_ERROR_FRACTION = 0.2
 RATE_MARGIN_PPM = 1_000
 # A peer a Paxos round trip measured this recently (trio's monotonic clock: a stepping physical clock
-# must not stop the probes) is not probed: longer than a quiet leader's heartbeat interval (300 ms,
-# paxos/types.py) plus a coarse round's slack.
+# must not stop the probes) is not probed: longer than a quiet leader's heartbeat interval (400 ms,
+# paxos/types.py; both on the grid), shorter than it plus a round (one lost sample: probed at once).
 PAXOS_SAMPLE_FRESH_S = 0.5
 # At most one Paxos sample per peer this often: a loaded leader receives thousands of Accepteds a
 # second, and the monitor keeps every sample of its 5 s window (each new one is checked against them
@@ -91,6 +97,7 @@ class ClockWatch:
         # Usable samples by source (probe, paxos), and paxos_dropped: heartbeat round trips too slow to use.
         self.samples: collections.Counter[str] = collections.Counter()
         self._sampled_s: dict[str, float] = {}  # peer -> trio time of its last usable Paxos sample
+        self._probing: set[str] = set()  # peers with a probe under way (one at a time per peer)
         self.paxos_round_trip_limit_ns = int(2 * PAXOS_MAX_ERROR_FRACTION * max_offset_ns)
 
     @property
@@ -102,25 +109,30 @@ class ClockWatch:
         return self.monitor.reason
 
     async def probe_loop(self, call: Call) -> None:
-        while True:
-            now_s = trio.current_time()
-            due = [peer for peer in self.peers if now_s - self._sampled_s.get(peer, -math.inf) >= PAXOS_SAMPLE_FRESH_S]
-            if due:
-                async with trio.open_nursery() as nursery:
-                    for peer in due:
-                        nursery.start_soon(self._probe, call, peer)
-            self.update_fence()
-            await sleep_coarse(PROBE_INTERVAL_S)  # with the node's other housekeeping (txn/net/coarse_timer.py)
+        async with trio.open_nursery() as probes:
+            while True:
+                now_s = trio.current_time()
+                for peer in self.peers:
+                    if now_s - self._sampled_s.get(peer, -math.inf) >= PAXOS_SAMPLE_FRESH_S and peer not in self._probing:
+                        self._probing.add(peer)
+                        probes.start_soon(self._probe, call, peer)
+                self.update_fence()
+                await sleep_coarse(PROBE_INTERVAL_S)  # with the node's other housekeeping (txn/net/coarse_timer.py)
 
     async def _probe(self, call: Call, peer: str) -> None:
-        physical = self.clock.physical
-        sent_ns = physical.now_ns()
         try:
-            reply = await call(peer, api.ClockProbe(), PROBE_TIMEOUT_S)
-        except TransportError:
-            return
-        if isinstance(reply, api.ClockProbeReply) and self.monitor.record(peer, sent_ns, reply.physical_ns, physical.now_ns()):
-            self.samples["probe"] += 1
+            # Off the grid, where every node's heartbeats and housekeeping are not (module docstring).
+            await trio.sleep(PROBE_OFF_GRID_S)
+            physical = self.clock.physical
+            sent_ns = physical.now_ns()
+            try:
+                reply = await call(peer, api.ClockProbe(), PROBE_TIMEOUT_S)
+            except TransportError:
+                return
+            if isinstance(reply, api.ClockProbeReply) and self.monitor.record(peer, sent_ns, reply.physical_ns, physical.now_ns()):
+                self.samples["probe"] += 1
+        finally:
+            self._probing.discard(peer)
 
     def record_round_trip(self, peer: str, elapsed_ns: int, peer_physical_ns: int) -> None:
         """A round trip that was not a probe: sent `elapsed_ns` ago (monotonic), answered by `peer` when its

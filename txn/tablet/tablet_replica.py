@@ -20,7 +20,7 @@ just before the Paxos driver builds a leader's heartbeats
 (`_close_for_heartbeat`), a serving leader with nothing unapplied closes a
 timestamp, which Paxos carries to the followers on that heartbeat and the
 Accepts after it, so they can serve recent reads (txn/tablet/leader.py,
-"Closed timestamps"; every 100 ms, or every 300 ms while the tablet is
+"Closed timestamps"; every 100 ms, or every 400 ms while the tablet is
 quiet); GC stays `gc_retention` behind the readable safe time.
 
 Outcomes a writer can get: acknowledged (applied and commit-wait over);
@@ -50,7 +50,7 @@ from txn import api
 from txn.api.cluster import TabletConfig
 from txn.api.errors import RequestFailed, failure
 from txn.api.limits import MAX_SCAN_REPLY_BYTES, MAX_SCAN_ROWS, scan_page
-from txn.net.coarse_timer import coarse_deadline, sleep_coarse
+from txn.net.coarse_timer import coarse_deadline, grid_point_at_or_before_ns, sleep_coarse
 from txn.net.messaging import request_arrival
 from txn.tablet.commands import Barrier, Prepare, SafeTimeAdvance, WriteBatch, encode_command
 from txn.tablet.leader import PendingCommand, Serving, TabletLeaderCore, WriteState
@@ -126,6 +126,8 @@ class TabletReplica:
             state_machine=self.state, send=send, now_ns=monotonic_ns, seed=seed,
             config=paxos_config, preferred_leader_id=tablet.preferred_leader, on_closed=self._on_closed,
             before_heartbeat=self._close_for_heartbeat,
+            # Quiet heartbeats on the node's housekeeping grid (core time is trio's clock in ns).
+            quiet_heartbeat_at=grid_point_at_or_before_ns,
         )
         self.space = SpaceLoop(
             state=self.state, log=self.paxos.storage, snapshot_index=lambda: self.paxos.core.first_index - 1,
