@@ -88,3 +88,17 @@ def test_laid_on_the_wall_clock_the_grid_is_the_walls(now: float, delay: float, 
         assert on_grid(coarse_deadline(now_s + 1.0)), "back on trio's clock"
 
     trio.run(check, clock=clock)
+
+
+def test_a_passed_deadline_goes_to_a_point_strictly_after_a_now_that_floats_put_on_a_point() -> None:
+    # 8.6 / 0.2 is 42.99999...: floor counted the point at 8.6 as passed and returned it, a deadline
+    # equal to now, so a loop asking again at the same virtual instant spun there for ever.
+    clock = trio.testing.MockClock()
+    clock.jump(43 * GRAIN_S)
+
+    async def check() -> None:
+        now_s = trio.current_time()
+        for asked in (now_s - 1.0, now_s - GRAIN_S / 2, now_s):
+            assert now_s < coarse_deadline(asked) <= now_s + GRAIN_S + 1e-9
+
+    trio.run(check, clock=clock)

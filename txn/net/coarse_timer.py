@@ -62,7 +62,9 @@ def coarse_deadline(deadline_s: float) -> float:
     nearest = math.floor((deadline_s + shift) / GRAIN_S + 0.5) * GRAIN_S - shift
     now = trio.current_time()
     if nearest <= now:
-        return (math.floor((now + shift) / GRAIN_S) + 1) * GRAIN_S - shift
+        nearest = (math.floor((now + shift) / GRAIN_S) + 1) * GRAIN_S - shift
+        if nearest <= now:  # now a hair below a point in floats: floor counted it as passed
+            nearest += GRAIN_S
     return nearest
 
 
