@@ -22,8 +22,8 @@ lays it on the OS wall clock (`lay_grid_on(time.time)`, tools/node.py), so
 that the grids of every node of a cluster coincide to within their clock
 offsets: a node's quiet heartbeats, the other leaders' heartbeats it
 answers and its housekeeping then fall in the same instants (an idle node
-woke 21 times a second with grids on each process's own trio clock, 11
-with them on the wall clock: ARCHITECTURE.md, idle cost). The wall clock is
+woke 19-21 times a second with grids on each process's own trio clock,
+12-14 with them on the wall clock: ARCHITECTURE.md, idle cost). The wall clock is
 read at every use: if it steps, the grid moves with it, and the invariant
 below still holds.
 

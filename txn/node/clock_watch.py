@@ -13,8 +13,9 @@ of the Accept it answers and carries the follower's physical clock
 followers on every heartbeat for free; and a `ClockProbe` (hlc_exempt:
 answered and delivered even when the clocks are far apart), sent each round
 only to the peers no Paxos round trip measured within the last 500 ms (a
-quiet leader heartbeats every 400 ms). Every peer is still measured at
-least every 500 ms, which the rule's mutual-measurement assumption needs;
+quiet leader heartbeats every 400 ms). Every peer is still measured, at
+least every 0.8 s or so (500 ms, then the next round, then half a grain),
+as the rule's mutual-measurement assumption needs;
 the probes an idle cluster sends fall from two per peer per round to those
 its leaders' heartbeats do not cover. Rounds (the judgement) end on the
 node's coarse timer grid (txn/net/coarse_timer.py), with its other
