@@ -33,6 +33,12 @@ p in [o_p - e_p, o_p + e_p]); a peer without a fresh sample may be anywhere.
 3. A fenced node serves again after `recover_after` consecutive evaluations
    that would not fence it (one at boot).
 
+When. The node evaluates every round (`evaluate`: samples age, drift
+widens them, they go stale), and also as soon as a sample arrives that
+could fence it (`record` says ALARM: a step, or a sample alone beyond the
+limit; `check` may only fence). Any other sample narrows bounds, which
+cannot newly fence (the rule is monotone in them).
+
 Guarantee: if every node's bounds contain the true offsets, both nodes of a
 conflict whose true distance exceeds L see it, both bound the same true
 median (unknown clocks are unbounded), and the true loser is among the
@@ -87,10 +93,14 @@ class OffsetSample:
 class PeerOffset:
     samples: list[OffsetSample] = attrs.Factory(list)  # the freshness window, oldest first
 
-    def add(self, sample: OffsetSample) -> None:
+    def add(self, sample: OffsetSample) -> bool:
+        """Keep `sample`; True if it proved a step (it dropped older samples)."""
         # Disjoint intervals cannot both hold the same offset: the clock stepped.
-        self.samples = [s for s in self.samples if s.low_ns <= sample.high_ns and sample.low_ns <= s.high_ns]
+        kept = [s for s in self.samples if s.low_ns <= sample.high_ns and sample.low_ns <= s.high_ns]
+        stepped = len(kept) < len(self.samples)
+        self.samples = kept
         self.samples.append(sample)
+        return stepped
 
     def estimate(self, now_ns: int) -> OffsetSample | None:
         """The intersection of the freshness window's samples, each widened by the drift since it was taken.
@@ -114,6 +124,14 @@ class PeerOffset:
 def drift_ns(elapsed_ns: int) -> int:
     """How far two clocks may drift apart in `elapsed_ns` (at most DRIFT_PPM)."""
     return max(0, elapsed_ns) * DRIFT_PPM // 1_000_000
+
+
+class Sampled(enum.Enum):
+    """What one round trip did to the monitor (`OffsetMonitor.record`)."""
+
+    DROPPED = "dropped"  # an unknown peer, or too slow a round trip to tell anything
+    NARROWED = "narrowed"  # inside every older sample and the limit: no judgement can newly fence on it
+    ALARM = "alarm"  # a step (disjoint from older samples) or, alone, beyond the limit: judge now
 
 
 class FenceCause(enum.StrEnum):
@@ -203,16 +221,26 @@ class OffsetMonitor:
         self.good_streak = 0
         self.now_ns = 0  # local physical time of the latest input
 
-    def record(self, peer: str, send_ns: int, remote_ns: int, receive_ns: int) -> bool:
-        """Take one round trip; True if it made a sample (False: unknown peer, or too slow to tell anything)."""
+    def record(self, peer: str, send_ns: int, remote_ns: int, receive_ns: int) -> Sampled:
+        """Take one round trip, and say whether it calls for a judgement before the next round.
+
+        A sample that overlaps every older one only narrows the peer's
+        estimate (the intersection), and narrower bounds never make this
+        node a possible loser where wider ones did not (the median, the
+        distances and `may_lose` are monotone in the bounds); if it is also
+        within the limit alone, no conflict with that peer can come of it.
+        Anything else, a step above all, is judged at once (`check`): the
+        rounds then only age samples out, and a clock that jumps is seen
+        with the first round trip after it, not a round later."""
         if peer not in self.by_peer or receive_ns < send_ns:
-            return False
+            return Sampled.DROPPED
         error = (receive_ns - send_ns) // 2
         if error > self.limit_ns:
-            return False  # too slow a round trip to tell anything
+            return Sampled.DROPPED  # too slow a round trip to tell anything
         self.now_ns = max(self.now_ns, receive_ns)
-        self.by_peer[peer].add(OffsetSample(remote_ns - (send_ns + receive_ns) // 2, error, receive_ns))
-        return True
+        sample = OffsetSample(remote_ns - (send_ns + receive_ns) // 2, error, receive_ns)
+        stepped = self.by_peer[peer].add(sample)
+        return Sampled.ALARM if stepped or abs(sample.offset_ns) + error > self.limit_ns else Sampled.NARROWED
 
     def fresh(self, now_ns: int) -> dict[str, OffsetSample]:
         """The fresh estimate of each peer that has one."""
@@ -226,6 +254,16 @@ class OffsetMonitor:
             self.fenced, self.cause, self.reason = False, FenceCause.NO_PEERS, "no peers"
         elif self.enabled:
             self._apply(*self._judge(self.fresh(self.now_ns)))
+        return FenceState(self.fenced, self.cause, self.reason, self.offsets())
+
+    def check(self, now_ns: int) -> FenceState:
+        """A judgement between rounds (after an ALARM sample): it may fence this node, and it
+        never counts toward the streak of rounds that unfences it (that stays time-based)."""
+        self.now_ns = max(self.now_ns, now_ns)
+        if self.enabled and self.peers and not self.fenced:
+            cause, reason = self._judge(self.fresh(self.now_ns))
+            if cause is not FenceCause.WITHIN_BOUNDS:
+                self._apply(cause, reason)
         return FenceState(self.fenced, self.cause, self.reason, self.offsets())
 
     def _judge(self, fresh: dict[str, OffsetSample]) -> tuple[FenceCause, str]:

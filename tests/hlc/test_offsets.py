@@ -8,16 +8,16 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hlc.offsets import DRIFT_PPM, STALE_AFTER_NS, FenceCause, OffsetMonitor
+from hlc.offsets import DRIFT_PPM, STALE_AFTER_NS, FenceCause, OffsetMonitor, Sampled
 
 MS = 1_000_000
 MAX_OFFSET = 10 * MS
 LIMIT = 9 * MS  # the default fence fraction, 0.9
 
 
-def probe(monitor: OffsetMonitor, peer: str, now: int, offset: int, rtt: int = 2 * MS, noise: int = 0) -> None:
+def probe(monitor: OffsetMonitor, peer: str, now: int, offset: int, rtt: int = 2 * MS, noise: int = 0) -> Sampled:
     """A round trip of `rtt` to a peer `offset` ahead; its clock is read `noise` off the midpoint."""
-    monitor.record(peer, now, now + rtt // 2 + offset + noise, now + rtt)
+    return monitor.record(peer, now, now + rtt // 2 + offset + noise, now + rtt)
 
 
 def views(clocks: dict[str, int], errors: dict[tuple[str, str], int], noises: dict[tuple[str, str], int],
@@ -197,3 +197,63 @@ def test_monitoring_off_never_fences() -> None:
     probe(monitor, "n3", 0, 50 * MS)
     assert not monitor.evaluate(STALE_AFTER_NS * 2).fenced
     assert OffsetMonitor("n1", [], MAX_OFFSET).evaluate(0).cause is FenceCause.NO_PEERS
+
+
+def test_a_step_or_a_sample_beyond_the_limit_is_judged_at_once() -> None:
+    monitor = OffsetMonitor("n3", ["n1", "n2"], MAX_OFFSET)
+    assert probe(monitor, "n1", 0, 0) is Sampled.NARROWED
+    assert probe(monitor, "n2", 0, 0) is Sampled.NARROWED
+    assert probe(monitor, "n1", 100 * MS, 0, rtt=1 * MS) is Sampled.NARROWED  # inside the first: narrows it
+    assert not monitor.evaluate(101 * MS).fenced
+    assert probe(monitor, "n1", 200 * MS, 2 * MS) is Sampled.ALARM  # disjoint from [-0.5, 0.5]: a step
+    assert probe(monitor, "n2", 200 * MS, 8 * MS, rtt=4 * MS) is Sampled.ALARM  # overlaps, but alone beyond 9 ms
+    assert probe(monitor, "n2", 200 * MS, 40 * MS, rtt=40 * MS) is Sampled.DROPPED  # error 20 ms: says nothing
+    # Both peers step 20 ms ahead: this clock is the outlier, and `check` fences it before any round.
+    for peer in ("n1", "n2"):
+        assert probe(monitor, peer, 300 * MS, 20 * MS) is Sampled.ALARM
+    state = monitor.check(302 * MS)
+    assert state.fenced and state.cause is FenceCause.SKEWED and monitor.fence_events == 1
+    # The peers step back. `check` never unfences, however often it runs: that takes a streak of rounds.
+    for i in range(3):
+        for peer in ("n1", "n2"):
+            probe(monitor, peer, (400 + 100 * i) * MS, 0)
+        assert monitor.check((402 + 100 * i) * MS).fenced
+    assert monitor.evaluate(700 * MS).fenced and monitor.evaluate(800 * MS).fenced
+    assert not monitor.evaluate(900 * MS).fenced
+
+
+def test_a_step_within_the_limit_that_moves_the_median_is_judged_at_once() -> None:
+    # n3 at 0 conflicts with n1 at +9.6 ms, and n2 at +1 ms makes n1 the outlier. Then n2 steps to
+    # +8 ms: within the limit alone, but now n3 is the one farther from the median, and fences.
+    monitor = OffsetMonitor("n3", ["n1", "n2"], MAX_OFFSET)
+    assert probe(monitor, "n1", 0, 9_600_000, rtt=MS // 5) is Sampled.ALARM
+    assert probe(monitor, "n2", 0, 1 * MS, rtt=MS // 5) is Sampled.NARROWED
+    assert not monitor.evaluate(1 * MS).fenced
+    assert probe(monitor, "n2", 100 * MS, 8 * MS, rtt=MS // 5) is Sampled.ALARM  # disjoint: a step
+    assert monitor.check(101 * MS).fenced
+
+
+US = 1_000  # the property below draws microseconds: an estimate's midpoint and half-width are then exact
+
+
+@settings(max_examples=400, deadline=None)
+@given(clocks=st.lists(st.integers(-15_000, 15_000), min_size=3, max_size=3),
+       samples=st.lists(st.tuples(st.sampled_from(["n2", "n3"]), st.integers(0, 49), st.integers(0, 4_500),
+                                  st.floats(-1, 1)), min_size=1, max_size=8),
+       extra=st.tuples(st.sampled_from(["n2", "n3"]), st.integers(0, 4_500), st.floats(-1, 1)))
+def test_a_sample_that_only_narrows_never_fences(clocks: list[int], samples, extra) -> None:
+    """The premise of judging only ALARM samples between rounds: after a NARROWED one, a judgement
+    at the same instant fences only if the one before it did (the rule is monotone in the bounds)."""
+    true = dict(zip(["n1", "n2", "n3"], (c * US for c in clocks)))
+    monitor = OffsetMonitor("n1", ["n2", "n3"], MAX_OFFSET)
+
+    def sample(peer: str, at: int, error_us: int, noise: float) -> Sampled:
+        rtt = 2 * error_us * US
+        return probe(monitor, peer, at - rtt, true[peer] - true["n1"], rtt=rtt, noise=round(error_us * noise) * US)
+
+    for peer, at_10ms, error_us, noise in sorted(samples, key=lambda x: x[1]):
+        sample(peer, at_10ms * 10 * MS, error_us, noise)  # ages of whole 10 ms: drift of whole microseconds
+    now = 500 * MS
+    before = monitor._judge(monitor.fresh(now))[0]
+    if sample(extra[0], now, extra[1], extra[2]) is Sampled.NARROWED and before is FenceCause.WITHIN_BOUNDS:
+        assert monitor._judge(monitor.fresh(now))[0] is FenceCause.WITHIN_BOUNDS

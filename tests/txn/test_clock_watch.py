@@ -77,6 +77,23 @@ async def test_a_paxos_sample_fences_a_skewed_node_like_a_probe_does() -> None: 
     assert state.fenced and "skew" in state.cause.value
 
 
+async def test_a_step_seen_by_a_paxos_sample_fences_before_the_next_round(autojump_clock: trio.testing.MockClock) -> None:
+    physical = ManualClock()
+    watch = make_watch(physical)
+    for peer in ("n2", "n3"):
+        watch.record_round_trip(peer, 1 * MS, physical.now_ns() - MS // 2)
+    assert not watch.update_fence().fenced
+    changes: list[bool] = []
+    watch.on_change = changes.append
+    await trio.sleep(0.1)  # past the gap between two Paxos samples of a peer
+    physical.advance(100 * MS)
+    watch.record_round_trip("n2", 1 * MS, physical.now_ns() + 20 * MS)  # n2 stepped: alone, n2 is the outlier
+    assert not watch.fenced
+    watch.record_round_trip("n3", 1 * MS, physical.now_ns() + 20 * MS)  # so did n3: this clock is the outlier
+    assert watch.fenced and changes[-1] is True, "fenced on the sample, no round in between"
+    assert watch.marks["clock.alarm_judged"] == 2
+
+
 async def test_the_probe_loop_probes_only_peers_no_paxos_round_trip_measured(autojump_clock: trio.testing.MockClock) -> None:
     # Virtual time: the loop's rounds (0, 0.2, 0.4 ...), its probes half a grain later (0.1, 0.3 ...),
     # and the test's looks (0.15, 0.35 ...) never tie.

@@ -51,7 +51,7 @@ from typing import Awaitable, Callable
 import trio
 
 from hlc import HybridClock
-from hlc.offsets import FenceCause, FenceState, OffsetMonitor
+from hlc.offsets import FenceCause, FenceState, OffsetMonitor, Sampled
 from txn import api
 from txn.net.coarse_timer import GRAIN_S, sleep_coarse
 from txn.net.messaging import TransportError
@@ -130,8 +130,11 @@ class ClockWatch:
                 reply = await call(peer, api.ClockProbe(), PROBE_TIMEOUT_S)
             except TransportError:
                 return
-            if isinstance(reply, api.ClockProbeReply) and self.monitor.record(peer, sent_ns, reply.physical_ns, physical.now_ns()):
-                self.samples["probe"] += 1
+            if isinstance(reply, api.ClockProbeReply):
+                sampled = self.monitor.record(peer, sent_ns, reply.physical_ns, physical.now_ns())
+                if sampled is not Sampled.DROPPED:
+                    self.samples["probe"] += 1
+                    self._judge_alarm(sampled)
         finally:
             self._probing.discard(peer)
 
@@ -146,14 +149,25 @@ class ClockWatch:
             return
         received_ns = self.clock.physical.now_ns()
         sent_ns = received_ns - elapsed_ns - elapsed_ns * RATE_MARGIN_PPM // 1_000_000
-        if self.monitor.record(peer, sent_ns, peer_physical_ns, received_ns):
+        sampled = self.monitor.record(peer, sent_ns, peer_physical_ns, received_ns)
+        if sampled is not Sampled.DROPPED:
             self._sampled_s[peer] = trio.current_time()
             self.samples["paxos"] += 1
             self.marks["clock.paxos_sample"] += 1
+            self._judge_alarm(sampled)
+
+    def _judge_alarm(self, sampled: Sampled) -> None:
+        """A sample that could fence this node is judged at once, not at the next round."""
+        if sampled is Sampled.ALARM and not self.fenced:
+            self.marks["clock.alarm_judged"] += 1
+            self._report(self.fenced, self.monitor.cause, self.monitor.check(self.clock.physical.now_ns()))
 
     def update_fence(self) -> FenceState:
+        """A round's judgement: fences, or counts toward serving again."""
         was_fenced, was_cause = self.fenced, self.monitor.cause
-        state = self.monitor.evaluate(self.clock.physical.now_ns())
+        return self._report(was_fenced, was_cause, self.monitor.evaluate(self.clock.physical.now_ns()))
+
+    def _report(self, was_fenced: bool, was_cause: FenceCause, state: FenceState) -> FenceState:
         if state.fenced != was_fenced:
             self.marks["node.fenced" if state.fenced else "node.unfenced"] += 1
             if state.fenced:
