@@ -76,7 +76,7 @@ def test_cross_tablet_commit_and_presumed_abort(shared_cluster: LocalCluster) ->
     assert trio.run(read_after_presumed_abort, shared_cluster) == b"10"
     shown = json.loads(shared_cluster.cli("inspect", "txn", "x2", "--json").stdout)
     assert shown["decision"] == "aborted" and shown["coordinator"] == facts["coordinator"], shown
-    assert all(not r.get("prepared_ts") for r in shown["replicas"] if r.get("up", True))
+    assert all(not r.get("prepared_ts") for r in shown["replicas"] if r.get("up", True)), json.dumps(shown)
     committed = json.loads(shared_cluster.cli("inspect", "txn", "x1", "--json").stdout)
     assert committed["decision"] == "committed" and committed["commit_ts"] == str(facts["commit_ts"])
 

@@ -4,7 +4,8 @@ paxos/replica.py: a leader with nothing appended since its last heartbeat,
 everything chosen, and every follower holding every slot and answering sends
 its next heartbeat after `idle_heartbeat_ns` instead of `heartbeat_ns`; a
 proposal goes out at once as always, and the heartbeat after it is a normal
-one again. A follower that accepts an Accept times out no earlier than the
+one again, `heartbeat_ns` after the proposal at the latest (it tells the
+followers the slot was chosen). A follower that accepts an Accept times out no earlier than the
 lease it grants ends (campaign() would only defer until then), so the longer
 gap never wakes it, and the lease still holds across it.
 """
@@ -51,8 +52,11 @@ def test_a_quiet_leader_heartbeats_at_the_idle_interval_and_a_write_ends_it() ->
     slot = c.propose("n1", b"w")
     c.deliver(rounds=2)
     assert c.cores["n2"].match_index == slot == leader.chosen_index, "a proposal is sent at once, not at the next heartbeat"
-    assert heartbeat_at(c, 650) == 700, "something was appended since the last heartbeat: a normal one"
-    assert heartbeat_at(c, 700) == 1000, "and quiet again after a heartbeat with nothing new"
+    assert c.cores["n2"].chosen_index < slot, "the followers learn it was chosen from the next heartbeat"
+    assert leader.next_heartbeat_ns == 450 * MS, "which comes after the normal interval, not at the quiet one's 650"
+    assert heartbeat_at(c, 450) == 500, "something was appended since the last heartbeat: a normal one"
+    assert c.cores["n2"].chosen_index == c.cores["n3"].chosen_index == slot
+    assert heartbeat_at(c, 500) == 800, "and quiet again after a heartbeat with nothing new"
 
 
 def test_a_follower_that_is_behind_or_silent_keeps_the_normal_interval() -> None:
