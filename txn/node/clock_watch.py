@@ -57,7 +57,10 @@ from txn.net.coarse_timer import GRAIN_S, sleep_coarse
 from txn.net.messaging import TransportError
 
 PROBE_INTERVAL_S = 0.2
-PROBE_TIMEOUT_S = 0.5
+# A reply later than twice the fence limit (18 ms with the default max_offset) is too slow to use
+# (hlc/offsets.py drops it): waiting longer only keeps the next probe of that peer back. 0.5 s
+# let two lost probes in a row hide a step for over 2 s (cluster simulation, seed 166).
+PROBE_TIMEOUT_S = 0.1
 PROBE_OFF_GRID_S = GRAIN_S / 2  # a probe goes out this long after the round that found it due
 # Only precise Paxos round trips are used: at most this fraction of max_offset as error (half the
 # round trip; 2 ms with the default 10 ms), nor one that claims to end before it began (the echoed
