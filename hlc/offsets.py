@@ -31,12 +31,14 @@ p in [o_p - e_p, o_p + e_p]); a peer without a fresh sample may be anywhere.
    tie, lost by the larger node id. This node fences itself (SKEWED) if, for
    some clocks within its error bounds, it is the loser of a conflict.
 3. A fenced node serves again after `recover_after` consecutive evaluations
-   that would not fence it (one at boot).
+   that would not fence it (one at boot: until the node first serves and
+   `BOOT_GRACE_NS` after, when its samples are the widest).
 
 When. The node evaluates every round (`evaluate`: samples age, drift
 widens them, they go stale), and also as soon as a sample arrives that
 could fence it (`record` says ALARM: a step, or a sample alone beyond the
-limit; `check` may only fence). Any other sample narrows bounds, which
+limit; `check` may only fence, but at boot, where any sample may be the
+first that lets the node serve). Any other sample narrows bounds, which
 cannot newly fence (the rule is monotone in them).
 
 Guarantee: if every node's bounds contain the true offsets, both nodes of a
@@ -70,6 +72,7 @@ FENCE_FRACTION = 0.9
 TIE_FRACTION = 0.45  # half the limit: a clock within L/4 of the median never ties with one beyond L
 RECOVER_AFTER = 3
 STALE_AFTER_NS = 5_000_000_000
+BOOT_GRACE_NS = 2_000_000_000  # after first serving, a fence still costs no rejoin streak
 DRIFT_PPM = 100  # assumed bound on how fast two clocks drift apart (quartz: 50 ppm each)
 UNBOUNDED_NS = 1 << 62  # a clock without a fresh sample: anywhere
 
@@ -219,6 +222,10 @@ class OffsetMonitor:
         self.reason = "waiting for first clock measurements"
         self.fence_events = 0
         self.good_streak = 0
+        # Boot lasts until this node first serves, and BOOT_GRACE_NS after. Its first samples are the
+        # widest (TLS handshakes, a cluster's processes starting together on a busy box): one of them
+        # may fence it for a moment, and that must not cost it the streak (leaderships would move).
+        self.boot_ends_ns: int | None = None
         self.now_ns = 0  # local physical time of the latest input
 
     def record(self, peer: str, send_ns: int, remote_ns: int, receive_ns: int) -> Sampled:
@@ -256,13 +263,24 @@ class OffsetMonitor:
             self._apply(*self._judge(self.fresh(self.now_ns)))
         return FenceState(self.fenced, self.cause, self.reason, self.offsets())
 
+    @property
+    def booting(self) -> bool:
+        """Before this node first served, and BOOT_GRACE_NS after (as of the latest input)."""
+        return self.boot_ends_ns is None or self.now_ns < self.boot_ends_ns
+
+    def wants_check(self, sampled: Sampled) -> bool:
+        """Whether the sample `record` just took calls for a judgement before the next round: an
+        ALARM while serving (it may fence), or any sample while booting (it may be the first
+        that lets this node serve)."""
+        return sampled is Sampled.ALARM and not self.fenced or self.booting and sampled is not Sampled.DROPPED
+
     def check(self, now_ns: int) -> FenceState:
-        """A judgement between rounds (after an ALARM sample): it may fence this node, and it
-        never counts toward the streak of rounds that unfences it (that stays time-based)."""
+        """A judgement between rounds (`wants_check`): it may fence this node, and, but at boot,
+        it never counts toward the streak of rounds that unfences it (that stays time-based)."""
         self.now_ns = max(self.now_ns, now_ns)
-        if self.enabled and self.peers and not self.fenced:
+        if self.enabled and self.peers and (self.booting or not self.fenced):
             cause, reason = self._judge(self.fresh(self.now_ns))
-            if cause is not FenceCause.WITHIN_BOUNDS:
+            if cause is not FenceCause.WITHIN_BOUNDS or self.booting:
                 self._apply(cause, reason)
         return FenceState(self.fenced, self.cause, self.reason, self.offsets())
 
@@ -289,14 +307,17 @@ class OffsetMonitor:
             self.fenced, self.cause, self.reason = True, cause, reason
             return
         self.good_streak += 1
-        # Rejoin after a streak of good evaluations (just one at boot).
-        streak = 1 if self.cause is FenceCause.WAITING else self.recover_after
+        # Rejoin after a streak of good evaluations (just one at boot: nothing to flap from yet).
+        streak = 1 if self.booting else self.recover_after
         if not self.fenced or self.good_streak >= streak:
             self.fenced, self.cause, self.reason = False, cause, reason
+            if self.boot_ends_ns is None:
+                self.boot_ends_ns = self.now_ns + BOOT_GRACE_NS
 
     def turn_off(self) -> None:
         """Never fence (tests and simulations whose clocks stay within bounds by construction)."""
         self.enabled = False
+        self.boot_ends_ns = 0
         self.fenced, self.cause, self.reason = False, FenceCause.MONITORING_OFF, "clock monitoring off"
 
     def offsets(self) -> tuple[tuple[str, int, int], ...]:

@@ -8,7 +8,7 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hlc.offsets import DRIFT_PPM, STALE_AFTER_NS, FenceCause, OffsetMonitor, Sampled
+from hlc.offsets import BOOT_GRACE_NS, DRIFT_PPM, STALE_AFTER_NS, FenceCause, OffsetMonitor, Sampled
 
 MS = 1_000_000
 MAX_OFFSET = 10 * MS
@@ -175,7 +175,7 @@ def test_fences_and_recovers_after_a_streak() -> None:
         probe(monitor, "n1", now, 0)
         probe(monitor, "n2", now, 0)
     assert not monitor.evaluate(now).fenced
-    now += 200 * MS
+    now += BOOT_GRACE_NS  # past boot, when one good round would do
     probe(monitor, "n1", now, 10 * MS)  # n1 conflicts with n3 and n2: n1 is the outlier, n3 serves on
     assert not monitor.evaluate(now).fenced
     probe(monitor, "n2", now, 10 * MS)  # now n3 is the outlier
@@ -205,21 +205,53 @@ def test_a_step_or_a_sample_beyond_the_limit_is_judged_at_once() -> None:
     assert probe(monitor, "n2", 0, 0) is Sampled.NARROWED
     assert probe(monitor, "n1", 100 * MS, 0, rtt=1 * MS) is Sampled.NARROWED  # inside the first: narrows it
     assert not monitor.evaluate(101 * MS).fenced
-    assert probe(monitor, "n1", 200 * MS, 2 * MS) is Sampled.ALARM  # disjoint from [-0.5, 0.5]: a step
-    assert probe(monitor, "n2", 200 * MS, 8 * MS, rtt=4 * MS) is Sampled.ALARM  # overlaps, but alone beyond 9 ms
-    assert probe(monitor, "n2", 200 * MS, 40 * MS, rtt=40 * MS) is Sampled.DROPPED  # error 20 ms: says nothing
+    t = 101 * MS + BOOT_GRACE_NS  # past boot
+    assert probe(monitor, "n1", t, 2 * MS) is Sampled.ALARM  # disjoint from [-0.5, 0.5]: a step
+    assert probe(monitor, "n2", t, 8 * MS, rtt=4 * MS) is Sampled.ALARM  # overlaps, but alone beyond 9 ms
+    assert probe(monitor, "n2", t, 40 * MS, rtt=40 * MS) is Sampled.DROPPED  # error 20 ms: says nothing
     # Both peers step 20 ms ahead: this clock is the outlier, and `check` fences it before any round.
     for peer in ("n1", "n2"):
-        assert probe(monitor, peer, 300 * MS, 20 * MS) is Sampled.ALARM
-    state = monitor.check(302 * MS)
+        assert probe(monitor, peer, t + 100 * MS, 20 * MS) is Sampled.ALARM
+    state = monitor.check(t + 102 * MS)
     assert state.fenced and state.cause is FenceCause.SKEWED and monitor.fence_events == 1
     # The peers step back. `check` never unfences, however often it runs: that takes a streak of rounds.
     for i in range(3):
         for peer in ("n1", "n2"):
-            probe(monitor, peer, (400 + 100 * i) * MS, 0)
-        assert monitor.check((402 + 100 * i) * MS).fenced
-    assert monitor.evaluate(700 * MS).fenced and monitor.evaluate(800 * MS).fenced
-    assert not monitor.evaluate(900 * MS).fenced
+            probe(monitor, peer, t + (200 + 100 * i) * MS, 0)
+        assert monitor.check(t + (202 + 100 * i) * MS).fenced
+    assert monitor.evaluate(t + 500 * MS).fenced and monitor.evaluate(t + 600 * MS).fenced
+    assert not monitor.evaluate(t + 700 * MS).fenced
+
+
+def test_at_boot_the_first_good_sample_serves_and_a_wide_one_costs_no_streak() -> None:
+    monitor = OffsetMonitor("n3", ["n1", "n2"], MAX_OFFSET)
+    # A slow first round trip (a TLS handshake on a busy box): n1 somewhere in 5.8 +- 6.25 ms.
+    sampled = probe(monitor, "n1", 0, 5_800_000, rtt=12_500_000)
+    assert sampled is Sampled.ALARM and monitor.wants_check(sampled)
+    state = monitor.check(13 * MS)
+    assert state.fenced and state.cause is FenceCause.SKEWED and monitor.fence_events == 0
+    # Precise samples narrow it. Not yet served since boot: one good judgement serves, here a check.
+    sampled = probe(monitor, "n1", 100 * MS, 0, rtt=1 * MS)
+    assert sampled is Sampled.NARROWED and monitor.wants_check(sampled)
+    assert not monitor.check(101 * MS).fenced
+    # Within the grace after first serving, the same again: the next good sample serves.
+    probe(monitor, "n2", 200 * MS, 0, rtt=1 * MS)
+    assert probe(monitor, "n1", 300 * MS, 20 * MS, rtt=1 * MS) is Sampled.ALARM
+    assert probe(monitor, "n2", 300 * MS, 20 * MS, rtt=1 * MS) is Sampled.ALARM
+    assert monitor.check(301 * MS).fenced
+    assert monitor.wants_check(probe(monitor, "n1", 400 * MS, 0, rtt=1 * MS))
+    assert monitor.wants_check(probe(monitor, "n2", 400 * MS, 0, rtt=1 * MS))
+    assert not monitor.check(401 * MS).fenced
+    # Past it, the same story takes the full streak of rounds.
+    t = 101 * MS + BOOT_GRACE_NS
+    assert monitor.booting and not monitor.evaluate(t).fenced and not monitor.booting
+    assert not monitor.wants_check(probe(monitor, "n1", t, 0, rtt=1 * MS))
+    probe(monitor, "n1", t + 100 * MS, 20 * MS, rtt=1 * MS)
+    probe(monitor, "n2", t + 100 * MS, 20 * MS, rtt=1 * MS)
+    assert monitor.check(t + 101 * MS).fenced
+    probe(monitor, "n1", t + 200 * MS, 0, rtt=1 * MS)
+    probe(monitor, "n2", t + 200 * MS, 0, rtt=1 * MS)
+    assert monitor.check(t + 201 * MS).fenced and monitor.evaluate(t + 202 * MS).fenced
 
 
 def test_a_step_within_the_limit_that_moves_the_median_is_judged_at_once() -> None:

@@ -77,6 +77,15 @@ async def test_a_paxos_sample_fences_a_skewed_node_like_a_probe_does() -> None: 
     assert state.fenced and "skew" in state.cause.value
 
 
+async def test_a_booting_node_serves_on_its_first_good_sample() -> None:  # record_round_trip reads trio's clock
+    physical = ManualClock()
+    watch = make_watch(physical)
+    assert watch.update_fence().fenced  # no samples yet
+    watch.record_round_trip("n2", 1 * MS, physical.now_ns() - MS // 2)
+    assert not watch.fenced, "itself and n2 are a majority: serving without waiting for a round"
+    assert watch.marks["clock.boot_judged"] == 1
+
+
 async def test_a_step_seen_by_a_paxos_sample_fences_before_the_next_round(autojump_clock: trio.testing.MockClock) -> None:
     physical = ManualClock()
     watch = make_watch(physical)

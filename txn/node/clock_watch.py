@@ -160,9 +160,9 @@ class ClockWatch:
             self._judge_alarm(sampled)
 
     def _judge_alarm(self, sampled: Sampled) -> None:
-        """A sample that could fence this node is judged at once, not at the next round."""
-        if sampled is Sampled.ALARM and not self.fenced:
-            self.marks["clock.alarm_judged"] += 1
+        """A sample that could fence this node (or, at boot, let it serve) is judged at once, not at the next round."""
+        if self.monitor.wants_check(sampled):
+            self.marks["clock.alarm_judged" if sampled is Sampled.ALARM else "clock.boot_judged"] += 1
             self._report(self.fenced, self.monitor.cause, self.monitor.check(self.clock.physical.now_ns()))
 
     def update_fence(self) -> FenceState:
