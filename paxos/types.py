@@ -39,7 +39,7 @@ class PaxosConfig:
     # and answering) heartbeats this often instead: an idle tablet's messages and wake-ups are what
     # an idle cluster costs. Lease renewal needs a few per lease (checked below); followers do not
     # time out on it, since they never campaign while they honour the lease anyway (paxos/replica.py).
-    # Two grains of the node's housekeeping grid (txn/net/coarse_timer.py), where a node's quiet
+    # One grain of the node's housekeeping grid (txn/net/coarse_timer.py), where a node's quiet
     # heartbeats go: the lease is three of them (it was 300 ms and a 1 s lease; ARCHITECTURE.md).
     idle_heartbeat_ns: int = 400 * MS
     election_timeout_min_ns: int = 300 * MS

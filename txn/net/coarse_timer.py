@@ -10,11 +10,17 @@ silence checks) each slept on its own phase. Their deadlines are rounded to
 the nearest point of one grid (`GRAIN_S` apart), so that all falling due
 near the same point wake in one pass of the event loop.
 
-Only for loops whose period is several grains and whose exact phase does not
-matter: never for a commit-wait release, a lease check or a request's
+Only for loops whose period is at least a grain and whose exact phase does
+not matter: never for a commit-wait release, a lease check or a request's
 deadline. A quiet Paxos leader's heartbeats are the one timed message on it:
 `grid_point_at_or_before_ns` moves each earlier, never later, to a point of
 the grid (paxos/replica.py), so the lease is renewed at least as often.
+The grain is a quiet leader's heartbeat interval (400 ms), so every point
+carries heartbeats and nothing wakes a node between them: a 200 ms grain
+left every other point to the clock watch's rounds alone (an idle node
+woke 12-14 times a second, 9 with 400 ms; ARCHITECTURE.md). That took the
+clock watch judging a step when its sample arrives, not at the next round
+(txn/node/clock_watch.py), so that the slower rounds only age samples.
 
 Where the grid lies. By default on trio's clock: in simulation and in tests
 the grid is on the virtual clock and stays deterministic. A node process
@@ -39,7 +45,7 @@ from typing import Callable
 
 import trio
 
-GRAIN_S = 0.2
+GRAIN_S = 0.4  # a quiet leader's heartbeat interval (paxos/types.py): every point carries them
 
 
 def _on_trio_clock() -> float:
@@ -76,8 +82,8 @@ def grid_point_at_or_before_ns(deadline_ns: int, period_ns: int) -> int:
 
 
 def suits(period_s: float) -> bool:
-    """Whether a loop of this period may end its sleeps on the grid (at most a quarter of it moved)."""
-    return period_s >= 2 * GRAIN_S
+    """Whether a loop of this period may end its sleeps on the grid (at most half of it moved)."""
+    return period_s >= GRAIN_S
 
 
 async def sleep_coarse(delay_s: float) -> None:

@@ -2,7 +2,9 @@
 
 Role: the node's half of DESIGN.md contract 6. It feeds round trips to each
 peer to the pure `hlc.offsets.OffsetMonitor`, which decides whether this
-node is fenced, and judges the clock every `PROBE_INTERVAL_S`. The node
+node is fenced. It judges the clock every `PROBE_INTERVAL_S` (samples age
+and go stale), and at once on a sample that could fence it (a step, or one
+alone beyond the limit: `Sampled.ALARM`). The node
 reads `fenced` on every request and every Paxos message: a fenced node
 drops all Paxos traffic in and out (to the others it looks partitioned, so
 it neither grants nor takes leases) and refuses reads and writes.
@@ -14,8 +16,8 @@ followers on every heartbeat for free; and a `ClockProbe` (hlc_exempt:
 answered and delivered even when the clocks are far apart), sent each round
 only to the peers no Paxos round trip measured within the last 500 ms (a
 quiet leader heartbeats every 400 ms). Every peer is still measured, at
-least every 0.8 s or so (500 ms, then the next round, then half a grain),
-as the rule's mutual-measurement assumption needs;
+least every 1.0 s (500 ms, then the next round, then half a grain), as the
+rule's mutual-measurement assumption needs;
 the probes an idle cluster sends fall from two per peer per round to those
 its leaders' heartbeats do not cover. Rounds (the judgement) end on the
 node's coarse timer grid (txn/net/coarse_timer.py), with its other
@@ -33,9 +35,9 @@ every change.
 The rule (hlc/offsets.py): fenced without fresh samples from enough peers to
 form a majority with this node, or when this clock may lose a conflict (a
 peer possibly farther than 0.9 max_offset, and this clock farther from the
-median); serving again after 3 good rounds.
+median); serving again after 3 good rounds (1.2 s).
 
-HAZARD: a clock that steps is trusted until the next usable probe, a drift
+HAZARD: a clock that steps is trusted until the next usable sample, a drift
 for up to the 5 s freshness window (the detection window in ARCHITECTURE.md);
 probes share the event loop with the node's work, so under load fewer of
 them are usable and the window stretches toward its 5 s bound.
@@ -56,7 +58,7 @@ from txn import api
 from txn.net.coarse_timer import GRAIN_S, sleep_coarse
 from txn.net.messaging import TransportError
 
-PROBE_INTERVAL_S = 0.2
+PROBE_INTERVAL_S = 0.4  # a grain: rounds only age samples out; an alarming sample is judged when it comes
 # A reply later than twice the fence limit (18 ms with the default max_offset) is too slow to use
 # (hlc/offsets.py drops it): waiting longer only keeps the next probe of that peer back. 0.5 s
 # let two lost probes in a row hide a step for over 2 s (cluster simulation, seed 166).
