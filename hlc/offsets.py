@@ -133,7 +133,7 @@ class Sampled(enum.Enum):
     """What one round trip did to the monitor (`OffsetMonitor.record`)."""
 
     DROPPED = "dropped"  # an unknown peer, or too slow a round trip to tell anything
-    NARROWED = "narrowed"  # inside every older sample and the limit: no judgement can newly fence on it
+    NARROWED = "narrowed"  # overlaps every older sample, within the limit alone: no judgement can newly fence on it
     ALARM = "alarm"  # a step (disjoint from older samples) or, alone, beyond the limit: judge now
 
 
