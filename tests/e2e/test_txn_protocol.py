@@ -69,7 +69,7 @@ async def read_after_presumed_abort(cluster: LocalCluster) -> bytes | None:
 def test_cross_tablet_commit_and_presumed_abort(shared_cluster: LocalCluster) -> None:
     facts = trio.run(cross_tablet_then_stuck, shared_cluster)
     # x2 stays prepared on the participant until its recovery asks the coordinator
-    # (after 2 s), so right away the inspector shows it there.
+    # (RECOVERY_AFTER_S, 5 s), so right away the inspector shows it there.
     shown_early = json.loads(shared_cluster.cli("inspect", "txn", "x2", "--json").stdout)
     early = [r for r in shown_early["replicas"] if r.get("tablet") == facts["participant"]]
     assert early and (any(r["prepared_ts"] for r in early) or shown_early["decision"] == "aborted"), shown_early
