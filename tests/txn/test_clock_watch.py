@@ -104,8 +104,8 @@ async def test_a_step_seen_by_a_paxos_sample_fences_before_the_next_round(autoju
 
 
 async def test_the_probe_loop_probes_only_peers_no_paxos_round_trip_measured(autojump_clock: trio.testing.MockClock) -> None:
-    # Virtual time: the loop's rounds (0, 0.2, 0.4 ...), its probes half a grain later (0.1, 0.3 ...),
-    # and the test's looks (0.15, 0.35 ...) never tie.
+    # Virtual time: the loop's rounds (0, 0.4, 0.8 ...), its probes half a grain later (0.2, 0.6 ...),
+    # and the test's looks (0.3, 0.7 ...) never tie.
     physical = ManualClock()
     watch = make_watch(physical)
     probed: list[str] = []
@@ -135,7 +135,7 @@ async def test_the_probe_loop_probes_only_peers_no_paxos_round_trip_measured(aut
         nursery.cancel_scope.cancel()
     assert watch.samples["probe"] >= 8 and watch.samples["paxos"] == 5
     assert not watch.fenced
-    # Every probe went out off the housekeeping grid (its points 0.2 s apart here), halfway between.
+    # Every probe went out off the housekeeping grid (its points GRAIN_S apart), halfway between.
     assert all(abs((t - PROBE_OFF_GRID_S) / GRAIN_S - round((t - PROBE_OFF_GRID_S) / GRAIN_S)) < 1e-6
                for t in sent_at), sent_at
 
