@@ -91,8 +91,9 @@ def test_laid_on_the_wall_clock_the_grid_is_the_walls(now: float, delay: float, 
 
 
 def test_a_passed_deadline_goes_to_a_point_strictly_after_a_now_that_floats_put_on_a_point() -> None:
-    # 8.6 / 0.2 is 42.99999...: floor counted the point at 8.6 as passed and returned it, a deadline
-    # equal to now, so a loop asking again at the same virtual instant spun there for ever.
+    # 43 grains divided by the grain is 42.99999... in floats (8.6 / 0.2, and 17.2 / 0.4 too): floor
+    # counted the point at now as passed and returned it, a deadline equal to now, so a loop asking
+    # again at the same virtual instant spun there for ever.
     clock = trio.testing.MockClock()
     clock.jump(43 * GRAIN_S)
 

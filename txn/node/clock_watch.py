@@ -4,7 +4,8 @@ Role: the node's half of DESIGN.md contract 6. It feeds round trips to each
 peer to the pure `hlc.offsets.OffsetMonitor`, which decides whether this
 node is fenced. It judges the clock every `PROBE_INTERVAL_S` (samples age
 and go stale), and at once on a sample that could fence it (a step, or one
-alone beyond the limit: `Sampled.ALARM`). The node
+alone beyond the limit: `Sampled.ALARM`) and, at boot, on every sample
+(`OffsetMonitor.wants_check`). The node
 reads `fenced` on every request and every Paxos message: a fenced node
 drops all Paxos traffic in and out (to the others it looks partitioned, so
 it neither grants nor takes leases) and refuses reads and writes.
