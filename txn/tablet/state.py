@@ -127,7 +127,7 @@ class TabletState:
             last = index
             command = decode_command(command_bytes)
             reads_store = isinstance(command, (Prepare, Decide, Resolve))
-            if reads_store and batch:
+            if reads_store and told:
                 batch, told = self._write(batch, told)
             skipped = command is not None and self.is_stale(command)
             if command is not None and not skipped:
@@ -146,21 +146,22 @@ class TabletState:
                     self.barrier_epoch = command.epoch
                     batch.put(EPOCH_KEY, cbor2.dumps([command.epoch.round, command.epoch.node]))
                 self.safe_ts = command.ts
-                batch.put(SAFE_TS_KEY, self.safe_ts.to_bytes())
             if skipped and not isinstance(command, Prepare):
                 self.skipped += 1
-            batch.put(APPLIED_KEY, index.to_bytes(8, "big"))
             told.append((index, command, skipped))
             if reads_store:
                 batch, told = self._write(batch, told)
-        if batch:
+        if told:
             self._write(batch, told)
 
     def _write(self, batch: Batch, told: list[tuple[int, object, bool]]) -> tuple[Batch, list[tuple[int, object, bool]]]:
-        """Write staged slots (unsynced: the Paxos log holds them durably), then count them applied
-        and tell the listener, slot by slot. A listener told of a slot sees the state after the
-        whole batch (safe time, barrier epoch: a later slot's), never before its own slot.
-        Returns a fresh batch and list."""
+        """Write staged slots (unsynced: the Paxos log holds them durably) with the applied index of
+        the last and the safe time after it (once per batch: LevelDB keeps every put of a batch,
+        also of a key put before), then count them applied and tell the listener, slot by slot.
+        A listener told of a slot sees the state after the whole batch (safe time, barrier epoch:
+        a later slot's), never before its own slot. Returns a fresh batch and list."""
+        batch.put(SAFE_TS_KEY, self.safe_ts.to_bytes())
+        batch.put(APPLIED_KEY, told[-1][0].to_bytes(8, "big"))
         self.engine.apply(batch, sync=False)
         for index, command, skipped in told:
             self._applied_index = index
