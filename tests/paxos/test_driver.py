@@ -183,3 +183,29 @@ async def test_before_heartbeat_sets_the_token_each_heartbeat_carries(autojump_c
     assert set(gaps[1:]) == {cluster.config.idle_heartbeat_ns / 1e9}, gaps
     assert seen[-1] == b"T%d" % len(calls), "the latest heartbeat carried the token set just before it"
     assert len(seen) >= len(calls) - 1, "every heartbeat carried a new one"
+
+
+async def test_a_proposal_waits_for_room_in_a_full_inbox_and_is_known_not_chosen_if_it_never_gets_in(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """`propose` queues without waiting when the inbox has room; a full inbox makes it wait, and a
+    deadline that ends that wait means the command never reached the log."""
+    cluster = Cluster()
+    driver = cluster.make("n1")  # never run: nothing takes from its inbox
+    for _ in range(driver._inbox_send.statistics().max_buffer_size):
+        driver.campaign()
+    told: list[bool] = []
+    started = trio.current_time()
+    with pytest.raises(ProposalLost) as lost:
+        await driver.propose(b"x", timeout_s=0.5, on_not_chosen=lambda: told.append(True))
+    assert lost.value.known_not_chosen and told == [True]
+    assert trio.current_time() - started == pytest.approx(0.5), "it waited for room until its deadline"
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(functools.partial(driver.propose, b"y", timeout_s=5.0))
+        await trio.testing.wait_all_tasks_blocked()
+        assert driver._inbox_send.statistics().current_buffer_used == driver._inbox_send.statistics().max_buffer_size
+        driver._inbox_receive.receive_nowait()  # room for one: the waiting proposal takes it
+        await trio.testing.wait_all_tasks_blocked()
+        queued = [driver._inbox_receive.receive_nowait() for _ in range(driver._inbox_send.statistics().max_buffer_size)]
+        assert queued[-1][0] == "propose" and queued[-1][1].command == b"y"
+        nursery.cancel_scope.cancel()
