@@ -20,6 +20,9 @@ over the tablets (with the default layout each node leads one).
 runs and leaves a flame graph per node and figure in DIR, with the top
 functions by self time in DIR/top.txt (tools/profiler.py); the samplers'
 CPU is printed beside each figure, since it is taken from the same cores.
+`--task-cpu` prints under each row the nodes' event loop CPU per operation
+split by trio task (steps per operation, CPU per step), read from the
+thread's CPU clock around every task step (tools/task_cpu.py).
 Each row's notes give the CPU each operation cost (Linux: /proc): the
 node processes' user + system CPU over the figure (client start-up
 included) per operation and in cores, and the client processes' own CPU per
@@ -50,6 +53,7 @@ from tools.bench_idle import cpu_seconds
 from tools.errors import CliError
 from tools.localcluster import LocalCluster
 from tools.profiler import Profiler, open_profiler
+from tools.task_cpu import difference, report, request_snapshots
 from txn.api import TabletInfo
 from txn.client import ClientError, open_client
 from txn.net.tls import client_tls_for_dir
@@ -88,6 +92,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "and ptrace permission; the samplers' CPU lowers the figures)")
     parser.add_argument("--profile-rate", type=int, default=100, metavar="HZ",
                         help="py-spy samples per second and node with --profile (default 100)")
+    parser.add_argument("--task-cpu", action="store_true",
+                        help="under each row, the nodes' event loop CPU per operation by trio task (CPU time read "
+                        "around every task step, not samples: exact where py-spy counts a preempted thread as busy; "
+                        "tools/task_cpu.py)")
     parser.set_defaults(func=run)
 
 
@@ -186,6 +194,7 @@ def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, 
         "node_cores": nodes_s / elapsed_s if nodes_s is not None else None,
         "client_cpu_us_per_op": 1e6 * sum(r["cpu_s"] for r in results) / len(latencies) if latencies else None,
         "ops": len(latencies) / seconds,
+        "operations": len(latencies),
         "p50_ms": 1e3 * latencies[len(latencies) // 2] if latencies else float("nan"),
         "p99_ms": 1e3 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else float("nan"),
         "errors": sum(r["errors"] for r in results),
@@ -248,6 +257,10 @@ def measure_profiled(cluster: LocalCluster, profiler: Profiler | None, figure: s
     return figures, f"py-spy {profile.cpu_s:.2f} CPU-s"
 
 
+def task_cpu_nodes(cluster: LocalCluster) -> dict[str, tuple[int, pathlib.Path]]:
+    return {node_id: (process.pid, cluster.task_cpu_file(node_id)) for node_id, process in cluster.processes.items()}
+
+
 def wait_preferred_leaders(cluster: LocalCluster, timeout_s: float) -> dict[str, str | None]:
     """Until every tablet is led by its preferred leader (cluster.toml spreads them over the nodes;
     a node that lost an early election gets its tablets handed back after keeping up for a while),
@@ -263,7 +276,7 @@ def run_cluster(args: argparse.Namespace, mode: str, levels: list[int], max_offs
                 profiler: Profiler | None) -> dict[tuple[str, int], dict]:
     directory = pathlib.Path(tempfile.mkdtemp(prefix="chronodb-bench-kv-"))
     cluster = LocalCluster(directory / "data", tablets=args.tablets, max_offset_ns=max_offset_ns,
-                           insecure=(mode == "insecure"))
+                           insecure=(mode == "insecure"), task_cpu_dir=directory if args.task_cpu else None)
     results = {}
     try:
         cluster.start_all()
@@ -277,6 +290,7 @@ def run_cluster(args: argparse.Namespace, mode: str, levels: list[int], max_offs
             time.sleep(5.0)
         for kind in args.workload_list:
             for level in levels:
+                task_cpu_before = request_snapshots(task_cpu_nodes(cluster)) if args.task_cpu else {}
                 figures, profile_note = measure_profiled(cluster, profiler, f"{mode}-{kind}-c{level}", kind, level,
                                                          args.seconds, args.client_processes)
                 results[(kind, level)] = figures
@@ -288,6 +302,9 @@ def run_cluster(args: argparse.Namespace, mode: str, levels: list[int], max_offs
                 name = kind + (TLS_SUFFIX if mode == "tls" else "")
                 print(f"{name:<16} {level:>7} {figures['ops']:>9,.0f} {figures['p50_ms']:>8.2f} "
                       f"{figures['p99_ms']:>8.2f} {figures['errors']:>6}  {note}", flush=True)
+                if args.task_cpu:
+                    spent = difference(task_cpu_before, request_snapshots(task_cpu_nodes(cluster)))
+                    print("\n".join(report(spent, figures["operations"])), flush=True)
     finally:
         cluster.stop_all()
         shutil.rmtree(directory, ignore_errors=True)

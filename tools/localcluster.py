@@ -95,8 +95,12 @@ def cli_env() -> dict[str, str]:
 class LocalCluster:
     def __init__(self, data_dir: pathlib.Path, *, nodes: int = 3, tablets: int = 4, max_offset_ns: int = 10_000_000,
                  gc_retention_ns: int | None = None, max_value_bytes: int | None = None,
-                 limits: TransportLimits | None = None, insecure: bool = False) -> None:
+                 limits: TransportLimits | None = None, insecure: bool = False,
+                 task_cpu_dir: pathlib.Path | None = None) -> None:
+        """`task_cpu_dir`: nodes count their event loop's CPU per task into <dir>/<id>.json
+        (`chronodb node --task-cpu`, tools/task_cpu.py)."""
         self.data_dir = data_dir
+        self.task_cpu_dir = task_cpu_dir
         config = generate(nodes=nodes, tablets=tablets, max_offset_ns=max_offset_ns)
         ports = free_ports(2 * nodes)
         config = attrs.evolve(config, nodes=[attrs.evolve(n, port=p, metrics_port=m)
@@ -132,6 +136,7 @@ class LocalCluster:
             cluster.tls = load_client_tls(certs_dir(data_dir))
         cluster.processes = {}
         cluster.ever_started = False
+        cluster.task_cpu_dir = None
         return cluster
 
     @property
@@ -146,11 +151,16 @@ class LocalCluster:
         assert address is not None, f"{node_id} has no metrics port in {self.data_dir}/cluster.toml"
         return address
 
+    def task_cpu_file(self, node_id: str) -> pathlib.Path:
+        assert self.task_cpu_dir is not None
+        return self.task_cpu_dir / f"{node_id}.json"
+
     def start(self, node_id: str) -> None:
         assert node_id not in self.processes or self.processes[node_id].poll() is not None, f"{node_id} runs"
         node_dir(self.data_dir, node_id).mkdir(parents=True, exist_ok=True)
         self.ever_started = True
-        process = start_node(self.data_dir, node_id, env=cli_env(), cwd=ROOT, insecure=self.insecure)
+        extra = ["--task-cpu", str(self.task_cpu_file(node_id))] if self.task_cpu_dir is not None else []
+        process = start_node(self.data_dir, node_id, env=cli_env(), cwd=ROOT, insecure=self.insecure, extra_args=extra)
         self.processes[node_id] = process
         _running.add(process)
 

@@ -13,6 +13,8 @@ there (plain HTTP, on the node's host).
 TLS by default: the node loads DIR/certs/ca.crt and node.<ID>.crt/.key
 (made by `chronodb up` or `chronodb cert`); `--insecure` runs plain TCP with
 no authentication, and says so in node.log at start and every minute.
+`--task-cpu FILE` counts the event loop's CPU per trio task (tools/task_cpu.py)
+and writes it to FILE on each SIGUSR1 and at exit (`bench kv --task-cpu`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import trio
 
 from tools.errors import EXIT_OK, CliError
 from tools.common import DEFAULT_DIR
+from tools.task_cpu import TaskCpu, dump_on_signal
 from txn.node.config import ConfigError, ensure_node_dir, load_config, node_dir
 from txn.node.server import NodeStartError
 from txn.node.wiring import run_node
@@ -51,6 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--insecure", action="store_true",
                         help="plain TCP: no TLS, no authentication, every client is an admin (not for real use)")
     parser.add_argument("--certs-dir", default=None, help="certificates (default DIR/certs)")
+    parser.add_argument("--task-cpu", metavar="FILE", default=None,
+                        help="count the event loop thread's CPU per trio task and write it to FILE as JSON "
+                        "on each SIGUSR1 and at exit (for benchmarks: `chronodb bench kv --task-cpu`; "
+                        "costs two clock reads per task step)")
     parser.set_defaults(func=run)
 
 
@@ -82,10 +89,13 @@ def run(args: argparse.Namespace) -> int:
         node_log.info("node %s: TLS 1.3 with client and peer certificates verified by %s", args.id,
                       pathlib.Path(args.certs_dir or certs_dir(args.dir)) / "ca.crt")
     pid_file = node_dir(args.dir, args.id) / "node.pid"
+    task_cpu = TaskCpu() if args.task_cpu else None
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stop_on_signal, nursery.cancel_scope)
+            if task_cpu is not None:
+                nursery.start_soon(dump_on_signal, task_cpu, pathlib.Path(args.task_cpu))
             await nursery.start(functools.partial(run_node, config, args.id, args.dir, tls=tls))
             pid_file.write_text(f"{os.getpid()}\n")
             if tls is None:
@@ -103,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     lay_grid_on(time.time)
     start_error: NodeStartError | None = None
     try:
-        trio.run(main)
+        trio.run(main, instruments=[task_cpu] if task_cpu is not None else [])
     except* NodeStartError as group:
         start_error = first_leaf(group)
     except* BaseException as group:

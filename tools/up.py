@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 
-from typing import Callable
+from typing import Callable, Sequence
 
 from hlc import format_duration_ns, parse_duration_ns
 from tools.errors import EXIT_NEGATIVE, EXIT_OK, CliError
@@ -153,13 +153,14 @@ def die_with_parent() -> Callable[[], None] | None:
 
 
 def start_node(data_dir: str | pathlib.Path, node_id: str, *, env: dict[str, str] | None = None,
-               cwd: str | pathlib.Path | None = None, insecure: bool = False) -> subprocess.Popen:
+               cwd: str | pathlib.Path | None = None, insecure: bool = False,
+               extra_args: Sequence[str] = ()) -> subprocess.Popen:
     """`chronodb node` as its own process (own session: a Ctrl-C is ours to pass on) that
     dies with us; its stdout and stderr go to the node's log too, so a crash's traceback is kept."""
     with open(node_dir(data_dir, node_id) / "node.log", "ab") as log_file:
         return subprocess.Popen(
             [sys.executable, "-m", "tools.cli", "node", "--dir", str(data_dir), "--id", node_id,
-             *(["--insecure"] if insecure else [])],
+             *(["--insecure"] if insecure else []), *extra_args],
             stdout=log_file, stderr=log_file, stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=cwd,
             preexec_fn=die_with_parent(),
         )

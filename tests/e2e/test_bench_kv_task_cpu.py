@@ -1,0 +1,43 @@
+"""`chronodb bench kv --task-cpu`, short: real node processes count their event loop's CPU per trio
+task, and every row is followed by that CPU per operation, split by task, naming the Paxos driver
+and the request tasks that a write goes through."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.e2e.harness import run_cli
+
+pytestmark = pytest.mark.e2e
+
+HEADER = re.compile(r"^  task CPU/op \(event loop threads of all nodes\): ([\d,]+) us, of which ([\d,]+) us between "
+                    r"task steps; ([\d.]+) loop passes/op$")
+TASK = re.compile(r"^    (?P<name>\S+) +(?P<us>[\d.]+) us +(?P<steps>[\d.]+) steps +(?P<per_step>[\d.]+) us/step$")
+
+
+def test_every_row_is_followed_by_the_nodes_cpu_per_task(tmp_path) -> None:
+    result = run_cli(["bench", "kv", "--seconds", "1", "--concurrency", "4", "--client-processes", "1",
+                      "--security", "insecure", "--workloads", "write,strong-read", "--task-cpu"], timeout_s=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    rows = [i for i, line in enumerate(lines) if re.match(r"^(write|strong-read) +4 ", line)]
+    assert len(rows) == 2, result.stdout
+    for row in rows:
+        header = HEADER.match(lines[row + 1])
+        assert header, lines[row:row + 3]
+        total_us, between_us = (int(header[i].replace(",", "")) for i in (1, 2))
+        assert 0 < between_us < total_us, lines[row + 1]
+        tasks = {}
+        for line in lines[row + 2:]:
+            match = TASK.match(line)
+            if not match:
+                break
+            tasks[match["name"]] = float(match["us"]), float(match["steps"])
+        assert 1 <= len(tasks) <= 8, lines[row:row + 10]
+        assert sum(us for us, _ in tasks.values()) <= total_us + len(tasks), (total_us, tasks)
+        # Every operation is a request: the request tasks took at least one step per operation.
+        assert tasks["TcpTransport._serve_request"][1] >= 1.0, tasks
+        if lines[row].startswith("write"):
+            assert tasks["PaxosDriver.run"][0] > 0, tasks
