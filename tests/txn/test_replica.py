@@ -294,3 +294,26 @@ async def test_a_write_outside_a_transport_request_takes_the_clock_now() -> None
     with pytest.raises(RequestFailed):
         await replica.write((api.KeyWrite(b"k", b"v"),), 1_000_000_000)
     assert [ts.wall for ts in replica.pending] == [now]
+
+
+async def test_a_batch_of_applied_slots_wakes_the_waiters_once_and_releases_what_is_due() -> None:
+    """One engine write of several slots (a Paxos turn's worth) is one wake-up for the replica's
+    waiters, not one per slot, and ends commit-wait for every write whose release time has passed."""
+    from paxos.messages import Ballot
+    from txn.tablet.commands import WriteBatch, encode_command
+
+    replica = serving_replica(NotLeader(None))
+    physical = replica.clock.physical
+    pending = []
+    for _ in range(4):
+        physical.advance(1_000_000)  # a millisecond apart: four release times
+        pending.append(replica.leader.assign(replica.clock.now(), commit_wait=True))
+    commands = [encode_command(WriteBatch(p.ts, [(b"k%d" % i, b"v")], Ballot(1, "n1"))) for i, p in enumerate(pending)]
+    notified: list[int] = []
+    real_notify = replica._notify
+    replica._notify = lambda: (notified.append(replica.state.applied_index()), real_notify())  # type: ignore[method-assign]
+    physical.set(pending[1].release_after_ns + 1)  # the first two writes' commit-waits are over, the last two not
+    replica.state.apply_entries([(i + 1, command) for i, command in enumerate(commands)])
+    assert notified == [4], "one wake-up, after the whole batch"
+    assert [p.state for p in pending] == [WriteState.DONE, WriteState.DONE, WriteState.APPLIED, WriteState.APPLIED]
+    assert replica.leader.next_wake_ns() == pending[2].release_after_ns + 1

@@ -185,8 +185,9 @@ class TabletLeaderCore:
     def fate_unknown(self, command: PendingCommand) -> None:
         """The proposer gives up waiting; the record stays until Paxos resolves it or the lease ends."""
 
-    def applied(self, ts: Timestamp, *, skipped: bool, physical_now_ns: int) -> None:
-        """A command with this timestamp was applied (or skipped) at this replica."""
+    def applied(self, ts: Timestamp, *, skipped: bool, physical_now_ns: int, release: bool = True) -> None:
+        """A command with this timestamp was applied (or skipped) at this replica. `release=False`:
+        the caller calls `tick` itself after a batch of these (one pass over `pending`, not one per slot)."""
         if ts > self.floor:
             self.floor = ts
         command = self.pending.get(ts)
@@ -202,7 +203,8 @@ class TabletLeaderCore:
         command.applied_at_ns = physical_now_ns
         if command is self.barrier and self.serving is Serving.BARRIER_PENDING:
             self.serving = Serving.SERVING
-        self.tick(physical_now_ns)
+        if release:
+            self.tick(physical_now_ns)
 
     def snapshot_installed(self, safe_ts: Timestamp) -> None:
         if safe_ts > self.floor:

@@ -77,11 +77,16 @@ class TabletState:
 
     def __init__(
         self, engine: Engine, *, on_applied: AppliedListener | None = None, snapshot_chunk_bytes: int = 1 << 20,
+        on_batch_applied: Callable[[], None] | None = None,
     ) -> None:
+        """`on_applied(index, command, skipped)` is told of every slot applied (a snapshot install
+        as (index, None, False)); `on_batch_applied()` after the last slot of each engine write
+        and after an install, for work that needs doing once per batch, not per slot."""
         self.engine = engine
         self.snapshot_chunk_bytes = snapshot_chunk_bytes
         self.store = MvccStore(engine, prefix=b"m")
         self.on_applied = on_applied
+        self.on_batch_applied = on_batch_applied
         raw_applied = engine.get(APPLIED_KEY)
         self._applied_index = int.from_bytes(raw_applied, "big") if raw_applied else 0
         raw_safe = engine.get(SAFE_TS_KEY)
@@ -167,6 +172,8 @@ class TabletState:
             self._applied_index = index
             if self.on_applied is not None:
                 self.on_applied(index, command, skipped)
+        if self.on_batch_applied is not None:
+            self.on_batch_applied()
         return Batch(), []
 
     def read_safe_ts(self, closed_ts: Timestamp = Timestamp.MIN) -> Timestamp:
@@ -226,3 +233,5 @@ class TabletState:
             self.installs_recovered += 1
         if self.on_applied is not None:
             self.on_applied(index, None, False)
+        if self.on_batch_applied is not None:
+            self.on_batch_applied()

@@ -100,7 +100,7 @@ class TabletReplica:
         self.max_offset_ns = max_offset_ns
         self.monotonic_ns = monotonic_ns
         self.gc_retention_ns = gc_retention_ns
-        self.state = TabletState(engine, on_applied=self._on_applied)
+        self.state = TabletState(engine, on_applied=self._on_applied, on_batch_applied=self._on_batch_applied)
         self.leader = TabletLeaderCore(max_offset_ns, self.state.safe_ts)
         self.last_write_ns = 0
         self.last_safe_time_logged_ns = 0
@@ -170,9 +170,17 @@ class TabletReplica:
                 self.marks["tablet.stale_command_skipped"] += 1
                 log.warning("tablet %s: %s skipped %s at slot %d (from a deposed leadership or not above safe time %s)",
                             self.tablet.id, self.node_id, command, index, self.state.safe_ts)
-            self.leader.applied(command.ts, skipped=skipped, physical_now_ns=self._physical_ns())  # type: ignore[attr-defined]
+            self.leader.applied(command.ts, skipped=skipped, physical_now_ns=self._physical_ns(),  # type: ignore[attr-defined]
+                                release=False)
         else:
             self.leader.snapshot_installed(self.state.safe_ts)  # a no-op, or a snapshot install
+
+    def _on_batch_applied(self) -> None:
+        """After the last slot of an engine write (a Paxos turn's worth) or an install: finish what
+        commit-wait released, use a closed timestamp now applied far enough, wake the waiters.
+        Once per batch, not per slot: each `_notify` makes an Event, and each release a pass over
+        the pending commands."""
+        self.leader.tick(self._physical_ns())
         self._promote_closed()
         self._notify()
 
