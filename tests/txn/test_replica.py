@@ -317,3 +317,22 @@ async def test_a_batch_of_applied_slots_wakes_the_waiters_once_and_releases_what
     assert notified == [4], "one wake-up, after the whole batch"
     assert [p.state for p in pending] == [WriteState.DONE, WriteState.DONE, WriteState.APPLIED, WriteState.APPLIED]
     assert replica.leader.next_wake_ns() == pending[2].release_after_ns + 1
+
+
+async def test_a_write_behind_an_older_lock_holder_times_out_unproposed(autojump_clock: trio.testing.MockClock) -> None:
+    """A plain write waits for an older transaction's lock only until its deadline: then `timeout`
+    (not committed: never proposed), and it leaves nothing behind in the lock table."""
+    from txn.tablet.locks import LockMode
+    from txn.tablet.locks import Outcome
+
+    replica = serving_replica(NotLeader(None))  # a proposal would fail as not_leader: none must be made
+    older = replica.clock.now()
+    granted = replica.txns.locks.lock_key("older", older, b"k", LockMode.EXCLUSIVE, 0)
+    assert granted.outcome is Outcome.GRANTED
+    started = trio.current_time()
+    with trio.fail_after(5), pytest.raises(RequestFailed) as raised:
+        await replica.write((api.KeyWrite(b"k", b"v"),), 320_000_000)  # not a multiple of the 50 ms re-check
+    assert raised.value.reply.code == api.ErrorCode.TIMEOUT and "waited too long for locks" in raised.value.reply.message
+    assert trio.current_time() - started == pytest.approx(0.32), "it waited until its deadline, not longer"
+    assert set(replica.txns.locks.txns) == {"older"}, "the write's waiting record is gone"
+    assert not replica.pending

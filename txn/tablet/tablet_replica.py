@@ -36,6 +36,7 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+import math
 from typing import Callable
 
 import trio
@@ -367,8 +368,8 @@ class TabletReplica:
         hint = self.leader_hint()
         return failure(api.ErrorCode.NOT_LEADER, f"{self.node_id} is not the serving leader of tablet {self.tablet.id}", leader_hint=hint)
 
-    async def _wait_changed(self, changed: trio.Event) -> None:
-        with trio.move_on_after(POLL_S):
+    async def _wait_changed(self, changed: trio.Event, deadline_s: float = math.inf) -> None:
+        with trio.move_on_at(min(trio.current_time() + POLL_S, deadline_s)):
             await changed.wait()
 
     # ---- writes ------------------------------------------------------------
@@ -382,11 +383,13 @@ class TabletReplica:
             raise self._not_leader()
         txn_id = self.txns.plain_write_id()
         try:
-            with trio.move_on_after(max(timeout_ns, 1) / 1e9) as scope:
+            deadline_s = trio.current_time() + max(timeout_ns, 1) / 1e9
+            try:
                 for key in sorted({w.key for w in writes}):
-                    await self.txns._lock(txn_id, self.clock.now(), key=key, mode=LockMode.EXCLUSIVE)
-            if scope.cancelled_caught:
-                raise failure(api.ErrorCode.TIMEOUT, f"the write waited too long for locks on tablet {self.tablet.id}: not committed")
+                    # The deadline applies only if it must wait: no cancel scope for a free lock.
+                    await self.txns._lock(txn_id, self.clock.now(), key=key, mode=LockMode.EXCLUSIVE, deadline_s=deadline_s)
+            except trio.TooSlowError:
+                raise failure(api.ErrorCode.TIMEOUT, f"the write waited too long for locks on tablet {self.tablet.id}: not committed") from None
             return await self._write_locked(writes, timeout_ns)
         except RequestFailed as failed:
             if failed.reply.code == api.ErrorCode.TXN_ABORTED:  # wounded by an older transaction before proposing

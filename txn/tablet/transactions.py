@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 import trio
@@ -100,8 +101,11 @@ class TabletTransactions:
 
     async def _lock(self, txn_id: str, priority: Timestamp, *, key: bytes | None = None,
                     mode: LockMode = LockMode.SHARED, key_range: tuple[bytes, bytes | None] | None = None,
-                    preparing: bool = False) -> None:
+                    preparing: bool = False, deadline_s: float = math.inf) -> None:
         """Take a lock under wound-wait, waiting (within the caller's deadline) while older or prepared holders run.
+
+        `deadline_s` (trio's clock): a wait that would go past it raises `trio.TooSlowError`
+        instead, so a caller whose locks are nearly always free needs no cancel scope of its own.
 
         `preparing`: the request is a 2PC prepare. The transaction may already
         be prepared at another participant, where an older transaction may be
@@ -138,7 +142,9 @@ class TabletTransactions:
                               f"preparing at tablet {self.tablet_id}; it runs again with the same priority")
             self._wound_prepared(txn_id, priority, decision.blockers)
             waited = True
-            await self.replica._wait_changed(self.replica._changed)
+            if trio.current_time() >= deadline_s:
+                raise trio.TooSlowError
+            await self.replica._wait_changed(self.replica._changed, deadline_s)
 
     def _wound_prepared(self, txn_id: str, priority: Timestamp, blockers: tuple[str, ...]) -> None:
         """Wound-wait for prepared holders: nobody may undo a prepared transaction's
