@@ -53,6 +53,7 @@ from txn.api.errors import RequestFailed, failure
 from txn.api.limits import MAX_SCAN_REPLY_BYTES, MAX_SCAN_ROWS, scan_page
 from txn.net.coarse_timer import coarse_deadline, grid_point_at_or_before_ns, sleep_coarse
 from txn.net.messaging import request_arrival
+from txn.net.precise_timer import PreciseTimer, open_precise_timer
 from txn.tablet.commands import Barrier, Prepare, SafeTimeAdvance, WriteBatch, encode_command
 from txn.tablet.leader import PendingCommand, Serving, TabletLeaderCore, WriteState
 from txn.tablet.locks import LockMode
@@ -70,8 +71,9 @@ BARRIER_TIMEOUT_S = 2.0
 POLL_S = 0.05
 # The event loop's timeouts are whole milliseconds (epoll), rounded up: a timer sleeps about
 # 0.8 ms past its deadline on average. A precise commit-wait timer sleeps until this long
-# before a release and yields until it is due (real nodes; the simulation's virtual clock
-# would never move on while a task keeps yielding).
+# before a release and then on a timerfd until it is due (txn/net/precise_timer.py; where
+# there is none, it yields until then). Real nodes only: the simulation's virtual clock
+# drives no kernel timer, and would never move on while a task keeps yielding.
 TIMER_RESOLUTION_S = 0.001
 # How long the commit-wait timer and the leadership loop sleep when no deadline of theirs is
 # near: every change they act on wakes them (`_notify`, the driver's status events); this bound
@@ -220,6 +222,14 @@ class TabletReplica:
 
     async def _commit_wait_timer(self) -> None:
         """One timer for every commit-wait of this tablet (the physical clock decides)."""
+        precise = open_precise_timer() if self.precise_commit_wait else None
+        try:
+            await self._commit_wait_releases(precise)
+        finally:
+            if precise is not None:
+                precise.close()
+
+    async def _commit_wait_releases(self, precise: PreciseTimer | None) -> None:
         while True:
             changed = self._changed
             if self.leader.tick(self._physical_ns()):
@@ -232,10 +242,15 @@ class TabletReplica:
                 with trio.move_on_at(coarse_deadline(trio.current_time() + IDLE_WAIT_S)):
                     await changed.wait()
                 continue
-            delay_s = min(POLL_S, max(0, wake_ns - self._physical_ns()) / 1e9)
+            delay_ns = max(0, wake_ns - self._physical_ns())
+            delay_s = min(POLL_S, delay_ns / 1e9)
             if self.precise_commit_wait:
                 if delay_s <= TIMER_RESOLUTION_S:
-                    await trio.lowlevel.checkpoint()  # due within the loop's resolution: yield until it is
+                    # Due within the loop's resolution: on the timerfd, or yielding until it is.
+                    if precise is not None:
+                        await precise.sleep(delay_ns)
+                    else:
+                        await trio.lowlevel.checkpoint()
                     continue
                 delay_s -= TIMER_RESOLUTION_S
             with trio.move_on_after(delay_s):
