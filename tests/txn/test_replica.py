@@ -181,11 +181,12 @@ async def test_a_stale_read_is_measured_on_the_serving_replicas_clock_in_one_req
 
 
 @pytest.mark.parametrize("precise", [True, False])
-async def test_a_precise_commit_wait_releases_within_the_event_loops_timer_resolution(precise: bool,
-                                                                                      mock_clock) -> None:
+async def test_a_precise_commit_wait_releases_within_the_event_loops_timer_resolution(
+        precise: bool, mock_clock, monkeypatch: pytest.MonkeyPatch) -> None:
     """The loop's timeouts are whole milliseconds: a release due in 0.4 ms would wait for a 1 ms
-    timeout. A precise timer (real nodes) yields instead and releases once the physical clock is
-    past the commit-wait, with no timeout passing (trio's clock stands still here)."""
+    timeout. A precise timer (real nodes) without a timerfd yields instead and releases once the
+    physical clock is past the commit-wait, with no timeout passing (trio's clock stands still here)."""
+    monkeypatch.setattr("txn.tablet.tablet_replica.open_precise_timer", lambda: None)
     physical = ManualClock()
     replica = TabletReplica(
         node_id="n1", tablet=TabletConfig("t1", b"", None, ("n1", "n2", "n3"), "n1"), engine=DictEngine(),
@@ -206,6 +207,40 @@ async def test_a_precise_commit_wait_releases_within_the_event_loops_timer_resol
             await trio.lowlevel.checkpoint()
         assert (pending.state is WriteState.DONE) == precise, pending.state
         nursery.cancel_scope.cancel()
+
+
+async def test_a_precise_commit_wait_sleeps_its_last_millisecond_on_the_timerfd() -> None:
+    """With a timerfd (Linux; txn/net/precise_timer.py) the precise timer waits for a release on
+    it instead of yielding through the last millisecond: a handful of steps of the timer task,
+    where yielding took one per pass of the event loop. Real clocks: only counts are asserted."""
+    from hlc.physical import SystemClock
+
+    physical = SystemClock()
+    replica = TabletReplica(
+        node_id="n1", tablet=TabletConfig("t1", b"", None, ("n1", "n2", "n3"), "n1"), engine=DictEngine(),
+        clock=HybridClock(physical, 10_000_000), max_offset_ns=10_000_000, send=lambda dst, msg: None,
+        monotonic_ns=lambda: round(trio.current_time() * 1e9), paxos_config=PaxosConfig(), seed=1,
+        gc_retention_ns=10**12, precise_commit_wait=True,
+    )
+    steps: list[str] = []
+
+    class CountTimerSteps(trio.abc.Instrument):
+        def after_task_step(self, task: trio.lowlevel.Task) -> None:
+            if task.name.endswith("_commit_wait_timer"):
+                steps.append(task.name)
+
+    # Assigned as if it arrived 7 ms ago: commit-wait ends in about 3 ms.
+    pending = replica.leader.assign(Timestamp(physical.now_ns() - 7_000_000, 0), commit_wait=True)
+    replica.leader.applied(pending.ts, skipped=False, physical_now_ns=physical.now_ns())
+    trio.lowlevel.add_instrument(CountTimerSteps())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(replica._commit_wait_timer)
+        with trio.fail_after(10):
+            while pending.state is not WriteState.DONE:
+                await trio.sleep(0)  # this task yields all along: a yielding timer would keep stepping
+        nursery.cancel_scope.cancel()
+    assert physical.now_ns() > pending.release_after_ns
+    assert 1 <= len(steps) <= 6, f"the timer took {len(steps)} steps: it yielded instead of sleeping"
 
 
 async def test_an_idle_commit_wait_timer_sleeps_until_an_apply_wakes_it(mock_clock) -> None:
