@@ -10,6 +10,7 @@ import pathlib
 import signal
 import time
 
+import pytest
 import trio
 import trio.testing
 
@@ -103,3 +104,31 @@ def test_a_figure_is_the_difference_summed_over_nodes_per_operation() -> None:
     assert lines[2].split() == ["serve", "200.0", "us", "0.20", "steps", "1000.0", "us/step"]
     assert len(lines) == 3
     assert report(figure, operations=0) == ["  task CPU: no operation completed"]
+
+
+def test_a_node_refuses_a_task_cpu_file_it_could_not_write(tmp_path: pathlib.Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from tools import cli
+
+    code = cli.main(["node", "--dir", str(tmp_path), "--id", "n1", "--insecure",
+                     "--task-cpu", str(tmp_path / "missing" / "n1.json")])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, (code, out, err)
+    assert "--task-cpu" in err and "does not exist" in err, err
+
+
+def test_a_snapshot_that_cannot_be_written_is_logged_not_fatal(tmp_path: pathlib.Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    instrument = TaskCpu()
+    path = tmp_path / "gone" / "n1.json"  # its directory vanished after the node started
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(dump_on_signal, instrument, path)
+            await trio.testing.wait_all_tasks_blocked()
+            os.kill(os.getpid(), signal.SIGUSR1)
+            await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, instruments=[instrument])  # no exception: the node would have lived on
+    assert caplog.text.count("cannot write the task CPU snapshot") == 2, caplog.text

@@ -31,7 +31,7 @@ import trio
 
 from tools.errors import EXIT_OK, CliError
 from tools.common import DEFAULT_DIR
-from tools.task_cpu import TaskCpu, dump_on_signal
+from tools.task_cpu import TaskCpu, dump_on_signal, writable_file_error
 from txn.node.config import ConfigError, ensure_node_dir, load_config, node_dir
 from txn.node.server import NodeStartError
 from txn.node.wiring import run_node
@@ -70,6 +70,8 @@ def setup_logging(path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.task_cpu and (problem := writable_file_error(args.task_cpu)):
+        raise CliError(problem)
     try:
         config = load_config(args.dir)
         directory = ensure_node_dir(args.dir, config, args.id)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
 import pathlib
 import signal
@@ -35,6 +36,7 @@ import attrs
 import trio
 
 SIGNAL = signal.SIGUSR1
+log = logging.getLogger("chronodb.node")
 
 
 class TaskCpu(trio.abc.Instrument):
@@ -79,13 +81,31 @@ def write_snapshot(instrument: TaskCpu, path: pathlib.Path) -> None:
 
 
 async def dump_on_signal(instrument: TaskCpu, path: pathlib.Path) -> None:
-    """Write a snapshot on every SIGUSR1 until cancelled, and once more at the end."""
+    """Write a snapshot on every SIGUSR1 until cancelled, and once more at the end. A write that
+    fails (a full disk, the directory gone) is logged, never fatal: this is a benchmark's aid."""
     try:
         with trio.open_signal_receiver(SIGNAL) as signals:
             async for _ in signals:
-                write_snapshot(instrument, path)
+                _write_logged(instrument, path)
     finally:
+        _write_logged(instrument, path)
+
+
+def _write_logged(instrument: TaskCpu, path: pathlib.Path) -> None:
+    try:
         write_snapshot(instrument, path)
+    except OSError as error:
+        log.warning("cannot write the task CPU snapshot to %s: %s", path, error)
+
+
+def writable_file_error(path: str) -> str | None:
+    """Why `path` cannot take snapshots (its directory missing or not writable), or None."""
+    directory = pathlib.Path(path).resolve().parent
+    if not directory.is_dir():
+        return f"--task-cpu {path}: directory {directory} does not exist"
+    if not os.access(directory, os.W_OK):
+        return f"--task-cpu {path}: directory {directory} is not writable"
+    return None
 
 
 def read_snapshot(path: pathlib.Path) -> dict[str, Any] | None:
