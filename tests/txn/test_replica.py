@@ -180,6 +180,16 @@ async def test_a_stale_read_is_measured_on_the_serving_replicas_clock_in_one_req
     assert raised.value.reply.code == api.ErrorCode.BAD_REQUEST
 
 
+def commit_wait_replica(physical: object, precise: bool) -> TabletReplica:
+    """t1's replica on n1 over `physical`, for driving its commit-wait timer by hand."""
+    return TabletReplica(
+        node_id="n1", tablet=TabletConfig("t1", b"", None, ("n1", "n2", "n3"), "n1"), engine=DictEngine(),
+        clock=HybridClock(physical, 10_000_000), max_offset_ns=10_000_000, send=lambda dst, msg: None,  # type: ignore[arg-type]
+        monotonic_ns=lambda: round(trio.current_time() * 1e9), paxos_config=PaxosConfig(), seed=1,
+        gc_retention_ns=10**12, precise_commit_wait=precise,
+    )
+
+
 @pytest.mark.parametrize("precise", [True, False])
 async def test_a_precise_commit_wait_releases_within_the_event_loops_timer_resolution(
         precise: bool, mock_clock, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -188,12 +198,7 @@ async def test_a_precise_commit_wait_releases_within_the_event_loops_timer_resol
     physical clock is past the commit-wait, with no timeout passing (trio's clock stands still here)."""
     monkeypatch.setattr("txn.tablet.tablet_replica.open_precise_timer", lambda: None)
     physical = ManualClock()
-    replica = TabletReplica(
-        node_id="n1", tablet=TabletConfig("t1", b"", None, ("n1", "n2", "n3"), "n1"), engine=DictEngine(),
-        clock=HybridClock(physical, 10_000_000), max_offset_ns=10_000_000, send=lambda dst, msg: None,
-        monotonic_ns=lambda: round(trio.current_time() * 1e9), paxos_config=PaxosConfig(), seed=1,
-        gc_retention_ns=10**12, precise_commit_wait=precise,
-    )
+    replica = commit_wait_replica(physical, precise)
     pending = replica.leader.assign(replica.clock.now(), commit_wait=True)
     replica.leader.applied(pending.ts, skipped=False, physical_now_ns=physical.now_ns())
     physical.set(pending.release_after_ns - 400_000)  # due in 0.4 ms
@@ -216,12 +221,7 @@ async def test_a_precise_commit_wait_sleeps_its_last_millisecond_on_the_timerfd(
     from hlc.physical import SystemClock
 
     physical = SystemClock()
-    replica = TabletReplica(
-        node_id="n1", tablet=TabletConfig("t1", b"", None, ("n1", "n2", "n3"), "n1"), engine=DictEngine(),
-        clock=HybridClock(physical, 10_000_000), max_offset_ns=10_000_000, send=lambda dst, msg: None,
-        monotonic_ns=lambda: round(trio.current_time() * 1e9), paxos_config=PaxosConfig(), seed=1,
-        gc_retention_ns=10**12, precise_commit_wait=True,
-    )
+    replica = commit_wait_replica(physical, True)
     steps: list[str] = []
 
     class CountTimerSteps(trio.abc.Instrument):
