@@ -257,8 +257,13 @@ def measure_profiled(cluster: LocalCluster, profiler: Profiler | None, figure: s
     return figures, f"py-spy {profile.cpu_s:.2f} CPU-s"
 
 
-def task_cpu_nodes(cluster: LocalCluster) -> dict[str, tuple[int, pathlib.Path]]:
-    return {node_id: (process.pid, cluster.task_cpu_file(node_id)) for node_id, process in cluster.processes.items()}
+def task_cpu_snapshots(cluster: LocalCluster) -> dict[str, dict]:
+    """Every node's next task CPU snapshot (`--task-cpu`); a node that writes none is one CliError line."""
+    nodes = {node_id: (process.pid, cluster.task_cpu_file(node_id)) for node_id, process in cluster.processes.items()}
+    try:
+        return request_snapshots(nodes)
+    except TimeoutError as error:
+        raise CliError(f"--task-cpu: {error}") from None
 
 
 def wait_preferred_leaders(cluster: LocalCluster, timeout_s: float) -> dict[str, str | None]:
@@ -290,7 +295,7 @@ def run_cluster(args: argparse.Namespace, mode: str, levels: list[int], max_offs
             time.sleep(5.0)
         for kind in args.workload_list:
             for level in levels:
-                task_cpu_before = request_snapshots(task_cpu_nodes(cluster)) if args.task_cpu else {}
+                task_cpu_before = task_cpu_snapshots(cluster) if args.task_cpu else {}
                 figures, profile_note = measure_profiled(cluster, profiler, f"{mode}-{kind}-c{level}", kind, level,
                                                          args.seconds, args.client_processes)
                 results[(kind, level)] = figures
@@ -303,7 +308,7 @@ def run_cluster(args: argparse.Namespace, mode: str, levels: list[int], max_offs
                 print(f"{name:<16} {level:>7} {figures['ops']:>9,.0f} {figures['p50_ms']:>8.2f} "
                       f"{figures['p99_ms']:>8.2f} {figures['errors']:>6}  {note}", flush=True)
                 if args.task_cpu:
-                    spent = difference(task_cpu_before, request_snapshots(task_cpu_nodes(cluster)))
+                    spent = difference(task_cpu_before, task_cpu_snapshots(cluster))
                     print("\n".join(report(spent, figures["operations"])), flush=True)
     finally:
         cluster.stop_all()
