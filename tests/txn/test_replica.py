@@ -9,15 +9,17 @@ import trio
 import trio.testing
 
 from hlc import HybridClock, Timestamp
-from hlc.physical import ManualClock
+from hlc.physical import ManualClock, SystemClock
 from mvcc.engine import DictEngine
+from paxos.messages import Ballot
 from paxos.types import NotLeader, PaxosConfig, ProposalLost
 from txn import api
 from txn.api.cluster import TabletConfig
 from txn.api.errors import RequestFailed
 from txn.net.messaging import set_request_arrival
-from txn.tablet.commands import Prepare
+from txn.tablet.commands import Prepare, WriteBatch, encode_command
 from txn.tablet.leader import Serving, WriteState
+from txn.tablet.locks import LockMode, Outcome
 from txn.tablet.tablet_replica import TabletReplica
 
 
@@ -218,8 +220,6 @@ async def test_a_precise_commit_wait_sleeps_its_last_millisecond_on_the_timerfd(
     """With a timerfd (Linux; txn/net/precise_timer.py) the precise timer waits for a release on
     it instead of yielding through the last millisecond: a handful of steps of the timer task,
     where yielding took one per pass of the event loop. Real clocks: only counts are asserted."""
-    from hlc.physical import SystemClock
-
     physical = SystemClock()
     replica = commit_wait_replica(physical, True)
     steps: list[str] = []
@@ -334,9 +334,6 @@ async def test_a_write_outside_a_transport_request_takes_the_clock_now() -> None
 async def test_a_batch_of_applied_slots_wakes_the_waiters_once_and_releases_what_is_due() -> None:
     """One engine write of several slots (a Paxos turn's worth) is one wake-up for the replica's
     waiters, not one per slot, and ends commit-wait for every write whose release time has passed."""
-    from paxos.messages import Ballot
-    from txn.tablet.commands import WriteBatch, encode_command
-
     replica = serving_replica(NotLeader(None))
     physical = replica.clock.physical
     pending = []
@@ -357,9 +354,6 @@ async def test_a_batch_of_applied_slots_wakes_the_waiters_once_and_releases_what
 async def test_a_write_behind_an_older_lock_holder_times_out_unproposed(autojump_clock: trio.testing.MockClock) -> None:
     """A plain write waits for an older transaction's lock only until its deadline: then `timeout`
     (not committed: never proposed), and it leaves nothing behind in the lock table."""
-    from txn.tablet.locks import LockMode
-    from txn.tablet.locks import Outcome
-
     replica = serving_replica(NotLeader(None))  # a proposal would fail as not_leader: none must be made
     older = replica.clock.now()
     granted = replica.txns.locks.lock_key("older", older, b"k", LockMode.EXCLUSIVE, 0)
