@@ -8,7 +8,9 @@ fails the write, as a full disk does, and the replica restarts on its store). St
 in use, data directory locked by another process or belonging to another
 cluster, bad cluster.toml, missing certificates) print one line and exit 2.
 With a `metrics_port` in cluster.toml it serves Prometheus' `GET /metrics`
-there (plain HTTP, on the node's host).
+there (plain HTTP, on the node's host). Once started, the node freezes what
+start-up left alive out of garbage collection and makes young collections
+rare (txn/node/gc_settings.py).
 
 TLS by default: the node loads DIR/certs/ca.crt and node.<ID>.crt/.key
 (made by `chronodb up` or `chronodb cert`); `--insecure` runs plain TCP with
@@ -33,6 +35,7 @@ from tools.errors import EXIT_OK, CliError
 from tools.common import DEFAULT_DIR
 from tools.task_cpu import TaskCpu, dump_on_signal, writable_file_error
 from txn.node.config import ConfigError, ensure_node_dir, load_config, node_dir
+from txn.node.gc_settings import settle_for_serving
 from txn.node.server import NodeStartError
 from txn.node.wiring import run_node
 from txn.net.coarse_timer import lay_grid_on
@@ -100,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
                 nursery.start_soon(dump_on_signal, task_cpu, pathlib.Path(args.task_cpu))
             await nursery.start(functools.partial(run_node, config, args.id, args.dir, tls=tls))
             pid_file.write_text(f"{os.getpid()}\n")
+            # Start-up's objects out of the collector's way, young collections rare (txn/node/gc_settings.py).
+            gc_settings = settle_for_serving()
+            node_log.info("node %s: %d start-up objects frozen out of garbage collection, thresholds %s",
+                          args.id, gc_settings.frozen_objects, gc_settings.thresholds)
             if tls is None:
                 nursery.start_soon(repeat_insecure_warning, args.id)
             mode = "TLS" if tls is not None else "INSECURE (no TLS, no authentication)"

@@ -123,6 +123,9 @@ def test_metrics_follow_writes_reads_and_a_transaction(shared_cluster: LocalClus
         assert ("chronodb_clock_samples_total", (("source", "probe"),)) in samples
         assert total(samples, "chronodb_node_info", node=node_id, cluster_id=cluster.config.cluster_id) == 1
         assert total(samples, "process_resident_memory_bytes") > 0
+        # The node froze its start-up objects out of garbage collection (txn/node/gc_settings.py).
+        assert total(samples, "chronodb_gc_frozen_objects") > 10_000, node_id
+        assert ("python_gc_collections_total", (("generation", "0"),)) in samples
     for tablet in cluster.config.tablets:  # every tablet got a leader once
         assert cluster_total(after, "chronodb_leader_changes_total", tablet=tablet.id) >= 1
 

@@ -26,11 +26,12 @@ Invariants:
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 from typing import TYPE_CHECKING, Any, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, Counter, GCCollector, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from hlc import Timestamp
@@ -89,6 +90,7 @@ class NodeMetrics:
                                    "the tablet that commits them, by path", ["tablet", "path"], registry=registry)
         registry.register(NodeCollector(node))
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+        GCCollector(registry=registry)  # python_gc_collections_total{generation}, python_gc_objects_collected_total
         self._children: dict[tuple[Any, ...], Any] = {}
         # The hot paths' label children, by the request's own values (bounded: only
         # tablets this node holds are cached, the rest fall back to `_child`).
@@ -214,6 +216,8 @@ class NodeCollector:
             [], 1 if node.fenced else 0)
         families.counter("chronodb_fence_events", "Times this node fenced itself").add_metric(
             [], node.watch.marks["node.fenced"])
+        families.gauge("chronodb_gc_frozen_objects", "Objects in the process frozen out of garbage collection "
+                       "(start-up's, txn/node/gc_settings.py)").add_metric([], gc.get_freeze_count())
         samples = families.counter("chronodb_clock_samples", "Round trips that measured a peer's clock, by source: "
                                    "probe (a ClockProbe) or paxos (a heartbeat's Accepted); paxos_dropped: "
                                    "heartbeat round trips too slow to use", ["source"])
