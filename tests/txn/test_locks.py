@@ -10,7 +10,7 @@ from txn.api.errors import AbortReason
 from txn.tablet.locks import LockMode, LockTable, Outcome
 
 OLD, MID, YOUNG = Timestamp(1, 0), Timestamp(2, 0), Timestamp(3, 0)
-S, X = LockMode.SHARED, LockMode.EXCLUSIVE
+S, X, B = LockMode.SHARED, LockMode.EXCLUSIVE, LockMode.BLIND
 
 
 def test_shared_locks_share_and_exclusive_excludes() -> None:
@@ -19,6 +19,25 @@ def test_shared_locks_share_and_exclusive_excludes() -> None:
     assert table.lock_key("b", YOUNG, b"k", S, 0).outcome is Outcome.GRANTED
     decision = table.lock_key("c", YOUNG, b"k", X, 0)
     assert decision.outcome is Outcome.WAIT and set(decision.blockers) == {"a", "b"}
+
+
+def test_single_writes_share_a_key_and_exclude_every_transaction_lock() -> None:
+    table = LockTable()
+    assert table.lock_key("w1", MID, b"k", B, 0).outcome is Outcome.GRANTED
+    assert table.lock_key("w2", MID, b"k", B, 0).outcome is Outcome.GRANTED
+    for mode in (S, X):
+        decision = table.lock_key("txn", YOUNG, b"k", mode, 0)
+        assert decision.outcome is Outcome.WAIT and set(decision.blockers) == {"w1", "w2"}, mode
+    decision = table.lock_range("scan", YOUNG, b"a", b"z", 0)
+    assert decision.outcome is Outcome.WAIT and set(decision.blockers) == {"w1", "w2"}
+    # And the other way round: a single write waits for an older transaction's read, write or scan.
+    table = LockTable()
+    table.lock_key("reader", OLD, b"r", S, 0)
+    table.lock_key("writer", OLD, b"x", X, 0)
+    table.lock_range("scan", OLD, b"m", b"n", 0)
+    for key, holder in ((b"r", "reader"), (b"x", "writer"), (b"m1", "scan")):
+        decision = table.lock_key("w", YOUNG, key, B, 0)
+        assert decision.outcome is Outcome.WAIT and decision.blockers == (holder,), key
 
 
 def test_an_older_writer_wounds_a_younger_reader_and_the_victim_learns_it() -> None:
@@ -101,13 +120,14 @@ def test_idle_unprepared_holders_expire() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from([b"a", b"b", b"c"]), st.booleans()), max_size=40))
+@given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from([b"a", b"b", b"c"]), st.sampled_from([S, X, B])),
+                max_size=40))
 def test_wound_wait_never_lets_a_transaction_wait_for_a_younger_unprepared_one(requests) -> None:
     """No deadlock: every wait edge points from younger to older (or to a prepared holder)."""
     table = LockTable()
-    for txn, key, exclusive in requests:
+    for txn, key, mode in requests:
         name = f"t{txn}"
-        decision = table.lock_key(name, Timestamp(txn, 0), key, X if exclusive else S, 0)
+        decision = table.lock_key(name, Timestamp(txn, 0), key, mode, 0)
         for blocker in decision.blockers:
             holder = table.txns[blocker]
             assert holder.prepared or (holder.priority, blocker) < (Timestamp(txn, 0), name)
@@ -117,3 +137,6 @@ def test_wound_wait_never_lets_a_transaction_wait_for_a_younger_unprepared_one(r
         for held_key, holders in table.by_key.items():
             if any(mode is X for mode in holders.values()):
                 assert len(holders) == 1, (held_key, holders)
+            # A single write's lock is shared with single writes only.
+            if any(mode is B for mode in holders.values()):
+                assert all(mode is B for mode in holders.values()), (held_key, holders)

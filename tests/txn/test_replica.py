@@ -17,7 +17,7 @@ from txn import api
 from txn.api.cluster import TabletConfig
 from txn.api.errors import RequestFailed
 from txn.net.messaging import set_request_arrival
-from txn.tablet.commands import Prepare, WriteBatch, encode_command
+from txn.tablet.commands import Prepare, WriteBatch, decode_command, encode_command
 from txn.tablet.leader import Serving, WriteState
 from txn.tablet.locks import LockMode, Outcome
 from txn.tablet.tablet_replica import TabletReplica
@@ -365,3 +365,31 @@ async def test_a_write_behind_an_older_lock_holder_times_out_unproposed(autojump
     assert trio.current_time() - started == pytest.approx(0.32), "it waited until its deadline, not longer"
     assert set(replica.txns.locks.txns) == {"older"}, "the write's waiting record is gone"
     assert not replica.pending
+
+
+async def test_single_writes_to_one_key_do_not_wait_for_each_other_but_hold_off_transactions() -> None:
+    """Two writes to one key are both proposed while neither is chosen: no lock between them
+    (txn/tablet/locks.py, BLIND), timestamps in proposal order. A transaction's lock on the key
+    still waits for both."""
+    replica = serving_replica(NotLeader(None))
+    proposed: list[WriteBatch] = []
+    never = trio.Event()
+
+    async def propose(command: bytes, *, timeout_s: float, on_not_chosen: object = None) -> int:
+        proposed.append(decode_command(command))  # type: ignore[arg-type]
+        await never.wait()  # Paxos never answers: both writes stay in flight
+        raise AssertionError("unreachable")
+
+    replica.paxos.propose = propose  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        for value in (b"first", b"second"):
+            nursery.start_soon(replica.write, (api.KeyWrite(b"k", value),), 60_000_000_000)
+            with trio.fail_after(5):
+                while len(proposed) < (1 if value == b"first" else 2):
+                    await trio.sleep(0.001)
+        assert [list(command.writes) for command in proposed] == [[(b"k", b"first")], [(b"k", b"second")]]
+        assert proposed[0].ts < proposed[1].ts
+        younger = replica.clock.now()
+        decision = replica.txns.locks.lock_key("txn", younger, b"k", LockMode.SHARED, 0)
+        assert decision.outcome is Outcome.WAIT and len(decision.blockers) == 2
+        nursery.cancel_scope.cancel()

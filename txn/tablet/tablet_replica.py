@@ -401,8 +401,9 @@ class TabletReplica:
             deadline_s = trio.current_time() + max(timeout_ns, 1) / 1e9
             try:
                 for key in sorted({w.key for w in writes}):
-                    # The deadline applies only if it must wait: no cancel scope for a free lock.
-                    await self.txns._lock(txn_id, self.clock.now(), key=key, mode=LockMode.EXCLUSIVE, deadline_s=deadline_s)
+                    # The deadline applies only if it must wait: no cancel scope for a free lock. BLIND:
+                    # other single writes to the key do not hold this one up (txn/tablet/locks.py).
+                    await self.txns._lock(txn_id, self.clock.now(), key=key, mode=LockMode.BLIND, deadline_s=deadline_s)
             except trio.TooSlowError:
                 raise failure(api.ErrorCode.TIMEOUT, f"the write waited too long for locks on tablet {self.tablet.id}: not committed") from None
             return await self._write_locked(writes, timeout_ns)
