@@ -336,3 +336,18 @@ async def test_a_handler_knows_when_its_request_arrived() -> None:
         assert arrived is not None and arrived > sent  # the client's clock was absorbed first
         assert arrived < handled and later == arrived  # taken before the handler ran; each task keeps its own
     assert len({arrived for arrived, _, _ in handler.seen}) == 3
+
+
+async def test_a_client_call_times_out_at_its_deadline_and_the_connection_serves_on() -> None:
+    """A client connection's calls are timed by its sweeper task (no cancel scope per call)."""
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1")
+        async with open_client_connection(*t1.address, cluster_id="c1", clock=new_clock(), timeout_s=2) as conn:
+            started = trio.current_time()
+            with pytest.raises(RpcTimeout, match="within 0.2s"):
+                await conn.call(Ping(b"hang"), timeout_s=0.2)
+            assert 0.2 <= trio.current_time() - started < 5
+            assert conn.pending_calls() == 0
+            reply = await conn.call(Ping(b"x"), timeout_s=2)
+            assert reply.payload.endswith(b":x")
+            assert conn._pending._sweep_scope is not None, "the sweeper keeps this connection's deadlines"

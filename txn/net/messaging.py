@@ -12,6 +12,11 @@ Role: lets node code run unchanged over `txn/transport.py` (real TCP) and
 Invariants:
 - A call's state (its slot in `PendingCalls`) is freed when the call returns,
   raises or is cancelled, so expired calls leave nothing behind.
+- A call's deadline is a cancel scope of its own (`wait`), or, where the
+  owner runs `PendingCalls.sweep` (a client connection: one call per
+  operation, where the scope was a tenth of the client's CPU per read),
+  the sweeper's: one task sleeping until the earliest pending deadline,
+  which fails the calls past it with RpcTimeout at that moment.
 - A handler's `handle_request` exception becomes an ERROR envelope, raised in
   the caller as `RemoteError(text)`; it never reaches the transport's tasks.
 - While a handler serves a request, `request_arrival()` is the receiving
@@ -24,6 +29,7 @@ Invariants:
 from __future__ import annotations
 
 import contextvars
+import math
 from typing import Any, Optional, Protocol
 
 import attrs
@@ -132,6 +138,10 @@ class _Waiter:
     event: trio.Event = attrs.field(factory=trio.Event)
     kind: Optional[Kind] = None
     body: Any = None
+    deadline_s: float = math.inf  # trio time; kept by `PendingCalls.sweep` (`wait_swept`)
+
+
+_TIMED_OUT = object()  # a swept waiter's body: its deadline passed
 
 
 @attrs.define(eq=False)
@@ -140,6 +150,7 @@ class PendingCalls:
 
     _next_id: int = 1
     _waiters: dict[int, _Waiter] = attrs.field(factory=dict)
+    _sweep_scope: Optional[trio.CancelScope] = None  # the sweeper's sleep, while it runs
 
     def __len__(self) -> int:
         return len(self._waiters)
@@ -184,7 +195,44 @@ class PendingCalls:
                 await waiter.event.wait()
         finally:
             self.close(request_id)
-        if not waiter.event.is_set():
+        return self._outcome(waiter, dst, timeout_s)
+
+    async def wait_swept(self, request_id: int, waiter: _Waiter, dst: str, timeout_s: float) -> Any:
+        """As `wait`, with no cancel scope of its own: the deadline is kept by `sweep`, which
+        the owner must be running (else this is `wait`)."""
+        scope = self._sweep_scope
+        if scope is None:
+            return await self.wait(request_id, waiter, dst, timeout_s)
+        waiter.deadline_s = trio.current_time() + timeout_s
+        if waiter.deadline_s < scope.deadline:
+            scope.deadline = waiter.deadline_s  # wakes the sweeper earlier
+        try:
+            await waiter.event.wait()
+        finally:
+            self.close(request_id)
+        return self._outcome(waiter, dst, timeout_s)
+
+    async def sweep(self) -> None:
+        """Until cancelled: sleep until the earliest deadline of the calls waiting in
+        `wait_swept`, then fail those past theirs with RpcTimeout. Its wake-ups: one per
+        earliest deadline, about once per call timeout while calls finish in time."""
+        try:
+            while True:
+                deadline_s = min((w.deadline_s for w in self._waiters.values()), default=math.inf)
+                with trio.CancelScope(deadline=deadline_s) as self._sweep_scope:
+                    await trio.sleep_forever()
+                now_s = trio.current_time()
+                for request_id, waiter in list(self._waiters.items()):
+                    if waiter.deadline_s <= now_s:
+                        del self._waiters[request_id]
+                        waiter.kind, waiter.body = None, _TIMED_OUT
+                        waiter.event.set()
+        finally:
+            self._sweep_scope = None
+
+    @staticmethod
+    def _outcome(waiter: _Waiter, dst: str, timeout_s: float) -> Any:
+        if not waiter.event.is_set() or waiter.body is _TIMED_OUT:
             raise RpcTimeout(f"no response from {dst} within {timeout_s:g}s")
         if waiter.kind is Kind.RESPONSE:
             return waiter.body
