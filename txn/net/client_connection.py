@@ -22,7 +22,7 @@ Invariants:
   PeerUnreachable (open a new connection to retry).
 - A call's timeout is kept by the connection's sweeper task
   (`PendingCalls.sweep`), not a cancel scope per call: RpcTimeout at the
-  deadline, as before, for a tenth less of the client's CPU per read.
+  deadline, as before, for less of the client's CPU per call.
 - With `tls` (txn/net/tls.py; None is --insecure) the connection is TLS 1.3
   with the client's certificate; the node's certificate must be verified by
   the cluster CA and name a node, the very node whose id the handshake

@@ -14,9 +14,10 @@ Invariants:
   raises or is cancelled, so expired calls leave nothing behind.
 - A call's deadline is a cancel scope of its own (`wait`), or, where the
   owner runs `PendingCalls.sweep` (a client connection: one call per
-  operation, where the scope was a tenth of the client's CPU per read),
-  the sweeper's: one task sleeping until the earliest pending deadline,
-  which fails the calls past it with RpcTimeout at that moment.
+  operation, so the scope per call cost a client a good part of its CPU;
+  figures in ARCHITECTURE.md), the sweeper's: one task sleeping until the
+  earliest pending deadline, which fails the calls past it with RpcTimeout
+  at that moment.
 - A handler's `handle_request` exception becomes an ERROR envelope, raised in
   the caller as `RemoteError(text)`; it never reaches the transport's tasks.
 - While a handler serves a request, `request_arrival()` is the receiving
