@@ -7,6 +7,9 @@ return their bodies, and nothing is left behind.
 
 from __future__ import annotations
 
+import contextlib
+from typing import AsyncIterator
+
 import pytest
 import trio
 import trio.testing
@@ -27,13 +30,20 @@ async def call(pending: PendingCalls, timeout_s: float, outcomes: dict[str, obje
     outcomes[name + "_at"] = trio.current_time() - started
 
 
-async def test_the_sweeper_times_out_each_call_at_its_own_deadline(autojump_clock: trio.testing.MockClock) -> None:
+@contextlib.asynccontextmanager
+async def swept() -> AsyncIterator[tuple[PendingCalls, dict[str, object], dict[str, int], trio.Nursery]]:
+    """A PendingCalls with its sweeper running; a call that never ends fails the test at 30 s."""
     pending = PendingCalls()
-    outcomes: dict[str, object] = {}
-    ids: dict[str, int] = {}
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(pending.sweep)
-        await trio.testing.wait_all_tasks_blocked()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pending.sweep)
+            await trio.testing.wait_all_tasks_blocked()
+            yield pending, {}, {}, nursery
+            nursery.cancel_scope.cancel()
+
+
+async def test_the_sweeper_times_out_each_call_at_its_own_deadline(autojump_clock: trio.testing.MockClock) -> None:
+    async with swept() as (pending, outcomes, ids, nursery):
         nursery.start_soon(call, pending, 5.0, outcomes, "long", ids)
         await trio.testing.wait_all_tasks_blocked()
         nursery.start_soon(call, pending, 1.0, outcomes, "short", ids)  # later, but due first
@@ -43,7 +53,6 @@ async def test_the_sweeper_times_out_each_call_at_its_own_deadline(autojump_cloc
         assert pending.resolve(ids["answered"], Kind.RESPONSE, "body")
         await trio.sleep(10)
         assert len(pending) == 0, "every call's slot is freed"
-        nursery.cancel_scope.cancel()
     assert isinstance(outcomes["short"], RpcTimeout) and "within 1s" in str(outcomes["short"])
     assert outcomes["short_at"] == pytest.approx(1.0)
     assert isinstance(outcomes["long"], RpcTimeout) and outcomes["long_at"] == pytest.approx(5.0)
@@ -58,13 +67,7 @@ async def test_without_a_sweeper_a_call_keeps_its_own_deadline(autojump_clock: t
 
 
 async def test_a_late_answer_after_the_sweep_is_ignored(autojump_clock: trio.testing.MockClock) -> None:
-    pending = PendingCalls()
-    outcomes: dict[str, object] = {}
-    ids: dict[str, int] = {}
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(pending.sweep)
-        await trio.testing.wait_all_tasks_blocked()
+    async with swept() as (pending, outcomes, ids, _):
         await call(pending, 1.0, outcomes, "late", ids)
         assert not pending.resolve(ids["late"], Kind.RESPONSE, "too late")
-        nursery.cancel_scope.cancel()
-    assert isinstance(outcomes["late"], RpcTimeout)
+    assert isinstance(outcomes["late"], RpcTimeout) and outcomes["late_at"] == pytest.approx(1.0)
