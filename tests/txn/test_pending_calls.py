@@ -71,3 +71,13 @@ async def test_a_late_answer_after_the_sweep_is_ignored(autojump_clock: trio.tes
         await call(pending, 1.0, outcomes, "late", ids)
         assert not pending.resolve(ids["late"], Kind.RESPONSE, "too late")
     assert isinstance(outcomes["late"], RpcTimeout) and outcomes["late_at"] == pytest.approx(1.0)
+
+
+async def test_a_nan_timeout_is_refused_as_before_not_waited_out(autojump_clock: trio.testing.MockClock) -> None:
+    """No deadline compares with NaN: the sweeper would never fail such a call. It is refused
+    the way a call's own cancel scope refuses it, and its slot is freed."""
+    async with swept() as (pending, _, _, _):
+        request_id, waiter = pending.open()
+        with pytest.raises(ValueError, match="NaN"):
+            await pending.wait_swept(request_id, waiter, "n2", float("nan"))
+        assert len(pending) == 0

@@ -200,9 +200,10 @@ class PendingCalls:
 
     async def wait_swept(self, request_id: int, waiter: _Waiter, dst: str, timeout_s: float) -> Any:
         """As `wait`, with no cancel scope of its own: the deadline is kept by `sweep`, which
-        the owner must be running (else this is `wait`)."""
+        the owner must be running (else this is `wait`). A NaN timeout, which no deadline
+        compares with, goes to `wait` too, whose scope refuses it (ValueError), as before."""
         scope = self._sweep_scope
-        if scope is None:
+        if scope is None or math.isnan(timeout_s):
             return await self.wait(request_id, waiter, dst, timeout_s)
         waiter.deadline_s = trio.current_time() + timeout_s
         if waiter.deadline_s < scope.deadline:
