@@ -11,9 +11,11 @@ import trio
 import trio.testing
 
 from hlc import HybridClock
+from hlc.offsets import FenceCause
 from hlc.physical import ManualClock
 from txn import api
 from txn.net.coarse_timer import GRAIN_S
+from txn.net.messaging import RpcTimeout
 from txn.node.clock_watch import PAXOS_SAMPLE_FRESH_S, PROBE_INTERVAL_S, PROBE_OFF_GRID_S, ClockWatch
 
 MS = 1_000_000
@@ -153,3 +155,65 @@ async def test_a_loaded_leader_keeps_one_paxos_sample_per_peer_per_gap(autojump_
         await trio.sleep(0.1)  # the next busy heartbeat
     assert watch.samples["paxos"] == 20
     assert all(len(state.samples) == 10 for state in watch.monitor.by_peer.values())
+
+
+async def test_an_alarming_sample_is_confirmed_at_once_so_a_peer_that_then_stops_cannot_keep_this_node_fenced(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """At boot a probe of n2 came back wide and alarming (this node's loop stalled after taking the send
+    time); n2 then stopped answering, as a paused process does. A probe sent at once narrows the wide
+    sample, and the node serves again: waiting for the next round, it would have had no more samples of
+    n2, and the wide one would have kept it fenced for the 5 s window (tests/e2e/test_paused_leader.py)."""
+    physical = ManualClock()
+    watch = make_watch(physical)
+    answered: dict[str, list[float]] = {"n2": [], "n3": []}
+    fenced_at: list[tuple[float, bool, FenceCause]] = []
+    watch.on_change = lambda fenced: fenced_at.append((trio.current_time(), fenced, watch.monitor.cause))
+
+    async def call(peer: str, message: object, timeout_s: float) -> object:
+        if peer == "n2" and len(answered["n2"]) == 2:
+            await trio.sleep(timeout_s)  # paused: the kernel takes the probe, nobody answers
+            raise RpcTimeout("no response")
+        answered[peer].append(trio.current_time())
+        if len(answered[peer]) == 1:  # the first probes, both slow to leave (as seen at boot)
+            sent_ns = physical.now_ns()
+            error_ns, offset_ns = (5 * MS, 47 * MS // 10) if peer == "n2" else (47 * MS // 10, 4 * MS)
+            physical.advance(2 * error_ns)
+            return api.ClockProbeReply(sent_ns + error_ns + offset_ns)  # n2: 4.7 ms +-5.0, alone beyond 9 ms
+        return api.ClockProbeReply(physical.now_ns())  # precise, and in step with ours
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch.probe_loop, call)
+        await trio.sleep(PROBE_OFF_GRID_S + PROBE_INTERVAL_S / 4)
+        nursery.cancel_scope.cancel()
+    first_n2 = answered["n2"][0]
+    assert (first_n2, True, FenceCause.SKEWED) in fenced_at, f"the wide sample fenced this node at once: {fenced_at}"
+    assert answered["n2"] == [first_n2, first_n2], "confirmed by a second probe at once, not at the next round"
+    assert watch.marks["clock.confirm_probes"] == 1
+    assert not watch.fenced, (watch.reason, fenced_at)
+
+
+async def test_a_peer_that_alarms_on_every_sample_costs_one_confirmation_per_gap(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """n2 really is 20 ms ahead: every sample of it alarms, the confirmations' too. They stay one per
+    CONFIRM_GAP_S (without the gap, each confirmation would set off the next, forever, in no time)."""
+    physical = ManualClock()
+    watch = make_watch(physical)
+    probes_of_n2: list[float] = []
+
+    async def call(peer: str, message: object, timeout_s: float) -> object:
+        if peer == "n2":
+            probes_of_n2.append(trio.current_time())
+            assert len(probes_of_n2) < 1000, "confirmation probes without end"
+            return api.ClockProbeReply(physical.now_ns() + 20 * MS)
+        return api.ClockProbeReply(physical.now_ns())
+
+    rounds = 10
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch.probe_loop, call)
+        await trio.sleep(rounds * PROBE_INTERVAL_S)
+        nursery.cancel_scope.cancel()
+    assert rounds <= len(probes_of_n2) <= 2 * rounds + 1, probes_of_n2
+    assert watch.marks["clock.confirm_probes"] >= rounds // 2
+    gaps = [b - a for a, b in zip(probes_of_n2, probes_of_n2[1:])]
+    assert sum(1 for gap in gaps if gap < PROBE_INTERVAL_S / 4) <= rounds + 1
+    assert not watch.fenced, "n2 is the outlier, not this node"

@@ -4,8 +4,9 @@ Role: the node's half of DESIGN.md contract 6. It feeds round trips to each
 peer to the pure `hlc.offsets.OffsetMonitor`, which decides whether this
 node is fenced. It judges the clock every `PROBE_INTERVAL_S` (samples age
 and go stale), and at once on a sample that could fence it (a step, or one
-alone beyond the limit: `Sampled.ALARM`) and, at boot, on every sample
-(`OffsetMonitor.wants_check`). The node
+alone beyond the limit: `Sampled.ALARM`; a probe of that peer, sent at
+once, confirms or narrows it: `CONFIRM_GAP_S`) and, at boot, on every
+sample (`OffsetMonitor.wants_check`). The node
 reads `fenced` on every request and every Paxos message: a fenced node
 drops all Paxos traffic in and out (to the others it looks partitioned, so
 it neither grants nor takes leases) and refuses reads and writes.
@@ -47,6 +48,7 @@ them are usable and the window stretches toward its 5 s bound.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import math
 from typing import Awaitable, Callable
@@ -65,6 +67,13 @@ PROBE_INTERVAL_S = 0.4  # a grain: rounds only age samples out; an alarming samp
 # let two lost probes in a row hide a step for over 2 s (cluster simulation, seed 166).
 PROBE_TIMEOUT_S = 0.1
 PROBE_OFF_GRID_S = GRAIN_S / 2  # a probe goes out this long after the round that found it due
+# An alarming sample (a step, or alone beyond the limit) is confirmed by a probe of that peer at once,
+# at most this often per peer. A sample is wide when this node's loop stalled between taking the send
+# time and writing the probe (seen at boot: +4.7 ms +-5.2 fenced a node); that sample stays in the 5 s
+# window, and only a precise one intersecting it narrows the estimate. Waiting for the next round let a
+# peer that stopped answering in between keep this node fenced for the whole window: with the peer
+# gone, 6 s in which the tablets they shared could elect no leader (tests/e2e/test_paused_leader.py).
+CONFIRM_GAP_S = PROBE_INTERVAL_S
 # Only precise Paxos round trips are used: at most this fraction of max_offset as error (half the
 # round trip; 2 ms with the default 10 ms), nor one that claims to end before it began (the echoed
 # send time is the peer's word). A wide sample taken just after a clock step can overlap the older,
@@ -105,6 +114,9 @@ class ClockWatch:
         self.samples: collections.Counter[str] = collections.Counter()
         self._sampled_s: dict[str, float] = {}  # peer -> trio time of its last usable Paxos sample
         self._probing: set[str] = set()  # peers with a probe under way (one at a time per peer)
+        self._confirmed_s: dict[str, float] = {}  # peer -> trio time of its last confirmation probe
+        self._probes: trio.Nursery | None = None  # the probe loop's, while it runs
+        self._call: Call | None = None
         self.paxos_round_trip_limit_ns = int(2 * PAXOS_MAX_ERROR_FRACTION * max_offset_ns)
 
     @property
@@ -116,33 +128,37 @@ class ClockWatch:
         return self.monitor.reason
 
     async def probe_loop(self, call: Call) -> None:
-        async with trio.open_nursery() as probes:
-            while True:
-                now_s = trio.current_time()
-                for peer in self.peers:
-                    if now_s - self._sampled_s.get(peer, -math.inf) >= PAXOS_SAMPLE_FRESH_S and peer not in self._probing:
-                        self._probing.add(peer)
-                        probes.start_soon(self._probe, call, peer)
-                self.update_fence()
-                await sleep_coarse(PROBE_INTERVAL_S)  # with the node's other housekeeping (txn/net/coarse_timer.py)
-
-    async def _probe(self, call: Call, peer: str) -> None:
         try:
-            # Off the grid, where every node's heartbeats and housekeeping are not (module docstring).
-            await trio.sleep(PROBE_OFF_GRID_S)
-            physical = self.clock.physical
+            async with trio.open_nursery() as probes:
+                self._probes, self._call = probes, call
+                while True:
+                    now_s = trio.current_time()
+                    for peer in self.peers:
+                        if now_s - self._sampled_s.get(peer, -math.inf) >= PAXOS_SAMPLE_FRESH_S and peer not in self._probing:
+                            self._probing.add(peer)
+                            probes.start_soon(self._probe, call, peer)
+                    self.update_fence()
+                    await sleep_coarse(PROBE_INTERVAL_S)  # with the node's other housekeeping (txn/net/coarse_timer.py)
+        finally:
+            self._probes = self._call = None
+
+    async def _probe(self, call: Call, peer: str, *, off_grid: bool = True) -> None:
+        physical = self.clock.physical
+        try:
+            if off_grid:  # where every node's heartbeats and housekeeping are not (module docstring)
+                await trio.sleep(PROBE_OFF_GRID_S)
             sent_ns = physical.now_ns()
             try:
                 reply = await call(peer, api.ClockProbe(), PROBE_TIMEOUT_S)
             except TransportError:
                 return
-            if isinstance(reply, api.ClockProbeReply):
-                sampled = self.monitor.record(peer, sent_ns, reply.physical_ns, physical.now_ns())
-                if sampled is not Sampled.DROPPED:
-                    self.samples["probe"] += 1
-                    self._judge_alarm(sampled)
         finally:
-            self._probing.discard(peer)
+            self._probing.discard(peer)  # before the judgement below, which may confirm with another probe
+        if isinstance(reply, api.ClockProbeReply):
+            sampled = self.monitor.record(peer, sent_ns, reply.physical_ns, physical.now_ns())
+            if sampled is not Sampled.DROPPED:
+                self.samples["probe"] += 1
+                self._judge_alarm(sampled, peer)
 
     def record_round_trip(self, peer: str, elapsed_ns: int, peer_physical_ns: int) -> None:
         """A round trip that was not a probe: sent `elapsed_ns` ago (monotonic), answered by `peer` when its
@@ -160,13 +176,28 @@ class ClockWatch:
             self._sampled_s[peer] = trio.current_time()
             self.samples["paxos"] += 1
             self.marks["clock.paxos_sample"] += 1
-            self._judge_alarm(sampled)
+            self._judge_alarm(sampled, peer)
 
-    def _judge_alarm(self, sampled: Sampled) -> None:
-        """A sample that could fence this node (or, at boot, let it serve) is judged at once, not at the next round."""
+    def _judge_alarm(self, sampled: Sampled, peer: str) -> None:
+        """A sample that could fence this node (or, at boot, let it serve) is judged at once, not at the
+        next round; an alarming one is also confirmed at once by a probe of its peer (CONFIRM_GAP_S)."""
         if self.monitor.wants_check(sampled):
             self.marks["clock.alarm_judged" if sampled is Sampled.ALARM else "clock.boot_judged"] += 1
             self._report(self.fenced, self.monitor.cause, self.monitor.check(self.clock.physical.now_ns()))
+        if sampled is Sampled.ALARM:
+            self._confirm(peer)
+
+    def _confirm(self, peer: str) -> None:
+        """Probe `peer` now, unless a probe of it is under way or it was confirmed within CONFIRM_GAP_S
+        (a peer that really is skewed alarms on every sample: one extra probe per gap at most)."""
+        now_s = trio.current_time()
+        if (self._probes is None or self._call is None or peer in self._probing
+                or now_s - self._confirmed_s.get(peer, -math.inf) < CONFIRM_GAP_S):
+            return
+        self._confirmed_s[peer] = now_s
+        self._probing.add(peer)
+        self.marks["clock.confirm_probes"] += 1
+        self._probes.start_soon(functools.partial(self._probe, self._call, peer, off_grid=False))
 
     def update_fence(self) -> FenceState:
         """A round's judgement: fences, or counts toward serving again."""
