@@ -11,7 +11,7 @@ import itertools
 
 import pytest
 
-from tools.bench_kv import KEYS, bench_keys, key_indexes
+from tools.bench_kv import KEYS, bench_keys, homes, key_indexes
 from txn.api import TabletInfo
 from txn.node.config import default_split_points
 
@@ -51,3 +51,15 @@ def test_a_walk_steps_through_every_key_in_turn() -> None:
     walked = list(itertools.islice(key_indexes("walk", KEYS - 2), KEYS + 2))
     assert walked[:4] == [KEYS - 2, KEYS - 1, 0, 1]
     assert sorted(walked[:KEYS]) == list(range(KEYS))
+
+
+@pytest.mark.parametrize("processes,clients", [(3, 1), (1, 3), (2, 2), (1, 1)])
+def test_each_client_of_a_run_is_near_the_next_node_in_turn(processes: int, clients: int) -> None:
+    """`--client-processes` x `--clients-per-process`: the k-th client of the whole run dials node
+    k mod 3 first (its stale reads go there), and every order holds every node once."""
+    addresses = [("127.0.0.1", 1), ("127.0.0.1", 2), ("127.0.0.1", 3)]
+    orders = homes(addresses, processes, clients)
+    assert [len(per_process) for per_process in orders] == [clients] * processes
+    flat = [order for per_process in orders for order in per_process]
+    assert [order[0] for order in flat] == [addresses[k % 3] for k in range(processes * clients)]
+    assert all(sorted(order) == addresses for order in flat)

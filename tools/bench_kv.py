@@ -8,9 +8,16 @@ p50/p99 latency, and for writes the share of latency spent in commit-wait
 after the Paxos round had finished (what overlapping did not hide).
 
 Clients run in `--client-processes` OS processes (default 3), each a trio
-program with one connection per node and "near" a different node (stale
-reads go to the client's nearest replica), so the client side is not the
-only thing measured. `--security tls,insecure` (the default) runs the whole
+program with `--clients-per-process` clients (default 1), each client with
+one connection per node and "near" a different node (stale reads go to the
+client's nearest replica), so the client side is not the only thing
+measured. The arrangement moves the figures on this 2-core box (12-03,
+64 clients, insecure, 2 runs each): one process with a client near each
+node, as etcd's one-process load generator runs, did 2,678-3,376 writes/s
+at 90-107 us of client CPU each, against 2,346-2,573 and 149-166 us in 3
+processes (21 clients a process batch less per loop pass); but one Python
+process tops out near 9,500-14,500 past reads/s, against 15,218-19,298 in
+3, which use both cores as Go's goroutines do. The default stays 3. `--security tls,insecure` (the default) runs the whole
 set twice, on a mutual-TLS cluster (rows named `<workload>/tls`) and on an
 --insecure one (rows named by the bare workload), and prints each TLS
 figure's ratio to the insecure one (the cost of TLS, same run). Each
@@ -44,6 +51,7 @@ For scale, quoted in the issue: a 3-member etcd cluster on a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import multiprocessing
 import pathlib
@@ -88,7 +96,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="per figure (default 5)")
     parser.add_argument("--concurrency", default="1,16,64", help="comma-separated client counts (default 1,16,64)")
-    parser.add_argument("--client-processes", type=int, default=3, help="client OS processes, each near another node (default 3)")
+    parser.add_argument("--client-processes", type=int, default=3, help="client OS processes (default 3)")
+    parser.add_argument("--clients-per-process", type=int, default=1,
+                        help="client objects per process, each with its own connections and near another node "
+                        "(default 1)")
     parser.add_argument("--max-offset", default="10ms", help="cluster max_offset: commit-wait per write (default 10ms)")
     parser.add_argument("--tablets", type=int, default=3, help="tablets (default 3, one led by each node)")
     parser.add_argument("--key-order", choices=KEY_ORDERS, default="random",
@@ -139,20 +150,27 @@ def key_indexes(key_order: str, start: int) -> Iterator[int]:
         yield i % KEYS
 
 
-async def client_loop(addresses, cluster_id, kind: str, concurrency: int, seconds: float, offset: int,
+async def client_loop(address_orders, cluster_id, kind: str, concurrency: int, seconds: float, offset: int,
                       data_dir: str, key_order: str = "random") -> dict:
+    """`concurrency` closed-loop workers, dealt in turn over one client per entry of `address_orders`
+    (each client "near" the first node of its order: its stale reads go there)."""
     latencies: list[float] = []
     commit_waits: list[int] = []
     errors = 0
     past_ns = 5_000_000_000
-    async with open_client(addresses, cluster_id=cluster_id, timeout_s=10, tls=client_tls_for_dir(data_dir)) as client:
-        await client.refresh_map()
-        keys = bench_keys(client.tablets, KEYS)
+    tls = client_tls_for_dir(data_dir)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(open_client(order, cluster_id=cluster_id, timeout_s=10, tls=tls))
+                   for order in address_orders]
+        for client in clients:
+            await client.refresh_map()
+        keys = bench_keys(clients[0].tablets, KEYS)
         stop_at = trio.current_time() + seconds
         cpu_started_s = time.process_time()
 
         async def worker(number: int) -> None:
             nonlocal errors
+            client = clients[number % len(clients)]
             indexes = key_indexes(key_order, number * 7919 + offset)
             while trio.current_time() < stop_at:
                 key = keys[next(indexes)]
@@ -185,24 +203,30 @@ def nodes_cpu_s(cluster: LocalCluster) -> float | None:
         return None
 
 
-def client_process(addresses, cluster_id, kind, concurrency, seconds, offset, data_dir, key_order, queue) -> None:
-    queue.put(trio.run(client_loop, addresses, cluster_id, kind, concurrency, seconds, offset, data_dir, key_order))
+def client_process(address_orders, cluster_id, kind, concurrency, seconds, offset, data_dir, key_order, queue) -> None:
+    queue.put(trio.run(client_loop, address_orders, cluster_id, kind, concurrency, seconds, offset, data_dir, key_order))
+
+
+def homes(addresses: list, processes: int, clients: int) -> list[list[list]]:
+    """Per client process, the address order of each of its clients: the k-th client of the whole
+    run is "near" node k mod n (its first address), as clients of a real deployment would be
+    (stale reads go there)."""
+    return [[addresses[k % len(addresses):] + addresses[:k % len(addresses)]
+             for k in range(p * clients, (p + 1) * clients)] for p in range(processes)]
 
 
 def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, processes: int,
-            key_order: str = "random") -> dict:
+            key_order: str = "random", clients: int = 1) -> dict:
     addresses = [n.address for n in cluster.config.nodes]
     processes = max(1, min(processes, concurrency))
     shares = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     workers = [
-        # Each client process is "near" a different node (its first address),
-        # as clients of a real deployment would be: stale reads go there.
-        context.Process(target=client_process, args=(addresses[i % len(addresses):] + addresses[:i % len(addresses)],
-                                                     cluster.config.cluster_id, kind, share, seconds, i * 104729,
-                                                     str(cluster.data_dir), key_order, queue))
-        for i, share in enumerate(shares)
+        context.Process(target=client_process, args=(orders[:max(1, min(clients, share))], cluster.config.cluster_id,
+                                                     kind, share, seconds, i * 104729, str(cluster.data_dir),
+                                                     key_order, queue))
+        for i, (share, orders) in enumerate(zip(shares, homes(addresses, processes, clients)))
     ]
     nodes_before_s, started_s = nodes_cpu_s(cluster), time.monotonic()
     for worker in workers:
@@ -251,7 +275,8 @@ def run(args: argparse.Namespace) -> int:
     print_setup(
         "kv", cluster=f"3 nodes, {args.tablets} tablets, 3 replicas, fresh LevelDB dirs, loopback TCP",
         max_offset=args.max_offset, duration=f"{args.seconds}s per figure",
-        clients=f"closed loop, {args.client_processes} client processes (each near another node), keys={KEYS} dealt evenly over the tablets, "
+        clients=f"closed loop, {args.client_processes} client processes x {args.clients_per_process} clients (each near "
+                f"another node), keys={KEYS} dealt evenly over the tablets, "
                 f"each operation's key {KEY_ORDER_TEXT[args.key_order]}, value=32B",
         concurrency=args.concurrency, workloads=", ".join(args.workload_list),
         **({"profile": profiler.describe()} if profiler else {}),
@@ -273,13 +298,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def measure_profiled(cluster: LocalCluster, profiler: Profiler | None, figure: str, kind: str, level: int,
-                     seconds: float, processes: int, key_order: str) -> tuple[dict, str]:
+                     seconds: float, processes: int, key_order: str, clients: int = 1) -> tuple[dict, str]:
     """measure(), with every node sampled by py-spy meanwhile if profiling; and a note on the samplers' CPU."""
     if profiler is None:
-        return measure(cluster, kind, level, seconds, processes, key_order), ""
+        return measure(cluster, kind, level, seconds, processes, key_order, clients), ""
     pids = {node_id: process.pid for node_id, process in cluster.processes.items()}
     with profiler.sample(pids, figure) as profile:
-        figures = measure(cluster, kind, level, seconds, processes, key_order)
+        figures = measure(cluster, kind, level, seconds, processes, key_order, clients)
     return figures, f"py-spy {profile.cpu_s:.2f} CPU-s"
 
 
@@ -323,7 +348,8 @@ def run_cluster(args: argparse.Namespace, mode: str, levels: list[int], max_offs
             for level in levels:
                 task_cpu_before = task_cpu_snapshots(cluster) if args.task_cpu else {}
                 figures, profile_note = measure_profiled(cluster, profiler, f"{mode}-{kind}-c{level}", kind, level,
-                                                         args.seconds, args.client_processes, args.key_order)
+                                                         args.seconds, args.client_processes, args.key_order,
+                                                         args.clients_per_process)
                 results[(kind, level)] = figures
                 notes = [cpu_note(figures)] + ([profile_note] if profile_note else [])
                 if kind == "write":
