@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import collections
 import itertools
+import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -63,3 +66,11 @@ def test_each_client_of_a_run_is_near_the_next_node_in_turn(processes: int, clie
     flat = [order for per_process in orders for order in per_process]
     assert [order[0] for order in flat] == [addresses[k % 3] for k in range(processes * clients)]
     assert all(sorted(order) == addresses for order in flat)
+
+
+def test_fewer_than_one_client_process_or_client_is_refused_in_one_line() -> None:
+    for flag in ("--client-processes", "--clients-per-process"):
+        result = subprocess.run([sys.executable, "-m", "tools.cli", "bench", "kv", flag, "0"], capture_output=True,
+                                text=True, cwd=pathlib.Path(__file__).resolve().parent.parent, timeout=60)
+        assert result.returncode != 0
+        assert result.stderr.strip().count("\n") == 0 and "at least 1" in result.stderr, result.stderr

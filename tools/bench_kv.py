@@ -17,11 +17,12 @@ node, as etcd's one-process load generator runs, did 2,678-3,376 writes/s
 at 90-107 us of client CPU each, against 2,346-2,573 and 149-166 us in 3
 processes (21 clients a process batch less per loop pass); but one Python
 process tops out near 9,500-14,500 past reads/s, against 15,218-19,298 in
-3, which use both cores as Go's goroutines do. The default stays 3. `--security tls,insecure` (the default) runs the whole
-set twice, on a mutual-TLS cluster (rows named `<workload>/tls`) and on an
---insecure one (rows named by the bare workload), and prints each TLS
-figure's ratio to the insecure one (the cost of TLS, same run). Each
-cluster's leaders are printed before its figures. Keys are dealt evenly
+3, which use both cores as Go's goroutines do. The default stays 3.
+`--security tls,insecure` (the default) runs the whole set twice, on a
+mutual-TLS cluster (rows named `<workload>/tls`) and on an --insecure one
+(rows named by the bare workload), and prints each TLS figure's ratio to
+the insecure one (the cost of TLS, same run). Each cluster's leaders are
+printed before its figures. Keys are dealt evenly
 over the tablets (with the default layout each node leads one).
 `--key-order random` (the default) picks each operation's key uniformly
 from the 1,000, as etcd's load generator does (../shared/bench); `walk`
@@ -271,12 +272,14 @@ def run(args: argparse.Namespace) -> int:
     args.workload_list = [name.strip() for name in args.workloads.split(",") if name.strip()]
     if not args.workload_list or any(name not in WORKLOADS for name in args.workload_list):
         raise CliError(f"--workloads takes names from {', '.join(WORKLOADS)}, not {args.workloads!r}")
+    if args.client_processes < 1 or args.clients_per_process < 1:
+        raise CliError("--client-processes and --clients-per-process must be at least 1")
     profiler = open_profiler(args.profile, args.profile_rate) if args.profile else None
     print_setup(
         "kv", cluster=f"3 nodes, {args.tablets} tablets, 3 replicas, fresh LevelDB dirs, loopback TCP",
         max_offset=args.max_offset, duration=f"{args.seconds}s per figure",
-        clients=f"closed loop, {args.client_processes} client processes x {args.clients_per_process} clients (each near "
-                f"another node), keys={KEYS} dealt evenly over the tablets, "
+        clients=f"closed loop, {args.client_processes} client processes of {args.clients_per_process} client(s) (each "
+                f"client near another node), keys={KEYS} dealt evenly over the tablets, "
                 f"each operation's key {KEY_ORDER_TEXT[args.key_order]}, value=32B",
         concurrency=args.concurrency, workloads=", ".join(args.workload_list),
         **({"profile": profiler.describe()} if profiler else {}),
