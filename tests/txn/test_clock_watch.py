@@ -217,3 +217,34 @@ async def test_a_peer_that_alarms_on_every_sample_costs_one_confirmation_per_gap
     gaps = [b - a for a, b in zip(probes_of_n2, probes_of_n2[1:])]
     assert sum(1 for gap in gaps if gap < PROBE_INTERVAL_S / 4) <= rounds + 1
     assert not watch.fenced, "n2 is the outlier, not this node"
+
+
+async def test_a_probe_that_waited_for_its_link_to_be_dialed_is_not_a_sample(autojump_clock: trio.testing.MockClock) -> None:
+    """At boot the first probe of a peer goes out while its link is still dialing: its round trip holds
+    the TCP connect and the TLS handshake (offset about equal to error, +4.7 ms +-5.2 fenced a node). It
+    still opens the link, but only the probes over the open link are samples."""
+    physical = ManualClock()
+    watch = make_watch(physical)
+    links_open: set[str] = set()
+    fenced_by: list[FenceCause] = []
+    watch.on_change = lambda fenced: fenced_by.append(watch.monitor.cause) if fenced else None
+
+    async def call(peer: str, message: object, timeout_s: float) -> object:
+        if peer not in links_open:  # dials first: 9.4 ms of handshakes, the peer reads its clock at the end
+            sent_ns = physical.now_ns()
+            physical.advance(94 * MS // 10)
+            links_open.add(peer)
+            return api.ClockProbeReply(sent_ns + 94 * MS // 10)
+        return api.ClockProbeReply(physical.now_ns())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch.probe_loop, call, lambda peer: peer in links_open)
+        await trio.sleep(PROBE_OFF_GRID_S + PROBE_INTERVAL_S / 4)
+        assert watch.samples["probe_dialed"] == 2 and watch.samples["probe"] == 0
+        assert watch.fenced and watch.monitor.cause is FenceCause.WAITING, "no sample yet: still waiting"
+        await trio.sleep(PROBE_INTERVAL_S)
+        nursery.cancel_scope.cancel()
+    assert watch.samples["probe"] == 2
+    assert not watch.fenced, watch.reason
+    assert FenceCause.SKEWED not in fenced_by, "a dial's round trip fenced this node"
+    assert all(error < MS for _, _, error in watch.offsets())

@@ -181,6 +181,18 @@ async def test_silent_connection_is_closed_after_the_handshake_deadline(caplog: 
         assert len(lines) == 1 and "no handshake within 0.3s" in lines[0] and "127.0.0.1:" in lines[0], lines
 
 
+async def test_a_peer_link_is_connected_once_its_dial_and_handshake_are_done() -> None:
+    """`connected(peer)`: whether a frame leaves at once; the clock watch does not time probes that
+    waited for a dial (txn/node/clock_watch.py)."""
+    async with AsyncExitStack() as stack:
+        t1, t2, _, _ = await pair(stack)
+        assert not t2.connected("n1") and not t2.connected("n9")
+        t2.send("n1", Ping(b"dial"))
+        assert not t2.connected("n1"), "queued while the link dials"
+        assert await t2.call("n1", Ping(b"hi"), timeout_s=2) == Pong(b"n2:hi")
+        assert t2.connected("n1")
+
+
 async def test_reconnects_with_backoff_once_the_peer_appears() -> None:
     port = free_port()
     async with AsyncExitStack() as stack:

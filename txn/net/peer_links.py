@@ -69,6 +69,12 @@ class PeerLinks:
             raise PeerUnreachable(f"unknown peer {dst!r} (known: {', '.join(sorted(self._links)) or 'none'})")
         return link
 
+    def connected(self, dst: str) -> bool:
+        """Whether a frame to peer `dst` would leave now, over an open connection: else it waits
+        for a dial (TCP and, with TLS, a handshake: milliseconds of CPU on both ends)."""
+        link = self._links.get(dst)
+        return link is not None and link.connection is not None and not link.connection.closed
+
     def _frame(self, kind: Kind, request_id: int, body: Any) -> bytes:
         return wire.encode_frame(wire.encode(Envelope(self.clock.now(), kind, request_id, body)))
 

@@ -68,11 +68,12 @@ PROBE_INTERVAL_S = 0.4  # a grain: rounds only age samples out; an alarming samp
 PROBE_TIMEOUT_S = 0.1
 PROBE_OFF_GRID_S = GRAIN_S / 2  # a probe goes out this long after the round that found it due
 # An alarming sample (a step, or alone beyond the limit) is confirmed by a probe of that peer at once,
-# at most this often per peer. A sample is wide when this node's loop stalled between taking the send
-# time and writing the probe (seen at boot: +4.7 ms +-5.2 fenced a node); that sample stays in the 5 s
-# window, and only a precise one intersecting it narrows the estimate. Waiting for the next round let a
-# peer that stopped answering in between keep this node fenced for the whole window: with the peer
-# gone, 6 s in which the tablets they shared could elect no leader (tests/e2e/test_paused_leader.py).
+# at most this often per peer. A wide sample (seen at boot: +4.7 ms +-5.2 fenced a node) stays in the
+# 5 s window, and only a precise one intersecting it narrows the estimate. Waiting for the next round
+# let a peer that stopped answering in between keep this node fenced for the whole window: with the
+# peer gone, 6 s in which the tablets they shared could elect no leader (tests/e2e/test_paused_leader.py).
+# That one was a probe over a link still dialing (now not a sample: `probe_loop`); others come from a
+# stalled loop or a busy peer.
 CONFIRM_GAP_S = PROBE_INTERVAL_S
 # Only precise Paxos round trips are used: at most this fraction of max_offset as error (half the
 # round trip; 2 ms with the default 10 ms), nor one that claims to end before it began (the echoed
@@ -117,6 +118,7 @@ class ClockWatch:
         self._confirmed_s: dict[str, float] = {}  # peer -> trio time of its last confirmation probe
         self._probes: trio.Nursery | None = None  # the probe loop's, while it runs
         self._call: Call | None = None
+        self._connected: Callable[[str], bool] = lambda peer: True
         self.paxos_round_trip_limit_ns = int(2 * PAXOS_MAX_ERROR_FRACTION * max_offset_ns)
 
     @property
@@ -127,7 +129,11 @@ class ClockWatch:
     def reason(self) -> str:
         return self.monitor.reason
 
-    async def probe_loop(self, call: Call) -> None:
+    async def probe_loop(self, call: Call, connected: Callable[[str], bool] = lambda peer: True) -> None:
+        """Probe rounds until cancelled. `connected(peer)`: whether a message to `peer` leaves at
+        once (the transport's); a probe that must wait for a dial is sent, to open the link, but
+        its round trip, which then holds the handshake, is not a sample."""
+        self._connected = connected
         try:
             async with trio.open_nursery() as probes:
                 self._probes, self._call = probes, call
@@ -148,12 +154,17 @@ class ClockWatch:
             if off_grid:  # where every node's heartbeats and housekeeping are not (module docstring)
                 await trio.sleep(PROBE_OFF_GRID_S)
             sent_ns = physical.now_ns()
+            over_open_link = self._connected(peer)
             try:
                 reply = await call(peer, api.ClockProbe(), PROBE_TIMEOUT_S)
             except TransportError:
                 return
         finally:
             self._probing.discard(peer)  # before the judgement below, which may confirm with another probe
+        if not over_open_link:
+            self.samples["probe_dialed"] += 1  # its round trip held the dial (and TLS handshake): not a sample
+            self.marks["clock.probe_dialed"] += 1
+            return
         if isinstance(reply, api.ClockProbeReply):
             sampled = self.monitor.record(peer, sent_ns, reply.physical_ns, physical.now_ns())
             if sampled is not Sampled.DROPPED:

@@ -220,8 +220,9 @@ class NodeCollector:
                        "(start-up's, txn/node/gc_settings.py)").add_metric([], gc.get_freeze_count())
         samples = families.counter("chronodb_clock_samples", "Round trips that measured a peer's clock, by source: "
                                    "probe (a ClockProbe) or paxos (a heartbeat's Accepted); paxos_dropped: "
-                                   "heartbeat round trips too slow to use", ["source"])
-        for source in ("probe", "paxos", "paxos_dropped"):
+                                   "heartbeat round trips too slow to use; probe_dialed: probes that waited for "
+                                   "their link's dial, not used", ["source"])
+        for source in ("probe", "paxos", "paxos_dropped", "probe_dialed"):
             samples.add_metric([source], node.watch.samples[source])
         offset = families.gauge("chronodb_clock_offset_seconds", "Measured offset of a peer's clock from this node's "
                                 "(positive: the peer is ahead)", ["peer"])
