@@ -29,10 +29,11 @@ and housekeeping fall in the same instants, and a round trip timed there
 waits behind all of them (a few ms on two cores: the precise samples
 the rule needs would not come from there; ARCHITECTURE.md).
 
-Inputs: `call(peer, message, timeout_s)` of the node's transport, the node's
-`HybridClock`, `record_round_trip(...)`. Outputs: `fenced`, `cause`/`reason`,
-`offsets()`, counters of samples by source (`samples`), and a log line on
-every change.
+Inputs: `call(peer, message, timeout_s)` and `connected(peer)` of the node's
+transport (a probe that waited for its link's dial, TCP and TLS handshakes
+in its round trip, is not a sample), the node's `HybridClock`,
+`record_round_trip(...)`. Outputs: `fenced`, `cause`/`reason`, `offsets()`,
+counters of samples by source (`samples`), and a log line on every change.
 
 The rule (hlc/offsets.py): fenced without fresh samples from enough peers to
 form a majority with this node, or when this clock may lose a conflict (a
