@@ -133,7 +133,8 @@ class ClockWatch:
     async def probe_loop(self, call: Call, connected: Callable[[str], bool] = lambda peer: True) -> None:
         """Probe rounds until cancelled. `connected(peer)`: whether a message to `peer` leaves at
         once (the transport's); a probe that must wait for a dial is sent, to open the link, but
-        its round trip, which then holds the handshake, is not a sample."""
+        its round trip, which then holds the handshake, is not a sample: another probe follows
+        at once over the open link (as a confirmation does: `_confirm`)."""
         self._connected = connected
         try:
             async with trio.open_nursery() as probes:
@@ -165,6 +166,7 @@ class ClockWatch:
         if not over_open_link:
             self.samples["probe_dialed"] += 1  # its round trip held the dial (and TLS handshake): not a sample
             self.marks["clock.probe_dialed"] += 1
+            self._confirm(peer)  # the link is open now: a probe over it at once, not a round later
             return
         if isinstance(reply, api.ClockProbeReply):
             sampled = self.monitor.record(peer, sent_ns, reply.physical_ns, physical.now_ns())
@@ -200,8 +202,9 @@ class ClockWatch:
             self._confirm(peer)
 
     def _confirm(self, peer: str) -> None:
-        """Probe `peer` now, unless a probe of it is under way or it was confirmed within CONFIRM_GAP_S
-        (a peer that really is skewed alarms on every sample: one extra probe per gap at most)."""
+        """Probe `peer` now (to confirm an alarm, or after a probe that dialed), unless a probe of it is
+        under way or one was sent so within CONFIRM_GAP_S (a peer that really is skewed alarms on every
+        sample: one extra probe per gap at most)."""
         now_s = trio.current_time()
         if (self._probes is None or self._call is None or peer in self._probing
                 or now_s - self._confirmed_s.get(peer, -math.inf) < CONFIRM_GAP_S):
