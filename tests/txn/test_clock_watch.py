@@ -159,8 +159,8 @@ async def test_a_loaded_leader_keeps_one_paxos_sample_per_peer_per_gap(autojump_
 
 async def test_an_alarming_sample_is_confirmed_at_once_so_a_peer_that_then_stops_cannot_keep_this_node_fenced(
         autojump_clock: trio.testing.MockClock) -> None:
-    """At boot a probe of n2 came back wide and alarming (this node's loop stalled after taking the send
-    time); n2 then stopped answering, as a paused process does. A probe sent at once narrows the wide
+    """At boot a probe of n2 came back wide and alarming (its round trip held more than the network: a
+    stalled loop, a busy peer); n2 then stopped answering, as a paused process does. A probe sent at once narrows the wide
     sample, and the node serves again: waiting for the next round, it would have had no more samples of
     n2, and the wide one would have kept it fenced for the 5 s window (tests/e2e/test_paused_leader.py)."""
     physical = ManualClock()
