@@ -446,6 +446,11 @@ class SimTransport:
         """One-way message; never blocks. Lost messages are counted, not raised."""
         self._network._send(self._node, dst, Envelope(_stamp(self._node), Kind.ONE_WAY, 0, msg))
 
+    def connected(self, dst: str) -> bool:
+        """As TcpTransport's: whether a message leaves at once. Always: nothing here is dialed
+        (a message is delayed, lost or delivered by the network's faults, never held for a link)."""
+        return True
+
     async def call(self, dst: str, msg: Any, *, timeout_s: float) -> Any:
         """Request/response; RpcTimeout if no response within timeout_s."""
         if not self._node.up:

@@ -135,9 +135,8 @@ async def _serve(node: Node, env: NodeEnvironment, metrics_listeners: list[trio.
             if metrics_listeners:
                 await nursery.start(serve_metrics, metrics_listeners, node.metrics.render)
             if env.monitor_clocks:
-                connected = getattr(transport, "connected", lambda peer: True)  # the simulated network is always connected
                 nursery.start_soon(node.watch.probe_loop, lambda peer, msg, timeout_s: transport.call(peer, msg, timeout_s=timeout_s),
-                                   connected)
+                                   transport.connected)
             for replica in list(node.replicas.values()):
                 await nursery.start(supervise_replica, node, replica.tablet,
                                     lambda engine, tablet=replica.tablet: make_replica(node, env, tablet, engine), env.engines)
