@@ -190,6 +190,45 @@ def test_derived_spec_converts_nested_and_optional_fields() -> None:
         ("count", "int"), ("name", "str"), ("at", "timestamp"), ("items", "tuple"), ("note", "optional")]
 
 
+@attrs.frozen
+class _KeywordProbe:
+    _secret: bytes = attrs.field(kw_only=True)  # its alias (the __init__ keyword) is "secret"
+    ratio: float = attrs.field(kw_only=True)
+    flag: bool = attrs.field(kw_only=True, validator=attrs.validators.instance_of(bool))
+
+
+def test_generated_converters_convert_check_and_name_each_field() -> None:
+    """The derived converters are generated per class (txn/wire/codec.py): keyword-only fields go
+    by their aliases, a primitive of a convertible type is converted, and each field's check
+    names that field, in field order."""
+    codec = wire.codec._codec_for(_KeywordProbe)
+    probe = _KeywordProbe(secret=b"s", ratio=0.5, flag=True)
+    assert codec.from_fields(codec.to_fields(probe)) == probe
+    assert codec.to_fields(_KeywordProbe(secret=bytearray(b"ab"), ratio=2, flag=False)) == [b"ab", 2.0, False]
+    with pytest.raises(TypeError, match="field ratio of _KeywordProbe: expected float, got str"):
+        codec.to_fields(_KeywordProbe(secret=b"", ratio="x", flag=False))
+    for fields, problem in [
+        ([b"s", 1, True], "field ratio of _KeywordProbe: expected float, got int"),
+        (["s", "x", True], "field _secret of _KeywordProbe: expected bytes, got str"),  # the first bad field
+        ([b"s", 0.5, 1], "field flag of _KeywordProbe: expected bool, got int"),
+        ([b"s", 0.5], "_KeywordProbe: field count: expected 3, got 2"),
+        ((b"s", 0.5, True), "_KeywordProbe: expected a list of fields, got tuple"),
+    ]:
+        with pytest.raises(ProtocolError) as caught:
+            codec.from_fields(fields)
+        assert str(caught.value) == problem
+    probe_codec = wire.codec._codec_for(_Probe)
+    with pytest.raises(ProtocolError, match="field at of _Probe: expected a 12-byte timestamp"):
+        probe_codec.from_fields([1, "n", b"short", [], None])
+    with pytest.raises(ProtocolError, match="invalid _Validated: .count. must be >= 0"):  # the validators refuse
+        wire.codec._codec_for(_Validated).from_fields([-1])
+
+
+@attrs.frozen
+class _Validated:
+    count: int = attrs.field(validator=attrs.validators.ge(0))
+
+
 def test_frames_split_at_any_boundary() -> None:
     payloads = [b"", b"a", b"bc" * 100, wire.encode(Ping(b"x"))]
     stream = b"".join(wire.encode_frame(p) for p in payloads)
