@@ -209,3 +209,20 @@ async def test_a_proposal_waits_for_room_in_a_full_inbox_and_is_known_not_chosen
         queued = [driver._inbox_receive.receive_nowait() for _ in range(driver._inbox_send.statistics().max_buffer_size)]
         assert queued[-1][0] == "propose" and queued[-1][1].command == b"y"
         nursery.cancel_scope.cancel()
+
+
+async def test_a_queued_proposal_not_chosen_by_its_deadline_is_too_slow_and_its_fate_unknown(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """Once in the inbox, a timeout says nothing of the command's fate: `trio.TooSlowError`, and
+    `on_not_chosen` stays untold (the command may still be chosen)."""
+    cluster = Cluster()
+    driver = cluster.make("n1")  # never run: the command sits in the inbox, never chosen
+    told: list[bool] = []
+    started = trio.current_time()
+    with pytest.raises(trio.TooSlowError):
+        await driver.propose(b"x", timeout_s=0.5, on_not_chosen=lambda: told.append(True))
+    assert trio.current_time() - started == pytest.approx(0.5)
+    assert told == []
+    assert driver._inbox_receive.receive_nowait()[1].command == b"x", "it was queued"
+    with pytest.raises(ValueError, match="non-negative"):
+        await driver.propose(b"y", timeout_s=-1.0)
