@@ -24,6 +24,7 @@ BENCHMARK_MODULES: tuple[str, ...] = (
     "tools.bench_compaction",
     "tools.bench_probes",
     "tools.bench_idle",
+    "tools.bench_ir",
 )
 
 
