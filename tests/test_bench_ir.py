@@ -8,6 +8,7 @@ bench prints are known exactly."""
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import stat
 import sys
@@ -72,7 +73,7 @@ def test_the_bench_counts_this_tree_and_a_revision(tmp_path: pathlib.Path, monke
     fake = tmp_path / "valgrind"
     fake.write_text(FAKE_VALGRIND)
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")  # the stand-in first
     assert bench_ir.run(_args(against="HEAD")) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("write ")]
     assert [row[1:3] for row in rows] == [["this", "tree"], ["HEAD", rows[1][2]]]
