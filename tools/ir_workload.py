@@ -26,12 +26,12 @@ import attrs
 import trio
 import trio.testing
 
+from tools.bench_ir import KINDS
 from txn.net.simnet import SimNetwork
 from txn.node.config import TabletConfig
 from txn.sim.cluster_sim import SimCluster, seed_trio_scheduler
 from txn.sim.plan import SPLITS, SimPlan
 
-KINDS = ("write", "past-read")
 NODES = ("n1", "n2", "n3")
 SETTLE_S = 3.0  # virtual seconds for elections and the preferred leaders to serve
 KEYS = tuple(bytes([first]) + b"%03d" % i for first in b"aeimquy" for i in range(20))  # spread over the tablets
