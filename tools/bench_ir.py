@@ -13,6 +13,8 @@ temporary worktree, removed after) and each row gets the ratio to it.
 What it does not count: sockets, TLS, LevelDB and fsync (the workload
 uses none of them), cache misses and wake-ups (instructions, not time).
 It is a measure of the Python a change adds or removes, not of throughput.
+What it counts besides nodes and client: the simulated network's own work
+(txn/net/simnet.py), so a change there moves the figures too.
 Needs valgrind (`apt-get install valgrind`) and, for `--against`, git.
 """
 
