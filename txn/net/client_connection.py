@@ -76,7 +76,7 @@ class ClientConnection:
         if len(payload) > limit:
             self._pending.close(request_id)
             raise FrameTooLarge(f"a {type(msg).__name__} of {len(payload)} bytes exceeds the {limit}-byte frame limit: not sent")
-        self.connection.write(wire.encode_frame(payload))
+        self.connection.write(wire.encode_frame(payload), alone=len(self._pending) == 1)
         return await self._pending.wait_swept(request_id, waiter, self.node_id, timeout_s)
 
     def pending_calls(self) -> int:

@@ -547,7 +547,7 @@ class TcpTransport(PeerLinks):
                               f"(max_queued_reply_bytes {self.options.max_queued_reply_bytes})")
                 scope.cancel()
                 return
-            connection.write(frame)
+            connection.write(frame, alone=connection.requests_in_flight == 1)
         finally:
             connection.requests_in_flight -= 1
             connection.request_bytes -= request_bytes

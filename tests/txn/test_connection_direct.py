@@ -1,0 +1,124 @@
+"""A frame alone on a plain-TCP connection goes to the kernel at once (txn/net/connection.py).
+
+Over real loopback sockets: the receiving end is a plain blocking socket read
+without letting the event loop run, so a frame that went through the writer
+task (which cannot run before the test awaits) is not there yet.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+
+import trio
+import trio.testing
+
+from txn.net.connection import Connection
+
+
+async def connected_pair() -> tuple[Connection, socket.socket]:
+    """A Connection on a trio TCP stream, and the other end as a blocking stdlib socket."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    with listener:
+        stream = await trio.open_tcp_stream("127.0.0.1", listener.getsockname()[1])
+        peer, _ = listener.accept()
+    peer.settimeout(10.0)
+    return Connection(stream, "test", max_frame_bytes=1 << 20), peer
+
+
+def recv_exactly(peer: socket.socket, count: int) -> bytes:
+    data = bytearray()
+    while len(data) < count:
+        chunk = peer.recv(min(count - len(data), 1 << 20))
+        assert chunk, "the connection closed early"
+        data += chunk
+    return bytes(data)
+
+
+async def writer_parked(connection: Connection) -> None:
+    """Let the writer send what is queued and park."""
+    await trio.sleep(0.001)
+    assert connection.queued_frames() == 0
+
+
+async def test_a_frame_alone_reaches_the_peer_before_the_writer_runs() -> None:
+    connection, peer = await connected_pair()
+    with peer:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.run_writer)
+            await writer_parked(connection)
+            connection.write(b"first frame", alone=True)
+            # No checkpoint since the write: only a direct write can have put it on the wire.
+            assert recv_exactly(peer, 11) == b"first frame"
+            assert connection.queued_bytes() == 0
+            nursery.cancel_scope.cancel()
+        await connection.stream.aclose()
+
+
+async def test_frames_not_alone_are_batched_by_the_writer() -> None:
+    connection, peer = await connected_pair()
+    with peer:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.run_writer)
+            await writer_parked(connection)
+            connection.write(b"one")
+            connection.write(b"two")
+            assert connection.queued_frames() == 2  # other exchanges in flight: queued, one send later
+            assert await trio.to_thread.run_sync(recv_exactly, peer, 6) == b"onetwo"  # the writer's turn
+            nursery.cancel_scope.cancel()
+        await connection.stream.aclose()
+
+
+async def test_what_the_kernel_does_not_take_is_sent_by_the_writer_in_order() -> None:
+    connection, peer = await connected_pair()
+    big = bytes(range(256)) * (64 << 10)  # 16 MiB: more than loopback's socket buffers take at once
+    with peer:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.run_writer)
+            await writer_parked(connection)
+            connection.write(big, alone=True)
+            taken = len(big) - connection.queued_bytes()
+            assert 0 < taken < len(big)  # part went at once, the rest waits
+            await trio.sleep(0.001)  # the writer sends what fits, then waits mid-send
+            head = recv_exactly(peer, taken)  # in the kernel already; its room is free again
+            # Alone, and room to write, but the writer is mid-send: this frame must queue behind.
+            connection.write(b"after", alone=True)
+            rest = await trio.to_thread.run_sync(recv_exactly, peer, len(big) + 5 - len(head))
+            assert head + rest == big + b"after"
+            nursery.cancel_scope.cancel()
+        await connection.stream.aclose()
+
+
+async def test_a_stream_replaced_by_tls_is_never_written_around() -> None:
+    connection, peer = await connected_pair()
+    with peer:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.run_writer)
+            await writer_parked(connection)
+            raw = connection.stream
+            connection.stream, _ = trio.testing.memory_stream_pair()  # as TLS wraps the socket after the handshake
+            connection.write(b"for the wrapping stream only", alone=True)
+            assert connection.queued_frames() == 1  # not sent around the wrapper on the raw socket
+            nursery.cancel_scope.cancel()
+        await raw.aclose()
+
+
+async def test_a_closed_connection_never_writes_to_its_old_descriptor_number() -> None:
+    connection, peer = await connected_pair()
+    with peer:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.run_writer)
+            await writer_parked(connection)
+            old_fd = connection.stream.socket.fileno()
+            nursery.cancel_scope.cancel()
+        await connection.stream.aclose()
+        connection._writer_parked = True  # as if the writer still waited: only the fd check stands
+        with tempfile.TemporaryFile() as file:
+            os.dup2(file.fileno(), old_fd)  # a file now holds the closed socket's number
+            try:
+                connection.write(b"must not land in the file", alone=True)
+                assert os.pread(old_fd, 100, 0) == b""
+            finally:
+                os.close(old_fd)
+            assert connection.queued_frames() == 1  # queued for a writer that will meet the closed stream
