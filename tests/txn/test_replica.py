@@ -20,7 +20,7 @@ from txn.net.messaging import set_request_arrival
 from txn.tablet.commands import Prepare, WriteBatch, decode_command, encode_command
 from txn.tablet.leader import Serving, WriteState
 from txn.tablet.locks import LockMode, Outcome
-from txn.tablet.tablet_replica import TabletReplica
+from txn.tablet.tablet_replica import LONE_SPIN_NS, TabletReplica
 
 
 def serving_replica(outcome: BaseException) -> TabletReplica:
@@ -219,7 +219,9 @@ async def test_a_precise_commit_wait_releases_within_the_event_loops_timer_resol
 async def test_a_precise_commit_wait_sleeps_its_last_millisecond_on_the_timerfd() -> None:
     """With a timerfd (Linux; txn/net/precise_timer.py) the precise timer waits for a release on
     it instead of yielding through the last millisecond: a handful of steps of the timer task,
-    where yielding took one per pass of the event loop. Real clocks: only counts are asserted."""
+    where yielding took one per pass of the event loop. Real clocks: only counts are asserted.
+    Two commands wait, so that neither is lone (a lone one's last LONE_SPIN_NS is spent awake: the
+    test below)."""
     physical = SystemClock()
     replica = commit_wait_replica(physical, True)
     steps: list[str] = []
@@ -232,6 +234,8 @@ async def test_a_precise_commit_wait_sleeps_its_last_millisecond_on_the_timerfd(
     # Assigned as if it arrived 7 ms ago: commit-wait ends in about 3 ms.
     pending = replica.leader.assign(Timestamp(physical.now_ns() - 7_000_000, 0), commit_wait=True)
     replica.leader.applied(pending.ts, skipped=False, physical_now_ns=physical.now_ns())
+    other = replica.leader.assign(Timestamp(physical.now_ns() - 7_000_000, 0), commit_wait=True)
+    replica.leader.applied(other.ts, skipped=False, physical_now_ns=physical.now_ns())
     trio.lowlevel.add_instrument(CountTimerSteps())
     async with trio.open_nursery() as nursery:
         nursery.start_soon(replica._commit_wait_timer)
@@ -241,6 +245,58 @@ async def test_a_precise_commit_wait_sleeps_its_last_millisecond_on_the_timerfd(
         nursery.cancel_scope.cancel()
     assert physical.now_ns() > pending.release_after_ns
     assert 1 <= len(steps) <= 6, f"the timer took {len(steps)} steps: it yielded instead of sleeping"
+
+
+class StepTimer:
+    """A stand-in timerfd over a ManualClock: records each sleep; moves the clock by it, or, for
+    a sleep of at most `hold_ns`, never returns (the timer has not fired yet)."""
+
+    def __init__(self, physical: ManualClock, hold_ns: int = 0) -> None:
+        self.physical = physical
+        self.hold_ns = hold_ns
+        self.sleeps: list[int] = []
+
+    async def sleep(self, delay_ns: int) -> None:
+        self.sleeps.append(delay_ns)
+        if delay_ns <= self.hold_ns:
+            await trio.sleep_forever()
+        self.physical.advance(delay_ns)
+        await trio.lowlevel.checkpoint()
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("waiting", [1, 2])
+async def test_only_a_lone_commit_wait_spends_its_last_moment_awake(
+        waiting: int, mock_clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One command in commit-wait: the timerfd sleeps until LONE_SPIN_NS before its release, and
+    the timer yields from there and releases it as soon as the clock is past it (no timerfd wake-up
+    from idle on its latency). Two: the timerfd sleeps to the release, and nothing spins."""
+    physical = ManualClock()
+    timer = StepTimer(physical, hold_ns=LONE_SPIN_NS)
+    monkeypatch.setattr("txn.tablet.tablet_replica.open_precise_timer", lambda: timer)
+    replica = commit_wait_replica(physical, True)
+    commands = [replica.leader.assign(replica.clock.now(), commit_wait=True) for _ in range(waiting)]
+    for command in commands:
+        replica.leader.applied(command.ts, skipped=False, physical_now_ns=physical.now_ns())
+    last = commands[-1]
+    physical.set(last.release_after_ns - 500_000)  # the last is due in 0.5 ms (wake: 1 ns after)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(replica._commit_wait_timer)
+        for _ in range(20):
+            await trio.lowlevel.checkpoint()
+        if waiting == 1:
+            assert timer.sleeps == [500_001 - LONE_SPIN_NS], "on the timerfd until its last moment"
+            assert last.state is WriteState.APPLIED  # not due yet
+            physical.set(last.release_after_ns + 1)
+            for _ in range(20):
+                await trio.lowlevel.checkpoint()
+            assert timer.sleeps == [500_001 - LONE_SPIN_NS], "released awake, not after another timerfd sleep"
+        else:
+            assert timer.sleeps == [500_001], "to the release on the timerfd: a busy tablet never spins"
+        assert all(c.state is WriteState.DONE for c in commands)
+        nursery.cancel_scope.cancel()
 
 
 async def test_an_idle_commit_wait_timer_sleeps_until_an_apply_wakes_it(mock_clock) -> None:

@@ -220,6 +220,10 @@ class TabletLeaderCore:
                 done.append(command)
         return done
 
+    def waiting(self) -> int:
+        """How many applied commands are in commit-wait."""
+        return sum(1 for c in self.pending.values() if c.state is WriteState.APPLIED)
+
     def next_wake_ns(self) -> int | None:
         """When the next commit-wait ends (physical ns), if any applied command waits."""
         waits = [c.release_after_ns for c in self.pending.values() if c.state is WriteState.APPLIED]

@@ -75,6 +75,12 @@ POLL_S = 0.05
 # there is none, it yields until then). Real nodes only: the simulation's virtual clock
 # drives no kernel timer, and would never move on while a task keeps yielding.
 TIMER_RESOLUTION_S = 0.001
+# A lone command in commit-wait (one client, or a quiet tablet) spends this much before its
+# release yielding instead of asleep on the timerfd: a process woken from idle on these VMs runs
+# 0.08-0.2 ms after its timer expires, all of it on that write's latency (ARCHITECTURE.md, one
+# client's latency). At most this much CPU per lone write; with more than one waiting (load),
+# the timer sleeps to the release as before, so a busy node never spins.
+LONE_SPIN_NS = 150_000
 # How long the commit-wait timer and the leadership loop sleep when no deadline of theirs is
 # near: every change they act on wakes them (`_notify`, the driver's status events); this bound
 # only caps the cost of a wake-up missed by mistake. Was POLL_S: 40 wake-ups/s per idle tablet.
@@ -246,9 +252,11 @@ class TabletReplica:
             delay_s = min(POLL_S, delay_ns / 1e9)
             if self.precise_commit_wait:
                 if delay_s <= TIMER_RESOLUTION_S:
-                    # Due within the loop's resolution: on the timerfd, or yielding until it is.
-                    if precise is not None:
-                        await precise.sleep(delay_ns)
+                    # Due within the loop's resolution: on the timerfd, or yielding until it is (a
+                    # lone command's last LONE_SPIN_NS, or without a timerfd).
+                    spin_ns = LONE_SPIN_NS if self.leader.waiting() == 1 else 0
+                    if precise is not None and delay_ns > spin_ns:
+                        await precise.sleep(delay_ns - spin_ns)
                     else:
                         await trio.lowlevel.checkpoint()
                     continue
