@@ -155,6 +155,27 @@ async def test_a_follower_serves_a_closed_timestamp_only_once_it_applied_the_ind
     assert replica.marks["tablet.closed_token_clamped"] == 1
 
 
+async def test_read_now_answers_what_read_serves_without_waiting_and_nothing_else() -> None:
+    """`read_now` (a lone client's read, answered by the transport's reading task): the same reply
+    as `read` where it need not wait, None where it must (then `read` waits or refuses), and bad
+    input refused at once, as `read` refuses it."""
+    replica, physical = follower_replica()
+    closed = Timestamp(physical.now_ns(), 0)
+    physical.advance(1_000_000_000)
+    replica._on_closed(closed.to_bytes(), 1)
+    replica.state.apply(1, b"")
+    at_closed = api.ReadRequest("t1", b"k", api.ReadMode.AT, closed, 50_000_000, 0)
+    assert replica.read_now(at_closed) == await replica.read(at_closed)
+    assert replica.read_now(at_closed).ts == closed
+    above = api.ReadRequest("t1", b"k", api.ReadMode.AT, closed.next(), 50_000_000, 0)
+    assert replica.read_now(above) is None, "above the closed timestamp: it must wait"
+    assert replica.read_now(api.ReadRequest("t1", b"k", api.ReadMode.STRONG, None, 50_000_000, 0)) is None, \
+        "a strong read on a follower is not served here at once"
+    with pytest.raises(RequestFailed) as raised:
+        replica.read_now(api.ReadRequest("t1", b"k", api.ReadMode.STALE, closed, 50_000_000, 5))
+    assert raised.value.reply.code == api.ErrorCode.BAD_REQUEST
+
+
 async def test_a_stale_read_is_measured_on_the_serving_replicas_clock_in_one_request() -> None:
     """ReadMode.STALE: the replica reads at its own now - stale_ns (no round trip for `now` first);
     MAX_STALE without a timestamp takes the same bound; contradictory or negative input is refused."""

@@ -363,3 +363,59 @@ async def test_a_client_call_times_out_at_its_deadline_and_the_connection_serves
             reply = await conn.call(Ping(b"x"), timeout_s=2)
             assert reply.payload.endswith(b":x")
             assert conn._pending._sweep_scope is not None, "the sweeper keeps this connection's deadlines"
+
+
+class AnswersAtOnce(Recorder):
+    """A handler that answers "now:..." requests synchronously (`answer_now`), the rest in a task."""
+
+    def answer_now(self, src: str, msg: Any) -> Any:
+        if msg.payload == b"now:boom":
+            raise ValueError("kaboom at once")
+        if msg.payload.startswith(b"now:"):
+            return Pong(b"at once:" + msg.payload)
+        return None
+
+
+async def test_a_request_alone_on_its_connection_is_answered_at_once_if_the_handler_can() -> None:
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1", handler=AnswersAtOnce())
+        async with open_client_connection(*t1.address, cluster_id="c1", clock=new_clock(), timeout_s=2) as conn:
+            assert (await conn.call(Ping(b"now:1"), timeout_s=2)).payload == b"at once:now:1"
+            assert (await conn.call(Ping(b"later"), timeout_s=2)).payload.endswith(b":later")  # None: a task serves it
+            with pytest.raises(RemoteError, match="kaboom at once"):
+                await conn.call(Ping(b"now:boom"), timeout_s=2)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(functools.partial(conn.call, Ping(b"hang"), timeout_s=5))
+                await trio.sleep(0.2)  # the hanging request is being served
+                # Not alone on its connection now: served by a task, as every request was before.
+                reply = await conn.call(Ping(b"now:2"), timeout_s=2)
+                assert reply.payload.startswith(b"client") and reply.payload.endswith(b":now:2")
+                nursery.cancel_scope.cancel()
+
+
+async def test_requests_read_together_and_answered_at_once_have_their_replies_batched(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames read in one batch and answered at once: only the last reply may go to the socket at
+    once (`alone`); the others are queued, so the writer sends them together with it."""
+    from txn.net.connection import Connection
+    flags: list[bool] = []
+    write = Connection.write
+
+    def recording_write(self: Connection, frame: bytes, *, alone: bool = False) -> None:
+        flags.append(alone)
+        write(self, frame, alone=alone)
+
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1", handler=AnswersAtOnce())
+        stream = await raw_connection(t1.address)
+        with trio.fail_after(3):
+            assert await stream.receive_some(65536)  # the handshake reply: written before we record
+        monkeypatch.setattr(Connection, "write", recording_write)
+        requests = [wire.encode_frame(wire.encode(wire.Envelope(new_clock().now(), wire.Kind.REQUEST, i, Ping(b"now:%d" % i))))
+                    for i in (1, 2, 3)]
+        await stream.send_all(b"".join(requests))  # one segment: read as one batch
+        with trio.fail_after(3):
+            while len(flags) < 3:
+                await trio.sleep(0.01)
+        assert flags == [False, False, True]
+        await stream.aclose()

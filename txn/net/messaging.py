@@ -56,7 +56,10 @@ def set_request_arrival(arrived: Optional[Timestamp]) -> None:
 
 
 class Handler(Protocol):
-    """What a transport delivers to. `handle_message` must not block."""
+    """What a transport delivers to. `handle_message` must not block. A handler may also have
+    `answer_now(src, msg)`, synchronous: the reply to a request it can answer at once, or None
+    (the TCP transport asks it first while none of the connection's requests is in a task;
+    txn/net/transport.py)."""
 
     def handle_message(self, src: str, msg: Any) -> None: ...
 

@@ -47,6 +47,13 @@ Behaviour:
   client's role (its certificate's OU) is kept per connection and given to
   the node with each request by `role_of(src)`; --insecure makes every
   client an admin. A failed TLS handshake is one log line and a close.
+- Each request is served in a task of its own, except one that the
+  handler's optional synchronous `answer_now(src, msg)` answers at once
+  while none of its connection's requests is in a task: the reading task
+  frames and writes that reply itself (a read its replica can serve
+  without waiting, txn/node/server.py), a task start and a hop less per
+  read. None from `answer_now` means "serve it as usual"; its exception
+  becomes an ERROR reply, as a task's would.
 - Every envelope carries `clock.now()`; the receiver calls
   `clock.update(ts)` first. A ClockOffsetError drops the message, counts it
   per peer and logs once per peer per minute.
@@ -97,7 +104,7 @@ import logging
 import sys
 import termios
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Optional
+from typing import Any, AsyncIterator, Callable, Optional
 
 import attrs
 import trio
@@ -171,6 +178,8 @@ class TcpTransport(PeerLinks):
         self.cluster_id = cluster_id
         self.clock = clock
         self.handler = handler
+        # Optional: a handler's synchronous answer to a request it can serve at once (module docstring).
+        self._answer_now: Optional[Callable[[str, Any], Any]] = getattr(handler, "answer_now", None)
         self.max_frame_bytes = max_frame_bytes
         self.log = logger
         self.options = options
@@ -423,13 +432,14 @@ class TcpTransport(PeerLinks):
                     nursery.start_soon(self._watch_client_idle, connection, nursery.cancel_scope)
                 try:
                     async for payloads in connection.read_batches(frame_timeout_s):
-                        for payload in payloads:
+                        last = len(payloads) - 1
+                        for i, payload in enumerate(payloads):
                             # A client's requests beyond the bound wait (the rest of the batch here, then
                             # TCP): nothing more is read until some are answered. Not a peer's: its
                             # connection also carries the answers to our own calls.
                             while link is None and connection.requests_in_flight >= self.options.max_requests_in_flight:
                                 await connection.request_done.park()
-                            self._on_frame(connection, src, counters, payload, nursery)
+                            self._on_frame(connection, src, counters, payload, nursery, last_in_batch=i == last)
                 except ProtocolError as error:
                     self._problem(connection, str(error))
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
@@ -494,7 +504,7 @@ class TcpTransport(PeerLinks):
             await trio.sleep(max(timeout_s - idle_s, timeout_s / 10))
 
     def _on_frame(self, connection: Connection, src: str, counters: PeerCounters, payload: bytes,
-                  nursery: trio.Nursery) -> None:
+                  nursery: trio.Nursery, *, last_in_batch: bool = True) -> None:
         """Decode, check the clock, dispatch. ProtocolError closes the connection."""
         envelope = wire.decode(payload)
         if type(envelope) is Keepalive:
@@ -515,6 +525,9 @@ class TcpTransport(PeerLinks):
         counters.received += 1
         kind = envelope.kind
         if kind is Kind.REQUEST:
+            if connection.requests_in_flight == 0 and self._answered_now(connection, src, envelope, nursery.cancel_scope,
+                                                                         alone=last_in_batch):
+                return
             connection.requests_in_flight += 1
             connection.request_bytes += len(payload)
             nursery.start_soon(self._serve_request, connection, src, envelope, len(payload), nursery.cancel_scope,
@@ -527,6 +540,39 @@ class TcpTransport(PeerLinks):
         else:
             self._pending.resolve(envelope.request_id, kind, envelope.body)
 
+    def _answered_now(self, connection: Connection, src: str, request: Envelope, scope: trio.CancelScope,
+                      *, alone: bool) -> bool:
+        """Answer a request from the reading task, if the handler's `answer_now` can at once (a
+        read its replica serves without waiting); False: it did not. `alone`: the last frame of
+        what was read, whose reply may go to the socket at once; earlier ones' replies are queued
+        and batched with it (txn/net/connection.py)."""
+        if self._answer_now is None:
+            return False
+        try:
+            body, kind = self._answer_now(src, request.body), Kind.RESPONSE
+        except Exception as error:  # as from handle_request: RemoteError in the caller
+            body, kind = HandlerError(f"{type(error).__name__}: {error}"), Kind.ERROR
+        if body is None:
+            return False
+        self._reply(connection, src, request.request_id, kind, body, scope, alone=alone)
+        return True
+
+    def _reply(self, connection: Connection, src: str, request_id: int, kind: Kind, body: Any,
+               scope: trio.CancelScope, *, alone: bool) -> None:
+        try:
+            frame = self._frame(kind, request_id, body)
+        except TypeError as error:
+            frame = self._frame(Kind.ERROR, request_id, HandlerError(f"unencodable response: {error}"))
+        # A client that does not read its replies is cut off. Not a peer: its connection also
+        # queues our own Paxos traffic (catch-up of large values), bounded by peer_queue_bytes.
+        if src not in self._links and connection.queued_bytes() + len(frame) > self.options.max_queued_reply_bytes:
+            self.cut_off_connections += 1
+            self._problem(connection, f"{connection.queued_bytes()} bytes of replies wait unread "
+                          f"(max_queued_reply_bytes {self.options.max_queued_reply_bytes})")
+            scope.cancel()
+            return
+        connection.write(frame, alone=alone)
+
     async def _serve_request(self, connection: Connection, src: str, request: Envelope, request_bytes: int,
                              scope: trio.CancelScope, arrived: Timestamp) -> None:
         set_request_arrival(arrived)
@@ -535,19 +581,7 @@ class TcpTransport(PeerLinks):
                 body, kind = await self.handler.handle_request(src, request.body), Kind.RESPONSE
             except Exception as error:  # becomes RemoteError in the caller
                 body, kind = HandlerError(f"{type(error).__name__}: {error}"), Kind.ERROR
-            try:
-                frame = self._frame(kind, request.request_id, body)
-            except TypeError as error:
-                frame = self._frame(Kind.ERROR, request.request_id, HandlerError(f"unencodable response: {error}"))
-            # A client that does not read its replies is cut off. Not a peer: its connection also
-            # queues our own Paxos traffic (catch-up of large values), bounded by peer_queue_bytes.
-            if src not in self._links and connection.queued_bytes() + len(frame) > self.options.max_queued_reply_bytes:
-                self.cut_off_connections += 1
-                self._problem(connection, f"{connection.queued_bytes()} bytes of replies wait unread "
-                              f"(max_queued_reply_bytes {self.options.max_queued_reply_bytes})")
-                scope.cancel()
-                return
-            connection.write(frame, alone=connection.requests_in_flight == 1)
+            self._reply(connection, src, request.request_id, kind, body, scope, alone=connection.requests_in_flight == 1)
         finally:
             connection.requests_in_flight -= 1
             connection.request_bytes -= request_bytes

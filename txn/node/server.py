@@ -189,11 +189,39 @@ class Node:
             self.watch.record_round_trip(src, replica.monotonic_ns() - inner.lease_sent_ns, msg.physical_ns)
         replica.paxos.deliver(src, inner)
 
+    def answer_now(self, src: str, msg: Any) -> Any:
+        """The reply to a single-key read its replica can serve at once (`TabletReplica.read_now`),
+        for the transport to send without a task of its own; None: serve it with `handle_request`.
+        Checked, refused, counted and timed as `handle_request` does."""
+        if type(msg) is not api.ReadRequest:
+            return None
+        started_s = trio.current_time()
+        problem = self._refusal(src, msg)
+        if problem is not None:
+            reply: Any = self._permission_denied(problem)
+        else:
+            try:
+                reply = self.replica(msg.tablet_id).read_now(msg)
+            except RequestFailed as failed:
+                reply = failed.reply
+            except CorruptionError as error:
+                reply = self._corrupt(msg, error)
+            except Exception:
+                self.metrics.failed(msg)
+                raise
+            if reply is None:
+                return None
+        self.metrics.answered(msg, reply, trio.current_time() - started_s)
+        return reply
+
+    def _permission_denied(self, problem: str) -> api.ErrorReply:
+        return api.ErrorReply(api.ErrorCode.PERMISSION_DENIED, f"{self.node_id}: permission denied: {problem}", None, None)
+
     async def handle_request(self, src: str, msg: Any) -> Any:
         started_s = trio.current_time()
         problem = self._refusal(src, msg)
         if problem is not None:
-            reply: Any = api.ErrorReply(api.ErrorCode.PERMISSION_DENIED, f"{self.node_id}: permission denied: {problem}", None, None)
+            reply: Any = self._permission_denied(problem)
         else:
             try:
                 if isinstance(msg, LARGE_REPLY_REQUESTS):

@@ -594,7 +594,12 @@ class TabletReplica:
             raise self._not_leader()
         return ts
 
-    async def read(self, request: api.ReadRequest) -> api.ReadReply:
+    def read_now(self, request: api.ReadRequest) -> api.ReadReply | None:
+        """The reply to a read this replica can serve at once, or None: `read` serves it, waiting
+        if it must (the transport's way to answer a read without a task of its own)."""
+        return self._read_at_once(request)[2]
+
+    def _read_at_once(self, request: api.ReadRequest) -> tuple[api.ReadMode, Timestamp | None, api.ReadReply | None]:
         if not self.tablet.contains(request.key):
             raise failure(api.ErrorCode.BAD_REQUEST, f"key {request.key!r} is outside tablet {self.tablet.id}")
         mode, ts = self._relative_read(request)
@@ -602,8 +607,14 @@ class TabletReplica:
         if ready is not None:
             result = self._store_read(request.key, ready)
             if result.intent is None:
-                return api.ReadReply(ready, result.value, result.version_ts, self.node_id)
-            # A prepared transaction's intent: wait for its fate below (nothing was answered yet).
+                return mode, ts, api.ReadReply(ready, result.value, result.version_ts, self.node_id)
+            # A prepared transaction's intent: `read` waits for its fate (nothing was answered yet).
+        return mode, ts, None
+
+    async def read(self, request: api.ReadRequest) -> api.ReadReply:
+        mode, ts, reply = self._read_at_once(request)
+        if reply is not None:
+            return reply
         with trio.move_on_after(max(request.timeout_ns, 0) / 1e9):
             ts = await self.read_ts(mode, ts, request.timeout_ns)
             result = await self._read_resolved(request.key, ts)  # a prepared transaction's intent: wait for its fate
