@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
 
 import trio
 import trio.testing
@@ -36,37 +38,36 @@ def recv_exactly(peer: socket.socket, count: int) -> bytes:
     return bytes(data)
 
 
-async def writer_parked(connection: Connection) -> None:
-    """Let the writer send what is queued and park."""
-    await trio.sleep(0.001)
-    assert connection.queued_frames() == 0
+@asynccontextmanager
+async def parked_writer(connection: Connection) -> AsyncIterator[None]:
+    """The connection's writer running, parked with nothing queued; stopped on leaving."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.run_writer)
+        await trio.sleep(0.001)
+        assert connection.queued_frames() == 0
+        yield
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_frame_alone_reaches_the_peer_before_the_writer_runs() -> None:
     connection, peer = await connected_pair()
     with peer:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run_writer)
-            await writer_parked(connection)
+        async with parked_writer(connection):
             connection.write(b"first frame", alone=True)
             # No checkpoint since the write: only a direct write can have put it on the wire.
             assert recv_exactly(peer, 11) == b"first frame"
             assert connection.queued_bytes() == 0
-            nursery.cancel_scope.cancel()
         await connection.stream.aclose()
 
 
 async def test_frames_not_alone_are_batched_by_the_writer() -> None:
     connection, peer = await connected_pair()
     with peer:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run_writer)
-            await writer_parked(connection)
+        async with parked_writer(connection):
             connection.write(b"one")
             connection.write(b"two")
             assert connection.queued_frames() == 2  # other exchanges in flight: queued, one send later
             assert await trio.to_thread.run_sync(recv_exactly, peer, 6) == b"onetwo"  # the writer's turn
-            nursery.cancel_scope.cancel()
         await connection.stream.aclose()
 
 
@@ -74,9 +75,7 @@ async def test_what_the_kernel_does_not_take_is_sent_by_the_writer_in_order() ->
     connection, peer = await connected_pair()
     big = bytes(range(256)) * (64 << 10)  # 16 MiB: more than loopback's socket buffers take at once
     with peer:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run_writer)
-            await writer_parked(connection)
+        async with parked_writer(connection):
             connection.write(big, alone=True)
             taken = len(big) - connection.queued_bytes()
             assert 0 < taken < len(big)  # part went at once, the rest waits
@@ -86,32 +85,25 @@ async def test_what_the_kernel_does_not_take_is_sent_by_the_writer_in_order() ->
             connection.write(b"after", alone=True)
             rest = await trio.to_thread.run_sync(recv_exactly, peer, len(big) + 5 - len(head))
             assert head + rest == big + b"after"
-            nursery.cancel_scope.cancel()
         await connection.stream.aclose()
 
 
 async def test_a_stream_replaced_by_tls_is_never_written_around() -> None:
     connection, peer = await connected_pair()
     with peer:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run_writer)
-            await writer_parked(connection)
+        async with parked_writer(connection):
             raw = connection.stream
             connection.stream, _ = trio.testing.memory_stream_pair()  # as TLS wraps the socket after the handshake
             connection.write(b"for the wrapping stream only", alone=True)
             assert connection.queued_frames() == 1  # not sent around the wrapper on the raw socket
-            nursery.cancel_scope.cancel()
         await raw.aclose()
 
 
 async def test_a_closed_connection_never_writes_to_its_old_descriptor_number() -> None:
     connection, peer = await connected_pair()
     with peer:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run_writer)
-            await writer_parked(connection)
+        async with parked_writer(connection):
             old_fd = connection.stream.socket.fileno()
-            nursery.cancel_scope.cancel()
         await connection.stream.aclose()
         connection._writer_parked = True  # as if the writer still waited: only the fd check stands
         with tempfile.TemporaryFile() as file:

@@ -196,16 +196,12 @@ class Node:
         if type(msg) is not api.ReadRequest:
             return None
         started_s = trio.current_time()
-        problem = self._refusal(src, msg)
-        if problem is not None:
-            reply: Any = self._permission_denied(problem)
-        else:
+        reply: Any = self._refused(src, msg)
+        if reply is None:
             try:
                 reply = self.replica(msg.tablet_id).read_now(msg)
-            except RequestFailed as failed:
-                reply = failed.reply
-            except CorruptionError as error:
-                reply = self._corrupt(msg, error)
+            except (RequestFailed, CorruptionError) as error:
+                reply = self._error_reply(msg, error)
             except Exception:
                 self.metrics.failed(msg)
                 raise
@@ -214,25 +210,28 @@ class Node:
         self.metrics.answered(msg, reply, trio.current_time() - started_s)
         return reply
 
-    def _permission_denied(self, problem: str) -> api.ErrorReply:
+    def _error_reply(self, msg: Any, error: RequestFailed | CorruptionError) -> api.ErrorReply:
+        return error.reply if isinstance(error, RequestFailed) else self._corrupt(msg, error)
+
+    def _refused(self, src: str, msg: Any) -> api.ErrorReply | None:
+        """The reply refusing a request src may not make (counted and logged), or None."""
+        problem = self._refusal(src, msg)
+        if problem is None:
+            return None
         return api.ErrorReply(api.ErrorCode.PERMISSION_DENIED, f"{self.node_id}: permission denied: {problem}", None, None)
 
     async def handle_request(self, src: str, msg: Any) -> Any:
         started_s = trio.current_time()
-        problem = self._refusal(src, msg)
-        if problem is not None:
-            reply: Any = self._permission_denied(problem)
-        else:
+        reply: Any = self._refused(src, msg)
+        if reply is None:
             try:
                 if isinstance(msg, LARGE_REPLY_REQUESTS):
                     async with self.scan_slots:
                         reply = await self._dispatch(msg)
                 else:
                     reply = await self._dispatch(msg)
-            except RequestFailed as failed:
-                reply = failed.reply
-            except CorruptionError as error:
-                reply = self._corrupt(msg, error)
+            except (RequestFailed, CorruptionError) as error:
+                reply = self._error_reply(msg, error)
             except Exception:
                 self.metrics.failed(msg)
                 raise
