@@ -12,19 +12,20 @@ Invariants:
   load; a large frame goes alone, never copied into a joined buffer).
   The one exception, on a plain TCP stream only (never TLS, which a client
   connection's stream becomes after its handshake, nor the simulated
-  network's): a frame its caller marks
-  `alone` (the only exchange in flight on the connection: a request with
-  no other call waiting, the reply to the only request being served),
+  network's): a frame its caller marks `alone` (nothing to batch it with:
+  a request with no other call waiting, the reply to the only request
+  being served, the reply to the last of the frames read together),
   written while the writer is parked with nothing queued (so no send is in
   flight), is handed to the kernel at once by a non-blocking write;
   whatever the kernel does not take is queued for the writer, in front of
-  anything later. With nothing to batch it with, the writer's wake-up is
-  one event loop pass saved on each request and reply of a lone client
-  (ARCHITECTURE.md, one client's latency); a busy connection's frames are
-  batched as before (direct writes of every first frame cost 25% of the
-  reads per second at 64 clients). The socket's fd is read from the socket
-  at each write (-1 once closed), never kept, so a closed connection's fd
-  number, reused by a file, is never written to.
+  anything later. That saves the writer's wake-up, one event loop pass,
+  on each request and reply of a lone client (ARCHITECTURE.md, one
+  client's latency); a busy connection's frames are batched as before (a
+  rule by time since the last frame instead, which sent the first frame
+  of every burst at once, cost a quarter of the reads per second at 64
+  clients). The socket's fd is read from the socket at each write (-1
+  once closed), never kept, so a closed connection's fd number, reused by
+  a file, is never written to.
   `queued_bytes()` counts every frame written and not yet fully handed to
   the stream, the batch being sent included, so the bounds callers keep on
   it (txn/net/peer_links.py, txn/net/transport.py) bound this memory.
@@ -48,10 +49,9 @@ Invariants:
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from typing import Any, Optional
-
-import os
 
 import trio
 
