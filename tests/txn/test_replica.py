@@ -11,6 +11,7 @@ import trio.testing
 from hlc import HybridClock, Timestamp
 from hlc.physical import ManualClock, SystemClock
 from mvcc.engine import DictEngine
+from mvcc.records import Intent
 from paxos.messages import Ballot
 from paxos.types import NotLeader, PaxosConfig, ProposalLost
 from txn import api
@@ -174,6 +175,25 @@ async def test_read_now_answers_what_read_serves_without_waiting_and_nothing_els
     with pytest.raises(RequestFailed) as raised:
         replica.read_now(api.ReadRequest("t1", b"k", api.ReadMode.STALE, closed, 50_000_000, 5))
     assert raised.value.reply.code == api.ErrorCode.BAD_REQUEST
+    assert replica.follower_reads == 3, "the three reads answered, each counted once"
+
+
+async def test_a_follower_read_that_meets_an_intent_is_counted_once() -> None:
+    """A read the transport first tries at once (`read_now`), that finds a prepared transaction's
+    intent and is then served by `read` (here: waits in vain), counts one follower read, not one
+    per attempt."""
+    replica, physical = follower_replica()
+    closed = Timestamp(physical.now_ns(), 0)
+    physical.advance(1_000_000_000)
+    replica._on_closed(closed.to_bytes(), 1)
+    replica.state.apply(1, b"")
+    replica.state.store.put_intent(Intent(b"k", "txn-1", Timestamp(closed.wall - 1, 0), b"v"), sync=False)
+    request = api.ReadRequest("t1", b"k", api.ReadMode.AT, closed, 1_000_000, 0)
+    assert replica.read_now(request) is None, "an intent at or below the read: it must wait"
+    with pytest.raises(RequestFailed) as raised:
+        await replica.read(request)
+    assert raised.value.reply.code == api.ErrorCode.TIMEOUT
+    assert replica.follower_reads == 1
 
 
 async def test_a_stale_read_is_measured_on_the_serving_replicas_clock_in_one_request() -> None:

@@ -566,10 +566,7 @@ class TabletReplica:
         elif mode != api.ReadMode.AT or ts is None:
             return None
         elif not serving:
-            if ts > self._visible_ts():
-                return None
-            self._count_replica_read(ts)
-            return ts
+            return None if ts > self._visible_ts() else ts
         elif ts > self.clock.now():
             return None
         self.leader.serve_at(ts)
@@ -607,6 +604,8 @@ class TabletReplica:
         if ready is not None:
             result = self._store_read(request.key, ready)
             if result.intent is None:
+                if not self._is_serving():
+                    self._count_replica_read(ready)  # counted when answered: a read that waits is counted by read_ts
                 return mode, ts, api.ReadReply(ready, result.value, result.version_ts, self.node_id)
             # A prepared transaction's intent: `read` waits for its fate (nothing was answered yet).
         return mode, ts, None
