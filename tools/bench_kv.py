@@ -93,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Closed-loop clients against a fresh 3-node local cluster: single-key writes, "
         "strong reads and reads 5s in the past, at several concurrencies. Each row: ops/s, p50/p99 latency, "
         "errors, and the CPU an operation cost (nodes and clients, from /proc; at low load mostly the idle "
-        "cluster's own cost).",
+        "cluster's own cost). Under a row with errors: how many of each kind, with the first one's text.",
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="per figure (default 5)")
     parser.add_argument("--concurrency", default="1,16,64", help="comma-separated client counts (default 1,16,64)")
@@ -158,6 +158,7 @@ async def client_loop(address_orders, cluster_id, kind: str, concurrency: int, s
     latencies: list[float] = []
     commit_waits: list[int] = []
     errors = 0
+    error_kinds: dict[str, list] = {}  # kind -> [count, the first one's text]
     past_ns = 5_000_000_000
     tls = client_tls_for_dir(data_dir)
     async with contextlib.AsyncExitStack() as stack:
@@ -184,8 +185,9 @@ async def client_loop(address_orders, cluster_id, kind: str, concurrency: int, s
                         await client.get(key)
                     else:
                         await client.get(key, stale_ns=past_ns)
-                except ClientError:
+                except ClientError as error:
                     errors += 1
+                    error_kinds.setdefault(type(error).__name__, [0, str(error)])[0] += 1
                     continue
                 latencies.append(trio.current_time() - start)
 
@@ -193,7 +195,24 @@ async def client_loop(address_orders, cluster_id, kind: str, concurrency: int, s
             for number in range(concurrency):
                 nursery.start_soon(worker, number)
         cpu_s = time.process_time() - cpu_started_s
-    return {"latencies": latencies, "commit_waits": commit_waits, "errors": errors, "cpu_s": cpu_s}
+    return {"latencies": latencies, "commit_waits": commit_waits, "errors": errors, "error_kinds": error_kinds,
+            "cpu_s": cpu_s}
+
+
+def merge_error_kinds(parts: Sequence[dict[str, list]]) -> dict[str, list]:
+    """The client processes' error kinds together: counts added, the first text kept."""
+    merged: dict[str, list] = {}
+    for part in parts:
+        for kind, (count, text) in part.items():
+            merged.setdefault(kind, [0, text])[0] += count
+    return merged
+
+
+def error_line(kinds: dict[str, list], text_chars: int = 160) -> str:
+    """The line under a row with errors: each kind, most frequent first, with the first one's text."""
+    shown = [f"{kind} {count} (first: {text[:text_chars]!r})"
+             for kind, (count, text) in sorted(kinds.items(), key=lambda item: (-item[1][0], item[0]))]
+    return "  errors: " + "; ".join(shown)
 
 
 def nodes_cpu_s(cluster: LocalCluster) -> float | None:
@@ -248,6 +267,7 @@ def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, 
         "p50_ms": 1e3 * latencies[len(latencies) // 2] if latencies else float("nan"),
         "p99_ms": 1e3 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else float("nan"),
         "errors": sum(r["errors"] for r in results),
+        "error_kinds": merge_error_kinds([r["error_kinds"] for r in results]),
         "commit_wait_ms": statistics.mean(waits) / 1e6 if waits else 0.0,
         "mean_ms": 1e3 * statistics.mean(latencies) if latencies else float("nan"),
     }
@@ -362,6 +382,8 @@ def run_cluster(args: argparse.Namespace, mode: str, levels: list[int], max_offs
                 name = kind + (TLS_SUFFIX if mode == "tls" else "")
                 print(f"{name:<16} {level:>7} {figures['ops']:>9,.0f} {figures['p50_ms']:>8.2f} "
                       f"{figures['p99_ms']:>8.2f} {figures['errors']:>6}  {note}", flush=True)
+                if figures["errors"]:
+                    print(error_line(figures["error_kinds"]), flush=True)
                 if args.task_cpu:
                     spent = difference(task_cpu_before, task_cpu_snapshots(cluster))
                     print("\n".join(report(spent, figures["operations"])), flush=True)
