@@ -104,13 +104,12 @@ async def test_a_closed_connection_never_writes_to_its_old_descriptor_number() -
     with peer:
         async with parked_writer(connection):
             old_fd = connection.stream.socket.fileno()
-        await connection.stream.aclose()
-        connection._writer_parked = True  # as if the writer still waited: only the fd check stands
-        with tempfile.TemporaryFile() as file:
-            os.dup2(file.fileno(), old_fd)  # a file now holds the closed socket's number
-            try:
-                connection.write(b"must not land in the file", alone=True)
-                assert os.pread(old_fd, 100, 0) == b""
-            finally:
-                os.close(old_fd)
-            assert connection.queued_frames() == 1  # queued for a writer that will meet the closed stream
+            connection.stream.socket.close()  # under the parked writer: only the fd check stands
+            with tempfile.TemporaryFile() as file:
+                os.dup2(file.fileno(), old_fd)  # a file now holds the closed socket's number
+                try:
+                    connection.write(b"must not land in the file", alone=True)
+                    assert os.pread(old_fd, 100, 0) == b""
+                finally:
+                    os.close(old_fd)
+            assert connection.queued_frames() == 1  # queued for a writer that will meet the closed socket

@@ -85,7 +85,6 @@ class Connection:
         self.frame_started_s: Optional[float] = None  # when the incomplete frame's first byte arrived
         self.frame_paused_s = 0.0  # of the time since, spent waiting for input budget
         self._writer_lot = trio.lowlevel.ParkingLot()
-        self._writer_parked = False  # run_writer waits with nothing queued: no send is in flight
         self._ready: deque[bytes] = deque()
         self._closed = trio.Event()
         now_s = trio.current_time()
@@ -119,7 +118,8 @@ class Connection:
         docstring); never blocks."""
         self.last_written_s = trio.current_time()
         stream = self.stream  # read at each write: a client connection's becomes TLS after its handshake
-        if alone and self._writer_parked and not self._out and type(stream) is trio.SocketStream:
+        # A writer in the lot parked with nothing queued and was not woken since: no send is in flight.
+        if alone and self._writer_lot and not self._out and type(stream) is trio.SocketStream:
             fd = stream.socket.fileno()
             if fd >= 0:
                 try:
@@ -147,11 +147,7 @@ class Connection:
         """Send queued frames, batched, until the connection closes or breaks."""
         while True:
             if not self._out:
-                self._writer_parked = True
-                try:
-                    await self._writer_lot.park()
-                finally:
-                    self._writer_parked = False
+                await self._writer_lot.park()
                 continue
             batch = [self._out.popleft()]
             size = len(batch[0])
