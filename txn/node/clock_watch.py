@@ -15,7 +15,8 @@ Two sources of round trips: a Paxos `Accepted` echoes the leader's send time
 of the Accept it answers and carries the follower's physical clock
 (`record_round_trip`, from txn/node/server.py), so a leader measures its
 followers on every heartbeat for free; and a `ClockProbe` (hlc_exempt:
-answered and delivered even when the clocks are far apart), sent each round
+answered and delivered even when the clocks are far apart; answered from the
+peer's reading task, txn/node/server.py `answer_now`), sent each round
 only to the peers no Paxos round trip measured within the last 500 ms (a
 quiet leader heartbeats every 400 ms). Every peer is still measured, at
 least every 1.0 s (500 ms, then the next round, then half a grain), as the

@@ -191,13 +191,19 @@ class Node:
 
     def answer_now(self, src: str, msg: Any) -> Any:
         """The reply to a single-key read its replica can serve at once (`TabletReplica.read_now`),
-        for the transport to send without a task of its own; None: serve it with `handle_request`.
-        Checked, refused, counted and timed as `handle_request` does."""
-        if type(msg) is not api.ReadRequest:
+        or to a peer's `ClockProbe`, for the transport to send without a task of its own; None:
+        serve it with `handle_request`. Checked, refused, counted and timed as `handle_request`
+        does. A probe's clock is read here, as its frame is taken from the socket: a task of its
+        own would add a pass of the loaded event loop to the round trip (and to the sample's
+        error bound: hlc/offsets.py), which under load pushed every sample too wide to use."""
+        kind = type(msg)
+        if kind is not api.ReadRequest and kind is not api.ClockProbe:
             return None
         started_s = trio.current_time()
         reply: Any = self._refused(src, msg)
-        if reply is None:
+        if reply is None and kind is api.ClockProbe:
+            reply = api.ClockProbeReply(self.clock.physical.now_ns())
+        elif reply is None:
             try:
                 reply = self.replica(msg.tablet_id).read_now(msg)
             except (RequestFailed, CorruptionError) as error:
