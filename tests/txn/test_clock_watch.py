@@ -15,8 +15,9 @@ from hlc.offsets import FenceCause
 from hlc.physical import ManualClock
 from txn import api
 from txn.net.coarse_timer import GRAIN_S
-from txn.net.messaging import RpcTimeout
+from txn.net.messaging import PendingCalls, RpcTimeout
 from txn.node.clock_watch import PAXOS_SAMPLE_FRESH_S, PROBE_INTERVAL_S, PROBE_OFF_GRID_S, ClockWatch
+from txn.wire import Kind
 
 MS = 1_000_000
 MAX_OFFSET_NS = 10 * MS
@@ -249,3 +250,39 @@ async def test_a_probe_that_waited_for_its_link_to_be_dialed_is_not_a_sample(aut
     assert not watch.fenced, watch.reason
     assert FenceCause.SKEWED not in fenced_by, "a dial's round trip fenced this node"
     assert all(error < MS for _, _, error in watch.offsets())
+
+
+async def test_a_probe_is_timed_to_when_its_reply_was_taken_not_when_the_prober_ran_again(
+        mock_clock: trio.testing.MockClock) -> None:
+    """The reply is handed over (`PendingCalls.resolve`) 1 ms after the probe left; the probing task
+    runs again 6 ms later (a loaded event loop). The sample's error is half the 1 ms, not of 7 ms."""
+    physical = ManualClock()
+    watch = make_watch(physical)
+    pending = PendingCalls()
+
+    async def call(peer: str, message: object, timeout_s: float) -> object:
+        request_id, waiter = pending.open()
+        physical.advance(1 * MS)
+        mock_clock.jump(0.001)
+        pending.resolve(request_id, Kind.RESPONSE, api.ClockProbeReply(physical.now_ns() - 500_000))  # n2 at 0
+        physical.advance(6 * MS)
+        mock_clock.jump(0.006)
+        return await pending.wait(request_id, waiter, peer, timeout_s)
+
+    await watch._probe(call, "n2", off_grid=False)
+    [(peer, offset_ns, error_ns)] = watch.offsets()
+    assert peer == "n2" and offset_ns - error_ns <= 0 <= offset_ns + error_ns
+    assert 500_000 <= error_ns <= 510_000, "half of the 1 ms to the reply's hand-over (plus the rate margin)"
+
+
+async def test_a_probe_whose_reply_carries_no_hand_over_time_is_timed_to_now() -> None:
+    physical = ManualClock()
+    watch = make_watch(physical)
+
+    async def call(peer: str, message: object, timeout_s: float) -> object:
+        physical.advance(4 * MS)
+        return api.ClockProbeReply(physical.now_ns() - 2 * MS)
+
+    await watch._probe(call, "n2", off_grid=False)
+    [(_, offset_ns, error_ns)] = watch.offsets()
+    assert offset_ns == 0 and error_ns == 2 * MS

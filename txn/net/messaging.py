@@ -25,6 +25,11 @@ Invariants:
   clock was absorbed), before it waited for a task to serve it: the earliest
   true `now` of the request at this node (Spanner's start rule takes a
   commit timestamp no lower than it). None outside a transport's request.
+- After a call returns its response, `response_taken_at()` in the calling
+  task is trio's time when that response was taken from the network (its
+  frame read and handed over), before the caller's task ran again: a round
+  trip timed to it excludes the wait for a pass of the event loop (clock
+  probes, txn/node/clock_watch.py).
 """
 
 from __future__ import annotations
@@ -53,6 +58,16 @@ def request_arrival() -> Optional[Timestamp]:
 def set_request_arrival(arrived: Optional[Timestamp]) -> None:
     """For the transports: at the start of a request's own task (its context is its own)."""
     _REQUEST_ARRIVAL.set(arrived)
+
+
+# Set in the calling task as a call returns its response (the module docstring).
+_RESPONSE_TAKEN: contextvars.ContextVar[float] = contextvars.ContextVar("response_taken", default=math.nan)
+
+
+def response_taken_at() -> float:
+    """trio's time when the response to this task's last returned call was taken from the network
+    (NaN before any): no earlier than the responder's answer, no later than the call's return."""
+    return _RESPONSE_TAKEN.get()
 
 
 class Handler(Protocol):
@@ -143,6 +158,7 @@ class _Waiter:
     kind: Optional[Kind] = None
     body: Any = None
     deadline_s: float = math.inf  # trio time; kept by `PendingCalls.sweep` (`wait_swept`)
+    taken_s: float = math.nan  # trio time the response was handed over (`resolve`)
 
 
 _TIMED_OUT = object()  # a swept waiter's body: its deadline passed
@@ -174,7 +190,7 @@ class PendingCalls:
         waiter = self._waiters.pop(request_id, None)
         if waiter is None:
             return False
-        waiter.kind, waiter.body = kind, body
+        waiter.kind, waiter.body, waiter.taken_s = kind, body, trio.current_time()
         waiter.event.set()
         return True
 
@@ -240,6 +256,7 @@ class PendingCalls:
         if not waiter.event.is_set() or waiter.body is _TIMED_OUT:
             raise RpcTimeout(f"no response from {dst} within {timeout_s:g}s")
         if waiter.kind is Kind.RESPONSE:
+            _RESPONSE_TAKEN.set(waiter.taken_s)
             return waiter.body
         if waiter.kind is Kind.ERROR:
             raise RemoteError(getattr(waiter.body, "text", str(waiter.body)))

@@ -22,7 +22,9 @@ quiet leader heartbeats every 400 ms). Every peer is still measured, at
 least every 1.0 s (500 ms, then the next round, then half a grain), as the
 rule's mutual-measurement assumption needs;
 the probes an idle cluster sends fall from two per peer per round to those
-its leaders' heartbeats do not cover. Rounds (the judgement) end on the
+its leaders' heartbeats do not cover. A probe's round trip ends where its
+reply was read and handed over (`response_taken_at`, txn/net/messaging.py),
+not when the probing task runs again a pass later. Rounds (the judgement) end on the
 node's coarse timer grid (txn/net/coarse_timer.py), with its other
 housekeeping; the probes go out half a grain later, off it. In a node
 process the grid lies on the wall clock, so every node's quiet heartbeats
@@ -61,7 +63,7 @@ from hlc import HybridClock
 from hlc.offsets import FenceCause, FenceState, OffsetMonitor, Sampled
 from txn import api
 from txn.net.coarse_timer import GRAIN_S, sleep_coarse
-from txn.net.messaging import TransportError
+from txn.net.messaging import TransportError, response_taken_at
 
 PROBE_INTERVAL_S = 0.4  # a grain: rounds only age samples out; an alarming sample is judged when it comes
 # A reply later than twice the fence limit (18 ms with the default max_offset) is too slow to use
@@ -170,10 +172,23 @@ class ClockWatch:
             self._confirm(peer)  # the link is open now: a probe over it at once, not a round later
             return
         if isinstance(reply, api.ClockProbeReply):
-            sampled = self.monitor.record(peer, sent_ns, reply.physical_ns, physical.now_ns())
+            sampled = self.monitor.record(peer, sent_ns, reply.physical_ns, self._taken_ns(sent_ns, physical.now_ns()))
             if sampled is not Sampled.DROPPED:
                 self.samples["probe"] += 1
                 self._judge_alarm(sampled, peer)
+
+    @staticmethod
+    def _taken_ns(sent_ns: int, now_ns: int) -> int:
+        """The physical time the probe's reply was taken from the network (`response_taken_at`),
+        from `now_ns`: earlier by the time this task then waited for its turn, so that wait is
+        not in the sample's error bound. The trio clock times the wait; RATE_MARGIN_PPM covers
+        its rate and the physical clock's differing. Never later than now, never before the
+        probe was sent (a stamp from outside the round trip is not this reply's: now is used)."""
+        waited_s = trio.current_time() - response_taken_at()
+        if not 0 <= waited_s * 1e9 <= now_ns - sent_ns:  # NaN compares false: no stamp
+            return now_ns
+        waited_ns = int(waited_s * 1e9)
+        return now_ns - waited_ns + waited_ns * RATE_MARGIN_PPM // 1_000_000
 
     def record_round_trip(self, peer: str, elapsed_ns: int, peer_physical_ns: int) -> None:
         """A round trip that was not a probe: sent `elapsed_ns` ago (monotonic), answered by `peer` when its
