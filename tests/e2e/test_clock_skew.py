@@ -15,6 +15,7 @@ import time
 
 from hlc import Timestamp
 from tests.e2e.harness import LocalCluster
+from txn.client import NoLeader, OutcomeUnknown
 
 MAX_OFFSET_NS = 10_000_000
 WAIT_S = 60.0
@@ -67,8 +68,18 @@ def test_skew_below_the_bound_keeps_real_time_order(fresh_cluster: LocalCluster)
     clients = [fresh_cluster.client(home=n) for n in fresh_cluster.node_ids]
     keys = [b"\x10skew", b"\x50skew", b"\x90skew", b"\xd0skew"]  # tablets led by different nodes
     previous = Timestamp.MIN
+    unknown: list[str] = []
     for i in range(30):
-        result = clients[i % 3].put(keys[i % 4], b"%d" % i)
+        while True:
+            try:
+                result = clients[i % 3].put(keys[i % 4], b"%d" % i)
+                break
+            except (OutcomeUnknown, NoLeader) as error:
+                # A leadership moved under the write: on a loaded box a node may fence itself when its
+                # clock samples are too wide to rule a conflict out (ARCHITECTURE.md, known limits).
+                # Not an ordering fault; the same put again (a committed first attempt is below it).
+                unknown.append(f"write {i}: {error}")
+                assert len(unknown) <= 3, f"leaderships kept moving under the skew: {unknown}"
         acked_ns = time.time_ns()
         assert result.ts > previous, f"write {i} at {result.ts} not after {previous}"
         previous = result.ts
