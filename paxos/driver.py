@@ -3,7 +3,13 @@
 Role: the I/O edge. One task (`run`) owns the core and reads one bounded
 inbox; everything else only feeds it: `deliver(src, msg)` (non-blocking; a
 full inbox drops the message, as a network may), `propose` (waits for room),
-`campaign`, `take_snapshot`, `transfer_leadership`. Each loop turn takes every queued input, then
+`campaign`, `take_snapshot`, `transfer_leadership`. The one exception:
+`turn_now()` runs a turn in the caller's task (a node's connection reader,
+once it has delivered what one read carried), a loop pass sooner; it takes
+the inbox in the same FIFO order, never runs inside a turn, and leaves a
+failure for the owner task to raise. The owner task therefore parks on a
+parking lot, never in the channel's receive() (which would hand it the next
+item directly, out of the inbox's order). Each loop turn takes every queued input, then
 carries out `core.ready()` in order (`carry_out`): early sends (the leader's
 Accepts), ONE synced storage write for the whole turn (group commit), the
 snapshot install, state machine applies, the sends that depend on the write,
@@ -119,6 +125,14 @@ class PaxosDriver:
             quiet_heartbeat_at=quiet_heartbeat_at,
         )
         self._inbox_send, self._inbox_receive = trio.open_memory_channel[tuple[Any, ...]](INBOX_SIZE)
+        # The owner task parks here, never in the channel's receive(): a receiver parked there would
+        # be handed the next item directly, and a turn run meanwhile by `turn_now` would take the
+        # items after it first (two proposals' slots out of their timestamps' order).
+        self._inbox_waiter = trio.lowlevel.ParkingLot()
+        self._wait_scope: trio.CancelScope | None = None
+        self._in_turn = False
+        self._running = False  # the owner task is serving: `turn_now` may run turns for it
+        self._failure: BaseException | None = None
         self._pending: dict[int, _Proposal] = {}
         self._applied_event = trio.Event()
         self._status_event = trio.Event()
@@ -135,23 +149,69 @@ class PaxosDriver:
             self.core.campaign(self._now_ns())
         self._turn()
         task_status.started()
+        self._running = True
+        try:
+            await self._serve_inbox()
+        finally:
+            self._running = False
+
+    async def _serve_inbox(self) -> None:
         while True:
-            delay_ns = self._wake_at_ns - self._now_ns()
-            deadline = math.inf if self._wake_at_ns >= NEVER else trio.current_time() + max(delay_ns, 0) / 1e9
-            with trio.move_on_at(deadline):
-                item = await self._inbox_receive.receive()
-                self._take(item)
-                for _ in range(MAX_INPUTS_PER_TURN):
+            if self._failure is not None:
+                raise self._failure  # a turn run by `turn_now` failed: this task fails as if it ran it
+            if self._inbox_receive.statistics().current_buffer_used:
+                await trio.lowlevel.checkpoint()  # what receive() did with an item ready
+            else:
+                with trio.move_on_at(self._wake_deadline_s()) as scope:
+                    self._wait_scope = scope
                     try:
-                        item = self._inbox_receive.receive_nowait()
-                    except trio.WouldBlock:
-                        break
-                    self._take(item)
+                        await self._inbox_waiter.park()
+                    finally:
+                        self._wait_scope = None
+            if self._failure is not None:
+                raise self._failure
+            self._take_queued()
             now = self._now_ns()
             if self.before_heartbeat is not None and self.core.heartbeat_due(now):
                 self.before_heartbeat()
             self.core.tick(now)
             self._turn()
+
+    def _wake_deadline_s(self) -> float:
+        if self._wake_at_ns >= NEVER:
+            return math.inf
+        return trio.current_time() + max(self._wake_at_ns - self._now_ns(), 0) / 1e9
+
+    def _take_queued(self) -> None:
+        for _ in range(MAX_INPUTS_PER_TURN):
+            try:
+                item = self._inbox_receive.receive_nowait()
+            except trio.WouldBlock:
+                return
+            self._take(item)
+
+    def turn_now(self) -> None:
+        """Take what the inbox holds and run a turn in the caller's task, now, instead of one loop
+        pass later in the owner task (a node calls it once it has delivered what one socket read
+        carried: `deliver(..., wake=False)`). Not from inside a turn (its callbacks), not while the
+        owner task is not running (before it started, after it ended) and not once a turn failed:
+        the owner task is woken instead (runs it, or raises the failure)."""
+        if self._in_turn or self._failure is not None or not self._running:
+            self._inbox_waiter.unpark()
+            return
+        try:
+            self._take_queued()
+            self._turn()
+        except Exception as error:
+            # The owner task raises it (as if its own turn had failed) and the tablet's nursery
+            # sees it there; the caller's task (a connection's reader) would only log it.
+            self._failure = error
+            self._inbox_waiter.unpark()
+            return
+        if self._wait_scope is not None:
+            self._wait_scope.deadline = self._wake_deadline_s()  # the turn may want an earlier tick
+        if self._inbox_receive.statistics().current_buffer_used:
+            self._inbox_waiter.unpark()  # more than a turn takes
 
     def _take(self, item: tuple[Any, ...]) -> None:
         kind = item[0]
@@ -174,6 +234,13 @@ class PaxosDriver:
 
     def _turn(self) -> None:
         """Carry out ready() until the core has nothing more to do right now."""
+        self._in_turn = True
+        try:
+            self._turn_steps()
+        finally:
+            self._in_turn = False
+
+    def _turn_steps(self) -> None:
         while True:
             now = self._now_ns()
             ready = self.core.ready(now)
@@ -221,11 +288,21 @@ class PaxosDriver:
 
     # ------------------------------------------------------------ feeding the inbox
 
-    def deliver(self, src: str, msg: object) -> None:
+    def deliver(self, src: str, msg: object, *, wake: bool = True) -> None:
+        """Queue a peer's message (a full inbox drops it, as a network may). `wake=False`: the
+        caller runs `turn_now()` itself once it has delivered what it read."""
         try:
             self._inbox_send.send_nowait(("message", src, msg))
         except trio.WouldBlock:
             self._dropped += 1
+            return
+        if wake:
+            self._inbox_waiter.unpark()
+
+    def _queue(self, item: tuple[Any, ...]) -> None:
+        """Queue an input and wake the owner task (WouldBlock: the inbox is full)."""
+        self._inbox_send.send_nowait(item)
+        self._inbox_waiter.unpark()
 
     async def propose(self, command: bytes, *, timeout_s: float,
                       on_not_chosen: Callable[[], None] | None = None) -> int:
@@ -245,9 +322,10 @@ class PaxosDriver:
                 try:
                     # Room in the inbox (nearly always): queued without the checkpoints of
                     # send(), a task step per write less; the wait below is the checkpoint.
-                    self._inbox_send.send_nowait(("propose", proposal))
+                    self._queue(("propose", proposal))
                 except trio.WouldBlock:
                     await self._inbox_send.send(("propose", proposal))
+                    self._inbox_waiter.unpark()
                 queued = True
                 await proposal.done.wait()
         except BaseException:  # cancelled (e.g. its client's connection closed)
@@ -265,13 +343,13 @@ class PaxosDriver:
         return proposal.slot
 
     def campaign(self) -> None:
-        self._inbox_send.send_nowait(("campaign",))
+        self._queue(("campaign",))
 
     def transfer_leadership(self, to: str) -> None:
         """Hand leadership to replica `to` (if this one leads): new proposals get `NotLeader(to)`
         while the log drains, then the lease is given up and `to` campaigns at once. If `to`
         does not catch up within an election timeout, this replica leads on."""
-        self._inbox_send.send_nowait(("transfer", to))
+        self._queue(("transfer", to))
 
     def set_closed(self, token: bytes, index: int) -> None:
         """As leader: send `token` (true of every slot at or below `index`) on every Accept from now on.
@@ -280,7 +358,7 @@ class PaxosDriver:
 
     def take_snapshot(self) -> None:
         """Truncate the log up to the applied index (the state machine holds those slots)."""
-        self._inbox_send.send_nowait(("snapshot",))
+        self._queue(("snapshot",))
 
     # ------------------------------------------------------------ reading
 

@@ -419,3 +419,42 @@ async def test_requests_read_together_and_answered_at_once_have_their_replies_ba
                 await trio.sleep(0.01)
         assert flags == [False, False, True]
         await stream.aclose()
+
+
+class ReadAware(Recorder):
+    """Records each message and each `messages_read` call, in order; the first call raises."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[str] = []
+
+    def handle_message(self, src: str, msg: Any) -> None:
+        self.events.append("message")
+        super().handle_message(src, msg)
+
+    def messages_read(self) -> None:
+        self.events.append("read")
+        if self.events.count("read") == 1:
+            raise RuntimeError("the first one fails")
+
+
+async def test_the_handler_hears_when_a_reads_messages_were_handed_over() -> None:
+    """After the frames of each read, the transport calls `messages_read` (a node runs its Paxos
+    turns there, in the reading task); its failure is logged, the connection carries on."""
+    async with AsyncExitStack() as stack:
+        h1 = ReadAware()
+        t1 = await start(stack, "n1", handler=h1)
+        t2 = await start(stack, "n2", peers={"n1": t1.address})
+        t1.add_peer("n2", t2.address)
+        t2.send("n1", Ping(b"first"))
+        await h1.wait_for(1)
+        for i in range(20):
+            t2.send("n1", Ping(bytes([i])))
+        await h1.wait_for(21)
+        with trio.fail_after(5):
+            while h1.events[-1] != "read":
+                await trio.sleep(0.01)
+        assert h1.events[:2] == ["message", "read"], "told once the first read was handed over"
+        assert h1.events.count("read") >= 2, "told again after the first one failed"
+        # Each message is followed by a "read" before the connection waits for more bytes.
+        assert all("read" in h1.events[i:] for i, event in enumerate(h1.events) if event == "message")

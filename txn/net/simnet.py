@@ -12,7 +12,8 @@ Invariants:
   (rank 0) before messages (rank 1) at the same instant, then sender, then
   the sender's own sequence number. One `pump()` task sleeps until the next
   instant and delivers all that is due in key order, synchronously:
-  `handle_message` and timers are called inline; `handle_request` runs in a
+  `handle_message` (then `messages_read`, if the handler has it) and timers
+  are called inline; `handle_request` runs in a
   task of the pump's nursery.
 - Each sender draws latency, drop and duplication from its own stream,
   `random.Random(f"{seed}/net/{src}")`, in its own send order, so the order
@@ -407,6 +408,9 @@ class SimNetwork:
         assert node.handler is not None and node.endpoint is not None
         if kind is Kind.ONE_WAY:
             node.handler.handle_message(src, envelope.body)
+            messages_read = getattr(node.handler, "messages_read", None)
+            if messages_read is not None:  # as the TCP transport after each read: one message here
+                messages_read()
         elif kind is Kind.REQUEST:
             # Reserve the response's sequence number and draws now, in heap order.
             reserved = (node.next_seq(), *self._draw(node, src))

@@ -54,6 +54,10 @@ Behaviour:
   without waiting, txn/node/server.py), a task start and a hop less per
   read. None from `answer_now` means "serve it as usual"; its exception
   becomes an ERROR reply, as a task's would.
+- After the frames of each read are handed over, the handler's optional
+  `messages_read()` is called in the reading task (a node runs there the
+  Paxos turns those frames owe; its exception is logged, the connection
+  carries on).
 - Every envelope carries `clock.now()`; the receiver calls
   `clock.update(ts)` first. A ClockOffsetError drops the message, counts it
   per peer and logs once per peer per minute.
@@ -180,6 +184,7 @@ class TcpTransport(PeerLinks):
         self.handler = handler
         # Optional: a handler's synchronous answer to a request it can serve at once (module docstring).
         self._answer_now: Optional[Callable[[str, Any], Any]] = getattr(handler, "answer_now", None)
+        self._messages_read: Callable[[], None] = getattr(handler, "messages_read", lambda: None)
         self.max_frame_bytes = max_frame_bytes
         self.log = logger
         self.options = options
@@ -433,13 +438,17 @@ class TcpTransport(PeerLinks):
                 try:
                     async for payloads in connection.read_batches(frame_timeout_s):
                         last = len(payloads) - 1
-                        for i, payload in enumerate(payloads):
-                            # A client's requests beyond the bound wait (the rest of the batch here, then
-                            # TCP): nothing more is read until some are answered. Not a peer's: its
-                            # connection also carries the answers to our own calls.
-                            while link is None and connection.requests_in_flight >= self.options.max_requests_in_flight:
-                                await connection.request_done.park()
-                            self._on_frame(connection, src, counters, payload, nursery, last_in_batch=i == last)
+                        try:
+                            for i, payload in enumerate(payloads):
+                                # A client's requests beyond the bound wait (the rest of the batch here,
+                                # then TCP): nothing more is read until some are answered. Not a peer's:
+                                # its connection also carries the answers to our own calls.
+                                while (link is None
+                                       and connection.requests_in_flight >= self.options.max_requests_in_flight):
+                                    await connection.request_done.park()
+                                self._on_frame(connection, src, counters, payload, nursery, last_in_batch=i == last)
+                        finally:
+                            self._read_done()  # also for what came before a bad frame
                 except ProtocolError as error:
                     self._problem(connection, str(error))
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
@@ -539,6 +548,13 @@ class TcpTransport(PeerLinks):
                 self.log.exception("%s: handler failed on a message from %s", self.node_id, src)
         else:
             self._pending.resolve(envelope.request_id, kind, envelope.body)
+
+    def _read_done(self) -> None:
+        """Tell the handler that one read's frames were handed over (its `messages_read`)."""
+        try:
+            self._messages_read()
+        except Exception:
+            self.log.exception("%s: handler failed after a read", self.node_id)
 
     def _answered_now(self, connection: Connection, src: str, request: Envelope, scope: trio.CancelScope,
                       *, alone: bool) -> bool:

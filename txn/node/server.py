@@ -15,6 +15,10 @@ Invariants:
   fails a request;
 - a node serves only tablets it replicates; others get `unknown_tablet`;
 - a fenced node drops Paxos traffic both ways and refuses reads and writes;
+- a peer's Paxos message is queued to its replica's driver without waking
+  the driver's task; the transport's `messages_read`, after each read, runs
+  the turns owed in the reading task (paxos/driver.py `turn_now`), so the
+  messages of one read still share one turn and one synced write;
 - every request and one-way message is checked against the sender's role
   (txn/api/permissions.py) before anything else: the TCP transport reads it
   from the certificate (`transport.role_of(src)`); a refused request is
@@ -44,6 +48,7 @@ import trio
 
 from hlc import HybridClock
 from mvcc.engine import CorruptionError
+from paxos.driver import PaxosDriver
 from paxos.messages import Accepted
 from txn import api, wire
 from txn.api.errors import RequestFailed, failure
@@ -109,6 +114,9 @@ class Node:
         # (sender, reason) -> messages refused: reason "permission" or "bad_paxos"; the
         # sender is a peer id, or "client" for everyone else (a bounded set of labels).
         self.rejected: collections.Counter[tuple[str, str]] = collections.Counter()
+        # Paxos drivers given messages since the transport last called `messages_read` (ordered:
+        # the simulation's turns must run in the same order every time).
+        self._turns_owed: dict[PaxosDriver, None] = {}
         self.watch = ClockWatch(node_id, self.peers, clock, config.max_offset_ns, enabled=monitor_clocks)
         self.watch.on_change = self._set_fenced
         self.admin = NodeAdmin(self)
@@ -187,7 +195,18 @@ class Node:
         if msg.physical_ns and type(inner) is Accepted:
             # It echoes our send time of the Accept it answers: a round trip to measure src's clock by.
             self.watch.record_round_trip(src, replica.monotonic_ns() - inner.lease_sent_ns, msg.physical_ns)
-        replica.paxos.deliver(src, inner)
+        replica.paxos.deliver(src, inner, wake=False)
+        self._turns_owed[replica.paxos] = None
+
+    def messages_read(self) -> None:
+        """The transport has handed over what one read carried: each Paxos driver given some of it
+        runs its turn now, in the reading task, not a loop pass later in its own (a Paxos round
+        crosses a busy event loop's passes several times; ARCHITECTURE.md, known limits). The
+        messages of one read are still one turn: one synced write for all of them."""
+        while self._turns_owed:
+            driver = next(iter(self._turns_owed))
+            del self._turns_owed[driver]
+            driver.turn_now()
 
     def answer_now(self, src: str, msg: Any) -> Any:
         """The reply to a single-key read its replica can serve at once (`TabletReplica.read_now`),
