@@ -83,6 +83,16 @@ def test_bench_hlc_prints_rates_and_ratios() -> None:
     assert result.stdout.count(" ratio ") == 2
 
 
+def test_bench_tls_prints_each_stream_and_the_ratio_to_trios() -> None:
+    result = run("bench", "tls", "--seconds", "0.05", "--rounds", "1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for stream in ("bare TCP", "trio.SSLStream", "TlsStream"):
+        row = next(line for line in lines if line.startswith(stream + " "))
+        assert int(row.split()[-2].replace(",", "")) > 0  # round trips/s: the streams carried messages
+    assert "TlsStream / trio.SSLStream: CPU per round trip x" in result.stdout
+
+
 @pytest.mark.parametrize("args", [["bench"], ["bench", "nonexistent"]])
 def test_bench_without_a_known_benchmark_is_a_usage_error(args: list[str]) -> None:
     assert run(*args).returncode == 2

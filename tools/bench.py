@@ -16,6 +16,7 @@ import sys
 BENCHMARK_MODULES: tuple[str, ...] = (
     "tools.bench_hlc",
     "tools.bench_rpc",
+    "tools.bench_tls",
     "tools.bench_mvcc",
     "tools.bench_paxos",
     "tools.bench_kv",

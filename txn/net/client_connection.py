@@ -46,6 +46,7 @@ from txn.net.connection import Connection
 from txn.net.messaging import FrameTooLarge, PeerUnreachable, PendingCalls
 from txn.net.peer_rules import CLIENT_SPEAKER, ClockVerdict, Identity, Role, absorb_sender_clock, check_reply
 from txn.net.tls import ClientTls, identity_of, tls_reason
+from txn.net.tls_stream import TlsStream
 from txn.wire import Envelope, Handshake, Kind, ProtocolError
 
 
@@ -124,9 +125,9 @@ async def _handshake(connection: Connection, cluster_id: Optional[str], where: s
     return reply
 
 
-async def _start_tls(stream: trio.SocketStream, tls: ClientTls, where: str) -> tuple[trio.SSLStream, Identity]:
+async def _start_tls(stream: trio.SocketStream, tls: ClientTls, where: str) -> tuple[TlsStream, Identity]:
     """TLS client handshake; the node's certificate must name a node."""
-    tls_stream = trio.SSLStream(stream, tls.context, server_side=False)
+    tls_stream = TlsStream(stream, tls.context, server_side=False)
     try:
         await tls_stream.do_handshake()
     except trio.BrokenResourceError as error:

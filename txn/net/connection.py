@@ -10,15 +10,20 @@ Invariants:
   sends the frames queued since its last write, up to `WRITE_BATCH_BYTES`
   at a time, as one `send_all` (one syscall for many small frames under
   load; a large frame goes alone, never copied into a joined buffer).
-  The one exception, on a plain TCP stream only (never TLS, which a client
-  connection's stream becomes after its handshake, nor the simulated
-  network's): a frame its caller marks `alone` (nothing to batch it with:
+  The one exception, on a plain TCP stream or a `TlsStream`
+  (txn/net/tls_stream.py; never the simulated network's, nor any other
+  stream a connection is given): a frame its caller marks `alone` (nothing
+  to batch it with:
   a request with no other call waiting, the reply to the only request
   being served, the reply to the last of the frames read together),
   written while the writer is parked with nothing queued (so no send is in
   flight), is handed to the kernel at once by a non-blocking write;
   whatever the kernel does not take is queued for the writer, in front of
-  anything later. That saves the writer's wake-up, one event loop pass,
+  anything later (on TLS the frame is encrypted first, and the records the
+  kernel did not take stay in the TlsStream, which sends them before
+  anything else; an empty frame queued wakes the writer to do so). The
+  stream's type is read at each write: a client connection's becomes TLS
+  after its handshake. That saves the writer's wake-up, one event loop pass,
   on each request and reply of a lone client (ARCHITECTURE.md, one
   client's latency); a busy connection's frames are batched as before (a
   rule by time since the last frame instead, which sent the first frame
@@ -57,6 +62,7 @@ import trio
 
 from txn import wire
 from txn.net.input_budget import InputBudget
+from txn.net.tls_stream import TlsStream
 from txn.wire import FrameDecoder, ProtocolError
 
 RECEIVE_BYTES = 256 << 10
@@ -119,16 +125,21 @@ class Connection:
         self.last_written_s = trio.current_time()
         stream = self.stream  # read at each write: a client connection's becomes TLS after its handshake
         # A writer in the lot parked with nothing queued and was not woken since: no send is in flight.
-        if alone and self._writer_lot and not self._out and type(stream) is trio.SocketStream:
-            fd = stream.socket.fileno()
-            if fd >= 0:
-                try:
-                    sent = os.write(fd, frame)
-                except OSError:  # full (BlockingIOError) or broken: the writer sends it, or meets the error
-                    sent = 0
-                if sent == len(frame):
+        if alone and self._writer_lot and not self._out:
+            if type(stream) is trio.SocketStream:
+                fd = stream.socket.fileno()
+                if fd >= 0:
+                    try:
+                        sent = os.write(fd, frame)
+                    except OSError:  # full (BlockingIOError) or broken: the writer sends it, or meets the error
+                        sent = 0
+                    if sent == len(frame):
+                        return
+                    frame = frame[sent:]
+            elif type(stream) is TlsStream and stream.try_send_now(frame):
+                if not stream.has_unsent:
                     return
-                frame = frame[sent:]
+                frame = b""  # the stream holds the rest of its records: the writer's send_all(b"") sends them
         self._out.append(frame)
         self._out_bytes += len(frame)
         if self._writer_lot:

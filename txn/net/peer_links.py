@@ -29,6 +29,7 @@ from txn.net.connection import Connection
 from txn.net.messaging import PeerCounters, PeerUnreachable
 from txn.net.peer_rules import check_identity, check_reply
 from txn.net.tls import identity_of, tls_reason
+from txn.net.tls_stream import TlsStream
 from txn.wire import Envelope, Handshake, HandshakeRefused, Kind, ProtocolError
 from txn.wire.envelope import Keepalive
 
@@ -168,10 +169,10 @@ class PeerLinks:
         connection.peer_id = link.peer_id
         return connection
 
-    async def _tls_dial(self, stream: trio.SocketStream, link: _PeerLink) -> trio.SSLStream:
+    async def _tls_dial(self, stream: trio.SocketStream, link: _PeerLink) -> TlsStream:
         """TLS over a fresh TCP stream to a peer; its certificate must be node link.peer_id's."""
         assert self.tls is not None
-        tls_stream = trio.SSLStream(stream, self.tls.dialer, server_side=False)
+        tls_stream = TlsStream(stream, self.tls.dialer, server_side=False)
         try:
             try:
                 await tls_stream.do_handshake()

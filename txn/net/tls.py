@@ -99,7 +99,7 @@ def tls_reason(error: BaseException) -> str:
             "TLSV1_ALERT_UNKNOWN_CA": "the other side does not trust our CA (certificate from another cluster)",
             "WRONG_VERSION_NUMBER": "the other side does not speak TLS (an --insecure node or client?)",
             "UNSUPPORTED_PROTOCOL": "the other side does not speak TLS 1.3",
-            # The node refused our certificate and closed (its log says why): trio does not flush
+            # The node refused our certificate and closed (its log says why): the TLS stream does not flush
             # the TLS alert before the connection closes, so all a client sees is the close.
             "UNEXPECTED_EOF_WHILE_READING": "the other side closed the connection in the TLS handshake "
                                             "(our certificate refused? signed by another cluster's CA?)",
@@ -108,7 +108,7 @@ def tls_reason(error: BaseException) -> str:
         verify = getattr(cause, "verify_message", None)
         return f"{reason}" + (f" ({verify})" if verify else "") + (f": {hint}" if hint else "")
     if isinstance(cause, ConnectionResetError):
-        # The node resets a connection whose certificate it refused (trio does not flush the alert).
+        # The node resets a connection whose certificate it refused (the TLS stream does not flush the alert).
         return f"{cause} (our certificate refused? signed by another cluster's CA?)"
     return str(cause) or type(cause).__name__
 

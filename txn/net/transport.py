@@ -39,8 +39,9 @@ Behaviour:
   length. Client connections get no keepalives (an idle client is silent
   by right; the client bounds each call with its own deadline).
 - TLS (txn/net/tls.py), unless the node runs --insecure (`tls=None`): every
-  connection, inbound and outbound, is a `trio.SSLStream` (TLS 1.3, both
-  certificates verified against the cluster CA) before the first frame. The
+  connection, inbound and outbound, is a `TlsStream` (txn/net/tls_stream.py:
+  TLS 1.3, both certificates verified against the cluster CA) before the
+  first frame. The
   handshake's speaker must be who the certificate names (`check_identity`):
   a dialed peer must present node <peer_id>'s certificate, an inbound node
   id needs that node's certificate, "client" needs a client certificate. A
@@ -121,6 +122,7 @@ from txn.net.peer_rules import (
     CLIENT_SPEAKER, ClockVerdict, Identity, Role, absorb_sender_clock, check_hello, check_identity,
 )
 from txn.net.tls import NodeTls, identity_of, tls_reason
+from txn.net.tls_stream import TlsStream
 from txn.net.connection import Connection
 from txn.net.input_budget import InputBudget
 from txn.net.options import TransportOptions
@@ -350,10 +352,10 @@ class TcpTransport(PeerLinks):
             return None, None
         return connection, src
 
-    async def _tls_accept(self, stream: trio.SocketStream, address: str) -> Optional[tuple[trio.SSLStream, Optional[Identity]]]:
+    async def _tls_accept(self, stream: trio.SocketStream, address: str) -> Optional[tuple[TlsStream, Optional[Identity]]]:
         """The server side of TLS within the handshake deadline; None (logged, closed) if it fails."""
         assert self.tls is not None
-        tls_stream = trio.SSLStream(stream, self.tls.server, server_side=True)
+        tls_stream = TlsStream(stream, self.tls.server, server_side=True)
         problem = None
         with trio.move_on_after(self.options.handshake_timeout_s) as scope:
             try:
