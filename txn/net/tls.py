@@ -267,6 +267,8 @@ def _context(purpose: ssl.Purpose, ca: pathlib.Path, cert: pathlib.Path, key: pa
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.check_hostname = False  # replaced by the explicit node-id check (module docstring)
     context.verify_mode = ssl.CERT_REQUIRED
+    if purpose is ssl.Purpose.CLIENT_AUTH:
+        context.num_tickets = 0  # no session resumption here: a ticket per connection would be built for nothing
     try:
         context.load_verify_locations(cafile=str(ca))
         context.load_cert_chain(str(cert), str(key))
