@@ -33,7 +33,10 @@ Invariants:
   a file, is never written to.
   `queued_bytes()` counts every frame written and not yet fully handed to
   the stream, the batch being sent included, so the bounds callers keep on
-  it (txn/net/peer_links.py, txn/net/transport.py) bound this memory.
+  it (txn/net/peer_links.py, txn/net/transport.py) bound this memory. Not
+  counted: the records of one lone frame a `TlsStream` holds because the
+  kernel did not take them (at most one frame per connection: nothing
+  else goes around the writer while they wait).
 - Frames are read through `FrameDecoder`, so an oversized length prefix is
   refused before its body is buffered; an EOF inside a frame is reported as
   a truncated frame (ProtocolError), never silently dropped.
