@@ -8,16 +8,14 @@ is not there yet), or trio's own `trio.SSLStream`.
 
 from __future__ import annotations
 
-import pathlib
 import random
 import socket
 import ssl
-from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 import pytest
 import trio
 
+from tests.txn.test_connection_direct import parked_writer, recv_exactly
 from txn.net.connection import Connection
 from txn.net.tls import ClientTls, NodeTls, ensure_cluster_certs, load_client_tls, load_node_tls, tls_reason
 from txn.net.tls_stream import TlsStream
@@ -50,25 +48,6 @@ async def tls_to_stdlib(certs: tuple[NodeTls, ClientTls]) -> tuple[TlsStream, ss
         nursery.start_soon(trio.to_thread.run_sync, peer_tls.do_handshake)
         await tls.do_handshake()
     return tls, peer_tls
-
-
-def recv_exactly(peer: ssl.SSLSocket, count: int) -> bytes:
-    data = bytearray()
-    while len(data) < count:
-        chunk = peer.recv(min(count - len(data), 1 << 20))
-        assert chunk, "the connection closed early"
-        data += chunk
-    return bytes(data)
-
-
-@asynccontextmanager
-async def parked_writer(connection: Connection) -> AsyncIterator[None]:
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(connection.run_writer)
-        await trio.sleep(0.001)
-        assert connection.queued_frames() == 0
-        yield
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_lone_frame_over_tls_reaches_the_peer_before_the_writer_runs(certs: tuple[NodeTls, ClientTls]) -> None:
