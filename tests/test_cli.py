@@ -93,6 +93,19 @@ def test_bench_tls_prints_each_stream_and_the_ratio_to_trios() -> None:
     assert "TlsStream / trio.SSLStream: CPU per round trip x" in result.stdout
 
 
+@pytest.mark.parametrize("args", [
+    *(["bench", name, "--seconds", bad] for name in ("hlc", "idle", "ir", "kv", "mvcc", "paxos", "probes", "rpc", "tls", "txn")
+      for bad in ("0", "-1")),
+    ["bench", "hlc", "--seconds", "nan"], ["bench", "tls", "--rounds", "0"], ["bench", "tls", "--payload", "x"],
+    ["bench", "rpc", "--payload", "0"], ["bench", "mvcc", "--keys", "0"], ["bench", "txn", "--accounts", "-3"],
+])
+def test_a_benchmark_refuses_a_measuring_time_or_count_that_cannot_be_measured(args: list[str]) -> None:
+    result = run(*args)
+    assert result.returncode == 2, result.stdout + result.stderr  # a usage error before anything starts
+    assert f"argument {args[2]}:" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert "benchmark:" not in result.stdout  # nothing ran
+
+
 @pytest.mark.parametrize("args", [["bench"], ["bench", "nonexistent"]])
 def test_bench_without_a_known_benchmark_is_a_usage_error(args: list[str]) -> None:
     assert run(*args).returncode == 2

@@ -14,7 +14,7 @@ from typing import Callable
 
 from hlc import HybridClock, Timestamp
 from hlc.physical import SystemClock
-from tools.bench import print_setup
+from tools.bench import positive_seconds, print_setup
 
 
 def calls_per_second(call: Callable[[], object], seconds: float) -> float:
@@ -50,5 +50,5 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("hlc", help="HLC now()/update() calls per second beside time.time_ns()")
-    parser.add_argument("--seconds", type=float, default=1.0, help="measuring time per figure (default 1.0)")
+    parser.add_argument("--seconds", type=positive_seconds, default=1.0, help="measuring time per figure (default 1.0)")
     parser.set_defaults(func=run)

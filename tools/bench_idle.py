@@ -26,7 +26,7 @@ import statistics
 import tempfile
 import time
 
-from tools.bench import print_setup
+from tools.bench import positive_seconds, print_setup
 from tools.errors import CliError
 from tools.localcluster import LocalCluster
 
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="CPU time each node process of an idle 3-node local cluster takes (user + system, "
         "from /proc), and the Paxos log entries its tablets append with nobody writing.",
     )
-    parser.add_argument("--seconds", type=float, default=20.0, help="measurement window (default 20)")
+    parser.add_argument("--seconds", type=positive_seconds, default=20.0, help="measurement window (default 20)")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds after the cluster is healthy before measuring (default 5)")
     parser.add_argument("--tablets", type=int, default=3, help="tablets (default 3, one led by each node)")
     parser.add_argument("--security", choices=("insecure", "tls"), default="insecure", help="cluster security (default insecure)")

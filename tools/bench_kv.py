@@ -66,7 +66,7 @@ from typing import Iterator, Sequence
 import trio
 
 from hlc import parse_duration_ns
-from tools.bench import print_setup
+from tools.bench import positive_seconds, print_setup
 from tools.bench_idle import cpu_seconds
 from tools.errors import CliError
 from tools.localcluster import LocalCluster
@@ -95,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "errors, and the CPU an operation cost (nodes and clients, from /proc; at low load mostly the idle "
         "cluster's own cost). Under a row with errors: how many of each kind, with the first one's text.",
     )
-    parser.add_argument("--seconds", type=float, default=5.0, help="per figure (default 5)")
+    parser.add_argument("--seconds", type=positive_seconds, default=5.0, help="per figure (default 5)")
     parser.add_argument("--concurrency", default="1,16,64", help="comma-separated client counts (default 1,16,64)")
     parser.add_argument("--client-processes", type=int, default=3, help="client OS processes (default 3)")
     parser.add_argument("--clients-per-process", type=int, default=1,

@@ -30,7 +30,7 @@ from itertools import islice
 from hlc.timestamp import Timestamp
 from mvcc.engine_leveldb import LevelDbEngine
 from mvcc.store import MvccStore
-from tools.bench import print_setup
+from tools.bench import positive_int, positive_seconds, print_setup
 
 VERSIONS = 10
 VALUE_BYTES = 100
@@ -166,6 +166,6 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("mvcc", help="versioned writes, past-timestamp reads and scans beside raw plyvel")
-    parser.add_argument("--keys", type=int, default=20_000, help="user keys, each written 10 times (default 20000)")
-    parser.add_argument("--seconds", type=float, default=1.0, help="measuring time per figure (default 1.0)")
+    parser.add_argument("--keys", type=positive_int, default=20_000, help="user keys, each written 10 times (default 20000)")
+    parser.add_argument("--seconds", type=positive_seconds, default=1.0, help="measuring time per figure (default 1.0)")
     parser.set_defaults(func=run)

@@ -40,7 +40,7 @@ import attrs
 import trio
 
 from hlc import parse_duration_ns
-from tools.bench import print_setup
+from tools.bench import positive_seconds, print_setup
 from tools.errors import CliError
 from tools.localcluster import LocalCluster
 from tools.probes import (
@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "connections, unread and unbounded scans, oversized writes, a follower catching up over max-size values, "
         "garbage on the port) while a normal client writes: its p50 against unloaded, and every node's RSS growth.",
     )
-    parser.add_argument("--seconds", type=float, default=10.0, help="unloaded measurement and each probe (default 10)")
+    parser.add_argument("--seconds", type=positive_seconds, default=10.0, help="unloaded measurement and each probe (default 10)")
     parser.add_argument("--probes", default=",".join(PROBES), help=f"comma-separated, from {', '.join(PROBES)} (default all)")
     parser.add_argument("--dir", default=None, help="cluster directory (default: a new temporary one, removed after)")
     parser.add_argument("--tablets", type=int, default=3, help="tablets (default 3, one led by each node)")

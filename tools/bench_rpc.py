@@ -23,7 +23,7 @@ import trio
 
 from hlc import HybridClock
 from hlc.physical import SystemClock
-from tools.bench import print_setup
+from tools.bench import positive_int, positive_seconds, print_setup
 from txn.net.transport import open_client_connection, open_tcp_transport
 from txn.wire import Ping, Pong
 
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("rpc", help="framed RPC round trips/s beside a bare socket ping-pong")
-    parser.add_argument("--seconds", type=float, default=2.0, help="measuring time per figure (default 2.0)")
-    parser.add_argument("--payload", type=int, default=64, help="payload bytes per request (default 64)")
+    parser.add_argument("--seconds", type=positive_seconds, default=2.0, help="measuring time per figure (default 2.0)")
+    parser.add_argument("--payload", type=positive_int, default=64, help="payload bytes per request (default 64)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(func=run)

@@ -22,7 +22,7 @@ from typing import Callable
 
 import trio
 
-from tools.bench import print_setup
+from tools.bench import positive_int, positive_seconds, print_setup
 from txn.net.tls import ensure_cluster_certs, load_client_tls, load_node_tls
 from txn.net.tls_stream import TlsStream
 
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("tls", help="TLS round trips: chronodb's TlsStream beside trio.SSLStream and bare TCP")
-    parser.add_argument("--seconds", type=float, default=1.0, help="measuring time per figure (default 1.0)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three figures, alternated (default 3)")
-    parser.add_argument("--payload", type=int, default=100, help="bytes per message (default 100)")
+    parser.add_argument("--seconds", type=positive_seconds, default=1.0, help="measuring time per figure (default 1.0)")
+    parser.add_argument("--rounds", type=positive_int, default=3, help="rounds of the three figures, alternated (default 3)")
+    parser.add_argument("--payload", type=positive_int, default=100, help="bytes per message (default 100)")
     parser.set_defaults(func=run)
