@@ -11,8 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import os
 import platform
 import sys
+
+from hlc import parse_duration_ns
+from txn.node.config import MAX_TABLETS
 
 BENCHMARK_MODULES: tuple[str, ...] = (
     "tools.bench_hlc",
@@ -70,3 +74,36 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
     return value
+
+
+def client_counts(text: str) -> str:
+    """An argparse type: `--concurrency`, comma-separated counts of at least 1 (kept as text)."""
+    for item in text.split(","):
+        positive_int(item.strip())
+    return text
+
+
+def duration_text(text: str) -> str:
+    """An argparse type: a duration such as 10ms, not negative (kept as text, parsed where used)."""
+    try:
+        ns = parse_duration_ns(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if ns < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {text}")
+    return text
+
+
+def tablet_count(text: str) -> int:
+    """An argparse type: tablets for a fresh local cluster, 1 to MAX_TABLETS."""
+    value = positive_int(text)
+    if value > MAX_TABLETS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_TABLETS}, not {text}")
+    return value
+
+
+def existing_directory(text: str) -> str:
+    """An argparse type: a directory that exists (for --tmp)."""
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is not an existing directory")
+    return text

@@ -25,7 +25,7 @@ import trio
 from hlc import Timestamp
 from mvcc.engine_leveldb import LevelDbEngine
 from paxos.storage import PaxosStorage
-from tools.bench import print_setup
+from tools.bench import existing_directory, print_setup
 from tools.errors import CliError
 from txn.tablet.compaction import CompactionPolicy
 from txn.tablet.space import SpaceLoop
@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mb", type=float, default=100.0, help="size of the live data before overwrites (default 100)")
     parser.add_argument("--overwritten", type=float, default=1.0,
                         help="share of the keys written a second time (default 1.0: half the data is garbage)")
-    parser.add_argument("--tmp", default=None, help="directory for the LevelDB (default: the system's temp)")
+    parser.add_argument("--tmp", type=existing_directory, default=None, help="directory for the LevelDB (default: the system's temp)")
     parser.set_defaults(func=run)
 
 

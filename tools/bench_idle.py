@@ -26,7 +26,7 @@ import statistics
 import tempfile
 import time
 
-from tools.bench import positive_seconds, print_setup
+from tools.bench import positive_seconds, print_setup, tablet_count
 from tools.errors import CliError
 from tools.localcluster import LocalCluster
 
@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seconds", type=positive_seconds, default=20.0, help="measurement window (default 20)")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds after the cluster is healthy before measuring (default 5)")
-    parser.add_argument("--tablets", type=int, default=3, help="tablets (default 3, one led by each node)")
+    parser.add_argument("--tablets", type=tablet_count, default=3, help="tablets (default 3, one led by each node)")
     parser.add_argument("--security", choices=("insecure", "tls"), default="insecure", help="cluster security (default insecure)")
     parser.set_defaults(func=run)
 

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 
-from tools.bench import positive_seconds, print_setup
+from tools.bench import positive_int, positive_seconds, print_setup
 from tools.errors import CliError
 
 # tools/ir_workload.py's kinds. Defined here, not imported from it: it imports the whole simulation
@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--against", metavar="REV", help="a git revision to count too, as the baseline (e.g. HEAD~3)")
     parser.add_argument("--kinds", default="write,past-read", help=f"comma-separated, from {', '.join(KINDS)} "
                         "(default both)")
-    parser.add_argument("--clients", type=int, default=16, help="closed-loop workers (default 16)")
+    parser.add_argument("--clients", type=positive_int, default=16, help="closed-loop workers (default 16)")
     parser.add_argument("--seconds", type=positive_seconds, default=1.0,
                         help=f"virtual seconds of the long run; the short one is {SHORT_FRACTION:g} of it (default 1)")
     parser.set_defaults(func=run)

@@ -66,7 +66,7 @@ from typing import Iterator, Sequence
 import trio
 
 from hlc import parse_duration_ns
-from tools.bench import positive_seconds, print_setup
+from tools.bench import client_counts, duration_text, positive_int, positive_seconds, print_setup, tablet_count
 from tools.bench_idle import cpu_seconds
 from tools.errors import CliError
 from tools.localcluster import LocalCluster
@@ -96,13 +96,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "cluster's own cost). Under a row with errors: how many of each kind, with the first one's text.",
     )
     parser.add_argument("--seconds", type=positive_seconds, default=5.0, help="per figure (default 5)")
-    parser.add_argument("--concurrency", default="1,16,64", help="comma-separated client counts (default 1,16,64)")
-    parser.add_argument("--client-processes", type=int, default=3, help="client OS processes (default 3)")
-    parser.add_argument("--clients-per-process", type=int, default=1,
+    parser.add_argument("--concurrency", type=client_counts, default="1,16,64", help="comma-separated client counts (default 1,16,64)")
+    parser.add_argument("--client-processes", type=positive_int, default=3, help="client OS processes (default 3)")
+    parser.add_argument("--clients-per-process", type=positive_int, default=1,
                         help="client objects per process, each with its own connections and near another node "
                         "(default 1)")
-    parser.add_argument("--max-offset", default="10ms", help="cluster max_offset: commit-wait per write (default 10ms)")
-    parser.add_argument("--tablets", type=int, default=3, help="tablets (default 3, one led by each node)")
+    parser.add_argument("--max-offset", type=duration_text, default="10ms", help="cluster max_offset: commit-wait per write (default 10ms)")
+    parser.add_argument("--tablets", type=tablet_count, default=3, help="tablets (default 3, one led by each node)")
     parser.add_argument("--key-order", choices=KEY_ORDERS, default="random",
                         help="each operation's key: random, uniform over the 1,000 keys, as etcd's load generator "
                         "(default); walk, each client through the keys in turn (this benchmark's figures before 12-03)")

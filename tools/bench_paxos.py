@@ -32,7 +32,7 @@ from mvcc.engine import Batch
 from mvcc.engine_leveldb import LevelDbEngine
 from paxos.driver import NotLeader, PaxosConfig, PaxosDriver, ProposalLost
 from paxos.storage import PaxosStorage
-from tools.bench import positive_seconds, print_setup
+from tools.bench import existing_directory, positive_seconds, print_setup
 import txn.wire  # noqa: F401 - registers the Paxos messages with the wire codec
 from txn.net.transport import open_tcp_transport
 
@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("paxos", help="3-replica Paxos: chosen proposals/s, latency, fsyncs per proposal")
     parser.add_argument("--seconds", type=positive_seconds, default=3.0, help="measuring time per figure (default 3.0)")
-    parser.add_argument("--tmp", default=None, help="directory for the LevelDB data (default: system temp)")
+    parser.add_argument("--tmp", type=existing_directory, default=None, help="directory for the LevelDB data (default: system temp)")
     parser.add_argument("--replica", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--ports", default="", help=argparse.SUPPRESS)
     parser.add_argument("--dir", default="", help=argparse.SUPPRESS)

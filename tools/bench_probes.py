@@ -40,7 +40,7 @@ import attrs
 import trio
 
 from hlc import parse_duration_ns
-from tools.bench import positive_seconds, print_setup
+from tools.bench import duration_text, positive_seconds, print_setup, tablet_count
 from tools.errors import CliError
 from tools.localcluster import LocalCluster
 from tools.probes import (
@@ -63,8 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seconds", type=positive_seconds, default=10.0, help="unloaded measurement and each probe (default 10)")
     parser.add_argument("--probes", default=",".join(PROBES), help=f"comma-separated, from {', '.join(PROBES)} (default all)")
     parser.add_argument("--dir", default=None, help="cluster directory (default: a new temporary one, removed after)")
-    parser.add_argument("--tablets", type=int, default=3, help="tablets (default 3, one led by each node)")
-    parser.add_argument("--max-offset", default="10ms", help="cluster max_offset (default 10ms)")
+    parser.add_argument("--tablets", type=tablet_count, default=3, help="tablets (default 3, one led by each node)")
+    parser.add_argument("--max-offset", type=duration_text, default="10ms", help="cluster max_offset (default 10ms)")
     parser.set_defaults(func=run)
 
 

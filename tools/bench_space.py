@@ -40,7 +40,7 @@ import trio
 from hlc import parse_duration_ns
 from hlc.durations import format_duration_ns
 from paxos.types import PaxosConfig
-from tools.bench import print_setup
+from tools.bench import positive_int, print_setup, tablet_count
 from tools.errors import EXIT_NEGATIVE, CliError
 from tools.localcluster import LocalCluster
 from tools.status import ask_node
@@ -65,9 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gc-retention", default="30s", help="the cluster's gc_retention (default 30s)")
     parser.add_argument("--report-every", type=float, default=30.0, help="seconds between reports (default 30)")
     parser.add_argument("--value-bytes", type=int, default=100, help="random value size (default 100)")
-    parser.add_argument("--tablets", type=int, default=3, help="tablets (default 3, one led by each node)")
-    parser.add_argument("--clients", type=int, default=16, help="concurrent writers in all (default 16)")
-    parser.add_argument("--client-processes", type=int, default=2, help="client OS processes (default 2)")
+    parser.add_argument("--tablets", type=tablet_count, default=3, help="tablets (default 3, one led by each node)")
+    parser.add_argument("--clients", type=positive_int, default=16, help="concurrent writers in all (default 16)")
+    parser.add_argument("--client-processes", type=positive_int, default=2, help="client OS processes (default 2)")
     parser.set_defaults(func=run)
 
 

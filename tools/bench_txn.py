@@ -28,7 +28,7 @@ import tempfile
 import trio
 
 from hlc import parse_duration_ns
-from tools.bench import positive_int, positive_seconds, print_setup
+from tools.bench import client_counts, duration_text, positive_int, positive_seconds, print_setup
 from tools.localcluster import LocalCluster
 from txn.client import ClientError, open_client
 from txn.net.tls import client_tls_for_dir
@@ -43,10 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "single-tablet read-modify-write transactions and plain writes, at several concurrencies, with ratios.",
     )
     parser.add_argument("--seconds", type=positive_seconds, default=5.0, help="per figure (default 5)")
-    parser.add_argument("--concurrency", default="1,16,64", help="comma-separated client counts (default 1,16,64)")
-    parser.add_argument("--client-processes", type=int, default=3, help="client OS processes (default 3)")
+    parser.add_argument("--concurrency", type=client_counts, default="1,16,64", help="comma-separated client counts (default 1,16,64)")
+    parser.add_argument("--client-processes", type=positive_int, default=3, help="client OS processes (default 3)")
     parser.add_argument("--accounts", type=positive_int, default=1000, help="accounts per tablet (default 1000)")
-    parser.add_argument("--max-offset", default="10ms", help="cluster max_offset: commit-wait (default 10ms)")
+    parser.add_argument("--max-offset", type=duration_text, default="10ms", help="cluster max_offset: commit-wait (default 10ms)")
     parser.set_defaults(func=run)
 
 

@@ -78,6 +78,9 @@ def default_split_points(tablets: int) -> list[bytes]:
 METRICS_PORT_OFFSET = 1000  # the default metrics port: the node's port + 1000 (7400 -> 8400)
 
 
+MAX_TABLETS = 256  # what `generate` (chronodb up --tablets) lays out at most
+
+
 def generate(
     *, nodes: int = 3, tablets: int = 4, host: str = "127.0.0.1", port: int = 7400,
     max_offset_ns: int = DEFAULT_MAX_OFFSET_NS, cluster_id: str | None = None, metrics_port: int | None = None,
@@ -88,8 +91,8 @@ def generate(
     serves metrics on `metrics_port + i` (default `port + METRICS_PORT_OFFSET`)."""
     if not 1 <= nodes <= 99:
         raise ConfigError(f"--nodes must be between 1 and 99, not {nodes}")
-    if not 1 <= tablets <= 256:
-        raise ConfigError(f"--tablets must be between 1 and 256, not {tablets}")
+    if not 1 <= tablets <= MAX_TABLETS:
+        raise ConfigError(f"--tablets must be between 1 and {MAX_TABLETS}, not {tablets}")
     if not 1 <= port <= 65535 - nodes:
         raise ConfigError(f"--port {port} leaves no room for {nodes} nodes")
     if metrics_port is None:
