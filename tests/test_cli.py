@@ -83,6 +83,12 @@ def test_bench_hlc_prints_rates_and_ratios() -> None:
     assert result.stdout.count(" ratio ") == 2
 
 
+def test_bench_tls_refuses_a_payload_it_would_deadlock_on() -> None:
+    result = run("bench", "tls", "--payload", str(16 << 20))
+    assert result.returncode != 0 and "--payload is at most 65536 bytes" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "benchmark:" not in result.stdout
+
+
 def test_bench_tls_prints_each_stream_and_the_ratio_to_trios() -> None:
     result = run("bench", "tls", "--seconds", "0.05", "--rounds", "1")
     assert result.returncode == 0, result.stderr

@@ -23,6 +23,7 @@ from typing import Callable
 import trio
 
 from tools.bench import positive_int, positive_seconds, print_setup
+from tools.errors import CliError
 from txn.net.tls import ensure_cluster_certs, load_client_tls, load_node_tls
 from txn.net.tls_stream import TlsStream
 
@@ -75,7 +76,12 @@ async def _round_trips(kind: str, certs: pathlib.Path, payload: bytes, seconds: 
     return count / wall, cpu / count * 1e6
 
 
+MAX_PAYLOAD_BYTES = 64 << 10  # one message: the echo writes back while the sender may still be sending
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.payload > MAX_PAYLOAD_BYTES:
+        raise CliError(f"--payload is at most {MAX_PAYLOAD_BYTES} bytes (a message, echoed as it arrives), not {args.payload}")
     print_setup("tls", transport="trio TCP on 127.0.0.1, both ends in this process, 1 message in flight",
                 payload=f"{args.payload} bytes", duration=f"{args.seconds}s per figure, {args.rounds} rounds alternated",
                 tls="TLS 1.3, the nodes' contexts (txn/net/tls.py), fresh throwaway certificates")
@@ -103,5 +109,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("tls", help="TLS round trips: chronodb's TlsStream beside trio.SSLStream and bare TCP")
     parser.add_argument("--seconds", type=positive_seconds, default=1.0, help="measuring time per figure (default 1.0)")
     parser.add_argument("--rounds", type=positive_int, default=3, help="rounds of the three figures, alternated (default 3)")
-    parser.add_argument("--payload", type=positive_int, default=100, help="bytes per message (default 100)")
+    parser.add_argument("--payload", type=positive_int, default=100, help="bytes per message, at most 65536 (default 100)")
     parser.set_defaults(func=run)
