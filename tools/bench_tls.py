@@ -30,7 +30,8 @@ from txn.net.tls_stream import TlsStream
 KINDS = ("bare TCP", "trio.SSLStream", "TlsStream")
 
 
-async def _tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+async def tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    """Both ends of one loopback TCP connection: (accepted, dialed)."""
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     accepted: list[trio.SocketStream] = []
     async with trio.open_nursery() as nursery:
@@ -44,7 +45,7 @@ async def _tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
 
 async def _round_trips(kind: str, certs: pathlib.Path, payload: bytes, seconds: float) -> tuple[float, float]:
     """(round trips/s, CPU us per round trip) for one kind of stream."""
-    server_raw, client_raw = await _tcp_pair()
+    server_raw, client_raw = await tcp_pair()
     server: trio.abc.Stream = server_raw
     client: trio.abc.Stream = client_raw
     make: dict[str, Callable[..., trio.abc.Stream]] = {"trio.SSLStream": trio.SSLStream, "TlsStream": TlsStream}

@@ -8,6 +8,7 @@ is not there yet), or trio's own `trio.SSLStream`.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import ssl
@@ -16,6 +17,7 @@ import pytest
 import trio
 
 from tests.txn.test_connection_direct import parked_writer, recv_exactly
+from tools.bench_tls import tcp_pair
 from txn.net.connection import Connection
 from txn.net.tls import ClientTls, NodeTls, ensure_cluster_certs, load_client_tls, load_node_tls, tls_reason
 from txn.net.tls_stream import TlsStream
@@ -88,8 +90,8 @@ async def test_what_the_kernel_does_not_take_over_tls_is_sent_by_the_writer_in_o
 async def test_records_of_every_size_cross_both_ways_with_trios_tls(certs: tuple[NodeTls, ClientTls],
                                                                     lean_side: str) -> None:
     node, client = certs
-    seed = random.randrange(1 << 30)
-    print(f"seed {seed}")  # replay: fix `seed` to this value
+    seed = int(os.environ.get("TLS_STREAM_SEED", random.randrange(1 << 30)))
+    print(f"seed {seed} (replay: TLS_STREAM_SEED={seed} pytest {__file__})")
     rng = random.Random(seed)
     sizes = [1, 100, 16383, 16384, 16385, 1 << 20] + [rng.randrange(1, 300_000) for _ in range(20)]
     rng.shuffle(sizes)
@@ -127,20 +129,6 @@ async def test_records_of_every_size_cross_both_ways_with_trios_tls(certs: tuple
         await server.aclose()
         assert await other.receive_some(10) == b""  # our close_notify (or trio's) reads as a clean EOF
         await other.aclose()
-
-
-async def tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port = listeners[0].socket.getsockname()[1]
-    async with trio.open_nursery() as nursery:
-        accepted: list[trio.SocketStream] = []
-
-        async def accept() -> None:
-            accepted.append(await listeners[0].accept())
-        nursery.start_soon(accept)
-        dialed = await trio.open_tcp_stream("127.0.0.1", port)
-    await listeners[0].aclose()
-    return accepted[0], dialed
 
 
 async def test_an_eof_without_close_notify_breaks_the_stream_and_says_so(certs: tuple[NodeTls, ClientTls]) -> None:
