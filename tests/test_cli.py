@@ -113,6 +113,7 @@ def test_a_benchmark_refuses_settings_it_cannot_run_with_as_a_usage_error(args: 
     result = run(*args)
     assert result.returncode == 2, result.stdout + result.stderr  # a usage error before anything starts
     assert f"argument {args[2].split('=')[0]}:" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr  # one line: which argument and why
     assert "benchmark:" not in result.stdout  # nothing ran
 
 

@@ -14,8 +14,10 @@ import math
 import os
 import platform
 import sys
+from typing import Callable, NoReturn
 
 from hlc import parse_duration_ns
+from tools.errors import EXIT_USAGE
 from txn.node.config import MAX_TABLETS
 
 BENCHMARK_MODULES: tuple[str, ...] = (
@@ -43,6 +45,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     for module_name in BENCHMARK_MODULES:
         importlib.import_module(module_name).register(benchmarks)
+    for benchmark in benchmarks.choices.values():
+        benchmark.error = _one_line_error(benchmark)  # type: ignore[method-assign]
+
+
+def _one_line_error(parser: argparse.ArgumentParser) -> Callable[[str], NoReturn]:
+    """A benchmark's usage error as one line (which argument, why), exit 2, without the usage text."""
+    def error(message: str) -> NoReturn:
+        parser.exit(EXIT_USAGE, f"{parser.prog}: {message}\n")
+    return error
 
 
 def print_setup(name: str, **settings: object) -> None:

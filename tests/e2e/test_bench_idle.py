@@ -40,4 +40,5 @@ def test_bench_idle_prints_each_node_and_an_idle_log() -> None:
 
 def test_bench_idle_refuses_a_bad_window() -> None:
     result = run_cli(["bench", "idle", "--seconds", "0"])
-    assert result.returncode == 2 and "--seconds must be positive" in result.stderr, result.stderr
+    assert result.returncode == 2 and "argument --seconds: must be a number of seconds above 0" in result.stderr, result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr  # one line
