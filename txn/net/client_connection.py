@@ -77,7 +77,11 @@ class ClientConnection:
         if len(payload) > limit:
             self._pending.close(request_id)
             raise FrameTooLarge(f"a {type(msg).__name__} of {len(payload)} bytes exceeds the {limit}-byte frame limit: not sent")
-        self.connection.write(wire.encode_frame(payload), alone=len(self._pending) == 1)
+        # Alone: no other call waits, and the last read answered at most one, so no other caller
+        # was just woken to send behind this one (after a burst of replies, the first new request
+        # sees no other pending; sent at once it would go without the ones about to follow it).
+        alone = len(self._pending) == 1 and self.connection.frames_last_read <= 1
+        self.connection.write(wire.encode_frame(payload), alone=alone)
         return await self._pending.wait_swept(request_id, waiter, self.node_id, timeout_s)
 
     def pending_calls(self) -> int:

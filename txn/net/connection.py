@@ -14,7 +14,8 @@ Invariants:
   (txn/net/tls_stream.py; never the simulated network's, nor any other
   stream a connection is given): a frame its caller marks `alone` (nothing
   to batch it with:
-  a request with no other call waiting, the reply to the only request
+  a request with no other call waiting and at most one answered by the
+  last read (`frames_last_read`), the reply to the only request
   being served, the reply to the last of the frames read together),
   written while the writer is parked with nothing queued (so no send is in
   flight), is handed to the kernel at once by a non-blocking write;
@@ -87,6 +88,7 @@ class Connection:
         self._out: deque[bytes] = deque()
         self._out_bytes = 0  # bytes in _out and in the batch being sent
         self.requests_in_flight = 0  # inbound requests being served (the transport counts them)
+        self.frames_last_read = 0  # how many frames the last read brought (a client's lone-request rule)
         self.request_done = trio.lowlevel.ParkingLot()
         self.budget: Optional[InputBudget] = None  # client connections: the node-wide input budget
         self.request_bytes = 0  # frame bytes of inbound requests being served (the transport counts them)
@@ -211,6 +213,7 @@ class Connection:
             self._batch_bytes = sum(map(len, frames))
             self.recharge()
             if frames:
+                self.frames_last_read = len(frames)
                 yield frames
             self._batch_bytes = 0
             self.recharge()
