@@ -50,6 +50,26 @@ def test_a_write_is_invisible_until_its_commit_wait_is_over() -> None:
     assert core.leader_read_ready(ts(T0 + 2 * M - 1)) and not core.leader_read_ready(other.ts)
 
 
+def test_a_read_of_one_key_waits_only_for_commands_that_change_it_or_name_no_keys() -> None:
+    core = serving_core()
+    other = core.assign(ts(T0), commit_wait=True, keys=frozenset({b"b"}))
+    same = core.assign(ts(T0 + 1), commit_wait=False, keys=frozenset({b"a", b"c"}))  # a prepare's intents
+    read_at = ts(T0 + 2)
+    assert core.leader_read_ready(read_at, b"x") and not core.leader_read_ready(read_at, b"a")  # proposed
+    core.applied(other.ts, skipped=False, physical_now_ns=T0 + 1)
+    core.applied(same.ts, skipped=False, physical_now_ns=T0 + 1)
+    assert core.leader_read_ready(read_at, b"a") and core.leader_read_ready(read_at, b"x")
+    assert not core.leader_read_ready(read_at, b"b"), "its own key's write in commit-wait"
+    assert not core.leader_read_ready(read_at), "a range read waits for every command"
+    assert core.leader_read_ready(ts(T0 - 1), b"b"), "a read below the write never waited for it"
+    unnamed = core.assign(ts(T0 + 3), commit_wait=False)  # a barrier or a safe-time advance: no keys named
+    assert not core.leader_read_ready(unnamed.ts, b"x")
+    core.applied(unnamed.ts, skipped=False, physical_now_ns=T0 + 2)
+    assert core.leader_read_ready(unnamed.ts, b"x")
+    core.tick(T0 + M + 1)
+    assert core.leader_read_ready(unnamed.ts, b"b") and core.leader_read_ready(unnamed.ts)
+
+
 def test_the_mutant_lets_reads_see_writes_in_commit_wait() -> None:
     core = serving_core()
     core.HOLD_READS_UNTIL_COMMIT_WAIT = False

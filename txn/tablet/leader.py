@@ -28,6 +28,15 @@ The rules (Spanner, OSDI 2012, section 4.1.2 and 4.2.1, with an HLC):
   that saw it could then commit a write on another leader whose clock ran
   behind with a SMALLER timestamp (read-then-write external consistency).
   The wait is one timer per tablet (`next_wake_ns`), not a task per write.
+- A read of ONE key at T waits only for the unfinished commands at or below
+  T that change that key (their `keys`: a write's keys, a prepare's
+  intents, a decision's or resolution's intents) or that name no keys (a
+  barrier, a safe-time advance: `keys` None, every read waits). Its answer
+  is the key's value at T, and that is final once no command at or below T
+  that changes the key is unfinished: no later command gets a timestamp at
+  or below T (the floor). Another key's write in commit-wait is nothing it
+  returns; a read of that key waits for it. Scans and exports read ranges
+  and wait for every command (key None).
 - Non-leader replicas (and the leader for reads it has no pending record
   of) serve a read at T only when safe time >= T AND their physical clock is
   past `T.wall + 2 * max_offset`: then the leader's clock is past
@@ -84,6 +93,7 @@ class PendingCommand:
 
     ts: Timestamp
     release_after_ns: int  # physical time after which commit-wait is over (0: none needed)
+    keys: frozenset[bytes] | None = None  # the keys it changes; None: unknown or none named (every read waits)
     state: WriteState = WriteState.PROPOSED
     applied_at_ns: int = 0  # physical time of the apply (for the commit-wait statistic)
 
@@ -168,12 +178,13 @@ class TabletLeaderCore:
 
     # ---- commands -------------------------------------------------------------
 
-    def assign(self, start: Timestamp, *, commit_wait: bool) -> PendingCommand:
+    def assign(self, start: Timestamp, *, commit_wait: bool, keys: frozenset[bytes] | None = None) -> PendingCommand:
         """A timestamp for a new command, strictly above everything assigned or served and no lower
-        than `start` (an HLC reading from no earlier than the command's request arrived)."""
+        than `start` (an HLC reading from no earlier than the command's request arrived). `keys`:
+        every key whose value or intent the command changes, or None (reads of any key wait for it)."""
         ts = start if start > self.floor else self.floor.next()
         self.floor = ts
-        command = PendingCommand(ts, ts.wall + self.max_offset_ns if commit_wait else 0)
+        command = PendingCommand(ts, ts.wall + self.max_offset_ns if commit_wait else 0, keys)
         self.pending[ts] = command
         return command
 
@@ -242,10 +253,11 @@ class TabletLeaderCore:
         if ts > self.floor:
             self.floor = ts
 
-    def leader_read_ready(self, ts: Timestamp) -> bool:
-        """No command at or below ts is unfinished (not applied, or still in commit-wait)."""
+    def leader_read_ready(self, ts: Timestamp, key: bytes | None = None) -> bool:
+        """No command at or below ts is unfinished (not applied, or still in commit-wait); with `key`,
+        no such command that changes the key or names no keys (module docstring)."""
         for command in self.pending.values():
-            if command.ts <= ts:
+            if command.ts <= ts and (key is None or command.keys is None or key in command.keys):
                 if command.state is WriteState.PROPOSED:
                     return False
                 if command.state is WriteState.APPLIED and self.HOLD_READS_UNTIL_COMMIT_WAIT:

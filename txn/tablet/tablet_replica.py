@@ -435,7 +435,7 @@ class TabletReplica:
         """Propose a write whose exclusive locks are held; answer after commit-wait."""
         if not self._is_serving():
             raise self._not_leader()
-        pending = self.leader.assign(self._start_ts(), commit_wait=True)
+        pending = self.leader.assign(self._start_ts(), commit_wait=True, keys=frozenset(w.key for w in writes))
         ts = pending.ts
         self.last_write_ns = self.monotonic_ns()
         command = WriteBatch(ts, [(w.key, w.value) for w in writes], self.paxos.core.ballot)
@@ -504,8 +504,9 @@ class TabletReplica:
 
     # ---- reads -------------------------------------------------------------
 
-    async def read_ts(self, mode: api.ReadMode, ts: Timestamp | None, timeout_ns: int) -> Timestamp:
-        """Choose the read timestamp and wait until this replica can serve it."""
+    async def read_ts(self, mode: api.ReadMode, ts: Timestamp | None, timeout_ns: int, key: bytes | None = None) -> Timestamp:
+        """Choose the read timestamp and wait until this replica can serve it (`key`: a read of that key
+        alone, which as leader waits only for commands that change it: txn/tablet/leader.py)."""
         if mode == api.ReadMode.STALE:  # `read` turns it into AT; scans and exports take timestamps
             raise failure(api.ErrorCode.BAD_REQUEST, "read mode stale is for single-key reads (a ReadRequest)")
         if mode != api.ReadMode.STRONG and ts is None:
@@ -519,13 +520,13 @@ class TabletReplica:
             if mode == api.ReadMode.STRONG or (mode == api.ReadMode.MAX_STALE and self._is_serving()):
                 if not self._is_serving():
                     raise self._not_leader()
-                return await self._leader_read_ts(self.leader.strong_read_ts(self.clock.now()))
+                return await self._leader_read_ts(self.leader.strong_read_ts(self.clock.now()), key)
             assert ts is not None
             self._refuse_future(ts, timeout_ns)
             while True:
                 changed = self._changed
                 if self._is_serving() and ts <= self.clock.now():
-                    return await self._leader_read_ts(ts)
+                    return await self._leader_read_ts(ts, key)
                 ahead_ns = ts.wall - self._physical_ns()
                 if self._is_serving() and 0 <= ahead_ns <= 2 * self.max_offset_ns:
                     # A strong snapshot's T (a node's now + max_offset): the leader
@@ -550,12 +551,13 @@ class TabletReplica:
         if ts > self.state.safe_ts:
             self.marks["tablet.read_at_closed_ts"] += 1
 
-    def _ts_ready_now(self, mode: api.ReadMode, ts: Timestamp | None) -> Timestamp | None:
+    def _ts_ready_now(self, mode: api.ReadMode, ts: Timestamp | None, key: bytes | None = None) -> Timestamp | None:
         """The read timestamp if this replica can serve the read at once, else None (then `read_ts`
         decides: it waits, refuses or redirects). Only `read_ts`'s no-wait cases, by its rules: a
         serving leader's strong read, or its read at or below its own clock, with none of its
-        commands at or below the timestamp unfinished; another replica's read at a timestamp at
-        or below what it may serve. Saves the request its cancel scopes and awaits (a hot path)."""
+        commands at or below the timestamp unfinished (with `key`: none that changes it); another
+        replica's read at a timestamp at or below what it may serve. Saves the request its cancel
+        scopes and awaits (a hot path)."""
         if self.fenced or not self.state.usable or ts is None and mode != api.ReadMode.STRONG:
             return None
         serving = self._is_serving()
@@ -570,19 +572,20 @@ class TabletReplica:
         elif ts > self.clock.now():
             return None
         self.leader.serve_at(ts)
-        return ts if self.leader.leader_read_ready(ts) else None
+        return ts if self.leader.leader_read_ready(ts, key) else None
 
     def _refuse_future(self, ts: Timestamp, timeout_ns: int) -> None:
         reachable = self._physical_ns() + self.max_offset_ns + max(timeout_ns, 0)
         if ts.wall > reachable:
             raise failure(api.ErrorCode.FUTURE_READ, f"read timestamp {ts} is beyond every clock within the deadline (now {self.clock.now()})")
 
-    async def _leader_read_ts(self, ts: Timestamp) -> Timestamp:
-        """Serve at `ts` as leader: raise the floor, wait for own commands <= ts to finish (commit-wait included)."""
+    async def _leader_read_ts(self, ts: Timestamp, key: bytes | None = None) -> Timestamp:
+        """Serve at `ts` as leader: raise the floor, wait for own commands <= ts to finish (commit-wait
+        included); with `key`, only those that change the key or name no keys (txn/tablet/leader.py)."""
         lease_id = self.leader.lease_id
         self.leader.serve_at(ts)
         waited = False
-        while not self.leader.leader_read_ready(ts):
+        while not self.leader.leader_read_ready(ts, key):
             waited = True
             await self._wait_changed(self._changed)
         if waited:
@@ -600,7 +603,7 @@ class TabletReplica:
         if not self.tablet.contains(request.key):
             raise failure(api.ErrorCode.BAD_REQUEST, f"key {request.key!r} is outside tablet {self.tablet.id}")
         mode, ts = self._relative_read(request)
-        ready = self._ts_ready_now(mode, ts)
+        ready = self._ts_ready_now(mode, ts, request.key)
         if ready is not None:
             result = self._store_read(request.key, ready)
             if result.intent is None:
@@ -615,7 +618,7 @@ class TabletReplica:
         if reply is not None:
             return reply
         with trio.move_on_after(max(request.timeout_ns, 0) / 1e9):
-            ts = await self.read_ts(mode, ts, request.timeout_ns)
+            ts = await self.read_ts(mode, ts, request.timeout_ns, request.key)
             result = await self._read_resolved(request.key, ts)  # a prepared transaction's intent: wait for its fate
             return api.ReadReply(ts, result.value, result.version_ts, self.node_id)
         raise failure(api.ErrorCode.TIMEOUT, f"a transaction prepared on {request.key!r} was not resolved in time", leader_hint=self.leader_hint())

@@ -187,7 +187,7 @@ class TabletTransactions:
             raise failure(api.ErrorCode.BAD_REQUEST, f"key {request.key!r} is outside tablet {self.tablet_id}")
         with self._deadline(request.timeout_ns, request.txn_id):
             await self._lock(request.txn_id, request.priority, key=request.key, mode=LockMode.SHARED)
-            ts = await self.replica._leader_read_ts(self.replica.leader.strong_read_ts(self.replica.clock.now()))
+            ts = await self.replica._leader_read_ts(self.replica.leader.strong_read_ts(self.replica.clock.now()), request.key)
             result = await self.replica._read_resolved(request.key, ts)
         return api.TxnReadReply(result.value, result.version_ts, ts, self.replica.node_id)
 
@@ -241,7 +241,8 @@ class TabletTransactions:
         with self._deadline(request.timeout_ns, request.txn_id):
             await self._exclusive_and_check(request.txn_id, request.priority, request.writes, request.read_keys,
                                             request.read_ranges, preparing=True)
-        pending = self.replica.leader.assign(self.replica.clock.now(), commit_wait=False)
+        pending = self.replica.leader.assign(self.replica.clock.now(), commit_wait=False,
+                                             keys=frozenset(w.key for w in request.writes))
         command = Prepare(pending.ts, self.replica.paxos.core.ballot, request.txn_id, request.priority,
                           request.coordinator_tablet, [(w.key, w.value) for w in request.writes],
                           request.read_keys, [(r.start, r.end) for r in request.read_ranges])
@@ -298,7 +299,8 @@ class TabletTransactions:
             floor_ts = max((vote.prepare_ts for vote in request.votes), default=Timestamp.MIN)
             self._refuse_forged_vote(request.txn_id, floor_ts)
             start = self.replica._start_ts()
-            pending = self.replica.leader.assign(start if start > floor_ts else floor_ts, commit_wait=True)
+            pending = self.replica.leader.assign(start if start > floor_ts else floor_ts, commit_wait=True,
+                                                 keys=self._intent_keys(request.txn_id))
             others = sorted({v.tablet_id for v in request.votes} - {self.tablet_id})
             event = self.deciding.setdefault(request.txn_id, trio.Event())
             try:
@@ -383,19 +385,26 @@ class TabletTransactions:
         return api.ResolveReply()
 
     async def _decide_abort(self, txn_id: str, timeout_ns: int) -> None:
-        pending = self.replica.leader.assign(self.replica.clock.now(), commit_wait=False)
+        pending = self.replica.leader.assign(self.replica.clock.now(), commit_wait=False, keys=self._intent_keys(txn_id))
         await self._propose(pending, Decide(pending.ts, self.replica.paxos.core.ballot, txn_id, False, ()), timeout_ns)
         self._release(txn_id)
 
     async def _resolve_here(self, txn_id: str, commit_ts: Timestamp | None, timeout_ns: int) -> None:
         if commit_ts is not None:
             self.replica.leader.serve_at(commit_ts)  # later commands here get timestamps above it
-        pending = self.replica.leader.assign(self.replica.clock.now(), commit_wait=False)
+        pending = self.replica.leader.assign(self.replica.clock.now(), commit_wait=False, keys=self._intent_keys(txn_id))
         await self._propose(pending, Resolve(pending.ts, self.replica.paxos.core.ballot, txn_id, commit_ts), timeout_ns)
         if txn_id not in self.replica.state.txns.prepared:
             self._release(txn_id)
             self.prepared_seen.pop(txn_id, None)
             self.mark("txn.resolved")
+
+    def _intent_keys(self, txn_id: str) -> frozenset[bytes] | None:
+        """The keys a decision or resolution of `txn_id` changes here: its prepared intents' (the
+        record applied when the command is assigned); None if not prepared here yet (a prepare
+        still in flight: reads of every key then wait for the command, txn/tablet/leader.py)."""
+        prepare = self.replica.state.txns.prepared.get(txn_id)
+        return None if prepare is None else frozenset(key for key, _ in prepare.writes)
 
     def _release(self, txn_id: str) -> None:
         locks = self.locks.txns.get(txn_id)
