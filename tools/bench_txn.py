@@ -8,7 +8,10 @@ closed-loop clients for `--seconds` each doing one of:
 - `transfer`: a cross-tablet transaction: read two accounts on two tablets,
   write both (2PC: two prepares, one commit at the coordinator);
 - `rmw`: a single-tablet read-modify-write transaction (one-phase commit);
-- `write`: a plain single-key write (the baseline).
+- `write`: a plain single-key write (the baseline) of an account on the
+  transfers' first tablet: one tablet and one leader take every write, so
+  its Paxos batches are larger than writes spread over the tablets get
+  (`bench kv`).
 
 Prints transactions/s, p50/p99 latency, aborts (retried by
 `run_transaction`), and the ratios of each transaction kind to the plain
@@ -29,11 +32,15 @@ import trio
 
 from hlc import parse_duration_ns
 from tools.bench import client_counts, duration_text, positive_int, positive_seconds, print_setup
+from tools.errors import CliError
 from tools.localcluster import LocalCluster
 from txn.client import ClientError, open_client
 from txn.net.tls import client_tls_for_dir
 
-LEFT, RIGHT = b"acct-a-", b"acct-k-"  # the default 4-tablet split puts these on t1 and t3
+# The default 4-tablet split (first bytes b, j, t) puts these on t1 and t3, led by different nodes;
+# `run` checks that they land on different tablets (before 12-04 both started "acct-": one tablet,
+# so every "transfer" was a one-phase commit).
+LEFT, RIGHT = b"a-acct-", b"k-acct-"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -142,16 +149,21 @@ def run(args: argparse.Namespace) -> int:
     levels = [int(x) for x in args.concurrency.split(",")]
     max_offset_ns = parse_duration_ns(args.max_offset)
     print_setup(
-        "txn", cluster="3 nodes, 4 tablets (default split), 3 replicas, fresh LevelDB dirs, loopback TCP",
+        "txn", cluster="3 nodes, 4 tablets (default split), 3 replicas, fresh LevelDB dirs, loopback TCP, mutual TLS on",
         max_offset=args.max_offset, duration=f"{args.seconds}s per figure",
         clients=f"closed loop, {args.client_processes} client processes, {args.accounts} accounts per tablet, "
                 "run_transaction with up to 20 attempts",
         concurrency=args.concurrency,
         workloads="transfer = read+write 2 keys on 2 tablets (2PC); rmw = read+write 2 keys on 1 tablet (one phase); "
-                  "write = plain single-key put",
+                  "write = plain single-key put, all to the transfers' first tablet",
     )
     directory = pathlib.Path(tempfile.mkdtemp(prefix="chronodb-bench-txn-"))
     cluster = LocalCluster(directory / "data", tablets=4, max_offset_ns=max_offset_ns)
+    left, right = cluster.config.tablet_for_key(LEFT), cluster.config.tablet_for_key(RIGHT)
+    if left.id == right.id:
+        raise CliError(f"bench txn: {LEFT!r} and {RIGHT!r} fall on one tablet ({left.id}): no transfer would be cross-tablet")
+    print(f"tablets:   transfers between {LEFT.decode()}* on {left.id} (preferred leader {left.preferred_leader}) "
+          f"and {RIGHT.decode()}* on {right.id} ({right.preferred_leader}); rmw and write on {left.id}", flush=True)
     try:
         cluster.start_all()
         cluster.wait_healthy()

@@ -1,0 +1,38 @@
+"""`chronodb bench txn`, short: every kind of transaction commits on a real TLS cluster, with ratios.
+
+The benchmark measures one of issue 17's goals (cross-tablet transactions at
+the transactions issue's aim); this runs it for a second per figure and
+reads its rows: each kind committed some transactions, none failed, and
+the transactions' rows carry their ratio to the plain write of the same run.
+No figure is compared with a speed (benchmarks measure; tests assert).
+A coordinator that aborts every commit (tried as a mutant) fails it: the
+transfers are two-phase commits (until 12-04 both of their keys sat on one
+tablet, and no transfer ever reached a coordinator).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.e2e.harness import run_cli
+
+pytestmark = pytest.mark.e2e
+
+ROW = re.compile(r"^(write|rmw|transfer) +(\d+) +([\d,]+) +([\d.]+) +([\d.]+) +(\d+) +(\d+) *(.*)$", re.MULTILINE)
+
+
+def test_bench_txn_commits_every_kind_and_prints_ratios() -> None:
+    result = run_cli(["bench", "txn", "--seconds", "1", "--concurrency", "2", "--client-processes", "1",
+                      "--accounts", "50"], timeout_s=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "benchmark: txn" in out and "mutual TLS on" in out, out
+    rows = {kind: (int(clients), int(rate.replace(",", "")), int(errors), ratio)
+            for kind, clients, rate, _p50, _p99, _retries, errors, ratio in ROW.findall(out)}
+    assert sorted(rows) == ["rmw", "transfer", "write"], out
+    for kind, (clients, rate, errors, ratio) in rows.items():
+        assert clients == 2 and rate > 0 and errors == 0, f"{kind}: {out}"
+        if kind != "write":
+            assert re.fullmatch(r"throughput [\d.]+x, p50 [\d.]+x", ratio.strip()), f"{kind}: {out}"
