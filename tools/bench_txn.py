@@ -159,12 +159,12 @@ def run(args: argparse.Namespace) -> int:
     )
     directory = pathlib.Path(tempfile.mkdtemp(prefix="chronodb-bench-txn-"))
     cluster = LocalCluster(directory / "data", tablets=4, max_offset_ns=max_offset_ns)
-    left, right = cluster.config.tablet_for_key(LEFT), cluster.config.tablet_for_key(RIGHT)
-    if left.id == right.id:
-        raise CliError(f"bench txn: {LEFT!r} and {RIGHT!r} fall on one tablet ({left.id}): no transfer would be cross-tablet")
-    print(f"tablets:   transfers between {LEFT.decode()}* on {left.id} (preferred leader {left.preferred_leader}) "
-          f"and {RIGHT.decode()}* on {right.id} ({right.preferred_leader}); rmw and write on {left.id}", flush=True)
     try:
+        left, right = cluster.config.tablet_for_key(LEFT), cluster.config.tablet_for_key(RIGHT)
+        if left.id == right.id:
+            raise CliError(f"bench txn: {LEFT!r} and {RIGHT!r} fall on one tablet ({left.id}): no transfer would be cross-tablet")
+        print(f"tablets:   transfers between {LEFT.decode()}* on {left.id} (preferred leader {left.preferred_leader}) "
+              f"and {RIGHT.decode()}* on {right.id} ({right.preferred_leader}); rmw and write on {left.id}", flush=True)
         cluster.start_all()
         cluster.wait_healthy()
         print(f"{'workload':<10} {'clients':>7} {'txn/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'retries':>7} {'errors':>6}  vs write")
