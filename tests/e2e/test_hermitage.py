@@ -102,29 +102,33 @@ def test_g0_dirty_write(shared_cluster: LocalCluster, layout: str) -> None:
 
 
 def test_g0_concurrent_commits_prepared_at_opposite_tablets(shared_cluster: LocalCluster) -> None:
-    """G0 with both commits racing, the prepares delivered in opposite orders at the two tablets.
+    """G0 with both commits racing, each prepared at the tablet the other coordinates.
 
-    x on t2 (the coordinator of both), y on t3. The test's dialer holds T1's
-    prepare at t2 back until T2's prepare there was answered, and T2's prepare
-    at t3 until T1's was answered there: an order a network can produce.
+    x on t2, y on t3. T1 writes x first (t2 coordinates it: it prepares at t3
+    only), T2 writes y first (t3 coordinates it: it prepares at t2 only). A
+    coordinator does not prepare: its own part's locks are taken by the commit
+    request. The test's dialer holds T1's commit request (to t2) back until T2
+    prepared at t2, and T2's (to t3) until T1 prepared at t3: an order a
+    network can produce.
 
-        T1: put x=11, y=21     T2: put x=12, y=22
+        T1: put x=11, y=21     T2: put y=22, x=12
         T1: prepare at t3      -> prepared (exclusive y)
         T2: prepare at t2      -> prepared (exclusive x)
-        T1: prepare at t2      -> meets T2, prepared: nobody wounds a prepared holder; T1 waits
-        T2: prepare at t3      -> meets T1, prepared: T2 waits
+        T1: commit at t2       -> meets T2, prepared: nobody wounds a prepared holder; T1 waits
+        T2: commit at t3       -> meets T1, prepared: T2 waits
     Expected (DESIGN.md: "wound-wait (older wins) prevents deadlock"): T1, the
-    older, commits; the final state is all of T1. Before the fix the cycle
-    lasted until a participant's recovery timeout presumed one of the two
-    aborted, in some runs the OLDER T1; now T1, waiting for the younger
-    prepared T2, asks T2's coordinator at once, which presumes T2 aborted.
+    older, commits; the final state is all of T1. Without the wound through
+    the coordinator the cycle lasted until a participant's recovery timeout
+    presumed one of the two aborted, in some runs the OLDER T1; T1, waiting
+    for the younger prepared T2, asks T2's coordinator at once, which presumes
+    T2 aborted (T2 is still waiting for its own locks there, not deciding).
     """
     x, y = key("t2", "g0race-x"), key("t3", "g0race-y")
     steps = Steps()
     names: dict[str, str] = {}  # txn_id -> "t1"/"t2"
 
     async def intercept(message, send):
-        if isinstance(message, api.PrepareRequest) and message.txn_id in names:
+        if isinstance(message, (api.PrepareRequest, api.CommitRequest)) and message.txn_id in names:
             who = names[message.txn_id]
             tablet = "x" if message.tablet_id == x_tablet else "y"
             if (who, tablet) == ("t1", "x"):
@@ -158,8 +162,12 @@ def test_g0_concurrent_commits_prepared_at_opposite_tablets(shared_cluster: Loca
                 def body(name, vx, vy):
                     async def b(tx, o):
                         names[tx.txn_id] = name
-                        tx.put(x, vx)
-                        tx.put(y, vy)
+                        if name == "t1":  # the first key written names the coordinator
+                            tx.put(x, vx)
+                            tx.put(y, vy)
+                        else:
+                            tx.put(y, vy)
+                            tx.put(x, vx)
                     return b
 
                 cycle_seen: list[bool] = []
@@ -169,7 +177,7 @@ def test_g0_concurrent_commits_prepared_at_opposite_tablets(shared_cluster: Loca
                     steps.done(f"{name} end")
 
                 async def watch_cycle():
-                    # Both second prepares sent: T1 waits at x's tablet behind T2 (prepared),
+                    # Both commit requests sent: T1 waits at x's tablet behind T2 (prepared),
                     # T2 at y's tablet behind T1 (prepared): each tablet then lists two
                     # lock holders at once, while neither transaction has ended.
                     await steps.reach("t1 sent x")

@@ -18,7 +18,7 @@ from txn import api
 from txn.api.cluster import TabletConfig
 from txn.api.errors import RequestFailed
 from txn.net.messaging import set_request_arrival
-from txn.tablet.commands import Prepare, WriteBatch, decode_command, encode_command
+from txn.tablet.commands import Decide, Prepare, WriteBatch, decode_command, encode_command
 from txn.tablet.leader import Serving, WriteState
 from txn.tablet.locks import LockMode, Outcome
 from txn.tablet.tablet_replica import LONE_SPIN_NS, TabletReplica
@@ -490,3 +490,65 @@ async def test_single_writes_to_one_key_do_not_wait_for_each_other_but_hold_off_
         decision = replica.txns.locks.lock_key("txn", younger, b"k", LockMode.SHARED, 0)
         assert decision.outcome is Outcome.WAIT and len(decision.blockers) == 2
         nursery.cancel_scope.cancel()
+
+
+async def test_the_coordinator_logs_its_own_writes_in_its_decision_under_locks_nobody_wounds() -> None:
+    """The coordinator does not prepare (Spanner 4.2.1): its commit request carries its writes and
+    read set; it takes the exclusive locks, checks the read lock, and proposes one Decide with the
+    writes. While that is in flight an older transaction waits for it (as for a prepared holder)."""
+    replica = serving_replica(NotLeader(None))
+    proposed: list[object] = []
+    chosen = trio.Event()
+
+    async def propose(command: bytes, *, timeout_s: float, on_not_chosen: object = None) -> int:
+        proposed.append(decode_command(command))
+        await chosen.wait()
+        raise ProposalLost(known_not_chosen=False)
+
+    replica.paxos.propose = propose  # type: ignore[method-assign]
+    priority = replica.clock.now()
+    assert replica.txns.locks.lock_key("x1", priority, b"r", LockMode.SHARED, 0).outcome is Outcome.GRANTED
+    prepare_ts = replica.clock.now()
+    request = api.CommitRequest("t1", "x1", priority, (api.ParticipantVote("t2", prepare_ts),), 1_000_000_000,
+                                (api.KeyWrite(b"w", b"v"),), (b"r",), ())
+    outcome: list[RequestFailed] = []
+
+    async def commit() -> None:
+        with pytest.raises(RequestFailed) as raised:
+            await replica.txns.commit(request)
+        outcome.append(raised.value)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(commit)
+        with trio.fail_after(5):
+            while not proposed:
+                await trio.sleep(0.001)
+        [decide] = proposed
+        assert isinstance(decide, Decide) and decide.committed and decide.participants == ("t2",)
+        assert list(decide.writes) == [(b"w", b"v")] and decide.ts >= prepare_ts
+        assert replica.leader.pending[decide.ts].keys == frozenset({b"w"}), "reads of other keys need not wait"
+        older = replica.txns.locks.lock_key("older", Timestamp.MIN, b"w", LockMode.SHARED, 0)
+        assert older.outcome is Outcome.WAIT and older.blockers == ("x1",), "not wounded while deciding"
+        chosen.set()
+    assert outcome[0].reply.code == api.ErrorCode.OUTCOME_UNKNOWN
+    assert "x1" not in replica.txns.locks.txns, "its locks are released once the request ends"
+
+
+async def test_a_coordinator_part_whose_read_lock_was_lost_aborts_without_a_proposal() -> None:
+    replica = serving_replica(NotLeader(None))  # a proposal would fail as not_leader: none must be made
+    request = api.CommitRequest("t1", "x1", replica.clock.now(), (api.ParticipantVote("t2", replica.clock.now()),),
+                                1_000_000_000, (api.KeyWrite(b"w", b"v"),), (b"r",), ())
+    with pytest.raises(RequestFailed) as raised:
+        await replica.txns.commit(request)
+    assert raised.value.reply.code == api.ErrorCode.TXN_ABORTED and "read locks" in raised.value.reply.message
+    assert not replica.pending and "x1" not in replica.txns.locks.txns
+
+
+async def test_a_commit_request_with_a_part_for_a_prepared_coordinator_is_refused() -> None:
+    replica = serving_replica(NotLeader(None))
+    now = replica.clock.now()
+    replica.state.txns.prepared["x1"] = Prepare(now, replica.paxos.core.ballot, "x1", now, "t1", [(b"w", b"v")], [], [])
+    request = api.CommitRequest("t1", "x1", now, (), 1_000_000_000, (api.KeyWrite(b"w", b"other"),))
+    with pytest.raises(RequestFailed) as raised:
+        await replica.txns.commit(request)
+    assert raised.value.reply.code == api.ErrorCode.BAD_REQUEST and not replica.pending

@@ -92,6 +92,35 @@ def test_a_transaction_command_in_a_turn_sees_what_the_turn_staged_before_it() -
     assert engine.writes == 4  # [barrier, write], [prepare], [decide], [write]
 
 
+def test_a_coordinators_writes_become_versions_only_with_the_decision_that_wins_and_commits() -> None:
+    """The coordinator does not prepare: its writes ride in its Decide (Spanner 4.2.1)."""
+    epoch = Ballot(1, "n1")
+    state = TabletState(DictEngine())
+    state.apply_entries([
+        (1, encode_command(Barrier(ts(10), epoch))),
+        (2, encode_command(Decide(ts(20), epoch, "tx1", True, ["t2"], [(b"a", b"1"), (b"b", None)]))),
+        (3, encode_command(Decide(ts(30), epoch, "tx2", False, [], [(b"c", b"2")]))),  # an abort writes nothing
+        (4, encode_command(Decide(ts(40), epoch, "tx2", True, [], [(b"c", b"3")]))),  # the abort came first
+    ])
+    assert state.store.read(b"a", ts(19)).value is None and state.store.read(b"a", ts(20)).value == b"1"
+    assert state.store.read(b"c", ts(50)).value is None
+    assert state.txns.decisions["tx1"].committed and not state.txns.decisions["tx2"].committed
+    reloaded = TabletState(state.engine)
+    assert reloaded.store.read(b"a", ts(25)).value == b"1" and reloaded.txns.decisions["tx1"].participants == ("t2",)
+
+
+def test_a_coordinators_decision_whose_writes_meet_an_intent_is_not_recorded() -> None:
+    epoch = Ballot(1, "n1")
+    state = TabletState(DictEngine())
+    state.apply_entries([
+        (1, encode_command(Barrier(ts(10), epoch))),
+        (2, encode_command(Prepare(ts(20), epoch, "tx0", ts(20), "t2", [(b"a", b"other")], [], []))),
+        (3, encode_command(Decide(ts(30), epoch, "tx1", True, ["t2"], [(b"a", b"1")]))),
+    ])
+    assert "tx1" not in state.txns.decisions and state.applied_index() == 3
+    assert state.store.intent(b"a").txn_id == "tx0" and state.store.read(b"a", ts(19)).value is None
+
+
 def test_out_of_order_apply_is_a_bug() -> None:
     state = TabletState(DictEngine())
     with pytest.raises(AssertionError):

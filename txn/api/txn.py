@@ -12,13 +12,15 @@ A read-write transaction (client side: txn/client/transaction.py):
 2. writes are buffered at the client;
 3. commit, one tablet touched: `OnePhaseCommitRequest` (locks, checks, one
    Paxos write, commit-wait); several tablets: `PrepareRequest` to every
-   participant (exclusive locks, read locks checked, a Prepare record with the
-   writes as intents logged through Paxos; answers its prepare timestamp),
-   then `CommitRequest` to the coordinator tablet (the first written key's
-   tablet), which picks the commit timestamp at or above every prepare
-   timestamp, logs the decision through its own Paxos group, waits out
-   commit-wait and answers; it then resolves the participants
-   (`ResolveRequest`, node to node).
+   participant but the coordinator (exclusive locks, read locks checked, a
+   Prepare record with the writes as intents logged through Paxos; answers
+   its prepare timestamp), then `CommitRequest` with the coordinator's own
+   writes and read set to the coordinator tablet (the first written key's
+   tablet), which takes its locks and checks them as a prepare would, picks
+   the commit timestamp at or above every prepare timestamp, logs the
+   decision with its writes through its own Paxos group (the coordinator
+   skips the prepare: Spanner 4.2.1), waits out commit-wait and answers; it
+   then resolves the participants (`ResolveRequest`, node to node).
 4. `AbortRequest` gives up: locks are released, a decision (abort) logged.
 A participant whose transaction stays prepared without a decision asks the
 coordinator tablet (`TxnStatusRequest`); a coordinator with no record logs
@@ -114,13 +116,26 @@ class ParticipantVote:
 
 @attrs.frozen
 class CommitRequest:
-    """To the coordinator tablet's leader, once every participant prepared."""
+    """To the coordinator tablet's leader, once every other participant prepared.
+
+    The coordinator does not prepare (Spanner 4.2.1): its own part comes here,
+    its writes and the reads it must still hold shared locks on, and its leader
+    takes the exclusive locks, checks the read locks and logs them in the
+    decision itself. `votes` are the other participants' only. A request with
+    an empty part is for a coordinator that was prepared by a `PrepareRequest`."""
 
     tablet_id: str  # the coordinator tablet
     txn_id: str
     priority: Timestamp
     votes: tuple[ParticipantVote, ...] = attrs.field(converter=tuple)
     timeout_ns: int = 0
+    writes: tuple[KeyWrite, ...] = attrs.field(default=(), converter=tuple)
+    read_keys: tuple[bytes, ...] = attrs.field(default=(), converter=tuple)
+    read_ranges: tuple[KeyRange, ...] = attrs.field(default=(), converter=tuple)
+
+    def __str__(self) -> str:
+        return (f"CommitRequest {self.txn_id} at {self.tablet_id} votes={len(self.votes)} writes={len(self.writes)} "
+                f"reads={len(self.read_keys)}")
 
 
 @attrs.frozen

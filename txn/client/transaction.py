@@ -3,8 +3,9 @@
 Role: `Transaction` reads at tablet leaders under shared locks
 (`TxnReadRequest`/`TxnScanRequest`), buffers writes, and commits with one
 `OnePhaseCommitRequest` (one tablet touched) or two-phase commit: a
-`PrepareRequest` to every participant's leader in parallel, then a
-`CommitRequest` with the votes to the coordinator's leader (Spanner, OSDI
+`PrepareRequest` to every other participant's leader in parallel, then a
+`CommitRequest` with their votes and the coordinator's own writes and read
+set to the coordinator's leader, which does not prepare (Spanner, OSDI
 2012, 4.2.1). `Snapshot` reads every key at one timestamp taken from a node's
 clock (`TimestampRequest`), lock-free, at the nearest replica.
 `run_with_retries` runs a transaction function again after `TxnAborted`,
@@ -154,7 +155,9 @@ class Transaction:
                                                               only.read_keys, only.read_ranges, t)
             else:
                 votes = await self._prepare_all(plan)
-                request = lambda t: api.CommitRequest(plan.coordinator, self.txn_id, self.priority, votes, t)
+                own = next(p for p in plan.participants if p.tablet_id == plan.coordinator)
+                request = lambda t: api.CommitRequest(plan.coordinator, self.txn_id, self.priority, votes, t,
+                                                      own.writes, own.read_keys, own.read_ranges)
             sending_commit = True
             reply = await self._send(self._tablets[plan.coordinator], request, is_write=True)
         except OutcomeUnknown:
@@ -175,7 +178,8 @@ class Transaction:
         return self.commit_ts
 
     async def _prepare_all(self, plan: CommitPlan) -> tuple[api.ParticipantVote, ...]:
-        """Prepare every participant in parallel; the first failure cancels the rest and aborts them all."""
+        """Prepare every participant but the coordinator (its part goes with the commit request) in
+        parallel; the first failure cancels the rest and aborts them all."""
         votes: dict[str, api.ParticipantVote] = {}
         failures: list[BaseException] = []
 
@@ -198,11 +202,12 @@ class Transaction:
 
         async with trio.open_nursery() as nursery:
             for participant in plan.participants:
-                nursery.start_soon(prepare, participant)
+                if participant.tablet_id != plan.coordinator:
+                    nursery.start_soon(prepare, participant)
         if failures:
             await self.abort(plan.coordinator)
             raise failures[0]
-        return tuple(votes[p.tablet_id] for p in plan.participants)
+        return tuple(votes[p.tablet_id] for p in plan.participants if p.tablet_id != plan.coordinator)
 
     async def abort(self, coordinator: str | None = None) -> None:
         """Release this transaction's locks everywhere it went (best effort, short deadline, never raises).

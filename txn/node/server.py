@@ -24,7 +24,7 @@ Invariants:
   from the certificate (`transport.role_of(src)`); a refused request is
   `ErrorReply(permission_denied)`, nothing done. A transport without roles
   (the simulated network) trusts its parties: nodes are peers, clients admins;
-- a request carrying writes (write batch, prepare, one-phase commit) whose
+- a request carrying writes (write batch, prepare, one-phase or coordinator commit) whose
   keys or values exceed cluster.toml's limits is refused (`bad_request`)
   before anything is locked or proposed (txn/api/limits.py);
 - at most `SCAN_SLOTS` requests that build a large reply (scans, transactional
@@ -75,7 +75,7 @@ SCAN_SLOTS = 8
 LARGE_REPLY_REQUESTS = (api.ScanRequest, api.TxnScanRequest, api.ExportRequest)
 
 # Requests carrying writes: their sizes are checked before anything else (txn/api/limits.py).
-SIZED_REQUESTS = (api.WriteRequest, api.PrepareRequest, api.OnePhaseCommitRequest)
+SIZED_REQUESTS = (api.WriteRequest, api.PrepareRequest, api.OnePhaseCommitRequest, api.CommitRequest)
 
 TXN_HANDLERS: dict[type, Any] = {
     api.TxnReadRequest: lambda txns, msg: txns.read(msg),

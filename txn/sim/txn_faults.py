@@ -8,8 +8,10 @@ transaction writes), it may crash, at that very moment (inside the apply:
 the batch just applied is unsynced and dies with the process), a tablet
 leader:
 - `before_prepare`: a participant's Prepare applied somewhere, another
-  participant's leader that has not logged its own Prepare yet is crashed
-  (mark `sim.crash_before_prepare`);
+  participant's leader that has not logged its own Prepare yet is crashed,
+  or the coordinator's leader, which never prepares, before its decision is
+  logged: the locks of its part, held in that leader's memory only, are
+  lost (mark `sim.crash_before_prepare`);
 - `after_prepare`: the participant leader that just applied its Prepare,
   before it answers (`sim.crash_after_prepare`);
 - `after_decide`: the coordinator's leader that just applied Decide(commit),

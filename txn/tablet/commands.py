@@ -32,7 +32,9 @@ decision).
 Encoding: canonical CBOR `[kind, ts_bytes, writes, epoch_round, epoch_node]`,
 kind 1 write batch, 2 safe-time advance, 3 barrier; `writes` is a list of
 `[key, value|None]`; kinds 4 prepare, 5 decide, 6 resolve append a sixth
-element, the transaction body. A 3-element command (written before epochs existed)
+element, the transaction body. A decide's `writes` are the coordinator's own
+(empty in decides logged before the coordinator stopped preparing: they
+decode as a decision without writes, as they were). A 3-element command (written before epochs existed)
 decodes with epoch `Ballot(0, "")`, older than every real ballot.
 """
 
@@ -113,18 +115,23 @@ class Decide:
     """The coordinator's transaction record: the first Decide of a txn in a log wins.
 
     `ts` is the commit timestamp when committed (the command's own timestamp);
-    participants lists the other tablets to resolve. If this tablet is also a
-    participant, its intents are resolved by the same command."""
+    participants lists the other tablets to resolve. `writes`: the
+    coordinator's own writes, which did not prepare (Spanner 4.2.1); they
+    become versions at ts if this decision wins and commits. A coordinator
+    that did prepare (a Prepare record here, `writes` empty) has its intents
+    resolved by the same command."""
 
     ts: Timestamp
     epoch: Ballot
     txn_id: str
     committed: bool
     participants: tuple[str, ...] = attrs.field(converter=tuple)
+    writes: tuple[tuple[bytes, bytes | None], ...] = attrs.field(default=(), converter=tuple)
 
     def __str__(self) -> str:
         verdict = "commit" if self.committed else "abort"
-        return f"Decide {self.txn_id} {verdict} ts={self.ts} participants={','.join(self.participants)} epoch={self.epoch}"
+        return (f"Decide {self.txn_id} {verdict} ts={self.ts} participants={','.join(self.participants)} "
+                f"writes={len(self.writes)} epoch={self.epoch}")
 
 
 @attrs.frozen
@@ -158,7 +165,8 @@ def encode_command(command: WriteBatch | SafeTimeAdvance | Barrier | Prepare | D
         return cbor2.dumps([KIND_PREPARE, ts, writes, *epoch, body], canonical=True)
     if isinstance(command, Decide):
         body = [command.txn_id, command.committed, list(command.participants)]
-        return cbor2.dumps([KIND_DECIDE, ts, [], *epoch, body], canonical=True)
+        writes = [[key, value] for key, value in command.writes]
+        return cbor2.dumps([KIND_DECIDE, ts, writes, *epoch, body], canonical=True)
     if isinstance(command, Resolve):
         body = [command.txn_id, None if command.commit_ts is None else command.commit_ts.to_bytes()]
         return cbor2.dumps([KIND_RESOLVE, ts, [], *epoch, body], canonical=True)
@@ -184,7 +192,7 @@ def _txn_command(kind: int, ts: Timestamp, epoch: Ballot, writes: object, body: 
                        tuple(read_keys), tuple((start, end) for start, end in ranges))
     if kind == KIND_DECIDE:
         txn_id, committed, participants = body
-        return Decide(ts, epoch, txn_id, bool(committed), tuple(participants))
+        return Decide(ts, epoch, txn_id, bool(committed), tuple(participants), _pairs(writes))
     txn_id, commit_ts = body
     return Resolve(ts, epoch, txn_id, None if commit_ts is None else Timestamp.from_bytes(commit_ts))
 

@@ -7,11 +7,18 @@ code the client acts on: `txn_aborted` (with a reason: safe to run the
 transaction again), `not_leader` (retry at the leader), `outcome_unknown`.
 
 Coordinator (the tablet of the transaction's first written key, itself a
-participant): on `CommitRequest` it checks its own vote is logged, takes the
-commit timestamp at or above every prepare timestamp and above its floor,
-logs `Decide(commit)` through its Paxos group (which also resolves its own
-intents), waits out commit-wait, answers, then resolves the other
-participants. Presumed abort: asked about a transaction it has no decision
+participant that does not prepare: Spanner 4.2.1): on `CommitRequest` it
+takes its own part's exclusive locks and checks its read locks as a prepare
+would, takes the commit timestamp at or above every other participant's
+prepare timestamp and above its floor, logs `Decide(commit)` with its own
+writes through its Paxos group, waits out commit-wait, answers, then
+resolves the other participants. Its locks are held, marked prepared (never
+wounded), from the check until its decision is applied and commit-waited;
+they live only in its leader's memory, as a one-phase commit's do: a leader
+change before the decision is chosen skips it (the epoch rule of
+txn/tablet/commands.py), and the transaction ends aborted. A coordinator
+that was prepared by a `PrepareRequest` (the protocol before) still
+decides from its Prepare record. Presumed abort: asked about a transaction it has no decision
 for (`TxnStatusRequest`), it logs `Decide(abort)` first and answers from
 the log (the first decision in the log wins, so a racing commit and a
 presumed abort cannot both hold).
@@ -286,43 +293,74 @@ class TabletTransactions:
             self._release(request.txn_id)
 
     async def commit(self, request: api.CommitRequest) -> api.CommitReply:
-        """Coordinator: decide commit (Spanner 4.2.1), unless a decision is already logged."""
+        """Coordinator: decide commit (Spanner 4.2.1), unless a decision is already logged.
+
+        The coordinator does not prepare: it takes its own part's locks here, as a prepare
+        would (`request.writes`, read locks checked), and logs its writes in the decision.
+        A coordinator prepared by a `PrepareRequest` has its part in that record instead."""
         records = self.replica.state.txns
         decided = records.decisions.get(request.txn_id)
         if decided is None:
             if not self.replica._is_serving():
                 raise self.replica._not_leader()
-            if request.txn_id not in records.prepared:
+            own_part = bool(request.writes or request.read_keys or request.read_ranges)
+            if own_part == (request.txn_id in records.prepared):
+                if own_part:
+                    raise failure(api.ErrorCode.BAD_REQUEST, f"transaction {request.txn_id} is prepared at its "
+                                  f"coordinator {self.tablet_id}, and its commit request carries writes or reads too")
                 raise aborted(AbortReason.CONFLICT, f"transaction {request.txn_id} is not prepared at its coordinator {self.tablet_id}")
             # Spanner 4.2.1: no lower than any prepare timestamp, nor than the commit request's
             # arrival (the start rule, as for plain writes: TabletReplica._start_ts).
             floor_ts = max((vote.prepare_ts for vote in request.votes), default=Timestamp.MIN)
             self._refuse_forged_vote(request.txn_id, floor_ts)
             start = self.replica._start_ts()
-            pending = self.replica.leader.assign(start if start > floor_ts else floor_ts, commit_wait=True,
-                                                 keys=self._intent_keys(request.txn_id))
-            others = sorted({v.tablet_id for v in request.votes} - {self.tablet_id})
-            event = self.deciding.setdefault(request.txn_id, trio.Event())
             try:
-                await self._propose(pending, Decide(pending.ts, self.replica.paxos.core.ballot, request.txn_id, True, others), request.timeout_ns)
+                if own_part:
+                    with self._deadline(request.timeout_ns, request.txn_id):
+                        await self._exclusive_and_check(request.txn_id, request.priority, request.writes,
+                                                        request.read_keys, request.read_ranges, preparing=True)
+                    self.locks.mark_prepared(request.txn_id)  # nobody wounds it while its decision is logged
+                    keys: frozenset[bytes] | None = frozenset(w.key for w in request.writes)
+                else:
+                    keys = self._intent_keys(request.txn_id)
+                pending = self.replica.leader.assign(start if start > floor_ts else floor_ts, commit_wait=True, keys=keys)
+                others = sorted({v.tablet_id for v in request.votes} - {self.tablet_id})
+                command = Decide(pending.ts, self.replica.paxos.core.ballot, request.txn_id, True, others,
+                                 [(w.key, w.value) for w in request.writes])
+                event = self.deciding.setdefault(request.txn_id, trio.Event())
+                try:
+                    await self._propose(pending, command, request.timeout_ns)
+                finally:
+                    self.deciding.pop(request.txn_id, None)
+                    event.set()
+                decided = records.decisions.get(request.txn_id)
+                if decided is None:
+                    self.mark("txn.decide_failed")
+                    raise aborted(AbortReason.CONFLICT, f"transaction {request.txn_id}: its decision at {self.tablet_id} "
+                                  "met another transaction's intent on one of its writes")
+                if decided.committed and decided.commit_ts == pending.ts:
+                    await self.replica._commit_waited(pending)
+                    self.mark("txn.committed_two_phase")
+                    self.replica.distributed_commits += 1  # the commit record is on a majority's synced logs
+                    self._start_resolving(request.txn_id, decided.commit_ts, decided.participants)
+                    return api.CommitReply(decided.commit_ts, max(0, self.replica._physical_ns() - (pending.applied_at_ns or 0)))
             finally:
-                self.deciding.pop(request.txn_id, None)
-                event.set()
-            decided = records.decisions.get(request.txn_id)
-            assert decided is not None, "a Decide applied without a decision"
-            if decided.committed and decided.commit_ts == pending.ts:
-                await self.replica._commit_waited(pending)
+                if own_part:
+                    self._unmark_prepared(request.txn_id)
                 self._release(request.txn_id)
-                self.mark("txn.committed_two_phase")
-                self.replica.distributed_commits += 1  # the commit record is on a majority's synced logs
-                self._start_resolving(request.txn_id, decided.commit_ts, decided.participants)
-                return api.CommitReply(decided.commit_ts, max(0, self.replica._physical_ns() - (pending.applied_at_ns or 0)))
         if not decided.committed:
             raise aborted(AbortReason.DECIDED_ABORT, f"transaction {request.txn_id} was decided aborted at {self.tablet_id}")
         # Decided committed before (a retried commit): the answer stands once commit-wait is surely over.
         while self.replica._physical_ns() <= decided.commit_ts.wall + self.replica.max_offset_ns:
             await trio.sleep(0.001)
         return api.CommitReply(decided.commit_ts, 0)
+
+    def _unmark_prepared(self, txn_id: str) -> None:
+        """The coordinator's locks, marked prepared while its decision was logged, are ordinary again (to be released)."""
+        self.abort_after_prepare.discard(txn_id)  # an AbortRequest meanwhile logged its abort decision itself
+        locks = self.locks.txns.get(txn_id)
+        if locks is not None and txn_id not in self.replica.state.txns.prepared:
+            locks.prepared = False
 
     def _refuse_forged_vote(self, txn_id: str, prepare_ts: Timestamp) -> None:
         """The votes come through the client, so they are input: a prepare timestamp beyond every

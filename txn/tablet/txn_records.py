@@ -16,8 +16,12 @@ Rules (each applied identically on every replica, from the log alone):
   abort got in first) or another transaction's intent holds one of the keys:
   then the Prepare FAILS (nothing written) and its proposer answers abort.
 - Decide: the first decision of a transaction wins; a later one changes
-  nothing. If the transaction is also prepared here, its intents are
-  resolved by the same batch (at the decision's timestamp, or removed).
+  nothing. A winning commit writes the coordinator's own writes (which did
+  not prepare) as versions at the decision's timestamp, unless an intent
+  holds one of their keys: then the Decide FAILS (no decision recorded) and
+  its proposer answers abort. If the transaction is prepared here (a
+  coordinator that prepared), its intents are resolved by the same batch
+  (at the decision's timestamp, or removed).
 - Resolve: a prepared transaction's intents become versions at commit_ts, or
   vanish; resolving an unknown or finished transaction changes nothing
   (idempotent: coordinators and recovery may both send it).
@@ -95,11 +99,18 @@ class TxnRecords:
     def stage_decide(self, batch: Batch, command: Decide) -> bool:
         if command.txn_id in self.decisions:
             return False  # the first decision won
+        if command.committed and any(self.store.intent(key) is not None for key, _ in command.writes):
+            # The coordinator's own writes meet an intent (its leader's locks exclude that, so
+            # never expected): no decision is recorded, and its proposer answers abort.
+            return False
         record = DecisionRecord(command.committed, command.ts, command.participants)
         batch.put(DECISION_PREFIX + command.txn_id.encode(),
                   cbor2.dumps([record.committed, record.commit_ts.to_bytes(), list(record.participants)]))
         self.decisions[command.txn_id] = record
         self._stage_finish(batch, command.txn_id, command.ts if command.committed else None)
+        if command.committed:
+            for key, value in command.writes:
+                self.store.stage_write(batch, key, command.ts, value)
         return True
 
     def stage_resolve(self, batch: Batch, command: Resolve) -> bool:
