@@ -63,6 +63,9 @@ REQUIRED_MARKS = (
     "txn.waited",
     "txn.presumed_abort",
     "txn.recovered",
+    # A coordinator's own part (it does not prepare) failed before its decision: its leader's
+    # locks lost, a leader change, a decision skipped or unconfirmed.
+    "txn.coordinator_part_failed",
 )
 PENDING_MARKS: tuple[str, ...] = ()
 REQUIRED_MARKS_SEEDS = 200

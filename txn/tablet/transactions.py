@@ -344,6 +344,10 @@ class TabletTransactions:
                     self.replica.distributed_commits += 1  # the commit record is on a majority's synced logs
                     self._start_resolving(request.txn_id, decided.commit_ts, decided.participants)
                     return api.CommitReply(decided.commit_ts, max(0, self.replica._physical_ns() - (pending.applied_at_ns or 0)))
+            except RequestFailed:
+                if own_part:  # its locks lost, a leader change, a decision skipped or unconfirmed, ...
+                    self.mark("txn.coordinator_part_failed")
+                raise
             finally:
                 if own_part:
                     self._unmark_prepared(request.txn_id)
