@@ -9,8 +9,10 @@ bound; a mutant that survives means the checkers or the plans are blind to
 what it breaks.
 
 Caught by random seeds: the state machine without its stale-command skip (a
-deposed leader's tail applies: caught by the deposed_tail fault), and Paxos
-acceptors answering before their log is synced (crashes lose chosen values).
+deposed leader's tail applies: caught by the deposed_tail fault), Paxos
+acceptors answering before their log is synced (crashes lose chosen values),
+and a 2PC coordinator that does not check its own read set (seed 10207: a
+lost update).
 
 Caught by directed scenarios (DIRECTED): reads that see writes before
 commit-wait ends (`TabletLeaderCore.HOLD_READS_UNTIL_COMMIT_WAIT = False`,
@@ -34,9 +36,12 @@ import logging
 from typing import Callable, Iterator
 from unittest import mock
 
+import attrs
 import pytest
 
 from paxos.storage import PaxosStorage
+from txn import api
+from txn.tablet.transactions import TabletTransactions
 from txn.sim.plan import SimPlan
 from txn.sim.scenarios import SCENARIOS
 from txn.sim.sweep import Mutant, run_scenario, run_seed
@@ -98,6 +103,27 @@ def test_mutant_with_unsynced_paxos_log_loses_acknowledged_writes() -> None:
     mutant = lambda: mock.patch.object(PaxosStorage, "write", unsynced)  # noqa: E731
     caught(mutant, lambda plan: "crash" in plan.faults,
            ("acknowledged write lost", "applied ts", "died", "not live", "committed history says", "after index"))
+
+
+# The seed a sweep found the next mutant with (`chronodb sim cluster --seeds 600 --from 10000`
+# under the mutant; replay: `chronodb sim cluster --from 10207 --seeds 1 --trace`).
+COORDINATOR_READS_SEED = 10207
+
+
+def test_mutant_coordinator_that_skips_its_read_set_loses_an_update() -> None:
+    """The coordinator does not prepare: its commit request carries its read set, and its leader
+    must check it still holds those shared locks. Dropped, a coordinator whose leader changed
+    between a transfer's read and its commit writes over a balance it never read (seed 10207:
+    a bank transfer overwrote a version it did not read). The real code passes the same seed."""
+    commit = TabletTransactions.commit
+
+    async def unchecked(self: TabletTransactions, request: api.CommitRequest) -> object:
+        return await commit(self, attrs.evolve(request, read_keys=(), read_ranges=()))
+
+    mutant = lambda: mock.patch.object(TabletTransactions, "commit", unchecked)  # noqa: E731
+    error = run_seed(COORDINATOR_READS_SEED, mutant=mutant).error
+    assert error is not None and "lost update" in error, error
+    assert run_seed(COORDINATOR_READS_SEED).error is None
 
 
 # ---- required mutants: class-attribute mutation points from other branches ------
