@@ -552,3 +552,26 @@ async def test_a_commit_request_with_a_part_for_a_prepared_coordinator_is_refuse
     with pytest.raises(RequestFailed) as raised:
         await replica.txns.commit(request)
     assert raised.value.reply.code == api.ErrorCode.BAD_REQUEST and not replica.pending
+
+
+@pytest.mark.parametrize("coordinator", [False, True])
+async def test_a_commit_waits_for_its_locks_half_its_deadline_then_aborts_unproposed(
+        coordinator: bool, autojump_clock: trio.testing.MockClock) -> None:
+    """The other half is for logging it and commit-wait: cut off by the client's deadline after
+    its proposal, a commit would be outcome_unknown; one that gave up on a lock is a clean abort."""
+    replica = serving_replica(NotLeader(None))  # a proposal would fail as not_leader: none must be made
+    assert replica.txns.locks.lock_key("older", Timestamp.MIN, b"w", LockMode.EXCLUSIVE, 0).outcome is Outcome.GRANTED
+    replica.txns.locks.mark_prepared("older")  # a prepared holder: waited for (an unprepared older one refuses a coordinator at once)
+    priority, writes = replica.clock.now(), (api.KeyWrite(b"w", b"v"),)
+    if coordinator:
+        request: object = api.CommitRequest("t1", "x1", priority, (api.ParticipantVote("t2", priority),), 400_000_000, writes)
+        commit = replica.txns.commit
+    else:
+        request = api.OnePhaseCommitRequest("t1", "x1", priority, writes, (), (), 400_000_000)
+        commit = replica.txns.one_phase_commit
+    started = trio.current_time()
+    with trio.fail_after(5), pytest.raises(RequestFailed) as raised:
+        await commit(request)
+    assert raised.value.reply.code == api.ErrorCode.TXN_ABORTED and "waited too long" in raised.value.reply.message
+    assert trio.current_time() - started == pytest.approx(0.2), "half of its 400 ms deadline"
+    assert not replica.pending and set(replica.txns.locks.txns) == {"older"}

@@ -65,6 +65,14 @@ PEER_TIMEOUT_S = 2.0
 
 log = logging.getLogger("chronodb.txn")
 
+
+def commit_lock_wait_ns(timeout_ns: int) -> int:
+    """How long a commit (one-phase, or a coordinator's own part) may wait for its locks: half its
+    deadline. The rest is for logging it and commit-wait: a commit request the client's deadline
+    cuts off after its proposal is `outcome_unknown` to the client, where one that gave up waiting
+    for a lock is a clean abort (run it again)."""
+    return timeout_ns // 2
+
 CallTablet = Callable[[str, object, float], Awaitable[object]]
 
 
@@ -280,7 +288,7 @@ class TabletTransactions:
 
     async def one_phase_commit(self, request: api.OnePhaseCommitRequest) -> api.CommitReply:
         try:
-            with self._deadline(request.timeout_ns, request.txn_id):
+            with self._deadline(commit_lock_wait_ns(request.timeout_ns), request.txn_id):
                 await self._exclusive_and_check(request.txn_id, request.priority, request.writes, request.read_keys, request.read_ranges)
             if not request.writes:
                 ts = self.replica.leader.strong_read_ts(self.replica.clock.now())
@@ -316,7 +324,7 @@ class TabletTransactions:
             start = self.replica._start_ts()
             try:
                 if own_part:
-                    with self._deadline(request.timeout_ns, request.txn_id):
+                    with self._deadline(commit_lock_wait_ns(request.timeout_ns), request.txn_id):
                         await self._exclusive_and_check(request.txn_id, request.priority, request.writes,
                                                         request.read_keys, request.read_ranges, preparing=True)
                     self.locks.mark_prepared(request.txn_id)  # nobody wounds it while its decision is logged
