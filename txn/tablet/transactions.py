@@ -73,6 +73,7 @@ def commit_lock_wait_ns(timeout_ns: int) -> int:
     for a lock is a clean abort (run it again)."""
     return timeout_ns // 2
 
+
 CallTablet = Callable[[str, object, float], Awaitable[object]]
 
 
