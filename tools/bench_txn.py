@@ -6,7 +6,8 @@ different nodes), then for each concurrency (default 1, 16, 64) runs
 closed-loop clients for `--seconds` each doing one of:
 
 - `transfer`: a cross-tablet transaction: read two accounts on two tablets,
-  write both (2PC: two prepares, one commit at the coordinator);
+  write both (2PC: a prepare at the other tablet, then the commit at the
+  coordinator, which does not prepare, and its resolution of the other);
 - `rmw`: a single-tablet read-modify-write transaction (one-phase commit);
 - `write`: a plain single-key write (the baseline) of an account on the
   transfers' first tablet: one tablet and one leader take every write, so
@@ -17,6 +18,9 @@ Prints transactions/s, p50/p99 latency, aborts (retried by
 `run_transaction`), and the ratios of each transaction kind to the plain
 write measured in the same run. Accounts are drawn from `--accounts` per
 tablet, so contention (and wound-wait) grows with the client count.
+`--task-cpu` prints under each row the nodes' event loop CPU per committed
+transaction, split by trio task, as `bench kv --task-cpu` does
+(tools/task_cpu.py).
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ import trio
 
 from hlc import parse_duration_ns
 from tools.bench import client_counts, duration_text, positive_int, positive_seconds, print_setup
+from tools.bench_kv import task_cpu_snapshots
 from tools.errors import CliError
 from tools.localcluster import LocalCluster
+from tools.task_cpu import difference, report
 from txn.client import ClientError, open_client
 from txn.net.tls import client_tls_for_dir
 
@@ -54,6 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--client-processes", type=positive_int, default=3, help="client OS processes (default 3)")
     parser.add_argument("--accounts", type=positive_int, default=1000, help="accounts per tablet (default 1000)")
     parser.add_argument("--max-offset", type=duration_text, default="10ms", help="cluster max_offset: commit-wait (default 10ms)")
+    parser.add_argument("--task-cpu", action="store_true",
+                        help="under each row, the nodes' event loop CPU per committed transaction by trio task "
+                        "(CPU time read around every task step; tools/task_cpu.py)")
     parser.set_defaults(func=run)
 
 
@@ -138,6 +147,7 @@ def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, 
     done = len(latencies)
     return {
         "ops": done / seconds,
+        "operations": done,
         "p50_ms": 1e3 * latencies[done // 2] if latencies else float("nan"),
         "p99_ms": 1e3 * latencies[min(done - 1, int(done * 0.99))] if latencies else float("nan"),
         "errors": sum(r["errors"] for r in results),
@@ -158,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
                   "write = plain single-key put, all to the transfers' first tablet",
     )
     directory = pathlib.Path(tempfile.mkdtemp(prefix="chronodb-bench-txn-"))
-    cluster = LocalCluster(directory / "data", tablets=4, max_offset_ns=max_offset_ns)
+    cluster = LocalCluster(directory / "data", tablets=4, max_offset_ns=max_offset_ns,
+                           task_cpu_dir=directory if args.task_cpu else None)
     try:
         left, right = cluster.config.tablet_for_key(LEFT), cluster.config.tablet_for_key(RIGHT)
         if left.id == right.id:
@@ -171,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         baseline: dict[int, dict] = {}
         for kind in ("write", "rmw", "transfer"):
             for level in levels:
+                task_cpu_before = task_cpu_snapshots(cluster) if args.task_cpu else {}
                 figures = measure(cluster, kind, level, args.seconds, args.client_processes, args.accounts)
                 if kind == "write":
                     baseline[level] = figures
@@ -181,6 +193,9 @@ def run(args: argparse.Namespace) -> int:
                              if base["ops"] and base["p50_ms"] == base["p50_ms"] else "")
                 print(f"{kind:<10} {level:>7} {figures['ops']:>9,.0f} {figures['p50_ms']:>8.2f} {figures['p99_ms']:>8.2f} "
                       f"{figures['retries']:>7} {figures['errors']:>6}  {ratio}", flush=True)
+                if args.task_cpu:
+                    spent = difference(task_cpu_before, task_cpu_snapshots(cluster))
+                    print("\n".join(report(spent, figures["operations"])), flush=True)
     finally:
         cluster.stop_all()
         shutil.rmtree(directory, ignore_errors=True)

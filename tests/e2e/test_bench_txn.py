@@ -1,4 +1,5 @@
-"""`chronodb bench txn`, short: every kind of transaction commits on a real TLS cluster, with ratios.
+"""`chronodb bench txn --task-cpu`, short: every kind of transaction commits on a real TLS cluster, with
+ratios, and every row is followed by the nodes' event loop CPU per transaction by task.
 
 The benchmark measures one of issue 17's goals (cross-tablet transactions at
 the transactions issue's aim); this runs it for a second per figure and
@@ -21,11 +22,13 @@ from tests.e2e.harness import run_cli
 pytestmark = pytest.mark.e2e
 
 ROW = re.compile(r"^(write|rmw|transfer) +(\d+) +([\d,]+) +([\d.]+) +([\d.]+) +(\d+) +(\d+) *(.*)$", re.MULTILINE)
+TASK_CPU = re.compile(r"^(write|rmw|transfer) .*\n  task CPU/op \(event loop threads of all nodes\): ([\d,]+) us, "
+                      r"[^\n]*\n(?:    .*\n)*?    TcpTransport\._serve_request +[\d.]+ us +([\d.]+) steps", re.MULTILINE)
 
 
 def test_bench_txn_commits_every_kind_and_prints_ratios() -> None:
     result = run_cli(["bench", "txn", "--seconds", "1", "--concurrency", "2", "--client-processes", "1",
-                      "--accounts", "50"], timeout_s=240)
+                      "--accounts", "50", "--task-cpu"], timeout_s=240)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "benchmark: txn" in out and "mutual TLS on" in out, out
@@ -36,3 +39,9 @@ def test_bench_txn_commits_every_kind_and_prints_ratios() -> None:
         assert clients == 2 and rate > 0 and errors == 0, f"{kind}: {out}"
         if kind != "write":
             assert re.fullmatch(r"throughput [\d.]+x, p50 [\d.]+x", ratio.strip()), f"{kind}: {out}"
+    # --task-cpu: under every row, the nodes' event loop CPU per transaction by task. A transfer's
+    # requests (its priority's timestamp, two reads, a prepare, the commit, the resolution) each
+    # run in a request task: several steps per transfer.
+    steps = {kind: (int(total.replace(",", "")), float(per_op)) for kind, total, per_op in TASK_CPU.findall(out)}
+    assert sorted(steps) == ["rmw", "transfer", "write"] and all(total > 0 for total, _ in steps.values()), out
+    assert steps["transfer"][1] >= 4, out
