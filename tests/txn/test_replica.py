@@ -448,6 +448,39 @@ async def test_a_batch_of_applied_slots_wakes_the_waiters_once_and_releases_what
     assert replica.leader.next_wake_ns() == pending[2].release_after_ns + 1
 
 
+async def test_a_write_in_commit_wait_is_woken_by_its_own_release_only() -> None:
+    """A writer waiting out commit-wait sleeps through other slots' applies and releases (each of
+    which wakes the tablet's other waiters, `_notify`); its own release wakes it, and it returns."""
+    replica = serving_replica(NotLeader(None))
+    physical = replica.clock.physical
+    first = replica.leader.assign(replica.clock.now(), commit_wait=True)
+    physical.advance(1_000_000)
+    second = replica.leader.assign(replica.clock.now(), commit_wait=True)
+    commands = [encode_command(WriteBatch(p.ts, [(b"k%d" % i, b"v")], Ballot(1, "n1"))) for i, p in enumerate((first, second))]
+    replica.state.apply_entries([(1, commands[0]), (2, commands[1])])
+    finished: list[bool] = []
+
+    async def wait_second() -> None:
+        await replica._commit_waited(second)
+        finished.append(True)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait_second)
+        await trio.testing.wait_all_tasks_blocked()
+        waiter = second.waiter
+        assert isinstance(waiter, trio.Event) and not finished
+        physical.set(first.release_after_ns + 1)  # the first write's commit-wait ends, not the second's
+        replica.state.apply_entries([(3, encode_command(WriteBatch(replica.leader.assign(
+            replica.clock.now(), commit_wait=True).ts, [(b"x", b"v")], Ballot(1, "n1"))))])
+        await trio.testing.wait_all_tasks_blocked()
+        assert first.state is WriteState.DONE and second.state is WriteState.APPLIED
+        assert second.waiter is waiter and not waiter.is_set(), "another slot's apply and release woke it"
+        physical.set(second.release_after_ns + 1)
+        replica._released(replica.leader.tick(physical.now_ns()))  # what the commit-wait timer does
+        await trio.testing.wait_all_tasks_blocked()
+        assert finished == [True]
+
+
 async def test_a_write_behind_an_older_lock_holder_times_out_unproposed(autojump_clock: trio.testing.MockClock) -> None:
     """A plain write waits for an older transaction's lock only until its deadline: then `timeout`
     (not committed: never proposed), and it leaves nothing behind in the lock table."""

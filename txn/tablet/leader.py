@@ -96,6 +96,9 @@ class PendingCommand:
     keys: frozenset[bytes] | None = None  # the keys it changes; None: unknown or none named (every read waits)
     state: WriteState = WriteState.PROPOSED
     applied_at_ns: int = 0  # physical time of the apply (for the commit-wait statistic)
+    # The I/O side's handle to wake the one task waiting out this command's commit-wait, once
+    # `tick` returns it (txn/tablet/tablet_replica.py sets a trio.Event); the core never reads it.
+    waiter: object = None
 
     @property
     def finished(self) -> bool:
