@@ -448,9 +448,10 @@ async def test_a_batch_of_applied_slots_wakes_the_waiters_once_and_releases_what
     assert replica.leader.next_wake_ns() == pending[2].release_after_ns + 1
 
 
-async def test_a_write_in_commit_wait_is_woken_by_its_own_release_only() -> None:
+async def test_a_write_in_commit_wait_is_woken_by_its_own_release_only(mock_clock: trio.testing.MockClock) -> None:
     """A writer waiting out commit-wait sleeps through other slots' applies and releases (each of
-    which wakes the tablet's other waiters, `_notify`); its own release wakes it, and it returns."""
+    which wakes the tablet's other waiters, `_notify`); its own release wakes it, and it returns.
+    trio's clock stands still (`mock_clock`): the wait's POLL_S bound never fires, however slow the box."""
     replica = serving_replica(NotLeader(None))
     physical = replica.clock.physical
     first = replica.leader.assign(replica.clock.now(), commit_wait=True)
