@@ -7,6 +7,9 @@ it keeps to its own prefix.
 Mapping onto plyvel:
 - `apply(batch, sync=...)` is one `write_batch(sync=...)`: atomic, and with
   sync=True fsynced (with all earlier writes) before it returns.
+  `write_only` + `note_write` are `apply` in two parts, the write for a
+  worker thread (a node's Paxos log writes, txn/node/wiring.py) and the
+  bookkeeping for the event loop's thread.
 - `view()` is a plyvel snapshot; `get`/`iterate` with `view=` read from it.
 - `iterate` without a view uses a plain plyvel iterator, which LevelDB pins
   to an implicit snapshot at creation.
@@ -172,6 +175,14 @@ class LevelDbEngine:
             raise _error(self.path, f"reading key {_key_text(key)}", error) from None
 
     def apply(self, batch: Batch, *, sync: bool) -> None:
+        self.write_only(batch, sync=sync)
+        self.note_write()
+
+    def write_only(self, batch: Batch, *, sync: bool) -> None:
+        """`apply`'s LevelDB write without its bookkeeping: it touches no Python state of this
+        object, so a worker thread may run it while the event loop's thread reads (LevelDB is
+        thread-safe, and plyvel lets go of the GIL while it writes). Call `note_write()` on the
+        loop's thread once it returned. The engine must not be closed while it runs."""
         db = self._db
         if db is None:
             raise EngineError(f"engine on {self.path} is closed")
@@ -190,7 +201,10 @@ class LevelDbEngine:
                 write_batch.write()
         except plyvel.Error as error:
             raise _error(self.path, f"writing a batch of {len(ops)} ops", error) from None
-        # Only now: a failed write changed nothing readable (module docstring).
+
+    def note_write(self) -> None:
+        """A batch was written (`write_only`): count it, and drop the `first` reader pinned before it.
+        Only after the write returned: a failed write changed nothing readable (module docstring)."""
         self.generation += 1
         if self._reader is not None:
             self._drop_reader()
