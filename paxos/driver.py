@@ -13,8 +13,20 @@ item directly, out of the inbox's order). Each loop turn takes every queued inpu
 carries out `core.ready()` in order (`carry_out`): early sends (the leader's
 Accepts), ONE synced storage write for the whole turn (group commit), the
 snapshot install, state machine applies, the sends that depend on the write,
-`core.advance()`. LevelDB calls run inline (no thread offload: the virtual
-clock would jump).
+`core.advance()`. LevelDB calls run inline.
+
+The synced write off the loop (`write_synced`, given by a real node): a
+turn sends its early messages, then its owner task awaits
+`write_synced(batch)` (the turn's log write, synced in a worker thread) and
+only then applies, sends what depends on the write and calls
+`core.advance()`. Until then the core takes no input: what arrives waits in
+the inbox for the next turn (one write and one fsync for all of it), while
+the event loop serves the node's other tablets and sockets. The write itself
+goes to the thread, not just an fsync after an unsynced write: LevelDB syncs
+only its current log file, so a log switch between the two would leave the
+write unsynced. A snapshot install's turn writes inline (its order below).
+Without `write_synced` (the simulation's default, tests) every turn writes
+inline.
 
 Snapshot install order, and why a crash at any point is safe: the write that
 records the log's truncation through the snapshot index is synced first, then
@@ -56,11 +68,12 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import attrs
 import trio
 
+from mvcc.engine import Batch
 from paxos.messages import Ballot, Entry
 from paxos.replica import NEVER, Replica, Role
 from paxos.storage import PaxosStorage
@@ -98,12 +111,15 @@ class PaxosDriver:
         on_closed: Callable[[bytes, int], None] | None = None,
         before_heartbeat: Callable[[], None] | None = None,
         quiet_heartbeat_at: Callable[[int, int], int] | None = None,
+        write_synced: Callable[[Batch], Awaitable[None]] | None = None,
     ) -> None:
         """`preferred_leader_id`: the group's preferred leader, known to every replica, so that
         whoever leads hands leadership back to it once it has kept up for
         `config.transfer_after_ns`. `preferred_leader` (this node is it) only makes it campaign
         at start-up; it is implied by `preferred_leader_id == node_id`. `quiet_heartbeat_at`: where
-        a quiet leader's heartbeats go (the core's argument, paxos/replica.py)."""
+        a quiet leader's heartbeats go (the core's argument, paxos/replica.py). `write_synced`:
+        applies a batch to `storage`'s engine, synced, off the event loop (module docstring);
+        None: each turn's write is synced inline."""
         self.node_id = node_id
         self.storage = storage
         self.state_machine = state_machine
@@ -113,6 +129,10 @@ class PaxosDriver:
         self.preferred_leader_id = preferred_leader_id
         self.on_closed = on_closed
         self.before_heartbeat = before_heartbeat
+        self._write_synced = write_synced
+        # A turn whose log write awaits `write_synced` (its Ready and time): the core takes no
+        # input until the owner task has written and carried out the rest of it.
+        self._sync_due: tuple[Ready, int] | None = None
         install_pending = bool(getattr(state_machine, "install_pending", False))
         applied_index = state_machine.applied_index()
         # Applied entries stay on disk at start-up (read back when a follower needs them); a
@@ -159,6 +179,9 @@ class PaxosDriver:
         while True:
             if self._failure is not None:
                 raise self._failure  # a turn run by `turn_now` failed: this task fails as if it ran it
+            if self._sync_due is not None:
+                await self._finish_synced_turn()
+                continue
             if self._inbox_receive.statistics().current_buffer_used:
                 await trio.lowlevel.checkpoint()  # what receive() did with an item ready
             else:
@@ -170,6 +193,8 @@ class PaxosDriver:
                         self._wait_scope = None
             if self._failure is not None:
                 raise self._failure
+            if self._sync_due is not None:
+                continue  # a turn run by `turn_now` meanwhile waits for its sync
             self._take_queued()
             now = self._now_ns()
             if self.before_heartbeat is not None and self.core.heartbeat_due(now):
@@ -196,7 +221,7 @@ class PaxosDriver:
         carried: `deliver(..., wake=False)`). Not from inside a turn (its callbacks), not while the
         owner task is not running (before it started, after it ended) and not once a turn failed:
         the owner task is woken instead (runs it, or raises the failure)."""
-        if self._in_turn or self._failure is not None or not self._running:
+        if self._in_turn or self._sync_due is not None or self._failure is not None or not self._running:
             self._inbox_waiter.unpark()
             return
         try:
@@ -207,6 +232,9 @@ class PaxosDriver:
             # sees it there; the caller's task (a connection's reader) would only log it.
             self._failure = error
             self._inbox_waiter.unpark()
+            return
+        if self._sync_due is not None:
+            self._inbox_waiter.unpark()  # the owner task syncs and finishes the turn
             return
         if self._wait_scope is not None:
             self._wait_scope.deadline = self._wake_deadline_s()  # the turn may want an earlier tick
@@ -244,18 +272,47 @@ class PaxosDriver:
         while True:
             now = self._now_ns()
             ready = self.core.ready(now)
+            if self._write_synced is not None and ready.persist and ready.install is None:
+                for out in ready.early_messages:
+                    self._send(out.dst, out.message)
+                self._sync_due = (ready, now)
+                return  # the owner task writes, then finishes the turn (`_finish_synced_turn`)
             self._carry_out(ready, now)
             if not self.core.has_ready():
                 break
         self._after_turn(self._now_ns())
 
+    async def _finish_synced_turn(self) -> None:
+        assert self._sync_due is not None and self._write_synced is not None
+        ready, now = self._sync_due
+        # The batch is built here, on the loop (a truncation reads the log's keys); only the
+        # write leaves it. A failure fails this task, as an inline write's does.
+        await self._write_synced(self.storage.batch_of(ready.persist))
+        self.storage.count_synced(ready.persist)
+        self._sync_due = None
+        self._in_turn = True
+        try:
+            carry_out_synced(self.core, ready, now, state_machine=self.state_machine, send=self._send,
+                             on_applied=self._resolve)
+            self._applied(ready)
+            self._wake_at_ns = ready.wake_at_ns
+            if self.core.has_ready():
+                self._turn_steps()
+            else:
+                self._after_turn(self._now_ns())
+        finally:
+            self._in_turn = False
+
     def _carry_out(self, ready: Ready, now: int) -> None:
         carry_out(self.core, ready, now, storage=self.storage, state_machine=self.state_machine,
                   send=self._send, on_applied=self._resolve)
+        self._applied(ready)
+        self._wake_at_ns = ready.wake_at_ns
+
+    def _applied(self, ready: Ready) -> None:
         if ready.apply or ready.install is not None:
             self._applied_event.set()
             self._applied_event = trio.Event()
-        self._wake_at_ns = ready.wake_at_ns
 
     def _resolve(self, entry: Entry) -> None:
         proposal = self._pending.pop(entry.index, None)
@@ -371,7 +428,8 @@ class PaxosDriver:
         return attrs.evolve(status, counters=status.counters + extra)
 
     async def wait_applied(self, index: int) -> None:
-        while self.core.applied_index < index:
+        # The state machine's index: the core's runs ahead of it while a turn awaits its write.
+        while self.state_machine.applied_index() < index:
             await self._applied_event.wait()
 
     async def wait_status_change(self) -> None:
@@ -395,6 +453,25 @@ def carry_out(
         storage.write(ready.persist, sync=True)
     if ready.install is not None:
         state_machine.install_snapshot(ready.install.index, ready.install.chunks)
+    carry_out_synced(core, ready, now, state_machine=state_machine, send=send, on_applied=on_applied)
+
+
+def carry_out_synced(
+    core: Replica, ready: Ready, now: int, *, state_machine: StateMachine, send: Callable[[str, object], None],
+    on_applied: Callable[[Entry], None] = lambda entry: None,
+) -> None:
+    """A turn's part after its early sends and its synced write (and install): the applies, the
+    sends that depend on the write, `advance`, a snapshot export."""
+    _apply(ready, state_machine, on_applied)
+    for out in ready.messages:
+        send(out.dst, out.message)
+    core.advance(ready, now)
+    if ready.export_snapshot:
+        index, chunks = state_machine.export_snapshot()
+        core.snapshot_exported(index, list(chunks), now)
+
+
+def _apply(ready: Ready, state_machine: StateMachine, on_applied: Callable[[Entry], None]) -> None:
     if ready.apply:
         apply_entries = getattr(state_machine, "apply_entries", None)
         if apply_entries is not None:  # a turn's slots in as few writes as the state machine can
@@ -404,9 +481,3 @@ def carry_out(
                 state_machine.apply(entry.index, entry.command)
         for entry in ready.apply:
             on_applied(entry)
-    for out in ready.messages:
-        send(out.dst, out.message)
-    core.advance(ready, now)
-    if ready.export_snapshot:
-        index, chunks = state_machine.export_snapshot()
-        core.snapshot_exported(index, list(chunks), now)

@@ -3,7 +3,8 @@
 Role: the storage edge of one replica. `load()` recovers exactly what was
 synced; `write(persist)` applies one `Persist` (new promise, accepted entries,
 truncation) as one atomic batch with one synced write (group commit: the
-driver gathers a whole step's changes into one Persist).
+driver gathers a whole step's changes into one Persist); `batch_of(persist)`
+is that batch, for a driver that writes it off the event loop.
 
 Key layout (the replica's LevelDB also holds MVCC data under b"m" and tablet
 metadata under b"t"; this module writes only under b"p"):
@@ -101,6 +102,14 @@ class PaxosStorage:
     def write(self, persist: Persist, *, sync: bool = True) -> None:
         if not persist:
             return
+        self.engine.apply(self.batch_of(persist), sync=sync)
+        if sync:
+            self.count_synced(persist)
+        else:
+            self.entries_written += len(persist.entries)
+
+    def batch_of(self, persist: Persist) -> Batch:
+        """The one batch that writes `persist` (reads the log's keys for a truncation)."""
         batch = Batch()
         if persist.promised is not None:
             batch.put(PROMISED_KEY, cbor2.dumps([persist.promised.round, persist.promised.node]))
@@ -115,8 +124,11 @@ class PaxosStorage:
             batch.put(SNAPSHOT_KEY, cbor2.dumps(persist.truncate_through))
         if persist.rebuilt:
             batch.delete(REBUILDING_KEY)  # in the same batch as the fence promise that makes voting safe
-        self.engine.apply(batch, sync=sync)
-        self.synced_writes += int(sync)
+        return batch
+
+    def count_synced(self, persist: Persist) -> None:
+        """Count a synced write of `persist` (made by `write`, or by the driver off the loop)."""
+        self.synced_writes += 1
         self.entries_written += len(persist.entries)
 
     def compact_log(self, through: int) -> None:

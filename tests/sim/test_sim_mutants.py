@@ -38,10 +38,13 @@ from unittest import mock
 
 import attrs
 import pytest
+import trio
 
+from mvcc.engine import Batch, Engine
 from paxos.storage import PaxosStorage
 from txn import api
 from txn.tablet.transactions import TabletTransactions
+from txn.sim import cluster_sim
 from txn.sim.plan import SimPlan
 from txn.sim.scenarios import SCENARIOS
 from txn.sim.sweep import Mutant, run_scenario, run_seed
@@ -100,7 +103,16 @@ def test_mutant_with_unsynced_paxos_log_loses_acknowledged_writes() -> None:
     def unsynced(self: PaxosStorage, persist: object, *, sync: bool = True) -> None:
         write(self, persist, sync=False)
 
-    mutant = lambda: mock.patch.object(PaxosStorage, "write", unsynced)  # noqa: E731
+    async def unsynced_off_loop(engine: Engine, batch: Batch) -> None:  # the turns that await their write
+        await trio.lowlevel.checkpoint()
+        engine.apply(batch, sync=False)
+
+    @contextlib.contextmanager
+    def mutant() -> Iterator[None]:
+        with mock.patch.object(PaxosStorage, "write", unsynced), \
+                mock.patch.object(cluster_sim, "write_synced_after_checkpoint", unsynced_off_loop):
+            yield
+
     caught(mutant, lambda plan: "crash" in plan.faults,
            ("acknowledged write lost", "applied ts", "died", "not live", "committed history says", "after index"))
 

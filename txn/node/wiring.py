@@ -28,9 +28,10 @@ one-line reason.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
-from typing import Any, AsyncContextManager, Callable
+from typing import Any, AsyncContextManager, Awaitable, Callable
 
 import attrs
 import prometheus_client
@@ -38,7 +39,8 @@ import trio
 
 from hlc import HybridClock
 from hlc.physical import SkewedClock, SystemClock
-from mvcc.engine import Engine
+from mvcc.engine import Batch, Engine
+from mvcc.engine_leveldb import LevelDbEngine
 from paxos.types import PaxosConfig
 from txn.net.messaging import AddressInUse, TransportError
 from txn.net.tls import NodeTls
@@ -71,6 +73,11 @@ class NodeEnvironment:
     # Commit-wait releases to within the event loop's timer resolution by yielding for the
     # last millisecond (txn/tablet/tablet_replica.py): real nodes only, for the same reason.
     precise_commit_wait: bool = False
+    # How each replica's Paxos log writes its synced batches off the event loop (paxos/driver.py):
+    # in a worker thread on real nodes (`write_synced_in_thread`); after a checkpoint in the
+    # simulation (`write_synced_after_checkpoint`: other tasks run meanwhile, in virtual time);
+    # None: inline.
+    write_synced: Callable[[Engine, Batch], Awaitable[None]] | None = None
     # The real stores, which a corrupt replica's rebuild replaces (txn/node/rebuild.py);
     # None in the simulation (no rebuild: `chronodb repair` is refused there).
     engines: TabletEngines | None = None
@@ -99,7 +106,23 @@ def make_replica(node: Node, env: NodeEnvironment, tablet: TabletConfig, engine:
         monotonic_ns=env.monotonic_ns, paxos_config=env.paxos_config,
         seed=f"{env.seed}/{tablet.id}", gc_retention_ns=env.gc_retention_ns or node.config.gc_retention_ns,
         offload_compaction=env.offload_compaction, precise_commit_wait=env.precise_commit_wait,
+        write_synced=env.write_synced,
     )
+
+
+async def write_synced_in_thread(engine: Engine, batch: Batch) -> None:
+    """A real node's synced log write: LevelDB's write and fsync in a worker thread, while the event
+    loop serves on; the engine's bookkeeping back on the loop. Not abandoned on cancel: the engine
+    outlives the call (a node closes its engines after its replicas' tasks ended)."""
+    assert isinstance(engine, LevelDbEngine), engine
+    await trio.to_thread.run_sync(functools.partial(engine.write_only, batch, sync=True))
+    engine.note_write()
+
+
+async def write_synced_after_checkpoint(engine: Engine, batch: Batch) -> None:
+    """The simulation's: other tasks run first (as while a thread writes), then the write, inline."""
+    await trio.lowlevel.checkpoint()
+    engine.apply(batch, sync=True)
 
 
 async def serve_node(node: Node, env: NodeEnvironment, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
@@ -175,7 +198,7 @@ async def run_node(
             ),
             monotonic_ns=trio_monotonic_ns, seed=node_id, paxos_config=paxos_config or PaxosConfig(),
             gc_retention_ns=gc_retention_ns, metrics_address=me.metrics_address, offload_compaction=True,
-            precise_commit_wait=True,
+            precise_commit_wait=True, write_synced=write_synced_in_thread,
             engines=engines,
         )
         node = build_node(config, node_id, env)

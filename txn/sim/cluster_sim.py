@@ -41,7 +41,7 @@ from paxos.replica import Replica
 from txn.net.simnet import SimNetwork
 from txn.node.config import ClusterConfig, NodeConfig
 from txn.node.server import Node
-from txn.node.wiring import NodeEnvironment, build_node, serve_node, trio_monotonic_ns
+from txn.node.wiring import NodeEnvironment, build_node, serve_node, trio_monotonic_ns, write_synced_after_checkpoint
 from txn.sim.bank_checkers import Leftover
 from txn.sim.bank_workload import ACCOUNTS, BankClient, BankHistory
 from txn.sim.checkers import OK, Applied, Committed, LeaseSample, Op
@@ -129,6 +129,7 @@ class SimCluster:
             open_transport=lambda handler: _already_open(self.net.endpoint(node_id, handler, hlc)),
             monotonic_ns=trio_monotonic_ns, seed=f"{self.plan.seed}/{node_id}/{self.incarnation[node_id]}",
             paxos_config=self.plan.paxos, gc_retention_ns=10**15, monitor_clocks=self.plan.monitor_clocks,
+            write_synced=write_synced_after_checkpoint,
         )
 
     def start_node(self, node_id: str, nursery: trio.Nursery) -> None:

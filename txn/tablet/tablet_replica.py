@@ -37,12 +37,12 @@ import collections
 import functools
 import logging
 import math
-from typing import Callable
+from typing import Awaitable, Callable
 
 import trio
 
 from hlc import HybridClock, Timestamp
-from mvcc.engine import Engine
+from mvcc.engine import Batch, Engine
 from mvcc.store import BelowGcHorizon
 from paxos.driver import PaxosDriver
 from paxos.storage import PaxosStorage
@@ -100,6 +100,7 @@ class TabletReplica:
         paxos_config: PaxosConfig, seed: int | str, gc_retention_ns: int,
         offload_compaction: bool = False,
         precise_commit_wait: bool = False,
+        write_synced: Callable[[Engine, Batch], Awaitable[None]] | None = None,
     ) -> None:
         self.node_id = node_id
         self.precise_commit_wait = precise_commit_wait
@@ -137,6 +138,8 @@ class TabletReplica:
             before_heartbeat=self._close_for_heartbeat,
             # Quiet heartbeats on the node's housekeeping grid (core time is trio's clock in ns).
             quiet_heartbeat_at=grid_point_at_or_before_ns,
+            # The log's synced writes off the event loop (paxos/driver.py), where the node says how.
+            write_synced=None if write_synced is None else functools.partial(write_synced, engine),
         )
         self.space = SpaceLoop(
             state=self.state, log=self.paxos.storage, snapshot_index=lambda: self.paxos.core.first_index - 1,
