@@ -419,6 +419,11 @@ class PaxosDriver:
 
     # ------------------------------------------------------------ reading
 
+    @property
+    def write_out(self) -> bool:
+        """A turn awaits its synced write (`write_synced`): nothing that depends on it has left."""
+        return self._sync_due is not None
+
     def has_lease(self, now_ns: int | None = None) -> bool:
         return self.core.has_lease(self._now_ns() if now_ns is None else now_ns)
 

@@ -171,6 +171,8 @@ class SimCluster:
 
     def crash(self, node_id: str) -> None:
         self.collect_marks(self.nodes[node_id])
+        if any(replica.paxos.write_out for replica in self.nodes[node_id].replicas.values()):
+            self.marks["sim.crash_during_log_write"] += 1  # a turn's write lost, its Accepteds never sent
         self.scopes[node_id].cancel()
         self.net.crash(node_id)
         for key, engine in self.engines.items():
