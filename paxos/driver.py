@@ -25,7 +25,7 @@ the event loop serves the node's other tablets and sockets. The write itself
 goes to the thread, not just an fsync after an unsynced write: LevelDB syncs
 only its current log file, so a log switch between the two would leave the
 write unsynced. A snapshot install's turn writes inline (its order below).
-Without `write_synced` (the simulation's default, tests) every turn writes
+Without `write_synced` (unit tests, the Paxos-only simulation) every turn writes
 inline.
 
 Snapshot install order, and why a crash at any point is safe: the write that
