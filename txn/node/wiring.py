@@ -18,7 +18,8 @@ replica whose storage fails is rebuilt from its peers (corruption, or
 other tablets keep serving.
 
 Invariants: LevelDB directories are opened by this process alone (LevelDB's
-lock) and closed on the way out, also after cancellation; a corrupt tablet
+lock) and closed on the way out, also after cancellation, after the node's
+log-writer thread (txn/node/log_writer.py) has stopped; a corrupt tablet
 directory does not stop the node (it is set aside and that replica rebuilt);
 start-up problems (a port in use, the node's or its metrics port, a store
 that cannot be opened for another reason) raise `NodeStartError` with a
@@ -28,7 +29,6 @@ one-line reason.
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import os
 from typing import Any, AsyncContextManager, Awaitable, Callable
@@ -40,12 +40,12 @@ import trio
 from hlc import HybridClock
 from hlc.physical import SkewedClock, SystemClock
 from mvcc.engine import Batch, Engine
-from mvcc.engine_leveldb import LevelDbEngine
 from paxos.types import PaxosConfig
 from txn.net.messaging import AddressInUse, TransportError
 from txn.net.tls import NodeTls
 from txn.net.transport import open_tcp_transport
 from txn.node.config import ClusterConfig, ConfigError, TabletConfig, ensure_node_dir
+from txn.node.log_writer import LogWriter
 from txn.node.metrics_http import open_metrics_listeners, serve_metrics
 from txn.node.rebuild import StartError, TabletEngines, supervise_replica
 from txn.node.server import Node, NodeStartError
@@ -74,7 +74,7 @@ class NodeEnvironment:
     # last millisecond (txn/tablet/tablet_replica.py): real nodes only, for the same reason.
     precise_commit_wait: bool = False
     # How each replica's Paxos log writes its synced batches off the event loop (paxos/driver.py):
-    # in a worker thread on real nodes (`write_synced_in_thread`); after a checkpoint in the
+    # in the node's log-writer thread on real nodes (txn/node/log_writer.py); after a checkpoint in the
     # simulation (`write_synced_after_checkpoint`: other tasks run meanwhile, in virtual time);
     # None: inline.
     write_synced: Callable[[Engine, Batch], Awaitable[None]] | None = None
@@ -108,15 +108,6 @@ def make_replica(node: Node, env: NodeEnvironment, tablet: TabletConfig, engine:
         offload_compaction=env.offload_compaction, precise_commit_wait=env.precise_commit_wait,
         write_synced=env.write_synced,
     )
-
-
-async def write_synced_in_thread(engine: Engine, batch: Batch) -> None:
-    """A real node's synced log write: LevelDB's write and fsync in a worker thread, while the event
-    loop serves on; the engine's bookkeeping back on the loop. Not abandoned on cancel: the engine
-    outlives the call (a node closes its engines after its replicas' tasks ended)."""
-    assert isinstance(engine, LevelDbEngine), engine
-    await trio.to_thread.run_sync(functools.partial(engine.write_only, batch, sync=True))
-    engine.note_write()
 
 
 async def write_synced_after_checkpoint(engine: Engine, batch: Batch) -> None:
@@ -188,6 +179,7 @@ async def run_node(
         engines = TabletEngines.open_all(data_dir, config, node_id)
     except StartError as error:
         raise NodeStartError(str(error)) from None
+    log_writer = LogWriter(name=f"chronodb-{node_id}-log-writer")
     try:
         env = NodeEnvironment(
             clock=clock, open_engine=lambda tablet: engines.engines[tablet.id],
@@ -198,7 +190,7 @@ async def run_node(
             ),
             monotonic_ns=trio_monotonic_ns, seed=node_id, paxos_config=paxos_config or PaxosConfig(),
             gc_retention_ns=gc_retention_ns, metrics_address=me.metrics_address, offload_compaction=True,
-            precise_commit_wait=True, write_synced=write_synced_in_thread,
+            precise_commit_wait=True, write_synced=log_writer.write,
             engines=engines,
         )
         node = build_node(config, node_id, env)
@@ -209,4 +201,5 @@ async def run_node(
         except TransportError as error:
             raise NodeStartError(f"cannot listen on {me.host}:{me.port}: {error}") from None
     finally:
+        log_writer.close()
         engines.close()
