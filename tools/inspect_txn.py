@@ -68,7 +68,8 @@ def run_txn(args: argparse.Namespace) -> int:
         if row["prepared_ts"]:
             state.append(f"prepared at {row['prepared_ts']} ({row['writes']} writes)")
         if row["decision"]:
-            state.append(f"decision {row['decision']}")
+            own = f" ({row['writes']} writes)" if row["writes"] and not row["prepared_ts"] else ""
+            state.append(f"decision {row['decision']}{own}")
         if row["locked_keys"] or row["locked_ranges"]:
             state.append(f"holds {row['locked_keys']} key and {row['locked_ranges']} range locks")
         if row["aborted_reason"]:

@@ -81,6 +81,27 @@ def test_cross_tablet_commit_and_presumed_abort(shared_cluster: LocalCluster) ->
     assert committed["decision"] == "committed" and committed["commit_ts"] == str(facts["commit_ts"])
 
 
+async def client_transfer(cluster: LocalCluster) -> str:
+    """A cross-tablet transaction through the client: the coordinator (alice's tablet) does not prepare."""
+    async with open_client(_addresses(cluster), timeout_s=20, tls=cluster.tls) as client:
+        async with client.transaction() as txn:
+            txn.put(b"alice-2", b"1")
+            txn.put(b"zoe-2", b"2")
+        assert txn.commit_ts is not None
+        return txn.txn_id
+
+
+def test_the_inspector_counts_the_coordinators_own_writes(shared_cluster: LocalCluster) -> None:
+    txn_id = trio.run(client_transfer, shared_cluster)
+    shown = json.loads(shared_cluster.cli("inspect", "txn", txn_id, "--json").stdout)
+    assert shown["decision"] == "committed", shown
+    # The serving leader answered the commit after applying the decision; its record holds one write.
+    leader = [r for r in shown["replicas"] if r.get("tablet") == shown["coordinator"] and r.get("serving")]
+    assert len(leader) == 1 and leader[0]["writes"] == 1 and not leader[0]["prepared_ts"], json.dumps(shown)
+    text = shared_cluster.cli("inspect", "txn", txn_id).stdout
+    assert "decision committed (1 writes)" in text, text
+
+
 async def wound_wait(cluster: LocalCluster) -> tuple[object, object]:
     async with open_client(_addresses(cluster), timeout_s=20, tls=cluster.tls) as client:
         old, young = Timestamp(1, 0), Timestamp(2, 0)

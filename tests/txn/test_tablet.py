@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import cbor2
 import pytest
 
 from hlc import Timestamp
-from mvcc.engine import DictEngine
+from mvcc.engine import Batch, DictEngine
 from paxos.messages import Ballot
 from txn.tablet.commands import Barrier, Decide, Prepare, SafeTimeAdvance, WriteBatch, decode_command, encode_command
 from txn.tablet.state import TabletState
+from txn.tablet.txn_records import DECISION_PREFIX
 
 
 def ts(wall: int) -> Timestamp:
@@ -107,6 +109,17 @@ def test_a_coordinators_writes_become_versions_only_with_the_decision_that_wins_
     assert state.txns.decisions["tx1"].committed and not state.txns.decisions["tx2"].committed
     reloaded = TabletState(state.engine)
     assert reloaded.store.read(b"a", ts(25)).value == b"1" and reloaded.txns.decisions["tx1"].participants == ("t2",)
+    # The record counts the coordinator's own writes (the inspector shows them); an abort's none.
+    assert [reloaded.txns.decisions[t].writes for t in ("tx1", "tx2")] == [2, 0]
+
+
+def test_a_decision_record_stored_before_it_counted_writes_loads_with_none() -> None:
+    engine = DictEngine()
+    batch = Batch()
+    batch.put(DECISION_PREFIX + b"old", cbor2.dumps([True, ts(20).to_bytes(), ["t2"]]))  # before 12-04
+    engine.apply(batch, sync=True)
+    record = TabletState(engine).txns.decisions["old"]
+    assert (record.committed, record.commit_ts, record.participants, record.writes) == (True, ts(20), ("t2",), 0)
 
 
 def test_a_coordinators_decision_whose_writes_meet_an_intent_is_not_recorded() -> None:

@@ -220,7 +220,7 @@ class TxnOnTablet:
     serving: bool  # this replica is the tablet's serving leader (locks are only known there)
     prepared_ts: Timestamp | None
     coordinator: str | None
-    writes: int
+    writes: int  # its writes on this tablet: prepared here, or the coordinator's own part of a decision
     decision: str | None  # "committed" / "aborted": this tablet coordinates it and logged a decision
     commit_ts: Timestamp | None
     locked_keys: int

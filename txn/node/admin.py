@@ -172,7 +172,7 @@ def txn_on_tablet(tablet_id: str, records, txn_id: str, serving: bool, locks=Non
     aborted = locks.is_aborted(txn_id) if locks is not None and serving else None
     return api.TxnOnTablet(
         tablet_id, serving, prepare.ts if prepare else None, prepare.coordinator if prepare else None,
-        len(prepare.writes) if prepare else 0,
+        len(prepare.writes) if prepare else decision.writes if decision is not None else 0,
         None if decision is None else ("committed" if decision.committed else "aborted"),
         decision.commit_ts if decision is not None and decision.committed else None,
         len(held.keys) if held else 0, len(held.ranges) if held else 0, str(aborted) if aborted else None,

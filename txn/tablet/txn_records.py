@@ -54,6 +54,9 @@ class DecisionRecord:
     committed: bool
     commit_ts: Timestamp
     participants: tuple[str, ...] = attrs.field(converter=tuple)
+    # The coordinator's own writes in the decision (its part, 12-04): the inspector's count. 0 for
+    # an abort, for a coordinator that prepared, and for records stored before the count was.
+    writes: int = 0
 
 
 def _prefix_end(prefix: bytes) -> bytes:
@@ -76,8 +79,9 @@ class TxnRecords:
             assert isinstance(command, Prepare), f"bad prepared record at {key!r}"
             self.prepared[command.txn_id] = command
         for key, value in self.engine.iterate(DECISION_PREFIX, _prefix_end(DECISION_PREFIX)):
-            committed, ts_bytes, participants = cbor2.loads(value)
-            self.decisions[key[len(DECISION_PREFIX):].decode()] = DecisionRecord(committed, Timestamp.from_bytes(ts_bytes), participants)
+            committed, ts_bytes, participants, *rest = cbor2.loads(value)  # rest: [writes], absent before 12-04
+            self.decisions[key[len(DECISION_PREFIX):].decode()] = DecisionRecord(
+                committed, Timestamp.from_bytes(ts_bytes), participants, rest[0] if rest else 0)
 
     # ---- applying commands (called by TabletState.apply; return False: the command failed) ----
 
@@ -103,9 +107,10 @@ class TxnRecords:
             # The coordinator's own writes meet an intent (its leader's locks exclude that, so
             # never expected): no decision is recorded, and its proposer answers abort.
             return False
-        record = DecisionRecord(command.committed, command.ts, command.participants)
+        record = DecisionRecord(command.committed, command.ts, command.participants,
+                                len(command.writes) if command.committed else 0)
         batch.put(DECISION_PREFIX + command.txn_id.encode(),
-                  cbor2.dumps([record.committed, record.commit_ts.to_bytes(), list(record.participants)]))
+                  cbor2.dumps([record.committed, record.commit_ts.to_bytes(), list(record.participants), record.writes]))
         self.decisions[command.txn_id] = record
         self._stage_finish(batch, command.txn_id, command.ts if command.committed else None)
         if command.committed:
