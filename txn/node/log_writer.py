@@ -14,7 +14,9 @@ Invariants:
   engine outlives the call and a cancelled caller must not believe a write failed that
   stands, nor lose one that failed.
 - Writes run in the order they were handed over (FIFO), one at a time; a failed write
-  fails only its own caller (raised there), not the thread or the other writes.
+  fails only its own caller (raised there), not the thread or the other writes. A write
+  that hangs (a stalled disk) holds up the node's other tablets' writes behind it: they
+  live in the same data directory, so on the same disk, anyway.
 - The thread starts with the first write and is stopped by `close()`, which waits for it;
   a node closes its writer after its replicas' tasks ended (no write can be pending then).
 """
