@@ -40,8 +40,10 @@ split by trio task (steps per operation, CPU per step), read from the
 thread's CPU clock around every task step (tools/task_cpu.py).
 Each row's notes give the CPU each operation cost (Linux: /proc): the
 node processes' user + system CPU over the figure (client start-up
-included) per operation and in cores, and the client processes' own CPU per
-operation. On a machine whose speed drifts between minutes, CPU per
+included) per operation and in cores, the client processes' own CPU per
+operation, and the whole machine over the same window (tools/box_cpu.py):
+how busy its cores were and its context switches per operation, which says
+whether a figure was CPU-bound. On a machine whose speed drifts between minutes, CPU per
 operation compares two builds better than operations per second; at low
 load it is mostly the idle cluster's own cost (`chronodb bench idle`).
 For scale, quoted in the issue: a 3-member etcd cluster on a
@@ -68,6 +70,7 @@ import trio
 from hlc import parse_duration_ns
 from tools.bench import client_counts, duration_text, positive_int, positive_seconds, print_setup, tablet_count
 from tools.bench_idle import cpu_seconds
+from tools.box_cpu import box_note, read_box
 from tools.errors import CliError
 from tools.localcluster import LocalCluster
 from tools.profiler import Profiler, open_profiler
@@ -93,7 +96,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Closed-loop clients against a fresh 3-node local cluster: single-key writes, "
         "strong reads and reads 5s in the past, at several concurrencies. Each row: ops/s, p50/p99 latency, "
         "errors, and the CPU an operation cost (nodes and clients, from /proc; at low load mostly the idle "
-        "cluster's own cost). Under a row with errors: how many of each kind, with the first one's text.",
+        "cluster's own cost), then how busy the whole machine was and its context switches per operation "
+        "(/proc/stat: at 100% the figure is CPU-bound). Under a row with errors: how many of each kind, with "
+        "the first one's text.",
     )
     parser.add_argument("--seconds", type=positive_seconds, default=5.0, help="per figure (default 5)")
     parser.add_argument("--concurrency", type=client_counts, default="1,16,64", help="comma-separated client counts (default 1,16,64)")
@@ -248,11 +253,11 @@ def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, 
                                                      key_order, queue))
         for i, (share, orders) in enumerate(zip(shares, homes(addresses, processes, clients)))
     ]
-    nodes_before_s, started_s = nodes_cpu_s(cluster), time.monotonic()
+    nodes_before_s, box_before, started_s = nodes_cpu_s(cluster), read_box(), time.monotonic()
     for worker in workers:
         worker.start()
     results = [queue.get(timeout=seconds + 60) for _ in workers]
-    nodes_after_s, elapsed_s = nodes_cpu_s(cluster), time.monotonic() - started_s
+    nodes_after_s, box_after, elapsed_s = nodes_cpu_s(cluster), read_box(), time.monotonic() - started_s
     for worker in workers:
         worker.join()
     latencies = sorted(x for r in results for x in r["latencies"])
@@ -262,6 +267,8 @@ def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, 
         "node_cpu_us_per_op": 1e6 * nodes_s / len(latencies) if nodes_s is not None and latencies else None,
         "node_cores": nodes_s / elapsed_s if nodes_s is not None else None,
         "client_cpu_us_per_op": 1e6 * sum(r["cpu_s"] for r in results) / len(latencies) if latencies else None,
+        # The whole machine over the same window (client processes' start-up included).
+        "box": box_note(box_before, box_after, len(latencies)),
         "ops": len(latencies) / seconds,
         "operations": len(latencies),
         "p50_ms": 1e3 * latencies[len(latencies) // 2] if latencies else float("nan"),
@@ -274,13 +281,15 @@ def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, 
 
 
 def cpu_note(figures: dict) -> str:
-    """`CPU/op: nodes 405 us (1.33 cores), clients 95 us` (nodes: n/a without /proc)."""
+    """`CPU/op: nodes 405 us (1.33 cores), clients 95 us; box 94% busy (75% user, 19% system),
+    6.3 context switches/op` (nodes: n/a without /proc, and no box part)."""
     if figures["node_cpu_us_per_op"] is None:
         nodes = "n/a"
     else:
         nodes = f"{figures['node_cpu_us_per_op']:.0f} us ({figures['node_cores']:.2f} cores)"
     clients = "n/a" if figures["client_cpu_us_per_op"] is None else f"{figures['client_cpu_us_per_op']:.0f} us"
-    return f"CPU/op: nodes {nodes}, clients {clients}"
+    box = figures.get("box") or ""
+    return f"CPU/op: nodes {nodes}, clients {clients}" + (f"; {box}" if box else "")
 
 
 def run(args: argparse.Namespace) -> int:
