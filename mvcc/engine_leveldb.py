@@ -8,7 +8,7 @@ Mapping onto plyvel:
 - `apply(batch, sync=...)` is one `write_batch(sync=...)`: atomic, and with
   sync=True fsynced (with all earlier writes) before it returns.
   `write_only` + `note_write` are `apply` in two parts, the write for a
-  worker thread (a node's Paxos log writes, txn/node/wiring.py) and the
+  worker thread (a node's Paxos log writes, txn/node/log_writer.py) and the
   bookkeeping for the event loop's thread.
 - `view()` is a plyvel snapshot; `get`/`iterate` with `view=` read from it.
 - `iterate` without a view uses a plain plyvel iterator, which LevelDB pins
