@@ -16,10 +16,13 @@ snapshot install, state machine applies, the sends that depend on the write,
 `core.advance()`. LevelDB calls run inline.
 
 The synced write off the loop (`write_synced`, given by a real node): a
-turn sends its early messages, then its owner task awaits
+turn sends its early messages and applies the chosen slots that earlier
+writes already hold (every slot below the first one this turn writes: a
+leader's choices counted on the last turn's Accepteds need not wait for
+this turn's new proposals to be synced), then its owner task awaits
 `write_synced(batch)` (the turn's log write, synced in a worker thread) and
-only then applies, sends what depends on the write and calls
-`core.advance()`. Until then the core takes no input: what arrives waits in
+only then applies the slots it wrote, sends what depends on the write and
+calls `core.advance()`. Until then the core takes no input: what arrives waits in
 the inbox for the next turn (one write and one fsync for all of it), while
 the event loop serves the node's other tablets and sockets. The write itself
 goes to the thread, not just an fsync after an unsynced write: LevelDB syncs
@@ -275,6 +278,7 @@ class PaxosDriver:
             if self._write_synced is not None and ready.persist and ready.install is None:
                 for out in ready.early_messages:
                     self._send(out.dst, out.message)
+                ready = self._apply_durable(ready)
                 self._sync_due = (ready, now)
                 return  # the owner task writes, then finishes the turn (`_finish_synced_turn`)
             self._carry_out(ready, now)
@@ -302,6 +306,23 @@ class PaxosDriver:
                 self._after_turn(self._now_ns())
         finally:
             self._in_turn = False
+
+    def _apply_durable(self, ready: Ready) -> Ready:
+        """Apply now the chosen slots that an earlier turn's write already holds (every slot below
+        the first this turn writes): only slots the turn writes again wait for its write."""
+        if not ready.apply:
+            return ready
+        first_written = ready.persist.entries[0].index if ready.persist.entries else NEVER
+        now_count = 0
+        while now_count < len(ready.apply) and ready.apply[now_count].index < first_written:
+            now_count += 1
+        if now_count == 0:
+            return ready
+        self.core.mark("paxos.applied_ahead_of_write")
+        early = attrs.evolve(ready, apply=ready.apply[:now_count])
+        _apply(early, self.state_machine, self._resolve)
+        self._applied(early)
+        return attrs.evolve(ready, apply=ready.apply[now_count:])
 
     def _carry_out(self, ready: Ready, now: int) -> None:
         carry_out(self.core, ready, now, storage=self.storage, state_machine=self.state_machine,

@@ -1,8 +1,10 @@
 """`PaxosDriver(write_synced=...)`: a turn's synced log write awaited off the event loop.
 
 While a replica's write is out, nothing that depends on it leaves (no Accepted,
-no apply, no choice counted on it), the core takes no input, and what arrives
-meanwhile goes into one later write. A failed write fails the driver's task.
+no apply of a slot it holds, no choice counted on it), the core takes no input,
+and what arrives meanwhile goes into one later write; chosen slots that earlier
+writes hold are applied without waiting for it. A failed write fails the
+driver's task.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Cluster:
         self.machines = {node: ListStateMachine() for node in IDS}
         self.writes = {node: HeldWrites(self.engines[node]) for node in IDS}
         self.accepted_from: dict[str, int] = {node: 0 for node in IDS}
+        self.cut: set[str] = set()  # nodes whose messages, both ways, are lost
         self.drivers: dict[str, PaxosDriver] = {}
         for node in IDS:
             self.drivers[node] = PaxosDriver(
@@ -53,6 +56,8 @@ class Cluster:
                 config=PaxosConfig(), preferred_leader=node == "n1", write_synced=self.writes[node])
 
     def _send(self, src: str, dst: str, msg: object) -> None:
+        if src in self.cut or dst in self.cut:
+            return
         if type(msg).__name__ == "Accepted":
             self.accepted_from[src] += 1
         self.drivers[dst].deliver(src, msg, wake=False)  # as a node's connection reader does
@@ -127,3 +132,57 @@ def _leaves(error: BaseException) -> list[BaseException]:
     if isinstance(error, BaseExceptionGroup):
         return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
     return [error]
+
+
+async def test_a_slot_chosen_before_a_turn_is_applied_without_waiting_for_that_turns_write(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """A follower learns that a slot it already holds is chosen from the Accept that brings the next
+    one: it applies the first at once; only the next waits for the write that holds it."""
+    cluster = Cluster()
+    async with trio.open_nursery() as nursery:
+        n1 = await cluster.start(nursery)
+        first = await n1.propose(b"a", timeout_s=10.0)
+        n2 = cluster.drivers["n2"]
+        assert cluster.machines["n2"].applied_index() < first, "n2 knew of the choice before the next Accept"
+        cluster.writes["n2"].held = True
+        writes_before = len(cluster.writes["n2"].started)
+        second = await n1.propose(b"b", timeout_s=10.0)  # chosen on n1 and n3
+        assert second == first + 1
+        assert cluster.writes["n2"].started[writes_before:] == [[second]], "n2's write of b is out"
+        assert n2.write_out
+        assert cluster.machines["n2"].applied_index() == first, "a waited for the write of b"
+        assert cluster.machines["n2"].commands[-1] == b"a"
+        assert cluster.engines["n2"].get(entry_key(second)) is None
+        cluster.writes["n2"].held = False
+        cluster.writes["n2"].release.set()
+        with trio.fail_after(5):
+            await n2.wait_applied(second)
+        assert cluster.machines["n2"].commands[-2:] == [b"a", b"b"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_slot_chosen_in_the_accept_that_brings_it_waits_for_its_write(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """A lagging follower catching up gets slots and their choice in one Accept: it applies none of
+    them before the write that holds them returned."""
+    cluster = Cluster()
+    async with trio.open_nursery() as nursery:
+        n1 = await cluster.start(nursery)
+        cluster.cut.add("n2")
+        first = await n1.propose(b"a", timeout_s=10.0)  # chosen on n1 and n3
+        await n1.propose(b"b", timeout_s=10.0)
+        n2 = cluster.drivers["n2"]
+        assert n2.core.last_index < first
+        cluster.writes["n2"].held = True
+        cluster.cut.clear()
+        with trio.fail_after(30):
+            while not n2.write_out or not any(first in slots for slots in cluster.writes["n2"].started):
+                await trio.sleep(0.01)
+        await trio.sleep(1.0)
+        assert cluster.machines["n2"].applied_index() < first, "applied before the write that holds it"
+        cluster.writes["n2"].held = False
+        cluster.writes["n2"].release.set()
+        with trio.fail_after(30):
+            await n2.wait_applied(first + 1)
+        assert cluster.machines["n2"].commands[-2:] == [b"a", b"b"]
+        nursery.cancel_scope.cancel()
