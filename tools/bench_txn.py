@@ -15,8 +15,11 @@ closed-loop clients for `--seconds` each doing one of:
   (`bench kv`).
 
 Prints transactions/s, p50/p99 latency, aborts (retried by
-`run_transaction`), and the ratios of each transaction kind to the plain
-write measured in the same run. Accounts are drawn from `--accounts` per
+`run_transaction`), the ratios of each transaction kind to the plain
+write measured in the same run, and, as `bench kv` does, the CPU a
+committed transaction cost (node and client processes, from /proc), how
+busy the whole machine was and its context switches per transaction
+(tools/box_cpu.py). Accounts are drawn from `--accounts` per
 tablet, so contention (and wound-wait) grows with the client count.
 `--task-cpu` prints under each row the nodes' event loop CPU per committed
 transaction, split by trio task, as `bench kv --task-cpu` does
@@ -31,12 +34,14 @@ import pathlib
 import random
 import shutil
 import tempfile
+import time
 
 import trio
 
 from hlc import parse_duration_ns
 from tools.bench import client_counts, duration_text, positive_int, positive_seconds, print_setup
-from tools.bench_kv import task_cpu_snapshots
+from tools.bench_kv import cpu_note, nodes_cpu_s, task_cpu_snapshots
+from tools.box_cpu import box_note, read_box
 from tools.errors import CliError
 from tools.localcluster import LocalCluster
 from tools.task_cpu import difference, report
@@ -53,7 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "txn", help="read-write transactions (cross-tablet transfers, single-tablet RMW) vs plain writes",
         description="Closed-loop clients against a fresh 3-node local cluster: cross-tablet transfers (2PC), "
-        "single-tablet read-modify-write transactions and plain writes, at several concurrencies, with ratios.",
+        "single-tablet read-modify-write transactions and plain writes, at several concurrencies. Each row: "
+        "transactions/s, p50/p99 latency, retries, errors, its ratios to the plain write, the CPU a committed "
+        "transaction cost (nodes and clients, from /proc), then how busy the whole machine was and its context "
+        "switches per transaction (/proc/stat).",
     )
     parser.add_argument("--seconds", type=positive_seconds, default=5.0, help="per figure (default 5)")
     parser.add_argument("--concurrency", type=client_counts, default="1,16,64", help="comma-separated client counts (default 1,16,64)")
@@ -73,6 +81,7 @@ async def client_loop(addresses, cluster_id, kind: str, concurrency: int, second
     async with open_client(addresses, cluster_id=cluster_id, timeout_s=10, tls=tls) as client:
         await client.refresh_map()
         stop_at = trio.current_time() + seconds
+        cpu_started_s = time.process_time()
 
         async def worker(number: int) -> None:
             nonlocal errors, attempts
@@ -117,7 +126,8 @@ async def client_loop(addresses, cluster_id, kind: str, concurrency: int, second
         async with trio.open_nursery() as nursery:
             for number in range(concurrency):
                 nursery.start_soon(worker, number)
-    return {"latencies": latencies, "errors": errors, "attempts": attempts}
+        cpu_s = time.process_time() - cpu_started_s
+    return {"latencies": latencies, "errors": errors, "attempts": attempts, "cpu_s": cpu_s}
 
 
 def client_process(addresses, cluster_id, kind, concurrency, seconds, seed, accounts, data_dir, queue) -> None:
@@ -138,14 +148,22 @@ def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, 
                                                      accounts, str(cluster.data_dir), queue))
         for i, share in enumerate(shares)
     ]
+    nodes_before_s, box_before, started_s = nodes_cpu_s(cluster), read_box(), time.monotonic()
     for worker in workers:
         worker.start()
     results = [queue.get(timeout=seconds + 120) for _ in workers]
+    nodes_after_s, box_after, elapsed_s = nodes_cpu_s(cluster), read_box(), time.monotonic() - started_s
     for worker in workers:
         worker.join()
     latencies = sorted(x for r in results for x in r["latencies"])
     done = len(latencies)
+    nodes_s = None if nodes_before_s is None or nodes_after_s is None else nodes_after_s - nodes_before_s
     return {
+        # Per committed transaction, as `bench kv` prints them (tools/bench_kv.py `cpu_note`).
+        "node_cpu_us_per_op": 1e6 * nodes_s / done if nodes_s is not None and done else None,
+        "node_cores": nodes_s / elapsed_s if nodes_s is not None else None,
+        "client_cpu_us_per_op": 1e6 * sum(r["cpu_s"] for r in results) / done if done else None,
+        "box": box_note(box_before, box_after, done),
         "ops": done / seconds,
         "operations": done,
         "p50_ms": 1e3 * latencies[done // 2] if latencies else float("nan"),
@@ -178,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
               f"and {RIGHT.decode()}* on {right.id} ({right.preferred_leader}); rmw and write on {left.id}", flush=True)
         cluster.start_all()
         cluster.wait_healthy()
-        print(f"{'workload':<10} {'clients':>7} {'txn/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'retries':>7} {'errors':>6}  vs write")
+        print(f"{'workload':<10} {'clients':>7} {'txn/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'retries':>7} {'errors':>6}  "
+              "vs write; CPU per transaction; the machine")
         baseline: dict[int, dict] = {}
         for kind in ("write", "rmw", "transfer"):
             for level in levels:
@@ -191,8 +210,9 @@ def run(args: argparse.Namespace) -> int:
                     base = baseline[level]
                     ratio = (f"throughput {figures['ops'] / base['ops']:.2f}x, p50 {figures['p50_ms'] / base['p50_ms']:.2f}x"
                              if base["ops"] and base["p50_ms"] == base["p50_ms"] else "")
+                notes = "; ".join(note for note in (ratio, cpu_note(figures)) if note)
                 print(f"{kind:<10} {level:>7} {figures['ops']:>9,.0f} {figures['p50_ms']:>8.2f} {figures['p99_ms']:>8.2f} "
-                      f"{figures['retries']:>7} {figures['errors']:>6}  {ratio}", flush=True)
+                      f"{figures['retries']:>7} {figures['errors']:>6}  {notes}", flush=True)
                 if args.task_cpu:
                     spent = difference(task_cpu_before, task_cpu_snapshots(cluster))
                     print("\n".join(report(spent, figures["operations"])), flush=True)

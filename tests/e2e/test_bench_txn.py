@@ -3,8 +3,9 @@ ratios, and every row is followed by the nodes' event loop CPU per transaction b
 
 The benchmark measures one of issue 17's goals (cross-tablet transactions at
 the transactions issue's aim); this runs it for a second per figure and
-reads its rows: each kind committed some transactions, none failed, and
-the transactions' rows carry their ratio to the plain write of the same run.
+reads its rows: each kind committed some transactions, none failed, the
+transactions' rows carry their ratio to the plain write of the same run, and
+every row the CPU per transaction and the machine's load.
 No figure is compared with a speed (benchmarks measure; tests assert).
 A coordinator that aborts every commit (tried as a mutant) fails it: the
 transfers are two-phase commits (until 12-04 both of their keys sat on one
@@ -35,10 +36,15 @@ def test_bench_txn_commits_every_kind_and_prints_ratios() -> None:
     rows = {kind: (int(clients), int(rate.replace(",", "")), int(errors), ratio)
             for kind, clients, rate, _p50, _p99, _retries, errors, ratio in ROW.findall(out)}
     assert sorted(rows) == ["rmw", "transfer", "write"], out
-    for kind, (clients, rate, errors, ratio) in rows.items():
+    for kind, (clients, rate, errors, notes) in rows.items():
         assert clients == 2 and rate > 0 and errors == 0, f"{kind}: {out}"
+        parts = notes.strip().split("; ")
         if kind != "write":
-            assert re.fullmatch(r"throughput [\d.]+x, p50 [\d.]+x", ratio.strip()), f"{kind}: {out}"
+            assert re.fullmatch(r"throughput [\d.]+x, p50 [\d.]+x", parts.pop(0)), f"{kind}: {out}"
+        # Then what a committed transaction cost, and the whole machine meanwhile (as bench kv's rows).
+        assert re.fullmatch(r"CPU/op: nodes \d+ us \([\d.]+ cores\), clients \d+ us", parts[0]), f"{kind}: {out}"
+        assert re.fullmatch(r"box \d+% busy \(\d+% user, \d+% system\), [\d.]+ context switches/op",
+                            parts[1]), f"{kind}: {out}"
     # --task-cpu: under every row, the nodes' event loop CPU per transaction by task. A transfer's
     # requests (its priority's timestamp, two reads, a prepare, the commit, the resolution) each
     # run in a request task: several steps per transfer.
