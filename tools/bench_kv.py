@@ -65,12 +65,13 @@ import tempfile
 import time
 from typing import Iterator, Sequence
 
+import attrs
 import trio
 
 from hlc import parse_duration_ns
 from tools.bench import client_counts, duration_text, positive_int, positive_seconds, print_setup, tablet_count
 from tools.bench_idle import cpu_seconds
-from tools.box_cpu import box_note, read_box
+from tools.box_cpu import BoxStat, box_note, read_box
 from tools.errors import CliError
 from tools.localcluster import LocalCluster
 from tools.profiler import Profiler, open_profiler
@@ -228,6 +229,33 @@ def nodes_cpu_s(cluster: LocalCluster) -> float | None:
         return None
 
 
+@attrs.frozen
+class CpuWindow:
+    """The nodes' CPU and the machine's counters when a figure's clients start (`begin`);
+    `figures` reads them again when the clients are done and gives what `cpu_note` prints."""
+
+    cluster: LocalCluster
+    nodes_s: float | None
+    box: BoxStat | None
+    started_s: float
+
+    @classmethod
+    def begin(cls, cluster: LocalCluster) -> "CpuWindow":
+        return cls(cluster, nodes_cpu_s(cluster), read_box(), time.monotonic())
+
+    def figures(self, clients_cpu_s: float, operations: int) -> dict:
+        """Per operation: the node processes' CPU (and in cores), the clients' own (`clients_cpu_s`,
+        summed over their processes), and the whole machine (client processes' start-up included)."""
+        nodes_after_s, box_after, elapsed_s = nodes_cpu_s(self.cluster), read_box(), time.monotonic() - self.started_s
+        nodes_s = None if self.nodes_s is None or nodes_after_s is None else nodes_after_s - self.nodes_s
+        return {
+            "node_cpu_us_per_op": 1e6 * nodes_s / operations if nodes_s is not None and operations else None,
+            "node_cores": nodes_s / elapsed_s if nodes_s is not None else None,
+            "client_cpu_us_per_op": 1e6 * clients_cpu_s / operations if operations else None,
+            "box": box_note(self.box, box_after, operations),
+        }
+
+
 def client_process(address_orders, cluster_id, kind, concurrency, seconds, offset, data_dir, key_order, queue) -> None:
     queue.put(trio.run(client_loop, address_orders, cluster_id, kind, concurrency, seconds, offset, data_dir, key_order))
 
@@ -253,22 +281,17 @@ def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, 
                                                      key_order, queue))
         for i, (share, orders) in enumerate(zip(shares, homes(addresses, processes, clients)))
     ]
-    nodes_before_s, box_before, started_s = nodes_cpu_s(cluster), read_box(), time.monotonic()
+    window = CpuWindow.begin(cluster)
     for worker in workers:
         worker.start()
     results = [queue.get(timeout=seconds + 60) for _ in workers]
-    nodes_after_s, box_after, elapsed_s = nodes_cpu_s(cluster), read_box(), time.monotonic() - started_s
+    cpu = window.figures(sum(r["cpu_s"] for r in results), sum(len(r["latencies"]) for r in results))
     for worker in workers:
         worker.join()
     latencies = sorted(x for r in results for x in r["latencies"])
     waits = [x for r in results for x in r["commit_waits"]]
-    nodes_s = None if nodes_before_s is None or nodes_after_s is None else nodes_after_s - nodes_before_s
     return {
-        "node_cpu_us_per_op": 1e6 * nodes_s / len(latencies) if nodes_s is not None and latencies else None,
-        "node_cores": nodes_s / elapsed_s if nodes_s is not None else None,
-        "client_cpu_us_per_op": 1e6 * sum(r["cpu_s"] for r in results) / len(latencies) if latencies else None,
-        # The whole machine over the same window (client processes' start-up included).
-        "box": box_note(box_before, box_after, len(latencies)),
+        **cpu,
         "ops": len(latencies) / seconds,
         "operations": len(latencies),
         "p50_ms": 1e3 * latencies[len(latencies) // 2] if latencies else float("nan"),

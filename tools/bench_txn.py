@@ -40,8 +40,7 @@ import trio
 
 from hlc import parse_duration_ns
 from tools.bench import client_counts, duration_text, positive_int, positive_seconds, print_setup
-from tools.bench_kv import cpu_note, nodes_cpu_s, task_cpu_snapshots
-from tools.box_cpu import box_note, read_box
+from tools.bench_kv import CpuWindow, cpu_note, task_cpu_snapshots
 from tools.errors import CliError
 from tools.localcluster import LocalCluster
 from tools.task_cpu import difference, report
@@ -148,22 +147,18 @@ def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, 
                                                      accounts, str(cluster.data_dir), queue))
         for i, share in enumerate(shares)
     ]
-    nodes_before_s, box_before, started_s = nodes_cpu_s(cluster), read_box(), time.monotonic()
+    window = CpuWindow.begin(cluster)
     for worker in workers:
         worker.start()
     results = [queue.get(timeout=seconds + 120) for _ in workers]
-    nodes_after_s, box_after, elapsed_s = nodes_cpu_s(cluster), read_box(), time.monotonic() - started_s
+    # Per committed transaction, as `bench kv` prints them (`cpu_note`).
+    cpu = window.figures(sum(r["cpu_s"] for r in results), sum(len(r["latencies"]) for r in results))
     for worker in workers:
         worker.join()
     latencies = sorted(x for r in results for x in r["latencies"])
     done = len(latencies)
-    nodes_s = None if nodes_before_s is None or nodes_after_s is None else nodes_after_s - nodes_before_s
     return {
-        # Per committed transaction, as `bench kv` prints them (tools/bench_kv.py `cpu_note`).
-        "node_cpu_us_per_op": 1e6 * nodes_s / done if nodes_s is not None and done else None,
-        "node_cores": nodes_s / elapsed_s if nodes_s is not None else None,
-        "client_cpu_us_per_op": 1e6 * sum(r["cpu_s"] for r in results) / done if done else None,
-        "box": box_note(box_before, box_after, done),
+        **cpu,
         "ops": done / seconds,
         "operations": done,
         "p50_ms": 1e3 * latencies[done // 2] if latencies else float("nan"),

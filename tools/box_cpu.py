@@ -1,6 +1,6 @@
 """The whole machine's CPU over a benchmark figure, from /proc/stat: was the box CPU-bound?
 
-Role: `chronodb bench kv` reads `read_box()` before and after each figure and prints
+Role: `chronodb bench kv` and `bench txn` read `read_box()` before and after each figure and print
 `box_note()` beside the processes' own CPU per operation: how busy all cores were (user and
 system time of every process on the machine, the kernel's interrupt work included, so a
 figure taken while something else ran shows it) and the context switches per operation
