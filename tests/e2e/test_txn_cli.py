@@ -15,6 +15,7 @@ import trio
 
 from hlc import Timestamp
 from tests.e2e.harness import LocalCluster
+from tests.e2e.test_metrics import cluster_total, scrape_all
 from tools.localcluster import ROOT, cli_env
 from txn.client import TxnAborted, open_client
 
@@ -159,6 +160,34 @@ async def test_an_older_transaction_wounds_a_younger_one(shared_cluster: LocalCl
         assert caught is not None and caught.reason == "wounded" and caught.txn_id == young.txn_id
         assert elder.commit_ts is not None
         assert (await client.get(b"wound-k")).value == b"elder"
+
+
+async def test_a_busy_clients_transactions_take_their_priority_without_a_timestamp_request(shared_cluster: LocalCluster) -> None:
+    def asked() -> float:  # TimestampRequests the nodes have answered
+        return cluster_total(scrape_all(shared_cluster), "chronodb_requests_total", kind="timestamp")
+
+    async def bump(tx) -> None:
+        priorities.append(tx.priority)
+        tx.put(b"prio-k", b"%d" % (int(await tx.get(b"prio-k") or b"0") + 1))
+
+    priorities: list[Timestamp] = []
+    async with client_for(shared_cluster) as client:
+        await client.put(b"prio-k", b"0")  # a reply: the client has a node's clock reading
+        before = asked()
+        for _ in range(3):
+            await client.run_transaction(bump)
+        async with client.transaction() as tx:
+            await bump(tx)
+        assert asked() == before  # four transactions, no round trip for a priority
+        later = (await client.node_timestamp()).now
+        assert all(abs(p.wall - later.wall) < 5_000_000_000 for p in priorities), (priorities, later)  # node time
+        # With no fresh reply (here: none counts as fresh) it asks a node, once per run_transaction.
+        client.node_time_fresh_s = 0.0
+        await trio.sleep(0.01)
+        before = asked()
+        await client.run_transaction(bump)
+        assert asked() == before + 1
+        assert (await client.get(b"prio-k")).value == b"5"
 
 
 async def test_cli_exits_6_when_every_attempt_aborts(shared_cluster: LocalCluster) -> None:

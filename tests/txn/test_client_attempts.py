@@ -57,6 +57,7 @@ class FakeCluster:
 class FakeConnection:
     cluster_id = "c1"
     broken = None
+    node_time = None
 
     def __init__(self, cluster: FakeCluster, node: str) -> None:
         self.cluster, self.node = cluster, node

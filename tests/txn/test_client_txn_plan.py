@@ -11,7 +11,8 @@ from txn import api
 from txn.client import Client, ClientError, OutcomeUnknown, TxnAborted
 from txn.client.transaction import Snapshot, Transaction, apply_ops, run_with_retries
 from txn.client.txn_plan import (
-    ReadRow, ReadSet, merge_rows, plan_commit, retry_delay_s, scanned_range, stale_ts, strong_snapshot_ts,
+    ReadRow, ReadSet, merge_rows, node_now_estimate, plan_commit, retry_delay_s, scanned_range, stale_ts,
+    strong_snapshot_ts,
 )
 from hlc import HybridClock
 from hlc.physical import SystemClock
@@ -108,6 +109,22 @@ def test_read_set_deduplicates_in_first_read_order():
 def test_strong_snapshot_adds_max_offset_to_the_nodes_now():
     reply = api.TimestampReply(Timestamp(1_000_000_000, 3), 10_000_000)
     assert strong_snapshot_ts(reply) == Timestamp(1_010_000_000, 3)
+
+
+def test_node_now_is_the_newest_replys_reading_advanced_by_the_time_since_it_arrived():
+    older, newer = (Timestamp(5_000_000_000, 3), 10.0), (Timestamp(4_000_000_000, 7), 10.5)
+    # The newest by arrival wins, even with the lower reading (another node's clock).
+    assert node_now_estimate([older, None, newer], 10.5, 1.0) == Timestamp(4_000_000_000, 7)
+    assert node_now_estimate([newer, older], 10.75, 1.0) == Timestamp(4_250_000_000, 0)
+    assert node_now_estimate([newer], 11.5, 1.0) == Timestamp(5_000_000_000, 0)  # exactly fresh_s old: still used
+
+
+def test_node_now_is_unknown_without_a_fresh_reply():
+    reading = (Timestamp(4_000_000_000, 0), 10.0)
+    assert node_now_estimate([], 10.0, 1.0) is None
+    assert node_now_estimate([None, None], 10.0, 1.0) is None
+    assert node_now_estimate([reading], 11.001, 1.0) is None  # too old: ask a node
+    assert node_now_estimate([reading], 9.0, 1.0) is None  # "arrived later than now": not trusted
 
 
 def test_stale_is_relative_to_the_nodes_clock_and_never_negative():

@@ -350,6 +350,27 @@ async def test_a_handler_knows_when_its_request_arrived() -> None:
     assert len({arrived for arrived, _, _ in handler.seen}) == 3
 
 
+async def test_a_client_connection_keeps_the_newest_absorbed_node_clock_reading() -> None:
+    """`node_time`: the node's HLC reading in the newest response and when it arrived (transaction
+    priorities come from it); a node more than max_offset ahead of the client is no source."""
+    node_clock, runaway = new_clock(), new_clock(offset_ns=10 * MAX_OFFSET_NS)
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1", clock=node_clock)
+        t2 = await start(stack, "n2", clock=runaway)
+        async with open_client_connection(*t1.address, cluster_id="c1", clock=new_clock(), timeout_s=2) as conn:
+            assert conn.node_time is None  # no response yet
+            for payload in (b"a", b"b"):
+                before = node_clock.now()
+                await conn.call(Ping(payload), timeout_s=2)
+                reading, arrived_s = conn.node_time
+                assert before < reading < node_clock.now()  # the node's clock, while it answered
+                assert arrived_s <= trio.current_time()
+        async with open_client_connection(*t2.address, cluster_id="c1", clock=new_clock(), timeout_s=2) as conn:
+            reply = await conn.call(Ping(b"c"), timeout_s=2)
+            assert reply.payload.endswith(b":c")  # delivered...
+            assert conn.rejected_clock == 1 and conn.node_time is None  # ...but not absorbed, nor kept
+
+
 async def test_a_client_call_times_out_at_its_deadline_and_the_connection_serves_on() -> None:
     """A client connection's calls are timed by its sweeper task (no cancel scope per call)."""
     async with AsyncExitStack() as stack:

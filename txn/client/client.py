@@ -69,6 +69,7 @@ from txn.client.connections import CONNECT_TIMEOUT_S, ConnectionPool
 from txn.client.errors import (
     ClientError, NoLeader, OutcomeUnknown, ReadFailed, Refused, RequestTimeout, TooLarge, TxnAborted, Unreachable,
 )
+from txn.client.txn_plan import node_now_estimate
 from txn.client.transaction import Snapshot, Transaction, open_transaction, run_transaction, snapshot_ts
 from txn.net.messaging import FrameTooLarge, RpcTimeout, TransportError
 
@@ -76,12 +77,17 @@ DEFAULT_DIR = "./chronodb-data"
 DEFAULT_TIMEOUT_S = 10.0
 SCAN_PAGE = 1000
 SLOW_NODE_S = 5.0  # a node that let an attempt time out is tried last for this long
+# A reply's node clock reading serves as "a node's now" (transaction priorities) this long
+# after it arrived; after that a TimestampRequest asks (txn_plan.node_now_estimate).
+NODE_TIME_FRESH_S = 1.0
 
 
 class Connection(Protocol):
     """What the client needs of a connection to one node (TCP or simulated)."""
 
     cluster_id: str | None
+    # The newest response's node clock reading and the trio time it arrived, or None.
+    node_time: tuple[Timestamp, float] | None
 
     @property
     def broken(self) -> str | None: ...
@@ -141,6 +147,7 @@ class Client(ConnectionPool):
         self.attempt_timeout_min_s = attempt_timeout_min_s
         self.attempt_timeout_fraction = attempt_timeout_fraction
         self._slow_until: dict[str, float] = {}  # node -> trio time until which it is tried last
+        self.node_time_fresh_s = NODE_TIME_FRESH_S
         self.tablets: tuple[api.TabletInfo, ...] = ()
         self.nodes: dict[str, tuple[str, int]] = {}
         self.leaders: dict[str, str] = {}
@@ -324,6 +331,16 @@ class Client(ConnectionPool):
             problems.append(f"{node}: {reply}")
         raise Unreachable("no node answered a timestamp request (" + ("; ".join(problems[-3:]) or "deadline passed") + ")")
 
+    async def node_now(self) -> Timestamp:
+        """A node's clock now, for a transaction's priority: estimated from the newest reply
+        (`node_now_estimate`) when one arrived within `node_time_fresh_s`, so a busy client
+        pays no round trip for it; else asked (`node_timestamp`). Not for read timestamps:
+        the estimate trails by the newest reply's flight, which a strong snapshot's
+        max_offset margin does not cover."""
+        estimate = node_now_estimate((held[0].node_time for held in self._connections.values()),
+                                     trio.current_time(), self.node_time_fresh_s)
+        return estimate if estimate is not None else (await self.node_timestamp()).now
+
     @staticmethod
     def read_mode(*, at: Timestamp | None, stale_ns: int | None,
                   max_stale_ns: int | None) -> tuple[api.ReadMode, Timestamp | None, int]:
@@ -399,7 +416,7 @@ class Client(ConnectionPool):
     def transaction(self, *, priority: Timestamp | None = None) -> AsyncContextManager[Transaction]:
         """`async with client.transaction() as tx:` commits at the end of the block, aborts if it raises.
 
-        `priority` (wound-wait; older wins) defaults to now on a node's clock."""
+        `priority` (wound-wait; older wins) defaults to now on a node's clock (`node_now`)."""
         return open_transaction(self, priority)
 
     async def run_transaction(self, fn: Callable[[Transaction], Awaitable[Any]], *, max_attempts: int = 10) -> Any:

@@ -23,6 +23,10 @@ Outcomes, which the caller must tell apart:
   commit request was delivered: not committed (locks were released, best
   effort), but not retried automatically either.
 
+A transaction's priority is a node's clock reading without a round trip of
+its own when a reply came in the last second (`Client.node_now`); a strong
+snapshot's timestamp always asks a node (`TimestampRequest`).
+
 HAZARD: the priority and a strong snapshot's timestamp come from one node's
 clock, within `max_offset` of every serving node (DESIGN.md contract point 6).
 """
@@ -301,7 +305,7 @@ async def snapshot_ts(client: "Client", *, at: Timestamp | None, stale: int | st
 async def open_transaction(client: "Client", priority: Timestamp | None = None) -> AsyncIterator[Transaction]:
     """`async with`: commits when the block ends normally, aborts (and re-raises) when it raises."""
     if priority is None:
-        priority = (await client.node_timestamp()).now
+        priority = await client.node_now()
     tx = Transaction(client, client.next_txn_id(), priority)
     try:
         yield tx
@@ -345,7 +349,7 @@ async def run_transaction(client: "Client", fn: Callable[[Transaction], Awaitabl
         async with open_transaction(client, priority) as tx:
             return await fn(tx)
 
-    first_priority = (await client.node_timestamp()).now
+    first_priority = await client.node_now()
     return await run_with_retries(attempt, first_priority, max_attempts=max_attempts,
                                   delay_s=lambda n: retry_delay_s(n, client.rng))
 

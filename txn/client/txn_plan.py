@@ -15,7 +15,9 @@ Invariants:
   tablet of the first key written (the first tablet read if nothing was
   written), and it is a participant;
 - a retried transaction keeps the priority of its first attempt (wound-wait:
-  an older transaction wins, so a retried one eventually does).
+  an older transaction wins, so a retried one eventually does);
+- a priority is a node's clock reading (`node_now_estimate`: the newest reply's,
+  advanced by the time since it arrived), never the client's own clock.
 
 HAZARD: `strong_snapshot_ts` assumes every node's clock is within
 `max_offset_ns` of the one that answered the TimestampRequest; a write
@@ -157,6 +159,23 @@ def strong_snapshot_ts(reply: api.TimestampReply) -> Timestamp:
 def stale_ts(reply: api.TimestampReply, stale_ns: int) -> Timestamp:
     """`now - stale_ns` on the answering node's clock (not the client's)."""
     return Timestamp(max(0, reply.now.wall - stale_ns), 0)
+
+
+def node_now_estimate(readings: Iterable[tuple[Timestamp, float] | None], now_s: float, fresh_s: float) -> Timestamp | None:
+    """A node's clock now, from the newest reply's reading, or None if none is fresh.
+
+    `readings`: per connection, the node clock reading the newest reply carried and the
+    client's monotonic time (seconds) it arrived at, or None. The newest by arrival, if it
+    arrived within `fresh_s` of `now_s`, is advanced by the time since: the node's clock
+    ran as long (rates differ by parts per million). The reading was taken before the
+    reply left, so the estimate trails that node's clock by the reply's flight, as a
+    TimestampRequest's answer does by the time it took back."""
+    newest = max((r for r in readings if r is not None), key=lambda r: r[1], default=None)
+    if newest is None or not 0 <= now_s - newest[1] <= fresh_s:
+        return None
+    reading, at_s = newest
+    elapsed_ns = round((now_s - at_s) * 1e9)
+    return Timestamp(reading.wall + elapsed_ns, 0) if elapsed_ns else reading
 
 
 def retry_delay_s(attempt: int, rng: random.Random) -> float:

@@ -15,6 +15,11 @@ Invariants:
   timestamps, and absorbing a runaway clock would make every healthy node
   reject the client's later requests. (Such a node fences itself; its answer,
   usually "unavailable", is what the caller needs to move on.)
+- `node_time` is the newest absorbed response's node clock reading and the
+  trio time it arrived: the client's transaction priorities are taken from it
+  without a request of their own (txn/client/txn_plan.py `node_now_estimate`).
+  A reading more than max_offset ahead of the client (a runaway node, or the
+  client's own clock far behind) is not kept; with none fresh the client asks.
 - A request whose frame is over the frame limit (the node's, which is the
   client's too) is not sent: `FrameTooLarge`, which is not a transport error,
   since nothing was delivered.
@@ -40,7 +45,7 @@ from typing import Any, AsyncIterator, Optional
 import attrs
 import trio
 
-from hlc import HybridClock
+from hlc import HybridClock, Timestamp
 from txn import wire
 from txn.net.connection import Connection
 from txn.net.messaging import FrameTooLarge, PeerUnreachable, PendingCalls
@@ -62,6 +67,7 @@ class ClientConnection:
     _pending: PendingCalls = attrs.field(factory=PendingCalls)
     _broken: Optional[str] = None
     rejected_clock: int = 0
+    node_time: Optional[tuple[Timestamp, float]] = None
 
     @property
     def broken(self) -> Optional[str]:
@@ -106,6 +112,8 @@ class ClientConnection:
         verdict, _ = absorb_sender_clock(self.clock, envelope, receiver_is_client=True)
         if verdict is ClockVerdict.DELIVERED_UNABSORBED:
             self.rejected_clock += 1  # delivered, not absorbed (see the module docstring)
+        else:
+            self.node_time = (envelope.ts, trio.current_time())
         self._pending.resolve(envelope.request_id, envelope.kind, envelope.body)
 
     async def _write(self) -> None:

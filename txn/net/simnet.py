@@ -418,6 +418,7 @@ class SimNetwork:
             arrived = node.clock.now() if node.clock is not None else None
             self._nursery.start_soon(self._serve, node, node.incarnation, node.handler, src, envelope, reserved, arrived)
         else:
+            node.endpoint.node_time = (envelope.ts, trio.current_time())  # as ClientConnection.node_time
             node.endpoint._pending.resolve(envelope.request_id, kind, envelope.body)
 
     async def _serve(self, node: _Node, incarnation: int, handler: Handler, src: str,
@@ -443,6 +444,9 @@ class SimTransport:
         self._network = network
         self._node = node
         self._pending = PendingCalls()
+        # The newest response's sender clock reading and its arrival (trio time), as
+        # ClientConnection.node_time: a simulated client's transaction priorities.
+        self.node_time: Optional[tuple[Timestamp, float]] = None
 
     @property
     def node_id(self) -> str:

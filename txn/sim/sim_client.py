@@ -41,6 +41,11 @@ class SimConnection:
         self.cluster_id: str | None = "sim"
         self.broken: str | None = None
 
+    @property
+    def node_time(self) -> tuple[Timestamp, float] | None:
+        """The newest response's node clock reading, from any node (one endpoint serves them all)."""
+        return self.endpoint.node_time
+
     async def call(self, message: object, *, timeout_s: float) -> object:
         return await self.endpoint.call(self.node_id, message, timeout_s=timeout_s)
 
