@@ -9,7 +9,9 @@ Interface (`Engine`):
 - `get(key, *, view=None) -> bytes | None`
 - `apply(batch, *, sync)`: all of a `Batch` or none of it, in op order (a later
   op on the same key wins). `sync=True` returns only once the batch and
-  everything before it are durable.
+  everything before it are durable. Once it is applied, and only then, the
+  batch's `after_apply` callbacks run, in the order added (a failed apply runs
+  none): a cache of what the batch changes is updated exactly when it is.
 - `iterate(start, stop, *, reverse=False, view=None)`: `(key, value)` pairs with
   `start <= key < stop` (`stop=None`: no upper bound), ascending, or descending
   with `reverse=True`. Without a view the iterator sees the engine as of the
@@ -50,7 +52,7 @@ from __future__ import annotations
 import bisect
 import weakref
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Callable, Protocol
 
 import attrs
 
@@ -70,12 +72,25 @@ class CorruptionError(EngineError):
 class Batch:
     """Writes to apply atomically, in order: `put(key, value)` and `delete(key)`."""
 
-    __slots__ = ("_ops",)
+    __slots__ = ("_ops", "_after")
 
     def __init__(self, ops: list[tuple[bytes, bytes | None]] | None = None) -> None:
         """`ops`, if given, is taken over as is: bytes keys and values (None: delete),
         unchecked; the MVCC store's write path builds it directly for speed."""
         self._ops: list[tuple[bytes, bytes | None]] = [] if ops is None else ops
+        self._after: list[Callable[[], None]] | None = None
+
+    def after_apply(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` once the batch is applied (by the engine's `apply`, on its caller's thread)."""
+        if self._after is None:
+            self._after = []
+        self._after.append(callback)
+
+    def applied(self) -> None:
+        """Run the `after_apply` callbacks; engines call it when `apply` succeeded."""
+        if self._after is not None:
+            for callback in self._after:
+                callback()
 
     def put(self, key: bytes, value: bytes) -> None:
         if type(key) is not bytes or type(value) is not bytes:
@@ -228,6 +243,7 @@ class DictEngine:
             for volatile_ops in self._volatile:
                 _write_all(self._durable, volatile_ops)
             self._volatile.clear()
+        batch.applied()
 
     def iterate(
         self, start: bytes, stop: bytes | None, *, reverse: bool = False, view: View | None = None

@@ -177,12 +177,15 @@ class LevelDbEngine:
     def apply(self, batch: Batch, *, sync: bool) -> None:
         self.write_only(batch, sync=sync)
         self.note_write()
+        batch.applied()
 
     def write_only(self, batch: Batch, *, sync: bool) -> None:
         """`apply`'s LevelDB write without its bookkeeping: it touches no Python state of this
         object, so a worker thread may run it while the event loop's thread reads (LevelDB is
         thread-safe, and plyvel lets go of the GIL while it writes). Call `note_write()` on the
-        loop's thread once it returned. The engine must not be closed while it runs."""
+        loop's thread once it returned. The engine must not be closed while it runs. A batch
+        written this way runs no `after_apply` callbacks (the caller's `note_write` path has
+        none: the Paxos log's batches)."""
         db = self._db
         if db is None:
             raise EngineError(f"engine on {self.path} is closed")

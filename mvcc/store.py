@@ -12,7 +12,8 @@ each one atomic batch with the caller's `sync`).
 Invariants:
 - Touches only engine keys under its prefix: the same LevelDB holds the
   Paxos log (b"p") and tablet metadata (b"t"). One `MvccStore` per (engine,
-  prefix): it caches the GC horizon, which only its own methods write.
+  prefix): it caches the GC horizon and the intent keys, which only its own
+  methods write.
 - A read at ts sees the newest version with version ts <= ts; tombstones read
   as nothing. A key's intent is reported by reads at or above its timestamp.
 - At most one intent per key; another transaction's intent is an
@@ -24,8 +25,15 @@ Invariants:
 - `stage_*` read the engine as it is, not the batch being built.
 
 Performance notes: a point read is one `engine.first` seek (LevelDB reuses one
-iterator until the next write); the set of intent keys is cached per engine
-`generation`, so with no intents a read costs no second lookup. `Timestamp`
+iterator until the next write); the set of intent keys is kept in memory, so
+a read of a key without an intent costs no second lookup. The set is taken by
+a scan of the intents once, then kept up to date by the intent changes this
+store stages, each applied to it by its batch's `after_apply` callback (so
+exactly when the engine applied it; a failed write changes neither), not
+scanned again after every engine write: the engine also takes the Paxos log's
+writes and plain versions, which leave the intents as they were. Above
+`INTENT_CACHE_MAX` intents, or after an import or a clear, it is scanned again
+on the next read that needs it. `Timestamp`
 ordering (attrs-generated, about 2 us a comparison) is kept off the hot
 paths: they compare `wall` first and encoded bytes in loops.
 """
@@ -71,9 +79,9 @@ class MvccStore:
         self.engine = engine
         self.space = KeySpace(prefix)
         self._horizon = self._load_horizon()
-        self._intent_generation = -1
-        self._intent_keys: frozenset[bytes] | None = frozenset()
-        self._no_intents_at = -1  # the engine generation at which there were no intents, if any
+        # The intent keys (engine keys) when `_intent_keys_known`; None: more than INTENT_CACHE_MAX.
+        self._intent_keys: set[bytes] | None = None
+        self._intent_keys_known = False
         # Hot-path caches: the versions prefix, the engine's point-seek, the last read
         # timestamp's inverted form, and Timestamps decoded from version keys.
         self._versions = self.space.versions
@@ -111,7 +119,7 @@ class MvccStore:
             self._last_ts, self._last_inverted = ts, inverted_ts(ts)
         group = self._versions + key.replace(b"\x00", b"\x00\xff") + TERMINATOR
         found = self._first(group + self._last_inverted, group + GROUP_END)
-        if self._no_intents_at == self.engine.generation:
+        if self._intent_keys_known and not self._intent_keys and self._intent_keys is not None:
             intent = None  # no intents at all: the common case costs no second lookup
         else:
             intent = self._intent_at_or_below(key, ts)
@@ -177,7 +185,9 @@ class MvccStore:
         existing = self.intent(intent.key)
         if existing is not None and existing.txn_id != intent.txn_id:
             raise IntentConflict(intent.key, existing.txn_id, intent.txn_id)
-        batch.put(self.space.intent_key(intent.key), encode_intent(intent))
+        intent_key = self.space.intent_key(intent.key)
+        batch.put(intent_key, encode_intent(intent))
+        batch.after_apply(lambda: self._intent_applied(intent_key, True))
 
     def put_intent(self, intent: Intent, *, sync: bool) -> None:
         batch = Batch()
@@ -192,7 +202,7 @@ class MvccStore:
         if commit_ts < existing.ts:
             raise MvccError(f"commit timestamp {commit_ts} is below the intent's timestamp {existing.ts} ({existing})")
         self.stage_write(batch, key, commit_ts, existing.value)
-        batch.delete(self.space.intent_key(key))
+        self._stage_intent_delete(batch, key)
         return True
 
     def resolve_intent(self, key: bytes, txn_id: str, commit_ts: Timestamp, *, sync: bool) -> bool:
@@ -207,7 +217,7 @@ class MvccStore:
         existing = self.intent(key)
         if existing is None or existing.txn_id != txn_id:
             return False
-        batch.delete(self.space.intent_key(key))
+        self._stage_intent_delete(batch, key)
         return True
 
     def abort_intent(self, key: bytes, txn_id: str, *, sync: bool) -> bool:
@@ -290,18 +300,21 @@ class MvccStore:
         marker.put(self.space.importing_key, b"")
         self.engine.apply(marker, sync=False)
         sequence, finished = 0, False
-        for data in chunks:
-            if finished:
-                raise SnapshotError(f"snapshot stream continues after its last chunk ({sequence})")
-            chunk = snapshot.decode_chunk(data, sequence)
-            batch = Batch()
-            for key, value in chunk.pairs:
-                batch.put(self.space.prefix + key, value)
-            if chunk.last:
-                batch.delete(self.space.importing_key)
-                finished = True
-            self.engine.apply(batch, sync=sync and finished)
-            sequence += 1
+        try:
+            for data in chunks:
+                if finished:
+                    raise SnapshotError(f"snapshot stream continues after its last chunk ({sequence})")
+                chunk = snapshot.decode_chunk(data, sequence)
+                batch = Batch()
+                for key, value in chunk.pairs:
+                    batch.put(self.space.prefix + key, value)
+                if chunk.last:
+                    batch.delete(self.space.importing_key)
+                    finished = True
+                self.engine.apply(batch, sync=sync and finished)
+                sequence += 1
+        finally:
+            self._intent_keys_known = False  # the stream may have carried intents: scan again
         self._horizon = self._load_horizon()
         if not finished:
             raise SnapshotError(f"snapshot stream ended after {sequence} chunks without its last chunk")
@@ -309,16 +322,19 @@ class MvccStore:
     def clear(self, *, sync: bool = True) -> int:
         """Delete everything under the prefix (in several batches); returns the key count."""
         cleared = 0
-        while True:
-            batch = Batch()
-            for key, _ in self.engine.iterate(self.space.prefix, self.space.end):
-                batch.delete(key)
-                if len(batch) >= CLEAR_BATCH_KEYS:
+        try:
+            while True:
+                batch = Batch()
+                for key, _ in self.engine.iterate(self.space.prefix, self.space.end):
+                    batch.delete(key)
+                    if len(batch) >= CLEAR_BATCH_KEYS:
+                        break
+                if not len(batch):
                     break
-            if not len(batch):
-                break
-            self.engine.apply(batch, sync=sync)
-            cleared += len(batch)
+                self.engine.apply(batch, sync=sync)
+                cleared += len(batch)
+        finally:
+            self._intent_keys_known = False
         self._horizon = Timestamp.MIN
         return cleared
 
@@ -354,8 +370,25 @@ class MvccStore:
         stored = self.engine.get(self.space.horizon_key)
         return Timestamp.MIN if stored is None else Timestamp.from_bytes(stored)
 
+    def _stage_intent_delete(self, batch: Batch, key: bytes) -> None:
+        intent_key = self.space.intent_key(key)
+        batch.delete(intent_key)
+        batch.after_apply(lambda: self._intent_applied(intent_key, False))
+
+    def _intent_applied(self, intent_key: bytes, present: bool) -> None:
+        """A staged intent change was applied: keep the in-memory set as the engine now is."""
+        keys = self._intent_keys
+        if not self._intent_keys_known or keys is None:
+            self._intent_keys_known = False  # too many to keep, or not taken yet: scan when needed
+        elif present:
+            keys.add(intent_key)
+            if len(keys) > INTENT_CACHE_MAX:
+                self._intent_keys_known = False
+        else:
+            keys.discard(intent_key)
+
     def _intent_at_or_below(self, key: bytes, ts: Timestamp) -> Intent | None:
-        if self.engine.generation != self._intent_generation:
+        if not self._intent_keys_known:
             self._refresh_intent_keys()
         intent_key = self.space.intent_key(key)
         if self._intent_keys is not None and intent_key not in self._intent_keys:
@@ -367,7 +400,8 @@ class MvccStore:
         return intent if intent.ts <= ts else None
 
     def _refresh_intent_keys(self) -> None:
-        generation = self.engine.generation
+        """Scan the intents. Above INTENT_CACHE_MAX the set is not kept (None): every read then
+        looks its key up, and each applied intent change asks for a scan again."""
         found = []
         for key, _ in self.engine.iterate(self.space.intents, self.space.intents_end):
             found.append(key)
@@ -375,12 +409,11 @@ class MvccStore:
                 self._intent_keys = None
                 break
         else:
-            self._intent_keys = frozenset(found)
-        self._intent_generation = generation
-        self._no_intents_at = generation if not found else -1
+            self._intent_keys = set(found)
+        self._intent_keys_known = True
 
     def _intents_in(self, start: bytes, end: bytes | None, ts: Timestamp) -> tuple[Intent, ...]:
-        if self.engine.generation != self._intent_generation:
+        if not self._intent_keys_known:
             self._refresh_intent_keys()
         if self._intent_keys is not None and not self._intent_keys:
             return ()

@@ -66,6 +66,22 @@ def test_view_is_consistent_while_writes_go_on(engine: Engine) -> None:
     assert list(engine.iterate(b"", None)) == [(b"k1", b"new"), (b"k3", b"new")]
 
 
+def test_after_apply_callbacks_run_once_the_batch_is_applied_in_order(engine: Engine) -> None:
+    seen: list[tuple[str, bytes | None]] = []
+    batch = batch_of([(b"k", b"v")])
+    batch.after_apply(lambda: seen.append(("first", engine.get(b"k"))))
+    batch.after_apply(lambda: seen.append(("second", engine.get(b"k"))))
+    assert seen == []  # not when added
+    engine.apply(batch, sync=False)
+    assert seen == [("first", b"v"), ("second", b"v")]  # after the write, in order
+    failing = batch_of([(b"k", None)])
+    failing.after_apply(lambda: seen.append(("failed", None)))
+    engine.close()
+    with pytest.raises(EngineError):
+        engine.apply(failing, sync=False)
+    assert len(seen) == 2  # a failed apply runs none
+
+
 def test_closed_engine_raises(engine: Engine) -> None:
     engine.close()
     with pytest.raises(EngineError):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from hlc.timestamp import Timestamp
-from mvcc.engine import Batch, DictEngine
+from mvcc.engine import Batch, DictEngine, EngineError
 from mvcc.records import Intent, IntentConflict, MvccError, ReadResult, Version
-from mvcc.store import MvccStore
+from mvcc.store import INTENT_CACHE_MAX, MvccStore
 
 T = Timestamp
 
@@ -108,3 +108,80 @@ def test_many_intents_beyond_the_read_cache() -> None:
     assert store.read(b"k299", T(2)).intent is not None
     assert store.read(b"k300", T(2)).intent is None
     assert len(store.scan(b"", None, T(2)).intents) == 300
+
+
+class CountingScans(DictEngine):
+    """Counts scans of the intents (iterations starting at the store's intents prefix)."""
+
+    def __init__(self, intents_prefix: bytes) -> None:
+        super().__init__()
+        self.intents_prefix = intents_prefix
+        self.intent_scans = 0
+
+    def iterate(self, start, stop, **kwargs):  # noqa: ANN001, ANN003, ANN201
+        if start == self.intents_prefix:
+            self.intent_scans += 1
+        return super().iterate(start, stop, **kwargs)
+
+
+def test_the_intent_keys_are_scanned_once_then_kept_by_the_changes_applied() -> None:
+    engine = CountingScans(MvccStore(DictEngine()).space.intents)
+    store = MvccStore(engine)
+    store.put_intent(Intent(b"a", "t1", T(10), b"x"), sync=False)
+    assert store.read(b"a", T(10)).intent is not None and engine.intent_scans == 1
+    for wall in range(11, 31):  # plain versions and other owners' writes (the Paxos log) leave the intents
+        store.write([(b"b", b"%d" % wall)], T(wall), sync=False)
+        engine.apply(Batch([(b"p\x00log", b"%d" % wall)]), sync=True)
+        assert store.read(b"a", T(wall)).intent is not None and store.read(b"b", T(wall)).intent is None
+    store.put_intent(Intent(b"c", "t2", T(31), b"y"), sync=False)
+    assert store.resolve_intent(b"a", "t1", T(32), sync=False)
+    assert store.read(b"a", T(40)) == ReadResult(b"x", T(32), None)
+    assert store.read(b"c", T(40)).intent == Intent(b"c", "t2", T(31), b"y")
+    assert store.abort_intent(b"c", "t2", sync=False)
+    assert store.read(b"c", T(40)).intent is None
+    assert engine.intent_scans == 1, "scanned again after writes that the store already knew the effect of"
+
+
+class FailsOnce(DictEngine):
+    fail_next = False
+
+    def apply(self, batch: Batch, *, sync: bool) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise EngineError("the disk is full")
+        super().apply(batch, sync=sync)
+
+
+def test_an_intent_change_counts_once_its_batch_is_applied_and_not_if_it_fails() -> None:
+    engine = FailsOnce()
+    store = MvccStore(engine)
+    intent = Intent(b"k", "t", T(10), b"v")
+    batch = Batch()
+    store.stage_intent(batch, intent)
+    assert store.read(b"k", T(10)).intent is None  # staged, not applied: reads see the engine as it is
+    engine.apply(batch, sync=False)
+    assert store.read(b"k", T(10)).intent == intent
+    batch = Batch()
+    assert store.stage_resolve_intent(batch, b"k", "t", T(11))
+    assert store.read(b"k", T(20)).intent == intent  # still there until the batch is applied
+    engine.fail_next = True
+    with pytest.raises(EngineError):
+        engine.apply(batch, sync=False)
+    assert store.read(b"k", T(20)).intent == intent  # the failed write changed nothing
+    engine.apply(batch, sync=False)
+    assert store.read(b"k", T(20)) == ReadResult(b"v", T(11), None)
+
+
+def test_intents_read_right_across_the_cache_limit_and_after_a_clear_and_an_import() -> None:
+    store = MvccStore(DictEngine())
+    for index in range(INTENT_CACHE_MAX + 10):  # past the limit: the set is not kept
+        store.put_intent(Intent(b"k%04d" % index, "t", T(2), b"v"), sync=False)
+    for index in range(0, INTENT_CACHE_MAX + 10, 2):  # half resolved: back under it
+        assert store.resolve_intent(b"k%04d" % index, "t", T(3), sync=False)
+    assert [store.read(b"k%04d" % i, T(3)).intent is None for i in range(6)] == [True, False] * 3
+    exported = list(store.export_chunks())
+    assert store.clear(sync=False) > 0
+    assert store.read(b"k0001", T(3)).intent is None
+    store.import_chunks(exported, sync=False)
+    assert store.read(b"k0001", T(3)).intent == Intent(b"k0001", "t", T(2), b"v")
+    assert store.read(b"k0002", T(3)) == ReadResult(b"v", T(3), None)
