@@ -172,8 +172,8 @@ async def test_a_busy_clients_transactions_take_their_priority_without_a_timesta
 
     priorities: list[Timestamp] = []
     async with client_for(shared_cluster) as client:
+        before = asked()  # (scraped first: a reading older than a second would be asked for)
         await client.put(b"prio-k", b"0")  # a reply: the client has a node's clock reading
-        before = asked()
         for _ in range(3):
             await client.run_transaction(bump)
         async with client.transaction() as tx:
