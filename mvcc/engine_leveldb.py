@@ -176,16 +176,13 @@ class LevelDbEngine:
 
     def apply(self, batch: Batch, *, sync: bool) -> None:
         self.write_only(batch, sync=sync)
-        self.note_write()
-        batch.applied()
+        self.note_write(batch)
 
     def write_only(self, batch: Batch, *, sync: bool) -> None:
         """`apply`'s LevelDB write without its bookkeeping: it touches no Python state of this
         object, so a worker thread may run it while the event loop's thread reads (LevelDB is
-        thread-safe, and plyvel lets go of the GIL while it writes). Call `note_write()` on the
-        loop's thread once it returned. The engine must not be closed while it runs. A batch
-        written this way runs no `after_apply` callbacks (the caller's `note_write` path has
-        none: the Paxos log's batches)."""
+        thread-safe, and plyvel lets go of the GIL while it writes). Call `note_write(batch)` on
+        the loop's thread once it returned. The engine must not be closed while it runs."""
         db = self._db
         if db is None:
             raise EngineError(f"engine on {self.path} is closed")
@@ -205,12 +202,14 @@ class LevelDbEngine:
         except plyvel.Error as error:
             raise _error(self.path, f"writing a batch of {len(ops)} ops", error) from None
 
-    def note_write(self) -> None:
-        """A batch was written (`write_only`): count it, and drop the `first` reader pinned before it.
-        Only after the write returned: a failed write changed nothing readable (module docstring)."""
+    def note_write(self, batch: Batch) -> None:
+        """`batch` was written (`write_only`): count it, drop the `first` reader pinned before it,
+        and run its `after_apply` callbacks. Only after the write returned: a failed write changed
+        nothing readable (module docstring)."""
         self.generation += 1
         if self._reader is not None:
             self._drop_reader()
+        batch.applied()
 
     def _drop_reader(self) -> None:
         if self._reader is not None:

@@ -64,9 +64,12 @@ async def test_the_write_lands_off_the_loop_thread_and_reads_after_it_see_it(tmp
         batch = Batch()
         batch.delete(b"p\x01a")
         batch.put(b"p\x01b", b"2")
+        callbacks: list[tuple[int, int]] = []  # (thread, generation) of the batch's after_apply
+        batch.after_apply(lambda: callbacks.append((threading.get_ident(), engine.generation)))
         await writer.write(engine, batch)
         assert writers and writers[0] != threading.get_ident(), "written on the event loop's thread"
         assert engine.generation == generation + 1
+        assert callbacks == [(threading.get_ident(), generation + 1)], "after_apply: once, on the loop, after the write"
         assert engine.first(b"p", b"q") == (b"p\x01b", b"2"), "a reader pinned before the write"
     finally:
         writer.close()

@@ -58,7 +58,7 @@ class LogWriter:
         if error is not None:
             raise error  # nothing was written: no bookkeeping
         self.writes += 1
-        engine.note_write()
+        engine.note_write(batch)
 
     def _start(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
