@@ -190,6 +190,36 @@ async def test_a_busy_clients_transactions_take_their_priority_without_a_timesta
         assert (await client.get(b"prio-k")).value == b"5"
 
 
+async def test_a_two_tablet_commit_sends_its_one_prepare_without_a_task_of_its_own(shared_cluster: LocalCluster) -> None:
+    """The common cross-tablet commit (two tablets: one prepare, then the coordinator's commit
+    request) sends its prepare from the committing task: no nursery and task for one request."""
+
+    class Spawns(trio.abc.Instrument):
+        def __init__(self) -> None:
+            self.names: list[str] = []
+
+        def task_spawned(self, task: trio.lowlevel.Task) -> None:
+            self.names.append(task.name)
+
+    async def transfer(tx) -> None:
+        tx.put(b"0-spawn", b"x")
+        tx.put(b"b-spawn", b"y")
+
+    async with client_for(shared_cluster) as client:
+        await client.run_transaction(transfer)  # the connections to both tablets' leaders are open now
+        spawns = Spawns()
+        trio.lowlevel.add_instrument(spawns)
+        try:
+            async with client.transaction() as tx:
+                await transfer(tx)
+        finally:
+            trio.lowlevel.remove_instrument(spawns)
+        assert tx.commit_ts is not None and tx.state == "committed"
+        assert spawns.names == []
+        snapshot = [(await client.get(key)).value for key in (b"0-spawn", b"b-spawn")]
+        assert snapshot == [b"x", b"y"]
+
+
 async def test_cli_exits_6_when_every_attempt_aborts(shared_cluster: LocalCluster) -> None:
     async with client_for(shared_cluster) as client:
         older = (await client.node_timestamp()).now

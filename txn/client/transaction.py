@@ -183,9 +183,12 @@ class Transaction:
 
     async def _prepare_all(self, plan: CommitPlan) -> tuple[api.ParticipantVote, ...]:
         """Prepare every participant but the coordinator (its part goes with the commit request) in
-        parallel; the first failure cancels the rest and aborts them all."""
+        parallel; the first failure cancels the rest and aborts them all. A lone one (a two-tablet
+        transaction) is prepared from this task: no nursery and task for one request."""
         votes: dict[str, api.ParticipantVote] = {}
         failures: list[BaseException] = []
+        others = [p for p in plan.participants if p.tablet_id != plan.coordinator]
+        nursery: trio.Nursery | None = None
 
         async def prepare(participant) -> None:
             tablet = self._tablets[participant.tablet_id]
@@ -202,11 +205,14 @@ class Transaction:
             else:
                 votes[tablet.id] = api.ParticipantVote(tablet.id, reply.prepare_ts)
                 return
-            nursery.cancel_scope.cancel()
+            if nursery is not None:
+                nursery.cancel_scope.cancel()
 
-        async with trio.open_nursery() as nursery:
-            for participant in plan.participants:
-                if participant.tablet_id != plan.coordinator:
+        if len(others) == 1:
+            await prepare(others[0])  # a two-tablet transaction's one prepare: no nursery for it
+        else:
+            async with trio.open_nursery() as nursery:
+                for participant in others:
                     nursery.start_soon(prepare, participant)
         if failures:
             await self.abort(plan.coordinator)
