@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import socket
 import time
@@ -147,3 +148,13 @@ def test_garbage_bytes_leave_the_node_serving(shared_cluster: LocalCluster) -> N
                 pass
     assert shared_cluster.cli("put", "after-garbage", "ok").returncode == 0
     assert shared_cluster.cli("get", "after-garbage").stdout.strip() == "ok"
+
+
+def test_nodes_run_every_thread_under_the_batch_cpu_policy(shared_cluster: LocalCluster) -> None:
+    """`chronodb node` defaults to `--cpu-policy batch` (txn/node/cpu_policy.py): each thread of
+    each node process, the log writer's included once the node has written."""
+    assert shared_cluster.cli("put", "policy-key", "v").returncode == 0
+    for node_id, process in shared_cluster.processes.items():
+        tids = [int(tid) for tid in os.listdir(f"/proc/{process.pid}/task")]
+        assert len(tids) >= 2, (node_id, tids)  # the event loop's and the log writer's at least
+        assert {os.sched_getscheduler(tid) for tid in tids} == {os.SCHED_BATCH}, node_id
