@@ -15,8 +15,10 @@ second.
 Invariants:
 - Every thread of the process when called gets the policy (Linux's policy is per thread; the
   main thread's is what threads started later inherit: the log writer, trio's worker threads).
-- Never raises: where the policy does not exist (not Linux) or the kernel refuses it, the
-  process keeps its policy and the returned text says why, for the node's log.
+- Raises only for a name outside `CPU_POLICIES` (the CLI's choices keep those out). Where the
+  policy does not exist (not Linux), nothing changes; where the kernel refuses it for a thread,
+  it stops there (threads set before keep the new policy, the rest their old one). Either way
+  the returned text says why, for the node's log, and the node runs on.
 """
 
 from __future__ import annotations
@@ -43,16 +45,16 @@ def process_threads() -> list[int]:
 
 def apply_cpu_policy(name: str) -> str | None:
     """Give every thread of this process the policy `name` ("batch" or "normal"). None when done;
-    otherwise one line saying why not (the process keeps the policy it had)."""
+    otherwise one line saying why not (module docstring: what is then left as it was)."""
     policy = _policy_number(name)
     setter = getattr(os, "sched_setscheduler", None)
     if policy is None or setter is None:
-        return f"CPU policy {name} is not available on this system; the node keeps the default policy"
+        return f"CPU policy {name} is not available on this system; the node keeps its policy"
     for tid in process_threads():
         try:
             setter(tid, policy, os.sched_param(0))
         except ProcessLookupError:
             continue  # a thread that ended meanwhile
         except OSError as error:
-            return f"CPU policy {name} refused for thread {tid}: {error}; the node keeps the default policy"
+            return f"CPU policy {name} refused for thread {tid}: {error}; that thread and those after it keep theirs"
     return None
