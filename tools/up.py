@@ -23,6 +23,8 @@ missing later) it makes the cluster CA, one certificate per node and the
 admin client certificate `client.root` under DIR/certs/ (txn/net/tls.py),
 and every node runs mutual TLS. `--insecure` opts out: no certificates,
 plain TCP, and a DIR/INSECURE marker that tells clients (and `status`) so.
+
+`--cpu-policy` (default batch) is passed to every node (txn/node/cpu_policy.py).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from tools.errors import EXIT_NEGATIVE, EXIT_OK, CliError
 from tools.common import DEFAULT_DIR
 from txn.net.tls import CertError, certs_dir, ensure_cluster_certs, set_insecure
 from txn.node.config import ClusterConfig, ConfigError, config_path, ensure_node_dir, generate, load_config, node_dir, write_config
+from txn.node.cpu_policy import CPU_POLICIES, DEFAULT_CPU_POLICY
 
 STOP_GRACE_S = 5.0
 START_WINDOW_S = 5.0  # a node exiting with code 2 this soon failed to start
@@ -73,6 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--insecure", action="store_true",
                         help="no TLS and no authentication (every client is an admin); loud in status and node.log")
+    parser.add_argument("--cpu-policy", choices=CPU_POLICIES, default=DEFAULT_CPU_POLICY,
+                        help="each node's Linux scheduling policy (`chronodb node --cpu-policy`; default batch)")
     parser.set_defaults(func=run)
 
 
@@ -208,7 +213,8 @@ def run(args: argparse.Namespace) -> int:
     processes: dict[str, subprocess.Popen] = {}
     try:
         for node in config.nodes:
-            processes[node.id] = start_node(args.dir, node.id, insecure=args.insecure)
+            processes[node.id] = start_node(args.dir, node.id, insecure=args.insecure,
+                                            extra_args=("--cpu-policy", args.cpu_policy))
             metrics = f"metrics http://{node.host}:{node.metrics_port}/metrics" if node.metrics_port is not None else "no metrics port"
             print(f"node {node.id}: {node.host}:{node.port}, {metrics}, pid {processes[node.id].pid}, "
                   f"log {node_dir(args.dir, node.id) / 'node.log'}", flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -16,9 +17,9 @@ from tools.up import die_with_parent
 WAIT_S = 60.0
 
 
-def start_up(data_dir) -> subprocess.Popen:
+def start_up(data_dir, *extra: str) -> subprocess.Popen:
     """`chronodb up` in the background; it and (through it) its nodes die with pytest."""
-    return subprocess.Popen([sys.executable, "-m", "tools.cli", "up", "--dir", str(data_dir)],
+    return subprocess.Popen([sys.executable, "-m", "tools.cli", "up", "--dir", str(data_dir), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env(), cwd=ROOT,
                             preexec_fn=die_with_parent())
 
@@ -44,11 +45,11 @@ def wait_up_healthy(cluster: LocalCluster, up: subprocess.Popen) -> bool:
     return False
 
 
-def first_up(cluster: LocalCluster) -> subprocess.Popen:
+def first_up(cluster: LocalCluster, *extra: str) -> subprocess.Popen:
     """Start `up` on a new cluster.toml; a port taken since it was written is re-picked (only
     safe before the cluster's first start)."""
     for _ in range(START_ATTEMPTS):
-        up = start_up(cluster.data_dir)
+        up = start_up(cluster.data_dir, *extra)
         if wait_up_healthy(cluster, up):
             return up
         output = stop_up(up)
@@ -72,6 +73,20 @@ def test_up_stops_on_ctrl_c_and_resumes_with_the_data(tmp_path) -> None:
         assert wait_up_healthy(cluster, up), up.communicate(timeout=WAIT_S)[0]
         result = cluster.cli("get", "kept")
         assert result.returncode == 0 and result.stdout.strip() == "across-restarts"
+    finally:
+        stop_up(up)
+
+
+def test_up_gives_its_nodes_the_cpu_policy_it_is_told(tmp_path) -> None:
+    """`chronodb up --cpu-policy normal` starts each node with it: every thread under SCHED_OTHER
+    (a node's own default is SCHED_BATCH, tests/e2e/test_cli_flow.py)."""
+    cluster = LocalCluster(tmp_path / "data")
+    up = first_up(cluster, "--cpu-policy", "normal")
+    try:
+        for node_id in cluster.node_ids:
+            pid = int((cluster.data_dir / node_id / "node.pid").read_text())
+            tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+            assert {os.sched_getscheduler(tid) for tid in tids} == {os.SCHED_OTHER}, node_id
     finally:
         stop_up(up)
 
