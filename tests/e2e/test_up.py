@@ -11,6 +11,7 @@ import sys
 import time
 
 from tests.e2e.harness import LocalCluster, run_cli
+from tests.e2e.test_cli_flow import thread_policies
 from tools.localcluster import ROOT, START_ATTEMPTS, cli_env
 from tools.up import die_with_parent
 
@@ -84,9 +85,12 @@ def test_up_gives_its_nodes_the_cpu_policy_it_is_told(tmp_path) -> None:
     up = first_up(cluster, "--cpu-policy", "normal")
     try:
         for node_id in cluster.node_ids:
-            pid = int((cluster.data_dir / node_id / "node.pid").read_text())
-            tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
-            assert {os.sched_getscheduler(tid) for tid in tids} == {os.SCHED_OTHER}, node_id
+            pid_file = cluster.data_dir / node_id / "node.pid"  # written once the node serves
+            deadline = time.monotonic() + WAIT_S
+            while not (pid_file.exists() and pid_file.read_text().strip()):
+                assert time.monotonic() < deadline, f"{node_id} never wrote {pid_file}"
+                time.sleep(0.1)
+            assert thread_policies(int(pid_file.read_text())) == {os.SCHED_OTHER}, node_id
     finally:
         stop_up(up)
 
