@@ -119,7 +119,7 @@ class MvccStore:
             self._last_ts, self._last_inverted = ts, inverted_ts(ts)
         group = self._versions + key.replace(b"\x00", b"\x00\xff") + TERMINATOR
         found = self._first(group + self._last_inverted, group + GROUP_END)
-        if self._intent_keys_known and not self._intent_keys and self._intent_keys is not None:
+        if self._intent_keys_known and self._intent_keys is not None and not self._intent_keys:
             intent = None  # no intents at all: the common case costs no second lookup
         else:
             intent = self._intent_at_or_below(key, ts)

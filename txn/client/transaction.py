@@ -217,7 +217,7 @@ class Transaction:
         if failures:
             await self.abort(plan.coordinator)
             raise failures[0]
-        return tuple(votes[p.tablet_id] for p in plan.participants if p.tablet_id != plan.coordinator)
+        return tuple(votes[p.tablet_id] for p in others)
 
     async def abort(self, coordinator: str | None = None) -> None:
         """Release this transaction's locks everywhere it went (best effort, short deadline, never raises).
