@@ -609,3 +609,19 @@ async def test_a_commit_waits_for_its_locks_half_its_deadline_then_aborts_unprop
     assert raised.value.reply.code == api.ErrorCode.TXN_ABORTED and "waited too long" in raised.value.reply.message
     assert trio.current_time() - started == pytest.approx(0.2), "half of its 400 ms deadline"
     assert not replica.pending and set(replica.txns.locks.txns) == {"older"}
+
+
+@pytest.mark.parametrize("kind", ["prepare", "one_phase"])
+async def test_a_commit_step_at_a_replica_not_serving_is_not_leader(kind: str) -> None:
+    """Locks live at the serving leader: elsewhere a prepare or commit must say "not the leader"
+    (go on to the next replica), not `lost_locks`, which aborts the transaction. A client sends
+    these to the leader it read from; a node calling another tablet may reach any replica first."""
+    replica = serving_replica(NotLeader(None))
+    replica._is_serving = lambda: False  # type: ignore[method-assign]
+    now, writes = replica.clock.now(), (api.KeyWrite(b"z", b"1"),)
+    with pytest.raises(RequestFailed) as raised:
+        if kind == "prepare":
+            await replica.txns.prepare(api.PrepareRequest("t1", "x1", now, "t2", writes, (b"z",), (), 1_000_000_000))
+        else:
+            await replica.txns.one_phase_commit(api.OnePhaseCommitRequest("t1", "x1", now, writes, (b"z",), (), 1_000_000_000))
+    assert raised.value.reply.code == api.ErrorCode.NOT_LEADER, raised.value.reply

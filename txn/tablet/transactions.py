@@ -223,6 +223,8 @@ class TabletTransactions:
     async def _exclusive_and_check(self, txn_id: str, priority: Timestamp, writes: tuple[api.KeyWrite, ...],
                                    read_keys: tuple[bytes, ...], read_ranges: tuple[api.KeyRange, ...],
                                    *, preparing: bool = False) -> None:
+        if not self.replica._is_serving():  # locks live at the serving leader: none of ours are here
+            raise self.replica._not_leader()
         for item in writes:
             if not self.replica.tablet.contains(item.key):
                 raise failure(api.ErrorCode.BAD_REQUEST, f"key {item.key!r} is outside tablet {self.tablet_id}")
