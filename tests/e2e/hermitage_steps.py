@@ -178,7 +178,7 @@ async def cluster_client(cluster, *, gate: Gate | None = None, timeout_s: float 
 
 class CommitWatch:
     """An interceptor marking `steps.done(f"{name} commit sent")` when a named transaction's
-    commit request (one-phase commit, or its first prepare) is about to be sent.
+    commit request (one-phase, or two-phase to its coordinator) is about to be sent.
 
     Register a transaction with `watch.names[tx.txn_id] = name`. "Sent" is what
     a client can know; where a request's arrival cannot be seen in the lock
@@ -191,7 +191,7 @@ class CommitWatch:
 
     async def intercept(self, message: object, send: Callable[[], Awaitable[object]]) -> object:
         txn_id = getattr(message, "txn_id", None)
-        if txn_id in self.names and type(message).__name__ in ("OnePhaseCommitRequest", "PrepareRequest"):
+        if txn_id in self.names and type(message).__name__ in ("OnePhaseCommitRequest", "CommitRequest"):
             name = f"{self.names[txn_id]} commit sent"
             if not self.steps.is_done(name):
                 self.steps.done(name)

@@ -3,19 +3,25 @@
 These drive the node's side of 2PC directly, the way the client library
 does, to pin what the tablets do at each step: a cross-tablet commit, a
 participant left prepared by a vanished client (presumed abort through the
-participant's recovery), the inspector's view of both, and wound-wait.
+participant's recovery), the inspector's view of both, wound-wait, and the
+client's path: one commit request, whose coordinator prepares the other
+participants itself (a no vote, and bad parts, refused).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 
+import pytest
 import trio
 
 from hlc import Timestamp
 from tests.e2e.harness import LocalCluster
 from txn import api
+from tests.e2e.hermitage_steps import cluster_client
 from txn.client import open_client
+from txn.client.errors import ClientError, Refused, TxnAborted
 
 
 async def _txn_call(client, key: bytes, build):
@@ -125,3 +131,78 @@ def test_an_older_transaction_wounds_a_younger_reader(shared_cluster: LocalClust
     vote, wounded = trio.run(wound_wait, shared_cluster)
     assert isinstance(vote, api.PrepareReply)
     assert wounded is not None and "wounded" in str(wounded), wounded
+
+
+async def transfer_seen_by_the_client(cluster: LocalCluster) -> tuple[list[str], dict, object]:
+    sent: list[str] = []
+
+    async def record(message, send):
+        if getattr(message, "txn_id", None) is not None:
+            sent.append(type(message).__name__)
+        return await send()
+
+    async with cluster_client(cluster, gate=record, timeout_s=20) as client:
+        await client.put(b"alice-3", b"100")
+        await client.put(b"zoe-3", b"0")
+        priority = (await client.node_timestamp()).now  # (the gated connections keep no node time)
+        sent.clear()
+        async with client.transaction(priority=priority) as txn:
+            a = int(await txn.get(b"alice-3"))
+            z = int(await txn.get(b"zoe-3"))
+            txn.put(b"alice-3", b"%d" % (a - 7))
+            txn.put(b"zoe-3", b"%d" % (z + 7))
+        alice, zoe = await client.get(b"alice-3"), await client.get(b"zoe-3", timeout_s=20)
+        versions = {"alice": (alice.value, alice.version_ts), "zoe": (zoe.value, zoe.version_ts)}
+        return sent, versions, txn.commit_ts
+
+
+def test_the_coordinator_prepares_the_other_participant(shared_cluster: LocalCluster) -> None:
+    """A cross-tablet commit is one request from the client: its coordinator's leader sends the
+    participant's `PrepareRequest` itself, node to node, and decides from its vote."""
+    sent, versions, commit_ts = trio.run(transfer_seen_by_the_client, shared_cluster)
+    assert sent == ["TxnReadRequest", "TxnReadRequest", "CommitRequest"], sent
+    assert versions == {"alice": (b"93", commit_ts), "zoe": (b"7", commit_ts)}, versions
+
+
+async def commit_with_parts(cluster: LocalCluster, txn_id: str, parts_for, *,
+                            hold_zoe_for: str | None = None) -> tuple[object, bytes | None]:
+    """A commit of alice-4 (coordinator) and zoe-4 with `parts_for(coordinator, participant)` as its
+    parts; with `hold_zoe_for`, an older transaction holds a read lock on zoe-4 meanwhile."""
+    async with open_client(_addresses(cluster), timeout_s=20, tls=cluster.tls) as client:
+        now = (await client._send(await client.tablet_for(b"alice-4"), lambda t: api.TimestampRequest(),
+                                  leader=False, is_write=False, timeout_s=5)).now
+        ta, tz = await client.tablet_for(b"alice-4"), await client.tablet_for(b"zoe-4")
+        if hold_zoe_for is not None:
+            await _txn_call(client, b"zoe-4", lambda tab: lambda t: api.TxnReadRequest(tab.id, hold_zoe_for, Timestamp(1, 0), b"zoe-4", t))
+        try:
+            outcome: object = await client._send(ta, lambda t: api.CommitRequest(
+                ta.id, txn_id, now, (), t, (api.KeyWrite(b"alice-4", b"a"),), (), (), parts_for(ta.id, tz.id)),
+                leader=True, is_write=True, timeout_s=20)
+        except ClientError as error:
+            outcome = error
+        if hold_zoe_for is not None:
+            await _txn_call(client, b"zoe-4", lambda tab: lambda t: api.AbortRequest(tab.id, hold_zoe_for, None, t))
+        await client._send(ta, lambda t: api.AbortRequest(ta.id, txn_id, ta.id, t), leader=True, is_write=False, timeout_s=10)
+        # Nothing of the transaction is visible, and its coordinator holds no lock of it: a plain write goes through.
+        await client.put(b"alice-4", b"after", timeout_s=20)
+        return outcome, (await client.get(b"zoe-4", timeout_s=20)).value
+
+
+def test_a_participant_that_votes_no_aborts_the_commit(shared_cluster: LocalCluster) -> None:
+    zoe = lambda ta, tz: (api.ParticipantPart(tz, (api.KeyWrite(b"zoe-4", b"z"),), (), ()),)
+    outcome, zoe_value = trio.run(functools.partial(commit_with_parts, shared_cluster, "x4", zoe, hold_zoe_for="old-4"))
+    # An older transaction's lock at the participant: the prepare votes no at once (conflict).
+    assert isinstance(outcome, TxnAborted) and outcome.reason == "conflict", outcome
+    assert "participant" in str(outcome), outcome
+    assert zoe_value is None
+
+
+@pytest.mark.parametrize("parts", ["coordinator", "twice", "empty"])
+def test_a_commit_with_bad_parts_is_refused(shared_cluster: LocalCluster, parts: str) -> None:
+    def build(ta, tz):
+        zoe = api.ParticipantPart(tz, (api.KeyWrite(b"zoe-4", b"z"),), (), ())
+        return {"coordinator": (api.ParticipantPart(ta, (api.KeyWrite(b"alice-4", b"b"),), (), ()),),
+                "twice": (zoe, zoe), "empty": (api.ParticipantPart(tz, (), (), ()),)}[parts]
+    outcome, zoe_value = trio.run(commit_with_parts, shared_cluster, f"x4-{parts}", build)
+    assert isinstance(outcome, Refused) and outcome.reply.code is api.ErrorCode.BAD_REQUEST, outcome
+    assert zoe_value is None

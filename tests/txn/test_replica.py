@@ -611,6 +611,89 @@ async def test_a_commit_waits_for_its_locks_half_its_deadline_then_aborts_unprop
     assert not replica.pending and set(replica.txns.locks.txns) == {"older"}
 
 
+def _parts_request(replica: TabletReplica, timeout_ns: int = 1_000_000_000) -> api.CommitRequest:
+    """x1: the coordinator t1's own write of b"w", and t2's part (the coordinator prepares it)."""
+    return api.CommitRequest("t1", "x1", replica.clock.now(), (), timeout_ns, (api.KeyWrite(b"w", b"v"),), (), (),
+                             (api.ParticipantPart("t2", (api.KeyWrite(b"z", b"1"),), (b"z",), ()),))
+
+
+async def test_a_coordinator_prepares_the_other_participant_then_decides() -> None:
+    replica = serving_replica(NotLeader(None))
+    proposed: list[object] = []
+    sent: list[tuple[str, object, bool]] = []
+    now = replica.clock.now()
+    prepare_ts = Timestamp(now.wall + replica.max_offset_ns // 2, 0)  # the participant's clock ahead of ours
+
+    async def call_tablet(tablet_id: str, message: object, timeout_s: float, *, resend: bool = True) -> object:
+        sent.append((tablet_id, message, resend))
+        return api.PrepareReply(prepare_ts)
+
+    async def propose(command: bytes, *, timeout_s: float, on_not_chosen: object = None) -> int:
+        proposed.append(decode_command(command))
+        raise ProposalLost(known_not_chosen=True)
+
+    replica.txns.call_tablet = call_tablet
+    replica.paxos.propose = propose  # type: ignore[method-assign]
+    with pytest.raises(RequestFailed):
+        await replica.txns.commit(_parts_request(replica))
+    [(tablet_id, prepare, resend)] = sent
+    assert tablet_id == "t2" and not resend, "a prepare that went out is never sent again"
+    assert isinstance(prepare, api.PrepareRequest) and prepare.coordinator_tablet == "t1"
+    assert (prepare.writes, prepare.read_keys) == ((api.KeyWrite(b"z", b"1"),), (b"z",))
+    [decide] = proposed
+    assert isinstance(decide, Decide) and decide.participants == ("t2",) and decide.ts >= prepare_ts
+    assert list(decide.writes) == [(b"w", b"v")]
+
+
+async def test_a_coordinators_locks_stay_woundable_while_its_participants_prepare() -> None:
+    """Marked prepared before the votes are in, two transactions coordinated at each other's
+    participant would each wait for a 'prepared' holder that is itself waiting."""
+    replica = serving_replica(NotLeader(None))  # a proposal would fail as not_leader: none must be made
+    preparing, answer = trio.Event(), trio.Event()
+
+    async def call_tablet(tablet_id: str, message: object, timeout_s: float, *, resend: bool = True) -> object:
+        preparing.set()
+        await answer.wait()
+        return api.PrepareReply(replica.clock.now())
+
+    replica.txns.call_tablet = call_tablet
+    outcome: list[RequestFailed] = []
+
+    async def commit() -> None:
+        with pytest.raises(RequestFailed) as raised:
+            await replica.txns.commit(_parts_request(replica))
+        outcome.append(raised.value)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(commit)
+        with trio.fail_after(5):
+            await preparing.wait()
+        older = replica.txns.locks.lock_key("older", Timestamp.MIN, b"w", LockMode.EXCLUSIVE, 0)
+        assert older.outcome is Outcome.GRANTED and older.wounded == ("x1",), older
+        answer.set()
+    assert outcome[0].reply.code == api.ErrorCode.TXN_ABORTED and outcome[0].reply.abort_reason == "wounded"
+    assert not replica.pending, "nothing proposed for a wounded coordinator"
+
+
+@pytest.mark.parametrize("answer", ["no", "silence", "bad"])
+async def test_a_participant_without_a_vote_aborts_the_commit_unproposed(answer: str) -> None:
+    replica = serving_replica(NotLeader(None))  # a proposal would fail as not_leader: none must be made
+    replies = {"no": api.ErrorReply(api.ErrorCode.TXN_ABORTED, "t2: older holder", None, None, api.AbortReason.CONFLICT),
+               "silence": None, "bad": api.ErrorReply(api.ErrorCode.BAD_REQUEST, "key outside t2", None, None)}
+
+    async def call_tablet(tablet_id: str, message: object, timeout_s: float, *, resend: bool = True) -> object:
+        return replies[answer]
+
+    replica.txns.call_tablet = call_tablet
+    with pytest.raises(RequestFailed) as raised:
+        await replica.txns.commit(_parts_request(replica))
+    reply = raised.value.reply
+    expected = api.ErrorCode.BAD_REQUEST if answer == "bad" else api.ErrorCode.TXN_ABORTED
+    assert reply.code == expected and "participant t2" in reply.message, reply
+    assert answer == "bad" or reply.abort_reason == "conflict"
+    assert not replica.pending and "x1" not in replica.txns.locks.txns, "unproposed, its locks released"
+
+
 @pytest.mark.parametrize("kind", ["prepare", "one_phase"])
 async def test_a_commit_step_at_a_replica_not_serving_is_not_leader(kind: str) -> None:
     """Locks live at the serving leader: elsewhere a prepare or commit must say "not the leader"

@@ -11,16 +11,19 @@ A read-write transaction (client side: txn/client/transaction.py):
    older wins) and answers the newest committed value;
 2. writes are buffered at the client;
 3. commit, one tablet touched: `OnePhaseCommitRequest` (locks, checks, one
-   Paxos write, commit-wait); several tablets: `PrepareRequest` to every
-   participant but the coordinator (exclusive locks, read locks checked, a
-   Prepare record with the writes as intents logged through Paxos; answers
-   its prepare timestamp), then `CommitRequest` with the coordinator's own
-   writes and read set to the coordinator tablet (the first written key's
-   tablet), which takes its locks and checks them as a prepare would, picks
-   the commit timestamp at or above every prepare timestamp, logs the
+   Paxos write, commit-wait); several tablets: one `CommitRequest` to the
+   coordinator tablet (the first written key's tablet) with its own writes
+   and read set and every other participant's (`parts`). Its leader takes
+   its own part's locks and checks them as a prepare would, then sends a
+   `PrepareRequest` to every other participant's leader, node to node
+   (exclusive locks, read locks checked, a Prepare record with the writes as
+   intents logged through Paxos; answers its prepare timestamp, the vote),
+   picks the commit timestamp at or above every prepare timestamp, logs the
    decision with its writes through its own Paxos group (the coordinator
    skips the prepare: Spanner 4.2.1), waits out commit-wait and answers; it
-   then resolves the participants (`ResolveRequest`, node to node).
+   then resolves the participants (`ResolveRequest`, node to node). A client
+   may also prepare the participants itself and send their votes instead
+   (the path before 12-05, still served).
 4. `AbortRequest` gives up: locks are released, a decision (abort) logged.
 A participant whose transaction stays prepared without a decision asks the
 coordinator tablet (`TxnStatusRequest`); a coordinator with no record logs
@@ -115,14 +118,27 @@ class ParticipantVote:
 
 
 @attrs.frozen
+class ParticipantPart:
+    """A participant's share of a transaction, for the coordinator to prepare it with (`CommitRequest.parts`)."""
+
+    tablet_id: str
+    writes: tuple[KeyWrite, ...] = attrs.field(converter=tuple)
+    read_keys: tuple[bytes, ...] = attrs.field(converter=tuple)
+    read_ranges: tuple[KeyRange, ...] = attrs.field(converter=tuple)
+
+
+@attrs.frozen
 class CommitRequest:
-    """To the coordinator tablet's leader, once every other participant prepared.
+    """To the coordinator tablet's leader: commit a transaction that touched several tablets.
 
     The coordinator does not prepare (Spanner 4.2.1): its own part comes here,
     its writes and the reads it must still hold shared locks on, and its leader
     takes the exclusive locks, checks the read locks and logs them in the
-    decision itself. `votes` are the other participants' only. A request with
-    an empty part is for a coordinator that was prepared by a `PrepareRequest`."""
+    decision itself. The other participants come either as `parts`, which the
+    coordinator's leader prepares itself (a `PrepareRequest` to each, node to
+    node, the client's path since 12-05), or as `votes` of participants the
+    client prepared (the path before; both may be given). A request with an
+    empty own part is for a coordinator that was prepared by a `PrepareRequest`."""
 
     tablet_id: str  # the coordinator tablet
     txn_id: str
@@ -132,10 +148,11 @@ class CommitRequest:
     writes: tuple[KeyWrite, ...] = attrs.field(default=(), converter=tuple)
     read_keys: tuple[bytes, ...] = attrs.field(default=(), converter=tuple)
     read_ranges: tuple[KeyRange, ...] = attrs.field(default=(), converter=tuple)
+    parts: tuple[ParticipantPart, ...] = attrs.field(default=(), converter=tuple)
 
     def __str__(self) -> str:
-        return (f"CommitRequest {self.txn_id} at {self.tablet_id} votes={len(self.votes)} writes={len(self.writes)} "
-                f"reads={len(self.read_keys)}")
+        return (f"CommitRequest {self.txn_id} at {self.tablet_id} votes={len(self.votes)} parts={len(self.parts)} "
+                f"writes={len(self.writes)} reads={len(self.read_keys)}")
 
 
 @attrs.frozen
@@ -219,13 +236,13 @@ class TimestampReply:
 
 register_classes(
     KeyRange, TxnReadRequest, TxnReadReply, TxnScanRequest, TxnScanReply, PrepareRequest, PrepareReply,
-    ParticipantVote, CommitRequest, OnePhaseCommitRequest, CommitReply, AbortRequest, AbortReply,
+    ParticipantVote, ParticipantPart, CommitRequest, OnePhaseCommitRequest, CommitReply, AbortRequest, AbortReply,
     TxnStatusRequest, TxnStatusReply, ResolveRequest, ResolveReply, TimestampRequest, TimestampReply,
 )
 
 __all__ = [
     "AbortReason", "AbortReply", "AbortRequest", "CommitReply", "CommitRequest", "KeyRange", "OnePhaseCommitRequest",
-    "ParticipantVote", "PrepareReply", "PrepareRequest", "ResolveReply", "ResolveRequest", "TimestampReply",
+    "ParticipantPart", "ParticipantVote", "PrepareReply", "PrepareRequest", "ResolveReply", "ResolveRequest", "TimestampReply",
     "TimestampRequest", "TxnReadReply", "TxnReadRequest", "TxnScanReply", "TxnScanRequest", "TxnState",
     "TxnStatusReply", "TxnStatusRequest",
 ]

@@ -51,9 +51,8 @@ class TxnAborted(ClientError):
     """A transaction ended without committing; nothing of it is visible, so running it again is safe.
 
     `reason` is the node's `AbortReason` (wounded, lost_locks, timed_out,
-    decided_abort, conflict) or `prepare_unanswered` when a prepare was
-    delivered but never answered (the commit request was never sent, so the
-    coordinator presumes abort)."""
+    decided_abort, conflict); a participant that gave its coordinator no vote
+    in time is a `conflict` (nothing was decided, so nothing committed)."""
 
     def __init__(self, txn_id: str, reason: str, message: str) -> None:
         super().__init__(f"transaction {txn_id} aborted ({reason}): {message}")

@@ -2,11 +2,11 @@
 
 Role: `Transaction` reads at tablet leaders under shared locks
 (`TxnReadRequest`/`TxnScanRequest`), buffers writes, and commits with one
-`OnePhaseCommitRequest` (one tablet touched) or two-phase commit: a
-`PrepareRequest` to every other participant's leader in parallel, then a
-`CommitRequest` with their votes and the coordinator's own writes and read
-set to the coordinator's leader, which does not prepare (Spanner, OSDI
-2012, 4.2.1). `Snapshot` reads every key at one timestamp taken from a node's
+`OnePhaseCommitRequest` (one tablet touched) or two-phase commit: one
+`CommitRequest` to the coordinator's leader with its own writes and read
+set and every other participant's part; that leader prepares the others
+(node to node, in parallel) and decides, not preparing itself (Spanner,
+OSDI 2012, 4.2.1). `Snapshot` reads every key at one timestamp taken from a node's
 clock (`TimestampRequest`), lock-free, at the nearest replica.
 `run_with_retries` runs a transaction function again after `TxnAborted`,
 keeping the first attempt's priority. The pure decisions are in
@@ -158,10 +158,11 @@ class Transaction:
                 request = lambda t: api.OnePhaseCommitRequest(only.tablet_id, self.txn_id, self.priority, only.writes,
                                                               only.read_keys, only.read_ranges, t)
             else:
-                votes = await self._prepare_all(plan)
                 own = next(p for p in plan.participants if p.tablet_id == plan.coordinator)
-                request = lambda t: api.CommitRequest(plan.coordinator, self.txn_id, self.priority, votes, t,
-                                                      own.writes, own.read_keys, own.read_ranges)
+                parts = tuple(api.ParticipantPart(p.tablet_id, p.writes, p.read_keys, p.read_ranges)
+                              for p in plan.participants if p.tablet_id != plan.coordinator)
+                request = lambda t: api.CommitRequest(plan.coordinator, self.txn_id, self.priority, (), t,
+                                                      own.writes, own.read_keys, own.read_ranges, parts)
             sending_commit = True
             reply = await self._send(self._tablets[plan.coordinator], request, is_write=True)
         except OutcomeUnknown:
@@ -180,44 +181,6 @@ class Transaction:
         self.commit_ts = reply.commit_ts
         self.state = "committed"
         return self.commit_ts
-
-    async def _prepare_all(self, plan: CommitPlan) -> tuple[api.ParticipantVote, ...]:
-        """Prepare every participant but the coordinator (its part goes with the commit request) in
-        parallel; the first failure cancels the rest and aborts them all. A lone one (a two-tablet
-        transaction) is prepared from this task: no nursery and task for one request."""
-        votes: dict[str, api.ParticipantVote] = {}
-        failures: list[BaseException] = []
-        others = [p for p in plan.participants if p.tablet_id != plan.coordinator]
-        nursery: trio.Nursery | None = None
-
-        async def prepare(participant) -> None:
-            tablet = self._tablets[participant.tablet_id]
-            try:
-                reply = await self._send(tablet, lambda t: api.PrepareRequest(
-                    tablet.id, self.txn_id, self.priority, plan.coordinator, participant.writes, participant.read_keys,
-                    participant.read_ranges, t), is_write=True)
-            except OutcomeUnknown as error:
-                # A prepare is not a commit: the commit request was never sent,
-                # so the coordinator decides (or presumes) abort.
-                failures.append(TxnAborted(self.txn_id, "prepare_unanswered", str(error)))
-            except ClientError as error:
-                failures.append(error)
-            else:
-                votes[tablet.id] = api.ParticipantVote(tablet.id, reply.prepare_ts)
-                return
-            if nursery is not None:
-                nursery.cancel_scope.cancel()
-
-        if len(others) == 1:
-            await prepare(others[0])  # a two-tablet transaction's one prepare: no nursery for it
-        else:
-            async with trio.open_nursery() as nursery:
-                for participant in others:
-                    nursery.start_soon(prepare, participant)
-        if failures:
-            await self.abort(plan.coordinator)
-            raise failures[0]
-        return tuple(votes[p.tablet_id] for p in others)
 
     async def abort(self, coordinator: str | None = None) -> None:
         """Release this transaction's locks everywhere it went (best effort, short deadline, never raises).

@@ -59,7 +59,7 @@ from txn.node.clock_watch import ClockWatch
 from txn.node.durability import node_durability
 from txn.node.export import export_page
 from txn.node.metrics import CLIENT, NodeMetrics
-from txn.net.messaging import TransportError
+from txn.net.messaging import PeerUnreachable, TransportError
 from txn.net.peer_rules import Role
 from txn.node.config import ClusterConfig
 from txn.tablet.tablet_replica import TabletReplica
@@ -105,6 +105,8 @@ class Node:
         # rebuilds asked for (tablet -> why) that its supervisor carries out once it stopped.
         self.replica_scopes: dict[str, trio.CancelScope] = {}
         self.rebuild_requests: dict[str, str] = {}
+        # Tablets with no replica here: the node last found serving each (call_tablet tries it first).
+        self.remote_leaders: dict[str, str] = {}
         self.can_rebuild = False  # real stores only (not the simulation)
         self.transport: Any = None
         self.nursery: trio.Nursery | None = None
@@ -276,9 +278,11 @@ class Node:
 
     async def _dispatch(self, msg: Any) -> Any:
         if isinstance(msg, SIZED_REQUESTS):
-            problem = oversize(msg.writes, self.config.max_key_bytes, self.config.max_value_bytes)
-            if problem is not None:
-                raise failure(api.ErrorCode.BAD_REQUEST, problem)
+            parts = msg.parts if type(msg) is api.CommitRequest else ()
+            for writes in (msg.writes, *(part.writes for part in parts)):  # each tablet's writes are one command
+                problem = oversize(writes, self.config.max_key_bytes, self.config.max_value_bytes)
+                if problem is not None:
+                    raise failure(api.ErrorCode.BAD_REQUEST, problem)
         if isinstance(msg, api.TabletMapRequest):
             return self.tablet_map()
         if isinstance(msg, api.StatusRequest):
@@ -320,18 +324,21 @@ class Node:
             return await handler(self.replica(msg.tablet_id).txns, msg)
         raise failure(api.ErrorCode.BAD_REQUEST, f"unknown request {type(msg).__name__}")
 
-    async def call_tablet(self, tablet_id: str, message: object, timeout_s: float) -> object:
+    async def call_tablet(self, tablet_id: str, message: object, timeout_s: float, *, resend: bool = True) -> object:
         """Node to node: `message` to tablet_id's serving leader, following hints, within timeout_s.
 
-        Every message sent this way (transaction status, resolve) is idempotent,
-        so an attempt gets a third of the deadline (at least CALL_ATTEMPT_MIN_S):
-        one lost message must not use up the whole deadline."""
+        `resend` (transaction status, resolve: idempotent): an attempt gets a third of the
+        deadline (at least CALL_ATTEMPT_MIN_S), so one lost message does not use it all up.
+        Without it (a coordinator's `PrepareRequest`), a message is sent again only where it
+        surely did nothing (unreachable, or refused as not the leader or unavailable): an
+        attempt gets the rest of the deadline, and one that went out unanswered ends the call
+        (None, or the TIMEOUT reply)."""
         tablet = next((t for t in self.config.tablets if t.id == tablet_id), None)
         if tablet is None:
             raise failure(api.ErrorCode.UNKNOWN_TABLET, f"no tablet {tablet_id!r}")
         deadline = trio.current_time() + timeout_s
         local = self.replicas.get(tablet_id)
-        hint = local.leader_hint() if local is not None else None
+        hint = local.leader_hint() if local is not None else self.remote_leaders.get(tablet_id)
         attempt = 0
         reply: object = None
         while trio.current_time() < deadline:
@@ -344,17 +351,23 @@ class Node:
                 if target == self.node_id:
                     reply = await self.handle_request(self.node_id, message)
                 else:
-                    attempt_s = min(remaining_s, max(CALL_ATTEMPT_MIN_S, timeout_s / 3))
+                    attempt_s = min(remaining_s, max(CALL_ATTEMPT_MIN_S, timeout_s / 3)) if resend else remaining_s
                     reply = await self.transport.call(target, message, timeout_s=attempt_s)
-            except TransportError:
+            except TransportError as error:
+                if not resend and not isinstance(error, PeerUnreachable):
+                    return None  # it may have been served: not sent again
                 await trio.sleep(min(0.02 * attempt, 0.2))
                 continue
-            if isinstance(reply, api.ErrorReply) and reply.code in (api.ErrorCode.NOT_LEADER, api.ErrorCode.UNAVAILABLE, api.ErrorCode.TIMEOUT):
+            retried = (api.ErrorCode.NOT_LEADER, api.ErrorCode.UNAVAILABLE, api.ErrorCode.TIMEOUT) if resend else (
+                api.ErrorCode.NOT_LEADER, api.ErrorCode.UNAVAILABLE)
+            if isinstance(reply, api.ErrorReply) and reply.code in retried:
                 if reply.leader_hint and reply.leader_hint != target:
                     hint = reply.leader_hint
                 else:
                     await trio.sleep(min(0.02 * attempt, 0.2))
                 continue
+            if local is None and not isinstance(reply, api.ErrorReply):
+                self.remote_leaders[tablet_id] = target  # where to go first next time
             return reply
         return reply
 

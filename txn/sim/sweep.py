@@ -66,6 +66,8 @@ REQUIRED_MARKS = (
     # A coordinator's own part (it does not prepare) failed before its decision: its leader's
     # locks lost, a leader change, a decision skipped or unconfirmed.
     "txn.coordinator_part_failed",
+    # A participant the coordinator's leader prepares (node to node) voted no or gave no vote in time.
+    "txn.participant_refused",
     # A node crashed while one of its replicas' turns awaited its synced log write
     # (paxos/driver.py `write_synced`): the write lost, nothing that depended on it sent.
     "sim.crash_during_log_write",

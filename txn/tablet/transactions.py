@@ -74,7 +74,7 @@ def commit_lock_wait_ns(timeout_ns: int) -> int:
     return timeout_ns // 2
 
 
-CallTablet = Callable[[str, object, float], Awaitable[object]]
+CallTablet = Callable[..., Awaitable[object]]  # Node.call_tablet(tablet_id, message, timeout_s, *, resend=True)
 
 
 class TabletTransactions:
@@ -320,22 +320,34 @@ class TabletTransactions:
                     raise failure(api.ErrorCode.BAD_REQUEST, f"transaction {request.txn_id} is prepared at its "
                                   f"coordinator {self.tablet_id}, and its commit request carries writes or reads too")
                 raise aborted(AbortReason.CONFLICT, f"transaction {request.txn_id} is not prepared at its coordinator {self.tablet_id}")
+            self._check_parts(request, own_part)
             # Spanner 4.2.1: no lower than any prepare timestamp, nor than the commit request's
             # arrival (the start rule, as for plain writes: TabletReplica._start_ts).
             floor_ts = max((vote.prepare_ts for vote in request.votes), default=Timestamp.MIN)
             self._refuse_forged_vote(request.txn_id, floor_ts)
             start = self.replica._start_ts()
+            parts_refused = False
             try:
                 if own_part:
+                    locks_deadline_s = trio.current_time() + commit_lock_wait_ns(request.timeout_ns) / 1e9
                     with self._deadline(commit_lock_wait_ns(request.timeout_ns), request.txn_id):
                         await self._exclusive_and_check(request.txn_id, request.priority, request.writes,
                                                         request.read_keys, request.read_ranges, preparing=True)
+                    if request.parts:
+                        lease_id = self.replica.leader.lease_id
+                        try:
+                            prepared_ts = await self._prepare_parts(request, locks_deadline_s)
+                        except RequestFailed:
+                            parts_refused = True
+                            raise
+                        floor_ts = max(floor_ts, *prepared_ts)
+                        self._check_still_held(request.txn_id, lease_id)
                     self.locks.mark_prepared(request.txn_id)  # nobody wounds it while its decision is logged
                     keys: frozenset[bytes] | None = frozenset(w.key for w in request.writes)
                 else:
                     keys = self._intent_keys(request.txn_id)
                 pending = self.replica.leader.assign(start if start > floor_ts else floor_ts, commit_wait=True, keys=keys)
-                others = sorted({v.tablet_id for v in request.votes} - {self.tablet_id})
+                others = sorted({v.tablet_id for v in request.votes} | {p.tablet_id for p in request.parts})
                 command = Decide(pending.ts, self.replica.paxos.core.ballot, request.txn_id, True, others,
                                  [(w.key, w.value) for w in request.writes])
                 event = self.deciding.setdefault(request.txn_id, trio.Event())
@@ -356,7 +368,9 @@ class TabletTransactions:
                     self._start_resolving(request.txn_id, decided.commit_ts, decided.participants)
                     return api.CommitReply(decided.commit_ts, max(0, self.replica._physical_ns() - (pending.applied_at_ns or 0)))
             except RequestFailed:
-                if own_part:  # its locks lost, a leader change, a decision skipped or unconfirmed, ...
+                if parts_refused:
+                    self.mark("txn.participant_refused")
+                elif own_part:  # its locks lost, a leader change, a decision skipped or unconfirmed, ...
                     self.mark("txn.coordinator_part_failed")
                 raise
             finally:
@@ -369,6 +383,85 @@ class TabletTransactions:
         while self.replica._physical_ns() <= decided.commit_ts.wall + self.replica.max_offset_ns:
             await trio.sleep(0.001)
         return api.CommitReply(decided.commit_ts, 0)
+
+    def _check_parts(self, request: api.CommitRequest, own_part: bool) -> None:
+        """The other participants' parts are input: each names another tablet once, and carries something."""
+        seen = {self.tablet_id} | {vote.tablet_id for vote in request.votes}
+        for part in request.parts:
+            if part.tablet_id in seen:
+                raise failure(api.ErrorCode.BAD_REQUEST, f"transaction {request.txn_id}: tablet {part.tablet_id} is "
+                              "named twice among its coordinator and participants")
+            seen.add(part.tablet_id)
+            if not (part.writes or part.read_keys or part.read_ranges):
+                raise failure(api.ErrorCode.BAD_REQUEST, f"transaction {request.txn_id}: its part at {part.tablet_id} is empty")
+        if request.parts and not own_part:
+            raise failure(api.ErrorCode.BAD_REQUEST, f"transaction {request.txn_id}: a coordinator that prepares "
+                          "other participants needs a part of its own")
+
+    async def _prepare_parts(self, request: api.CommitRequest, deadline_s: float) -> list[Timestamp]:
+        """Coordinator: prepare every other participant (`PrepareRequest` to its leader, node to node,
+        in parallel; within `deadline_s`, the half of the commit's deadline its locks may use).
+        Returns their prepare timestamps (the votes); the first refusal or silence cancels the rest
+        and raises: `txn_aborted` (nothing is decided here, so the transaction is not committed;
+        the client's abort, or the participants' presumed abort, frees what did prepare), or the
+        participant's own `bad_request`. A prepare that went out is never sent again (its
+        Prepare record may stand)."""
+        votes: list[Timestamp] = []
+        refusals: list[RequestFailed] = []
+        nursery: trio.Nursery | None = None
+
+        async def prepare(part: api.ParticipantPart) -> None:
+            timeout_s = max(deadline_s - trio.current_time(), 0.001)
+            message = api.PrepareRequest(part.tablet_id, request.txn_id, request.priority, self.tablet_id, part.writes,
+                                         part.read_keys, part.read_ranges, int(timeout_s * 0.9e9))
+            try:
+                assert self.call_tablet is not None
+                reply = await self.call_tablet(part.tablet_id, message, timeout_s, resend=False)
+            except RequestFailed as error:  # no such tablet
+                reply = error.reply
+            if isinstance(reply, api.PrepareReply):
+                votes.append(reply.prepare_ts)
+                return
+            refusals.append(self._refusal_of(request.txn_id, part.tablet_id, reply))
+            if nursery is not None:
+                nursery.cancel_scope.cancel()
+
+        if self.call_tablet is None:
+            raise failure(api.ErrorCode.UNAVAILABLE, f"{self.tablet_id} cannot reach other tablets yet")
+        if len(request.parts) == 1:
+            await prepare(request.parts[0])  # the common case: no nursery for one request
+        else:
+            async with trio.open_nursery() as nursery:
+                for part in request.parts:
+                    nursery.start_soon(prepare, part)
+        if refusals:
+            raise refusals[0]
+        return votes
+
+    def _refusal_of(self, txn_id: str, tablet_id: str, reply: object) -> RequestFailed:
+        """What a participant's answer other than a vote makes of the commit."""
+        if isinstance(reply, api.ErrorReply) and reply.code is api.ErrorCode.TXN_ABORTED:
+            return aborted(reply.abort_reason or AbortReason.CONFLICT, f"participant {tablet_id}: {reply.message}")
+        if isinstance(reply, api.ErrorReply) and reply.code in (api.ErrorCode.BAD_REQUEST, api.ErrorCode.UNKNOWN_TABLET):
+            return failure(api.ErrorCode.BAD_REQUEST, f"participant {tablet_id}: {reply.message}")
+        said = reply.message if isinstance(reply, api.ErrorReply) else "no answer in time"
+        return aborted(AbortReason.CONFLICT, f"transaction {txn_id}: participant {tablet_id} gave no vote ({said}); "
+                       "nothing was decided, so it is not committed")
+
+    def _check_still_held(self, txn_id: str, lease_id: object) -> None:
+        """After the other participants prepared: the coordinator's own locks, unprepared (so
+        wound-wait could take them) while it waited, are still its own under the same lease."""
+        earlier = self.locks.is_aborted(txn_id)
+        if earlier is not None:
+            raise aborted(earlier, f"transaction {txn_id} was aborted at tablet {self.tablet_id} ({earlier}) while its "
+                          "participants prepared")
+        if not self.replica._is_serving() or self.replica.leader.lease_id != lease_id:
+            self.mark("txn.lost_locks")
+            raise aborted(AbortReason.LOST_LOCKS, f"transaction {txn_id}: tablet {self.tablet_id} changed leadership "
+                          "while its participants prepared: its reads may be stale")
+        if txn_id in self.replica.state.txns.decisions:  # presumed aborted meanwhile (an older waiter asked)
+            raise aborted(AbortReason.DECIDED_ABORT, f"transaction {txn_id} was decided aborted at {self.tablet_id} "
+                          "while its participants prepared")
 
     def _unmark_prepared(self, txn_id: str) -> None:
         """The coordinator's locks, marked prepared while its decision was logged, are ordinary again (to be released)."""
