@@ -708,3 +708,38 @@ async def test_a_commit_step_at_a_replica_not_serving_is_not_leader(kind: str) -
         else:
             await replica.txns.one_phase_commit(api.OnePhaseCommitRequest("t1", "x1", now, writes, (b"z",), (), 1_000_000_000))
     assert raised.value.reply.code == api.ErrorCode.NOT_LEADER, raised.value.reply
+
+
+async def test_a_prepared_coordinators_own_vote_is_not_among_the_participants_it_resolves() -> None:
+    """The votes path (a client that prepared every participant, the coordinator too): the decision
+    names the others only, so the coordinator does not send itself a `ResolveRequest`."""
+    replica = serving_replica(NotLeader(None))
+    proposed: list[object] = []
+
+    async def propose(command: bytes, *, timeout_s: float, on_not_chosen: object = None) -> int:
+        proposed.append(decode_command(command))
+        raise ProposalLost(known_not_chosen=True)
+
+    replica.paxos.propose = propose  # type: ignore[method-assign]
+    now = replica.clock.now()
+    replica.state.txns.prepared["x1"] = Prepare(now, replica.paxos.core.ballot, "x1", now, "t1", [], [], [])
+    votes = (api.ParticipantVote("t1", now), api.ParticipantVote("t2", now))
+    with pytest.raises(RequestFailed):
+        await replica.txns.commit(api.CommitRequest("t1", "x1", now, votes, 1_000_000_000))
+    [decide] = proposed
+    assert isinstance(decide, Decide) and decide.participants == ("t2",)
+
+
+async def test_a_participants_vote_beyond_every_clock_is_refused_unproposed() -> None:
+    """A peer's answer is input too: a prepare timestamp past 2 * max_offset of the coordinator's
+    clock must not raise its floor (every later write's timestamp and commit-wait)."""
+    replica = serving_replica(NotLeader(None))  # a proposal would fail as not_leader: none must be made
+
+    async def call_tablet(tablet_id: str, message: object, timeout_s: float, *, resend: bool = True) -> object:
+        return api.PrepareReply(Timestamp(replica.clock.now().wall + 3 * replica.max_offset_ns, 0))
+
+    replica.txns.call_tablet = call_tablet
+    with pytest.raises(RequestFailed) as raised:
+        await replica.txns.commit(_parts_request(replica))
+    assert raised.value.reply.code == api.ErrorCode.BAD_REQUEST and "2 * max_offset" in raised.value.reply.message
+    assert not replica.pending and "x1" not in replica.txns.locks.txns

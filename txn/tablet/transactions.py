@@ -341,13 +341,15 @@ class TabletTransactions:
                             parts_refused = True
                             raise
                         floor_ts = max(floor_ts, *prepared_ts)
+                        self._refuse_forged_vote(request.txn_id, floor_ts)  # peers' answers are input too
                         self._check_still_held(request.txn_id, lease_id)
                     self.locks.mark_prepared(request.txn_id)  # nobody wounds it while its decision is logged
                     keys: frozenset[bytes] | None = frozenset(w.key for w in request.writes)
                 else:
                     keys = self._intent_keys(request.txn_id)
                 pending = self.replica.leader.assign(start if start > floor_ts else floor_ts, commit_wait=True, keys=keys)
-                others = sorted({v.tablet_id for v in request.votes} | {p.tablet_id for p in request.parts})
+                named = {v.tablet_id for v in request.votes} | {p.tablet_id for p in request.parts}
+                others = sorted(named - {self.tablet_id})  # a prepared coordinator's own vote is not resolved remotely
                 command = Decide(pending.ts, self.replica.paxos.core.ballot, request.txn_id, True, others,
                                  [(w.key, w.value) for w in request.writes])
                 event = self.deciding.setdefault(request.txn_id, trio.Event())
