@@ -28,7 +28,7 @@ import trio
 
 from tests.e2e.harness import LocalCluster
 from tests.e2e.hermitage_steps import (
-    CommitWatch, Outcome, Steps, attempt, cluster_client, key, lock_holders, priorities, quiesce, run, settle, tablet_of, wait_waiting,
+    CommitWatch, Outcome, Steps, attempt, cluster_client, key, priorities, quiesce, run, settle, tablet_of, wait_waiting,
 )
 from txn import api
 from txn.client import TxnAborted

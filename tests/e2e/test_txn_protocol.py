@@ -18,8 +18,8 @@ import trio
 
 from hlc import Timestamp
 from tests.e2e.harness import LocalCluster
-from txn import api
 from tests.e2e.hermitage_steps import cluster_client
+from txn import api
 from txn.client import open_client
 from txn.client.errors import ClientError, Refused, TxnAborted
 
