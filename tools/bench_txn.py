@@ -6,8 +6,9 @@ different nodes), then for each concurrency (default 1, 16, 64) runs
 closed-loop clients for `--seconds` each doing one of:
 
 - `transfer`: a cross-tablet transaction: read two accounts on two tablets,
-  write both (2PC: a prepare at the other tablet, then the commit at the
-  coordinator, which does not prepare, and its resolution of the other);
+  write both (2PC: one commit request to the coordinator's leader, which
+  prepares the other tablet, decides without preparing itself, and then
+  resolves the other);
 - `rmw`: a single-tablet read-modify-write transaction (one-phase commit);
 - `write`: a plain single-key write (the baseline) of an account on the
   transfers' first tablet: one tablet and one leader take every write, so
