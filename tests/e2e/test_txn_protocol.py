@@ -197,12 +197,16 @@ def test_a_participant_that_votes_no_aborts_the_commit(shared_cluster: LocalClus
     assert zoe_value is None
 
 
-@pytest.mark.parametrize("parts", ["coordinator", "twice", "empty"])
+@pytest.mark.parametrize("parts", ["coordinator", "twice", "empty", "unknown"])
 def test_a_commit_with_bad_parts_is_refused(shared_cluster: LocalCluster, parts: str) -> None:
     def build(ta, tz):
         zoe = api.ParticipantPart(tz, (api.KeyWrite(b"zoe-4", b"z"),), (), ())
         return {"coordinator": (api.ParticipantPart(ta, (api.KeyWrite(b"alice-4", b"b"),), (), ()),),
-                "twice": (zoe, zoe), "empty": (api.ParticipantPart(tz, (), (), ()),)}[parts]
+                "twice": (zoe, zoe), "empty": (api.ParticipantPart(tz, (), (), ()),),
+                # Refused as it arrives: thousands of made-up tablets would each become a prepare task.
+                "unknown": tuple(api.ParticipantPart(f"no-such-{i}", (), (b"k",), ()) for i in range(1000))}[parts]
     outcome, zoe_value = trio.run(commit_with_parts, shared_cluster, f"x4-{parts}", build)
     assert isinstance(outcome, Refused) and outcome.reply.code is api.ErrorCode.BAD_REQUEST, outcome
+    if parts == "unknown":
+        assert "not a tablet of this cluster" in outcome.reply.message, outcome.reply.message
     assert zoe_value is None

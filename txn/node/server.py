@@ -98,6 +98,7 @@ class Node:
 
     def __init__(self, config: ClusterConfig, node_id: str, clock: HybridClock, *, monitor_clocks: bool = True) -> None:
         self.config = config
+        self.tablet_ids = frozenset(t.id for t in config.tablets)
         self.node_id = node_id
         self.clock = clock
         self.replicas: dict[str, TabletReplica] = {}
@@ -279,6 +280,10 @@ class Node:
     async def _dispatch(self, msg: Any) -> Any:
         if isinstance(msg, SIZED_REQUESTS):
             parts = msg.parts if type(msg) is api.CommitRequest else ()
+            for part in parts:  # each becomes a prepare this node sends: only to tablets of the cluster
+                if part.tablet_id not in self.tablet_ids:
+                    raise failure(api.ErrorCode.BAD_REQUEST,
+                                  f"a part names {part.tablet_id[:64]!r}, not a tablet of this cluster")
             for writes in (msg.writes, *(part.writes for part in parts)):  # each tablet's writes are one command
                 problem = oversize(writes, self.config.max_key_bytes, self.config.max_value_bytes)
                 if problem is not None:
