@@ -69,6 +69,7 @@ monotonic.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from typing import Any, Awaitable, Callable
@@ -87,6 +88,8 @@ __all__ = ["NotLeader", "PaxosConfig", "PaxosDriver", "PaxosStatus", "ProposalLo
 INBOX_SIZE = 8192
 MAX_INPUTS_PER_TURN = 4096
 
+log = logging.getLogger("chronodb.paxos")
+
 
 @attrs.define(eq=False)
 class _Proposal:
@@ -94,16 +97,25 @@ class _Proposal:
     # Told once the command is known never to be chosen, even when its proposer has stopped
     # waiting (cancelled, or timed out): the proposer's records must not outlive it.
     on_not_chosen: Callable[[], None] | None = None
-    done: trio.Event = attrs.field(factory=trio.Event)
+    # Told once the fate is known (`propose_nowait`), in the driver's turn: instead of a task
+    # waiting on `done`. Its failure is logged, never the driver's.
+    on_done: Callable[[int, Exception | None], None] | None = None
+    done: trio.Event | None = attrs.field(factory=trio.Event)
     slot: int = 0
     error: Exception | None = None
 
     def finish(self, slot: int = 0, error: Exception | None = None) -> None:
         self.slot, self.error = slot, error
-        self.done.set()
+        if self.done is not None:
+            self.done.set()
         if self.on_not_chosen is not None and (
                 isinstance(error, NotLeader) or (isinstance(error, ProposalLost) and error.known_not_chosen)):
             self.on_not_chosen()
+        if self.on_done is not None:
+            try:
+                self.on_done(slot, error)
+            except Exception:  # the proposer's bug: it must not stop this tablet's Paxos
+                log.exception("a proposal's on_done failed")
 
 
 class PaxosDriver:
@@ -393,6 +405,7 @@ class PaxosDriver:
         if not timeout_s >= 0:
             raise ValueError(f"timeout_s must be non-negative, got {timeout_s!r}")
         proposal = _Proposal(command, on_not_chosen)
+        assert proposal.done is not None
         queued = False
         try:
             # trio.fail_after's work without its two generator context managers (a write's hot path).
@@ -419,6 +432,19 @@ class PaxosDriver:
         if proposal.error is not None:
             raise proposal.error
         return proposal.slot
+
+    def propose_nowait(self, command: bytes, *, on_done: Callable[[int, Exception | None], None],
+                       on_not_chosen: Callable[[], None] | None = None) -> None:
+        """Queue `command` without a task waiting for it: `on_done(slot, None)` once it is chosen
+        and applied here, `on_done(0, error)` once `NotLeader` or `ProposalLost` (as `propose`
+        raises them), called from the turn that learns it. No deadline: the caller keeps its own
+        (a fate not learned by then is unknown, as `propose`'s `TooSlowError`). `trio.WouldBlock`
+        if the inbox is full: nothing was queued."""
+        self._queue(("propose", _Proposal(command, on_not_chosen, on_done, None)))
+
+    def has_room(self) -> bool:
+        """Whether the inbox takes another input now (`propose_nowait` would not raise WouldBlock)."""
+        return self._inbox_send.statistics().current_buffer_used < INBOX_SIZE
 
     def campaign(self) -> None:
         self._queue(("campaign",))

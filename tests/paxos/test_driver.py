@@ -226,3 +226,37 @@ async def test_a_queued_proposal_not_chosen_by_its_deadline_is_too_slow_and_its_
     assert driver._inbox_receive.receive_nowait()[1].command == b"x", "it was queued"
     with pytest.raises(ValueError, match="non-negative"):
         await driver.propose(b"y", timeout_s=-1.0)
+
+
+async def test_a_proposal_queued_without_a_waiting_task_is_told_its_fate_from_the_turn(
+        autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture) -> None:
+    """`propose_nowait`: `on_done(slot, None)` once chosen and applied here; at a follower,
+    `on_not_chosen` then `on_done(0, NotLeader)`. A failing `on_done` is logged and the driver
+    serves on."""
+    cluster = Cluster()
+    async with trio.open_nursery() as nursery:
+        await cluster.start(nursery)
+        n1 = await cluster.leader()
+        told: list[tuple[str, int, object]] = []
+
+        def on_done(name: str, slot: int, error: Exception | None) -> None:
+            told.append((name, slot, error))
+            if name == "boom":
+                raise RuntimeError("the proposer's bug")
+
+        n1.propose_nowait(b"a", on_done=functools.partial(on_done, "a"))
+        n1.propose_nowait(b"boom", on_done=functools.partial(on_done, "boom"))
+        not_chosen: list[str] = []
+        cluster.drivers["n2"].propose_nowait(b"x", on_done=functools.partial(on_done, "x"),
+                                             on_not_chosen=lambda: not_chosen.append("x"))
+        with trio.fail_after(5):
+            while len(told) < 3:
+                await trio.sleep(0.01)
+        by_name = {name: (slot, error) for name, slot, error in told}
+        assert by_name["a"][1] is None and by_name["boom"][1] is None
+        slot_a = by_name["a"][0]
+        assert cluster.machines["n1"].commands[slot_a - 1] == b"a", "told once applied here"
+        assert by_name["x"][0] == 0 and isinstance(by_name["x"][1], NotLeader) and not_chosen == ["x"]
+        assert "on_done failed" in caplog.text
+        assert await n1.propose(b"after", timeout_s=1.0) > slot_a, "the driver serves on"
+        nursery.cancel_scope.cancel()
