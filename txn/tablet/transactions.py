@@ -51,7 +51,7 @@ from txn.api.errors import AbortReason, RequestFailed, aborted, failure
 from txn.net.coarse_timer import sleep_coarse
 from txn.tablet.commands import Decide, Prepare, Resolve
 from txn.tablet.leader import PendingCommand, WriteState
-from txn.tablet.locks import LockMode, LockTable, Outcome
+from txn.tablet.locks import Decision, LockMode, LockTable, Outcome
 
 if TYPE_CHECKING:
     from txn.tablet.tablet_replica import TabletReplica
@@ -132,24 +132,12 @@ class TabletTransactions:
         Waiting for prepared holders is safe: they never wait for anyone."""
         waited = False
         while True:
-            if not self.replica._is_serving():
-                raise self.replica._not_leader()
             now_ns = self._now_ns()
-            if key is not None:
-                decision = self.locks.lock_key(txn_id, priority, key, mode, now_ns)
-            else:
-                assert key_range is not None
-                decision = self.locks.lock_range(txn_id, priority, key_range[0], key_range[1], now_ns)
-            if decision.wounded:
-                self.mark("txn.wounded")
-                self.replica._notify()
+            decision = self._try_lock(txn_id, priority, key, mode, key_range, now_ns)
             if decision.outcome is Outcome.GRANTED:
                 if waited:
                     self.mark("txn.waited")
                 return
-            if decision.outcome is Outcome.ABORTED:
-                assert decision.reason is not None
-                raise aborted(decision.reason, f"transaction {txn_id} was aborted at tablet {self.tablet_id} ({decision.reason})")
             if preparing and any(not self.locks.txns[b].prepared for b in decision.blockers if b in self.locks.txns):
                 self.locks.abort(txn_id, AbortReason.CONFLICT, now_ns)
                 self.replica._notify()
@@ -161,6 +149,30 @@ class TabletTransactions:
             if trio.current_time() >= deadline_s:
                 raise trio.TooSlowError
             await self.replica._wait_changed(self.replica._changed, deadline_s)
+
+    def lock_now(self, txn_id: str, priority: Timestamp, *, key: bytes, mode: LockMode) -> bool:
+        """`_lock`'s first try, without waiting: True if granted now; False if it would wait (the
+        caller releases what it holds, or waits in `_lock`). Raises as `_lock` does when not
+        serving or aborted."""
+        return self._try_lock(txn_id, priority, key, mode, None, self._now_ns()).outcome is Outcome.GRANTED
+
+    def _try_lock(self, txn_id: str, priority: Timestamp, key: bytes | None, mode: LockMode,
+                  key_range: tuple[bytes, bytes | None] | None, now_ns: int) -> Decision:
+        """Ask the lock table once (wounding younger holders); raises when not serving or aborted."""
+        if not self.replica._is_serving():
+            raise self.replica._not_leader()
+        if key is not None:
+            decision = self.locks.lock_key(txn_id, priority, key, mode, now_ns)
+        else:
+            assert key_range is not None
+            decision = self.locks.lock_range(txn_id, priority, key_range[0], key_range[1], now_ns)
+        if decision.wounded:
+            self.mark("txn.wounded")
+            self.replica._notify()
+        if decision.outcome is Outcome.ABORTED:
+            assert decision.reason is not None
+            raise aborted(decision.reason, f"transaction {txn_id} was aborted at tablet {self.tablet_id} ({decision.reason})")
+        return decision
 
     def _wound_prepared(self, txn_id: str, priority: Timestamp, blockers: tuple[str, ...]) -> None:
         """Wound-wait for prepared holders: nobody may undo a prepared transaction's
