@@ -118,11 +118,13 @@ def test_mutant_with_unsynced_paxos_log_loses_acknowledged_writes() -> None:
 
 
 # The seed a sweep from 10000 under the mutant found it with (replay:
-# `chronodb sim cluster --from 11259 --seeds 1 --trace`). It was 10207 until 12-04, when
+# `chronodb sim cluster --from 13079 --seeds 1 --trace`). It was 10207 until 12-04, when
 # transaction priorities stopped asking a node for a timestamp and every seed's run shifted,
 # then 10240 until 12-05, when the coordinator's leader began to prepare the other participants
-# (a sweep from 10700 under the mutant: the first seed caught, 560 seeds in).
-COORDINATOR_READS_SEED = 11259
+# (a sweep from 10700 under the mutant: the first seed caught, 560 seeds in), then 11259 until
+# later on 12-05, when single writes began to start without a task of their own (two sweeps,
+# from 11260 and 12500 under the mutant: 13079, 580 seeds into the second).
+COORDINATOR_READS_SEED = 13079
 
 
 def test_mutant_coordinator_that_skips_its_read_set_loses_an_update() -> None:

@@ -3,6 +3,8 @@ error code (retry vs outcome unknown), as a plain RequestFailed."""
 
 from __future__ import annotations
 
+import math
+
 import attrs
 import pytest
 import trio
@@ -41,7 +43,33 @@ def serving_replica(outcome: BaseException) -> TabletReplica:
         raise outcome
 
     replica.paxos.propose = propose  # type: ignore[method-assign]
+    fake_propose_nowait(replica)
     return replica
+
+
+def fake_propose_nowait(replica: TabletReplica) -> None:
+    """Started writes (txn/tablet/started_writes.py) go through `propose_nowait`: told what the
+    test's `replica.paxos.propose` (set now or later) does, as the driver tells it (on_not_chosen
+    for a proposal known not chosen, then on_done); a TooSlowError is the sweeper's deadline
+    (no answer from Paxos). The sweeper runs, as in a running replica."""
+
+    def propose_nowait(command: bytes, *, on_done, on_not_chosen=None) -> None:
+        async def run() -> None:
+            try:
+                slot = await replica.paxos.propose(command, timeout_s=math.inf, on_not_chosen=on_not_chosen)
+            except trio.TooSlowError:
+                return  # Paxos never says: the write's deadline does
+            except (NotLeader, ProposalLost) as error:
+                if on_not_chosen is not None and (isinstance(error, NotLeader) or error.known_not_chosen):
+                    on_not_chosen()
+                on_done(0, error)
+                return
+            on_done(slot, None)
+
+        trio.lowlevel.spawn_system_task(run)
+
+    replica.paxos.propose_nowait = propose_nowait  # type: ignore[method-assign]
+    trio.lowlevel.spawn_system_task(replica.started_writes.run)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import time
 from contextlib import AsyncExitStack
 from typing import Any
 
+import attrs
 import cbor2
 import pytest
 import trio
@@ -440,6 +441,71 @@ async def test_requests_read_together_and_answered_at_once_have_their_replies_ba
                 await trio.sleep(0.01)
         assert flags == [False, False, True]
         await stream.aclose()
+
+
+class StartsNow(Recorder):
+    """A handler that takes "start:..." requests in `start_now` and answers them when the test says."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[tuple[bytes, Any, Any]] = []  # payload, arrival, reply
+        self.started_event = trio.Event()
+
+    def start_now(self, src: str, msg: Any, arrived: Any, reply: Any) -> bool:
+        if msg.payload == b"start:boom":
+            raise ValueError("kaboom while starting")
+        if not msg.payload.startswith(b"start:"):
+            return False
+        self.started.append((msg.payload, arrived, reply))
+        self.started_event.set()
+        return True
+
+    async def wait_started(self, count: int) -> None:
+        with trio.fail_after(5):
+            while len(self.started) < count:
+                self.started_event = trio.Event()
+                await self.started_event.wait()
+
+
+async def test_a_request_the_handler_starts_is_answered_later_by_whoever_replies_once() -> None:
+    """`start_now`: no task serves the request; the handler's `reply`, called later from any task
+    (here the test's), is the one answer, a second call changes nothing, and the request counts as
+    in flight until then: with one allowed per connection, the next is not even read before it."""
+    handler = StartsNow()
+    async with AsyncExitStack() as stack:
+        t1 = await start(stack, "n1", handler=handler, options=attrs.evolve(FAST, max_requests_in_flight=1))
+        async with open_client_connection(*t1.address, cluster_id="c1", clock=new_clock(), timeout_s=2) as conn:
+            results: dict[bytes, Any] = {}
+
+            async def call(payload: bytes) -> None:
+                results[payload] = await conn.call(Ping(payload), timeout_s=5)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call, b"start:1")
+                await handler.wait_started(1)
+                nursery.start_soon(call, b"later")
+                await trio.sleep(0.2)
+                assert results == {}, "the started request holds its connection's one slot: nothing else served"
+                payload, arrived, reply = handler.started[0]
+                assert arrived is not None and arrived <= t1.clock.now()
+                reply(Pong(b"answered:1"))
+                reply(Pong(b"a second answer"))  # ignored
+                with trio.fail_after(5):
+                    while len(results) < 2:
+                        await trio.sleep(0.01)
+            assert results[b"start:1"].payload == b"answered:1"
+            assert results[b"later"].payload.endswith(b":later"), "then the next request was read and served"
+            async with trio.open_nursery() as nursery:  # the second answer above did not count it served twice
+                nursery.start_soon(call, b"start:2")
+                await handler.wait_started(2)
+                nursery.start_soon(call, b"later:2")
+                await trio.sleep(0.2)
+                assert b"later:2" not in results
+                handler.started[1][2](Pong(b"answered:2"))
+            assert results[b"start:2"].payload == b"answered:2" and results[b"later:2"].payload.endswith(b":later:2")
+            with pytest.raises(RemoteError, match="kaboom while starting"):
+                await conn.call(Ping(b"start:boom"), timeout_s=2)
+            assert (await conn.call(Ping(b"after"), timeout_s=2)).payload.endswith(b":after"), "the connection serves on"
 
 
 class ReadAware(Recorder):

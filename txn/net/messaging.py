@@ -74,8 +74,11 @@ class Handler(Protocol):
     """What a transport delivers to. `handle_message` must not block. A handler may also have
     `answer_now(src, msg)`, synchronous: the reply to a request it can answer at once, or None
     (the TCP transport asks it first while none of the connection's requests is in a task;
-    txn/net/transport.py), and `messages_read()`, synchronous: called after the frames of each
-    read were handed over (the simulated network: after each one-way message)."""
+    txn/net/transport.py), `start_now(src, msg, arrived, reply)`, synchronous: True if it took
+    the request, to answer later through `reply(body)` once, from any task (the TCP transport
+    only; the simulated network serves every request with `handle_request`), and
+    `messages_read()`, synchronous: called after the frames of each read were handed over (the
+    simulated network: after each one-way message)."""
 
     def handle_message(self, src: str, msg: Any) -> None: ...
 

@@ -54,7 +54,14 @@ Behaviour:
   frames and writes that reply itself (a read its replica can serve
   without waiting, txn/node/server.py), a task start and a hop less per
   read. None from `answer_now` means "serve it as usual"; its exception
-  becomes an ERROR reply, as a task's would.
+  becomes an ERROR reply, as a task's would. A request the handler's
+  optional `start_now(src, msg, arrived, reply)` takes (a write whose
+  locks are free, started there and answered later from the Paxos turn or
+  commit-wait release that learns its outcome: txn/tablet/started_writes.py)
+  has no task either: its `reply(body)`, called once from any task, frames
+  and writes the reply and counts the request served; it stays in flight
+  (`max_requests_in_flight`, the input budget) until then, and a reply
+  after its connection closed is dropped.
 - After the frames of each read are handed over, the handler's optional
   `messages_read()` is called in the reading task (a node runs there the
   Paxos turns those frames owe; its exception is logged, the connection
@@ -186,6 +193,8 @@ class TcpTransport(PeerLinks):
         self.handler = handler
         # Optional: a handler's synchronous answer to a request it can serve at once (module docstring).
         self._answer_now: Optional[Callable[[str, Any], Any]] = getattr(handler, "answer_now", None)
+        self._start_now: Optional[Callable[[str, Any, Timestamp, Callable[[Any], None]], bool]] = getattr(
+            handler, "start_now", None)
         self._messages_read: Callable[[], None] = getattr(handler, "messages_read", lambda: None)
         self.max_frame_bytes = max_frame_bytes
         self.log = logger
@@ -541,8 +550,12 @@ class TcpTransport(PeerLinks):
                 return
             connection.requests_in_flight += 1
             connection.request_bytes += len(payload)
+            arrived = self.clock.now()
+            if self._start_now is not None and self._started_now(connection, src, envelope, len(payload),
+                                                                 nursery.cancel_scope, arrived):
+                return
             nursery.start_soon(self._serve_request, connection, src, envelope, len(payload), nursery.cancel_scope,
-                               self.clock.now())
+                               arrived)
         elif kind is Kind.ONE_WAY:
             try:
                 self.handler.handle_message(src, envelope.body)
@@ -591,6 +604,32 @@ class TcpTransport(PeerLinks):
             return
         connection.write(frame, alone=alone)
 
+    def _started_now(self, connection: Connection, src: str, request: Envelope, request_bytes: int,
+                     scope: trio.CancelScope, arrived: Timestamp) -> bool:
+        """Start a request from the reading task, if the handler's `start_now` takes it (a write
+        whose locks are free): its reply is written later by whichever task the handler answers
+        it from, once, and the request then counts as served, as `_serve_request` does. False:
+        it did not; the request (counted in flight) still needs its task."""
+        replied = False
+
+        def reply(body: Any, kind: Kind = Kind.RESPONSE) -> None:
+            nonlocal replied
+            if replied:
+                return
+            replied = True
+            try:
+                self._reply(connection, src, request.request_id, kind, body, scope,
+                            alone=connection.requests_in_flight == 1)
+            finally:
+                self._request_served(connection, request_bytes)
+
+        try:
+            return self._start_now(src, request.body, arrived, reply)  # type: ignore[misc]
+        except Exception as error:  # as from handle_request: RemoteError in the caller
+            self.log.exception("%s: starting a request from %s failed", self.node_id, src)
+            reply(HandlerError(f"{type(error).__name__}: {error}"), Kind.ERROR)
+            return True
+
     async def _serve_request(self, connection: Connection, src: str, request: Envelope, request_bytes: int,
                              scope: trio.CancelScope, arrived: Timestamp) -> None:
         set_request_arrival(arrived)
@@ -601,10 +640,14 @@ class TcpTransport(PeerLinks):
                 body, kind = HandlerError(f"{type(error).__name__}: {error}"), Kind.ERROR
             self._reply(connection, src, request.request_id, kind, body, scope, alone=connection.requests_in_flight == 1)
         finally:
-            connection.requests_in_flight -= 1
-            connection.request_bytes -= request_bytes
-            connection.recharge()  # the request's frame no longer counts against the input budget
-            connection.request_done.unpark_all()
+            self._request_served(connection, request_bytes)
+
+    @staticmethod
+    def _request_served(connection: Connection, request_bytes: int) -> None:
+        connection.requests_in_flight -= 1
+        connection.request_bytes -= request_bytes
+        connection.recharge()  # the request's frame no longer counts against the input budget
+        connection.request_done.unpark_all()
 
     # ------------------------------------------------------------- running
 

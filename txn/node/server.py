@@ -42,11 +42,11 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import trio
 
-from hlc import HybridClock
+from hlc import HybridClock, Timestamp
 from mvcc.engine import CorruptionError
 from paxos.driver import PaxosDriver
 from paxos.messages import Accepted
@@ -237,6 +237,31 @@ class Node:
                 return None
         self.metrics.answered(msg, reply, trio.current_time() - started_s)
         return reply
+
+    def start_now(self, src: str, msg: Any, arrived: Timestamp | None, reply: Callable[[Any], None]) -> bool:
+        """Start a single write from the reading task (`TabletReplica.start_write`), without a task
+        of its own: True if taken, its reply then given through `reply` exactly once (later, from
+        whichever task learns its outcome, or now if it is refused at once); False: serve it with
+        `handle_request` (anything else, a write it would refuse for permission or size, or one
+        whose locks are held). Counted and timed as `handle_request` does."""
+        if type(msg) is not api.WriteRequest:
+            return False
+        replica = self.replicas.get(msg.tablet_id)
+        if (replica is None or permission_problem(self.role_of(src), msg) is not None
+                or oversize(msg.writes, self.config.max_key_bytes, self.config.max_value_bytes) is not None):
+            return False  # refused, counted and logged on the usual path
+        started_s = trio.current_time()
+
+        def answer(result: api.WriteReply | RequestFailed) -> None:
+            body = result.reply if isinstance(result, RequestFailed) else result
+            self.metrics.answered(msg, body, trio.current_time() - started_s)
+            reply(body)
+
+        try:
+            return replica.start_write(msg.writes, msg.timeout_ns, arrived, answer)
+        except RequestFailed as failed:
+            answer(failed)
+            return True
 
     def _error_reply(self, msg: Any, error: RequestFailed | CorruptionError) -> api.ErrorReply:
         return error.reply if isinstance(error, RequestFailed) else self._corrupt(msg, error)

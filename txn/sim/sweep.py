@@ -73,6 +73,10 @@ REQUIRED_MARKS = (
     "sim.crash_during_log_write",
     # Chosen slots an earlier write holds, applied before the turn's own write returned.
     "paxos.applied_ahead_of_write",
+    # Single writes started without a task (txn/tablet/started_writes.py), and such writes answered
+    # with a failure: leadership lost, a deadline passed, the replica stopped.
+    "tablet.write_started",
+    "tablet.started_write_failed",
 )
 PENDING_MARKS: tuple[str, ...] = ()
 REQUIRED_MARKS_SEEDS = 200

@@ -12,10 +12,13 @@ lease -> wait out the predecessor -> barrier -> serving); one commit-wait
 timer (the core's `next_wake_ns`, on the physical clock); the safe-time log
 loop (an idle serving leader proposes a `SafeTimeAdvance` every
 `SAFE_TIME_LOG_INTERVAL_NS`, so that a restart finds a recent safe time);
-and the space loop (GC behind
+the space loop (GC behind
 `gc_retention`, then LevelDB compaction of what GC and log truncation freed:
-txn/tablet/space.py). Request tasks only call the core synchronously and
-wait on `_changed`. Closed timestamps are taken at the heartbeat's pace:
+txn/tablet/space.py); and the started writes' sweeper (below). Request
+tasks only call the core synchronously and wait on `_changed`. A single
+write whose locks are free has no task: `start_write` proposes it at once
+and txn/tablet/started_writes.py answers it from the Paxos turn or
+commit-wait release that learns its outcome, or at its deadline. Closed timestamps are taken at the heartbeat's pace:
 just before the Paxos driver builds a leader's heartbeats
 (`_close_for_heartbeat`), a serving leader with nothing unapplied closes a
 timestamp, which Paxos carries to the followers on that heartbeat and the
@@ -58,6 +61,7 @@ from txn.tablet.commands import Barrier, Prepare, SafeTimeAdvance, WriteBatch, e
 from txn.tablet.leader import PendingCommand, Serving, TabletLeaderCore, WriteState
 from txn.tablet.locks import LockMode
 from txn.tablet.space import SpaceLoop
+from txn.tablet.started_writes import Answer, StartedWrites
 from txn.tablet.state import TabletState
 from txn.tablet.transactions import TabletTransactions
 
@@ -131,6 +135,7 @@ class TabletReplica:
         self.observe_proposal_ns: Callable[[int], None] = _ignore
         self._changed = trio.Event()
         self.txns = TabletTransactions(self)
+        self.started_writes = StartedWrites(self)
         self.paxos = PaxosDriver(
             node_id=node_id, peers=tuple(tablet.replicas), storage=PaxosStorage(engine),
             state_machine=self.state, send=send, now_ns=monotonic_ns, seed=seed,
@@ -169,6 +174,7 @@ class TabletReplica:
             await nursery.start(self.paxos.run)
             nursery.start_soon(self._leadership_loop)
             nursery.start_soon(self._commit_wait_timer)
+            nursery.start_soon(self.started_writes.run)
             nursery.start_soon(self._safe_time_log_loop)
             nursery.start_soon(self.space.run)
             await nursery.start(self.txns.run)
@@ -402,13 +408,56 @@ class TabletReplica:
 
     # ---- writes ------------------------------------------------------------
 
-    async def write(self, writes: tuple[api.KeyWrite, ...], timeout_ns: int) -> api.WriteReply:
-        """A single write batch: a one-tablet transaction of its own (young: it waits for lock holders)."""
+    def start_write(self, writes: tuple[api.KeyWrite, ...], timeout_ns: int, arrived: Timestamp | None,
+                    answer: Answer) -> bool:
+        """Start a single write batch without waiting for anything: True if its locks were all free,
+        so that it is proposed now and `answer` will be called exactly once with its outcome, from
+        whichever task learns it (txn/tablet/started_writes.py); False if a lock is held (or the
+        Paxos inbox is full): nothing was done, `write` waits for them. `arrived`: the request's
+        arrival (`_start_ts`). Raises RequestFailed for what `write` refuses at once."""
         for item in writes:
             if not self.tablet.contains(item.key):
                 raise failure(api.ErrorCode.BAD_REQUEST, f"key {item.key!r} is outside tablet {self.tablet.id}")
         if not self._is_serving():
             raise self._not_leader()
+        if not self.paxos.has_room():
+            return False
+        txn_id = self.txns.plain_write_id()
+        priority = self.clock.now()
+        keys = frozenset(w.key for w in writes)
+        try:
+            for key in sorted(keys):
+                if not self.txns.lock_now(txn_id, priority, key=key, mode=LockMode.BLIND):
+                    self.txns._release(txn_id)
+                    return False
+        except RequestFailed as failed:
+            self.txns._release(txn_id)
+            if failed.reply.code == api.ErrorCode.TXN_ABORTED:
+                raise failure(api.ErrorCode.TIMEOUT, "an older transaction took the write's lock: not committed") from None
+            raise
+        pending = self.leader.assign(arrived if arrived is not None else self.clock.now(), commit_wait=True, keys=keys)
+        self.last_write_ns = self.monotonic_ns()
+        command = encode_command(WriteBatch(pending.ts, [(w.key, w.value) for w in writes], self.paxos.core.ballot))
+        if not self.started_writes.start(pending, txn_id, command, timeout_ns, answer):
+            self.txns._release(txn_id)
+            return False
+        return True
+
+    async def write(self, writes: tuple[api.KeyWrite, ...], timeout_ns: int) -> api.WriteReply:
+        """A single write batch: a one-tablet transaction of its own (young: it waits for lock holders).
+        Started without waiting (`start_write`) when its locks are free, then only its answer awaited."""
+        outcome: list[api.WriteReply | RequestFailed] = []
+        answered = trio.Event()
+
+        def answer(result: api.WriteReply | RequestFailed) -> None:
+            outcome.append(result)
+            answered.set()
+
+        if self.start_write(writes, timeout_ns, request_arrival(), answer):
+            await answered.wait()  # answered by its deadline at the latest (or when the replica stops)
+            if isinstance(outcome[0], RequestFailed):
+                raise outcome[0]
+            return outcome[0]
         txn_id = self.txns.plain_write_id()
         try:
             deadline_s = trio.current_time() + max(timeout_ns, 1) / 1e9
