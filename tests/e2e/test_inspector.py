@@ -83,7 +83,9 @@ def test_inspector_against_known_state(fresh_cluster: LocalCluster) -> None:
     assert [(r["versions"], r["intent"]) for r in offline["replicas"]] == [(r["versions"], r["intent"]) for r in online["replicas"]]
     assert offline["replicas"][0]["applied_index"] >= online["replicas"][0]["applied_index"]
     code, offline_log = inspect(fresh_cluster, "log", tablet_id, "--node", "n3", "--to", "20", "--offline")
-    assert offline_log["entries"] == online_log["entries"]
+    # The log may have grown between the two reads (a safe-time advance, a new leader's barrier:
+    # seen once on a busy box, the preferred leader taking the tablet back): the online view is a prefix.
+    assert online_log["entries"] and offline_log["entries"][:len(online_log["entries"])] == online_log["entries"]
 
     # Degraded: n3 is down, the inspector still shows the others and marks n3 down.
     def others_shown():
