@@ -81,7 +81,10 @@ def fake_propose_nowait(replica: TabletReplica) -> None:
         (trio.TooSlowError(), api.ErrorCode.OUTCOME_UNKNOWN, True),
     ],
 )
-async def test_write_failures_map_to_codes(outcome: BaseException, code: str, still_pending: bool) -> None:
+async def test_write_failures_map_to_codes(outcome: BaseException, code: str, still_pending: bool,
+                                           autojump_clock: trio.testing.MockClock) -> None:
+    # Virtual time: the write's 1 s deadline (the started writes' sweeper) passes only when the
+    # test means it to (TooSlowError), never because a loaded box stalled the fake Paxos.
     replica = serving_replica(outcome)
     with pytest.raises(RequestFailed) as raised:
         await replica.write((api.KeyWrite(b"k", b"v"),), 1_000_000_000)
