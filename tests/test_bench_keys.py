@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tools.bench_kv import KEYS, bench_keys, homes, key_indexes
+from tools.bench_kv import KEYS, WORKLOADS, bench_keys, client_processes, homes, key_indexes, layout_text
 from txn.api import TabletInfo
 from txn.node.config import default_split_points
 
@@ -74,3 +74,14 @@ def test_fewer_than_one_client_process_or_client_is_refused_in_one_line() -> Non
                                 text=True, cwd=pathlib.Path(__file__).resolve().parent.parent, timeout=60)
         assert result.returncode != 0
         assert result.stderr.strip().count("\n") == 0 and "at least 1" in result.stderr, result.stderr
+
+
+def test_writes_run_from_one_client_process_and_reads_from_three_unless_told() -> None:
+    """`bench kv`'s default layout (tools/bench_kv.py DEFAULT_PROCESSES): one process is enough for
+    writes and leaves the shared cores to the nodes; reads need three. `--client-processes N`
+    sets every workload's."""
+    assert [client_processes(kind, None) for kind in WORKLOADS] == [1, 3, 3]
+    assert [client_processes(kind, 2) for kind in WORKLOADS] == [2, 2, 2]
+    assert layout_text(WORKLOADS, None) == "client processes: write 1, strong-read 3, past-read 3"
+    assert layout_text(["write"], 4) == "4 client processes"
+    assert layout_text(["write", "past-read"], 1) == "1 client process"

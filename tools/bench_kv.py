@@ -7,17 +7,24 @@ writes, strong reads, reads at a timestamp 5 s in the past. Prints throughput,
 p50/p99 latency, and for writes the share of latency spent in commit-wait
 after the Paxos round had finished (what overlapping did not hide).
 
-Clients run in `--client-processes` OS processes (default 3), each a trio
-program with `--clients-per-process` clients (default 1), each client with
-one connection per node and "near" a different node (stale reads go to the
-client's nearest replica), so the client side is not the only thing
-measured. The arrangement moves the figures on this 2-core box (12-03,
-64 clients, insecure, 2 runs each): one process with a client near each
-node, as etcd's one-process load generator runs, did 2,678-3,376 writes/s
-at 90-107 us of client CPU each, against 2,346-2,573 and 149-166 us in 3
-processes (21 clients a process batch less per loop pass); but one Python
-process tops out near 9,500-14,500 past reads/s, against 15,218-19,298 in
-3, which use both cores as Go's goroutines do. The default stays 3.
+Clients run in `--client-processes` OS processes, each a trio program with
+`--clients-per-process` clients (default 1), each client with one
+connection per node and "near" a different node (stale reads go to the
+client's nearest replica). By default writes run from one process and
+reads from three (`DEFAULT_PROCESSES`): as many as the load needs and no
+more, since the processes share the 2 cores with the nodes. One process
+is how etcd's load generator runs its 64 clients (../shared/bench), and
+for writes it is enough: 62 us of client CPU a write at 5,151-5,307
+writes/s, against 90 us and 4,861-4,912 in three processes (12-05, 64
+clients, insecure, 3 alternated pairs), each of whose connections carries
+a third of the requests, in smaller batches on both sides (the nodes too:
+288-298 against 297-303 us a write). Reads need three: one Python process
+tops out below what the cluster serves (12-05: 18,599-19,495 past reads/s
+against 30,406-30,797, all of them at the one client's home node, the
+machine half idle; 12-03: 9,500-14,500 against 15,218-19,298), where Go's
+goroutines use both cores from one process. Until 12-05 every workload
+ran in three (one process did no better for writes on 12-03 and 12-04,
+when the nodes' own cost per write was higher).
 `--security tls,insecure` (the default) runs the whole set twice, on a
 mutual-TLS cluster (rows named `<workload>/tls`) and on an --insecure one
 (rows named by the bare workload), and prints each TLS figure's ratio to
@@ -89,6 +96,14 @@ WORKLOADS = ("write", "strong-read", "past-read")
 # takes rows that begin with the bare name).
 TLS_SUFFIX = "/tls"
 PREFERRED_LEADERS_WAIT_S = 20.0
+# Client processes per workload unless --client-processes says (module docstring): writes from
+# one, as etcd's load generator; reads from three, which one Python process cannot issue.
+DEFAULT_PROCESSES = {"write": 1, "strong-read": 3, "past-read": 3}
+
+
+def client_processes(kind: str, requested: int | None) -> int:
+    """The client processes a figure of `kind` runs in: `--client-processes` if given, else its default."""
+    return requested if requested is not None else DEFAULT_PROCESSES[kind]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -103,7 +118,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seconds", type=positive_seconds, default=5.0, help="per figure (default 5)")
     parser.add_argument("--concurrency", type=client_counts, default="1,16,64", help="comma-separated client counts (default 1,16,64)")
-    parser.add_argument("--client-processes", type=positive_int, default=3, help="client OS processes (default 3)")
+    parser.add_argument("--client-processes", type=positive_int, default=None,
+                        help="client OS processes for every workload (default: 1 for writes, as etcd's load "
+                        "generator runs, and 3 for reads, which one Python process cannot issue fast enough)")
     parser.add_argument("--clients-per-process", type=positive_int, default=1,
                         help="client objects per process, each with its own connections and near another node "
                         "(default 1)")
@@ -292,6 +309,7 @@ def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, 
     waits = [x for r in results for x in r["commit_waits"]]
     return {
         **cpu,
+        "client_processes": processes,
         "ops": len(latencies) / seconds,
         "operations": len(latencies),
         "p50_ms": 1e3 * latencies[len(latencies) // 2] if latencies else float("nan"),
@@ -304,13 +322,17 @@ def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, 
 
 
 def cpu_note(figures: dict) -> str:
-    """`CPU/op: nodes 405 us (1.33 cores), clients 95 us; box 94% busy (75% user, 19% system),
-    6.3 context switches/op` (nodes: n/a without /proc, and no box part)."""
+    """`CPU/op: nodes 405 us (1.33 cores), clients 95 us (3 processes); box 94% busy (75% user, 19% system),
+    6.3 context switches/op` (nodes: n/a without /proc, and no box part; the processes where the
+    figures say how many clients ran in)."""
     if figures["node_cpu_us_per_op"] is None:
         nodes = "n/a"
     else:
         nodes = f"{figures['node_cpu_us_per_op']:.0f} us ({figures['node_cores']:.2f} cores)"
     clients = "n/a" if figures["client_cpu_us_per_op"] is None else f"{figures['client_cpu_us_per_op']:.0f} us"
+    processes = figures.get("client_processes")
+    if processes is not None:
+        clients += f" ({processes} process{'es' if processes != 1 else ''})"
     box = figures.get("box") or ""
     return f"CPU/op: nodes {nodes}, clients {clients}" + (f"; {box}" if box else "")
 
@@ -324,14 +346,15 @@ def run(args: argparse.Namespace) -> int:
     args.workload_list = [name.strip() for name in args.workloads.split(",") if name.strip()]
     if not args.workload_list or any(name not in WORKLOADS for name in args.workload_list):
         raise CliError(f"--workloads takes names from {', '.join(WORKLOADS)}, not {args.workloads!r}")
-    if args.client_processes < 1 or args.clients_per_process < 1:
+    if (args.client_processes is not None and args.client_processes < 1) or args.clients_per_process < 1:
         raise CliError("--client-processes and --clients-per-process must be at least 1")
     profiler = open_profiler(args.profile, args.profile_rate) if args.profile else None
     print_setup(
         "kv", cluster=f"3 nodes, {args.tablets} tablets, 3 replicas, fresh LevelDB dirs, loopback TCP",
         max_offset=args.max_offset, duration=f"{args.seconds}s per figure",
-        clients=f"closed loop, {args.client_processes} client processes of {args.clients_per_process} client(s) (each "
-                f"client near another node), keys={KEYS} dealt evenly over the tablets, "
+        clients=f"closed loop; {layout_text(args.workload_list, args.client_processes)}; "
+                f"{args.clients_per_process} client(s) a process, each near another node; "
+                f"keys={KEYS} dealt evenly over the tablets, "
                 f"each operation's key {KEY_ORDER_TEXT[args.key_order]}, value=32B",
         concurrency=args.concurrency, workloads=", ".join(args.workload_list),
         **({"profile": profiler.describe()} if profiler else {}),
@@ -350,6 +373,14 @@ def run(args: argparse.Namespace) -> int:
     if profiler:
         print(profiler.report(), flush=True)
     return 0
+
+
+def layout_text(workloads: Sequence[str], requested: int | None) -> str:
+    """`3 client processes` (`1 client process`), or per workload: `client processes: write 1, strong-read 3,
+    past-read 3`."""
+    if requested is not None:
+        return f"{requested} client process{'es' if requested != 1 else ''}"
+    return "client processes: " + ", ".join(f"{kind} {client_processes(kind, None)}" for kind in workloads)
 
 
 def measure_profiled(cluster: LocalCluster, profiler: Profiler | None, figure: str, kind: str, level: int,
@@ -403,7 +434,8 @@ def run_cluster(args: argparse.Namespace, mode: str, levels: list[int], max_offs
             for level in levels:
                 task_cpu_before = task_cpu_snapshots(cluster) if args.task_cpu else {}
                 figures, profile_note = measure_profiled(cluster, profiler, f"{mode}-{kind}-c{level}", kind, level,
-                                                         args.seconds, args.client_processes, args.key_order,
+                                                         args.seconds, client_processes(kind, args.client_processes),
+                                                         args.key_order,
                                                          args.clients_per_process)
                 results[(kind, level)] = figures
                 notes = [cpu_note(figures)] + ([profile_note] if profile_note else [])

@@ -83,7 +83,7 @@ def test_profile_leaves_a_flame_graph_per_node_and_figure(tmp_path: pathlib.Path
     assert f"profile: 6 flame graphs in {directory}" in result.stdout
     assert len(re.findall(r"^(write|strong-read) +4 .* py-spy \d+\.\d\d CPU-s$", result.stdout, re.M)) == 2, result.stdout
     # Every row says what an operation cost in CPU: the nodes ran (more than nothing, at most every core).
-    costs = re.findall(r"^(?:write|strong-read) +4 .*CPU/op: nodes (\d+) us \((\d+\.\d\d) cores\), clients (\d+) us;",
+    costs = re.findall(r"^(?:write|strong-read) +4 .*CPU/op: nodes (\d+) us \((\d+\.\d\d) cores\), clients (\d+) us \(1 process\);",
                        result.stdout, re.M)
     assert len(costs) == 2, result.stdout
     assert all(int(nodes) > 0 and 0 < float(cores) <= os.cpu_count() and int(clients) > 0 for nodes, cores, clients in costs), costs

@@ -20,13 +20,19 @@ TASK = re.compile(r"^    (?P<name>\S+) +(?P<us>[\d.]+) us +(?P<steps>[\d.]+) ste
 
 
 def test_every_row_is_followed_by_the_nodes_cpu_per_task(tmp_path) -> None:
-    result = run_cli(["bench", "kv", "--seconds", "1", "--concurrency", "4", "--client-processes", "1",
+    result = run_cli(["bench", "kv", "--seconds", "1", "--concurrency", "4",
                       "--security", "insecure", "--workloads", "write,strong-read", "--task-cpu"], timeout_s=300)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
+    # The default layout (tools/bench_kv.py DEFAULT_PROCESSES): writes from one client process,
+    # reads from three; the setup says so, and each row names the processes it ran in.
+    assert any(line.startswith("clients:") and "client processes: write 1, strong-read 3;" in line
+               for line in lines), result.stdout
     rows = [i for i, line in enumerate(lines) if re.match(r"^(write|strong-read) +4 ", line)]
     assert len(rows) == 2, result.stdout
     for row in rows:
+        expected = "(1 process)" if lines[row].startswith("write") else "(3 processes)"
+        assert re.search(r", clients [\d,]+ us " + re.escape(expected) + ";", lines[row]), lines[row]
         # The whole machine over the figure (tools/box_cpu.py): Linux has /proc/stat.
         box = BOX.search(lines[row])
         assert box and 0 < int(box["busy"]) <= 100 and float(box["switches"]) > 0, lines[row]
