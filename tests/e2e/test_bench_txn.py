@@ -23,9 +23,11 @@ from tests.e2e.harness import run_cli
 pytestmark = pytest.mark.e2e
 
 ROW = re.compile(r"^(write|rmw|transfer) +(\d+) +([\d,]+) +([\d.]+) +([\d.]+) +(\d+) +(\d+) *(.*)$", re.MULTILINE)
-TASK_CPU = re.compile(r"^(write|rmw|transfer) .*\n  task CPU/op \(event loop threads of all nodes\): ([\d,]+) us, "
+TASK_CPU = re.compile(r"^(write|rmw|transfer) .*\n(?:  per transaction: .*\n)?  task CPU/op \(event loop threads of all nodes\): ([\d,]+) us, "
                       r"[^\n]*\n((?:    .*\n)*)", re.MULTILINE)
 REQUEST_TASKS = re.compile(r"TcpTransport\._serve_request +[\d.]+ us +([\d.]+) steps")
+PHASES = re.compile(r"^(rmw|transfer) .*\n  per transaction: earlier attempts ([\d.]+) ms, reads ([\d.]+) ms, "
+                    r"commit ([\d.]+) ms$", re.MULTILINE)
 
 
 def test_bench_txn_commits_every_kind_and_prints_ratios() -> None:
@@ -46,6 +48,13 @@ def test_bench_txn_commits_every_kind_and_prints_ratios() -> None:
         assert re.fullmatch(r"CPU/op: nodes \d+ us \([\d.]+ cores\), clients \d+ us", parts[0]), f"{kind}: {out}"
         assert re.fullmatch(r"box \d+% busy \(\d+% user, \d+% system\), [\d.]+ context switches/op",
                             parts[1]), f"{kind}: {out}"
+    # Under each transaction row, where its time went at the client: its commit holds the
+    # commit-wait (max_offset, 10 ms by default, from the commit timestamp the leader took after
+    # the request arrived), so it is never short; its reads took some time.
+    phases = {kind: (float(before), float(reads), float(commit)) for kind, before, reads, commit in PHASES.findall(out)}
+    assert sorted(phases) == ["rmw", "transfer"], out
+    for kind, (before, reads, commit) in phases.items():
+        assert before >= 0 and reads > 0 and commit >= 5.0, f"{kind}: {phases}"
     # --task-cpu: under every row, the nodes' event loop CPU per transaction by task. A transfer's
     # requests (two reads, the commit, the prepare and resolution its coordinator sends) each run
     # in a request task: several steps per transfer. A plain write whose lock is free is started
