@@ -323,8 +323,8 @@ def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, 
 
 def cpu_note(figures: dict) -> str:
     """`CPU/op: nodes 405 us (1.33 cores), clients 95 us (3 processes); box 94% busy (75% user, 19% system),
-    6.3 context switches/op` (nodes: n/a without /proc, and no box part; the processes where the
-    figures say how many clients ran in)."""
+    6.3 context switches/op` (nodes: n/a without /proc, and no box part; the client processes' count
+    where the figures give it, as `measure`'s do)."""
     if figures["node_cpu_us_per_op"] is None:
         nodes = "n/a"
     else:

@@ -196,10 +196,10 @@ def merge_phases(parts: list[dict]) -> dict:
 
 def phases_line(phases: dict) -> str | None:
     """Where a committed transaction's time went at the client, means in ms: `  per transaction: earlier
-    attempts 2.10 ms, reads 12.60 ms, commit 36.30 ms` (earlier attempts: before the attempt that
-    committed, its aborted predecessors and their retry waits, and the start (the priority); reads: that
-    attempt's two reads, one
-    after the other; commit: from its last read to the commit's reply). None if none committed."""
+    attempts 2.10 ms, reads 12.60 ms, commit 36.30 ms`. Earlier attempts: before the attempt that
+    committed (its aborted predecessors, their retry waits, and the start, the priority's); reads: that
+    attempt's two reads, one after the other; commit: from its last read to the commit's reply. None if
+    none committed."""
     count = phases["count"]
     if not count:
         return None
