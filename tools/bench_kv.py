@@ -23,8 +23,9 @@ tops out below what the cluster serves (12-05: 18,599-19,495 past reads/s
 against 30,406-30,797, all of them at the one client's home node, the
 machine half idle; 12-03: 9,500-14,500 against 15,218-19,298), where Go's
 goroutines use both cores from one process. Until 12-05 every workload
-ran in three (one process did no better for writes on 12-03 and 12-04,
-when the nodes' own cost per write was higher).
+ran in three, for the reads: on 12-03 one process with a client near each
+node did 2,678-3,376 writes/s against 2,346-2,573 in three, and on 12-04
+one process was within the noise for writes.
 `--security tls,insecure` (the default) runs the whole set twice, on a
 mutual-TLS cluster (rows named `<workload>/tls`) and on an --insecure one
 (rows named by the bare workload), and prints each TLS figure's ratio to
