@@ -106,6 +106,10 @@ async def test_figures_follow_writes_reads_and_a_two_tablet_transaction() -> Non
             votes.append(api.ParticipantVote(tablet, prepared.prepare_ts))
         committed = await ask(node, api.CommitRequest("t1", "tx1", priority, votes, TIMEOUT_NS))
         assert isinstance(committed, api.CommitReply), committed
+        with trio.fail_after(60):  # the coordinator resolves t2 after answering
+            while node.replicas["t1"].marks["txn.resolve_requests"] < 1:
+                await trio.sleep(0.02)
+        assert "tx1" not in node.replicas["t2"].state.txns.prepared
         # A commit nobody prepared is refused (txn_aborted, conflict) at its coordinator.
         refused = await ask(node, api.CommitRequest("t1", "tx2", node.clock.now(), (), TIMEOUT_NS))
         assert isinstance(refused, api.ErrorReply) and refused.abort_reason is api.AbortReason.CONFLICT
@@ -141,6 +145,8 @@ async def test_figures_follow_writes_reads_and_a_two_tablet_transaction() -> Non
     assert moved("chronodb_distributed_commits_total", tablet="t1") == 4  # three writes and the 2PC commit decision
     assert moved("chronodb_txn_abort_decisions_total", tablet="t1", cause="client") == 1
     assert moved("chronodb_txn_abort_decisions_total", tablet="t1", cause="presumed") == 1
+    assert moved("chronodb_txn_resolve_requests_total", tablet="t1") == 1
+    assert moved("chronodb_txn_resolve_decisions_total", tablet="t1") == 1
     assert not any(labels and dict(labels).get("tablet") == "t9" for _, labels in after)  # no series from request fields
     for tablet in ("t1", "t2"):
         assert value(after, "chronodb_applied_index", tablet=tablet) > 0

@@ -19,6 +19,7 @@ from paxos.types import NotLeader, PaxosConfig, ProposalLost
 from txn import api
 from txn.api.cluster import TabletConfig
 from txn.api.errors import RequestFailed
+from txn.api.txn import MAX_RESOLVE_DECISIONS
 from txn.net.messaging import set_request_arrival
 from txn.tablet.commands import Decide, Prepare, WriteBatch, decode_command, encode_command
 from txn.tablet.leader import Serving, WriteState
@@ -774,3 +775,88 @@ async def test_a_participants_vote_beyond_every_clock_is_refused_unproposed() ->
         await replica.txns.commit(_parts_request(replica))
     assert raised.value.reply.code == api.ErrorCode.BAD_REQUEST and "2 * max_offset" in raised.value.reply.message
     assert not replica.pending and "x1" not in replica.txns.locks.txns
+
+
+async def test_a_participant_logs_the_decisions_of_one_resolve_request_together() -> None:
+    """A `ResolveRequest` carries every decision its coordinator queued: their Resolve commands
+    are all proposed before any is chosen (one Paxos turn takes them), and the answer comes once
+    none of them is prepared here. Decisions of transactions not prepared here are skipped."""
+    replica = serving_replica(NotLeader(None))
+    now = replica.clock.now()
+    for txn_id, key in (("x1", b"a"), ("x2", b"b"), ("x3", b"c")):
+        replica.state.txns.prepared[txn_id] = Prepare(now, replica.paxos.core.ballot, txn_id, now, "t9",
+                                                      [(key, b"v")], [], [])
+    proposed: list[str] = []
+    all_three = trio.Event()
+
+    async def propose(command: bytes, *, timeout_s: float, on_not_chosen: object = None) -> int:
+        resolve = decode_command(command)
+        proposed.append(resolve.txn_id)
+        if len(proposed) == 3:
+            all_three.set()
+        await all_three.wait()  # chosen only once all three are in: one at a time would never get here
+        del replica.state.txns.prepared[resolve.txn_id]  # what applying it does
+        return len(proposed)
+
+    replica.paxos.propose = propose  # type: ignore[method-assign]
+    commit_ts = Timestamp(now.wall + 1, 0)
+    decisions = [api.ResolveDecision("x1", commit_ts), api.ResolveDecision("x2", None),
+                 api.ResolveDecision("gone", commit_ts), api.ResolveDecision("x3", commit_ts)]
+    with trio.fail_after(5):
+        reply = await replica.txns.resolve(api.ResolveRequest("t1", decisions, 1_000_000_000))
+    assert isinstance(reply, api.ResolveReply)
+    assert sorted(proposed) == ["x1", "x2", "x3"] and not replica.state.txns.prepared
+    assert replica.marks["txn.resolved"] == 3
+
+
+async def test_a_resolve_request_left_unresolved_is_not_answered_done() -> None:
+    """A decision whose Resolve was not chosen (here: a newer leader) leaves its transaction
+    prepared: the coordinator must hear so and send it again, not take it as done."""
+    replica = serving_replica(NotLeader("n2"))
+    now = replica.clock.now()
+    replica.state.txns.prepared["x1"] = Prepare(now, replica.paxos.core.ballot, "x1", now, "t9", [(b"a", b"v")], [], [])
+    with trio.fail_after(5), pytest.raises(RequestFailed) as raised:
+        await replica.txns.resolve(api.ResolveRequest("t1", [api.ResolveDecision("x1", None)], 1_000_000_000))
+    assert raised.value.reply.code == api.ErrorCode.NOT_LEADER and raised.value.reply.leader_hint == "n2"
+    assert "x1" in replica.state.txns.prepared
+
+
+async def test_a_resolve_request_with_too_many_decisions_is_refused() -> None:
+    replica = serving_replica(NotLeader(None))
+    decisions = [api.ResolveDecision(f"x{i}", None) for i in range(MAX_RESOLVE_DECISIONS + 1)]
+    with pytest.raises(RequestFailed) as raised:
+        await replica.txns.resolve(api.ResolveRequest("t1", decisions, 1_000_000_000))
+    assert raised.value.reply.code == api.ErrorCode.BAD_REQUEST and "at most" in raised.value.reply.message
+    assert not replica.pending
+
+
+async def test_a_coordinator_sends_the_decisions_queued_meanwhile_in_one_request() -> None:
+    """One task per participant sends its decisions: those queued while a request is out go
+    together in the next one; a request that got no answer is sent again, whole."""
+    replica = serving_replica(NotLeader(None))
+    sent: list[tuple[str, tuple[str, ...]]] = []
+    answer_first = trio.Event()
+
+    async def call_tablet(tablet_id: str, message: object, timeout_s: float, *, resend: bool = True) -> object:
+        assert isinstance(message, api.ResolveRequest) and message.tablet_id == tablet_id
+        batch = (tablet_id, tuple(d.txn_id for d in message.decisions))
+        sent.append(batch)
+        if len(sent) == 1:
+            await answer_first.wait()
+        if batch == ("t2", ("x2", "x3")) and sent.count(batch) == 1:
+            return None  # no answer: sent again
+        return api.ResolveReply()
+
+    replica.txns.call_tablet = call_tablet
+    ts = replica.clock.now()
+    async with trio.open_nursery() as nursery:
+        replica.txns._nursery = nursery
+        replica.txns._start_resolving("x1", ts, ("t2",))
+        await trio.testing.wait_all_tasks_blocked()
+        replica.txns._start_resolving("x2", ts, ("t2", "t3"))
+        replica.txns._start_resolving("x3", None, ("t2",))
+        await trio.testing.wait_all_tasks_blocked()
+        answer_first.set()
+    assert sorted(sent) == [("t2", ("x1",)), ("t2", ("x2", "x3")), ("t2", ("x2", "x3")), ("t3", ("x2",))]
+    assert [batch for tablet, batch in sent if tablet == "t2"] == [("x1",), ("x2", "x3"), ("x2", "x3")]
+    assert not replica.txns._to_resolve and not replica.txns._resolving

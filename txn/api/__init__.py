@@ -67,6 +67,7 @@ from txn.api.txn import (
     ParticipantVote,
     PrepareReply,
     PrepareRequest,
+    ResolveDecision,
     ResolveReply,
     ResolveRequest,
     TimestampReply,
@@ -91,7 +92,7 @@ __all__ = [
     "StatusRequest", "TabletInfo", "TabletMapReply", "TabletMapRequest", "VersionInfo", "WriteReply",
     "WriteRequest", "failure", "aborted", "AbortReason", "AbortReply", "AbortRequest", "CommitReply",
     "CommitRequest", "KeyRange", "OnePhaseCommitRequest", "ParticipantPart", "ParticipantVote", "PrepareReply", "PrepareRequest",
-    "ResolveReply", "ResolveRequest", "TimestampReply", "TimestampRequest", "TxnReadReply", "TxnReadRequest",
+    "ResolveDecision", "ResolveReply", "ResolveRequest", "TimestampReply", "TimestampRequest", "TxnReadReply", "TxnReadRequest",
     "TxnScanReply", "TxnScanRequest", "TxnState", "TxnStatusReply", "TxnStatusRequest",
     "ExportedVersion", "ExportReply", "ExportRequest", "DurabilityReply", "DurabilityRequest", "TabletDurability",
 ]

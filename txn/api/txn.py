@@ -21,7 +21,8 @@ A read-write transaction (client side: txn/client/transaction.py):
    picks the commit timestamp at or above every prepare timestamp, logs the
    decision with its writes through its own Paxos group (the coordinator
    skips the prepare: Spanner 4.2.1), waits out commit-wait and answers; it
-   then resolves the participants (`ResolveRequest`, node to node). A client
+   then resolves the participants (`ResolveRequest`, node to node, one request
+   carrying every decision queued for that participant meanwhile). A client
    may also prepare the participants itself and send their votes instead
    (the path before 12-05, still served).
 4. `AbortRequest` gives up: locks are released, a decision (abort) logged.
@@ -209,12 +210,24 @@ class TxnStatusReply:
 
 
 @attrs.frozen
-class ResolveRequest:
-    """Coordinator to participant: the decision (commit_ts None: abort)."""
+class ResolveDecision:
+    """One transaction's decision for a participant (commit_ts None: abort)."""
 
-    tablet_id: str
     txn_id: str
     commit_ts: Timestamp | None
+
+
+MAX_RESOLVE_DECISIONS = 512  # per ResolveRequest: a coordinator sends what queued while the last was out
+
+
+@attrs.frozen
+class ResolveRequest:
+    """Coordinator to participant: the decisions of transactions prepared there, as many as queued
+    at the coordinator for this participant while its previous request was out (at most
+    MAX_RESOLVE_DECISIONS)."""
+
+    tablet_id: str
+    decisions: tuple[ResolveDecision, ...] = attrs.field(converter=tuple)
     timeout_ns: int = 0
 
 
@@ -237,12 +250,12 @@ class TimestampReply:
 register_classes(
     KeyRange, TxnReadRequest, TxnReadReply, TxnScanRequest, TxnScanReply, PrepareRequest, PrepareReply,
     ParticipantVote, ParticipantPart, CommitRequest, OnePhaseCommitRequest, CommitReply, AbortRequest, AbortReply,
-    TxnStatusRequest, TxnStatusReply, ResolveRequest, ResolveReply, TimestampRequest, TimestampReply,
+    TxnStatusRequest, TxnStatusReply, ResolveDecision, ResolveRequest, ResolveReply, TimestampRequest, TimestampReply,
 )
 
 __all__ = [
     "AbortReason", "AbortReply", "AbortRequest", "CommitReply", "CommitRequest", "KeyRange", "OnePhaseCommitRequest",
-    "ParticipantPart", "ParticipantVote", "PrepareReply", "PrepareRequest", "ResolveReply", "ResolveRequest", "TimestampReply",
+    "ParticipantPart", "ParticipantVote", "PrepareReply", "PrepareRequest", "ResolveDecision", "ResolveReply", "ResolveRequest", "TimestampReply",
     "TimestampRequest", "TxnReadReply", "TxnReadRequest", "TxnScanReply", "TxnScanRequest", "TxnState",
     "TxnStatusReply", "TxnStatusRequest",
 ]

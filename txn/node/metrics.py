@@ -303,6 +303,10 @@ def tablet_samples(replica: "TabletReplica", now_ns: int) -> Samples:
                  "(its client gave up after sending prepares) or presumed (asked about, with no decision logged)")
     put("counter", *decisions, replica.marks["txn.abort_decided_for_client"], cause="client")
     put("counter", *decisions, replica.marks["txn.presumed_abort"], cause="presumed")
+    put("counter", "chronodb_txn_resolve_requests", "ResolveRequests this replica sent as 2PC coordinator and had "
+        "answered", replica.marks["txn.resolve_requests"])
+    put("counter", "chronodb_txn_resolve_decisions", "Commit decisions those ResolveRequests carried (per request: "
+        "how many a participant logged together)", replica.marks["txn.resolve_decisions"])
     for event, count in sorted(counters.items()):
         put("counter", "chronodb_paxos_events", "Paxos core and driver counters of this replica (elections, "
             "refused and hostile messages, snapshots, synced writes, ...)", count, event=event)

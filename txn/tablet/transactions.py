@@ -37,6 +37,7 @@ HAZARD: none of its own; timestamps come from the leader core (txn/tablet/leader
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -48,8 +49,9 @@ from hlc import Timestamp
 from paxos.types import NotLeader, ProposalLost
 from txn import api
 from txn.api.errors import AbortReason, RequestFailed, aborted, failure
+from txn.api.txn import MAX_RESOLVE_DECISIONS
 from txn.net.coarse_timer import sleep_coarse
-from txn.tablet.commands import Decide, Prepare, Resolve
+from txn.tablet.commands import Decide, Prepare, Resolve, encode_command
 from txn.tablet.leader import PendingCommand, WriteState
 from txn.tablet.locks import Decision, LockMode, LockTable, Outcome
 
@@ -87,6 +89,8 @@ class TabletTransactions:
         self.wounding: set[str] = set()  # prepared holders whose coordinator is being asked to decide
         self.abort_after_prepare: set[str] = set()  # aborted by their client while their Prepare was being logged
         self._plain_writes = itertools.count(1)
+        self._to_resolve: dict[str, dict[str, Timestamp | None]] = {}  # participant tablet: txn_id: decision, to send
+        self._resolving: set[str] = set()  # participant tablets with a task sending their queued decisions
         self._nursery: trio.Nursery | None = None
 
     @property
@@ -538,11 +542,69 @@ class TabletTransactions:
         return api.TxnStatusReply(request.txn_id, state, decided.commit_ts if decided.committed else None)
 
     async def resolve(self, request: api.ResolveRequest) -> api.ResolveReply:
-        if request.txn_id in self.replica.state.txns.prepared:
+        """Participant: the decisions its coordinator queued for it (`_resolve_remote`), logged
+        together: a Resolve command each, all proposed at once without a task each (one Paxos
+        turn takes them). Answered once none of them is prepared here; else `not_leader` or
+        `unavailable`, and the coordinator sends them again (a decision no longer prepared here
+        is skipped: resolving is idempotent)."""
+        if len(request.decisions) > MAX_RESOLVE_DECISIONS:
+            raise failure(api.ErrorCode.BAD_REQUEST, f"a resolve request carries at most {MAX_RESOLVE_DECISIONS} "
+                          f"decisions, not {len(request.decisions)}")
+        prepared = self.replica.state.txns.prepared
+        todo = {d.txn_id: d.commit_ts for d in request.decisions if d.txn_id in prepared}
+        if todo:
             if not self.replica._is_serving():
                 raise self.replica._not_leader()
-            await self._resolve_here(request.txn_id, request.commit_ts, request.timeout_ns)
+            await self._resolve_many(todo, request.timeout_ns)
         return api.ResolveReply()
+
+    async def _resolve_many(self, decisions: dict[str, Timestamp | None], timeout_ns: int) -> None:
+        """`_resolve_here` for several transactions at once, their commands proposed together."""
+        replica, leader = self.replica, self.replica.leader
+        commits = [ts for ts in decisions.values() if ts is not None]
+        if commits:
+            leader.serve_at(max(commits))  # later commands here get timestamps above them
+        outstanding = 0
+        errors: list[Exception] = []
+        all_done = trio.Event()
+
+        def done(pending: PendingCommand, started_ns: int, _slot: int, error: Exception | None) -> None:
+            nonlocal outstanding
+            outstanding -= 1
+            if error is not None:
+                errors.append(error)
+            else:
+                replica.observe_proposal_ns(replica.monotonic_ns() - started_ns)
+            if outstanding == 0:
+                all_done.set()
+
+        for txn_id, commit_ts in decisions.items():
+            pending = leader.assign(replica.clock.now(), commit_wait=False, keys=self._intent_keys(txn_id))
+            command = encode_command(Resolve(pending.ts, replica.paxos.core.ballot, txn_id, commit_ts))
+            try:
+                replica.paxos.propose_nowait(command, on_done=functools.partial(done, pending, replica.monotonic_ns()),
+                                             on_not_chosen=functools.partial(leader.not_chosen, pending))
+            except trio.WouldBlock:  # the Paxos inbox is full: the coordinator sends the rest again
+                leader.not_chosen(pending)
+                break
+            outstanding += 1
+        if outstanding:
+            with trio.move_on_after(max(timeout_ns, 1) / 1e9):
+                await all_done.wait()
+        prepared = replica.state.txns.prepared
+        for txn_id in decisions:
+            if txn_id not in prepared:
+                self._release(txn_id)
+                self.prepared_seen.pop(txn_id, None)
+                self.mark("txn.resolved")
+        left = sum(1 for txn_id in decisions if txn_id in prepared)
+        if left:
+            moved = [error for error in errors if isinstance(error, NotLeader)]
+            if moved:
+                raise failure(api.ErrorCode.NOT_LEADER, f"leadership of {self.tablet_id} moved while resolving",
+                              leader_hint=moved[0].leader_hint)
+            raise failure(api.ErrorCode.UNAVAILABLE, f"{left} of {len(decisions)} transactions are still prepared at "
+                          f"{self.tablet_id} after their resolution was proposed; send them again")
 
     async def _decide_abort(self, txn_id: str, timeout_ns: int) -> None:
         pending = self.replica.leader.assign(self.replica.clock.now(), commit_wait=False, keys=self._intent_keys(txn_id))
@@ -596,20 +658,45 @@ class TabletTransactions:
     # ---- resolution and recovery ------------------------------------------------------------
 
     def _start_resolving(self, txn_id: str, commit_ts: Timestamp | None, participants: tuple[str, ...]) -> None:
-        if self._nursery is not None:
-            for tablet_id in participants:
-                self._nursery.start_soon(self._resolve_remote, tablet_id, txn_id, commit_ts)
+        """Queue the decision for each participant; one task per participant sends what is queued."""
+        if self._nursery is None:
+            return
+        for tablet_id in participants:
+            self._to_resolve.setdefault(tablet_id, {})[txn_id] = commit_ts
+            if tablet_id not in self._resolving:
+                self._resolving.add(tablet_id)
+                self._nursery.start_soon(self._resolve_remote, tablet_id)
 
-    async def _resolve_remote(self, tablet_id: str, txn_id: str, commit_ts: Timestamp | None) -> None:
+    async def _resolve_remote(self, tablet_id: str) -> None:
+        """Send participant `tablet_id` the decisions queued for it, a `ResolveRequest` at a time,
+        each carrying everything queued while the one before was out (up to
+        MAX_RESOLVE_DECISIONS), until nothing is queued. Before 12-05 each decision had a task
+        and a request of its own."""
+        try:
+            while True:
+                queued = self._to_resolve.get(tablet_id)
+                if not queued:
+                    self._to_resolve.pop(tablet_id, None)
+                    return
+                batch = [api.ResolveDecision(txn_id, queued.pop(txn_id))
+                         for txn_id in list(itertools.islice(queued, MAX_RESOLVE_DECISIONS))]
+                await self._send_decisions(tablet_id, batch)
+        finally:
+            self._resolving.discard(tablet_id)
+
+    async def _send_decisions(self, tablet_id: str, batch: list[api.ResolveDecision]) -> None:
         for attempt in range(RESOLVE_ATTEMPTS):
             if self.call_tablet is None:
                 return
+            request = api.ResolveRequest(tablet_id, batch, int(PEER_TIMEOUT_S * 1e9))
             try:
-                reply = await self.call_tablet(tablet_id, api.ResolveRequest(tablet_id, txn_id, commit_ts, int(PEER_TIMEOUT_S * 1e9)), PEER_TIMEOUT_S)
+                reply = await self.call_tablet(tablet_id, request, PEER_TIMEOUT_S)
             except Exception as error:  # a peer's failure is retried, never fatal
-                log.debug("resolving %s at %s: %r", txn_id, tablet_id, error)
+                log.debug("resolving %d transactions at %s: %r", len(batch), tablet_id, error)
                 reply = None
             if isinstance(reply, api.ResolveReply):
+                self.mark("txn.resolve_requests")  # read by the node's metrics
+                self.replica.marks["txn.resolve_decisions"] += len(batch)
                 return
             await trio.sleep(min(0.05 * 2 ** attempt, 1.0))
         # The participant's own recovery asks the coordinator later.

@@ -44,7 +44,7 @@ TYPE_IDS: dict[str, int] = {
     "PrepareRequest": 235, "PrepareReply": 236, "ParticipantVote": 237, "CommitRequest": 238,
     "OnePhaseCommitRequest": 239, "CommitReply": 240, "AbortRequest": 241, "AbortReply": 242,
     "TxnStatusRequest": 243, "TxnStatusReply": 244, "ResolveRequest": 245, "ResolveReply": 246,
-    "TimestampRequest": 247, "TimestampReply": 248, "ParticipantPart": 256,
+    "TimestampRequest": 247, "TimestampReply": 248, "ParticipantPart": 256, "ResolveDecision": 257,
     # backup export (txn/api/backup.py)
     "ExportRequest": 250, "ExportedVersion": 251, "ExportReply": 252,
     # durability figures (txn/api/metrics.py)
