@@ -9,8 +9,8 @@ from hypothesis import given, strategies as st
 from hlc import Timestamp
 from paxos.messages import Ballot
 from txn.tablet.commands import (
-    KIND_DECIDE, Barrier, CommandError, Decide, SafeTimeAdvance, WriteBatch, decode_command, describe_command,
-    encode_command,
+    KIND_DECIDE, KIND_RESOLVE, KIND_RESOLVE_MANY, Barrier, CommandError, Decide, Resolve, SafeTimeAdvance, WriteBatch,
+    decode_command, describe_command, encode_command,
 )
 
 timestamps = st.builds(Timestamp, st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1))
@@ -39,6 +39,29 @@ def test_a_decide_logged_before_coordinators_wrote_in_it_decodes_without_writes(
     """The format before: the writes slot of a decide was always empty."""
     old = cbor2.dumps([KIND_DECIDE, Timestamp(5, 0).to_bytes(), [], 1, "n1", ["tx1", True, ["t2"]]], canonical=True)
     assert decode_command(old) == Decide(Timestamp(5, 0), Ballot(1, "n1"), "tx1", True, ["t2"], [])
+
+
+@given(timestamps, st.lists(st.tuples(st.text(min_size=1, max_size=8), st.one_of(st.none(), timestamps)),
+                            min_size=1, max_size=6))
+def test_resolve_round_trip_with_several_decisions(ts: Timestamp, decisions) -> None:
+    command = Resolve(ts, Ballot(2, "n1"), decisions)
+    assert decode_command(encode_command(command)) == command
+
+
+def test_a_resolve_logged_before_with_one_decision_still_decodes() -> None:
+    """Kind 6, one transaction's decision, as logged before 12-05."""
+    old = cbor2.dumps([KIND_RESOLVE, Timestamp(5, 0).to_bytes(), [], 1, "n1", ["tx1", Timestamp(4, 0).to_bytes()]],
+                      canonical=True)
+    assert decode_command(old) == Resolve(Timestamp(5, 0), Ballot(1, "n1"), [("tx1", Timestamp(4, 0))])
+    aborted = cbor2.dumps([KIND_RESOLVE, Timestamp(5, 0).to_bytes(), [], 1, "n1", ["tx2", None]], canonical=True)
+    assert decode_command(aborted) == Resolve(Timestamp(5, 0), Ballot(1, "n1"), [("tx2", None)])
+
+
+@pytest.mark.parametrize("body", [[], [["tx1"]], [[1, None]], "tx1", [["tx1", b"short"]]])
+def test_a_malformed_resolve_is_refused(body: object) -> None:
+    data = cbor2.dumps([KIND_RESOLVE_MANY, Timestamp(5, 0).to_bytes(), [], 1, "n1", body], canonical=True)
+    with pytest.raises(CommandError):
+        decode_command(data)
 
 
 def test_empty_is_noop() -> None:

@@ -21,7 +21,7 @@ from txn.api.cluster import TabletConfig
 from txn.api.errors import RequestFailed
 from txn.api.txn import MAX_RESOLVE_DECISIONS
 from txn.net.messaging import set_request_arrival
-from txn.tablet.commands import Decide, Prepare, WriteBatch, decode_command, encode_command
+from txn.tablet.commands import Decide, Prepare, Resolve, WriteBatch, decode_command, encode_command
 from txn.tablet.leader import Serving, WriteState
 from txn.tablet.locks import LockMode, Outcome
 from txn.tablet.tablet_replica import LONE_SPIN_NS, TabletReplica
@@ -778,24 +778,21 @@ async def test_a_participants_vote_beyond_every_clock_is_refused_unproposed() ->
 
 
 async def test_a_participant_logs_the_decisions_of_one_resolve_request_together() -> None:
-    """A `ResolveRequest` carries every decision its coordinator queued: their Resolve commands
-    are all proposed before any is chosen (one Paxos turn takes them), and the answer comes once
-    none of them is prepared here. Decisions of transactions not prepared here are skipped."""
+    """A `ResolveRequest` carries every decision its coordinator queued: one Resolve command
+    logs them all, and the answer comes once none of them is prepared here. Decisions of
+    transactions not prepared here are skipped."""
     replica = serving_replica(NotLeader(None))
     now = replica.clock.now()
     for txn_id, key in (("x1", b"a"), ("x2", b"b"), ("x3", b"c")):
         replica.state.txns.prepared[txn_id] = Prepare(now, replica.paxos.core.ballot, txn_id, now, "t9",
                                                       [(key, b"v")], [], [])
-    proposed: list[str] = []
-    all_three = trio.Event()
+    proposed: list[object] = []
 
     async def propose(command: bytes, *, timeout_s: float, on_not_chosen: object = None) -> int:
         resolve = decode_command(command)
-        proposed.append(resolve.txn_id)
-        if len(proposed) == 3:
-            all_three.set()
-        await all_three.wait()  # chosen only once all three are in: one at a time would never get here
-        del replica.state.txns.prepared[resolve.txn_id]  # what applying it does
+        proposed.append(resolve)
+        for txn_id, _ in resolve.decisions:
+            del replica.state.txns.prepared[txn_id]  # what applying it does
         return len(proposed)
 
     replica.paxos.propose = propose  # type: ignore[method-assign]
@@ -805,13 +802,15 @@ async def test_a_participant_logs_the_decisions_of_one_resolve_request_together(
     with trio.fail_after(5):
         reply = await replica.txns.resolve(api.ResolveRequest("t1", decisions, 1_000_000_000))
     assert isinstance(reply, api.ResolveReply)
-    assert sorted(proposed) == ["x1", "x2", "x3"] and not replica.state.txns.prepared
-    assert replica.marks["txn.resolved"] == 3
+    [resolve] = proposed
+    assert isinstance(resolve, Resolve) and resolve.decisions == (("x1", commit_ts), ("x2", None), ("x3", commit_ts))
+    assert resolve.ts > commit_ts, "above every commit timestamp it resolves"
+    assert not replica.state.txns.prepared and replica.marks["txn.resolved"] == 3
 
 
 async def test_a_resolve_request_left_unresolved_is_not_answered_done() -> None:
-    """A decision whose Resolve was not chosen (here: a newer leader) leaves its transaction
-    prepared: the coordinator must hear so and send it again, not take it as done."""
+    """A resolution not chosen (here: a newer leader) leaves its transactions prepared: the
+    coordinator must hear so and send them again, not take them as done."""
     replica = serving_replica(NotLeader("n2"))
     now = replica.clock.now()
     replica.state.txns.prepared["x1"] = Prepare(now, replica.paxos.core.ballot, "x1", now, "t9", [(b"a", b"v")], [], [])

@@ -8,7 +8,9 @@ import pytest
 from hlc import Timestamp
 from mvcc.engine import Batch, DictEngine
 from paxos.messages import Ballot
-from txn.tablet.commands import Barrier, Decide, Prepare, SafeTimeAdvance, WriteBatch, decode_command, encode_command
+from txn.tablet.commands import (
+    Barrier, Decide, Prepare, Resolve, SafeTimeAdvance, WriteBatch, decode_command, encode_command,
+)
 from txn.tablet.state import TabletState
 from txn.tablet.txn_records import DECISION_PREFIX
 
@@ -92,6 +94,28 @@ def test_a_transaction_command_in_a_turn_sees_what_the_turn_staged_before_it() -
     assert state.store.read(b"j", ts(39)).value == b"plain" and state.store.read(b"j", ts(40)).value == b"later"
     assert not state.txns.prepared and state.applied_index() == 5
     assert engine.writes == 4  # [barrier, write], [prepare], [decide], [write]
+
+
+def test_one_resolve_command_finishes_several_transactions_in_one_engine_write() -> None:
+    """A participant logs every decision of a ResolveRequest in one command: a commit's intents
+    become versions at its commit timestamp, an abort's vanish, an unknown one changes nothing,
+    and the records survive a reload."""
+    engine = CountingEngine()
+    state = TabletState(engine)
+    epoch = Ballot(1, "n1")
+    state.apply_entries([
+        (1, encode_command(Barrier(ts(10), epoch))),
+        (2, encode_command(Prepare(ts(20), epoch, "tx1", ts(20), "t1", [(b"a", b"1"), (b"b", b"2")], [], []))),
+        (3, encode_command(Prepare(ts(21), epoch, "tx2", ts(21), "t1", [(b"c", b"3")], [], []))),
+    ])
+    writes_before = engine.writes
+    state.apply_entries([(4, encode_command(Resolve(ts(40), epoch, [("tx1", ts(30)), ("gone", ts(30)), ("tx2", None)])))])
+    assert engine.writes == writes_before + 1
+    assert [state.store.read(key, ts(30)).value for key in (b"a", b"b")] == [b"1", b"2"]
+    assert state.store.read(b"a", ts(29)).value is None
+    assert all(state.store.intent(key) is None for key in (b"a", b"b", b"c"))
+    assert state.store.read(b"c", ts(50)).value is None
+    assert not state.txns.prepared and not TabletState(engine).txns.prepared
 
 
 def test_a_coordinators_writes_become_versions_only_with_the_decision_that_wins_and_commits() -> None:

@@ -56,6 +56,9 @@ class TxnCrashTrigger:
     def on_applied(self, tablet_id: str, node_id: str, command: object) -> None:
         if not self.armed or self.fired >= BUDGET or not isinstance(command, (Prepare, Decide, Resolve)):
             return
+        if isinstance(command, Resolve):
+            self._on_resolve(tablet_id, command)
+            return
         key = (type(command).__name__, command.txn_id, tablet_id)
         if key in self.seen:
             return
@@ -75,12 +78,25 @@ class TxnCrashTrigger:
                 return
             point = "after_decide"
             victim = node_id if self.rng.random() < 0.6 else self._leader(self.rng.choice([t for t in tablets if t != tablet_id]))
-        else:
-            if command.commit_ts is None:
-                return
-            point = "during_resolve"
-            coordinator = next((t for t in tablets if t not in self._participants(command.txn_id)), None)
+        self._maybe_crash(victim, point)
+
+    def _on_resolve(self, tablet_id: str, command: Resolve) -> None:
+        """`during_resolve`, at the first apply here of a transfer's Resolve(commit); one command
+        carries the decisions of a whole `ResolveRequest`: the first transfer in it not seen yet."""
+        for txn_id, commit_ts in command.decisions:
+            key = ("Resolve", txn_id, tablet_id)
+            if key in self.seen:
+                continue
+            self.seen.add(key)
+            tablets = self.txn_tablets.get(txn_id)
+            if commit_ts is None or not tablets or len(tablets) < 2:
+                continue
+            coordinator = next((t for t in tablets if t not in self._participants(txn_id)), None)
             victim = self._leader(tablet_id) if coordinator is None or self.rng.random() < 0.5 else self._leader(coordinator)
+            self._maybe_crash(victim, "during_resolve")
+            return
+
+    def _maybe_crash(self, victim: str | None, point: str) -> None:
         if point in self.points and victim is not None and self.rng.random() < FIRE_PROBABILITY:
             self._crash(victim, point)
 

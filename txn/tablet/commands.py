@@ -32,7 +32,9 @@ decision).
 Encoding: canonical CBOR `[kind, ts_bytes, writes, epoch_round, epoch_node]`,
 kind 1 write batch, 2 safe-time advance, 3 barrier; `writes` is a list of
 `[key, value|None]`; kinds 4 prepare, 5 decide, 6 resolve append a sixth
-element, the transaction body. A decide's `writes` are the coordinator's own
+element, the transaction body. Kind 7, a resolve of several transactions
+(written since 12-05; kind 6, one transaction's, is still read), has the
+body `[[txn_id, commit_ts|null], ...]`. A decide's `writes` are the coordinator's own
 (empty in decides logged before the coordinator stopped preparing: they
 decode as a decision without writes, as they were). A 3-element command (written before epochs existed)
 decodes with epoch `Ballot(0, "")`, older than every real ballot.
@@ -54,7 +56,8 @@ KIND_SAFE_TIME = 2
 KIND_BARRIER = 3
 KIND_PREPARE = 4
 KIND_DECIDE = 5
-KIND_RESOLVE = 6
+KIND_RESOLVE = 6  # one decision: how a Resolve was logged before 12-05 (still read)
+KIND_RESOLVE_MANY = 7
 
 
 class CommandError(ValueError):
@@ -136,16 +139,19 @@ class Decide:
 
 @attrs.frozen
 class Resolve:
-    """A participant learns the decision: intents become versions at commit_ts, or vanish."""
+    """A participant learns decisions: each transaction's intents become versions at its
+    commit_ts (None: aborted), or vanish. One command carries every decision of one
+    `ResolveRequest` (since 12-05; before, a command per transaction)."""
 
     ts: Timestamp
     epoch: Ballot
-    txn_id: str
-    commit_ts: Timestamp | None  # None: aborted
+    decisions: tuple[tuple[str, Timestamp | None], ...] = attrs.field(converter=tuple)  # (txn_id, commit_ts)
 
     def __str__(self) -> str:
-        verdict = f"commit at {self.commit_ts}" if self.commit_ts is not None else "abort"
-        return f"Resolve {self.txn_id} {verdict} ts={self.ts} epoch={self.epoch}"
+        verdicts = ", ".join(f"{txn_id} " + (f"commit at {commit_ts}" if commit_ts is not None else "abort")
+                             for txn_id, commit_ts in self.decisions[:3])
+        more = f" and {len(self.decisions) - 3} more" if len(self.decisions) > 3 else ""
+        return f"Resolve {verdicts}{more} ts={self.ts} epoch={self.epoch}"
 
 
 TxnCommand = Prepare | Decide | Resolve
@@ -168,8 +174,8 @@ def encode_command(command: WriteBatch | SafeTimeAdvance | Barrier | Prepare | D
         writes = [[key, value] for key, value in command.writes]
         return cbor2.dumps([KIND_DECIDE, ts, writes, *epoch, body], canonical=True)
     if isinstance(command, Resolve):
-        body = [command.txn_id, None if command.commit_ts is None else command.commit_ts.to_bytes()]
-        return cbor2.dumps([KIND_RESOLVE, ts, [], *epoch, body], canonical=True)
+        body = [[txn_id, None if commit_ts is None else commit_ts.to_bytes()] for txn_id, commit_ts in command.decisions]
+        return cbor2.dumps([KIND_RESOLVE_MANY, ts, [], *epoch, body], canonical=True)
     kind = KIND_SAFE_TIME if isinstance(command, SafeTimeAdvance) else KIND_BARRIER
     return cbor2.dumps([kind, ts, [], *epoch], canonical=True)
 
@@ -194,7 +200,22 @@ def _txn_command(kind: int, ts: Timestamp, epoch: Ballot, writes: object, body: 
         txn_id, committed, participants = body
         return Decide(ts, epoch, txn_id, bool(committed), tuple(participants), _pairs(writes))
     txn_id, commit_ts = body
-    return Resolve(ts, epoch, txn_id, None if commit_ts is None else Timestamp.from_bytes(commit_ts))
+    return Resolve(ts, epoch, ((txn_id, _commit_ts(commit_ts)),))
+
+
+def _commit_ts(data: object) -> Timestamp | None:
+    return None if data is None else Timestamp.from_bytes(data)  # type: ignore[arg-type]
+
+
+def _resolve_many(ts: Timestamp, epoch: Ballot, body: object) -> Resolve:
+    if not isinstance(body, list) or not body:
+        raise ValueError("resolve command without [[txn_id, commit_ts|null], ...]")
+    decisions = []
+    for item in body:
+        if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str):
+            raise ValueError("resolve decision is not [txn_id, commit_ts|null]")
+        decisions.append((item[0], _commit_ts(item[1])))
+    return Resolve(ts, epoch, decisions)
 
 
 def decode_command(data: bytes) -> Command:
@@ -219,6 +240,8 @@ def decode_command(data: bytes) -> Command:
             return Barrier(ts, epoch)
         if kind in (KIND_PREPARE, KIND_DECIDE, KIND_RESOLVE) and len(fields) == 6:
             return _txn_command(kind, ts, epoch, writes, fields[5])
+        if kind == KIND_RESOLVE_MANY and len(fields) == 6:
+            return _resolve_many(ts, epoch, fields[5])
         raise ValueError(f"unknown command kind {kind!r}")
     except (ValueError, TypeError, cbor2.CBORDecodeError) as error:
         raise CommandError(f"undecodable log command ({len(data)} bytes): {error}") from None

@@ -37,7 +37,6 @@ HAZARD: none of its own; timestamps come from the leader core (txn/tablet/leader
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import math
@@ -51,7 +50,7 @@ from txn import api
 from txn.api.errors import AbortReason, RequestFailed, aborted, failure
 from txn.api.txn import MAX_RESOLVE_DECISIONS
 from txn.net.coarse_timer import sleep_coarse
-from txn.tablet.commands import Decide, Prepare, Resolve, encode_command
+from txn.tablet.commands import Decide, Prepare, Resolve
 from txn.tablet.leader import PendingCommand, WriteState
 from txn.tablet.locks import Decision, LockMode, LockTable, Outcome
 
@@ -543,10 +542,9 @@ class TabletTransactions:
 
     async def resolve(self, request: api.ResolveRequest) -> api.ResolveReply:
         """Participant: the decisions its coordinator queued for it (`_resolve_remote`), logged
-        together: a Resolve command each, all proposed at once without a task each (one Paxos
-        turn takes them). Answered once none of them is prepared here; else `not_leader` or
-        `unavailable`, and the coordinator sends them again (a decision no longer prepared here
-        is skipped: resolving is idempotent)."""
+        together in one Resolve command. Answered once none of them is prepared here; else an
+        error, and the coordinator sends them again (a decision no longer prepared here is
+        skipped: resolving is idempotent)."""
         if len(request.decisions) > MAX_RESOLVE_DECISIONS:
             raise failure(api.ErrorCode.BAD_REQUEST, f"a resolve request carries at most {MAX_RESOLVE_DECISIONS} "
                           f"decisions, not {len(request.decisions)}")
@@ -555,71 +553,39 @@ class TabletTransactions:
         if todo:
             if not self.replica._is_serving():
                 raise self.replica._not_leader()
-            await self._resolve_many(todo, request.timeout_ns)
+            await self._resolve_here(todo, request.timeout_ns)
+            left = sum(1 for txn_id in todo if txn_id in prepared)
+            if left:  # its command came after a newer leader's barrier, or lost to another value
+                raise failure(api.ErrorCode.UNAVAILABLE, f"{left} of {len(todo)} transactions are still prepared at "
+                              f"{self.tablet_id} after their resolution was logged; send them again")
         return api.ResolveReply()
-
-    async def _resolve_many(self, decisions: dict[str, Timestamp | None], timeout_ns: int) -> None:
-        """`_resolve_here` for several transactions at once, their commands proposed together."""
-        replica, leader = self.replica, self.replica.leader
-        commits = [ts for ts in decisions.values() if ts is not None]
-        if commits:
-            leader.serve_at(max(commits))  # later commands here get timestamps above them
-        outstanding = 0
-        errors: list[Exception] = []
-        all_done = trio.Event()
-
-        def done(pending: PendingCommand, started_ns: int, _slot: int, error: Exception | None) -> None:
-            nonlocal outstanding
-            outstanding -= 1
-            if error is not None:
-                errors.append(error)
-            else:
-                replica.observe_proposal_ns(replica.monotonic_ns() - started_ns)
-            if outstanding == 0:
-                all_done.set()
-
-        for txn_id, commit_ts in decisions.items():
-            pending = leader.assign(replica.clock.now(), commit_wait=False, keys=self._intent_keys(txn_id))
-            command = encode_command(Resolve(pending.ts, replica.paxos.core.ballot, txn_id, commit_ts))
-            try:
-                replica.paxos.propose_nowait(command, on_done=functools.partial(done, pending, replica.monotonic_ns()),
-                                             on_not_chosen=functools.partial(leader.not_chosen, pending))
-            except trio.WouldBlock:  # the Paxos inbox is full: the coordinator sends the rest again
-                leader.not_chosen(pending)
-                break
-            outstanding += 1
-        if outstanding:
-            with trio.move_on_after(max(timeout_ns, 1) / 1e9):
-                await all_done.wait()
-        prepared = replica.state.txns.prepared
-        for txn_id in decisions:
-            if txn_id not in prepared:
-                self._release(txn_id)
-                self.prepared_seen.pop(txn_id, None)
-                self.mark("txn.resolved")
-        left = sum(1 for txn_id in decisions if txn_id in prepared)
-        if left:
-            moved = [error for error in errors if isinstance(error, NotLeader)]
-            if moved:
-                raise failure(api.ErrorCode.NOT_LEADER, f"leadership of {self.tablet_id} moved while resolving",
-                              leader_hint=moved[0].leader_hint)
-            raise failure(api.ErrorCode.UNAVAILABLE, f"{left} of {len(decisions)} transactions are still prepared at "
-                          f"{self.tablet_id} after their resolution was proposed; send them again")
 
     async def _decide_abort(self, txn_id: str, timeout_ns: int) -> None:
         pending = self.replica.leader.assign(self.replica.clock.now(), commit_wait=False, keys=self._intent_keys(txn_id))
         await self._propose(pending, Decide(pending.ts, self.replica.paxos.core.ballot, txn_id, False, ()), timeout_ns)
         self._release(txn_id)
 
-    async def _resolve_here(self, txn_id: str, commit_ts: Timestamp | None, timeout_ns: int) -> None:
-        if commit_ts is not None:
-            self.replica.leader.serve_at(commit_ts)  # later commands here get timestamps above it
-        pending = self.replica.leader.assign(self.replica.clock.now(), commit_wait=False, keys=self._intent_keys(txn_id))
-        await self._propose(pending, Resolve(pending.ts, self.replica.paxos.core.ballot, txn_id, commit_ts), timeout_ns)
-        if txn_id not in self.replica.state.txns.prepared:
-            self._release(txn_id)
-            self.prepared_seen.pop(txn_id, None)
-            self.mark("txn.resolved")
+    async def _resolve_here(self, decisions: dict[str, Timestamp | None], timeout_ns: int) -> None:
+        """Log one Resolve command for these transactions' decisions (txn_id: commit_ts, None for
+        abort), then release the locks of each no longer prepared here."""
+        leader = self.replica.leader
+        commits = [commit_ts for commit_ts in decisions.values() if commit_ts is not None]
+        if commits:
+            leader.serve_at(max(commits))  # later commands here get timestamps above them
+        keys: set[bytes] | None = set()
+        for txn_id in decisions:
+            intents = self._intent_keys(txn_id)
+            if intents is None:
+                keys = None  # a prepare still in flight: every read waits for this command
+                break
+            keys |= intents
+        pending = leader.assign(self.replica.clock.now(), commit_wait=False, keys=None if keys is None else frozenset(keys))
+        await self._propose(pending, Resolve(pending.ts, self.replica.paxos.core.ballot, tuple(decisions.items())), timeout_ns)
+        for txn_id in decisions:
+            if txn_id not in self.replica.state.txns.prepared:
+                self._release(txn_id)
+                self.prepared_seen.pop(txn_id, None)
+                self.mark("txn.resolved")
 
     def _intent_keys(self, txn_id: str) -> frozenset[bytes] | None:
         """The keys a decision or resolution of `txn_id` changes here: its prepared intents' (the
@@ -732,7 +698,7 @@ class TabletTransactions:
                 return False
             commit_ts = reply.commit_ts if reply.state is api.TxnState.COMMITTED else None
             if txn_id in self.replica.state.txns.prepared:
-                await self._resolve_here(txn_id, commit_ts, int(PEER_TIMEOUT_S * 1e9))
+                await self._resolve_here({txn_id: commit_ts}, int(PEER_TIMEOUT_S * 1e9))
                 self.mark("txn.recovered")
             return True
         except RequestFailed as failed:

@@ -22,9 +22,11 @@ Rules (each applied identically on every replica, from the log alone):
   its proposer answers abort. If the transaction is prepared here (a
   coordinator that prepared), its intents are resolved by the same batch
   (at the decision's timestamp, or removed).
-- Resolve: a prepared transaction's intents become versions at commit_ts, or
-  vanish; resolving an unknown or finished transaction changes nothing
-  (idempotent: coordinators and recovery may both send it).
+- Resolve: for each of its decisions, a prepared transaction's intents become
+  versions at its commit_ts, or vanish; resolving an unknown or finished
+  transaction changes nothing (idempotent: coordinators and recovery may
+  both send it). Its transactions' intents are on distinct keys (one intent
+  per key), so one batch stages them all.
 - While a transaction is prepared here at prepare_ts, no read at or above
   prepare_ts may be served (`read_safe_ts`): its commit timestamp is not
   known yet and will be at or above prepare_ts (Spanner's t_safe).
@@ -118,8 +120,9 @@ class TxnRecords:
                 self.store.stage_write(batch, key, command.ts, value)
         return True
 
-    def stage_resolve(self, batch: Batch, command: Resolve) -> bool:
-        return self._stage_finish(batch, command.txn_id, command.commit_ts)
+    def stage_resolve(self, batch: Batch, command: Resolve) -> None:
+        for txn_id, commit_ts in command.decisions:  # one intent per key: they touch distinct keys
+            self._stage_finish(batch, txn_id, commit_ts)
 
     def _stage_finish(self, batch: Batch, txn_id: str, commit_ts: Timestamp | None) -> bool:
         prepare = self.prepared.pop(txn_id, None)
