@@ -374,7 +374,9 @@ class PaxosDriver:
 
     def _key(self, now: int) -> tuple[Any, ...]:
         core = self.core
-        return (core.role, core.ballot, core.leader_hint, core.has_lease(now), core.lease_acquired_ns)
+        # rebuilding: its end wakes the tablet's leadership loop, which says so in the log at once
+        # (before, at its idle fallback, seconds later: tests/e2e/test_repair.py missed the line).
+        return (core.role, core.ballot, core.leader_hint, core.has_lease(now), core.lease_acquired_ns, core.rebuilding)
 
     # ------------------------------------------------------------ feeding the inbox
 

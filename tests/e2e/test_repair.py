@@ -124,9 +124,12 @@ def test_a_corrupt_replica_rebuilds_from_its_peers_and_repair_does_so_on_demand(
     expected = {k: b"v1-" + k for k in t1_keys}
     expected[t1_keys[0]] = b"v2-" + t1_keys[0]
     assert latest_values(cluster, victim, t1.id, t1_keys) == expected, "the rebuilt replica holds every write"
-    after = cluster.log_since(victim, log_start).split(lines[0], 1)[1]
+    said = f"tablet {t1.id} on {victim}: rebuilt from its peers; votes again"
+    deadline = time.monotonic() + 30  # the replica's leadership loop logs it as it wakes for the status change
+    while said not in (after := cluster.log_since(victim, log_start).split(lines[0], 1)[1]):
+        assert time.monotonic() < deadline, after
+        time.sleep(0.1)
     assert "set aside as" not in after, "rebuilt once"
-    assert f"tablet {t1.id} on {victim}: rebuilt from its peers; votes again" in after, after
 
     # It votes again: with `other` stopped, the victim and `third` are t1's majority.
     cluster.kill(other)
