@@ -24,6 +24,7 @@ from txn.net.messaging import set_request_arrival
 from txn.tablet.commands import Decide, Prepare, Resolve, WriteBatch, decode_command, encode_command
 from txn.tablet.leader import Serving, WriteState
 from txn.tablet.locks import LockMode, Outcome
+from txn.tablet import transactions
 from txn.tablet.tablet_replica import LONE_SPIN_NS, TabletReplica
 
 
@@ -859,3 +860,29 @@ async def test_a_coordinator_sends_the_decisions_queued_meanwhile_in_one_request
     assert sorted(sent) == [("t2", ("x1",)), ("t2", ("x2", "x3")), ("t2", ("x2", "x3")), ("t3", ("x2",))]
     assert [batch for tablet, batch in sent if tablet == "t2"] == [("x1",), ("x2", "x3"), ("x2", "x3")]
     assert not replica.txns._to_resolve and not replica.txns._resolving
+
+
+async def test_a_coordinators_resolve_requests_are_bounded_by_their_ids_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Transaction ids are the clients' choice: a request takes ids up to RESOLVE_BATCH_ID_BYTES
+    (past its first), so one client's outsized ids cannot make everyone's decisions unsendable."""
+    monkeypatch.setattr(transactions, "RESOLVE_BATCH_ID_BYTES", 10)
+    replica = serving_replica(NotLeader(None))
+    sent: list[tuple[str, ...]] = []
+    answer_first = trio.Event()
+
+    async def call_tablet(tablet_id: str, message: object, timeout_s: float, *, resend: bool = True) -> object:
+        sent.append(tuple(d.txn_id for d in message.decisions))
+        if len(sent) == 1:
+            await answer_first.wait()
+        return api.ResolveReply()
+
+    replica.txns.call_tablet = call_tablet
+    ts = replica.clock.now()
+    async with trio.open_nursery() as nursery:
+        replica.txns._nursery = nursery
+        replica.txns._start_resolving("x1", ts, ("t2",))
+        await trio.testing.wait_all_tasks_blocked()
+        for txn_id in ("a" * 40, "bbbbbbb", "cc", "d"):
+            replica.txns._start_resolving(txn_id, ts, ("t2",))
+        answer_first.set()
+    assert sent == [("x1",), ("a" * 40,), ("bbbbbbb", "cc", "d")]

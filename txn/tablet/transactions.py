@@ -62,6 +62,9 @@ RECOVERY_INTERVAL_S = 0.5
 RECOVERY_RETRY_S = 1.0  # after an attempt that got no answer: the coordinator was asked once already
 TXN_IDLE_NS = 5_000_000_000  # an unprepared transaction silent this long loses its locks
 RESOLVE_ATTEMPTS = 20
+# A ResolveRequest's transaction ids, in bytes, past its first: ids are the clients' choice, and
+# one client's outsized ones must not make a request too large to send for everyone's decisions.
+RESOLVE_BATCH_ID_BYTES = 64 << 10
 PEER_TIMEOUT_S = 2.0
 
 log = logging.getLogger("chronodb.txn")
@@ -636,7 +639,7 @@ class TabletTransactions:
     async def _resolve_remote(self, tablet_id: str) -> None:
         """Send participant `tablet_id` the decisions queued for it, a `ResolveRequest` at a time,
         each carrying everything queued while the one before was out (up to
-        MAX_RESOLVE_DECISIONS), until nothing is queued. Before 12-05 each decision had a task
+        MAX_RESOLVE_DECISIONS and RESOLVE_BATCH_ID_BYTES of ids), until nothing is queued. Before 12-05 each decision had a task
         and a request of its own."""
         try:
             while True:
@@ -644,8 +647,13 @@ class TabletTransactions:
                 if not queued:
                     self._to_resolve.pop(tablet_id, None)
                     return
-                batch = [api.ResolveDecision(txn_id, queued.pop(txn_id))
-                         for txn_id in list(itertools.islice(queued, MAX_RESOLVE_DECISIONS))]
+                batch: list[api.ResolveDecision] = []
+                size = 0
+                for txn_id in list(itertools.islice(queued, MAX_RESOLVE_DECISIONS)):
+                    size += len(txn_id)
+                    if batch and size > RESOLVE_BATCH_ID_BYTES:
+                        break
+                    batch.append(api.ResolveDecision(txn_id, queued.pop(txn_id)))
                 await self._send_decisions(tablet_id, batch)
         finally:
             self._resolving.discard(tablet_id)
