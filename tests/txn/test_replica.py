@@ -886,3 +886,15 @@ async def test_a_coordinators_resolve_requests_are_bounded_by_their_ids_bytes(mo
             replica.txns._start_resolving(txn_id, ts, ("t2",))
         answer_first.set()
     assert sent == [("x1",), ("a" * 40,), ("bbbbbbb", "cc", "d")]
+
+
+async def test_a_transactional_read_says_the_lease_its_lock_was_taken_under() -> None:
+    """The client aborts an attempt whose reads of one tablet came under two leases
+    (tests/txn/test_client_read_leases.py): the reply names the lease."""
+    replica = serving_replica(NotLeader(None))
+    replica.leader.lease_acquired(4242, 0)
+    replica.leader.serving = Serving.SERVING
+    with trio.fail_after(5):
+        read = await replica.txns.read(api.TxnReadRequest("t1", "x1", replica.clock.now(), b"k", 1_000_000_000))
+        scan = await replica.txns.scan(api.TxnScanRequest("t1", "x1", replica.clock.now(), b"", None, 10, 1_000_000_000))
+    assert (read.served_by, read.lease) == ("n1", 4242) and (scan.served_by, scan.lease) == ("n1", 4242)

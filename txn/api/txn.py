@@ -71,6 +71,10 @@ class TxnReadReply:
     version_ts: Timestamp | None
     read_ts: Timestamp
     served_by: str
+    # The leader's lease its shared lock was taken under (0: not said). Locks live in the serving
+    # leader's memory: a transaction whose reads of one tablet came under two leases lost the
+    # first one's locks, and its client aborts it (`lost_locks`), even if it read the key again.
+    lease: int = 0
 
 
 @attrs.frozen
@@ -90,6 +94,7 @@ class TxnScanReply:
     read_ts: Timestamp
     served_by: str
     more: bool = False  # cut short of the limit by the node's reply bounds (as ScanReply.more)
+    lease: int = 0  # as TxnReadReply.lease
 
 
 @attrs.frozen

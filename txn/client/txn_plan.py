@@ -57,6 +57,15 @@ class ReadSet:
 
     keys: list[bytes] = attrs.field(factory=list)
     ranges: list[api.KeyRange] = attrs.field(factory=list)
+    lease: tuple[str, int] | None = None  # (leader, lease) of its first read that said one
+
+    def same_lease(self, served_by: str, lease: int) -> bool:
+        """Record the first read's lease; False if this one came under another (locks lost between)."""
+        if not lease:
+            return True  # a node that does not say
+        if self.lease is None:
+            self.lease = (served_by, lease)
+        return self.lease == (served_by, lease)
 
     def add_key(self, key: bytes) -> None:
         if key not in self.keys:

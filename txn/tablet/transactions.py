@@ -221,17 +221,19 @@ class TabletTransactions:
             raise failure(api.ErrorCode.BAD_REQUEST, f"key {request.key!r} is outside tablet {self.tablet_id}")
         with self._deadline(request.timeout_ns, request.txn_id):
             await self._lock(request.txn_id, request.priority, key=request.key, mode=LockMode.SHARED)
+            lease = self.replica.leader.lease_id or 0  # the lock's: taken under it just now
             ts = await self.replica._leader_read_ts(self.replica.leader.strong_read_ts(self.replica.clock.now()), request.key)
             result = await self.replica._read_resolved(request.key, ts)
-        return api.TxnReadReply(result.value, result.version_ts, ts, self.replica.node_id)
+        return api.TxnReadReply(result.value, result.version_ts, ts, self.replica.node_id, lease)
 
     async def scan(self, request: api.TxnScanRequest) -> api.TxnScanReply:
         start, end = self._clip_to_tablet(request.txn_id, (request.start, request.end))
         with self._deadline(request.timeout_ns, request.txn_id):
             await self._lock(request.txn_id, request.priority, key_range=(start, end))
+            lease = self.replica.leader.lease_id or 0
             ts = await self.replica._leader_read_ts(self.replica.leader.strong_read_ts(self.replica.clock.now()))
             rows, more = await self.replica._scan_resolved(start, end, ts, request.limit)
-        return api.TxnScanReply(rows, ts, self.replica.node_id, more)
+        return api.TxnScanReply(rows, ts, self.replica.node_id, more, lease)
 
     def _deadline(self, timeout_ns: int, txn_id: str) -> "_Deadline":
         return _Deadline(max(timeout_ns, 1) / 1e9, txn_id)
