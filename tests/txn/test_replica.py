@@ -830,36 +830,50 @@ async def test_a_resolve_request_with_too_many_decisions_is_refused() -> None:
     assert not replica.pending
 
 
-async def test_a_coordinator_sends_the_decisions_queued_meanwhile_in_one_request() -> None:
-    """One task per participant sends its decisions: those queued while a request is out go
-    together in the next one; a request that got no answer is sent again, whole."""
-    replica = serving_replica(NotLeader(None))
+async def resolve_requests_sent(replica: TabletReplica, answer, queue_more) -> list[tuple[str, tuple[str, ...]]]:
+    """The coordinator's `ResolveRequest`s, as (tablet, txn ids): x1's decision for t2 goes first
+    and its request is held out while `queue_more()` queues others; `answer(batch, sent)` replies."""
     sent: list[tuple[str, tuple[str, ...]]] = []
-    answer_first = trio.Event()
+    first_out = trio.Event()
 
     async def call_tablet(tablet_id: str, message: object, timeout_s: float, *, resend: bool = True) -> object:
         assert isinstance(message, api.ResolveRequest) and message.tablet_id == tablet_id
         batch = (tablet_id, tuple(d.txn_id for d in message.decisions))
         sent.append(batch)
         if len(sent) == 1:
-            await answer_first.wait()
+            await first_out.wait()
+        return answer(batch, sent)
+
+    replica.txns.call_tablet = call_tablet
+    async with trio.open_nursery() as nursery:
+        replica.txns._nursery = nursery
+        replica.txns._start_resolving("x1", replica.clock.now(), ("t2",))
+        await trio.testing.wait_all_tasks_blocked()
+        queue_more()
+        await trio.testing.wait_all_tasks_blocked()
+        first_out.set()
+    assert not replica.txns._to_resolve and not replica.txns._resolving
+    return sent
+
+
+async def test_a_coordinator_sends_the_decisions_queued_meanwhile_in_one_request() -> None:
+    """One task per participant sends its decisions: those queued while a request is out go
+    together in the next one; a request that got no answer is sent again, whole."""
+    replica = serving_replica(NotLeader(None))
+    ts = replica.clock.now()
+
+    def answer(batch: tuple[str, tuple[str, ...]], sent: list) -> object:
         if batch == ("t2", ("x2", "x3")) and sent.count(batch) == 1:
             return None  # no answer: sent again
         return api.ResolveReply()
 
-    replica.txns.call_tablet = call_tablet
-    ts = replica.clock.now()
-    async with trio.open_nursery() as nursery:
-        replica.txns._nursery = nursery
-        replica.txns._start_resolving("x1", ts, ("t2",))
-        await trio.testing.wait_all_tasks_blocked()
+    def queue_more() -> None:
         replica.txns._start_resolving("x2", ts, ("t2", "t3"))
         replica.txns._start_resolving("x3", None, ("t2",))
-        await trio.testing.wait_all_tasks_blocked()
-        answer_first.set()
+
+    sent = await resolve_requests_sent(replica, answer, queue_more)
     assert sorted(sent) == [("t2", ("x1",)), ("t2", ("x2", "x3")), ("t2", ("x2", "x3")), ("t3", ("x2",))]
     assert [batch for tablet, batch in sent if tablet == "t2"] == [("x1",), ("x2", "x3"), ("x2", "x3")]
-    assert not replica.txns._to_resolve and not replica.txns._resolving
 
 
 async def test_a_coordinators_resolve_requests_are_bounded_by_their_ids_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -867,25 +881,14 @@ async def test_a_coordinators_resolve_requests_are_bounded_by_their_ids_bytes(mo
     (past its first), so one client's outsized ids cannot make everyone's decisions unsendable."""
     monkeypatch.setattr(transactions, "RESOLVE_BATCH_ID_BYTES", 10)
     replica = serving_replica(NotLeader(None))
-    sent: list[tuple[str, ...]] = []
-    answer_first = trio.Event()
-
-    async def call_tablet(tablet_id: str, message: object, timeout_s: float, *, resend: bool = True) -> object:
-        sent.append(tuple(d.txn_id for d in message.decisions))
-        if len(sent) == 1:
-            await answer_first.wait()
-        return api.ResolveReply()
-
-    replica.txns.call_tablet = call_tablet
     ts = replica.clock.now()
-    async with trio.open_nursery() as nursery:
-        replica.txns._nursery = nursery
-        replica.txns._start_resolving("x1", ts, ("t2",))
-        await trio.testing.wait_all_tasks_blocked()
+
+    def queue_more() -> None:
         for txn_id in ("a" * 40, "bbbbbbb", "cc", "d"):
             replica.txns._start_resolving(txn_id, ts, ("t2",))
-        answer_first.set()
-    assert sent == [("x1",), ("a" * 40,), ("bbbbbbb", "cc", "d")]
+
+    sent = await resolve_requests_sent(replica, lambda batch, sent: api.ResolveReply(), queue_more)
+    assert [txn_ids for _, txn_ids in sent] == [("x1",), ("a" * 40,), ("bbbbbbb", "cc", "d")]
 
 
 async def test_a_transactional_read_says_the_lease_its_lock_was_taken_under() -> None:

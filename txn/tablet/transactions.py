@@ -641,8 +641,8 @@ class TabletTransactions:
     async def _resolve_remote(self, tablet_id: str) -> None:
         """Send participant `tablet_id` the decisions queued for it, a `ResolveRequest` at a time,
         each carrying everything queued while the one before was out (up to
-        MAX_RESOLVE_DECISIONS and RESOLVE_BATCH_ID_BYTES of ids), until nothing is queued. Before 12-05 each decision had a task
-        and a request of its own."""
+        MAX_RESOLVE_DECISIONS, and RESOLVE_BATCH_ID_BYTES of ids), until nothing is queued.
+        Before 12-05 each decision had a task and a request of its own."""
         try:
             while True:
                 queued = self._to_resolve.get(tablet_id)
