@@ -56,8 +56,8 @@ def test_bench_txn_commits_every_kind_and_prints_ratios() -> None:
     for kind, (before, reads, commit) in phases.items():
         assert before >= 0 and reads > 0 and commit >= 5.0, f"{kind}: {phases}"
     # --task-cpu: under every row, the nodes' event loop CPU per transaction by task. A transfer's
-    # requests (two reads, the commit, the prepare and resolution its coordinator sends) each run
-    # in a request task: several steps per transfer. A plain write whose lock is free is started
+    # requests (two reads, the commit, the prepare its coordinator sends; its resolution shares a
+    # request with the others queued meanwhile) each run in a request task: several steps per transfer. A plain write whose lock is free is started
     # by its connection's reading task and has no request task (txn/tablet/started_writes.py).
     steps = {}
     for kind, total, tasks in TASK_CPU.findall(out):
