@@ -15,6 +15,10 @@ hides older versions is dropped only in the chunk that drops the last of those
 versions (if a chunk ends in the middle, the next one resumes at the
 tombstone); dropping it first would resurrect what it hides.
 
+Each chunk also reports the oldest version it saw above the horizon (as its
+inverted timestamp, `oldest_above`): `MvccStore` keeps the oldest over a
+whole pass, to skip later passes that could drop nothing (mvcc/store.py, GC).
+
 Resume token (opaque to callers): horizon (12 bytes) | passed (1 byte) | engine key.
 `passed` means "this key's newest version at or below the horizon lies before
 the resume point", so everything from it on in that key is garbage. A token
@@ -40,12 +44,15 @@ class GcChunk:
     """The keys one chunk drops, the resume point (engine key, passed) or None when done,
     how many version entries it examined, and `stop`: the first key it did not read
     (None: it read to the end). Every dropped key lies below `stop`; the resume point
-    may lie below dropped keys (a pending tombstone)."""
+    may lie below dropped keys (a pending tombstone). `oldest_above`: the inverted
+    timestamp (mvcc/keys.py) of the oldest examined version above the horizon, the
+    largest such suffix; b"" if it examined none."""
 
     deletes: tuple[bytes, ...] = attrs.field(converter=tuple)
     resume: tuple[bytes, bool] | None
     examined: int = 0
     stop: bytes | None = None
+    oldest_above: bytes = b""
 
 
 def plan_chunk(
@@ -62,6 +69,7 @@ def plan_chunk(
     tombstone: bytes | None = None  # the visible tombstone of `group`, dropped once the group is done
     dropped_behind_tombstone = False
     examined = 0
+    oldest_above = b""
     for key, stored in pairs:
         key_group = key[:-TS_SIZE]
         if key_group != group:
@@ -71,23 +79,28 @@ def plan_chunk(
                 deletes.append(tombstone)
                 tombstone, dropped_behind_tombstone = None, False
             if examined >= max_versions:
-                return GcChunk(deletes, (key, False), examined, key)
+                return GcChunk(deletes, (key, False), examined, key, oldest_above)
             group = key_group
         elif examined >= max_versions and (tombstone is None or dropped_behind_tombstone):
             # Stopping inside a key: resume at its pending tombstone so that it is dropped last
             # (only once this chunk dropped something behind it, so every chunk makes progress).
-            return GcChunk(deletes, (tombstone, False) if tombstone is not None else (key, passed), examined, key)
+            return GcChunk(deletes, (tombstone, False) if tombstone is not None else (key, passed), examined, key,
+                           oldest_above)
         examined += 1
         if passed:
             deletes.append(key)
             dropped_behind_tombstone = tombstone is not None
-        elif key[-TS_SIZE:] >= horizon_inverted:  # at or below the horizon: the newest such
-            passed = True
-            if stored == TAGGED_TOMBSTONE:
-                tombstone = key
+        else:
+            suffix = key[-TS_SIZE:]
+            if suffix >= horizon_inverted:  # at or below the horizon: the newest such
+                passed = True
+                if stored == TAGGED_TOMBSTONE:
+                    tombstone = key
+            elif suffix > oldest_above:
+                oldest_above = suffix
     if tombstone is not None:
         deletes.append(tombstone)
-    return GcChunk(deletes, None, examined)
+    return GcChunk(deletes, None, examined, None, oldest_above)
 
 
 def encode_token(horizon: Timestamp, key: bytes, passed: bool) -> bytes:

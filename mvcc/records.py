@@ -103,7 +103,8 @@ class GcProgress:
     (positions, opaque to callers: the spans of one pass's chunks cover the
     versions in order, overlapping where a chunk resumes at a pending
     tombstone; pass `(first chunk's start, last chunk's end)` of consecutive
-    chunks to `MvccStore.compact`)."""
+    chunks to `MvccStore.compact`). `skipped`: the pass found, without reading
+    a version, that it could drop nothing, and only moved the horizon (mvcc/store.py, GC)."""
 
     done: bool
     resume_from: bytes | None
@@ -111,6 +112,7 @@ class GcProgress:
     examined: int = 0
     span_start: bytes = b""
     span_end: bytes = b""
+    skipped: bool = False
 
 
 @attrs.frozen

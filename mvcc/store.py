@@ -22,6 +22,23 @@ Invariants:
 - Reads, scans and writes below the GC horizon raise `BelowGcHorizon`; the
   horizon never moves back and is persisted in the batch of the first GC
   chunk that raises it, so no version it hides is dropped before it is durable.
+- A GC pass that could drop nothing is skipped: it only moves the horizon
+  (`GcProgress.skipped`). `_clean_below_wall` W says: no version with a wall
+  time below W lies above the horizon a completed pass (or skip) left clean,
+  so a pass at a horizon whose wall is below W finds every version at or
+  below it already in the form GC leaves (each key's newest one, not a
+  tombstone). W is the oldest version a completed pass saw above its horizon
+  (`plan_chunk`'s `oldest_above`), lowered by every version staged since that
+  pass began (`stage_write`, `write`; what was there when it began, it read).
+  W is -1 (never skip) on a new store object and after `clear` and
+  `import_chunks`; a pass counts only if its chunks followed one another
+  (each resumed from the token the last one returned). So a store on a fresh
+  cluster, or one written only recently, is not read by GC at all until its
+  oldest version falls behind the horizon. HAZARD: a version is counted when
+  staged, so a caller applies a batch it staged versions in before the next
+  GC call can run (TabletState.apply_entries stages and writes without
+  yielding); a batch staged before a pass began and applied after the pass
+  read that key would go unseen.
 - `stage_*` read the engine as it is, not the batch being built.
 
 Performance notes: a point read is one `engine.first` seek (LevelDB reuses one
@@ -70,6 +87,7 @@ CLEAR_BATCH_KEYS = 10_000
 TS_CACHE_MAX = 4096
 _new_tuple = tuple.__new__
 _VALUE_TAG = 1
+_NO_WALL = 1 << 64  # above every wall time: "no version"
 
 
 class MvccStore:
@@ -89,19 +107,36 @@ class MvccStore:
         self._last_ts: Timestamp | None = None
         self._last_inverted = b""
         self._decoded: dict[bytes, Timestamp] = {}
+        # GC skips (module docstring): W, the oldest wall staged since the running pass began,
+        # that pass's oldest version above its horizon (an inverted ts), and the token it is at.
+        self._clean_below_wall = -1
+        self._written_min_wall = _NO_WALL
+        self._pass_oldest_above = b""
+        self._pass_token: bytes | None = None
+        self._pass_whole = False
 
     # -- writes -------------------------------------------------------------
 
     def stage_write(self, batch: Batch, key: bytes, ts: Timestamp, value: bytes | None) -> None:
         """Add a version of `key` at `ts` (value None: a tombstone) to `batch`."""
-        if ts.wall <= self._horizon.wall and ts < self._horizon:
+        wall = ts.wall
+        if wall <= self._horizon.wall and ts < self._horizon:
             raise BelowGcHorizon(self._horizon, ts)
+        if wall < self._written_min_wall:
+            self._written_min_wall = wall
+        if wall < self._clean_below_wall:
+            self._clean_below_wall = wall
         batch.put(self.space.group(key) + inverted_ts(ts), tag_value(value))
 
     def write(self, writes: Iterable[tuple[bytes, bytes | None]], ts: Timestamp, *, sync: bool) -> None:
         """Write all `(key, value | None)` at `ts` in one atomic batch."""
-        if ts.wall <= self._horizon.wall and ts < self._horizon:
+        wall = ts.wall
+        if wall <= self._horizon.wall and ts < self._horizon:
             raise BelowGcHorizon(self._horizon, ts)
+        if wall < self._written_min_wall:
+            self._written_min_wall = wall
+        if wall < self._clean_below_wall:
+            self._clean_below_wall = wall
         versions, suffix = self._versions, TERMINATOR + inverted_ts(ts)
         ops: list[tuple[bytes, bytes | None]] = [
             (versions + key.replace(b"\x00", b"\x00\xff") + suffix, TAGGED_TOMBSTONE if value is None else b"\x01" + value)
@@ -241,10 +276,22 @@ class MvccStore:
     ) -> GcProgress:
         """Drop versions no read at or above `horizon` can see, examining about
         `max_versions` versions; call again with `resume_from` until done. A horizon
-        below the current one means the current one."""
+        below the current one means the current one. A pass that could drop nothing
+        only moves the horizon (`skipped`, module docstring)."""
         effective = max(horizon, self._horizon)
         start, passed = self.space.versions, False
-        if resume_from is not None:
+        if resume_from is None:
+            if effective.wall < self._clean_below_wall:
+                batch = Batch()  # applied even if empty, as a pass's: `sync` syncs what came before
+                if effective != self._horizon:
+                    batch.put(self.space.horizon_key, effective.to_bytes())
+                self.engine.apply(batch, sync=sync)
+                self._horizon = effective
+                return GcProgress(True, None, 0, 0, start, self.space.versions_end, skipped=True)
+            self._written_min_wall, self._pass_oldest_above, self._pass_whole = _NO_WALL, b"", True
+        else:
+            if resume_from != self._pass_token:
+                self._pass_whole = False  # not the running pass's next chunk: it proves nothing clean
             try:
                 start, passed = gc_planner.decode_token(resume_from, effective)
             except ValueError as error:
@@ -258,9 +305,16 @@ class MvccStore:
             batch.delete(key)
         self.engine.apply(batch, sync=sync)
         self._horizon = effective
+        if chunk.oldest_above > self._pass_oldest_above:
+            self._pass_oldest_above = chunk.oldest_above
         if chunk.resume is None:
+            if self._pass_whole:
+                oldest = self._pass_oldest_above
+                self._clean_below_wall = min(ts_from_inverted(oldest).wall if oldest else _NO_WALL, self._written_min_wall)
+            self._pass_token, self._pass_whole = None, False
             return GcProgress(True, None, len(chunk.deletes), chunk.examined, start, self.space.versions_end)
         token = gc_planner.encode_token(effective, *chunk.resume)
+        self._pass_token = token
         return GcProgress(False, token, len(chunk.deletes), chunk.examined, start, chunk.stop or self.space.versions_end)
 
     def compact(self, span_start: bytes | None = None, span_end: bytes | None = None) -> None:
@@ -315,6 +369,7 @@ class MvccStore:
                 sequence += 1
         finally:
             self._intent_keys_known = False  # the stream may have carried intents: scan again
+            self._clean_below_wall, self._pass_whole = -1, False  # versions GC has not seen
         self._horizon = self._load_horizon()
         if not finished:
             raise SnapshotError(f"snapshot stream ended after {sequence} chunks without its last chunk")
@@ -335,6 +390,7 @@ class MvccStore:
                 cleared += len(batch)
         finally:
             self._intent_keys_known = False
+            self._clean_below_wall, self._pass_whole = -1, False
         self._horizon = Timestamp.MIN
         return cleared
 

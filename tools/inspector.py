@@ -254,7 +254,8 @@ def run_tablet(args: argparse.Namespace) -> int:
                 "mvcc": mvcc_record(reply.keys, reply.versions, reply.tombstones, reply.intents, reply.approximate_bytes,
                                     reply.oldest_version_ts, reply.newest_version_ts, status.gc_horizon),
                 "leveldb_bytes": reply.leveldb_bytes,
-                "space": {"gc_passes": reply.gc_passes, "gc_dropped": reply.gc_dropped, "compactions": reply.compactions,
+                "space": {"gc_passes": reply.gc_passes, "gc_passes_skipped": reply.gc_passes_skipped,
+                          "gc_dropped": reply.gc_dropped, "compactions": reply.compactions,
                           "compaction_max_ns": reply.compaction_max_ns},
             })
     lines = [f"tablet {tablet.id} [{printable(tablet.start) or '(start)'}, {'(end)' if tablet.end is None else printable(tablet.end)})"]
@@ -273,7 +274,8 @@ def run_tablet(args: argparse.Namespace) -> int:
         ]
         if "space" in r:
             space = r["space"]
-            lines.append(f"     space: {space['gc_passes']} GC passes dropped {space['gc_dropped']} versions; "
+            lines.append(f"     space: {space['gc_passes']} GC passes ({space['gc_passes_skipped']} skipped: nothing to drop) "
+                         f"dropped {space['gc_dropped']} versions; "
                          f"{space['compactions']} compactions, longest {space['compaction_max_ns'] / 1e6:.1f} ms")
     emit(args, {"id": tablet.id, "replicas": replicas}, lines)
     return EXIT_OK

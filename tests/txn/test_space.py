@@ -62,7 +62,31 @@ async def test_a_turn_collects_and_returns_the_space_of_versions_and_log(tmp_pat
         assert [v.ts.wall // S for v in state.store.versions(b"k0000")] == [30, 29, 28, 27, 26]
         assert len(log.load().entries) == 100
         await space.reclaim()  # nothing new: no pass, no compaction
-        assert counters.gc_passes == 1 and counters.compactions >= 3
+        assert counters.gc_passes == 1 and counters.compactions >= 3 and counters.gc_passes_skipped == 0
+
+
+async def test_a_pass_with_nothing_to_drop_reads_nothing_and_moves_the_horizon() -> None:
+    """Safe time moves on with no write: the next pass skips (the versions above the old horizon are
+    all newer than the new one); a write between the horizons makes the one after it read again."""
+    state = TabletState(DictEngine())
+    fill(state, random.Random(6))
+    space = SpaceLoop(state=state, log=PaxosStorage(state.engine), snapshot_index=lambda: 0,
+                      gc_retention_ns=RETENTION_S * S, monotonic_ns=trio_ns)
+    await space.reclaim()
+    dropped = space.counters.gc_dropped
+    assert space.counters.gc_passes == 1 and dropped == KEYS * (VERSIONS - RETENTION_S)
+    state.safe_ts = Timestamp((VERSIONS + 1) * S + S // 2)  # horizon 26.5 s: the versions above 26 s are at 27..30 s
+    await space.reclaim()
+    assert state.store.gc_horizon() == Timestamp(26 * S + S // 2)
+    assert space.counters.gc_passes == 2 and space.counters.gc_passes_skipped == 1
+    assert space.counters.gc_dropped == dropped
+    assert [v.ts.wall // S for v in state.store.versions(b"k0000")] == [30, 29, 28, 27, 26]
+    state.store.write([(b"k0000", b"late")], Timestamp(26 * S + 7 * S // 10), sync=False)  # 26.7 s: hides 26 s at 26.9 s
+    state.safe_ts = Timestamp((VERSIONS + 1) * S + 9 * S // 10)
+    await space.reclaim()
+    assert space.counters.gc_passes == 3 and space.counters.gc_passes_skipped == 1
+    assert [v.ts.wall for v in state.store.versions(b"k0000")][-1] == 26 * S + 7 * S // 10
+    assert space.counters.gc_dropped == dropped + 1
 
 
 class SlowCompactions(DictEngine):

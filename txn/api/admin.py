@@ -181,6 +181,7 @@ class InspectTabletReply:
     gc_dropped: int = 0  # versions GC deleted
     compactions: int = 0  # LevelDB compactions of what GC and log truncation freed
     compaction_max_ns: int = 0  # the longest one (it held the node's loop that long)
+    gc_passes_skipped: int = 0  # of gc_passes: nothing could be dropped, no version read
 
 
 @attrs.frozen

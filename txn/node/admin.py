@@ -143,7 +143,7 @@ class NodeAdmin:
         return api.InspectTabletReply(
             self.node.node_id, replica.status(), stats.keys, stats.versions, stats.tombstones, stats.intents,
             stats.approximate_bytes, stats.oldest_version_ts, stats.newest_version_ts, size,
-            space.gc_passes, space.gc_dropped, space.compactions, space.compaction_max_ns,
+            space.gc_passes, space.gc_dropped, space.compactions, space.compaction_max_ns, space.gc_passes_skipped,
         )
 
     def inspect_log(self, request: api.InspectLogRequest) -> api.InspectLogReply:

@@ -12,7 +12,10 @@ Every interval (`gc_retention / 2`, between 0.2 s and 5 s): if the horizon
 `safe_ts - gc_retention` is above the store's (`safe_ts`: the replica's
 readable safe time, logged or closed: txn/tablet/leader.py), one GC pass at that horizon,
 chunk by chunk (a checkpoint between chunks), each closed slice compacted as
-it closes; then the log check. GC and compaction are local to the replica
+it closes; then the log check. A pass that could drop nothing (no version
+between the last pass's horizon and this one: mvcc/store.py) reads no
+version and only moves the horizon (`gc_passes_skipped`): a store younger
+than `gc_retention` costs its GC loop nothing. GC and compaction are local to the replica
 (never replicated): each replica collects and compacts on its own clock.
 
 Invariants: compaction changes nothing readable (it only rewrites LevelDB
@@ -52,6 +55,7 @@ class SpaceCounters:
     """What this replica's space loop did since the node started (`chronodb inspect tablet`, `bench space`)."""
 
     gc_passes: int = 0
+    gc_passes_skipped: int = 0  # of gc_passes: nothing could be dropped, so no version was read (mvcc/store.py)
     gc_dropped: int = 0  # versions GC deleted
     compactions: int = 0  # LevelDB compaction calls (MVCC slices and log ranges)
     compaction_ns: int = 0  # time they held the loop, in all
@@ -108,18 +112,21 @@ class SpaceLoop:
     async def gc_pass(self, horizon: Timestamp) -> None:
         """GC the whole store at `horizon` in chunks, compacting each slice that is worth it."""
         store = self.state.store
+        progress = store.gc(horizon)
+        if progress.skipped:
+            self.counters.gc_passes += 1
+            self.counters.gc_passes_skipped += 1
+            return
         self.planner.start_pass()
-        resume = None
         while True:
-            progress = store.gc(horizon, resume_from=resume)
             self.counters.gc_dropped += progress.dropped
             due = self.planner.chunk(progress.span_start, progress.span_end, progress.examined, progress.dropped)
             if due is not None:
                 await self._compact_slice(due)
             if progress.done:
                 break
-            resume = progress.resume_from
             await trio.sleep(0)
+            progress = store.gc(horizon, resume_from=progress.resume_from)
         due = self.planner.finish_pass()
         if due is not None:
             await self._compact_slice(due)
