@@ -7,6 +7,7 @@ import pathlib
 import random
 import threading
 
+import pytest
 import trio
 import trio.testing
 
@@ -17,7 +18,7 @@ from paxos.messages import Ballot, Entry
 from paxos.storage import LOG_END, LOG_PREFIX, PaxosStorage
 from paxos.types import Persist
 from txn.tablet.compaction import CompactionPolicy
-from txn.tablet.space import SpaceLoop
+from txn.tablet.space import GC_DUTY, SpaceLoop
 from txn.tablet.state import TabletState
 from txn.node.wiring import NodeEnvironment
 
@@ -87,6 +88,62 @@ async def test_a_pass_with_nothing_to_drop_reads_nothing_and_moves_the_horizon()
     assert space.counters.gc_passes == 3 and space.counters.gc_passes_skipped == 1
     assert [v.ts.wall for v in state.store.versions(b"k0000")][-1] == 26 * S + 7 * S // 10
     assert space.counters.gc_dropped == dropped + 1
+
+
+class SlowScans(DictEngine):
+    """A DictEngine whose every scan (one per GC chunk) takes 1 s of a fake clock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fake_ns = 0
+
+    def now_ns(self) -> int:
+        return trio_ns() + self.fake_ns
+
+    def iterate(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.fake_ns += S
+        return super().iterate(*args, **kwargs)
+
+
+def slow_space() -> tuple[SlowScans, SpaceLoop]:
+    engine = SlowScans()
+    state = TabletState(engine)
+    fill(state, random.Random(3))  # 9,000 versions: about ten chunks of 1,000
+    space = SpaceLoop(state=state, log=PaxosStorage(engine), snapshot_index=lambda: 0, gc_retention_ns=RETENTION_S * S,
+                      monotonic_ns=engine.now_ns, safe_ts=lambda: Timestamp((VERSIONS + 1) * S + trio_ns()))
+    return engine, space
+
+
+async def test_a_pass_is_followed_by_nine_times_the_time_it_held_the_loop() -> None:
+    _, space = slow_space()
+    await space.reclaim()
+    held_s = space.counters.gc_held_ns / S
+    assert space.counters.gc_passes == 1 and space.counters.gc_passes_skipped == 0
+    assert held_s >= 9  # every chunk's scan counted, not only the first
+    assert space.rest_s == pytest.approx(held_s * (1 - GC_DUTY) / GC_DUTY)
+
+
+async def test_the_loop_rests_after_a_long_pass(autojump_clock: trio.testing.MockClock) -> None:
+    """Passes every 2.5 s (retention / 2) while they are short; after one that held the loop about
+    10 s, the next turn waits about 90 s."""
+    _, space = slow_space()
+    turns: list[float] = []
+    reclaim = space.reclaim
+
+    async def counted() -> None:
+        turns.append(trio.current_time())
+        await reclaim()
+
+    space.reclaim = counted  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(space.run)
+        await trio.sleep(60)
+        assert len(turns) == 1, turns
+        rest_s = space.rest_s
+        assert rest_s >= 80
+        await trio.sleep(45)
+        nursery.cancel_scope.cancel()
+    assert len(turns) >= 2 and turns[1] - turns[0] >= rest_s - 0.5, (rest_s, turns)  # the grid rounds by 0.2 s
 
 
 class SlowCompactions(DictEngine):

@@ -15,7 +15,13 @@ chunk by chunk (a checkpoint between chunks), each closed slice compacted as
 it closes; then the log check. A pass that could drop nothing (no version
 between the last pass's horizon and this one: mvcc/store.py) reads no
 version and only moves the horizon (`gc_passes_skipped`): a store younger
-than `gc_retention` costs its GC loop nothing. GC and compaction are local to the replica
+than `gc_retention` costs its GC loop nothing. A pass whose chunks held the
+loop d in all is followed by at least d * (1 - GC_DUTY) / GC_DUTY before the
+next (`rest_s`), so GC holds the loop at most GC_DUTY of the time however
+large the store: a pass reads every version (about 0.4 us each), and a
+10-million-version store read every 5 s would take most of a core. The
+horizon then lags `gc_retention` by that much more (a minimum kept, not a
+maximum). GC and compaction are local to the replica
 (never replicated): each replica collects and compacts on its own clock.
 
 Invariants: compaction changes nothing readable (it only rewrites LevelDB
@@ -48,6 +54,7 @@ from txn.tablet.state import TabletState
 
 GC_INTERVAL_S = 5.0
 MIN_GC_INTERVAL_S = 0.2
+GC_DUTY = 0.1  # longest share of the loop's time GC passes hold it (the rest between passes)
 
 
 @attrs.define
@@ -57,6 +64,7 @@ class SpaceCounters:
     gc_passes: int = 0
     gc_passes_skipped: int = 0  # of gc_passes: nothing could be dropped, so no version was read (mvcc/store.py)
     gc_dropped: int = 0  # versions GC deleted
+    gc_held_ns: int = 0  # time GC chunks held the loop, in all
     compactions: int = 0  # LevelDB compaction calls (MVCC slices and log ranges)
     compaction_ns: int = 0  # time they held the loop, in all
     compaction_max_ns: int = 0  # the longest one
@@ -82,6 +90,7 @@ class SpaceLoop:
         self.planner = SlicePlanner(policy or CompactionPolicy())
         self.counters = SpaceCounters()
         self._next_compaction_ns = 0
+        self.rest_s = 0.0  # after the last pass: the least wait before the next (GC_DUTY)
 
     @property
     def interval_s(self) -> float:
@@ -89,7 +98,8 @@ class SpaceLoop:
 
     async def run(self) -> None:
         while True:
-            await sleep_coarse(self.interval_s)  # with the node's other housekeeping (txn/net/coarse_timer.py)
+            # With the node's other housekeeping (txn/net/coarse_timer.py); longer after a long pass.
+            await sleep_coarse(max(self.interval_s, self.rest_s))
             await self.reclaim()
 
     def horizon(self) -> Timestamp | None:
@@ -111,11 +121,15 @@ class SpaceLoop:
 
     async def gc_pass(self, horizon: Timestamp) -> None:
         """GC the whole store at `horizon` in chunks, compacting each slice that is worth it."""
-        store = self.state.store
+        store, clock = self.state.store, self.monotonic_ns
+        started = clock()
         progress = store.gc(horizon)
+        held_ns = clock() - started
         if progress.skipped:
             self.counters.gc_passes += 1
             self.counters.gc_passes_skipped += 1
+            self.counters.gc_held_ns += held_ns
+            self.rest_s = 0.0
             return
         self.planner.start_pass()
         while True:
@@ -126,11 +140,15 @@ class SpaceLoop:
             if progress.done:
                 break
             await trio.sleep(0)
+            started = clock()
             progress = store.gc(horizon, resume_from=progress.resume_from)
+            held_ns += clock() - started
         due = self.planner.finish_pass()
         if due is not None:
             await self._compact_slice(due)
         self.counters.gc_passes += 1
+        self.counters.gc_held_ns += held_ns
+        self.rest_s = held_ns * (1 - GC_DUTY) / GC_DUTY / 1e9
 
     async def _compact_slice(self, due: Slice) -> None:
         store = self.state.store
