@@ -21,7 +21,7 @@ from tests.e2e.harness import LocalCluster
 from tests.e2e.hermitage_steps import cluster_client
 from txn import api
 from txn.client import open_client
-from txn.client.errors import ClientError, Refused, TxnAborted
+from txn.client.errors import ClientError, ReadFailed, Refused, TxnAborted
 
 
 async def _txn_call(client, key: bytes, build):
@@ -210,3 +210,39 @@ def test_a_commit_with_bad_parts_is_refused(shared_cluster: LocalCluster, parts:
     if parts == "unknown":
         assert "not a tablet of this cluster" in outcome.reply.message, outcome.reply.message
     assert zoe_value is None
+
+
+async def requests_with_long_ids(cluster: LocalCluster) -> dict[str, object]:
+    """A transactional read, a commit and an abort naming a 129-byte transaction id, and a
+    read naming a 128-byte one (then aborted); then a plain write, which must go through."""
+    outcomes: dict[str, object] = {}
+    long_id, longest_id = "t" * 129, "t" * 128
+    async with open_client(_addresses(cluster), timeout_s=20, tls=cluster.tls) as client:
+        tablet = await client.tablet_for(b"ids-1")
+        requests = {
+            "read": lambda t: api.TxnReadRequest(tablet.id, long_id, Timestamp(1, 0), b"ids-1", t),
+            "commit": lambda t: api.OnePhaseCommitRequest(tablet.id, long_id, Timestamp(1, 0), (api.KeyWrite(b"ids-1", b"x"),),
+                                                          (), (), t),
+            "abort": lambda t: api.AbortRequest(tablet.id, long_id, None, t),
+            "longest": lambda t: api.TxnReadRequest(tablet.id, longest_id, Timestamp(1, 0), b"ids-1", t),
+        }
+        for name, build in requests.items():
+            try:
+                outcomes[name] = await client._send(tablet, build, leader=True, is_write=False, timeout_s=20)
+            except ClientError as error:
+                outcomes[name] = error
+        await client._send(tablet, lambda t: api.AbortRequest(tablet.id, longest_id, None, t), leader=True, is_write=False,
+                           timeout_s=10)
+        await client.put(b"ids-1", b"after", timeout_s=20)
+        outcomes["value"] = (await client.get(b"ids-1", timeout_s=20)).value
+    return outcomes
+
+
+def test_a_transaction_id_over_128_bytes_is_refused(shared_cluster: LocalCluster) -> None:
+    outcomes = trio.run(requests_with_long_ids, shared_cluster)
+    for name in ("read", "commit", "abort"):
+        refused = outcomes[name]
+        assert isinstance(refused, Refused), (name, refused)  # ReadFailed, for a request sent as a read
+        assert refused.reply.code is api.ErrorCode.BAD_REQUEST and "exceeds 128 bytes" in refused.reply.message, (name, refused)
+    assert isinstance(outcomes["longest"], api.TxnReadReply), outcomes["longest"]
+    assert outcomes["value"] == b"after"

@@ -9,7 +9,7 @@ from txn import api
 from txn.api.cluster import (
     DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES, MAX_VALUE_BYTES_CEILING, ConfigError, from_toml, to_toml, validate,
 )
-from txn.api.limits import WRITE_BATCH_BYTES_CEILING, oversize
+from txn.api.limits import MAX_TXN_ID_BYTES, WRITE_BATCH_BYTES_CEILING, oversize, txn_id_problem
 from txn.node.config import generate
 
 
@@ -57,3 +57,14 @@ def test_a_non_integer_limit_in_the_file_is_a_clear_error() -> None:
     text = to_toml(generate(nodes=3, tablets=2)).replace("max_value_bytes = 4194304", 'max_value_bytes = "4MiB"')
     with pytest.raises(ConfigError, match="max_value_bytes must be an integer"):
         from_toml(text)
+
+
+def test_a_transaction_id_is_bounded_in_utf8_bytes() -> None:
+    assert MAX_TXN_ID_BYTES == 128
+    assert txn_id_problem("0123abcd4567-12") is None
+    assert txn_id_problem("x" * 128) is None
+    assert txn_id_problem("\U0001F600" * 32) is None  # 128 bytes in 32 characters
+    problem = txn_id_problem("x" * 129)
+    assert problem is not None and "129 bytes exceeds 128 bytes" in problem and len(problem) < 120
+    too_wide = txn_id_problem("\U0001F600" * 33)  # 33 characters, 132 bytes: the short-string shortcut must not pass it
+    assert too_wide is not None and "132 bytes" in too_wide

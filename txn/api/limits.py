@@ -16,7 +16,14 @@ Invariants:
 - the keys and values of one request to one tablet (a write batch, or a
   transaction's writes at one participant) total at most
   `WRITE_BATCH_BYTES_CEILING`: they become one Paxos command, which must fit
-  one wire frame (16 MiB) with its envelope.
+  one wire frame (16 MiB) with its envelope;
+- a transaction id is at most `MAX_TXN_ID_BYTES` (UTF-8). The client makes
+  its ids (a random token and a counter: about 20 bytes), but a request
+  carries one as input: it keys the leader's locks, is logged in Prepare,
+  Decide and Resolve commands and kept with every decision, and each one a
+  coordinator resolves travels in a `ResolveRequest`. Unbounded (up to a
+  frame), one client could make each of those a frame's size. The node
+  refuses a request naming a longer one (`bad_request`, txn/node/server.py).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from txn.api.client import KeyWrite, Row
 WRITE_BATCH_BYTES_CEILING = 12 << 20
 MAX_SCAN_ROWS = 1000
 MAX_SCAN_REPLY_BYTES = 4 << 20
+MAX_TXN_ID_BYTES = 128
 
 
 def scan_page(rows: Sequence[Row], limit: int) -> tuple[tuple[Row, ...], bool]:
@@ -58,3 +66,13 @@ def oversize(writes: Iterable[KeyWrite], max_key_bytes: int, max_value_bytes: in
         return (f"the writes to one tablet total {total} bytes, over the {WRITE_BATCH_BYTES_CEILING}-byte "
                 "limit of one replicated command: not written (split it into smaller transactions)")
     return None
+
+
+def txn_id_problem(txn_id: str) -> str | None:
+    """Why this transaction id is refused (too long), or None."""
+    if len(txn_id) <= MAX_TXN_ID_BYTES // 4:  # UTF-8 takes at most 4 bytes a character
+        return None
+    size = len(txn_id.encode("utf-8", "surrogatepass"))
+    if size <= MAX_TXN_ID_BYTES:
+        return None
+    return f"transaction id {txn_id[:32]!r}... of {size} bytes exceeds {MAX_TXN_ID_BYTES} bytes: refused"

@@ -52,7 +52,7 @@ from paxos.driver import PaxosDriver
 from paxos.messages import Accepted
 from txn import api, wire
 from txn.api.errors import RequestFailed, failure
-from txn.api.limits import oversize
+from txn.api.limits import oversize, txn_id_problem
 from txn.api.permissions import permission_problem
 from txn.node.admin import NodeAdmin
 from txn.node.clock_watch import ClockWatch
@@ -303,6 +303,11 @@ class Node:
                               "and being rebuilt; ask another replica", None, None)
 
     async def _dispatch(self, msg: Any) -> Any:
+        # A request naming a transaction: its id is bounded (txn/api/limits.py). A ResolveRequest's
+        # ids only find transactions prepared here, whose ids were checked as they came.
+        txn_id = getattr(msg, "txn_id", None)
+        if type(txn_id) is str and (problem := txn_id_problem(txn_id)) is not None:
+            raise failure(api.ErrorCode.BAD_REQUEST, problem)
         if isinstance(msg, SIZED_REQUESTS):
             parts = msg.parts if type(msg) is api.CommitRequest else ()
             for part in parts:  # each becomes a prepare this node sends: only to tablets of the cluster
