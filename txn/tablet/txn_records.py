@@ -31,7 +31,8 @@ Rules (each applied identically on every replica, from the log alone):
   prepare_ts may be served (`read_safe_ts`): its commit timestamp is not
   known yet and will be at or above prepare_ts (Spanner's t_safe).
 
-Known limit: decisions are kept forever (no GC of transaction records yet).
+Known limit: decisions are kept forever, on disk and in `decisions` (no GC of
+transaction records yet: about 273 bytes of memory each; ARCHITECTURE.md).
 """
 
 from __future__ import annotations
