@@ -21,7 +21,7 @@ next (`rest_s`), so GC holds the loop at most GC_DUTY of the time however
 large the store: a pass reads every version (about 0.4 us each), and a
 10-million-version store read every 5 s would take most of a core. The
 horizon then lags `gc_retention` by that much more (a minimum kept, not a
-maximum). GC and compaction are local to the replica
+maximum), and the log check waits as long. GC and compaction are local to the replica
 (never replicated): each replica collects and compacts on its own clock.
 
 Invariants: compaction changes nothing readable (it only rewrites LevelDB
