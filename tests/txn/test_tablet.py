@@ -12,6 +12,7 @@ from txn.tablet.commands import (
     Barrier, Decide, Prepare, Resolve, SafeTimeAdvance, WriteBatch, decode_command, encode_command,
 )
 from txn.tablet.state import TabletState
+from txn.tablet import txn_records
 from txn.tablet.txn_records import DECISION_PREFIX
 
 
@@ -144,6 +145,37 @@ def test_a_decision_record_stored_before_it_counted_writes_loads_with_none() -> 
     engine.apply(batch, sync=True)
     record = TabletState(engine).txns.decisions["old"]
     assert (record.committed, record.commit_ts, record.participants, record.writes) == (True, ts(20), ("t2",), 0)
+
+
+def test_decisions_stay_on_disk_and_only_a_bounded_number_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory does not grow with the transactions a coordinator decided: past the cache's bound
+    every decision is still answered (from the engine), as it is after a restart; the first
+    decision still wins over a later one for an evicted transaction; unknown ids are not decided."""
+    monkeypatch.setattr(txn_records, "DECISION_CACHE_MAX", 8)
+    epoch = Ballot(1, "n1")
+    state = TabletState(DictEngine())
+    entries = [(1, encode_command(Barrier(ts(10), epoch)))]
+    entries += [(2 + i, encode_command(Decide(ts(20 + i), epoch, f"tx{i}", i % 3 != 0, ["t2"], [(b"k%d" % i, b"v")])))
+                for i in range(40)]
+    entries.append((42, encode_command(Decide(ts(100), epoch, "tx1", False, [], []))))  # tx1 was decided first: no effect
+    state.apply_entries(entries)
+    records = state.txns.decisions
+    assert len(records.cached) <= 8
+    assert [records[f"tx{i}"].committed for i in range(40)] == [i % 3 != 0 for i in range(40)]
+    assert records["tx1"].commit_ts == ts(21) and state.store.read(b"k1", ts(30)).value == b"v"
+    assert "tx40" not in records and records.get("nope") is None and len(records.cached) <= 8
+    with pytest.raises(KeyError):
+        records["nope"]
+    reloaded = TabletState(state.engine)
+    assert not reloaded.txns.decisions.cached  # nothing read at start
+    assert reloaded.txns.decisions["tx0"].commit_ts == ts(20) and not reloaded.txns.decisions["tx0"].committed
+    # A snapshot install replaces the records: what the cache held of the old ones is forgotten.
+    source = TabletState(DictEngine())
+    source.apply_entries([(1, encode_command(Barrier(ts(10), epoch))),
+                          (2, encode_command(Decide(ts(20), epoch, "tx38", False, [], [])))])
+    assert records["tx38"].committed  # cached here
+    state.install_snapshot(*source.export_snapshot())
+    assert not records["tx38"].committed and "tx37" not in records
 
 
 def test_a_coordinators_decision_whose_writes_meet_an_intent_is_not_recorded() -> None:
