@@ -70,15 +70,21 @@ class CorruptionError(EngineError):
 
 
 class Batch:
-    """Writes to apply atomically, in order: `put(key, value)` and `delete(key)`."""
+    """Writes to apply atomically, in order: `put(key, value)` and `delete(key)`.
 
-    __slots__ = ("_ops", "_after")
+    `overlay`: None, or a dict an applier sets when it stages several commands into one batch
+    and a later one reads what an earlier one staged (txn/tablet/state.py). Writers that keep
+    it (the MVCC store's intents) put each staged key's latest value there (None: deleted);
+    their readers look there before the engine. Other keys are not in it."""
+
+    __slots__ = ("_ops", "_after", "overlay")
 
     def __init__(self, ops: list[tuple[bytes, bytes | None]] | None = None) -> None:
         """`ops`, if given, is taken over as is: bytes keys and values (None: delete),
         unchecked; the MVCC store's write path builds it directly for speed."""
         self._ops: list[tuple[bytes, bytes | None]] = [] if ops is None else ops
         self._after: list[Callable[[], None]] | None = None
+        self.overlay: dict[bytes, bytes | None] | None = None
 
     def after_apply(self, callback: Callable[[], None]) -> None:
         """Call `callback()` once the batch is applied (by the engine's `apply`, on its caller's thread)."""

@@ -209,19 +209,29 @@ class MvccStore:
 
     # -- intents ------------------------------------------------------------
 
-    def intent(self, key: bytes) -> Intent | None:
-        stored = self.engine.get(self.space.intent_key(key))
+    def intent(self, key: bytes, *, batch: Batch | None = None) -> Intent | None:
+        """`key`'s intent, if any; with `batch`, as it will be once that batch is applied (an
+        intent staged or deleted in it is seen when the batch keeps an `overlay`)."""
+        intent_key = self.space.intent_key(key)
+        overlay = None if batch is None else batch.overlay
+        if overlay is not None and intent_key in overlay:
+            stored = overlay[intent_key]
+        else:
+            stored = self.engine.get(intent_key)
         return None if stored is None else decode_intent(key, stored)
 
     def stage_intent(self, batch: Batch, intent: Intent) -> None:
         """Add `intent` to `batch`; replaces an intent of the same transaction."""
         if intent.ts.wall <= self._horizon.wall and intent.ts < self._horizon:
             raise BelowGcHorizon(self._horizon, intent.ts)
-        existing = self.intent(intent.key)
+        existing = self.intent(intent.key, batch=batch)
         if existing is not None and existing.txn_id != intent.txn_id:
             raise IntentConflict(intent.key, existing.txn_id, intent.txn_id)
         intent_key = self.space.intent_key(intent.key)
-        batch.put(intent_key, encode_intent(intent))
+        encoded = encode_intent(intent)
+        batch.put(intent_key, encoded)
+        if batch.overlay is not None:
+            batch.overlay[intent_key] = encoded
         batch.after_apply(lambda: self._intent_applied(intent_key, True))
 
     def put_intent(self, intent: Intent, *, sync: bool) -> None:
@@ -231,7 +241,7 @@ class MvccStore:
 
     def stage_resolve_intent(self, batch: Batch, key: bytes, txn_id: str, commit_ts: Timestamp) -> bool:
         """Turn `txn_id`'s intent on `key` into a version at `commit_ts`; False if there is none."""
-        existing = self.intent(key)
+        existing = self.intent(key, batch=batch)
         if existing is None or existing.txn_id != txn_id:
             return False
         if commit_ts < existing.ts:
@@ -249,7 +259,7 @@ class MvccStore:
 
     def stage_abort_intent(self, batch: Batch, key: bytes, txn_id: str) -> bool:
         """Remove `txn_id`'s intent on `key`; False if there is none."""
-        existing = self.intent(key)
+        existing = self.intent(key, batch=batch)
         if existing is None or existing.txn_id != txn_id:
             return False
         self._stage_intent_delete(batch, key)
@@ -429,6 +439,8 @@ class MvccStore:
     def _stage_intent_delete(self, batch: Batch, key: bytes) -> None:
         intent_key = self.space.intent_key(key)
         batch.delete(intent_key)
+        if batch.overlay is not None:
+            batch.overlay[intent_key] = None
         batch.after_apply(lambda: self._intent_applied(intent_key, False))
 
     def _intent_applied(self, intent_key: bytes, present: bool) -> None:

@@ -11,6 +11,7 @@ from paxos.messages import Ballot
 from txn.tablet.commands import (
     Barrier, Decide, Prepare, Resolve, SafeTimeAdvance, WriteBatch, decode_command, encode_command,
 )
+from txn.tablet import state as state_module
 from txn.tablet.state import TabletState
 from txn.tablet import txn_records
 from txn.tablet.txn_records import DECISION_PREFIX
@@ -94,7 +95,65 @@ def test_a_transaction_command_in_a_turn_sees_what_the_turn_staged_before_it() -
     assert state.store.read(b"k", ts(30)).value == b"txn" and state.store.intent(b"k") is None
     assert state.store.read(b"j", ts(39)).value == b"plain" and state.store.read(b"j", ts(40)).value == b"later"
     assert not state.txns.prepared and state.applied_index() == 5
-    assert engine.writes == 4  # [barrier, write], [prepare], [decide], [write]
+    assert engine.writes == 1  # the whole turn: the Decide saw the Prepare's intent through the batch
+
+
+def test_commands_of_one_write_see_intents_the_earlier_ones_staged_or_removed() -> None:
+    """In one engine write: a Prepare on a key whose intent an earlier Resolve (commit) or Decide
+    (abort) removed prepares; one meeting another transaction's intent staged just before is
+    refused; a coordinator's own write meeting a staged intent decides nothing."""
+    engine = CountingEngine()
+    state = TabletState(engine)
+    epoch = Ballot(1, "n1")
+    state.apply_entries([
+        (1, encode_command(Barrier(ts(10), epoch))),
+        (2, encode_command(Prepare(ts(20), epoch, "tx1", ts(20), "t9", [(b"k", b"one")], [], []))),
+        (3, encode_command(Prepare(ts(21), epoch, "tx2", ts(21), "t9", [(b"k", b"two")], [], []))),  # tx1's intent
+        (4, encode_command(Resolve(ts(30), epoch, [("tx1", ts(25))]))),
+        (5, encode_command(Prepare(ts(31), epoch, "tx3", ts(31), "t9", [(b"k", b"three")], [], []))),  # k is free again
+        (6, encode_command(Decide(ts(32), epoch, "tx4", True, [], [(b"k", b"own")]))),  # meets tx3's intent
+        (7, encode_command(Decide(ts(33), epoch, "tx3", False, []))),  # tx3 coordinated here: aborted
+        (8, encode_command(Prepare(ts(34), epoch, "tx5", ts(34), "t9", [(b"k", b"five")], [], []))),
+    ])
+    assert engine.writes == 1
+    assert sorted(state.txns.prepared) == ["tx5"]
+    assert state.store.read(b"k", ts(100)).value == b"one" and state.store.read(b"k", ts(24)).value is None
+    intent = state.store.intent(b"k")
+    assert intent is not None and (intent.txn_id, intent.value) == ("tx5", b"five")
+    assert state.txns.decisions.get("tx4") is None and not state.txns.decisions["tx3"].committed
+    reloaded = TabletState(engine)
+    assert sorted(reloaded.txns.prepared) == ["tx5"] and reloaded.store.intent(b"k") == intent
+
+
+def test_a_decision_staged_in_a_write_wins_over_a_later_one_even_evicted_from_the_cache(monkeypatch) -> None:  # noqa: ANN001
+    """First decision wins inside one engine write too, and a Prepare after a presumed abort
+    there never prepares, although the cache (bound 2 here) dropped the staged decisions."""
+    monkeypatch.setattr(txn_records, "DECISION_CACHE_MAX", 2)
+    engine = CountingEngine()
+    state = TabletState(engine)
+    epoch = Ballot(1, "n1")
+    entries = [(1, encode_command(Barrier(ts(10), epoch))),
+               (2, encode_command(Decide(ts(20), epoch, "tx1", False, []))),  # a presumed abort
+               (3, encode_command(Decide(ts(21), epoch, "tx2", True, [], [(b"a", b"1")])))]
+    entries += [(4 + i, encode_command(Decide(ts(22 + i), epoch, f"other{i}", False, []))) for i in range(5)]
+    entries += [(9, encode_command(Prepare(ts(30), epoch, "tx1", ts(30), "t1", [(b"b", b"x")], [], []))),
+                (10, encode_command(Decide(ts(31), epoch, "tx2", False, []))),
+                (11, encode_command(Decide(ts(32), epoch, "tx1", True, [], [(b"c", b"y")])))]
+    state.apply_entries(entries)
+    assert engine.writes == 1
+    assert "tx1" not in state.txns.prepared and state.store.intent(b"b") is None
+    assert state.txns.decisions["tx2"].committed and state.txns.decisions["tx2"].commit_ts == ts(21)
+    assert not state.txns.decisions["tx1"].committed
+    assert state.store.read(b"a", ts(40)).value == b"1" and state.store.read(b"c", ts(40)).value is None
+
+
+def test_a_long_apply_is_written_in_parts_each_with_its_applied_index() -> None:
+    engine = CountingEngine()
+    state = TabletState(engine)
+    count = state_module.MAX_SLOTS_PER_WRITE + 5
+    state.apply_entries([(i, encode_command(WriteBatch(ts(10 * i), [(b"k", b"v%d" % i)]))) for i in range(1, count + 1)])
+    assert engine.writes == 2 and state.applied_index() == count
+    assert TabletState(engine).store.read(b"k", ts(10 * count)).value == b"v%d" % count
 
 
 def test_one_resolve_command_finishes_several_transactions_in_one_engine_write() -> None:

@@ -62,6 +62,9 @@ APPLIED_KEY = b"t/applied"
 SAFE_TS_KEY = b"t/safe"
 EPOCH_KEY = b"t/epoch"
 INSTALLING_KEY = b"t/installing"
+# Slots applied by one engine write at most: a Paxos turn's (512 entries at most, PaxosConfig) fit;
+# a replay or a catch-up longer than that is written in parts.
+MAX_SLOTS_PER_WRITE = 1024
 SNAPSHOT_HEADER_VERSION = 3  # 2: the last barrier's epoch; 3: the transaction records
 
 # (index, command or None for a no-op / snapshot install, skipped: a stale command, or a Prepare that failed)
@@ -121,18 +124,19 @@ class TabletState:
         self.apply_entries(((index, command_bytes),))
 
     def apply_entries(self, entries: Sequence[tuple[int, bytes]]) -> None:
-        """Apply consecutive slots with as few engine writes as they allow: one for a run of plain
-        writes and safe-time advances (a Paxos turn's worth), each batch carrying the applied index
-        of its last slot, so a crash leaves some prefix applied. A transaction command reads the
-        store while staging (intents, records), so what is staged before it is written first."""
-        batch, told = Batch(), []
+        """Apply consecutive slots in engine writes of at most `MAX_SLOTS_PER_WRITE` (one for a
+        Paxos turn's worth), each carrying the applied index of its last slot, so a crash leaves
+        some prefix applied. A transaction command reads the store while staging (intents,
+        decisions): the batch keeps an `overlay`, through which it sees what the slots before
+        it in the same batch staged (before 12-05 each such command had an engine write of its
+        own, and the listener's per-write work with it)."""
+        batch, told = self._new_batch(), []
         last = self._applied_index
         for index, command_bytes in entries:
             assert index == last + 1, f"apply out of order: {index} after {last}"
             last = index
             command = decode_command(command_bytes)
-            reads_store = isinstance(command, (Prepare, Decide, Resolve))
-            if reads_store and told:
+            if len(told) >= MAX_SLOTS_PER_WRITE:
                 batch, told = self._write(batch, told)
             skipped = command is not None and self.is_stale(command)
             if command is not None and not skipped:
@@ -154,10 +158,14 @@ class TabletState:
             if skipped and not isinstance(command, Prepare):
                 self.skipped += 1
             told.append((index, command, skipped))
-            if reads_store:
-                batch, told = self._write(batch, told)
         if told:
             self._write(batch, told)
+
+    @staticmethod
+    def _new_batch() -> Batch:
+        batch = Batch()
+        batch.overlay = {}
+        return batch
 
     def _write(self, batch: Batch, told: list[tuple[int, object, bool]]) -> tuple[Batch, list[tuple[int, object, bool]]]:
         """Write staged slots (unsynced: the Paxos log holds them durably) with the applied index of
@@ -174,7 +182,7 @@ class TabletState:
                 self.on_applied(index, command, skipped)
         if self.on_batch_applied is not None:
             self.on_batch_applied()
-        return Batch(), []
+        return self._new_batch(), []
 
     def read_safe_ts(self, closed_ts: Timestamp = Timestamp.MIN) -> Timestamp:
         """The highest timestamp a read may be served at here: safe time (or a leader's closed

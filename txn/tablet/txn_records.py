@@ -39,9 +39,10 @@ decided (273 bytes each when all were kept, 12-05). A lookup the cache
 misses, as for a transaction not decided here (the common case: a new
 commit, a prepare), is one engine read (about 2.5 us on LevelDB). What a
 lookup answers is the engine's, so every replica answers alike whatever its
-cache holds. A decision is cached when staged, before its batch is applied:
-a lookup between the two sees it (the applier writes the batch before
-staging any later command that reads the records).
+cache holds. A decision is cached when staged, before its batch is applied;
+a later command of the same batch finds it through the batch's `overlay`
+(mvcc/engine.py) even if the cache dropped it meanwhile. The intents such a
+command reads (`MvccStore.intent(key, batch=)`) come through it likewise.
 
 Known limit: decisions are kept forever on disk (no GC of transaction records
 yet; ARCHITECTURE.md).
@@ -96,10 +97,14 @@ class DecisionTable:
         self.engine = engine
         self.cached: dict[str, DecisionRecord] = {}
 
-    def get(self, txn_id: str) -> DecisionRecord | None:
+    def get(self, txn_id: str, *, batch: Batch | None = None) -> DecisionRecord | None:
+        """The decision, if any; with `batch`, also one staged in it and not applied yet (seen
+        through the batch's `overlay`, whatever the cache evicted meanwhile)."""
         record = self.cached.get(txn_id)
         if record is None:
-            value = self.engine.get(DECISION_PREFIX + txn_id.encode())
+            key = DECISION_PREFIX + txn_id.encode()
+            overlay = None if batch is None else batch.overlay
+            value = overlay[key] if overlay is not None and key in overlay else self.engine.get(key)
             if value is None:
                 return None
             record = decode_decision(value)
@@ -115,8 +120,12 @@ class DecisionTable:
             raise KeyError(txn_id)
         return record
 
-    def __setitem__(self, txn_id: str, record: DecisionRecord) -> None:
-        """Cache a decision the caller staged (its engine write is the caller's batch)."""
+    def stage(self, batch: Batch, txn_id: str, record: DecisionRecord) -> None:
+        """Stage a decision's record in `batch` (and its `overlay`, if it keeps one), and cache it."""
+        key, value = DECISION_PREFIX + txn_id.encode(), encode_decision(record)
+        batch.put(key, value)
+        if batch.overlay is not None:
+            batch.overlay[key] = value
         self._cache(txn_id, record)
 
     def clear(self) -> None:
@@ -149,12 +158,12 @@ class TxnRecords:
     # ---- applying commands (called by TabletState.apply; return False: the command failed) ----
 
     def stage_prepare(self, batch: Batch, command: Prepare) -> bool:
-        if command.txn_id in self.decisions:
+        if self.decisions.get(command.txn_id, batch=batch) is not None:
             return False  # decided before its prepare applied (presumed abort): never prepare it
         if command.txn_id in self.prepared:
             return True  # a duplicate of the same vote
         for key, _ in command.writes:
-            intent = self.store.intent(key)
+            intent = self.store.intent(key, batch=batch)
             if intent is not None and intent.txn_id != command.txn_id:
                 return False
         for key, value in command.writes:
@@ -164,16 +173,15 @@ class TxnRecords:
         return True
 
     def stage_decide(self, batch: Batch, command: Decide) -> bool:
-        if command.txn_id in self.decisions:
+        if self.decisions.get(command.txn_id, batch=batch) is not None:
             return False  # the first decision won
-        if command.committed and any(self.store.intent(key) is not None for key, _ in command.writes):
+        if command.committed and any(self.store.intent(key, batch=batch) is not None for key, _ in command.writes):
             # The coordinator's own writes meet an intent (its leader's locks exclude that, so
             # never expected): no decision is recorded, and its proposer answers abort.
             return False
         record = DecisionRecord(command.committed, command.ts, command.participants,
                                 len(command.writes) if command.committed else 0)
-        batch.put(DECISION_PREFIX + command.txn_id.encode(), encode_decision(record))
-        self.decisions[command.txn_id] = record
+        self.decisions.stage(batch, command.txn_id, record)
         self._stage_finish(batch, command.txn_id, command.ts if command.committed else None)
         if command.committed:
             for key, value in command.writes:
