@@ -901,3 +901,57 @@ async def test_a_transactional_read_says_the_lease_its_lock_was_taken_under() ->
         read = await replica.txns.read(api.TxnReadRequest("t1", "x1", replica.clock.now(), b"k", 1_000_000_000))
         scan = await replica.txns.scan(api.TxnScanRequest("t1", "x1", replica.clock.now(), b"", None, 10, 1_000_000_000))
     assert (read.served_by, read.lease) == ("n1", 4242) and (scan.served_by, scan.lease) == ("n1", 4242)
+
+
+async def test_a_decision_names_only_the_keys_its_transaction_prepared_or_is_preparing_here() -> None:
+    """What a decision or resolution changes here, hence which reads wait for it: a client's abort
+    at a coordinator where its transaction never prepared changes no key (before 12-05 it named
+    none, and every read of the tablet at or above it waited for it); one assigned while the
+    transaction's Prepare is being logged names that prepare's keys; a resolution, its intents'."""
+    replica = serving_replica(NotLeader(None))
+    proposed: list[object] = []
+    release = trio.Event()
+
+    async def propose(command: bytes, *, timeout_s: float, on_not_chosen: object = None) -> int:
+        proposed.append(decode_command(command))
+        await release.wait()
+        raise ProposalLost(known_not_chosen=True)
+
+    async def refused(call, request) -> None:  # noqa: ANN001
+        with pytest.raises(RequestFailed):  # each proposal ends "not logged" once released
+            await call(request)
+
+    replica.paxos.propose = propose  # type: ignore[method-assign]
+    pending_keys = lambda command: replica.leader.pending[command.ts].keys  # noqa: E731
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(refused, replica.txns.abort, api.AbortRequest("t1", "never-here", "t1", 1_000_000_000))
+        with trio.fail_after(5):
+            while not proposed:
+                await trio.sleep(0.001)
+        prepare = api.PrepareRequest("t1", "preparing", replica.clock.now(), "t9", (api.KeyWrite(b"p", b"1"),), (), (),
+                                     1_000_000_000)
+        nursery.start_soon(refused, replica.txns.prepare, prepare)
+        with trio.fail_after(5):
+            while len(proposed) < 2:
+                await trio.sleep(0.001)
+        abort, prepared = proposed
+        assert isinstance(abort, Decide) and not abort.committed and pending_keys(abort) == frozenset()
+        assert replica.leader.leader_read_ready(abort.ts, b"other"), "a read of any key need not wait for it"
+        assert isinstance(prepared, Prepare) and replica.txns.preparing == {"preparing": frozenset({b"p"})}
+        nursery.start_soon(refused, replica.txns.abort, api.AbortRequest("t1", "preparing", "t1", 1_000_000_000))
+        with trio.fail_after(5):
+            while len(proposed) < 3:
+                await trio.sleep(0.001)
+        assert isinstance(proposed[2], Decide) and pending_keys(proposed[2]) == frozenset({b"p"})
+        assert not replica.leader.leader_read_ready(proposed[2].ts, b"p")
+        assert replica.leader.leader_read_ready(proposed[2].ts, b"other")
+        now = replica.clock.now()
+        replica.state.txns.prepared["x1"] = Prepare(now, replica.paxos.core.ballot, "x1", now, "t9", [(b"i", b"v")], [], [])
+        nursery.start_soon(refused, replica.txns.resolve, api.ResolveRequest(
+            "t1", [api.ResolveDecision("x1", None), api.ResolveDecision("preparing", None)], 1_000_000_000))
+        with trio.fail_after(5):
+            while len(proposed) < 4:
+                await trio.sleep(0.001)
+        assert isinstance(proposed[3], Resolve) and pending_keys(proposed[3]) == frozenset({b"i"})
+        release.set()
+    assert replica.txns.preparing == {}, "forgotten once its Prepare's proposal ended"
