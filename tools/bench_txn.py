@@ -15,6 +15,8 @@ closed-loop clients for `--seconds` each doing one of:
   its Paxos batches are larger than writes spread over the tablets get
   (`bench kv`).
 
+Before measuring, it waits (up to 20 s) until every tablet is led by its
+preferred leader, as `bench kv` does, and prints the leaders.
 Prints transactions/s, p50/p99 latency, aborts (retried by
 `run_transaction`), the ratios of each transaction kind to the plain
 write measured in the same run, and, as `bench kv` does, the CPU a
@@ -46,7 +48,7 @@ import trio
 
 from hlc import parse_duration_ns
 from tools.bench import client_counts, duration_text, positive_int, positive_seconds, print_setup
-from tools.bench_kv import CpuWindow, cpu_note, task_cpu_snapshots
+from tools.bench_kv import PREFERRED_LEADERS_WAIT_S, CpuWindow, cpu_note, task_cpu_snapshots, wait_preferred_leaders
 from tools.errors import CliError
 from tools.localcluster import LocalCluster
 from tools.task_cpu import difference, report
@@ -231,6 +233,10 @@ def run(args: argparse.Namespace) -> int:
               f"and {RIGHT.decode()}* on {right.id} ({right.preferred_leader}); rmw and write on {left.id}", flush=True)
         cluster.start_all()
         cluster.wait_healthy()
+        # As bench kv: a node that lost an early election gets its tablets back about 2 s later;
+        # measured meanwhile, the first figure would include that hand-over (and its aborts).
+        leaders = wait_preferred_leaders(cluster, PREFERRED_LEADERS_WAIT_S)
+        print("leaders:   " + ", ".join(f"{t} {n}" for t, n in sorted(leaders.items())), flush=True)
         print(f"{'workload':<10} {'clients':>7} {'txn/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'retries':>7} {'errors':>6}  "
               "vs write; CPU per transaction; the machine")
         baseline: dict[int, dict] = {}

@@ -36,6 +36,8 @@ def test_bench_txn_commits_every_kind_and_prints_ratios() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "benchmark: txn" in out and "mutual TLS on" in out, out
+    # Measured once every tablet is led by its preferred leader (cluster.toml: t1 n1, t2 n2, ...).
+    assert re.search(r"^leaders: +t1 n1, t2 n2, t3 n3, t4 n1$", out, re.MULTILINE), out
     rows = {kind: (int(clients), int(rate.replace(",", "")), int(errors), ratio)
             for kind, clients, rate, _p50, _p99, _retries, errors, ratio in ROW.findall(out)}
     assert sorted(rows) == ["rmw", "transfer", "write"], out
