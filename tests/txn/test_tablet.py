@@ -341,3 +341,16 @@ def test_commands_carry_their_epoch_and_old_logs_still_decode() -> None:
     assert decode_command(encode_command(command)) == command
     legacy = cbor2.dumps([1, ts(7).to_bytes(), [[b"k", b"v"]]], canonical=True)
     assert decode_command(legacy).epoch == Ballot(0, "")
+
+
+def test_a_prepared_record_is_the_commands_log_encoding_as_applied() -> None:
+    """The record of a prepared transaction holds its Prepare's log bytes (the applier passes them
+    on rather than encoding the command again), and a reload reads the same Prepare back."""
+    engine = DictEngine()
+    state = TabletState(engine)
+    epoch = Ballot(1, "n1")
+    prepare = Prepare(ts(20), epoch, "tx1", ts(19), "t9", [(b"k", b"v")], [b"r"], [(b"a", b"b")])
+    logged = encode_command(prepare)
+    state.apply_entries([(1, encode_command(Barrier(ts(10), epoch))), (2, logged)])
+    assert engine.get(txn_records.PREPARED_PREFIX + b"tx1") == logged
+    assert TabletState(engine).txns.prepared["tx1"] == prepare

@@ -146,7 +146,7 @@ class TabletState:
                         self.store.stage_write(batch, key, command.ts, value)
                     self.writes_applied += 1
                 elif isinstance(command, Prepare):
-                    skipped = not self.txns.stage_prepare(batch, command)
+                    skipped = not self.txns.stage_prepare(batch, command, command_bytes)
                 elif isinstance(command, Decide):
                     self.txns.stage_decide(batch, command)
                 elif isinstance(command, Resolve):

@@ -6,7 +6,7 @@ calls it from `apply`). Pure: works on an `Engine`, an `MvccStore` and a
 
 On disk, in the replica's LevelDB beside the tablet metadata:
 
-    b"t/p/" txn_id   the Prepare command (its log encoding) of a prepared transaction
+    b"t/p/" txn_id   the Prepare command (its log bytes, as applied) of a prepared transaction
     b"t/d/" txn_id   cbor [committed, commit_ts bytes, [participant tablets]]: a decision
                      of a transaction this tablet coordinates
 
@@ -157,7 +157,8 @@ class TxnRecords:
 
     # ---- applying commands (called by TabletState.apply; return False: the command failed) ----
 
-    def stage_prepare(self, batch: Batch, command: Prepare) -> bool:
+    def stage_prepare(self, batch: Batch, command: Prepare, encoded: bytes | None = None) -> bool:
+        """`encoded`: the command's log encoding, if the caller has it (kept as its record as is)."""
         if self.decisions.get(command.txn_id, batch=batch) is not None:
             return False  # decided before its prepare applied (presumed abort): never prepare it
         if command.txn_id in self.prepared:
@@ -168,7 +169,7 @@ class TxnRecords:
                 return False
         for key, value in command.writes:
             self.store.stage_intent(batch, Intent(key, command.txn_id, command.ts, value))
-        batch.put(PREPARED_PREFIX + command.txn_id.encode(), encode_command(command))
+        batch.put(PREPARED_PREFIX + command.txn_id.encode(), encode_command(command) if encoded is None else encoded)
         self.prepared[command.txn_id] = command
         return True
 
