@@ -39,7 +39,10 @@ Invariants:
   GC call can run (TabletState.apply_entries stages and writes without
   yielding); a batch staged before a pass began and applied after the pass
   read that key would go unseen.
-- `stage_*` read the engine as it is, not the batch being built.
+- `stage_*` read the engine as it is, not the batch being built, except
+  for the intents staged in a batch that keeps an `overlay` (mvcc/engine.py
+  `Batch`): an applier staging several commands in one batch sees through
+  it what the earlier ones did to intents (`intent(key, batch=)`).
 
 Performance notes: a point read is one `engine.first` seek (LevelDB reuses one
 iterator until the next write); the set of intent keys is kept in memory, so
