@@ -1,4 +1,6 @@
-"""A frame alone on a plain-TCP connection goes to the kernel at once (txn/net/connection.py).
+"""A frame alone on a plain-TCP connection goes to the kernel at once, and the writer's own
+sends (`send_plain`) take one task step each, lose no byte and fail as trio's would
+(txn/net/connection.py).
 
 Over real loopback sockets: the receiving end is a plain blocking socket read
 without letting the event loop run, so a frame that went through the writer
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import tempfile
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -113,3 +116,82 @@ async def test_a_closed_connection_never_writes_to_its_old_descriptor_number() -
                 finally:
                     os.close(old_fd)
             assert connection.queued_frames() == 1  # queued for a writer that will meet the closed socket
+
+
+class WriterSteps(trio.abc.Instrument):
+    """Counts the task steps of the tasks running `Connection.run_writer`."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.coro.cr_code.co_name == "run_writer":
+            self.steps += 1
+
+
+async def test_the_writer_sends_a_queued_frame_in_one_task_step() -> None:
+    # trio's send_all yields after a send that succeeded: one more writer step per send.
+    connection, peer = await connected_pair()
+    counter = WriterSteps()
+    with peer:
+        async with parked_writer(connection):
+            trio.lowlevel.add_instrument(counter)
+            try:
+                for number in range(5):
+                    connection.write(b"frame %d" % number)
+                    assert await trio.to_thread.run_sync(recv_exactly, peer, 7) == b"frame %d" % number
+                    await trio.testing.wait_all_tasks_blocked()
+            finally:
+                trio.lowlevel.remove_instrument(counter)
+            assert counter.steps == 5
+        await connection.stream.aclose()
+
+
+async def test_the_writer_sends_more_than_the_kernel_takes_at_once_in_order() -> None:
+    connection, peer = await connected_pair()
+    big = bytes(range(256)) * (64 << 10)  # 16 MiB: the writer's write(2) takes part, then waits for room
+    with peer:
+        async with parked_writer(connection):
+            connection.write(big)
+            connection.write(b"next")
+            received = await trio.to_thread.run_sync(recv_exactly, peer, len(big) + 4)
+            assert received == big + b"next"
+            assert connection.queued_bytes() == 0
+        await connection.stream.aclose()
+
+
+async def test_a_peer_gone_is_a_broken_stream_for_the_writer() -> None:
+    connection, peer = await connected_pair()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends a reset
+    peer.close()
+    await trio.sleep(0.01)
+    broken: list[BaseException] = []
+
+    async def keep_writing() -> None:
+        while True:
+            connection.write(b"x" * 1000)
+            await trio.sleep(0.001)
+
+    with trio.fail_after(10):
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(keep_writing)
+                await connection.run_writer()
+        except* trio.BrokenResourceError as group:
+            broken.extend(group.exceptions)
+    assert len(broken) == 1 and isinstance(broken[0].__cause__, OSError)
+    await connection.stream.aclose()
+
+
+async def test_the_writer_meets_a_closed_socket_as_closed() -> None:
+    connection, peer = await connected_pair()
+    with peer:
+        connection.stream.socket.close()
+        connection.write(b"after close")
+        with trio.fail_after(10):
+            try:
+                await connection.run_writer()
+            except trio.ClosedResourceError:
+                pass
+            else:
+                raise AssertionError("run_writer returned")
