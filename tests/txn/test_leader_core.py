@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hypothesis import example, given, settings, strategies as st
+
 from hlc import Timestamp
 from txn.tablet.leader import Serving, TabletLeaderCore, WriteState
 
@@ -146,3 +148,57 @@ def test_a_closed_timestamp_waits_for_every_assigned_command_and_bounds_later_on
     assert core.assign(ts(T0 + 1), commit_wait=True).ts > closed, "a later command must land above C"
     core.lease_lost()
     assert core.close(ts(T0 + 9)) is None, "only a serving leader closes timestamps"
+
+
+def scanned_due(core: TabletLeaderCore, physical_now_ns: int) -> set[Timestamp]:
+    """What `tick` must finish, by its definition: every applied command past its release."""
+    return {c.ts for c in core.pending.values() if c.state is WriteState.APPLIED and physical_now_ns > c.release_after_ns}
+
+
+def scanned_next_wake(core: TabletLeaderCore) -> int | None:
+    waits = [c.release_after_ns for c in core.pending.values() if c.state is WriteState.APPLIED]
+    return min(waits) + 1 if waits else None
+
+
+operations = st.lists(st.one_of(
+    st.tuples(st.just("assign"), st.integers(0, 3 * M), st.booleans()),
+    st.tuples(st.just("apply"), st.integers(0, 40), st.booleans()),  # the n-th pending command; skipped?
+    st.tuples(st.just("not_chosen"), st.integers(0, 40), st.just(False)),
+    st.tuples(st.just("tick"), st.integers(0, 2 * M), st.just(False)),  # the clock moves on by this much
+    st.tuples(st.just("lease"), st.integers(0, 1), st.just(False)),
+), max_size=80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations)
+@example([("assign", 0, True), ("assign", 1, True), ("apply", 0, False), ("apply", 1, False),
+          ("not_chosen", 1, False), ("tick", 2 * M, False)])  # a queue entry gone stale behind a live one
+@example([("assign", 0, True), ("apply", 0, False), ("apply", 0, False)])  # applied twice: queued once
+@example([("assign", 0, True), ("apply", 0, False), ("not_chosen", 0, False)])  # the first entry gone stale
+def test_the_commit_wait_queue_finishes_what_a_scan_of_every_command_would(steps) -> None:
+    """`tick`, `next_wake_ns` and `waiting` read a heap by release time (module docstring): at every
+    step they agree with a scan of every pending command, however commands were applied (out of
+    timestamp order too), skipped, lost, or forgotten by a lease change."""
+    core = serving_core()
+    now = T0
+    commands: list = []
+    for kind, number, flag in steps:
+        if kind == "assign":
+            commands.append(core.assign(ts(now + number), commit_wait=flag))
+        elif kind == "apply" and commands:
+            command = commands[number % len(commands)]
+            core.applied(command.ts, skipped=flag, physical_now_ns=now, release=False)
+        elif kind == "not_chosen" and commands:
+            command = commands[number % len(commands)]
+            if not command.finished:
+                core.not_chosen(command)
+        elif kind == "tick":
+            now += number
+            due = scanned_due(core, now)
+            finished = core.tick(now)
+            assert {c.ts for c in finished} == due and len(finished) == len(due)
+            assert all(c.state is WriteState.DONE and c.ts not in core.pending for c in finished)
+        elif kind == "lease":
+            core.lease_lost() if number else core.lease_acquired(lease_id=2, lease_start_physical_ns=now)
+        assert core.next_wake_ns() == scanned_next_wake(core)
+        assert core.waiting() == sum(1 for c in core.pending.values() if c.state is WriteState.APPLIED)

@@ -27,7 +27,10 @@ The rules (Spanner, OSDI 2012, section 4.1.2 and 4.2.1, with an HLC):
   rule a strong read could return a write still in commit-wait, and a client
   that saw it could then commit a write on another leader whose clock ran
   behind with a SMALLER timestamp (read-then-write external consistency).
-  The wait is one timer per tablet (`next_wake_ns`), not a task per write.
+  The wait is one timer per tablet (`next_wake_ns`), not a task per write,
+  on a heap of applied commands by release time: `tick` takes only what is
+  due and `next_wake_ns` reads the first, instead of scanning every pending
+  command (about 25 per tablet under 64 writing clients) on each wake-up.
 - A read of ONE key at T waits only for the unfinished commands at or below
   T that change that key (their `keys`: a write's keys, a prepare's
   intents, a decision's or resolution's intents) or that name no keys (a
@@ -71,6 +74,8 @@ max_offset (DESIGN.md contract 6, enforced by fencing in txn/node/clock_watch.py
 from __future__ import annotations
 
 import enum
+import heapq
+import itertools
 from typing import Iterable
 
 import attrs
@@ -121,6 +126,11 @@ class TabletLeaderCore:
         self.max_offset_ns = max_offset_ns
         self.floor = safe_ts
         self.pending: dict[Timestamp, PendingCommand] = {}
+        # The commit-wait queue: (release time, ts, push number, command) for each command applied
+        # here, by release time (the push number: never a comparison of two commands). An entry
+        # whose command is no longer APPLIED is stale and skipped.
+        self._waits: list[tuple[int, Timestamp, int, PendingCommand]] = []
+        self._pushes = itertools.count()
         self.serving = Serving.NOT_LEADER
         self.lease_id: int | None = None  # identifies the lease being served (its start on the monotonic clock)
         self.lease_start_physical_ns = 0
@@ -213,6 +223,8 @@ class TabletLeaderCore:
             if command is self.barrier:
                 self.barrier_failed()
             return
+        if command.state is not WriteState.APPLIED:
+            heapq.heappush(self._waits, (command.release_after_ns, ts, next(self._pushes), command))
         command.state = WriteState.APPLIED
         command.applied_at_ns = physical_now_ns
         if command is self.barrier and self.serving is Serving.BARRIER_PENDING:
@@ -225,23 +237,29 @@ class TabletLeaderCore:
             self.floor = safe_ts
 
     def tick(self, physical_now_ns: int) -> list[PendingCommand]:
-        """Finish every applied command whose commit-wait is over; returns them."""
+        """Finish every applied command whose commit-wait is over; returns them, by release time.
+        Takes only what is due from the commit-wait queue: the others are not looked at."""
         done = []
-        for ts, command in list(self.pending.items()):
-            if command.state is WriteState.APPLIED and physical_now_ns > command.release_after_ns:
+        waits = self._waits
+        while waits and waits[0][0] < physical_now_ns:
+            _, ts, _, command = heapq.heappop(waits)
+            if command.state is WriteState.APPLIED:
                 command.state = WriteState.DONE
-                del self.pending[ts]
+                if self.pending.get(ts) is command:
+                    del self.pending[ts]
                 done.append(command)
         return done
 
     def waiting(self) -> int:
         """How many applied commands are in commit-wait."""
-        return sum(1 for c in self.pending.values() if c.state is WriteState.APPLIED)
+        return sum(1 for entry in self._waits if entry[3].state is WriteState.APPLIED)
 
     def next_wake_ns(self) -> int | None:
         """When the next commit-wait ends (physical ns), if any applied command waits."""
-        waits = [c.release_after_ns for c in self.pending.values() if c.state is WriteState.APPLIED]
-        return min(waits) + 1 if waits else None
+        waits = self._waits
+        while waits and waits[0][3].state is not WriteState.APPLIED:
+            heapq.heappop(waits)  # stale: its command left APPLIED another way
+        return waits[0][0] + 1 if waits else None
 
     # ---- reads ----------------------------------------------------------------
 
