@@ -72,6 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dir", default=DEFAULT_DIR, help=f"data directory of a running cluster (default ./{DEFAULT_DIR})")
     parser.add_argument("--fresh", action="store_true", help="start a fresh local 3-node cluster in a temporary directory")
+    parser.add_argument("--insecure", action="store_true",
+                        help="the fresh cluster runs --insecure (plain TCP, no TLS), as `chronodb up --insecure`; "
+                        "refused against a running cluster, which keeps its own")
     parser.add_argument("--workload", default="register", choices=WORKLOADS,
                         help="register (default), list-append or bank (transactions across tablets)")
     parser.add_argument("--nemesis", default="kill,pause,skew,partition",
@@ -125,12 +128,15 @@ def run(args: argparse.Namespace) -> int:
     out = pathlib.Path(args.out or f"verify-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     running = None if args.fresh else cluster_runs(args.dir)
+    if running is not None and args.insecure:
+        raise CliError(f"--insecure applies to the fresh cluster verify starts (--fresh): the cluster running in "
+                       f"{args.dir} keeps its own security")
     cluster = None
     temp_dir = None
     if running is None:
         temp_dir = pathlib.Path(tempfile.mkdtemp(prefix="chronodb-verify-"))
-        say(f"starting a fresh local 3-node cluster in {temp_dir}")
-        cluster = LocalCluster(temp_dir)
+        say(f"starting a fresh local 3-node cluster in {temp_dir}" + (", --insecure" if args.insecure else ""))
+        cluster = LocalCluster(temp_dir, insecure=args.insecure)
         cluster.start_all()
         cluster.wait_healthy(60)
         config, data_dir = cluster.config, temp_dir

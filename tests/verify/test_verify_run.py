@@ -4,12 +4,15 @@ faults must have been injected, and every output must be written."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 
 import attrs
 import pytest
 
+from tools import verify
+from tools.errors import CliError
 from tools.localcluster import run_cli
 from tools.verify_register import check_register
 from tools.verify_workloads import op_from_json
@@ -69,3 +72,31 @@ def test_kill_and_pause_are_refused_against_a_running_cluster(tmp_path: pathlib.
         assert result.returncode == 2 and "needs a local cluster" in result.stderr
     finally:
         cluster.stop_all()
+
+
+def test_an_insecure_run_tests_a_plain_tcp_cluster_and_is_valid(tmp_path: pathlib.Path) -> None:
+    """`--insecure`: the nodes run without TLS, so every connection takes its plain-TCP path
+    (txn/net/connection.py `send_plain`) while nodes are killed and partitioned."""
+    out = tmp_path / "out"
+    result = run_cli(["verify", "--fresh", "--insecure", "--workload", "register", "--nemesis", "kill,partition",
+                      "--seconds", "14", "--rate", "50", "--clients", "6", "--seed", "test-insecure",
+                      "--out", str(out)], timeout_s=240)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "verdict: valid" in result.stdout and ", --insecure" in result.stdout
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert verdict["valid"] and verdict["faults"] >= 1 and verdict["ok"] > 0.5 * verdict["ops"]
+    for node in ("n1", "n2", "n3"):
+        assert "INSECURE (no TLS" in (out / "logs" / f"{node}.log").read_text()
+
+
+def test_insecure_is_refused_against_a_running_cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+    def no_cluster(*args: object, **kwargs: object) -> None:
+        raise AssertionError("verify started a cluster of its own")
+
+    monkeypatch.setattr(verify, "cluster_runs", lambda data_dir: object())  # "a cluster runs in DIR"
+    monkeypatch.setattr(verify, "LocalCluster", no_cluster)
+    parser = argparse.ArgumentParser()
+    verify.register(parser.add_subparsers())
+    args = parser.parse_args(["verify", "--dir", str(tmp_path), "--insecure", "--out", str(tmp_path / "out")])
+    with pytest.raises(CliError, match="--insecure applies to the fresh cluster"):
+        verify.run(args)
