@@ -125,12 +125,12 @@ def cluster_runs(data_dir: str) -> ClusterConfig | None:
 
 def run(args: argparse.Namespace) -> int:
     plan = parse_plan(args)
-    out = pathlib.Path(args.out or f"verify-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
     running = None if args.fresh else cluster_runs(args.dir)
     if running is not None and args.insecure:
         raise CliError(f"--insecure applies to the fresh cluster verify starts (--fresh): the cluster running in "
                        f"{args.dir} keeps its own security")
+    out = pathlib.Path(args.out or f"verify-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
     cluster = None
     temp_dir = None
     if running is None:

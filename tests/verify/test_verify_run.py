@@ -100,3 +100,4 @@ def test_insecure_is_refused_against_a_running_cluster(monkeypatch: pytest.Monke
     args = parser.parse_args(["verify", "--dir", str(tmp_path), "--insecure", "--out", str(tmp_path / "out")])
     with pytest.raises(CliError, match="--insecure applies to the fresh cluster"):
         verify.run(args)
+    assert not (tmp_path / "out").exists(), "refused before writing anything"
