@@ -1,6 +1,6 @@
 """A frame alone on a plain-TCP connection goes to the kernel at once, and the writer's own
-sends (`send_plain`) take one task step each, lose no byte and fail as trio's would
-(txn/net/connection.py).
+sends (`send_plain`, txn/net/socket_send.py) take one task step each, lose no byte and fail as
+trio's would (txn/net/connection.py).
 
 Over real loopback sockets: the receiving end is a plain blocking socket read
 without letting the event loop run, so a frame that went through the writer

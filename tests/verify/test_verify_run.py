@@ -76,7 +76,7 @@ def test_kill_and_pause_are_refused_against_a_running_cluster(tmp_path: pathlib.
 
 def test_an_insecure_run_tests_a_plain_tcp_cluster_and_is_valid(tmp_path: pathlib.Path) -> None:
     """`--insecure`: the nodes run without TLS, so every connection takes its plain-TCP path
-    (txn/net/connection.py `send_plain`) while nodes are killed and partitioned."""
+    (`send_plain`, txn/net/socket_send.py) while nodes are killed and partitioned."""
     out = tmp_path / "out"
     result = run_cli(["verify", "--fresh", "--insecure", "--workload", "register", "--nemesis", "kill,partition",
                       "--seconds", "14", "--rate", "50", "--clients", "6", "--seed", "test-insecure",

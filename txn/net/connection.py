@@ -10,12 +10,12 @@ Invariants:
   sends the frames queued since its last write, up to `WRITE_BATCH_BYTES`
   at a time, as one `send_all` (one syscall for many small frames under
   load; a large frame goes alone, never copied into a joined buffer). On
-  a plain TCP stream that send is `send_plain`: write(2) on the socket,
-  waiting (a schedule point) only while the kernel takes nothing. trio's
-  `send_all` also yields after every send that succeeded: one more task
-  step per send, for nothing here (the writer parks right after, or sends
-  what was queued meanwhile); under 64 writing clients that was 0.4 of
-  the nodes' 1.0 writer steps per write.
+  a plain TCP stream that send is `send_plain` (txn/net/socket_send.py):
+  write(2) on the socket, waiting (a schedule point) only while the
+  kernel takes nothing, where trio's `send_all` also yields after every
+  send that succeeded (under 64 writing clients that was 0.4 of the
+  nodes' 1.0 writer steps per write). A `TlsStream` sends its records
+  the same way.
   The one exception, on a plain TCP stream or a `TlsStream`
   (txn/net/tls_stream.py; never the simulated network's, nor any other
   stream a connection is given): a frame its caller marks `alone` (nothing
@@ -72,6 +72,7 @@ import trio
 
 from txn import wire
 from txn.net.input_budget import InputBudget
+from txn.net.socket_send import send_plain
 from txn.net.tls_stream import TlsStream
 from txn.wire import FrameDecoder, ProtocolError
 
@@ -80,27 +81,6 @@ RECEIVE_BYTES = 256 << 10
 # this much past the node-wide input budget (1,024 connections x 64 KiB = 64 MiB at most).
 CLIENT_RECEIVE_BYTES = 64 << 10
 WRITE_BATCH_BYTES = 1 << 20
-
-
-async def send_plain(stream: trio.SocketStream, data: bytes) -> None:
-    """`stream.send_all(data)` for a plain TCP stream, without its schedule point after a send
-    that succeeded: write(2) until the kernel took everything, waiting only while it takes
-    nothing (module docstring). OSError other than "would block" is BrokenResourceError and a
-    closed socket ClosedResourceError, as `send_all` raises them."""
-    await trio.lowlevel.checkpoint_if_cancelled()  # as every trio operation: cancelled, it raises (no yield otherwise)
-    sock = stream.socket
-    view = memoryview(data)
-    sent = 0
-    while sent < len(view):
-        fd = sock.fileno()  # read at each write: -1 once closed, never a reused number
-        if fd < 0:
-            raise trio.ClosedResourceError("socket was already closed")
-        try:
-            sent += os.write(fd, view[sent:])
-        except BlockingIOError:
-            await trio.lowlevel.wait_writable(sock)
-        except OSError as error:
-            raise trio.BrokenResourceError(f"socket connection broken: {error}") from error
 
 
 class Connection:

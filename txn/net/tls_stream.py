@@ -18,7 +18,11 @@ Invariants:
 - The SSLObject is only called between awaits (trio runs one task at a time),
   so each record is in the outgoing BIO in the order OpenSSL made it, and
   bytes leave in that order: a send takes `_unsent` (what `try_send_now` could
-  not hand to the kernel) and then everything in the BIO.
+  not hand to the kernel) and then everything in the BIO. The writer's
+  records go by `send_plain` (txn/net/socket_send.py), without trio's
+  schedule point after a send that succeeded: one connection writer step
+  per send, as on plain TCP (under 64 writing clients, 0.99 -> 0.60 writer
+  steps per write).
 - At most one task sends and one receives at a time, as with the socket
   stream under it (whose conflict detector raises BusyResourceError).
   `try_send_now` is for a caller that knows no send is in flight (the
@@ -48,6 +52,8 @@ import ssl
 from typing import Any, Optional
 
 import trio
+
+from txn.net.socket_send import send_plain
 
 DEFAULT_RECEIVE_BYTES = 64 << 10
 HANDSHAKE_RECEIVE_BYTES = 64 << 10
@@ -215,7 +221,7 @@ class TlsStream(trio.abc.Stream):
     async def _send_raw(self, out: bytes) -> None:
         self._sending = True
         try:
-            await self.transport_stream.send_all(out)
+            await send_plain(self.transport_stream, out)
         except BaseException:
             if self._state is _State.OK:
                 self._state = _State.BROKEN
