@@ -89,6 +89,23 @@ async def test_the_writer_sends_a_queued_frame_over_tls_in_one_task_step(certs: 
         await tls.aclose()
 
 
+async def test_a_second_sender_is_refused_while_a_send_waits_and_the_first_goes_on(
+        certs: tuple[NodeTls, ClientTls]) -> None:
+    tls, peer = await tls_to_stdlib(certs)
+    big = bytes(range(256)) * (64 << 10)  # 16 MiB: the first send waits for room mid-way
+    with peer:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tls.send_all, big)
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio.BusyResourceError):
+                await tls.send_all(b"interleaved")
+            got = await trio.to_thread.run_sync(recv_exactly, peer, len(big))
+        assert got == big  # nothing of the refused send got in between
+        await tls.send_all(b"after")  # the stream is still whole
+        assert await trio.to_thread.run_sync(recv_exactly, peer, 5) == b"after"
+        await tls.aclose()
+
+
 async def test_what_the_kernel_does_not_take_over_tls_is_sent_by_the_writer_in_order(
         certs: tuple[NodeTls, ClientTls]) -> None:
     tls, peer = await tls_to_stdlib(certs)

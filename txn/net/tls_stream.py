@@ -24,7 +24,9 @@ Invariants:
   per send, as on plain TCP (under 64 writing clients, 0.99 -> 0.60 writer
   steps per write).
 - At most one task sends and one receives at a time, as with the socket
-  stream under it (whose conflict detector raises BusyResourceError).
+  stream under it: a second sender meets BusyResourceError before it
+  touches the SSLObject (checked here, since `send_plain` bypasses the
+  socket stream's own conflict detector), and the first send goes on.
   `try_send_now` is for a caller that knows no send is in flight (the
   connection's writer is parked with nothing queued).
 - Errors are trio's: an `ssl.SSLError` (a bad record, a refused certificate,
@@ -107,6 +109,8 @@ class TlsStream(trio.abc.Stream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         self._check()
+        if self._sending:  # `send_plain` has no conflict detector of its own, as trio's send_all had
+            raise trio.BusyResourceError("another task is already sending on this TLS stream")
         if data:
             try:
                 self._ssl.write(data)
