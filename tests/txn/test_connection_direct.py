@@ -129,21 +129,27 @@ class WriterSteps(trio.abc.Instrument):
             self.steps += 1
 
 
+async def writer_steps_for_five_frames(connection: Connection, peer: socket.socket) -> int:
+    """The writer's task steps for five frames queued one at a time, each read by `peer` (which
+    reads plaintext: a blocking stdlib socket, or its TLS wrapping) before the next is queued."""
+    counter = WriterSteps()
+    async with parked_writer(connection):
+        trio.lowlevel.add_instrument(counter)
+        try:
+            for number in range(5):
+                connection.write(b"frame %d" % number)
+                assert await trio.to_thread.run_sync(recv_exactly, peer, 7) == b"frame %d" % number
+                await trio.testing.wait_all_tasks_blocked()
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+    return counter.steps
+
+
 async def test_the_writer_sends_a_queued_frame_in_one_task_step() -> None:
     # trio's send_all yields after a send that succeeded: one more writer step per send.
     connection, peer = await connected_pair()
-    counter = WriterSteps()
     with peer:
-        async with parked_writer(connection):
-            trio.lowlevel.add_instrument(counter)
-            try:
-                for number in range(5):
-                    connection.write(b"frame %d" % number)
-                    assert await trio.to_thread.run_sync(recv_exactly, peer, 7) == b"frame %d" % number
-                    await trio.testing.wait_all_tasks_blocked()
-            finally:
-                trio.lowlevel.remove_instrument(counter)
-            assert counter.steps == 5
+        assert await writer_steps_for_five_frames(connection, peer) == 5
         await connection.stream.aclose()
 
 

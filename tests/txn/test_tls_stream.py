@@ -17,7 +17,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.txn.test_connection_direct import WriterSteps, parked_writer, recv_exactly
+from tests.txn.test_connection_direct import parked_writer, recv_exactly, writer_steps_for_five_frames
 from tools.bench_tls import tcp_pair
 from txn.net.connection import Connection
 from txn.net.tls import ClientTls, NodeTls, ensure_cluster_certs, load_client_tls, load_node_tls, tls_reason
@@ -73,19 +73,9 @@ async def test_the_writer_sends_a_queued_frame_over_tls_in_one_task_step(certs: 
     # The records go by send_plain (txn/net/socket_send.py): no schedule point after a send that
     # succeeded, as trio's SocketStream.send_all has (two writer steps per frame with it).
     tls, peer = await tls_to_stdlib(certs)
-    counter = WriterSteps()
     with peer:
         connection = Connection(tls, "test", max_frame_bytes=1 << 20)
-        async with parked_writer(connection):
-            trio.lowlevel.add_instrument(counter)
-            try:
-                for number in range(5):
-                    connection.write(b"frame %d" % number)
-                    assert await trio.to_thread.run_sync(recv_exactly, peer, 7) == b"frame %d" % number
-                    await trio.testing.wait_all_tasks_blocked()
-            finally:
-                trio.lowlevel.remove_instrument(counter)
-            assert counter.steps == 5
+        assert await writer_steps_for_five_frames(connection, peer) == 5
         await tls.aclose()
 
 
