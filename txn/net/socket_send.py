@@ -1,7 +1,7 @@
 """`send_plain`: a trio socket stream's `send_all` without its schedule point after a send.
 
-Role: the send under every connection's writer (txn/net/connection.py) and under the
-ciphertext of a `TlsStream` (txn/net/tls_stream.py). trio's `SocketStream.send_all` yields
+Role: the send of a plain-TCP connection's writer (txn/net/connection.py) and of a
+`TlsStream`'s ciphertext (txn/net/tls_stream.py). trio's `SocketStream.send_all` yields
 after every send that succeeded: one more task step per send for the writer, which parks
 right after, or sends what was queued meanwhile. Here the bytes go by write(2) on the socket's
 descriptor, and the task waits (a schedule point) only while the kernel takes nothing.
