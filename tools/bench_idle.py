@@ -52,6 +52,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_kb(pid: int) -> tuple[int, int] | None:
+    """(RssAnon, RssFile) of a process in KiB, None if it is gone. RssAnon is what the process
+    holds (heap, Python objects, buffers); RssFile counts the pages of the files it maps, there
+    LevelDB's table files: clean page cache that grows with the data read (tools/probes.py)."""
+    fields: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                name, _, rest = line.partition(":")
+                if name in ("RssAnon", "RssFile"):
+                    fields[name] = int(rest.split()[0])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    if len(fields) < 2:
+        return None
+    return fields["RssAnon"], fields["RssFile"]
+
+
 def wake_ups(pid: int) -> int:
     """Voluntary context switches of all of a process's threads so far (each is a sleep that ended)."""
     total = 0

@@ -51,7 +51,10 @@ node processes' user + system CPU over the figure (client start-up
 included) per operation and in cores, the client processes' own CPU per
 operation, and the whole machine over the same window (tools/box_cpu.py):
 how busy its cores were and its context switches per operation, which says
-whether a figure was CPU-bound. On a machine whose speed drifts between minutes, CPU per
+whether a figure was CPU-bound; last, the largest node process's anonymous
+resident memory (RssAnon: not the LevelDB table files it maps, which grow
+with the data) when the figure began and when it ended (a node whose memory
+grows over long figures, `--seconds 300`, one after another, leaks). On a machine whose speed drifts between minutes, CPU per
 operation compares two builds better than operations per second; at low
 load it is mostly the idle cluster's own cost (`chronodb bench idle`).
 For scale, quoted in the issue: a 3-member etcd cluster on a
@@ -78,7 +81,7 @@ import trio
 
 from hlc import parse_duration_ns
 from tools.bench import client_counts, duration_text, positive_int, positive_seconds, print_setup, tablet_count
-from tools.bench_idle import cpu_seconds
+from tools.bench_idle import cpu_seconds, rss_kb
 from tools.box_cpu import BoxStat, box_note, read_box
 from tools.errors import CliError
 from tools.localcluster import LocalCluster
@@ -114,7 +117,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "strong reads and reads 5s in the past, at several concurrencies. Each row: ops/s, p50/p99 latency, "
         "errors, and the CPU an operation cost (nodes and clients, from /proc; at low load mostly the idle "
         "cluster's own cost), then how busy the whole machine was and its context switches per operation "
-        "(/proc/stat: at 100% the figure is CPU-bound). Under a row with errors: how many of each kind, with "
+        "(/proc/stat: at 100% the figure is CPU-bound) and the largest node's anonymous resident memory "
+        "(RssAnon) when the figure began and ended. Under a row with errors: how many of each kind, with "
         "the first one's text.",
     )
     parser.add_argument("--seconds", type=positive_seconds, default=5.0, help="per figure (default 5)")
@@ -247,30 +251,42 @@ def nodes_cpu_s(cluster: LocalCluster) -> float | None:
         return None
 
 
+def largest_node_rss(cluster: LocalCluster) -> int | None:
+    """The anonymous resident memory (RssAnon: what it holds, not the LevelDB table files it maps)
+    of the cluster's largest node process now, in bytes; None without /proc or with a node gone."""
+    sizes = [rss_kb(process.pid) for process in cluster.processes.values()]
+    if not sizes or any(size is None for size in sizes):
+        return None
+    return 1024 * max(size[0] for size in sizes if size is not None)
+
+
 @attrs.frozen
 class CpuWindow:
-    """The nodes' CPU and the machine's counters when a figure's clients start (`begin`);
+    """The nodes' CPU and memory and the machine's counters when a figure's clients start (`begin`);
     `figures` reads them again when the clients are done and gives what `cpu_note` prints."""
 
     cluster: LocalCluster
     nodes_s: float | None
     box: BoxStat | None
     started_s: float
+    node_rss: int | None = None
 
     @classmethod
     def begin(cls, cluster: LocalCluster) -> "CpuWindow":
-        return cls(cluster, nodes_cpu_s(cluster), read_box(), time.monotonic())
+        return cls(cluster, nodes_cpu_s(cluster), read_box(), time.monotonic(), largest_node_rss(cluster))
 
     def figures(self, clients_cpu_s: float, operations: int) -> dict:
         """Per operation: the node processes' CPU (and in cores), the clients' own (`clients_cpu_s`,
         summed over their processes), and the whole machine (client processes' start-up included)."""
         nodes_after_s, box_after, elapsed_s = nodes_cpu_s(self.cluster), read_box(), time.monotonic() - self.started_s
         nodes_s = None if self.nodes_s is None or nodes_after_s is None else nodes_after_s - self.nodes_s
+        rss_after = largest_node_rss(self.cluster)
         return {
             "node_cpu_us_per_op": 1e6 * nodes_s / operations if nodes_s is not None and operations else None,
             "node_cores": nodes_s / elapsed_s if nodes_s is not None else None,
             "client_cpu_us_per_op": 1e6 * clients_cpu_s / operations if operations else None,
             "box": box_note(self.box, box_after, operations),
+            "node_rss": None if self.node_rss is None or rss_after is None else (self.node_rss, rss_after),
         }
 
 
@@ -324,8 +340,8 @@ def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, 
 
 def cpu_note(figures: dict) -> str:
     """`CPU/op: nodes 405 us (1.33 cores), clients 95 us (3 processes); box 94% busy (75% user, 19% system),
-    6.3 context switches/op` (nodes: n/a without /proc, and no box part; the client processes' count
-    where the figures give it, as `measure`'s do)."""
+    6.3 context switches/op; largest node's RssAnon 81 -> 83 MiB` (nodes: n/a without /proc, and no box
+    or RSS part; the client processes' count where the figures give it, as `measure`'s do)."""
     if figures["node_cpu_us_per_op"] is None:
         nodes = "n/a"
     else:
@@ -335,7 +351,9 @@ def cpu_note(figures: dict) -> str:
     if processes is not None:
         clients += f" ({processes} process{'es' if processes != 1 else ''})"
     box = figures.get("box") or ""
-    return f"CPU/op: nodes {nodes}, clients {clients}" + (f"; {box}" if box else "")
+    rss = figures.get("node_rss")
+    memory = "" if rss is None else f"; largest node's RssAnon {rss[0] / 2**20:.0f} -> {rss[1] / 2**20:.0f} MiB"
+    return f"CPU/op: nodes {nodes}, clients {clients}" + (f"; {box}" if box else "") + memory
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,6 +36,7 @@ import trio
 
 from hlc import HybridClock
 from hlc.physical import SystemClock
+from tools.bench_idle import rss_kb
 from tools.localcluster import ROOT, LocalCluster, cli_env
 from tools.status import gather, tablet_leaders
 from txn import api, wire
@@ -129,22 +130,6 @@ class RssSampler:
 
     def growth_mb(self, node_id: str) -> float:
         return (self.peak_kb.get(node_id, 0) - self.first_kb.get(node_id, 0)) / 1024
-
-
-def rss_kb(pid: int) -> tuple[int, int] | None:
-    """(RssAnon, RssFile) of a process in KiB, None if it is gone."""
-    fields: dict[str, int] = {}
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                name, _, rest = line.partition(":")
-                if name in ("RssAnon", "RssFile"):
-                    fields[name] = int(rest.split()[0])
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    if len(fields) < 2:
-        return None
-    return fields["RssAnon"], fields["RssFile"]
 
 
 def node_pids(cluster: LocalCluster) -> dict[str, int]:

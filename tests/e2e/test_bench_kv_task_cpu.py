@@ -15,7 +15,8 @@ pytestmark = pytest.mark.e2e
 
 HEADER = re.compile(r"^  task CPU/op \(event loop threads of all nodes\): ([\d,]+) us, of which ([\d,]+) us between "
                     r"task steps; ([\d.]+) loop passes/op$")
-BOX = re.compile(r"; box (?P<busy>\d+)% busy \(\d+% user, \d+% system\), (?P<switches>[\d.]+) context switches/op$")
+BOX = re.compile(r"; box (?P<busy>\d+)% busy \(\d+% user, \d+% system\), (?P<switches>[\d.]+) context switches/op"
+                 r"; largest node's RssAnon (?P<rss_before>\d+) -> (?P<rss_after>\d+) MiB$")
 TASK = re.compile(r"^    (?P<name>\S+) +(?P<us>[\d.]+) us +(?P<steps>[\d.]+) steps +(?P<per_step>[\d.]+) us/step$")
 
 
@@ -36,6 +37,8 @@ def test_every_row_is_followed_by_the_nodes_cpu_per_task(tmp_path) -> None:
         # The whole machine over the figure (tools/box_cpu.py): Linux has /proc/stat.
         box = BOX.search(lines[row])
         assert box and 0 < int(box["busy"]) <= 100 and float(box["switches"]) > 0, lines[row]
+        # A node's own memory at the figure's start and end (a Python process holds megabytes).
+        assert int(box["rss_before"]) > 0 and int(box["rss_after"]) > 0, lines[row]
         header = HEADER.match(lines[row + 1])
         assert header, lines[row:row + 3]
         total_us, between_us = (int(header[i].replace(",", "")) for i in (1, 2))

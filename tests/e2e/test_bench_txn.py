@@ -50,6 +50,8 @@ def test_bench_txn_commits_every_kind_and_prints_ratios() -> None:
         assert re.fullmatch(r"CPU/op: nodes \d+ us \([\d.]+ cores\), clients \d+ us", parts[0]), f"{kind}: {out}"
         assert re.fullmatch(r"box \d+% busy \(\d+% user, \d+% system\), [\d.]+ context switches/op",
                             parts[1]), f"{kind}: {out}"
+        rss = re.fullmatch(r"largest node's RssAnon (\d+) -> (\d+) MiB", parts[2])
+        assert rss and int(rss[1]) > 0 and int(rss[2]) > 0, f"{kind}: {out}"
     # Under each transaction row, where its time went at the client: its commit holds the
     # commit-wait (max_offset, 10 ms by default, from the commit timestamp the leader took after
     # the request arrived), so it is never short; its reads took some time.
