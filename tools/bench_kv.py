@@ -53,8 +53,10 @@ operation, and the whole machine over the same window (tools/box_cpu.py):
 how busy its cores were and its context switches per operation, which says
 whether a figure was CPU-bound; last, the largest node process's anonymous
 resident memory (RssAnon: not the LevelDB table files it maps, which grow
-with the data) when the figure began and when it ended (a node whose memory
-grows over long figures, `--seconds 300`, one after another, leaks). On a machine whose speed drifts between minutes, CPU per
+with the data) when the figure began and when it ended: a node whose
+memory keeps growing over long figures one after another (`--concurrency
+64,64,64 --seconds 150`), past what its LevelDB caches take, leaks. On a
+machine whose speed drifts between minutes, CPU per
 operation compares two builds better than operations per second; at low
 load it is mostly the idle cluster's own cost (`chronodb bench idle`).
 For scale, quoted in the issue: a 3-member etcd cluster on a
