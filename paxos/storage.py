@@ -131,6 +131,11 @@ class PaxosStorage:
         self.synced_writes += 1
         self.entries_written += len(persist.entries)
 
+    def truncated_bytes(self, through: int) -> tuple[int, int]:
+        """(bytes the truncated entries at or below `through` still hold, bytes of the whole engine),
+        as the engine estimates them (LevelDB: table files only, not the memtable)."""
+        return self.engine.approximate_size(LOG_PREFIX, entry_key(through + 1)), self.engine.approximate_size(b"", None)
+
     def compact_log(self, through: int) -> None:
         """Let the engine reclaim the truncated entries at or below `through` (and their tombstones)."""
         self.engine.compact(LOG_PREFIX, entry_key(through + 1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -99,6 +100,19 @@ def test_bench_tls_prints_each_stream_and_the_ratio_to_trios() -> None:
     assert "TlsStream / trio.SSLStream: CPU per round trip x" in result.stdout
 
 
+def test_bench_compaction_runs_the_log_stream_with_and_without_the_share_rule(tmp_path: pathlib.Path) -> None:
+    """A 2 MB tablet, 4,000 Paxos entries: truncated at 2,001 and 4,001, checked every 800. Without the
+    share rule the entry count alone compacts the log; the run ends with the CPU ratio."""
+    result = run("bench", "compaction", "--mb", "2", "--log-turns", "4000", "--tmp", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    alone = next(line for line in lines if line.startswith("log stream, log_min_share 0:"))
+    assert re.search(r"; [1-9]\d* log compactions", alone), alone
+    assert any(line.startswith("log stream, log_min_share 0.25:") for line in lines), result.stdout
+    assert re.search(r"^CPU a turn, entry count alone / with the share rule: x\d+\.\d\d$", result.stdout, re.M)
+    assert list(tmp_path.iterdir()) == []  # the directories are removed
+
+
 @pytest.mark.parametrize("args", [
     *(["bench", name, "--seconds", bad] for name in ("hlc", "idle", "ir", "kv", "mvcc", "paxos", "probes", "rpc", "tls", "txn")
       for bad in ("0", "-1")),
@@ -108,6 +122,7 @@ def test_bench_tls_prints_each_stream_and_the_ratio_to_trios() -> None:
     ["bench", "idle", "--tablets", "0"], ["bench", "kv", "--max-offset", "abc"], ["bench", "txn", "--max-offset=-5ms"],
     ["bench", "kv", "--client-processes", "0"], ["bench", "space", "--clients", "0"], ["bench", "ir", "--clients", "0"],
     ["bench", "paxos", "--tmp", "/nonexistent/dir"], ["bench", "compaction", "--tmp", "/nonexistent/dir"],
+    ["bench", "compaction", "--log-turns", "-1"], ["bench", "compaction", "--log-turns", "many"],
 ])
 def test_a_benchmark_refuses_settings_it_cannot_run_with_as_a_usage_error(args: list[str]) -> None:
     result = run(*args)

@@ -78,12 +78,21 @@ def positive_seconds(text: str) -> float:
 
 def positive_int(text: str) -> int:
     """An argparse type: a count of at least 1."""
+    return _count_from(text, 1)
+
+
+def count_or_zero(text: str) -> int:
+    """An argparse type: a count of at least 0 (0: skip that part)."""
+    return _count_from(text, 0)
+
+
+def _count_from(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, not {text}")
     return value
 
 

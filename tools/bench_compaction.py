@@ -9,6 +9,18 @@ prints how many compactions it made, the longest and their total (a
 compaction runs inline: the node's trio loop does nothing else meanwhile),
 and the size before and after. For comparison it then rebuilds the same
 directory and compacts the whole MVCC range in one call.
+
+With `--log-turns N` (default 20,000; 0 skips it) it then measures the Paxos
+log's compaction on a copy of the same store, twice: N turns, each logging
+one Paxos entry of `LOG_WRITES` writes and applying them to the MVCC store
+at a new timestamp (unsynced: the disk is not what is measured), the log
+truncated as the Paxos core does (`PaxosConfig`), and the space loop's log
+check (`SpaceLoop.reclaim`, with its pace) every `CHECK_TURNS` turns (its
+5 s interval at 160 turns a second, one tablet's share of 64 writers). Once with `log_min_share` 0 (the entry
+count alone decides, the rule before 12-05), once with the default policy.
+Each prints the process's CPU per turn (every thread: LevelDB's own
+compaction thread too), the log compactions and their time, the truncated
+log still on disk and the directory's size; then the ratio of the CPU.
 """
 
 from __future__ import annotations
@@ -16,16 +28,20 @@ from __future__ import annotations
 import argparse
 import pathlib
 import random
+import resource
 import shutil
 import tempfile
 import time
 
+import attrs
 import trio
 
 from hlc import Timestamp
 from mvcc.engine_leveldb import LevelDbEngine
+from paxos.messages import Ballot, Entry
 from paxos.storage import PaxosStorage
-from tools.bench import existing_directory, print_setup
+from paxos.types import PaxosConfig, Persist
+from tools.bench import count_or_zero, existing_directory, print_setup
 from tools.errors import CliError
 from txn.tablet.compaction import CompactionPolicy
 from txn.tablet.space import SpaceLoop
@@ -33,6 +49,8 @@ from txn.tablet.state import TabletState
 
 VALUE_BYTES = 100
 BATCH_KEYS = 500
+LOG_WRITES = 10  # writes per Paxos entry in the log stream
+CHECK_TURNS = 800  # turns between two log checks of the space loop
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mb", type=float, default=100.0, help="size of the live data before overwrites (default 100)")
     parser.add_argument("--overwritten", type=float, default=1.0,
                         help="share of the keys written a second time (default 1.0: half the data is garbage)")
+    parser.add_argument("--log-turns", type=count_or_zero, default=20_000,
+                        help="turns of the Paxos log stream measured with and without the log's share rule "
+                        "(default 20,000; 0 skips it)")
     parser.add_argument("--tmp", type=existing_directory, default=None, help="directory for the LevelDB (default: the system's temp)")
     parser.set_defaults(func=run)
 
@@ -62,6 +83,39 @@ def build(path: pathlib.Path, keys: int, overwritten: float) -> tuple[LevelDbEng
             state.store.write(batch, Timestamp(wall), sync=False)
     engine.compact()
     return engine, state, wall
+
+
+def log_stream(path: pathlib.Path, keys: int, wall: int, turns: int, policy: CompactionPolicy) -> float:
+    """`turns` turns of the log stream (module docstring) on the store at `path`, writing above `wall`;
+    the log checks are the tablet's space loop's own (`SpaceLoop.reclaim`, no GC: an hour's retention).
+    Prints its line and returns the CPU seconds it took."""
+    rng = random.Random(13)
+    paxos, ballot = PaxosConfig(), Ballot(1, "n1")
+    with LevelDbEngine(path) as engine:
+        state, log = TabletState(engine), PaxosStorage(engine)
+        snapshot = 0
+        space = SpaceLoop(state=state, log=log, snapshot_index=lambda: snapshot, gc_retention_ns=3600 * 10**9,
+                          monotonic_ns=time.monotonic_ns, policy=policy)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        for index in range(1, turns + 1):
+            writes = [(b"key-%09d" % rng.randrange(keys), rng.randbytes(VALUE_BYTES)) for _ in range(LOG_WRITES)]
+            entry = Entry(index, ballot, b"".join(key + value for key, value in writes))
+            truncate = None
+            if index - snapshot > paxos.truncate_threshold_entries:
+                snapshot = truncate = index - paxos.truncate_keep_entries
+            log.write(Persist(promised=ballot if index == 1 else None, entries=(entry,), truncate_through=truncate), sync=False)
+            state.store.write(writes, Timestamp(wall + 1 + index), sync=False)
+            if index % CHECK_TURNS == 0:
+                trio.run(space.reclaim)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        dead, total = log.truncated_bytes(snapshot)
+        counters = space.counters
+        print(f"log stream, log_min_share {policy.log_min_share:g}: {turns:,} turns, CPU {cpu_s * 1e6 / turns:.0f} us a turn "
+              f"({cpu_s:.1f} s); {counters.compactions} log compactions, {counters.compaction_ns / 1e9:.1f} s in all; "
+              f"truncated log still in table files {dead / 1e6:.1f} MB of {total / 1e6:.0f} MB; "
+              f"directory {engine.size_on_disk() / 1e6:.0f} MB")
+    return cpu_s
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,6 +150,17 @@ def run(args: argparse.Namespace) -> int:
             state.store.compact()
             print(f"for comparison, one compaction of the whole MVCC range after the same GC: "
                   f"{(time.monotonic() - started) * 1e3:.0f} ms; LevelDB {before / 1e6:.1f} MB -> {engine.size_on_disk() / 1e6:.1f} MB")
+        if args.log_turns:
+            print(f"log stream: {LOG_WRITES} writes of {VALUE_BYTES} bytes per entry, truncation past "
+                  f"{PaxosConfig().truncate_threshold_entries:,} entries, a log check every {CHECK_TURNS} turns; "
+                  f"each on a copy of the GC'd and compacted store", flush=True)
+            by_share = {}
+            for share in (0.0, policy.log_min_share):
+                shutil.rmtree(directory / "log", ignore_errors=True)
+                shutil.copytree(directory / "tablet", directory / "log")
+                by_share[share] = log_stream(directory / "log", keys, wall, args.log_turns, attrs.evolve(policy, log_min_share=share))
+            print(f"CPU a turn, entry count alone / with the share rule: "
+                  f"x{by_share[0.0] / max(by_share[policy.log_min_share], 1e-9):.2f}")
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return 0

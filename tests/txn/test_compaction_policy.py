@@ -55,12 +55,17 @@ def test_a_slice_worth_compacting_needs_both_the_count_and_the_fraction() -> Non
 def test_log_compaction_and_pace() -> None:
     assert not POLICY.log_compaction_due(149, 100)
     assert POLICY.log_compaction_due(150, 100)
+    assert POLICY.log_compaction_worth(25, 100)  # default share: a quarter of the engine's bytes
+    assert not POLICY.log_compaction_worth(24, 100)
+    assert not POLICY.log_compaction_worth(0, 0)  # nothing left in table files: LevelDB already dropped it
+    assert CompactionPolicy(log_min_share=0).log_compaction_worth(1, 10**9)
     assert POLICY.pause_ns(100) == 300  # duty 0.25: compacting at most a quarter of the time
     assert POLICY.pause_ns(-5) == 0
     assert CompactionPolicy(duty=1.0).pause_ns(10**9) == 0
 
 
 def test_policy_rejects_nonsense() -> None:
-    for bad in ({"slice_versions": 0}, {"min_dropped": 0}, {"log_min_entries": 0}, {"duty": 0}, {"min_fraction": 1.5}):
+    for bad in ({"slice_versions": 0}, {"min_dropped": 0}, {"log_min_entries": 0}, {"duty": 0}, {"min_fraction": 1.5},
+                {"log_min_share": -0.1}, {"log_min_share": 1.5}):
         with pytest.raises(ValueError):
             CompactionPolicy(**bad)

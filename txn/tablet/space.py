@@ -5,7 +5,8 @@ versions older than `gc_retention` below the replica's safe time, in
 bounded chunks, (2) compacts the LevelDB ranges those chunks dropped from,
 and (3) compacts the Paxos log's range below its snapshot index once
 truncation (automatic in the Paxos core past `truncate_threshold_entries`,
-paxos/replica.py) deleted enough of it. Which ranges and how often is the
+paxos/replica.py) deleted enough of it and what it deleted is still a real
+share of the engine's bytes (LevelDB usually drops it by itself first). Which ranges and how often is the
 pure policy of txn/tablet/compaction.py; this module only runs it.
 
 Every interval (`gc_retention / 2`, between 0.2 s and 5 s): if the horizon
@@ -110,14 +111,15 @@ class SpaceLoop:
         return Timestamp(horizon_wall, 0)
 
     async def reclaim(self) -> None:
-        """One turn: a GC pass if the horizon can move, then the log's compaction if due."""
+        """One turn: a GC pass if the horizon can move, then the log's compaction if due and worth it."""
         horizon = self.horizon()
         if horizon is not None:
             await self.gc_pass(horizon)
-        snapshot_index = self.snapshot_index()
-        if self.planner.policy.log_compaction_due(snapshot_index, self.counters.log_compacted_through):
-            await self._compact(lambda: self.log.compact_log(snapshot_index))
-            self.counters.log_compacted_through = snapshot_index
+        snapshot_index, policy = self.snapshot_index(), self.planner.policy
+        if policy.log_compaction_due(snapshot_index, self.counters.log_compacted_through):
+            if policy.log_compaction_worth(*self.log.truncated_bytes(snapshot_index)):
+                await self._compact(lambda: self.log.compact_log(snapshot_index))
+                self.counters.log_compacted_through = snapshot_index
 
     async def gc_pass(self, horizon: Timestamp) -> None:
         """GC the whole store at `horizon` in chunks, compacting each slice that is worth it."""
