@@ -16,7 +16,8 @@ recovery are range scans.
 
 Invariants: a write is atomic (one batch) and synced before `write` returns;
 entries at or below the snapshot index are deleted in the same batch that
-records it; `load()` asserts the keys it reads decode to what was written.
+records it (so a truncation lists the keys to delete from past the recorded
+index); `load()` asserts the keys it reads decode to what was written.
 
 Space: truncation leaves the deleted entries, and LevelDB's tombstones over
 them, in the files until a compaction rewrites them; `compact_log(through)`
@@ -116,7 +117,12 @@ class PaxosStorage:
         for entry in persist.entries:
             batch.put(entry_key(entry.index), cbor2.dumps([entry.ballot.round, entry.ballot.node, entry.command]))
         if persist.truncate_through is not None:
-            for key in list(self.engine.keys(LOG_PREFIX, entry_key(persist.truncate_through + 1))):
+            # From past the last recorded truncation: the keys at or below it were deleted with it, and a
+            # listing from the log's start would walk their tombstones, as many as LevelDB has not yet
+            # compacted away (on a large store, most of them: txn/tablet/compaction.py).
+            raw = self.engine.get(SNAPSHOT_KEY)
+            live_from = LOG_PREFIX if raw is None else entry_key(cbor2.loads(raw) + 1)
+            for key in list(self.engine.keys(live_from, entry_key(persist.truncate_through + 1))):
                 batch.delete(key)  # keys only: a thousand truncated 4 MiB entries are not read into memory
             for entry in persist.entries:
                 if entry.index <= persist.truncate_through:
