@@ -16,8 +16,9 @@ one Paxos entry of `LOG_WRITES` writes and applying them to the MVCC store
 at a new timestamp (unsynced: the disk is not what is measured), the log
 truncated as the Paxos core does (`PaxosConfig`), and the space loop's log
 check (`SpaceLoop.reclaim`, with its pace) every `CHECK_TURNS` turns (its
-5 s interval at 160 turns a second, one tablet's share of 64 writers). Once with `log_min_share` 0 (the entry
-count alone decides, the rule before 12-05), once with the default policy.
+5 s interval at 160 turns a second, one tablet's share of 64 writers).
+Once with `log_min_share` 0 (the entry count alone decides, the rule
+before 12-05), once with the default policy.
 Each prints the process's CPU per turn (every thread: LevelDB's own
 compaction thread too), the log compactions and their time, the truncated
 log still on disk and the directory's size; then the ratio of the CPU.

@@ -6,8 +6,9 @@ bounded chunks, (2) compacts the LevelDB ranges those chunks dropped from,
 and (3) compacts the Paxos log's range below its snapshot index once
 truncation (automatic in the Paxos core past `truncate_threshold_entries`,
 paxos/replica.py) deleted enough of it and what it deleted is still a real
-share of the engine's bytes (LevelDB usually drops it by itself first). Which ranges and how often is the
-pure policy of txn/tablet/compaction.py; this module only runs it.
+share of the engine's bytes (LevelDB drops most of it by itself). Which
+ranges and how often is the pure policy of txn/tablet/compaction.py; this
+module only runs it.
 
 Every interval (`gc_retention / 2`, between 0.2 s and 5 s): if the horizon
 `safe_ts - gc_retention` is above the store's (`safe_ts`: the replica's
