@@ -289,12 +289,16 @@ class LevelDbEngine:
         return self._open_db()
 
     def size_on_disk(self) -> int:
-        """Bytes of all files in the directory."""
+        """Bytes of all files in the directory. A file LevelDB deletes while it is listed (its
+        compaction thread, or a writer's) holds no space any more and counts 0."""
         total = 0
         with os.scandir(self.path) as entries:
             for entry in entries:
-                if entry.is_file():
-                    total += entry.stat().st_size
+                try:
+                    if entry.is_file():
+                        total += entry.stat().st_size
+                except FileNotFoundError:
+                    continue
         return total
 
     def close(self) -> None:

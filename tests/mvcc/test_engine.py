@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pathlib
 import tempfile
 from collections.abc import Iterator
@@ -11,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mvcc.engine import Batch, DictEngine, Engine, EngineError
+import mvcc.engine_leveldb as engine_leveldb
 from mvcc.engine_leveldb import LevelDbEngine
 
 KEYS = st.binary(min_size=0, max_size=4).map(lambda b: bytes(x % 4 * 0x55 for x in b))  # bytes 00 55 aa ff
@@ -207,3 +210,31 @@ def test_leveldb_compact_everything_reaches_one_level(tmp_path: pathlib.Path) ->
         levels = [int(db.get_property(b"leveldb.num-files-at-level%d" % level)) for level in range(7)]
         assert sum(1 for count in levels if count) == 1, levels
         assert engine.get(b"k0000000005") == b"v" * 60
+
+
+def test_size_on_disk_counts_a_file_deleted_under_the_listing_as_nothing(tmp_path: pathlib.Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """LevelDB's compaction thread deletes files while the directory is listed: `chronodb bench
+    compaction` once died on the FileNotFoundError."""
+
+    class Vanished:
+        name = "000999.ldb"
+
+        def is_file(self) -> bool:
+            return True
+
+        def stat(self) -> os.stat_result:
+            raise FileNotFoundError(2, "No such file or directory", self.name)
+
+    real_scandir = os.scandir
+
+    @contextlib.contextmanager
+    def listing_with_a_vanished_file(path):  # type: ignore[no-untyped-def]
+        with real_scandir(path) as entries:
+            yield [*entries, Vanished()]
+
+    with LevelDbEngine(tmp_path / "db") as engine:
+        engine.apply(Batch([(b"k", b"v" * 1000)]), sync=True)
+        size = engine.size_on_disk()
+        monkeypatch.setattr(engine_leveldb.os, "scandir", listing_with_a_vanished_file)
+        assert engine.size_on_disk() == size > 0
