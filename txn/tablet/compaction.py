@@ -29,14 +29,14 @@ Rules:
   bytes (LevelDB's estimate, table files only). LevelDB drops a truncated
   entry by itself once a compaction of its own brings the entry and its
   tombstone together, which a steady write load keeps causing (in the
-  benchmark below, 8 MB of 22 MB of truncated log was still in table
+  benchmark below, 13 MB of 22 MB of truncated log was still in table
   files at the end); what it leaves longest is what writes that stopped
   left in young files. A log
   compaction is not a small call: the tables a memtable flush writes span
   the MVCC keys and the log's, so compacting the log's range rewrites
   whatever those tables overlap, a cost that grows with the store
   (`chronodb bench compaction`: on a 100 MB tablet, a log compaction at
-  every check and three times the CPU per Paxos entry, without the share
+  every check and three to four times the CPU per Paxos entry, without the share
   rule). With it, a large store pays for a log compaction only once dead
   log is a real part of it, and the dead log stays below about
   `log_min_share` of the store.
