@@ -12,6 +12,9 @@ restarts it and requires:
     apply nothing and never campaign);
 (c) a half-installed state refuses to export;
 (d) after the restart it converges to the leader's data and keeps up.
+The log carries coordinator decisions and prepared transactions as well as
+plain writes, so the snapshot carries transaction records (in chunks of
+their own since 12-05) and every comparison includes them.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from paxos.messages import Entry
 from paxos.replica import Replica, Role
 from paxos.storage import PaxosStorage
 from paxos.types import PaxosConfig
-from txn.tablet.commands import WriteBatch, encode_command
+from txn.tablet.commands import NO_EPOCH, Decide, Prepare, WriteBatch, encode_command
 from txn.tablet.state import TabletState
 
 IDS = ("n1", "n2", "n3")
@@ -74,7 +77,13 @@ class Node:
             install_pending=self.state.install_pending)
 
     def mvcc(self) -> dict[bytes, bytes]:
-        return {key: value for key, value in self.engine.inner.contents().items() if key.startswith(b"m")}
+        """The MVCC data and the transaction records."""
+        return replicated(self.engine.inner)
+
+
+def replicated(engine: DictEngine) -> dict[bytes, bytes]:
+    """What every replica of a log prefix holds alike: MVCC data and transaction records."""
+    return {key: value for key, value in engine.contents().items() if key.startswith((b"m", b"t/d/", b"t/p/"))}
 
 
 class Group:
@@ -123,18 +132,23 @@ class Group:
         for i in range(count):
             self.next_wall += 10
             key = b"k%d" % (self.next_wall % 7)
-            command = WriteBatch(Timestamp(self.next_wall, 0), [(key, b"v%d" % self.next_wall), (b"x%d" % i, None)])
+            at = Timestamp(self.next_wall, 0)
+            command: object = WriteBatch(at, [(key, b"v%d" % self.next_wall), (b"x%d" % i, None)])
+            if i % 3 == 1:  # a decision this tablet coordinates, with a write of its own
+                command = Decide(at, NO_EPOCH, f"d{self.next_wall}", i % 2 == 0, ["t2"], [(b"c%d" % i, b"cv")])
+            elif i % 3 == 2:  # a transaction left prepared here (its intents and its record)
+                command = Prepare(at, NO_EPOCH, f"p{self.next_wall}", at, "t2", [(b"p%d" % self.next_wall, b"pv")], [], [])
             assert leader.core.propose(encode_command(command), self.now) is not None
             self.process(leader)
             self.run(20 * MS)
 
 
 def reference_mvcc(entries: list[Entry], through: int) -> dict[bytes, bytes]:
-    """The MVCC data of a replica that applied slots 1..through of the chosen log."""
+    """The MVCC data and transaction records of a replica that applied slots 1..through of the chosen log."""
     state = TabletState(DictEngine())
     for entry in entries[:through]:
         state.apply(entry.index, entry.command)
-    return {key: value for key, value in state.engine.contents().items() if key.startswith(b"m")}
+    return replicated(state.engine)
 
 
 def setup_group() -> Group:

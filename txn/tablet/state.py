@@ -14,11 +14,15 @@ On disk, in the replica's LevelDB (the Paxos log uses b"p", MVCC data b"m"):
                      snapshot install is unfinished
     b"t/p/", b"t/d/" prepared transactions and coordinator decisions (txn/tablet/txn_records.py)
 
-Installing a snapshot is crash-atomic in effect (section "Snapshot install"
+A snapshot is a header chunk (cbor [version 4, index, safe time, epoch round,
+epoch node, N]), N chunks of transaction records (txn/tablet/txn_records.py,
+each of about `snapshot_chunk_bytes`), then the MVCC chunks (mvcc/snapshot.py).
+Installing one is crash-atomic in effect (section "Snapshot install"
 of ARCHITECTURE.md's paxos part): one synced write puts `t/installing`, then
-the store is cleared and the chunks imported (unsynced), then ONE synced
-batch writes `t/applied`, `t/safe`, `t/epoch`, the transaction records and
-deletes `t/installing`. A replica that starts with `t/installing` (or with
+the store and the transaction records are cleared and the chunks imported
+(unsynced), then ONE synced batch writes `t/applied`, `t/safe`, `t/epoch` and
+deletes `t/installing`. A version-3 header (a build before 12-05) carries the
+records itself; they go in that final batch. A replica that starts with `t/installing` (or with
 mvcc's own import-unfinished marker) holds a half-deleted store: it is
 `install_pending` (not `usable`), reports applied index 0 and safe time
 `Timestamp.MIN`, and the Paxos core, told so by `install_pending`, applies
@@ -65,7 +69,7 @@ INSTALLING_KEY = b"t/installing"
 # Slots applied by one engine write at most: a Paxos turn's (512 entries at most, PaxosConfig) fit;
 # a replay or a catch-up longer than that is written in parts.
 MAX_SLOTS_PER_WRITE = 1024
-SNAPSHOT_HEADER_VERSION = 3  # 2: the last barrier's epoch; 3: the transaction records
+SNAPSHOT_HEADER_VERSION = 4  # 2: the last barrier's epoch; 3: the transaction records; 4: theirs in chunks
 
 # (index, command or None for a no-op / snapshot install, skipped: a stale command, or a Prepare that failed)
 AppliedListener = Callable[[int, object, bool], None]
@@ -197,28 +201,41 @@ class TabletState:
         return command.epoch < self.barrier_epoch or command.ts <= self.safe_ts
 
     def export_snapshot(self) -> tuple[int, Iterable[bytes]]:
-        """(applied index, chunks): a header, then the MVCC export.
+        """(applied index, chunks): a header, the transaction records' chunks (as many as the
+        header says), then the MVCC export.
 
         The chunks are materialized here, while no apply can interleave, so the
         index and the data describe the same moment."""
         assert not self.install_pending, "export of a half-installed store (a replica needing a snapshot never leads)"
         epoch = self.barrier_epoch
+        records = self.txns.export_chunks(self.snapshot_chunk_bytes)
         header = cbor2.dumps([SNAPSHOT_HEADER_VERSION, self._applied_index, self.safe_ts.to_bytes(), epoch.round,
-                              epoch.node, self.txns.export()])
-        return self._applied_index, [header, *self.store.export_chunks(chunk_bytes=self.snapshot_chunk_bytes)]
+                              epoch.node, len(records)])
+        return self._applied_index, [header, *records, *self.store.export_chunks(chunk_bytes=self.snapshot_chunk_bytes)]
 
     def install_snapshot(self, index: int, chunks: Iterable[bytes]) -> None:
         """Replace everything with the snapshot at `index`; after a crash at any point
-        the replica restarts either as it was or `install_pending` (see the module docstring)."""
+        the replica restarts either as it was or `install_pending` (see the module docstring).
+        Takes a version-3 header too (every transaction record in it: a leader of a build
+        before 12-05)."""
         iterator = iter(chunks)
-        version, header_index, safe_bytes, epoch_round, epoch_node, txn_records = cbor2.loads(next(iterator))
-        if version != SNAPSHOT_HEADER_VERSION or header_index != index:
+        version, header_index, safe_bytes, epoch_round, epoch_node, records = cbor2.loads(next(iterator))
+        if version not in (SNAPSHOT_HEADER_VERSION, 3) or header_index != index:
             raise ValueError(f"snapshot header {version}/{header_index} does not match index {index}")
+        if version == SNAPSHOT_HEADER_VERSION and not (type(records) is int and records >= 0):
+            raise ValueError(f"snapshot header counts {records!r} transaction record chunks")
         marker = Batch()
         marker.put(INSTALLING_KEY, index.to_bytes(8, "big"))
         self.engine.apply(marker, sync=True)  # before the first delete: a restart must see the store as broken
         self._mark_pending()
         self.store.clear(sync=False)
+        if version == SNAPSHOT_HEADER_VERSION:
+            self.txns.clear_records()
+            for _ in range(records):
+                chunk = next(iterator, None)
+                if chunk is None:
+                    raise ValueError(f"snapshot stream ended within its {records} transaction record chunks")
+                self.txns.import_chunk(chunk)
         self.store.import_chunks(iterator, sync=False)
         safe_ts = Timestamp.from_bytes(safe_bytes)
         batch = Batch()
@@ -227,7 +244,8 @@ class TabletState:
         # The skip rule's state and the transaction records travel with the data: a
         # replica that installed a snapshot must skip and resolve exactly as the others.
         batch.put(EPOCH_KEY, cbor2.dumps([epoch_round, epoch_node]))
-        self.txns.stage_import(batch, txn_records)
+        if version == 3:
+            self.txns.stage_import(batch, records)
         batch.delete(INSTALLING_KEY)
         self.engine.apply(batch, sync=True)  # syncs the unsynced clear and import before it too
         assert self.engine.get(INSTALLING_KEY) is None and not self.store.import_incomplete()

@@ -64,6 +64,7 @@ from txn.tablet.commands import Decide, Prepare, Resolve, decode_command, encode
 PREPARED_PREFIX = b"t/p/"
 DECISION_PREFIX = b"t/d/"
 DECISION_CACHE_MAX = 4096
+IMPORT_BATCH_KEYS = 10_000  # deletes per engine write when an install clears the records
 
 
 @attrs.frozen
@@ -224,15 +225,58 @@ class TxnRecords:
 
     # ---- snapshots ------------------------------------------------------------------
 
-    def export(self) -> list[bytes]:
-        """Every record, as (key, value) pairs flattened: [k1, v1, k2, v2, ...]."""
-        out: list[bytes] = []
+    def export_chunks(self, chunk_bytes: int) -> list[bytes]:
+        """Every record (prepared, then decided) as snapshot chunks: each a cbor list of the
+        records' keys and values flattened, [k1, v1, k2, v2, ...], closed once its pairs reach
+        `chunk_bytes` (one record may exceed it). No chunk for no records. Bounded chunks, since
+        the decisions are never deleted (ARCHITECTURE.md, known limits): until 12-05 they all
+        went in the snapshot's header, one Paxos message, which passed the 16 MiB frame bound
+        after about 270,000 transactions (63 bytes each), so a follower needing a snapshot could
+        never get one."""
+        if chunk_bytes < 1:
+            raise ValueError(f"chunk_bytes must be positive: {chunk_bytes}")
+        chunks: list[bytes] = []
+        current: list[bytes] = []
+        size = 0
         for prefix in (PREPARED_PREFIX, DECISION_PREFIX):
             for key, value in self.engine.iterate(prefix, _prefix_end(prefix)):
-                out.extend((key, value))
-        return out
+                current.extend((key, value))
+                size += len(key) + len(value)
+                if size >= chunk_bytes:
+                    chunks.append(cbor2.dumps(current))
+                    current, size = [], 0
+        if current:
+            chunks.append(cbor2.dumps(current))
+        return chunks
+
+    def clear_records(self) -> None:
+        """Delete every record (unsynced; a snapshot install's, under its `installing` marker)."""
+        for prefix in (PREPARED_PREFIX, DECISION_PREFIX):
+            batch = Batch()
+            for key, _ in self.engine.iterate(prefix, _prefix_end(prefix)):
+                batch.delete(key)
+                if len(batch) >= IMPORT_BATCH_KEYS:
+                    self.engine.apply(batch, sync=False)
+                    batch = Batch()
+            if len(batch):
+                self.engine.apply(batch, sync=False)
+
+    def import_chunk(self, data: bytes) -> None:
+        """Write one chunk of `export_chunks` (unsynced; a snapshot install's); a malformed chunk
+        or a key outside the records' prefixes raises ValueError before anything is written."""
+        flat = cbor2.loads(data)
+        if not (isinstance(flat, list) and len(flat) % 2 == 0 and all(isinstance(part, bytes) for part in flat)):
+            raise ValueError("a snapshot's transaction record chunk is not a flat list of keys and values")
+        batch = Batch()
+        for key, value in zip(flat[0::2], flat[1::2]):
+            if not key.startswith((PREPARED_PREFIX, DECISION_PREFIX)):
+                raise ValueError(f"snapshot carries a foreign transaction record key {key!r}")
+            batch.put(key, value)
+        self.engine.apply(batch, sync=False)
 
     def stage_import(self, batch: Batch, flat: list[bytes]) -> None:
+        """A version-3 snapshot header's records (all of them in the header: a leader of a build
+        before 12-05), staged in the install's final batch over what is there."""
         for prefix in (PREPARED_PREFIX, DECISION_PREFIX):
             for key, _ in self.engine.iterate(prefix, _prefix_end(prefix)):
                 batch.delete(key)
