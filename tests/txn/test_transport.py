@@ -65,11 +65,12 @@ def free_port() -> int:
 
 async def start(stack: AsyncExitStack, node_id: str, *, cluster_id: str = "c1", port: int = 0,
                 peers: dict[str, tuple[str, int]] | None = None, clock: HybridClock | None = None,
-                handler: Any = None, options: TransportOptions = FAST) -> TcpTransport:
+                handler: Any = None, options: TransportOptions = FAST,
+                max_frame_bytes: int = wire.MAX_FRAME_BYTES_DEFAULT) -> TcpTransport:
     return await stack.enter_async_context(open_tcp_transport(
         node_id=node_id, cluster_id=cluster_id, host="127.0.0.1", port=port, peers=peers or {},
         clock=clock or new_clock(), handler=handler or Recorder(), logger=logging.getLogger(LOGGER),
-        options=options))
+        options=options, max_frame_bytes=max_frame_bytes))
 
 
 async def pair(stack: AsyncExitStack, **kwargs: Any) -> tuple[TcpTransport, TcpTransport, Recorder, Recorder]:
@@ -545,3 +546,42 @@ async def test_the_handler_hears_when_a_reads_messages_were_handed_over() -> Non
         assert h1.events.count("read") >= 2, "told again after the first one failed"
         # Each message is followed by a "read" before the connection waits for more bytes.
         assert all("read" in h1.events[i:] for i, event in enumerate(h1.events) if event == "message")
+
+
+class BigReplies(Recorder):
+    async def handle_request(self, src: str, msg: Any) -> Any:
+        if msg.payload == b"big":
+            return Pong(b"x" * 100_000)
+        return await super().handle_request(src, msg)
+
+
+async def test_a_frame_over_the_limit_is_never_sent_so_the_connection_serves_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The reader closes a connection on a frame longer than its limit, and with it every tablet's
+    traffic between the two nodes (a snapshot header past 16 MiB did that ten times a second,
+    tests/e2e/test_snapshot_catch_up.py). So the sender never sends one: a one-way message is
+    dropped (counted, logged once), a call fails at once, and an oversized response becomes an
+    error reply; the connection serves on."""
+    caplog.set_level(logging.ERROR, logger=LOGGER)
+    limit = 64 << 10
+    async with AsyncExitStack() as stack:
+        h1, h2 = BigReplies(), Recorder()
+        t1 = await start(stack, "n1", handler=h1, max_frame_bytes=limit)
+        t2 = await start(stack, "n2", peers={"n1": t1.address}, handler=h2, max_frame_bytes=limit)
+        t1.add_peer("n2", t2.address)
+        assert await t1.call("n2", Ping(b"hi"), timeout_s=2) == Pong(b"n1:hi")
+        t1.send("n2", Ping(b"x" * 100_000))
+        t1.send("n2", Ping(b"y" * 100_000))
+        t1.send("n2", Ping(b"small"))
+        await h2.wait_for(1)
+        assert h2.messages == [("n1", Ping(b"small"))]
+        assert t1.statistics().peer("n2").dropped == 2
+        with pytest.raises(PeerUnreachable, match="a request of 1000.. bytes exceeds the frame limit of 65536 bytes"):
+            await t1.call("n2", Ping(b"z" * 100_000), timeout_s=2)
+        with pytest.raises(RemoteError, match="a response of 1000.. bytes exceeds the frame limit of 65536 bytes"):
+            await t2.call("n1", Ping(b"big"), timeout_s=2)
+        assert await t2.call("n1", Ping(b"after"), timeout_s=2) == Pong(b"n2:after")
+        assert t1.statistics().protocol_errors == 0 == t2.statistics().protocol_errors
+        assert t1.statistics().connections == 1 == t2.statistics().connections
+        errors = [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "to n2 exceeds the frame limit of 65536 bytes: not sent" in errors[0], errors

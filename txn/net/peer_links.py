@@ -8,6 +8,11 @@ fails or cannot be opened fail at once with `PeerUnreachable`. Fault
 injection drops frames to blocked peers here, at `_enqueue`.
 
 Invariant: `send` never blocks; a full queue drops the frame and counts it.
+A frame longer than `max_frame_bytes` (the limit every node's reader holds
+frames to, txn/wire/frames.py) is never queued: the peer would close the
+connection on its length, and with it every tablet's traffic between the two
+nodes, again at each resend. `send` drops it (counted as dropped, one log
+line a minute per peer), `call` raises PeerUnreachable at once.
 A queue is full at `peer_queue_frames` frames or `peer_queue_bytes` bytes
 (whichever comes first; one frame always fits an empty queue): a peer that
 stops reading (SIGSTOP, a full socket buffer) costs at most that much memory,
@@ -80,6 +85,13 @@ class PeerLinks:
         return wire.encode_frame(wire.encode(Envelope(self.clock.now(), kind, request_id, body)))
 
     def _enqueue(self, link: _PeerLink, frame: bytes) -> bool:
+        if len(frame) - wire.FRAME_HEADER_BYTES > self.max_frame_bytes:
+            link.counters.dropped += 1
+            if self._clock_log.should_log(f"oversized:{link.peer_id}", _now_ns()):
+                self.log.error("%s: a frame of %d bytes to %s exceeds the frame limit of %d bytes: not sent "
+                               "(the peer would close the connection on it); logged at most once a minute",
+                               self.node_id, len(frame) - wire.FRAME_HEADER_BYTES, link.peer_id, self.max_frame_bytes)
+            return False
         if link.peer_id in self.blocked_outgoing:
             self.fault_dropped += 1
             return True  # lost on the way, as far as the sender can tell

@@ -17,7 +17,10 @@ Behaviour:
   stay up and are read; each side sends on the first it registered.
 - Sends never block: each peer has a bounded queue (frames waiting for a
   connection, or the connection's unsent frames); a full queue drops the
-  frame and counts it. A link with traffic re-dials: attempts start at
+  frame and counts it. A frame over `max_frame_bytes` is never sent (the
+  reader would close the connection on it): a one-way message is dropped
+  and counted, a call raises PeerUnreachable, a response becomes an error
+  reply (txn/net/peer_links.py). A link with traffic re-dials: attempts start at
   least `reconnect_initial_s` apart, doubling to `reconnect_max_s`, and
   each (TCP connect plus the peer's handshake reply) has `connect_timeout_s`;
   calls waiting on a peer whose connection fails or cannot be opened fail
@@ -259,7 +262,11 @@ class TcpTransport(PeerLinks):
         request_id, waiter = self._pending.open()
         self._pending_dst[request_id] = dst
         try:
-            if not self._enqueue(link, self._frame(Kind.REQUEST, request_id, msg)):
+            frame = self._frame(Kind.REQUEST, request_id, msg)
+            if len(frame) - wire.FRAME_HEADER_BYTES > self.max_frame_bytes:
+                raise PeerUnreachable(f"{dst}: a request of {len(frame) - wire.FRAME_HEADER_BYTES} bytes exceeds "
+                                      f"the frame limit of {self.max_frame_bytes} bytes; not sent")
+            if not self._enqueue(link, frame):
                 raise PeerUnreachable(f"{dst}: send queue full ({self.options.peer_queue_frames} frames "
                                       f"or {self.options.peer_queue_bytes} bytes)")
             return await self._pending.wait(request_id, waiter, dst, timeout_s)
@@ -594,6 +601,10 @@ class TcpTransport(PeerLinks):
             frame = self._frame(kind, request_id, body)
         except TypeError as error:
             frame = self._frame(Kind.ERROR, request_id, HandlerError(f"unencodable response: {error}"))
+        if len(frame) - wire.FRAME_HEADER_BYTES > self.max_frame_bytes:  # the reader would close the connection
+            frame = self._frame(Kind.ERROR, request_id, HandlerError(
+                f"a response of {len(frame) - wire.FRAME_HEADER_BYTES} bytes exceeds the frame limit of "
+                f"{self.max_frame_bytes} bytes"))
         # A client that does not read its replies is cut off. Not a peer: its connection also
         # queues our own Paxos traffic (catch-up of large values), bounded by peer_queue_bytes.
         if src not in self._links and connection.queued_bytes() + len(frame) > self.options.max_queued_reply_bytes:
