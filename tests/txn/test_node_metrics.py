@@ -147,6 +147,12 @@ async def test_figures_follow_writes_reads_and_a_two_tablet_transaction() -> Non
     assert moved("chronodb_txn_abort_decisions_total", tablet="t1", cause="presumed") == 1
     assert moved("chronodb_txn_resolve_requests_total", tablet="t1") == 1
     assert moved("chronodb_txn_resolve_decisions_total", tablet="t1") == 1
+    # Three decision records at t1 (tx1's commit, tx4's and tx5's aborts), none at t2, which
+    # coordinated nothing: their bytes, as the in-memory engine counts them exactly.
+    t1_records = node.replicas["t1"].state.txns
+    assert moved("chronodb_txn_decision_bytes", tablet="t1") == sum(
+        len(key) + len(value) for key, value in t1_records.engine.iterate(b"t/d/", b"t/d0")) > 3 * len("t/d/tx1")
+    assert value(after, "chronodb_txn_decision_bytes", tablet="t2") == 0
     assert not any(labels and dict(labels).get("tablet") == "t9" for _, labels in after)  # no series from request fields
     for tablet in ("t1", "t2"):
         assert value(after, "chronodb_applied_index", tablet=tablet) > 0

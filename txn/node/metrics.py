@@ -299,6 +299,9 @@ def tablet_samples(replica: "TabletReplica", now_ns: int) -> Samples:
     put("counter", "chronodb_follower_reads", "Reads this replica served while not the leader", replica.follower_reads)
     put("gauge", "chronodb_prepared_transactions", "Transactions prepared on this replica, not yet resolved",
         len(replica.state.txns.prepared))
+    put("gauge", "chronodb_txn_decision_bytes", "Bytes of the 2PC decision records this replica holds as coordinator "
+        "(the engine's estimate; LevelDB: table files only). They are never deleted, and a snapshot carries them all",
+        replica.state.txns.decision_bytes())
     decisions = ("chronodb_txn_abort_decisions", "2PC aborts this replica logged as coordinator, by cause: client "
                  "(its client gave up after sending prepares) or presumed (asked about, with no decision logged)")
     put("counter", *decisions, replica.marks["txn.abort_decided_for_client"], cause="client")

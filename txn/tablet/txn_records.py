@@ -208,6 +208,11 @@ class TxnRecords:
 
     # ---- reading ------------------------------------------------------------------
 
+    def decision_bytes(self) -> int:
+        """The engine's estimate of the bytes its decision records hold (LevelDB: in its table
+        files, not the memtable): what the known limit above grows, and every snapshot carries."""
+        return self.engine.approximate_size(DECISION_PREFIX, _prefix_end(DECISION_PREFIX))
+
     def min_prepared_ts(self) -> Timestamp | None:
         return min((p.ts for p in self.prepared.values()), default=None)
 
