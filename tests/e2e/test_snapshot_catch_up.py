@@ -6,10 +6,10 @@ holds hundreds of thousands. Until 12-05 a snapshot carried them all in its head
 message: past the 16 MiB frame bound (about 270,000 decisions of 63 bytes) the follower's
 transport refused the frame and closed the connection, the leader sent it again, and the
 follower never caught up. Here n1's and n2's t1 replicas are given 300,000 decision records
-(18.9 MB of them) before the cluster starts; n3 is down while enough writes go to t1 that
-the leader truncates its log past n3 (n3 is down from the start, so t1's leader is one that
-holds them); started, n3 must install the snapshot, so hold every
-decision (it had none of them), and keep up.
+(18.9 MB of them) before the cluster starts. n3 stays down from the start (so t1's leader is
+one that holds them) while enough writes go to t1 that the leader truncates its log past n3.
+Started, n3 must install the snapshot, so hold every decision (it had none of them), and
+keep up.
 """
 
 from __future__ import annotations
