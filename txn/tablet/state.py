@@ -22,7 +22,7 @@ of ARCHITECTURE.md's paxos part): one synced write puts `t/installing`, then
 the store and the transaction records are cleared and the chunks imported
 (unsynced), then ONE synced batch writes `t/applied`, `t/safe`, `t/epoch` and
 deletes `t/installing`. A version-3 header (a build before 12-05) carries the
-records itself; they go in that final batch. A replica that starts with `t/installing` (or with
+records itself; they are written as a chunk's are. A replica that starts with `t/installing` (or with
 mvcc's own import-unfinished marker) holds a half-deleted store: it is
 `install_pending` (not `usable`), reports applied index 0 and safe time
 `Timestamp.MIN`, and the Paxos core, told so by `install_pending`, applies
@@ -229,13 +229,15 @@ class TabletState:
         self.engine.apply(marker, sync=True)  # before the first delete: a restart must see the store as broken
         self._mark_pending()
         self.store.clear(sync=False)
+        self.txns.clear_records()
         if version == SNAPSHOT_HEADER_VERSION:
-            self.txns.clear_records()
             for _ in range(records):
                 chunk = next(iterator, None)
                 if chunk is None:
                     raise ValueError(f"snapshot stream ended within its {records} transaction record chunks")
                 self.txns.import_chunk(chunk)
+        else:
+            self.txns.import_records(records)
         self.store.import_chunks(iterator, sync=False)
         safe_ts = Timestamp.from_bytes(safe_bytes)
         batch = Batch()
@@ -244,8 +246,6 @@ class TabletState:
         # The skip rule's state and the transaction records travel with the data: a
         # replica that installed a snapshot must skip and resolve exactly as the others.
         batch.put(EPOCH_KEY, cbor2.dumps([epoch_round, epoch_node]))
-        if version == 3:
-            self.txns.stage_import(batch, records)
         batch.delete(INSTALLING_KEY)
         self.engine.apply(batch, sync=True)  # syncs the unsynced clear and import before it too
         assert self.engine.get(INSTALLING_KEY) is None and not self.store.import_incomplete()

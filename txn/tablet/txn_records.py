@@ -267,28 +267,21 @@ class TxnRecords:
                 self.engine.apply(batch, sync=False)
 
     def import_chunk(self, data: bytes) -> None:
-        """Write one chunk of `export_chunks` (unsynced; a snapshot install's); a malformed chunk
-        or a key outside the records' prefixes raises ValueError before anything is written."""
-        flat = cbor2.loads(data)
+        """Write one chunk of `export_chunks` (unsynced; a snapshot install's)."""
+        self.import_records(cbor2.loads(data))
+
+    def import_records(self, flat: object) -> None:
+        """Write records given as [k1, v1, k2, v2, ...] (unsynced; a snapshot install's: a chunk,
+        or a version-3 header's list of them all). A malformed list or a key outside the records'
+        prefixes raises ValueError before anything is written."""
         if not (isinstance(flat, list) and len(flat) % 2 == 0 and all(isinstance(part, bytes) for part in flat)):
-            raise ValueError("a snapshot's transaction record chunk is not a flat list of keys and values")
+            raise ValueError("a snapshot's transaction records are not a flat list of keys and values")
         batch = Batch()
         for key, value in zip(flat[0::2], flat[1::2]):
             if not key.startswith((PREPARED_PREFIX, DECISION_PREFIX)):
                 raise ValueError(f"snapshot carries a foreign transaction record key {key!r}")
             batch.put(key, value)
         self.engine.apply(batch, sync=False)
-
-    def stage_import(self, batch: Batch, flat: list[bytes]) -> None:
-        """A version-3 snapshot header's records (all of them in the header: a leader of a build
-        before 12-05), staged in the install's final batch over what is there."""
-        for prefix in (PREPARED_PREFIX, DECISION_PREFIX):
-            for key, _ in self.engine.iterate(prefix, _prefix_end(prefix)):
-                batch.delete(key)
-        for key, value in zip(flat[0::2], flat[1::2]):
-            if not key.startswith((PREPARED_PREFIX, DECISION_PREFIX)):
-                raise ValueError(f"snapshot carries a foreign transaction record key {key!r}")
-            batch.put(key, value)
 
 
 def _just_below(ts: Timestamp) -> Timestamp:
