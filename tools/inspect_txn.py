@@ -4,7 +4,9 @@ Role: asks every node (`InspectTxnRequest`, online) or reads every stopped
 node's tablets (`--offline`) and shows, per tablet and replica, whether the
 transaction is prepared there (at which timestamp, with which coordinator),
 the coordinator's decision record if that tablet coordinates it, and, at the
-serving leader, the locks it holds or why the leader aborted it.
+serving leader, the locks it holds or why the leader aborted it. A commit's
+record is deleted `decision_retention` after every participant resolved it
+(txn/tablet/forgetting.py): no record is then all there is to show.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ def run_txn(args: argparse.Namespace) -> int:
     }
     lines = [f"transaction {args.txn_id}: "
              + (f"{summary['decision']}" + (f" at {summary['commit_ts']}" if summary["commit_ts"] else "") if decision
-                else "no decision recorded (presumed aborted if asked)")
+                else "no decision recorded: not decided (yet), or committed and forgotten once every participant "
+                "resolved it (after the cluster's decision_retention); abort records are kept")
              + (f", coordinator {summary['coordinator']}" if summary["coordinator"] else "")]
     for row in rows:
         if not row.get("up", True):

@@ -94,7 +94,8 @@ def cli_env() -> dict[str, str]:
 
 class LocalCluster:
     def __init__(self, data_dir: pathlib.Path, *, nodes: int = 3, tablets: int = 4, max_offset_ns: int = 10_000_000,
-                 gc_retention_ns: int | None = None, max_value_bytes: int | None = None,
+                 gc_retention_ns: int | None = None, decision_retention_ns: int | None = None,
+                 max_value_bytes: int | None = None,
                  limits: TransportLimits | None = None, insecure: bool = False,
                  task_cpu_dir: pathlib.Path | None = None) -> None:
         """`task_cpu_dir`: nodes count their event loop's CPU per task into <dir>/<id>.json
@@ -107,6 +108,8 @@ class LocalCluster:
                                              for n, p, m in zip(config.nodes, ports[:nodes], ports[nodes:])])
         if gc_retention_ns is not None:
             config = attrs.evolve(config, gc_retention_ns=gc_retention_ns)
+        if decision_retention_ns is not None:
+            config = attrs.evolve(config, decision_retention_ns=decision_retention_ns)
         if max_value_bytes is not None:
             config = attrs.evolve(config, max_value_bytes=max_value_bytes)
         if limits is not None:

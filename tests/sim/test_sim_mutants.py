@@ -143,6 +143,17 @@ def test_mutant_coordinator_that_skips_its_read_set_loses_an_update() -> None:
     assert run_seed(COORDINATOR_READS_SEED).error is None
 
 
+def test_mutant_that_forgets_decisions_before_their_participants_resolved_them_loses_a_write() -> None:
+    """A coordinator forgets a commit record once every participant acknowledged its resolution
+    (txn/tablet/forgetting.py), 0.2 s later in the simulation. Forgotten 0.2 s after the decision
+    instead, a participant whose resolution was lost or not yet logged asks its coordinator,
+    which finds no record, presumes abort, and the participant's half of a committed transfer
+    vanishes (the bank checkers: a committed transfer's write "is not stored"; the first seeds
+    that show it, on 12-05: 18 and 75)."""
+    mutant = lambda: mock.patch.object(TabletTransactions, "FORGET_AFTER_ACKS", False)  # noqa: E731
+    caught(mutant, lambda plan: plan.workload == "bank", ("is not stored",))
+
+
 # ---- required mutants: class-attribute mutation points from other branches ------
 
 @pytest.mark.parametrize("name", sorted(MUTATION_POINTS))

@@ -21,7 +21,7 @@ from txn.api.cluster import TabletConfig
 from txn.api.errors import RequestFailed
 from txn.api.txn import MAX_RESOLVE_DECISIONS
 from txn.net.messaging import set_request_arrival
-from txn.tablet.commands import Decide, Prepare, Resolve, WriteBatch, decode_command, encode_command
+from txn.tablet.commands import Decide, Forget, Prepare, Resolve, WriteBatch, decode_command, encode_command
 from txn.tablet.leader import Serving, WriteState
 from txn.tablet.locks import LockMode, Outcome
 from txn.tablet import transactions
@@ -889,6 +889,69 @@ async def test_a_coordinators_resolve_requests_are_bounded_by_their_ids_bytes(mo
 
     sent = await resolve_requests_sent(replica, lambda batch, sent: api.ResolveReply(), queue_more)
     assert [txn_ids for _, txn_ids in sent] == [("x1",), ("a" * 40,), ("bbbbbbb", "cc", "d")]
+
+
+async def test_a_replica_that_is_not_serving_never_answers_a_resolve_request_done() -> None:
+    """A coordinator takes a `ResolveReply` as the participant's acknowledgement, after which it
+    may forget the decision (txn/tablet/forgetting.py). A follower, behind its leader, may not
+    have applied the Prepare its tablet voted with: finding nothing prepared, it must not say
+    done; it points at the leader instead."""
+    replica = serving_replica(NotLeader(None))
+    replica._is_serving = lambda: False  # type: ignore[method-assign]
+    with pytest.raises(RequestFailed) as raised:
+        await replica.txns.resolve(api.ResolveRequest("t1", [api.ResolveDecision("x1", replica.clock.now())],
+                                                      1_000_000_000))
+    assert raised.value.reply.code == api.ErrorCode.NOT_LEADER
+    assert not replica.pending
+
+
+async def test_a_coordinator_forgets_a_commit_only_once_every_participant_acknowledged_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """x1 (t2) and x2 (t2, t3) commit, x3 aborts. t2 answers everything, t3 never answers: x1 is
+    due for forgetting, x2 is never forgotten (t3's recovery will ask about it), and an abort is
+    not tracked at all."""
+    monkeypatch.setattr(transactions, "RESOLVE_ATTEMPTS", 2)
+    replica = serving_replica(NotLeader(None))
+    ts = replica.clock.now()
+
+    def answer(batch: tuple[str, tuple[str, ...]], sent: list) -> object:
+        return api.ResolveReply() if batch[0] == "t2" else None
+
+    def queue_more() -> None:
+        replica.txns._start_resolving("x2", ts, ("t2", "t3"))
+        replica.txns._start_resolving("x3", None, ("t2",))
+
+    sent = await resolve_requests_sent(replica, answer, queue_more)
+    assert ("t3", ("x2",)) in sent and ("t2", ("x2", "x3")) in sent
+    forgetting = replica.txns.forgetting
+    assert [txn_id for _, txn_id in forgetting.due] == ["x1"] and not forgetting.waiting
+
+
+async def test_a_coordinator_logs_forget_for_what_is_due_and_keeps_what_it_could_not_log() -> None:
+    """Due decisions go into one `Forget` command, which names no keys (no read waits for it);
+    a Forget not logged (here: a newer leader) leaves them due for the next round."""
+    replica = serving_replica(NotLeader("n2"))
+    replica.txns.call_tablet = lambda *args, **kwargs: None  # type: ignore[assignment]
+    forgetting = replica.txns.forgetting
+    forgetting.retention_s = 0.0
+    for txn_id in ("x1", "x2"):
+        forgetting.decided(txn_id, (), trio.current_time())
+    with trio.fail_after(5):
+        await replica.txns._forget_due()
+    assert [txn_id for _, txn_id in forgetting.due] == ["x1", "x2"], "not logged: due again"
+    proposed: list[object] = []
+
+    async def propose(command: bytes, *, timeout_s: float, on_not_chosen: object = None) -> int:
+        proposed.append(decode_command(command))
+        replica._on_applied(len(proposed), proposed[-1], False)  # what applying it tells the leader
+        return len(proposed)
+
+    replica.paxos.propose = propose  # type: ignore[method-assign]
+    with trio.fail_after(5):
+        await replica.txns._forget_due()
+    [forget] = proposed
+    assert isinstance(forget, Forget) and forget.txn_ids == ("x1", "x2")
+    assert not forgetting.due and replica.marks["txn.decisions_forgotten"] == 2
 
 
 async def test_a_transactional_read_says_the_lease_its_lock_was_taken_under() -> None:

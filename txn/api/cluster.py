@@ -27,6 +27,7 @@ On disk (TOML; keys are hex so any bytes survive a text editor):
     cluster_id = "5f0c..."
     max_offset = "10ms"
     gc_retention = "1h"     # optional; old versions kept this long
+    decision_retention = "30s"  # optional; a commit's 2PC record kept this long after every participant resolved it
     max_key_bytes = 4096    # optional; larger keys are refused before anything is proposed
     max_value_bytes = 4194304  # optional; likewise for values (at most MAX_VALUE_BYTES_CEILING)
     [limits]                # optional, and so is each key in it: absent, TransportOptions' default
@@ -61,6 +62,10 @@ CONFIG_NAME = "cluster.toml"
 CLUSTER_ID_NAME = "CLUSTER_ID"
 DEFAULT_MAX_OFFSET_NS = 10_000_000
 DEFAULT_GC_RETENTION_NS = 3600 * 1_000_000_000
+# How long a coordinator keeps a commit decision's record once every participant acknowledged
+# its resolution, before deleting it (txn/tablet/forgetting.py): for `chronodb inspect txn`,
+# not for safety. Its leader holds each such id in memory meanwhile (about 150 bytes).
+DEFAULT_DECISION_RETENTION_NS = 30 * 1_000_000_000
 DEFAULT_MAX_KEY_BYTES = 4 << 10
 DEFAULT_MAX_VALUE_BYTES = 4 << 20
 # A write must fit in one wire frame (16 MiB, txn/wire/frames.py) inside a
@@ -185,6 +190,8 @@ class ClusterConfig:
     # How far behind a replica's safe time old versions are kept; reads below
     # the resulting GC horizon fail with an error naming it.
     gc_retention_ns: int = DEFAULT_GC_RETENTION_NS
+    # How long a commit's 2PC decision record is kept after every participant resolved it.
+    decision_retention_ns: int = DEFAULT_DECISION_RETENTION_NS
     # Size limits of one key and one value: a larger one is refused before
     # anything is proposed, as a definite failure (txn/api/limits.py).
     max_key_bytes: int = DEFAULT_MAX_KEY_BYTES
@@ -225,6 +232,8 @@ def validate(config: ClusterConfig) -> None:
         raise ConfigError("max_offset must be positive")
     if config.gc_retention_ns <= 0:
         raise ConfigError("gc_retention must be positive")
+    if config.decision_retention_ns <= 0:
+        raise ConfigError("decision_retention must be positive")
     if not 1 <= config.max_key_bytes <= MAX_KEY_BYTES_CEILING:
         raise ConfigError(f"max_key_bytes must be between 1 and {MAX_KEY_BYTES_CEILING}")
     if not 1 <= config.max_value_bytes <= MAX_VALUE_BYTES_CEILING:
@@ -294,6 +303,8 @@ def to_toml(config: ClusterConfig) -> str:
         f'cluster_id = "{config.cluster_id}"',
         f'max_offset = "{format_duration_ns(config.max_offset_ns)}"',
         f'gc_retention = "{format_duration_ns(config.gc_retention_ns)}"  # old versions kept this long',
+        f'decision_retention = "{format_duration_ns(config.decision_retention_ns)}"  '
+        "# a commit's 2PC record kept this long once every participant resolved it",
         f"max_key_bytes = {config.max_key_bytes}  # larger keys are refused",
         f"max_value_bytes = {config.max_value_bytes}  # larger values are refused",
         "",
@@ -314,7 +325,8 @@ def to_toml(config: ClusterConfig) -> str:
 
 
 # Every key the file may hold (a misspelled one was ignored, its setting silently the default).
-TOP_KEYS = ("cluster_id", "max_offset", "gc_retention", "max_key_bytes", "max_value_bytes", "limits", "nodes", "tablets")
+TOP_KEYS = ("cluster_id", "max_offset", "gc_retention", "decision_retention", "max_key_bytes", "max_value_bytes",
+            "limits", "nodes", "tablets")
 NODE_KEYS = ("id", "host", "port", "metrics_port")
 TABLET_KEYS = ("id", "start", "end", "replicas", "preferred_leader")
 
@@ -339,6 +351,8 @@ def from_toml(text: str, *, source: str = CONFIG_NAME) -> ClusterConfig:
             cluster_id=_str(data, "cluster_id"),
             max_offset_ns=parse_duration_ns(_str(data, "max_offset")),
             gc_retention_ns=parse_duration_ns(_str(data, "gc_retention")) if "gc_retention" in data else DEFAULT_GC_RETENTION_NS,
+            decision_retention_ns=(parse_duration_ns(_str(data, "decision_retention")) if "decision_retention" in data
+                                   else DEFAULT_DECISION_RETENTION_NS),
             max_key_bytes=_int(data, "max_key_bytes") if "max_key_bytes" in data else DEFAULT_MAX_KEY_BYTES,
             max_value_bytes=_int(data, "max_value_bytes") if "max_value_bytes" in data else DEFAULT_MAX_VALUE_BYTES,
             limits=_limits_from_toml(data.get("limits", {})),

@@ -300,8 +300,12 @@ def tablet_samples(replica: "TabletReplica", now_ns: int) -> Samples:
     put("gauge", "chronodb_prepared_transactions", "Transactions prepared on this replica, not yet resolved",
         len(replica.state.txns.prepared))
     put("gauge", "chronodb_txn_decision_bytes", "Bytes of the 2PC decision records this replica holds as coordinator "
-        "(the engine's estimate; LevelDB: table files only). They are never deleted, and a snapshot carries them all",
+        "(the engine's estimate; LevelDB: table files only). Commit records are deleted once every participant "
+        "resolved them (chronodb_txn_decisions_forgotten); abort records stay. A snapshot carries them all",
         replica.state.txns.decision_bytes())
+    put("counter", "chronodb_txn_decisions_forgotten", "2PC commit records this replica deleted since it started, "
+        "by Forget commands its coordinator's leader logged once every participant had resolved them",
+        replica.state.decisions_forgotten)
     decisions = ("chronodb_txn_abort_decisions", "2PC aborts this replica logged as coordinator, by cause: client "
                  "(its client gave up after sending prepares) or presumed (asked about, with no decision logged)")
     put("counter", *decisions, replica.marks["txn.abort_decided_for_client"], cause="client")

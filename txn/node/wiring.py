@@ -106,7 +106,7 @@ def make_replica(node: Node, env: NodeEnvironment, tablet: TabletConfig, engine:
         monotonic_ns=env.monotonic_ns, paxos_config=env.paxos_config,
         seed=f"{env.seed}/{tablet.id}", gc_retention_ns=env.gc_retention_ns or node.config.gc_retention_ns,
         offload_compaction=env.offload_compaction, precise_commit_wait=env.precise_commit_wait,
-        write_synced=env.write_synced,
+        write_synced=env.write_synced, decision_retention_ns=node.config.decision_retention_ns,
     )
 
 

@@ -60,6 +60,9 @@ QUIESCE_BOUND_S = 2 * RECOVERY_AFTER_S + PEER_TIMEOUT_S + 2 * RECOVERY_INTERVAL_
 # and, like QUIESCE_BOUND_S, one lost status request (links may still drop) costs another round
 # (seed 2030: with RECOVERY_AFTER_S raised to 5 s the bound without it was too short).
 BANK_LIVENESS_BOUND_S = LIVENESS_BOUND_S + 2 * RECOVERY_AFTER_S + PEER_TIMEOUT_S + RECOVERY_INTERVAL_S
+# A coordinator forgets a commit record this long after every participant acknowledged resolving it
+# (txn/tablet/forgetting.py; 30 s on real clusters): well within a seed's run, so forgetting is exercised.
+SIM_DECISION_RETENTION_NS = 200_000_000
 BANK_GRACE_S = 0.3
 # Bank seeds pay for recovery after healing (prepared transactions wait RECOVERY_AFTER_S): shorter phases.
 BANK_FAULT_PHASE_S = 1.0
@@ -98,6 +101,9 @@ class SimCluster:
         self.config = ClusterConfig(
             "sim", MAX_OFFSET_NS, [NodeConfig(n, n, 0) for n in plan.node_ids],  # host = node id: the sim dialer's address
             list(plan.tablets),
+            # Commit records are forgotten within a seed's few seconds: any still asked about
+            # afterwards breaks a transfer's atomicity, which the bank checkers see.
+            decision_retention_ns=SIM_DECISION_RETENTION_NS,
         )
         self.clocks = {n: VirtualClock(plan.offsets_ns[n], plan.drifts_ppm[n]) for n in plan.node_ids}
         self.engines = {(n, t.id): DictEngine() for t in plan.tablets for n in t.replicas}

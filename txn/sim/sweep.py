@@ -77,6 +77,8 @@ REQUIRED_MARKS = (
     # with a failure: leadership lost, a deadline passed, the replica stopped.
     "tablet.write_started",
     "tablet.started_write_failed",
+    # Commit records forgotten once every participant resolved them (txn/tablet/forgetting.py).
+    "txn.decisions_forgotten",
 )
 PENDING_MARKS: tuple[str, ...] = ()
 REQUIRED_MARKS_SEEDS = 200

@@ -26,15 +26,17 @@ largest timestamp it has applied.
 
 Transactions (txn/api/txn.py) add `Prepare` (a participant's vote: the
 writes become intents at the prepare timestamp), `Decide` (the coordinator's
-transaction record, first one wins) and `Resolve` (a participant learns the
-decision).
+transaction record, first one wins), `Resolve` (a participant learns the
+decision) and `Forget` (the coordinator deletes commit records every
+participant has resolved: txn/tablet/txn_records.py).
 
 Encoding: canonical CBOR `[kind, ts_bytes, writes, epoch_round, epoch_node]`,
 kind 1 write batch, 2 safe-time advance, 3 barrier; `writes` is a list of
 `[key, value|None]`; kinds 4 prepare, 5 decide, 6 resolve append a sixth
 element, the transaction body. Kind 7, a resolve of several transactions
 (written since 12-05; kind 6, one transaction's, is still read), has the
-body `[[txn_id, commit_ts|null], ...]`. A decide's `writes` are the coordinator's own
+body `[[txn_id, commit_ts|null], ...]`; kind 8, a forget (since 12-05), the body
+`[txn_id, ...]` (a build before 12-05 cannot read it: upgrade every node together). A decide's `writes` are the coordinator's own
 (empty in decides logged before the coordinator stopped preparing: they
 decode as a decision without writes, as they were). A 3-element command (written before epochs existed)
 decodes with epoch `Ballot(0, "")`, older than every real ballot.
@@ -58,6 +60,7 @@ KIND_PREPARE = 4
 KIND_DECIDE = 5
 KIND_RESOLVE = 6  # one decision: how a Resolve was logged before 12-05 (still read)
 KIND_RESOLVE_MANY = 7
+KIND_FORGET = 8
 
 
 class CommandError(ValueError):
@@ -154,11 +157,27 @@ class Resolve:
         return f"Resolve {verdicts}{more} ts={self.ts} epoch={self.epoch}"
 
 
-TxnCommand = Prepare | Decide | Resolve
-Command = WriteBatch | SafeTimeAdvance | Barrier | Prepare | Decide | Resolve | None  # None: a Paxos no-op
+@attrs.frozen
+class Forget:
+    """The coordinator forgets commit decisions: each transaction's commit record (b"t/d/") is
+    deleted, once every participant has resolved it and the record's retention has passed.
+    Changes no key's data; an abort record, or a transaction with no record, is left as is."""
+
+    ts: Timestamp
+    epoch: Ballot
+    txn_ids: tuple[str, ...] = attrs.field(converter=tuple)
+
+    def __str__(self) -> str:
+        shown = ", ".join(self.txn_ids[:3])
+        more = f" and {len(self.txn_ids) - 3} more" if len(self.txn_ids) > 3 else ""
+        return f"Forget {shown}{more} ts={self.ts} epoch={self.epoch}"
 
 
-def encode_command(command: WriteBatch | SafeTimeAdvance | Barrier | Prepare | Decide | Resolve) -> bytes:
+TxnCommand = Prepare | Decide | Resolve | Forget
+Command = WriteBatch | SafeTimeAdvance | Barrier | Prepare | Decide | Resolve | Forget | None  # None: a Paxos no-op
+
+
+def encode_command(command: WriteBatch | SafeTimeAdvance | Barrier | Prepare | Decide | Resolve | Forget) -> bytes:
     epoch = [command.epoch.round, command.epoch.node]
     ts = command.ts.to_bytes()
     if isinstance(command, WriteBatch):
@@ -176,6 +195,8 @@ def encode_command(command: WriteBatch | SafeTimeAdvance | Barrier | Prepare | D
     if isinstance(command, Resolve):
         body = [[txn_id, None if commit_ts is None else commit_ts.to_bytes()] for txn_id, commit_ts in command.decisions]
         return cbor2.dumps([KIND_RESOLVE_MANY, ts, [], *epoch, body], canonical=True)
+    if isinstance(command, Forget):
+        return cbor2.dumps([KIND_FORGET, ts, [], *epoch, list(command.txn_ids)], canonical=True)
     kind = KIND_SAFE_TIME if isinstance(command, SafeTimeAdvance) else KIND_BARRIER
     return cbor2.dumps([kind, ts, [], *epoch], canonical=True)
 
@@ -218,6 +239,12 @@ def _resolve_many(ts: Timestamp, epoch: Ballot, body: object) -> Resolve:
     return Resolve(ts, epoch, decisions)
 
 
+def _forget(ts: Timestamp, epoch: Ballot, body: object) -> Forget:
+    if not isinstance(body, list) or not body or not all(isinstance(txn_id, str) for txn_id in body):
+        raise ValueError("forget command without [txn_id, ...]")
+    return Forget(ts, epoch, body)
+
+
 def decode_command(data: bytes) -> Command:
     if not data:
         return None
@@ -242,6 +269,8 @@ def decode_command(data: bytes) -> Command:
             return _txn_command(kind, ts, epoch, writes, fields[5])
         if kind == KIND_RESOLVE_MANY and len(fields) == 6:
             return _resolve_many(ts, epoch, fields[5])
+        if kind == KIND_FORGET and len(fields) == 6:
+            return _forget(ts, epoch, fields[5])
         raise ValueError(f"unknown command kind {kind!r}")
     except (ValueError, TypeError, cbor2.CBORDecodeError) as error:
         raise CommandError(f"undecodable log command ({len(data)} bytes): {error}") from None

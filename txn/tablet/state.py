@@ -59,7 +59,7 @@ from hlc import Timestamp
 from mvcc.engine import Batch, Engine
 from mvcc.store import MvccStore
 from paxos.messages import Ballot
-from txn.tablet.commands import NO_EPOCH, Barrier, Decide, Prepare, Resolve, SafeTimeAdvance, WriteBatch, decode_command
+from txn.tablet.commands import NO_EPOCH, Barrier, Decide, Forget, Prepare, Resolve, SafeTimeAdvance, WriteBatch, decode_command
 from txn.tablet.txn_records import TxnRecords
 
 APPLIED_KEY = b"t/applied"
@@ -102,6 +102,7 @@ class TabletState:
         self.barrier_epoch = Ballot(*cbor2.loads(raw_epoch)) if raw_epoch else NO_EPOCH
         self.writes_applied = 0
         self.skipped = 0
+        self.decisions_forgotten = 0  # commit records deleted by Forget commands applied here (since start)
         self.txns = TxnRecords(engine, self.store)
         self.install_pending = False
         self.installs_recovered = 0  # installs that finished after a restart found one unfinished
@@ -155,6 +156,8 @@ class TabletState:
                     self.txns.stage_decide(batch, command)
                 elif isinstance(command, Resolve):
                     self.txns.stage_resolve(batch, command)
+                elif isinstance(command, Forget):
+                    self.decisions_forgotten += self.txns.stage_forget(batch, command)
                 if isinstance(command, Barrier):
                     self.barrier_epoch = command.epoch
                     batch.put(EPOCH_KEY, cbor2.dumps([command.epoch.round, command.epoch.node]))

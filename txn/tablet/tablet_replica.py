@@ -51,7 +51,7 @@ from paxos.driver import PaxosDriver
 from paxos.storage import PaxosStorage
 from paxos.types import NotLeader, PaxosConfig, ProposalLost
 from txn import api
-from txn.api.cluster import TabletConfig
+from txn.api.cluster import DEFAULT_DECISION_RETENTION_NS, TabletConfig
 from txn.api.errors import RequestFailed, failure
 from txn.api.limits import MAX_SCAN_REPLY_BYTES, MAX_SCAN_ROWS, scan_page
 from txn.net.coarse_timer import coarse_deadline, grid_point_at_or_before_ns, sleep_coarse
@@ -105,6 +105,7 @@ class TabletReplica:
         offload_compaction: bool = False,
         precise_commit_wait: bool = False,
         write_synced: Callable[[Engine, Batch], Awaitable[None]] | None = None,
+        decision_retention_ns: int = DEFAULT_DECISION_RETENTION_NS,
     ) -> None:
         self.node_id = node_id
         self.precise_commit_wait = precise_commit_wait
@@ -134,7 +135,7 @@ class TabletReplica:
         # applied here, in ns of monotonic_ns (the node's metrics: txn/node/metrics.py).
         self.observe_proposal_ns: Callable[[int], None] = _ignore
         self._changed = trio.Event()
-        self.txns = TabletTransactions(self)
+        self.txns = TabletTransactions(self, decision_retention_s=decision_retention_ns / 1e9)
         self.started_writes = StartedWrites(self)
         self.paxos = PaxosDriver(
             node_id=node_id, peers=tuple(tablet.replicas), storage=PaxosStorage(engine),

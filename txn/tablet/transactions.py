@@ -50,7 +50,8 @@ from txn import api
 from txn.api.errors import AbortReason, RequestFailed, aborted, failure
 from txn.api.txn import MAX_RESOLVE_DECISIONS
 from txn.net.coarse_timer import sleep_coarse
-from txn.tablet.commands import Decide, Prepare, Resolve
+from txn.tablet.commands import Decide, Forget, Prepare, Resolve
+from txn.tablet.forgetting import ForgetQueue
 from txn.tablet.leader import PendingCommand, WriteState
 from txn.tablet.locks import Decision, LockMode, LockTable, Outcome
 
@@ -66,6 +67,9 @@ RESOLVE_ATTEMPTS = 20
 # one client's outsized ones must not make a request too large to send for everyone's decisions.
 RESOLVE_BATCH_ID_BYTES = 64 << 10
 PEER_TIMEOUT_S = 2.0
+FORGET_BATCH = 2048  # transaction ids per Forget command (at most 128 bytes each: txn/api/limits.py)
+FORGET_COMMANDS_PER_ROUND = 8  # Forget commands a recovery round logs at most
+DEFAULT_DECISION_RETENTION_S = 30.0
 
 log = logging.getLogger("chronodb.txn")
 
@@ -82,8 +86,14 @@ CallTablet = Callable[..., Awaitable[object]]  # Node.call_tablet(tablet_id, mes
 
 
 class TabletTransactions:
-    def __init__(self, replica: "TabletReplica") -> None:
+    # A commit decision is forgotten only once every participant acknowledged its resolution
+    # (txn/tablet/forgetting.py). False is a mutant the simulation must catch: forgotten a
+    # retention after it was decided, whatever the participants said.
+    FORGET_AFTER_ACKS = True
+
+    def __init__(self, replica: "TabletReplica", *, decision_retention_s: float = DEFAULT_DECISION_RETENTION_S) -> None:
         self.replica = replica
+        self.forgetting = ForgetQueue(decision_retention_s)
         self.locks = LockTable()
         self.call_tablet: CallTablet | None = None  # set by the node: reach another tablet's leader
         self.deciding: dict[str, trio.Event] = {}
@@ -559,11 +569,15 @@ class TabletTransactions:
         if len(request.decisions) > MAX_RESOLVE_DECISIONS:
             raise failure(api.ErrorCode.BAD_REQUEST, f"a resolve request carries at most {MAX_RESOLVE_DECISIONS} "
                           f"decisions, not {len(request.decisions)}")
+        if not self.replica._is_serving():
+            # Only the serving leader has applied every Prepare its tablet voted with: a
+            # follower behind it would find nothing prepared and say so, and the coordinator
+            # takes the reply as the participant's acknowledgement (it may then forget the
+            # decision, which this participant's recovery would still ask about).
+            raise self.replica._not_leader()
         prepared = self.replica.state.txns.prepared
         todo = {d.txn_id: d.commit_ts for d in request.decisions if d.txn_id in prepared}
         if todo:
-            if not self.replica._is_serving():
-                raise self.replica._not_leader()
             await self._resolve_here(todo, request.timeout_ns)
             left = sum(1 for txn_id in todo if txn_id in prepared)
             if left:  # its command came after a newer leader's barrier, or lost to another value
@@ -639,9 +653,12 @@ class TabletTransactions:
     # ---- resolution and recovery ------------------------------------------------------------
 
     def _start_resolving(self, txn_id: str, commit_ts: Timestamp | None, participants: tuple[str, ...]) -> None:
-        """Queue the decision for each participant; one task per participant sends what is queued."""
+        """Queue the decision for each participant; one task per participant sends what is queued.
+        A commit is tracked for forgetting once every participant acknowledged it (`forgetting`)."""
         if self._nursery is None:
             return
+        if commit_ts is not None:
+            self.forgetting.decided(txn_id, participants if self.FORGET_AFTER_ACKS else (), trio.current_time())
         for tablet_id in participants:
             self._to_resolve.setdefault(tablet_id, {})[txn_id] = commit_ts
             if tablet_id not in self._resolving:
@@ -673,7 +690,7 @@ class TabletTransactions:
     async def _send_decisions(self, tablet_id: str, batch: list[api.ResolveDecision]) -> None:
         for attempt in range(RESOLVE_ATTEMPTS):
             if self.call_tablet is None:
-                return
+                break
             request = api.ResolveRequest(tablet_id, batch, int(PEER_TIMEOUT_S * 1e9))
             try:
                 reply = await self.call_tablet(tablet_id, request, PEER_TIMEOUT_S)
@@ -683,9 +700,15 @@ class TabletTransactions:
             if isinstance(reply, api.ResolveReply):
                 self.mark("txn.resolve_requests")  # read by the node's metrics
                 self.replica.marks["txn.resolve_decisions"] += len(batch)
+                now = trio.current_time()
+                for decision in batch:  # the participant's serving leader has none of them prepared
+                    if decision.commit_ts is not None:
+                        self.forgetting.acknowledged(decision.txn_id, tablet_id, now)
                 return
             await trio.sleep(min(0.05 * 2 ** attempt, 1.0))
-        # The participant's own recovery asks the coordinator later.
+        # The participant's own recovery asks the coordinator later: these decisions are kept.
+        for decision in batch:
+            self.forgetting.given_up(decision.txn_id)
 
     async def _recovery_loop(self) -> None:
         while True:
@@ -696,6 +719,7 @@ class TabletTransactions:
                 self.replica._notify()
             if not self.replica._is_serving() or self.call_tablet is None:
                 continue
+            await self._forget_due()
             now = trio.current_time()
             for txn_id, prepare in list(self.replica.state.txns.prepared.items()):
                 seen = self.prepared_seen.setdefault(txn_id, now)
@@ -704,6 +728,26 @@ class TabletTransactions:
                 self.prepared_seen[txn_id] = now
                 if not await self._recover(txn_id, prepare) and txn_id in self.prepared_seen:
                     self.prepared_seen[txn_id] = now - RECOVERY_AFTER_S + RECOVERY_RETRY_S
+
+    async def _forget_due(self) -> None:
+        """Log a `Forget` of the commit decisions whose retention has passed since every
+        participant acknowledged them (`forgetting`), FORGET_BATCH a command; any whose command
+        was not logged are due again at the next round."""
+        now = trio.current_time()
+        for _ in range(FORGET_COMMANDS_PER_ROUND):
+            txn_ids = self.forgetting.take_due(now, FORGET_BATCH)
+            if not txn_ids:
+                return
+            leader = self.replica.leader
+            pending = leader.assign(self.replica.clock.now(), commit_wait=False, keys=frozenset())  # changes no key
+            try:
+                await self._propose(pending, Forget(pending.ts, self.replica.paxos.core.ballot, txn_ids),
+                                    int(PEER_TIMEOUT_S * 1e9))
+            except RequestFailed as failed:
+                self.forgetting.put_back(txn_ids, now)
+                log.info("tablet %s: forgetting %d decisions: %s", self.tablet_id, len(txn_ids), failed.reply.message)
+                return
+            self.replica.marks["txn.decisions_forgotten"] += len(txn_ids)
 
     async def _recover(self, txn_id: str, prepare: Prepare) -> bool:
         """Ask the coordinator and resolve here; False if no answer came (try again soon)."""

@@ -27,6 +27,12 @@ Rules (each applied identically on every replica, from the log alone):
   transaction changes nothing (idempotent: coordinators and recovery may
   both send it). Its transactions' intents are on distinct keys (one intent
   per key), so one batch stages them all.
+- Forget: each named transaction's COMMIT record is deleted; an abort record,
+  or none, is left as is. The leader logs it only for commits every other
+  participant acknowledged resolving, a retention after (txn/tablet/forgetting.py);
+  nothing can ask about such a transaction again (why: ARCHITECTURE.md,
+  Forgetting decisions). Abort records stay: a prepare a client sent itself
+  and its later vote-carrying commit must still find the abort.
 - While a transaction is prepared here at prepare_ts, no read at or above
   prepare_ts may be served (`read_safe_ts`): its commit timestamp is not
   known yet and will be at or above prepare_ts (Spanner's t_safe).
@@ -44,8 +50,9 @@ a later command of the same batch finds it through the batch's `overlay`
 (mvcc/engine.py) even if the cache dropped it meanwhile. The intents such a
 command reads (`MvccStore.intent(key, batch=)`) come through it likewise.
 
-Known limit: decisions are kept forever on disk (no GC of transaction records
-yet; ARCHITECTURE.md).
+Known limit: abort decisions are kept forever, and so are commit decisions
+whose participants' acknowledgements their leader did not see (a leader
+change in between, a participant unreachable for all its attempts).
 """
 
 from __future__ import annotations
@@ -59,7 +66,7 @@ from hlc.timestamp import Timestamp
 from mvcc.engine import Batch, Engine
 from mvcc.records import Intent
 from mvcc.store import MvccStore
-from txn.tablet.commands import Decide, Prepare, Resolve, decode_command, encode_command
+from txn.tablet.commands import Decide, Forget, Prepare, Resolve, decode_command, encode_command
 
 PREPARED_PREFIX = b"t/p/"
 DECISION_PREFIX = b"t/d/"
@@ -129,6 +136,14 @@ class DecisionTable:
             batch.overlay[key] = value
         self._cache(txn_id, record)
 
+    def stage_delete(self, batch: Batch, txn_id: str) -> None:
+        """Stage the deletion of a decision's record in `batch` (and its `overlay`), and uncache it."""
+        key = DECISION_PREFIX + txn_id.encode()
+        batch.delete(key)
+        if batch.overlay is not None:
+            batch.overlay[key] = None
+        self.cached.pop(txn_id, None)
+
     def clear(self) -> None:
         """Forget the cache (the engine's records were replaced: a snapshot install)."""
         self.cached.clear()
@@ -193,6 +208,16 @@ class TxnRecords:
     def stage_resolve(self, batch: Batch, command: Resolve) -> None:
         for txn_id, commit_ts in command.decisions:  # one intent per key: they touch distinct keys
             self._stage_finish(batch, txn_id, commit_ts)
+
+    def stage_forget(self, batch: Batch, command: Forget) -> int:
+        """Delete the commit records of `command`'s transactions (module docstring); how many."""
+        forgotten = 0
+        for txn_id in command.txn_ids:
+            record = self.decisions.get(txn_id, batch=batch)
+            if record is not None and record.committed:
+                self.decisions.stage_delete(batch, txn_id)
+                forgotten += 1
+        return forgotten
 
     def _stage_finish(self, batch: Batch, txn_id: str, commit_ts: Timestamp | None) -> bool:
         prepare = self.prepared.pop(txn_id, None)
