@@ -954,6 +954,74 @@ async def test_a_coordinator_logs_forget_for_what_is_due_and_keeps_what_it_could
     assert not forgetting.due and replica.marks["txn.decisions_forgotten"] == 2
 
 
+def old_decisions(replica: TabletReplica) -> Timestamp:
+    """Decision records older than the sweep's age (x1: t2 and t3; x2: t2; x3: no other
+    participant; a1: an abort), one younger (y1: t2); returns the young one's commit timestamp."""
+    now = replica.clock.now()
+    old = Timestamp(now.wall - int(replica.txns.sweep_age_s * 1e9) - 1, 0)
+    young = Timestamp(now.wall - int(replica.txns.sweep_age_s * 1e9) + 10**9, 0)
+    entries = [Decide(Timestamp(old.wall, 1), replica.paxos.core.ballot, "x1", True, ["t2", "t3"]),
+               Decide(Timestamp(old.wall, 2), replica.paxos.core.ballot, "x2", True, ["t2"]),
+               Decide(Timestamp(old.wall, 3), replica.paxos.core.ballot, "x3", True, []),
+               Decide(Timestamp(old.wall, 4), replica.paxos.core.ballot, "a1", False, []),
+               Decide(young, replica.paxos.core.ballot, "y1", True, ["t2"])]
+    replica.state.apply_entries([(index + 1, encode_command(command)) for index, command in enumerate(entries)])
+    return young
+
+
+async def test_the_sweep_forgets_old_commits_once_every_participant_answered_again() -> None:
+    """A leader change loses the tracking; the sweep finds old commit records in the store,
+    resolves them again at their participants and forgets those all of whose participants
+    answered: not x1 (t3 is silent), not the abort, not the young record. A second pass
+    starts from the first record again."""
+    replica = serving_replica(NotLeader(None))
+    old_decisions(replica)
+    asked: list[tuple[str, tuple[str, ...]]] = []
+
+    async def call_tablet(tablet_id: str, message: object, timeout_s: float, *, resend: bool = True) -> object:
+        assert isinstance(message, api.ResolveRequest)
+        asked.append((tablet_id, tuple(d.txn_id for d in message.decisions)))
+        return api.ResolveReply() if tablet_id == "t2" else None
+
+    replica.txns.call_tablet = call_tablet  # type: ignore[assignment]
+    proposed: list[object] = []
+
+    async def propose(command: bytes, *, timeout_s: float, on_not_chosen: object = None) -> int:
+        proposed.append(decode_command(command))
+        return len(proposed)
+
+    replica.paxos.propose = propose  # type: ignore[method-assign]
+    with trio.fail_after(5):
+        await replica.txns._sweep_decisions()
+    assert sorted(asked) == [("t2", ("x1", "x2")), ("t3", ("x1",))]
+    [forget] = proposed
+    assert isinstance(forget, Forget) and sorted(forget.txn_ids) == ["x2", "x3"]
+    with trio.fail_after(5):
+        await replica.txns._sweep_decisions()  # the page reached the last record: from the first again
+    assert len(proposed) == 2
+
+
+async def test_the_sweep_goes_through_the_records_a_page_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transactions, "SWEEP_RECORDS", 2)
+    replica = serving_replica(NotLeader(None))
+    old_decisions(replica)
+    pages: list[list[str]] = []
+    records = replica.state.txns
+    page = records.decision_page
+
+    def recorded(after: bytes | None, limit: int):
+        result = page(after, limit)
+        pages.append([txn_id for txn_id, _ in result[0]])
+        return result
+
+    monkeypatch.setattr(records, "decision_page", recorded)
+    replica.txns.call_tablet = None  # type: ignore[assignment]  # nothing is old enough to be asked about below
+    replica.txns.sweep_age_s = 10**6
+    for _ in range(4):
+        await replica.txns._sweep_decisions()
+    assert pages == [["a1", "x1"], ["x2", "x3"], ["y1"], ["a1", "x1"]]
+
+
 async def test_a_transactional_read_says_the_lease_its_lock_was_taken_under() -> None:
     """The client aborts an attempt whose reads of one tablet came under two leases
     (tests/txn/test_client_read_leases.py): the reply names the lease."""

@@ -21,8 +21,10 @@ Rules (why they make forgetting safe: ARCHITECTURE.md, Forgetting decisions):
   `max_due` for their retention; one that finds no room is not tracked
   (kept on disk, counted in `untracked`).
 
-What a leader tracks is lost with its process, and another leader does not
-know it: those decisions stay on disk (a known limit, as are abort records).
+What a leader tracks is lost with its leadership's process, and another
+leader does not know it; a decision given up is dropped: the leader's sweep
+of old records (`TabletTransactions._sweep_decisions`) finds those, resolves
+them again at every participant and forgets them once all answered.
 """
 
 from __future__ import annotations

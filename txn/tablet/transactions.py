@@ -70,6 +70,12 @@ PEER_TIMEOUT_S = 2.0
 FORGET_BATCH = 2048  # transaction ids per Forget command (at most 128 bytes each: txn/api/limits.py)
 FORGET_COMMANDS_PER_ROUND = 8  # Forget commands a recovery round logs at most
 DEFAULT_DECISION_RETENTION_S = 30.0
+# The sweep of commit records the leader's tracking missed (`_sweep_decisions`): every
+# min(SWEEP_INTERVAL_S, retention) at most, SWEEP_RECORDS a round, records older than the
+# retention plus min(SWEEP_MARGIN_S, 2 x retention) (what the tracking handles is gone by then).
+SWEEP_INTERVAL_S = 10.0
+SWEEP_RECORDS = 2048
+SWEEP_MARGIN_S = 60.0
 
 log = logging.getLogger("chronodb.txn")
 
@@ -90,10 +96,16 @@ class TabletTransactions:
     # (txn/tablet/forgetting.py). False is a mutant the simulation must catch: forgotten a
     # retention after it was decided, whatever the participants said.
     FORGET_AFTER_ACKS = True
+    # Likewise for the sweep of old commit records (`_sweep_decisions`): False forgets those a
+    # participant did not answer for too.
+    SWEEP_NEEDS_ANSWERS = True
 
     def __init__(self, replica: "TabletReplica", *, decision_retention_s: float = DEFAULT_DECISION_RETENTION_S) -> None:
         self.replica = replica
         self.forgetting = ForgetQueue(decision_retention_s)
+        self.sweep_interval_s = max(RECOVERY_INTERVAL_S, min(SWEEP_INTERVAL_S, decision_retention_s))
+        self.sweep_age_s = decision_retention_s + min(SWEEP_MARGIN_S, 2 * decision_retention_s)
+        self._sweep_after: bytes | None = None  # where the sweep's next page starts (None: the first record)
         self.locks = LockTable()
         self.call_tablet: CallTablet | None = None  # set by the node: reach another tablet's leader
         self.deciding: dict[str, trio.Event] = {}
@@ -130,6 +142,7 @@ class TabletTransactions:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._recovery_loop)
+            nursery.start_soon(self._sweep_loop)
             task_status.started()
 
     # ---- locks ---------------------------------------------------------------------
@@ -738,16 +751,67 @@ class TabletTransactions:
             txn_ids = self.forgetting.take_due(now, FORGET_BATCH)
             if not txn_ids:
                 return
-            leader = self.replica.leader
-            pending = leader.assign(self.replica.clock.now(), commit_wait=False, keys=frozenset())  # changes no key
-            try:
-                await self._propose(pending, Forget(pending.ts, self.replica.paxos.core.ballot, txn_ids),
-                                    int(PEER_TIMEOUT_S * 1e9))
-            except RequestFailed as failed:
+            if not await self._log_forget(txn_ids):
                 self.forgetting.put_back(txn_ids, now)
-                log.info("tablet %s: forgetting %d decisions: %s", self.tablet_id, len(txn_ids), failed.reply.message)
                 return
-            self.replica.marks["txn.decisions_forgotten"] += len(txn_ids)
+
+    async def _log_forget(self, txn_ids: list[str]) -> bool:
+        """Log one `Forget` of `txn_ids` (commit records every participant resolved); False: not logged."""
+        pending = self.replica.leader.assign(self.replica.clock.now(), commit_wait=False, keys=frozenset())  # no key
+        try:
+            await self._propose(pending, Forget(pending.ts, self.replica.paxos.core.ballot, txn_ids),
+                                int(PEER_TIMEOUT_S * 1e9))
+        except RequestFailed as failed:
+            log.info("tablet %s: forgetting %d decisions: %s", self.tablet_id, len(txn_ids), failed.reply.message)
+            return False
+        self.replica.marks["txn.decisions_forgotten"] += len(txn_ids)
+        return True
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await sleep_coarse(self.sweep_interval_s)  # with the node's other housekeeping (txn/net/coarse_timer.py)
+            if not self.replica._is_serving() or self.call_tablet is None:
+                continue
+            try:
+                await self._sweep_decisions()
+            except Exception:  # housekeeping: a failure here must never stop the tablet
+                log.exception("tablet %s: sweeping decision records failed", self.tablet_id)
+
+    async def _sweep_decisions(self) -> None:
+        """Forget old commit records the leader's tracking (`forgetting`) missed: a leader change
+        lost it, a participant did not answer all of a resolution's attempts, or the record is
+        from a build before 12-05. The next page of records (SWEEP_RECORDS, in id order,
+        wrapping around); each commit older than `sweep_age_s` is resolved again at every
+        participant (idempotent: one that no longer has it prepared just answers), and those all
+        of whose participants' serving leaders answered are forgotten, as the tracking would.
+        Abort records are passed over (kept: txn/tablet/txn_records.py)."""
+        page, self._sweep_after = self.replica.state.txns.decision_page(self._sweep_after, SWEEP_RECORDS)
+        horizon_ns = self.replica._physical_ns() - int(self.sweep_age_s * 1e9)
+        old = [(txn_id, record) for txn_id, record in page if record.committed and record.commit_ts.wall < horizon_ns]
+        if not old:
+            return
+        by_participant: dict[str, list[api.ResolveDecision]] = {}
+        for txn_id, record in old:
+            for tablet_id in record.participants:
+                by_participant.setdefault(tablet_id, []).append(api.ResolveDecision(txn_id, record.commit_ts))
+        unanswered: set[str] = set()
+        for tablet_id, decisions in by_participant.items():
+            for first in range(0, len(decisions), MAX_RESOLVE_DECISIONS):
+                batch = decisions[first:first + MAX_RESOLVE_DECISIONS]
+                try:
+                    assert self.call_tablet is not None
+                    reply = await self.call_tablet(tablet_id, api.ResolveRequest(tablet_id, batch, int(PEER_TIMEOUT_S * 1e9)),
+                                                   PEER_TIMEOUT_S)
+                except Exception as error:  # a peer's failure: these stay for a later round
+                    log.debug("sweep: resolving %d transactions at %s: %r", len(batch), tablet_id, error)
+                    reply = None
+                if not isinstance(reply, api.ResolveReply) and self.SWEEP_NEEDS_ANSWERS:
+                    unanswered.update(decision.txn_id for decision in batch)
+        answered = [txn_id for txn_id, _ in old if txn_id not in unanswered]
+        self.replica.marks["txn.decisions_swept"] += len(answered)
+        for first in range(0, len(answered), FORGET_BATCH):
+            if not await self._log_forget(answered[first:first + FORGET_BATCH]):
+                return  # the next pass over these records tries again
 
     async def _recover(self, txn_id: str, prepare: Prepare) -> bool:
         """Ask the coordinator and resolve here; False if no answer came (try again soon)."""

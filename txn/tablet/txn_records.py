@@ -50,9 +50,10 @@ a later command of the same batch finds it through the batch's `overlay`
 (mvcc/engine.py) even if the cache dropped it meanwhile. The intents such a
 command reads (`MvccStore.intent(key, batch=)`) come through it likewise.
 
-Known limit: abort decisions are kept forever, and so are commit decisions
-whose participants' acknowledgements their leader did not see (a leader
-change in between, a participant unreachable for all its attempts).
+Known limit: abort decisions are kept forever. Commit decisions whose
+participants' acknowledgements their leader did not see (a leader change in
+between, a participant unreachable for all its attempts) are found later by
+the leader's sweep of old records (txn/tablet/transactions.py).
 """
 
 from __future__ import annotations
@@ -232,6 +233,32 @@ class TxnRecords:
         return True
 
     # ---- reading ------------------------------------------------------------------
+
+    def decision_page(self, after: bytes | None, limit: int) -> tuple[list[tuple[str, DecisionRecord]], bytes | None]:
+        """Up to `limit` decision records in key order, from just after the record whose key ends
+        in `after` (None: the first), and where the next page starts (None: this one reached the
+        last record). A record whose id is not UTF-8 (none is written so) is passed over. For a
+        coordinator's sweep of the records its leader's tracking missed (txn/tablet/transactions.py)."""
+        start = DECISION_PREFIX + (b"" if after is None else after + b"\x00")
+        page: list[tuple[str, DecisionRecord]] = []
+        seen = 0
+        last = b""
+        records = self.engine.iterate(start, _prefix_end(DECISION_PREFIX))
+        try:
+            for key, value in records:
+                seen += 1
+                last = key[len(DECISION_PREFIX):]
+                try:
+                    page.append((last.decode(), decode_decision(value)))
+                except (UnicodeDecodeError, ValueError, TypeError, cbor2.CBORDecodeError):
+                    pass
+                if seen >= limit:
+                    break
+        finally:
+            close = getattr(records, "close", None)
+            if close is not None:
+                close()
+        return page, (last if seen >= limit else None)
 
     def decision_bytes(self) -> int:
         """The engine's estimate of the bytes its decision records hold (LevelDB: in its table
