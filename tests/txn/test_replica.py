@@ -954,6 +954,30 @@ async def test_a_coordinator_logs_forget_for_what_is_due_and_keeps_what_it_could
     assert not forgetting.due and replica.marks["txn.decisions_forgotten"] == 2
 
 
+async def test_a_failure_while_forgetting_does_not_stop_the_recovery_of_prepared_transactions(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """Forgetting is housekeeping in the recovery round: if it fails unexpectedly, the round
+    still goes on to ask about the transactions left prepared here."""
+    replica = serving_replica(NotLeader(None))
+    replica.txns.call_tablet = lambda *args, **kwargs: None  # type: ignore[assignment]
+    now = replica.clock.now()
+    replica.state.txns.prepared["x1"] = Prepare(now, replica.paxos.core.ballot, "x1", now, "t9", [(b"a", b"v")], [], [])
+    recovered: list[str] = []
+
+    def broken(now_s: float, limit: int) -> list[str]:
+        raise RuntimeError("a bug in the bookkeeping")
+
+    async def recover(txn_id: str, prepare: Prepare) -> bool:
+        recovered.append(txn_id)
+        return True
+
+    replica.txns.forgetting.take_due = broken  # type: ignore[method-assign]
+    replica.txns._recover = recover  # type: ignore[method-assign]
+    with trio.move_on_after(transactions.RECOVERY_AFTER_S + 3 * transactions.RECOVERY_INTERVAL_S):
+        await replica.txns._recovery_loop()
+    assert recovered and recovered[0] == "x1"
+
+
 def old_decisions(replica: TabletReplica) -> Timestamp:
     """Decision records older than the sweep's age (x1: t2 and t3; x2: t2; x3: no other
     participant; a1: an abort), one younger (y1: t2); returns the young one's commit timestamp."""

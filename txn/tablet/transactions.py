@@ -732,7 +732,10 @@ class TabletTransactions:
                 self.replica._notify()
             if not self.replica._is_serving() or self.call_tablet is None:
                 continue
-            await self._forget_due()
+            try:
+                await self._forget_due()
+            except Exception:  # housekeeping: a failure here must not stop the recovery of prepared transactions
+                log.exception("tablet %s: forgetting decisions failed", self.tablet_id)
             now = trio.current_time()
             for txn_id, prepare in list(self.replica.state.txns.prepared.items()):
                 seen = self.prepared_seen.setdefault(txn_id, now)
