@@ -1,10 +1,11 @@
 """A coordinator forgets commit records once every participant resolved them (txn/tablet/forgetting.py).
 
 Real node processes over TCP, with `decision_retention` at 1 s. Twenty
-cross-tablet transfers commit; each one's record is found at its coordinator
-first, then vanishes from every replica of the coordinator tablet (a `Forget`
-its leader logged), while the balances stay exact and no replica is left
-with anything prepared. An abort record the coordinator logged for a client
+cross-tablet transfers commit; each one's record vanishes from every replica
+of the coordinator tablet (a `Forget` its leader logged; each replica's
+`chronodb_txn_decisions_forgotten_total` counts at least twenty deletions,
+so the records were there), while the balances stay exact and no replica is
+left with anything prepared. An abort record the coordinator logged for a client
 that gave up stays: abort records are never forgotten (a client's own
 prepare and its later vote-carrying commit must still find it). The metric
 counts what each replica deleted, and `inspect txn` says what a missing
