@@ -301,7 +301,7 @@ def tablet_samples(replica: "TabletReplica", now_ns: int) -> Samples:
         len(replica.state.txns.prepared))
     put("gauge", "chronodb_txn_decision_bytes", "Bytes of the 2PC decision records this replica holds as coordinator "
         "(the engine's estimate; LevelDB: table files only). Commit records are deleted once every participant "
-        "resolved them (chronodb_txn_decisions_forgotten); abort records stay. A snapshot carries them all",
+        "resolved them (chronodb_txn_decisions_forgotten_total); abort records stay. A snapshot carries them all",
         replica.state.txns.decision_bytes())
     put("counter", "chronodb_txn_decisions_forgotten", "2PC commit records this replica deleted since it started, "
         "by Forget commands its coordinator's leader logged once every participant had resolved them",
