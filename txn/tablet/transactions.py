@@ -71,8 +71,9 @@ FORGET_BATCH = 2048  # transaction ids per Forget command (at most 128 bytes eac
 FORGET_COMMANDS_PER_ROUND = 8  # Forget commands a recovery round logs at most
 DEFAULT_DECISION_RETENTION_S = 30.0
 # The sweep of commit records the leader's tracking missed (`_sweep_decisions`): every
-# min(SWEEP_INTERVAL_S, retention) at most, SWEEP_RECORDS a round, records older than the
-# retention plus min(SWEEP_MARGIN_S, 2 x retention) (what the tracking handles is gone by then).
+# min(SWEEP_INTERVAL_S, retention), but no more often than RECOVERY_INTERVAL_S; SWEEP_RECORDS a
+# round; records older than the retention plus min(SWEEP_MARGIN_S, 2 x retention) (what the
+# tracking handles is gone by then).
 SWEEP_INTERVAL_S = 10.0
 SWEEP_RECORDS = 2048
 SWEEP_MARGIN_S = 60.0
