@@ -105,6 +105,10 @@ def test_metrics_follow_writes_reads_and_a_transaction(shared_cluster: LocalClus
     assert moved("chronodb_txn_commits_total", path="two_phase") >= 1
     assert moved("chronodb_paxos_round_seconds_count", tablet="t1") >= writes
     assert moved("chronodb_distributed_commits_total", tablet="t1") >= writes
+    # Each acknowledged put was synced by its leader's log-writer thread (txn/node/log_writer.py),
+    # in a pass of its own or shared with other writes (a pass wakes the loop once for all it wrote).
+    assert moved("chronodb_log_writes_total") >= writes
+    assert 1 <= moved("chronodb_log_writer_passes_total") <= moved("chronodb_log_writes_total") + len(cluster.node_ids)
     assert cluster_total(after, "chronodb_write_latency_seconds_sum") > 0
     # Leaders measure their followers' clocks from the Accepted replies (txn/node/clock_watch.py); on a
     # loaded box a round trip may be too slow to use (paxos_dropped), but it is seen either way.

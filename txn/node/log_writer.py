@@ -19,6 +19,10 @@ Invariants:
   live in the same data directory, so on the same disk, anyway.
 - The thread starts with the first write and is stopped by `close()`, which waits for it;
   a node closes its writer after its replicas' tasks ended (no write can be pending then).
+
+Counts (read on the loop): `writes`, the synced writes done, and `wakeups`, the thread's passes
+(each wakes the loop once); a node exports them as `chronodb_log_writes_total` and
+`chronodb_log_writer_passes_total` (txn/node/metrics.py).
 """
 
 from __future__ import annotations

@@ -218,6 +218,12 @@ class NodeCollector:
             [], node.watch.marks["node.fenced"])
         families.gauge("chronodb_gc_frozen_objects", "Objects in the process frozen out of garbage collection "
                        "(start-up's, txn/node/gc_settings.py)").add_metric([], gc.get_freeze_count())
+        if node.log_writer is not None:
+            families.counter("chronodb_log_writes", "Synced Paxos log writes of this node's tablets (one per turn "
+                             "that wrote), made by its log-writer thread").add_metric([], node.log_writer.writes)
+            families.counter("chronodb_log_writer_passes", "Passes of the node's log-writer thread: each writes and "
+                             "syncs every write queued when it began and wakes the event loop once (log writes per "
+                             "pass above 1: tablets' turns that shared a pass)").add_metric([], node.log_writer.wakeups)
         samples = families.counter("chronodb_clock_samples", "Round trips that measured a peer's clock, by source: "
                                    "probe (a ClockProbe) or paxos (a heartbeat's Accepted); paxos_dropped: "
                                    "heartbeat round trips too slow to use; probe_dialed: probes that waited for "

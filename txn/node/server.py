@@ -110,6 +110,8 @@ class Node:
         self.remote_leaders: dict[str, str] = {}
         self.can_rebuild = False  # real stores only (not the simulation)
         self.transport: Any = None
+        # The node's log-writer thread (txn/node/log_writer.py; real nodes only), read by the metrics.
+        self.log_writer: Any = None
         self.nursery: trio.Nursery | None = None
         self.bad_paxos_messages = 0
         self.permission_denied = 0

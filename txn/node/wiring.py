@@ -194,6 +194,7 @@ async def run_node(
             engines=engines,
         )
         node = build_node(config, node_id, env)
+        node.log_writer = log_writer
         try:
             await serve_node(node, env, task_status=task_status)
         except AddressInUse as error:
