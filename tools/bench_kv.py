@@ -87,6 +87,8 @@ from tools.bench_idle import cpu_seconds, rss_kb
 from tools.box_cpu import BoxStat, box_note, read_box
 from tools.errors import CliError
 from tools.localcluster import LocalCluster
+from tools.log_writes import LogWrites
+from tools.log_writes import note as log_writes_note
 from tools.profiler import Profiler, open_profiler
 from tools.task_cpu import difference, report, request_snapshots
 from txn.api import TabletInfo
@@ -120,8 +122,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "errors, and the CPU an operation cost (nodes and clients, from /proc; at low load mostly the idle "
         "cluster's own cost), then how busy the whole machine was and its context switches per operation "
         "(/proc/stat: at 100% the figure is CPU-bound) and the largest node's anonymous resident memory "
-        "(RssAnon) when the figure began and ended. Under a row with errors: how many of each kind, with "
-        "the first one's text.",
+        "(RssAnon) when the figure began and ended, and the synced Paxos log writes per operation and per "
+        "pass of the nodes' log-writer threads (from their /metrics). Under a row with errors: how many of "
+        "each kind, with the first one's text.",
     )
     parser.add_argument("--seconds", type=positive_seconds, default=5.0, help="per figure (default 5)")
     parser.add_argument("--concurrency", type=client_counts, default="1,16,64", help="comma-separated client counts (default 1,16,64)")
@@ -264,18 +267,21 @@ def largest_node_rss(cluster: LocalCluster) -> int | None:
 
 @attrs.frozen
 class CpuWindow:
-    """The nodes' CPU and memory and the machine's counters when a figure's clients start (`begin`);
-    `figures` reads them again when the clients are done and gives what `cpu_note` prints."""
+    """The nodes' CPU, memory and synced log writes and the machine's counters when a figure's
+    clients start (`begin`); `figures` reads them again when the clients are done and gives what
+    `cpu_note` prints."""
 
     cluster: LocalCluster
     nodes_s: float | None
     box: BoxStat | None
     started_s: float
     node_rss: int | None = None
+    log_writes: LogWrites | None = None
 
     @classmethod
     def begin(cls, cluster: LocalCluster) -> "CpuWindow":
-        return cls(cluster, nodes_cpu_s(cluster), read_box(), time.monotonic(), largest_node_rss(cluster))
+        log_writes = LogWrites.read(cluster)
+        return cls(cluster, nodes_cpu_s(cluster), read_box(), time.monotonic(), largest_node_rss(cluster), log_writes)
 
     def figures(self, clients_cpu_s: float, operations: int) -> dict:
         """Per operation: the node processes' CPU (and in cores), the clients' own (`clients_cpu_s`,
@@ -283,12 +289,14 @@ class CpuWindow:
         nodes_after_s, box_after, elapsed_s = nodes_cpu_s(self.cluster), read_box(), time.monotonic() - self.started_s
         nodes_s = None if self.nodes_s is None or nodes_after_s is None else nodes_after_s - self.nodes_s
         rss_after = largest_node_rss(self.cluster)
+        log_writes = log_writes_note(self.log_writes, LogWrites.read(self.cluster), operations)
         return {
             "node_cpu_us_per_op": 1e6 * nodes_s / operations if nodes_s is not None and operations else None,
             "node_cores": nodes_s / elapsed_s if nodes_s is not None else None,
             "client_cpu_us_per_op": 1e6 * clients_cpu_s / operations if operations else None,
             "box": box_note(self.box, box_after, operations),
             "node_rss": None if self.node_rss is None or rss_after is None else (self.node_rss, rss_after),
+            "log_writes": log_writes,
         }
 
 
@@ -342,8 +350,10 @@ def measure(cluster: LocalCluster, kind: str, concurrency: int, seconds: float, 
 
 def cpu_note(figures: dict) -> str:
     """`CPU/op: nodes 405 us (1.33 cores), clients 95 us (3 processes); box 94% busy (75% user, 19% system),
-    6.3 context switches/op; largest node's RssAnon 81 -> 83 MiB` (nodes: n/a without /proc, and no box
-    or RSS part; the client processes' count where the figures give it, as `measure`'s do)."""
+    6.3 context switches/op; largest node's RssAnon 81 -> 83 MiB; log writes 0.38/op, 1.42 a pass`
+    (nodes: n/a without /proc, and no box or RSS part; the client processes' count where the figures
+    give it, as `measure`'s do; the log writes where the nodes' /metrics could be read,
+    tools/log_writes.py)."""
     if figures["node_cpu_us_per_op"] is None:
         nodes = "n/a"
     else:
@@ -355,7 +365,9 @@ def cpu_note(figures: dict) -> str:
     box = figures.get("box") or ""
     rss = figures.get("node_rss")
     memory = "" if rss is None else f"; largest node's RssAnon {rss[0] / 2**20:.0f} -> {rss[1] / 2**20:.0f} MiB"
-    return f"CPU/op: nodes {nodes}, clients {clients}" + (f"; {box}" if box else "") + memory
+    log_writes = figures.get("log_writes") or ""
+    return (f"CPU/op: nodes {nodes}, clients {clients}" + (f"; {box}" if box else "") + memory
+            + (f"; {log_writes}" if log_writes else ""))
 
 
 def run(args: argparse.Namespace) -> int:

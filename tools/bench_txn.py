@@ -22,8 +22,10 @@ Prints transactions/s, p50/p99 latency, aborts (retried by
 write measured in the same run, and, as `bench kv` does, the CPU a
 committed transaction cost (node and client processes, from /proc), how
 busy the whole machine was and its context switches per transaction
-(tools/box_cpu.py), and the largest node's anonymous resident memory
-(RssAnon) when the figure began and ended. Accounts are drawn from `--accounts` per
+(tools/box_cpu.py), the largest node's anonymous resident memory
+(RssAnon) when the figure began and ended, and the synced Paxos log
+writes per transaction and per pass of the nodes' log-writer threads
+(tools/log_writes.py). Accounts are drawn from `--accounts` per
 tablet, so contention (and wound-wait) grows with the client count.
 Under each transaction row, where a committed transaction's time went at
 the client, as means: before the attempt that committed (its aborted
@@ -69,8 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "single-tablet read-modify-write transactions and plain writes, at several concurrencies. Each row: "
         "transactions/s, p50/p99 latency, retries, errors, its ratios to the plain write, the CPU a committed "
         "transaction cost (nodes and clients, from /proc), then how busy the whole machine was and its context "
-        "switches per transaction (/proc/stat) and the largest node's anonymous resident memory (RssAnon) "
-        "when the figure began and ended.",
+        "switches per transaction (/proc/stat), the largest node's anonymous resident memory (RssAnon) "
+        "when the figure began and ended, and the synced Paxos log writes per transaction and per pass of "
+        "the nodes' log-writer threads (from their /metrics).",
     )
     parser.add_argument("--seconds", type=positive_seconds, default=5.0, help="per figure (default 5)")
     parser.add_argument("--concurrency", type=client_counts, default="1,16,64", help="comma-separated client counts (default 1,16,64)")

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.e2e
 HEADER = re.compile(r"^  task CPU/op \(event loop threads of all nodes\): ([\d,]+) us, of which ([\d,]+) us between "
                     r"task steps; ([\d.]+) loop passes/op$")
 BOX = re.compile(r"; box (?P<busy>\d+)% busy \(\d+% user, \d+% system\), (?P<switches>[\d.]+) context switches/op"
-                 r"; largest node's RssAnon (?P<rss_before>\d+) -> (?P<rss_after>\d+) MiB$")
+                 r"; largest node's RssAnon (?P<rss_before>\d+) -> (?P<rss_after>\d+) MiB"
+                 r"; log writes (?P<log_per_op>[\d.]+)/op, (?:(?P<log_per_pass>[\d.]+) a pass|no pass)$")
 TASK = re.compile(r"^    (?P<name>\S+) +(?P<us>[\d.]+) us +(?P<steps>[\d.]+) steps +(?P<per_step>[\d.]+) us/step$")
 
 
@@ -39,6 +40,10 @@ def test_every_row_is_followed_by_the_nodes_cpu_per_task(tmp_path) -> None:
         assert box and 0 < int(box["busy"]) <= 100 and float(box["switches"]) > 0, lines[row]
         # A node's own memory at the figure's start and end (a Python process holds megabytes).
         assert int(box["rss_before"]) > 0 and int(box["rss_after"]) > 0, lines[row]
+        if lines[row].startswith("write"):
+            # Every write was synced on a majority: read from the nodes' log-writer counters
+            # (tools/log_writes.py), and a pass of a node's thread writes at least one batch.
+            assert float(box["log_per_op"]) > 0 and float(box["log_per_pass"]) >= 1, lines[row]
         header = HEADER.match(lines[row + 1])
         assert header, lines[row:row + 3]
         total_us, between_us = (int(header[i].replace(",", "")) for i in (1, 2))

@@ -52,6 +52,9 @@ def test_bench_txn_commits_every_kind_and_prints_ratios() -> None:
                             parts[1]), f"{kind}: {out}"
         rss = re.fullmatch(r"largest node's RssAnon (\d+) -> (\d+) MiB", parts[2])
         assert rss and int(rss[1]) > 0 and int(rss[2]) > 0, f"{kind}: {out}"
+        # Every kind commits through synced Paxos log writes (tools/log_writes.py).
+        log_writes = re.fullmatch(r"log writes ([\d.]+)/op, ([\d.]+) a pass", parts[3])
+        assert log_writes and float(log_writes[1]) > 0 and float(log_writes[2]) >= 1, f"{kind}: {out}"
     # Under each transaction row, where its time went at the client: its commit holds the
     # commit-wait (max_offset, 10 ms by default, from the commit timestamp the leader took after
     # the request arrived), so it is never short; its reads took some time.
