@@ -25,7 +25,11 @@ A read-write transaction (client side: txn/client/transaction.py):
    carrying every decision queued for that participant meanwhile). A client
    may also prepare the participants itself and send their votes instead
    (the path before 12-05, still served).
-4. `AbortRequest` gives up: locks are released, a decision (abort) logged.
+4. `AbortRequest` gives up: locks are released; a request naming the
+   coordinator (`coordinator_tablet`, for a client that prepared the
+   participants itself) also logs an abort decision there. chronodb's client
+   names none: after its commit request was answered nothing is left to
+   decide, and a participant still prepared starts its recovery on the abort.
 A participant whose transaction stays prepared without a decision asks the
 coordinator tablet (`TxnStatusRequest`); a coordinator with no record logs
 an abort first and answers it (presumed abort).
@@ -182,7 +186,8 @@ class CommitReply:
 
 @attrs.frozen
 class AbortRequest:
-    """The client gives up: release this transaction's locks here (and decide abort at the coordinator)."""
+    """The client gives up: release this transaction's locks here (and decide abort here, when
+    `coordinator_tablet` names this tablet: for a client that prepared participants itself)."""
 
     tablet_id: str
     txn_id: str

@@ -16,7 +16,9 @@ Outcomes, which the caller must tell apart:
 - committed: `commit_ts` is set;
 - `TxnAborted`: definitely not committed (an abort reply, or a failure before
   the commit request was sent; then `AbortRequest` goes to every touched
-  tablet, best effort): running it again is safe;
+  tablet, best effort, naming no coordinator: nothing is left to decide, and a
+  participant still prepared asks its coordinator, which presumes abort):
+  running it again is safe;
 - `OutcomeUnknown`: the commit request was delivered and no answer came, or
   the answer was `outcome_unknown`. Never retried, never reported as either;
 - `NoLeader`/`Unreachable`: the cluster could not be reached before the
@@ -190,8 +192,11 @@ class Transaction:
                 raise
             # Aborted, or never delivered (no leader, unreachable), or stopped
             # before the commit request went out: nothing committed. Free the
-            # locks; after prepares, the coordinator logs the abort decision.
-            await self.abort(None if plan is None or plan.one_phase else plan.coordinator)
+            # locks. Nothing is left to decide: the coordinator's leader answered
+            # (its commit is over) or never took the request, and a participant it
+            # prepared learns the abort from its coordinator when this abort reaches
+            # it (presumed abort), so no abort decision is logged for nothing.
+            await self.abort()
             raise
         self.commit_ts = reply.commit_ts
         self.state = "committed"
@@ -200,10 +205,13 @@ class Transaction:
     async def abort(self, coordinator: str | None = None) -> None:
         """Release this transaction's locks everywhere it went (best effort, short deadline, never raises).
 
-        `coordinator`: set once prepares may have been sent; that tablet then
-        logs the abort decision, so prepared participants learn it. Before any
-        prepare there is nothing to decide (presumed abort) and None saves a
-        Paxos write."""
+        `coordinator`: that tablet also logs an abort decision (`AbortRequest.coordinator_tablet`),
+        for a client that prepared participants itself (the votes path). This client never does:
+        its coordinator's leader prepares them while it serves the commit request, and once that
+        is answered (or was never taken) nothing is left to decide. A participant still prepared
+        learns the abort when this abort reaches it: it asks the coordinator, which presumes
+        abort and logs that only then. None (always, from this client) saves the coordinator a
+        Paxos write and a decision record per aborted commit."""
         if self.state != "active":
             return
         self.state = "aborted"

@@ -313,7 +313,8 @@ def tablet_samples(replica: "TabletReplica", now_ns: int) -> Samples:
         "by Forget commands its coordinator's leader logged once every participant had resolved them",
         replica.state.decisions_forgotten)
     decisions = ("chronodb_txn_abort_decisions", "2PC aborts this replica logged as coordinator, by cause: client "
-                 "(its client gave up after sending prepares) or presumed (asked about, with no decision logged)")
+                 "(an AbortRequest named this coordinator: a client that prepared participants itself) or presumed "
+                 "(asked about, with no decision logged)")
     put("counter", *decisions, replica.marks["txn.abort_decided_for_client"], cause="client")
     put("counter", *decisions, replica.marks["txn.presumed_abort"], cause="presumed")
     put("counter", "chronodb_txn_resolve_requests", "ResolveRequests this replica sent as 2PC coordinator and had "
