@@ -10,11 +10,9 @@ two-tablet cluster (pluggable dialer), no sockets."""
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
-import trio
 
 from hlc import HybridClock, Timestamp
 from hlc.physical import SystemClock
@@ -23,13 +21,15 @@ from txn.client import open_client
 from txn.client.errors import TxnAborted
 from txn.client.transaction import open_transaction
 
+from tests.txn.fake_node import FakeNode
+
 ADDRESS = ("127.0.0.1", 7001)
 ALICE = api.TabletInfo("t1", b"", b"m", ("n1",), "n1")
 ZED = api.TabletInfo("t2", b"m", None, ("n1",), "n1")
 TS = Timestamp(1_800_000_000_000_000_000, 0)
 
 
-class RefusingCoordinator:
+class RefusingCoordinator(FakeNode):
     """One node leading both tablets: reads answer, every commit is refused `txn_aborted`."""
 
     def __init__(self) -> None:
@@ -47,26 +47,6 @@ class RefusingCoordinator:
         if isinstance(message, api.AbortRequest):
             return api.AbortReply(None)
         raise AssertionError(f"unexpected {message!r}")
-
-    def dial(self, address: tuple[str, int], cluster_id: str | None, clock: HybridClock) -> Any:
-        return self._connection()
-
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator["FakeConnection"]:
-        yield FakeConnection(self)
-
-
-class FakeConnection:
-    cluster_id = "c1"
-    broken = None
-    node_time = None
-
-    def __init__(self, node: RefusingCoordinator) -> None:
-        self.node = node
-
-    async def call(self, message: Any, *, timeout_s: float) -> Any:
-        await trio.sleep(0)
-        return self.node.answer(message)
 
 
 async def test_a_refused_commit_frees_every_tablet_and_asks_no_decision() -> None:

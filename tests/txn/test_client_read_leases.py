@@ -11,11 +11,9 @@ before and after a writer's commit). The client aborts such an attempt
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
-import trio
 
 from hlc import HybridClock, Timestamp
 from hlc.physical import SystemClock
@@ -24,12 +22,14 @@ from txn.client import open_client
 from txn.client.errors import ClientError, TxnAborted
 from txn.client.transaction import open_transaction
 
+from tests.txn.fake_node import FakeNode
+
 ADDRESS = ("127.0.0.1", 7001)
 TABLET = api.TabletInfo("t1", b"", None, ("n1",), "n1")
 TS = Timestamp(1_800_000_000_000_000_000, 0)
 
 
-class FakeLeader:
+class FakeLeader(FakeNode):
     def __init__(self) -> None:
         self.lease = 111
         self.received: list[str] = []
@@ -47,26 +47,6 @@ class FakeLeader:
         if isinstance(message, api.AbortRequest):
             return api.AbortReply(None)
         raise AssertionError(f"unexpected {message!r}")
-
-    def dial(self, address: tuple[str, int], cluster_id: str | None, clock: HybridClock) -> Any:
-        return self._connection()
-
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator["FakeConnection"]:
-        yield FakeConnection(self)
-
-
-class FakeConnection:
-    cluster_id = "c1"
-    broken = None
-    node_time = None
-
-    def __init__(self, leader: FakeLeader) -> None:
-        self.leader = leader
-
-    async def call(self, message: Any, *, timeout_s: float) -> Any:
-        await trio.sleep(0)
-        return self.leader.answer(message)
 
 
 def client_of(leader: FakeLeader) -> Any:
