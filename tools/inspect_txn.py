@@ -6,7 +6,8 @@ transaction is prepared there (at which timestamp, with which coordinator),
 the coordinator's decision record if that tablet coordinates it, and, at the
 serving leader, the locks it holds or why the leader aborted it. A commit's
 record is deleted `decision_retention` after every participant resolved it
-(txn/tablet/forgetting.py): no record is then all there is to show.
+(txn/tablet/forgetting.py): no record is then all there is to show. Nor does a
+transaction aborted before anything was prepared have one (a refused commit logs no decision).
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ def run_txn(args: argparse.Namespace) -> int:
     }
     lines = [f"transaction {args.txn_id}: "
              + (f"{summary['decision']}" + (f" at {summary['commit_ts']}" if summary["commit_ts"] else "") if decision
-                else "no decision recorded: not decided (yet), or committed and forgotten once every participant "
-                "resolved it (after the cluster's decision_retention); abort records are kept")
+                else "no decision recorded: not decided (yet), aborted before anything was prepared (a refused "
+                "commit logs no decision), or committed and forgotten once every participant resolved it (after "
+                "the cluster's decision_retention); abort records are kept")
              + (f", coordinator {summary['coordinator']}" if summary["coordinator"] else "")]
     for row in rows:
         if not row.get("up", True):
