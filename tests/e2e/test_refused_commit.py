@@ -39,17 +39,19 @@ async def refused_then_older_commits(cluster: LocalCluster) -> dict:
         assert (await client.tablet_for(ALICE)).id == "t1" and (await client.tablet_for(ZED)).id == "t4"
         older = await client.node_now()
         younger = Timestamp(older.wall + 1_000_000_000, 0)
+        # Counted around both transactions, not inside them: the holder's lock must not sit idle
+        # (TXN_IDLE_NS) while the nodes are scraped.
+        before = await trio.to_thread.run_sync(abort_decisions, cluster)
         async with open_transaction(client, older) as holder:
             assert await holder.get(ZED) == b"10"  # shared lock on zed, unprepared
-            before = await trio.to_thread.run_sync(abort_decisions, cluster)
             with pytest.raises(TxnAborted) as refused:
                 async with open_transaction(client, younger) as tx:
                     alice = int(await tx.get(ALICE))
                     tx.put(ALICE, b"%d" % (alice - 1))
                     tx.put(ZED, b"%d" % (int(await tx.get(ZED)) + 1))
-            after = await trio.to_thread.run_sync(abort_decisions, cluster)
             holder.put(ZED, b"20")
         committed = holder.commit_ts
+        after = await trio.to_thread.run_sync(abort_decisions, cluster)
         return {"refused": str(refused.value), "decisions": after - before, "committed": committed,
                 "alice": (await client.get(ALICE)).value, "zed": (await client.get(ZED)).value}
 

@@ -202,16 +202,16 @@ class Transaction:
         self.state = "committed"
         return self.commit_ts
 
-    async def abort(self, coordinator: str | None = None) -> None:
+    async def abort(self) -> None:
         """Release this transaction's locks everywhere it went (best effort, short deadline, never raises).
 
-        `coordinator`: that tablet also logs an abort decision (`AbortRequest.coordinator_tablet`),
-        for a client that prepared participants itself (the votes path). This client never does:
-        its coordinator's leader prepares them while it serves the commit request, and once that
-        is answered (or was never taken) nothing is left to decide. A participant still prepared
-        learns the abort when this abort reaches it: it asks the coordinator, which presumes
-        abort and logs that only then. None (always, from this client) saves the coordinator a
-        Paxos write and a decision record per aborted commit."""
+        The requests name no coordinator (`AbortRequest.coordinator_tablet`, which makes that
+        tablet log an abort decision: for a client that prepared participants itself, the votes
+        path). This client never does: its coordinator's leader prepares them while it serves the
+        commit request, and once that is answered (or was never taken) nothing is left to decide.
+        A participant still prepared learns the abort when this abort reaches it: it asks the
+        coordinator, which presumes abort and logs that only then. Naming none saves the
+        coordinator a Paxos write and a decision record per aborted commit."""
         if self.state != "active":
             return
         self.state = "aborted"
@@ -219,7 +219,7 @@ class Transaction:
 
         async def abort_one(tablet: api.TabletInfo) -> None:
             with contextlib.suppress(ClientError):
-                reply = await self._send(tablet, lambda t: api.AbortRequest(tablet.id, self.txn_id, coordinator, t),
+                reply = await self._send(tablet, lambda t: api.AbortRequest(tablet.id, self.txn_id, None, t),
                                          timeout_s=ABORT_TIMEOUT_S)
                 if isinstance(reply, api.AbortReply) and reply.already_aborted:
                     self.aborted_earlier = reply.already_aborted
