@@ -3,7 +3,10 @@
 Each benchmark module in `BENCHMARK_MODULES` has `register(subparsers)`.
 Benchmarks compare against a baseline measured in the same run (raw plyvel,
 bare sockets, `time.time_ns()`) and print the ratio, so figures from
-different machines can still be compared.
+different machines can still be compared; every header also says how fast
+the machine ran a fixed Python workload just then (`speed:`,
+tools/machine_speed.py), so figures from different hours of one shared
+machine can be too.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Callable, NoReturn
 
 from hlc import parse_duration_ns
 from tools.errors import EXIT_USAGE
+from tools.machine_speed import measure_ns, speed_text
 from txn.node.config import MAX_TABLETS
 
 BENCHMARK_MODULES: tuple[str, ...] = (
@@ -57,12 +61,20 @@ def _one_line_error(parser: argparse.ArgumentParser) -> Callable[[str], NoReturn
 
 
 def print_setup(name: str, **settings: object) -> None:
-    """The header every benchmark prints: what ran, where, with which settings."""
+    """The header every benchmark prints: what ran, where, how fast the machine ran Python just
+    then (tools/machine_speed.py), with which settings."""
     print(f"benchmark: {name}")
     print(f"machine:   {platform.machine()}, python {platform.python_version()}, {platform.system()}")
+    print(f"speed:     {speed_text(measure_ns())}")
     for key, value in settings.items():
         print(f"{key + ':':<10} {value}")
     sys.stdout.flush()
+
+
+def print_speed_at_end() -> None:
+    """The machine's speed again once a long benchmark's cluster has stopped: with the header's
+    reading it brackets the run (a drift between the two says the figures straddle it)."""
+    print(f"speed at the end: {measure_ns():.0f} ns per step (the header's `speed:` again)", flush=True)
 
 
 def positive_seconds(text: str) -> float:

@@ -82,7 +82,7 @@ import attrs
 import trio
 
 from hlc import parse_duration_ns
-from tools.bench import client_counts, duration_text, positive_int, positive_seconds, print_setup, tablet_count
+from tools.bench import client_counts, duration_text, positive_int, positive_seconds, print_setup, print_speed_at_end, tablet_count
 from tools.bench_idle import cpu_seconds, rss_kb
 from tools.box_cpu import BoxStat, box_note, read_box
 from tools.errors import CliError
@@ -405,6 +405,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{kind + TLS_SUFFIX:<16} {level:>7}  throughput x{ops:.2f}  p50 x{p50:.2f}", flush=True)
     if profiler:
         print(profiler.report(), flush=True)
+    print_speed_at_end()
     return 0
 
 

@@ -50,7 +50,7 @@ import time
 import trio
 
 from hlc import parse_duration_ns
-from tools.bench import client_counts, duration_text, positive_int, positive_seconds, print_setup
+from tools.bench import client_counts, duration_text, positive_int, positive_seconds, print_setup, print_speed_at_end
 from tools.bench_kv import PREFERRED_LEADERS_WAIT_S, CpuWindow, cpu_note, task_cpu_snapshots, wait_preferred_leaders
 from tools.errors import CliError
 from tools.localcluster import LocalCluster
@@ -268,4 +268,5 @@ def run(args: argparse.Namespace) -> int:
     finally:
         cluster.stop_all()
         shutil.rmtree(directory, ignore_errors=True)
+    print_speed_at_end()
     return 0

@@ -36,6 +36,9 @@ def test_bench_txn_commits_every_kind_and_prints_ratios() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "benchmark: txn" in out and "mutual TLS on" in out, out
+    # The machine's speed when the run began and once its cluster stopped (tools/machine_speed.py).
+    assert re.search(r"^speed: +\d+ ns per step of a fixed Python workload", out, re.MULTILINE), out
+    assert re.search(r"^speed at the end: \d+ ns per step", out, re.MULTILINE), out
     # Measured once every tablet is led by its preferred leader (cluster.toml: t1 n1, t2 n2, ...).
     assert re.search(r"^leaders: +t1 n1, t2 n2, t3 n3, t4 n1$", out, re.MULTILINE), out
     rows = {kind: (int(clients), int(rate.replace(",", "")), int(errors), ratio)
