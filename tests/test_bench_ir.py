@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import random
 import stat
 import sys
 
@@ -31,6 +32,17 @@ ops = int(done.stdout.split()[-1])
 sys.stderr.write(f"==1== Collected : {{7_000_000 + 1000 * ops}}\\n")
 sys.exit(done.returncode)
 """
+
+
+def test_a_transfer_spans_two_tablets_led_by_two_nodes() -> None:
+    # `bench txn`'s transfer is a two-phase commit: its keys must never share a tablet or a leader.
+    tablets = ir_workload.plan(4).tablets
+    stream = random.Random(1)
+    for _ in range(200):
+        left, right = ir_workload.transfer_keys(stream)
+        (on_left,), (on_right,) = ([t for t in tablets if t.contains(key)] for key in (left, right))
+        assert (on_left.id, on_right.id) == ("t1", "t3"), (left, right)
+        assert on_left.preferred_leader != on_right.preferred_leader
 
 
 def test_the_workload_does_the_same_operations_every_run() -> None:

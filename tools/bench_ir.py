@@ -35,7 +35,7 @@ from tools.errors import CliError
 
 # tools/ir_workload.py's kinds. Defined here, not imported from it: it imports the whole simulation
 # (0.4 s), and every `chronodb bench ...` command imports this module to register it.
-KINDS = ("write", "past-read")
+KINDS = ("write", "past-read", "transfer")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHORT_FRACTION = 0.25  # the short run's share of --seconds
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--against", metavar="REV", help="a git revision to count too, as the baseline (e.g. HEAD~3)")
     parser.add_argument("--kinds", default="write,past-read", help=f"comma-separated, from {', '.join(KINDS)} "
-                        "(default both)")
+                        "(default write,past-read)")
     parser.add_argument("--clients", type=positive_int, default=16, help="closed-loop workers (default 16)")
     parser.add_argument("--seconds", type=positive_seconds, default=1.0,
                         help=f"virtual seconds of the long run; the short one is {SHORT_FRACTION:g} of it (default 1)")

@@ -3,9 +3,11 @@
 Role: one deterministic workload for instruction counting. Three real nodes
 (3 tablets, one led by each) and the real client on the simulated network
 (txn/sim: DictEngine stores, a 1 ms network, no faults, the virtual clock),
-`clients` closed-loop workers doing `kind` operations (single-key writes, or
-reads 1 s in the past at the nearest replica) for `seconds` of virtual time
-after the leaders settle. Prints `ops <n>` on stdout.
+`clients` closed-loop workers doing `kind` operations (single-key writes,
+reads 1 s in the past at the nearest replica, or `bench txn`'s transfers:
+two-phase commits between one of 1,000 keys on t1 and one on t3, retried
+when aborted) for `seconds` of virtual time after the leaders settle.
+Prints `ops <n>` on stdout (transfers: committed ones).
 
 Invariants: nothing depends on the real clock or on CPU speed (trio's
 MockClock, the scheduler seeded, keys drawn from seeded streams), so two
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import random
 
 import attrs
@@ -27,6 +30,7 @@ import trio
 import trio.testing
 
 from tools.bench_ir import KINDS
+from txn.client.transaction import Transaction
 from txn.net.simnet import SimNetwork
 from txn.node.config import TabletConfig
 from txn.sim.cluster_sim import SimCluster, seed_trio_scheduler
@@ -35,6 +39,8 @@ from txn.sim.plan import SPLITS, SimPlan
 NODES = ("n1", "n2", "n3")
 SETTLE_S = 3.0  # virtual seconds for elections and the preferred leaders to serve
 KEYS = tuple(bytes([first]) + b"%03d" % i for first in b"aeimquy" for i in range(20))  # spread over the tablets
+ACCOUNTS = 1000  # a transfer's keys: one of as many on t1 (led by n1) and on t3 (n3), as `bench txn` draws
+LEFT, RIGHT = b"a", b"m"  # their prefixes: below SPLITS[0] (t1) and above SPLITS[1] (t3)
 PLAN_SEED = 3
 PAST_NS = 1_000_000_000  # a past read 1 s back: beyond every wait of a replica (safe time, 2 x max_offset)
 
@@ -75,6 +81,11 @@ async def _run(kind: str, clients: int, seconds: float) -> int:
                 stream = random.Random(number)
                 end_s = trio.current_time() + seconds
                 while trio.current_time() < end_s:
+                    if kind == "transfer":
+                        await client.run_transaction(functools.partial(transfer, *transfer_keys(stream)),
+                                                     max_attempts=20)
+                        done += 1
+                        continue
                     key = stream.choice(KEYS)
                     if kind == "write":
                         await client.write([(key, b"x" * 32)])
@@ -87,6 +98,19 @@ async def _run(kind: str, clients: int, seconds: float) -> int:
                     workers.start_soon(worker, number)
         nursery.cancel_scope.cancel()
     return done
+
+
+def transfer_keys(stream: random.Random) -> tuple[bytes, bytes]:
+    """A transfer's two accounts, drawn from `stream`: one on t1, one on t3."""
+    return LEFT + b"%04d" % stream.randrange(ACCOUNTS), RIGHT + b"%04d" % stream.randrange(ACCOUNTS)
+
+
+async def transfer(left: bytes, right: bytes, tx: Transaction) -> None:
+    """`bench txn`'s transfer: read both keys, move one unit (a two-phase commit: t1 and t3)."""
+    a = int(await tx.get(left) or b"100")
+    b = int(await tx.get(right) or b"100")
+    tx.put(left, b"%d" % (a - 1))
+    tx.put(right, b"%d" % (b + 1))
 
 
 def run(kind: str, clients: int, seconds: float) -> int:
