@@ -67,7 +67,9 @@ async def _run(kind: str, clients: int, seconds: float) -> int:
         for node in NODES:
             cluster.start_node(node, nursery)
         await trio.sleep(SETTLE_S)
-        homes = [cluster.client(f"c{i}", NODES[i]) for i in range(len(NODES))]
+        # Seeded client streams: transaction ids and retry waits come from them.
+        homes = [cluster.client(f"c{i}", NODES[i], rng=random.Random(f"{PLAN_SEED}/client/{i}"))
+                 for i in range(len(NODES))]
         async with contextlib.AsyncExitStack() as stack:
             for home in homes:
                 await stack.enter_async_context(home.open())

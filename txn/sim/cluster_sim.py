@@ -248,9 +248,11 @@ class SimCluster:
 
     # ---- workload ------------------------------------------------------------
 
-    def client(self, name: str, home: str) -> SimClient:
+    def client(self, name: str, home: str, rng: random.Random | None = None) -> SimClient:
+        """`rng`: the client library's random stream (transaction ids, retry jitter); seed it
+        wherever the same run must do the same operations."""
         return SimClient(name, self.net, self.plan.node_ids, MAX_OFFSET_NS, self.history, home=home,
-                         in_flight=self.write_in_flight)
+                         in_flight=self.write_in_flight, rng=rng)
 
     async def run_client(self, client: SimClient, stream: random.Random, end_s: float) -> None:
         async with client.open():
