@@ -7,7 +7,7 @@ writes the key under the new leader, and the transaction reads the key again
 write on top of the stale first read, since the commit checks the locks held
 now (`chronodb verify --workload list-append --nemesis kill,partition` found it
 as G-single). The reads' replies name their leases, and the client aborts the
-attempt as `lost_locks` (txn/client/transaction.py `_check_lease`)."""
+attempt as `lost_locks` (txn/client/transaction.py `_lost_locks`)."""
 
 from __future__ import annotations
 

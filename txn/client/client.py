@@ -205,7 +205,7 @@ class Client(ConnectionPool):
         raises (`TxnAborted` on a `txn_aborted` reply, `OutcomeUnknown`)."""
         total_s = timeout_s or self.timeout_s
         deadline_s = trio.current_time() + total_s
-        backoff = Backoff()
+        backoff: Backoff | None = None  # made at the first retry: most requests succeed at once
         attempt = 0
         last_problem = "no replica answered"
         while True:
@@ -216,7 +216,9 @@ class Client(ConnectionPool):
                                           fraction=self.attempt_timeout_fraction)
             known_leader = self.leaders.get(tablet.id)
             order = leader_order(tablet, known_leader) if leader else nearest_order(tablet, known_leader, self.home)
-            node = demote(order, self._slow_nodes())[attempt % len(order)]
+            if self._slow_until:
+                order = demote(order, self._slow_nodes())
+            node = order[attempt % len(order)]
             attempt += 1
             address = self.nodes.get(node)
             if address is None:
@@ -232,7 +234,7 @@ class Client(ConnectionPool):
                 last_problem = str(error)
                 self._mark_slow(tablet, node)
                 attempt = 0  # the order changed: start it over, the slow node now last
-                await trio.sleep(min(backoff.take(), max(0.0, deadline_s - trio.current_time())))
+                backoff = await self._back_off(backoff, deadline_s)
                 continue
             except TransportError as error:
                 if is_write:
@@ -242,7 +244,7 @@ class Client(ConnectionPool):
                 if isinstance(error, RpcTimeout):
                     self._mark_slow(tablet, node)
                     attempt = 0
-                await trio.sleep(min(backoff.take(), max(0.0, deadline_s - trio.current_time())))
+                backoff = await self._back_off(backoff, deadline_s)
                 continue
             if not isinstance(reply, api.ErrorReply):
                 if leader:
@@ -267,10 +269,18 @@ class Client(ConnectionPool):
                 # No hint, or one naming a node that just timed out on us (the
                 # replica has not noticed yet): ask the next replica instead.
                 self.leaders.pop(tablet.id, None)
-                await trio.sleep(min(backoff.take(), max(0.0, deadline_s - trio.current_time())))
+                backoff = await self._back_off(backoff, deadline_s)
         if leader or is_write:
             raise NoLeader(f"tablet {tablet.id} had no serving leader within {total_s:g}s ({last_problem})")
         raise RequestTimeout(f"no replica of tablet {tablet.id} served the read in time ({last_problem})")
+
+    @staticmethod
+    async def _back_off(backoff: Backoff | None, deadline_s: float) -> Backoff:
+        """Wait out the next delay of `backoff` (made here at a request's first retry), never past
+        `deadline_s`; returns it for the next retry."""
+        backoff = backoff or Backoff()
+        await trio.sleep(min(backoff.take(), max(0.0, deadline_s - trio.current_time())))
+        return backoff
 
     def _mark_slow(self, tablet: api.TabletInfo, node: str) -> None:
         """The node let an attempt time out or could not be reached: ask it last for a while."""

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, TypeVar
 
 import trio
 
@@ -87,8 +87,10 @@ class Transaction:
             # (a timeout) the leader may still grant the lock, and abort must free it.
             self._read_set(tablet.id)
             reply = await self._send(tablet, lambda t: api.TxnReadRequest(tablet.id, self.txn_id, self.priority, key, t))
-            self._read_set(tablet.id).add_key(key)
-            await self._check_lease(tablet.id, reply.served_by, reply.lease)
+            read_set = self._read_set(tablet.id)
+            read_set.add_key(key)
+            if not read_set.same_lease(reply.served_by, reply.lease):
+                await self._lost_locks(tablet.id, reply.served_by, reply.lease)
             row = ReadRow(key, reply.value, reply.version_ts)
         self.reads.append(row)
         return row.value
@@ -121,8 +123,10 @@ class Transaction:
                 tablet.id, self.txn_id, self.priority, c, end, p, t))
             # The leader locked the whole requested range (already clipped to
             # the tablet) and checks at commit that this exact range is held.
-            self._read_set(tablet.id).add_range(api.KeyRange(cursor, end))
-            await self._check_lease(tablet.id, reply.served_by, reply.lease)
+            read_set = self._read_set(tablet.id)
+            read_set.add_range(api.KeyRange(cursor, end))
+            if not read_set.same_lease(reply.served_by, reply.lease):
+                await self._lost_locks(tablet.id, reply.served_by, reply.lease)
             covered = scanned_range(cursor, end, reply.rows, page, more=reply.more)
             merged = merge_rows(reply.rows, self._writes, covered.start, covered.end)
             if len(merged) > rows_left:
@@ -134,18 +138,18 @@ class Transaction:
             cursor = covered.end
         return out
 
-    async def _check_lease(self, tablet_id: str, served_by: str, lease: int) -> None:
-        """Every read of a tablet must come under one leader's lease: its shared locks live in that
-        leader's memory, and a new leader starts without them. A read under another lease means
+    async def _lost_locks(self, tablet_id: str, served_by: str, lease: int) -> None:
+        """A read of the tablet came under another leader's lease than its first (`ReadSet.same_lease`
+        said no). Every read of a tablet must come under one leader's lease: its shared locks live in
+        that leader's memory, and a new leader starts without them. A read under another lease means
         the earlier reads' locks are gone (another transaction may have written those keys since),
         even if this read took a lock again, and the commit's check of the locks it holds now
         would pass: found by `chronodb verify --workload list-append --nemesis kill,partition`
         (G-single: a key read twice in one attempt, before and after a writer's commit)."""
-        if not self._read_set(tablet_id).same_lease(served_by, lease):
-            first = self._read_set(tablet_id).lease
-            await self.abort()  # no commit of these reads, even if the caller catches the error
-            raise TxnAborted(self.txn_id, "lost_locks", f"tablet {tablet_id} read under the lease of {served_by} "
-                             f"({lease}) after reads under {first}: the earlier reads' locks were lost")
+        first = self._read_set(tablet_id).lease
+        await self.abort()  # no commit of these reads, even if the caller catches the error
+        raise TxnAborted(self.txn_id, "lost_locks", f"tablet {tablet_id} read under the lease of {served_by} "
+                         f"({lease}) after reads under {first}: the earlier reads' locks were lost")
 
     def put(self, key: bytes, value: bytes) -> None:
         """Buffer a write; a key or value over the cluster's limits raises `TooLarge` here."""
@@ -241,7 +245,10 @@ class Transaction:
         return tablet
 
     def _read_set(self, tablet_id: str) -> ReadSet:
-        return self._read_sets.setdefault(tablet_id, ReadSet())
+        read_set = self._read_sets.get(tablet_id)
+        if read_set is None:
+            read_set = self._read_sets[tablet_id] = ReadSet()
+        return read_set
 
     def _touched(self) -> list[str]:
         return [tablet_id for tablet_id in self._tablets if tablet_id in self._read_sets or self._writes_in(tablet_id)]
@@ -293,15 +300,35 @@ async def snapshot_ts(client: "Client", *, at: Timestamp | None, stale: int | st
     return stale_ts(reply, stale_ns)
 
 
-@contextlib.asynccontextmanager
-async def open_transaction(client: "Client", priority: Timestamp | None = None) -> AsyncIterator[Transaction]:
+def open_transaction(client: "Client", priority: Timestamp | None = None) -> "TransactionBlock":
     """`async with`: commits when the block ends normally, aborts (and re-raises) when it raises."""
-    if priority is None:
-        priority = await client.node_now()
-    tx = Transaction(client, client.next_txn_id(), priority)
-    try:
-        yield tx
-    except BaseException as error:
+    return TransactionBlock(client, priority)
+
+
+class TransactionBlock:
+    """The `async with` of one transaction attempt (`open_transaction`). A class rather than an
+    `asynccontextmanager` generator: every transaction enters one, and the generator's machinery
+    cost more than the rest of the client's bookkeeping for a transaction (12-06)."""
+
+    def __init__(self, client: "Client", priority: Timestamp | None) -> None:
+        self.client = client
+        self.priority = priority
+        self.tx: Transaction | None = None
+
+    async def __aenter__(self) -> Transaction:
+        priority = self.priority
+        if priority is None:
+            priority = await self.client.node_now()
+        self.tx = Transaction(self.client, self.client.next_txn_id(), priority)
+        return self.tx
+
+    async def __aexit__(self, exc_type: Any, error: BaseException | None, traceback: Any) -> bool:
+        tx = self.tx
+        assert tx is not None, "exited a transaction block that was never entered"
+        if error is None:
+            if tx.state == "active":
+                await tx.commit()
+            return False
         await tx.abort()
         if tx.aborted_earlier and isinstance(error, Exception) and not isinstance(error, (TxnAborted, OutcomeUnknown)):
             # The block failed on reads of a transaction that had already been
@@ -310,9 +337,7 @@ async def open_transaction(client: "Client", priority: Timestamp | None = None) 
             raise TxnAborted(tx.txn_id, tx.aborted_earlier,
                              f"transaction {tx.txn_id} had been aborted ({tx.aborted_earlier}) when its block raised "
                              f"{error!r}; its reads since then were not protected by locks") from error
-        raise
-    if tx.state == "active":
-        await tx.commit()
+        return False  # the block's exception goes on
 
 
 async def run_with_retries(
@@ -367,5 +392,5 @@ async def apply_ops(target: Transaction | Snapshot, ops: Sequence[Op]) -> None:
             raise ClientError(f"bad operation {tuple(op)!r}: expected (get, k), (put, k, v), (delete, k) or (scan, start, end[, limit])")
 
 
-__all__ = ["Op", "ReadRow", "Snapshot", "Transaction", "apply_ops", "open_transaction", "run_transaction",
+__all__ = ["Op", "ReadRow", "Snapshot", "Transaction", "TransactionBlock", "apply_ops", "open_transaction", "run_transaction",
            "run_with_retries", "snapshot_ts"]
