@@ -320,6 +320,11 @@ class Node:
                 problem = oversize(writes, self.config.max_key_bytes, self.config.max_value_bytes)
                 if problem is not None:
                     raise failure(api.ErrorCode.BAD_REQUEST, problem)
+        handler = TXN_HANDLERS.get(type(msg))  # first: a transaction's requests are most of the traffic
+        if handler is not None:
+            if self.fenced:
+                raise failure(api.ErrorCode.UNAVAILABLE, f"{self.node_id} is fenced: its clock is out of bounds")
+            return await handler(self.replica(msg.tablet_id).txns, msg)
         if isinstance(msg, api.TabletMapRequest):
             return self.tablet_map()
         if isinstance(msg, api.StatusRequest):
@@ -354,11 +359,6 @@ class Node:
             return await export_page(self.replica(msg.tablet_id), msg)
         if isinstance(msg, api.TimestampRequest):
             return api.TimestampReply(self.clock.now(), self.config.max_offset_ns)
-        handler = TXN_HANDLERS.get(type(msg))
-        if handler is not None:
-            if self.fenced:
-                raise failure(api.ErrorCode.UNAVAILABLE, f"{self.node_id} is fenced: its clock is out of bounds")
-            return await handler(self.replica(msg.tablet_id).txns, msg)
         raise failure(api.ErrorCode.BAD_REQUEST, f"unknown request {type(msg).__name__}")
 
     async def call_tablet(self, tablet_id: str, message: object, timeout_s: float, *, resend: bool = True) -> object:
