@@ -5,8 +5,7 @@ Benchmarks compare against a baseline measured in the same run (raw plyvel,
 bare sockets, `time.time_ns()`) and print the ratio, so figures from
 different machines can still be compared; every header also says how fast
 the machine ran a fixed Python workload just then (`speed:`,
-tools/machine_speed.py), so figures from different hours of one shared
-machine can be too.
+tools/machine_speed.py): runs whose readings differ are not compared.
 """
 
 from __future__ import annotations

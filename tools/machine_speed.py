@@ -2,11 +2,15 @@
 
 Role: every benchmark's header (`tools/bench.py` `print_setup`) and the last line of the
 cluster benchmarks (`bench kv`, `bench txn`) say how long one step of a fixed pure-Python
-workload took then. On a shared 2-core virtual machine the same code ran 1.6x apart from one
-hour to the next (12-06: 1,995 against 1,171 us of node CPU per transfer): without a reading
-of the machine's own speed in the same run, two runs' figures cannot be told apart from a
-change in the code. Compare runs whose readings are close; a figure that moved while the
-reading did not is the code's doing.
+workload took then: how fast this CPU ran plain Python with a small working set (its clock,
+time stolen by the host, another busy process). Runs whose readings differ were not on the
+same machine, as far as Python is concerned: do not compare their figures.
+
+Not sufficient: on 12-06 one tree's `bench txn` transfers went from 716-797 a second (at
+readings of 240-282 ns) to 862-926 an hour later (254-273 ns), alternated with another tree
+both times: what moved was not the CPU's Python speed (the memory system, the disk, the kernel's networking and the
+state after boot are not in this workload). Equal readings still call for alternated runs,
+and CPU changes of a few percent for `bench ir`.
 
 Invariants:
 - The workload is fixed and uses nothing of chronodb (a change to the code under test never
