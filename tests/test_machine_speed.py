@@ -24,7 +24,7 @@ def test_the_workload_is_fixed_and_does_its_work() -> None:
 
 
 def test_a_slower_machine_reads_higher(monkeypatch: pytest.MonkeyPatch) -> None:
-    fast = machine_speed.measure_ns(repeats=3, steps=2000)
+    fast = machine_speed.measure_ns(repeats=5, steps=2000)  # best of 5: a loaded box only slows some runs
     assert fast > 0
     original = machine_speed._step
 

@@ -82,7 +82,9 @@ import attrs
 import trio
 
 from hlc import parse_duration_ns
-from tools.bench import client_counts, duration_text, positive_int, positive_seconds, print_setup, print_speed_at_end, tablet_count
+from tools.bench import (
+    client_counts, duration_text, positive_int, positive_seconds, print_setup, print_speed_at_end, tablet_count,
+)
 from tools.bench_idle import cpu_seconds, rss_kb
 from tools.box_cpu import BoxStat, box_note, read_box
 from tools.errors import CliError
