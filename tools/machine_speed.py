@@ -8,9 +8,9 @@ same machine, as far as Python is concerned: do not compare their figures.
 
 Not sufficient: on 12-06 one tree's `bench txn` transfers went from 716-797 a second (at
 readings of 240-282 ns) to 925-926 an hour later (254-273 ns), alternated with another tree
-both times: what moved was not the CPU's Python speed (the memory system, the disk, the kernel's networking and the
-state after boot are not in this workload). Equal readings still call for alternated runs,
-and CPU changes of a few percent for `bench ir`.
+both times: what moved was not the CPU's Python speed (the memory system, the disk, the
+kernel's networking and the state after boot are not in this workload). Equal readings
+still call for alternated runs, and CPU changes of a few percent for `bench ir`.
 
 Invariants:
 - The workload is fixed and uses nothing of chronodb (a change to the code under test never
