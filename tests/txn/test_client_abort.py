@@ -10,43 +10,24 @@ two-tablet cluster (pluggable dialer), no sockets."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from hlc import HybridClock, Timestamp
+from hlc import HybridClock
 from hlc.physical import SystemClock
 from txn import api
 from txn.client import open_client
 from txn.client.errors import TxnAborted
 from txn.client.transaction import open_transaction
 
-from tests.txn.fake_node import FakeNode
-
-ADDRESS = ("127.0.0.1", 7001)
-ALICE = api.TabletInfo("t1", b"", b"m", ("n1",), "n1")
-ZED = api.TabletInfo("t2", b"m", None, ("n1",), "n1")
-TS = Timestamp(1_800_000_000_000_000_000, 0)
+from tests.txn.fake_node import ADDRESS, TS, TwoTablets
 
 
-class RefusingCoordinator(FakeNode):
-    """One node leading both tablets: reads answer, every commit is refused `txn_aborted`."""
+class RefusingCoordinator(TwoTablets):
+    """Reads answer, every commit is refused `txn_aborted`."""
 
-    def __init__(self) -> None:
-        self.received: list[Any] = []
-
-    def answer(self, message: Any) -> Any:
-        self.received.append(message)
-        if isinstance(message, api.TabletMapRequest):
-            return api.TabletMapReply("c1", 10_000_000, [api.NodeInfo("n1", *ADDRESS)], [ALICE, ZED])
-        if isinstance(message, api.TxnReadRequest):
-            return api.TxnReadReply(b"10", TS, TS, "n1", 7)
-        if isinstance(message, api.CommitRequest):
-            return api.ErrorReply(api.ErrorCode.TXN_ABORTED, "participant t2: wounded", None, None,
-                                  api.AbortReason.WOUNDED)
-        if isinstance(message, api.AbortRequest):
-            return api.AbortReply(None)
-        raise AssertionError(f"unexpected {message!r}")
+    def commit(self, message: api.CommitRequest) -> api.ErrorReply:
+        return api.ErrorReply(api.ErrorCode.TXN_ABORTED, "participant t2: wounded", None, None,
+                              api.AbortReason.WOUNDED)
 
 
 async def test_a_refused_commit_frees_every_tablet_and_asks_no_decision() -> None:

@@ -15,39 +15,21 @@ from typing import Any
 
 import pytest
 
-from hlc import HybridClock, Timestamp
+from hlc import HybridClock
 from hlc.physical import SystemClock
 from txn import api
 from txn.client import open_client
 from txn.client.errors import TxnAborted
 from txn.client.transaction import open_transaction
 
-from tests.txn.fake_node import FakeNode
-
-ADDRESS = ("127.0.0.1", 7001)
-ALICE = api.TabletInfo("t1", b"", b"m", ("n1",), "n1")
-ZED = api.TabletInfo("t2", b"m", None, ("n1",), "n1")
-TS = Timestamp(1_800_000_000_000_000_000, 0)
+from tests.txn.fake_node import ADDRESS, TS, TwoTablets
 
 
-class OneNode(FakeNode):
-    """Leads both tablets; reads answer, commits commit, aborts say `already_aborted`."""
+class OneNode(TwoTablets):
+    """Reads answer, commits commit, aborts say `already_aborted`."""
 
-    def __init__(self, already_aborted: str | None = None) -> None:
-        self.already_aborted = already_aborted
-        self.received: list[Any] = []
-
-    def answer(self, message: Any) -> Any:
-        self.received.append(message)
-        if isinstance(message, api.TabletMapRequest):
-            return api.TabletMapReply("c1", 10_000_000, [api.NodeInfo("n1", *ADDRESS)], [ALICE, ZED])
-        if isinstance(message, api.TxnReadRequest):
-            return api.TxnReadReply(b"10", TS, TS, "n1", 7)
-        if isinstance(message, api.CommitRequest):
-            return api.CommitReply(TS, 0)
-        if isinstance(message, api.AbortRequest):
-            return api.AbortReply(self.already_aborted)
-        raise AssertionError(f"unexpected {message!r}")
+    def commit(self, message: api.CommitRequest) -> api.CommitReply:
+        return api.CommitReply(TS, 0)
 
     def kinds(self) -> list[str]:
         return [type(m).__name__ for m in self.received if not isinstance(m, api.TabletMapRequest)]
