@@ -375,19 +375,75 @@ async def test_only_a_lone_commit_wait_spends_its_last_moment_awake(
 
 async def test_an_idle_commit_wait_timer_sleeps_until_an_apply_wakes_it(mock_clock) -> None:
     """With nothing in commit-wait the timer sleeps (IDLE_WAIT_S, not a 50 ms poll: idle cost);
-    the apply that starts a commit-wait wakes it, so the release is not late by that sleep."""
+    the batch of applies that starts a commit-wait wakes it, so the release is not late by that
+    sleep (trio's clock moves here only by the commit-wait's 10 ms and one more)."""
     replica, physical = follower_replica()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(replica._commit_wait_timer)
         await trio.testing.wait_all_tasks_blocked()
-        started = trio.current_time()
         pending = replica.leader.assign(replica.clock.now(), commit_wait=True)
-        replica.leader.applied(pending.ts, skipped=False, physical_now_ns=physical.now_ns())
-        physical.set(pending.release_after_ns + 1)
-        replica._notify()  # what _on_applied does after every apply
+        replica.leader.applied(pending.ts, skipped=False, physical_now_ns=physical.now_ns(), release=False)
+        replica._on_batch_applied()  # what the state machine calls after each batch of applies
         await trio.testing.wait_all_tasks_blocked()
-        assert pending.state is WriteState.DONE and trio.current_time() == started
+        assert pending.state is WriteState.APPLIED, "not due yet"
+        physical.set(pending.release_after_ns + 1)
+        mock_clock.jump(0.011)
+        await trio.testing.wait_all_tasks_blocked()
+        assert pending.state is WriteState.DONE
         nursery.cancel_scope.cancel()
+
+
+class TimerSteps(trio.abc.Instrument):
+    """Counts the task steps of a tablet replica's commit-wait timer."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith("_commit_wait_timer"):
+            self.steps += 1
+
+
+async def test_the_commit_wait_timer_wakes_only_for_a_release_before_the_one_it_waits_for(mock_clock) -> None:
+    """The timer is woken by the batch of applies that puts a release ahead of the one it sleeps
+    toward (or starts the first), by nothing else: not by every change of the tablet (`_notify`:
+    every batch applied, every lock freed; a follower's tablet changes with each apply and never
+    has a commit-wait), nor by an apply whose release comes after the one it waits for. Then it
+    releases both at their time."""
+    physical = ManualClock()
+    replica = commit_wait_replica(physical, False)
+    counter = TimerSteps()
+    trio.lowlevel.add_instrument(counter)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(replica._commit_wait_timer)
+            await trio.testing.wait_all_tasks_blocked()
+            counter.steps = 0
+            for _ in range(3):
+                replica._notify()
+                replica._on_batch_applied()  # a batch with nothing in commit-wait (a follower's, say)
+                await trio.testing.wait_all_tasks_blocked()
+            assert counter.steps == 0, "woken by changes that start no commit-wait"
+            first = replica.leader.assign(replica.clock.now(), commit_wait=True)
+            replica.leader.applied(first.ts, skipped=False, physical_now_ns=physical.now_ns(), release=False)
+            replica._on_batch_applied()
+            await trio.testing.wait_all_tasks_blocked()
+            assert counter.steps >= 1, "the first commit-wait must wake the idle timer"
+            counter.steps = 0
+            physical.advance(1_000_000)
+            later = replica.leader.assign(replica.clock.now(), commit_wait=True)
+            assert later.release_after_ns > first.release_after_ns
+            replica.leader.applied(later.ts, skipped=False, physical_now_ns=physical.now_ns(), release=False)
+            replica._on_batch_applied()
+            await trio.testing.wait_all_tasks_blocked()
+            assert counter.steps == 0, "woken for a release after the one it already sleeps toward"
+            physical.set(later.release_after_ns + 1)
+            mock_clock.jump(0.050)
+            await trio.testing.wait_all_tasks_blocked()
+            assert first.state is WriteState.DONE and later.state is WriteState.DONE
+            nursery.cancel_scope.cancel()
+    finally:
+        trio.lowlevel.remove_instrument(counter)
 
 
 async def test_a_write_takes_its_timestamp_from_its_requests_arrival() -> None:

@@ -9,7 +9,10 @@ proposes, waits and answers.
 
 Tasks per replica: the Paxos driver's owner task; the leadership loop (new
 lease -> wait out the predecessor -> barrier -> serving); one commit-wait
-timer (the core's `next_wake_ns`, on the physical clock); the safe-time log
+timer (the core's `next_wake_ns`, on the physical clock; woken early only
+by a batch of applies that puts a release ahead of the one it sleeps
+toward, never by the tablet's other changes: a follower's timer sleeps
+through its applies); the safe-time log
 loop (an idle serving leader proposes a `SafeTimeAdvance` every
 `SAFE_TIME_LOG_INTERVAL_NS`, so that a restart finds a recent safe time);
 the space loop (GC behind
@@ -135,6 +138,11 @@ class TabletReplica:
         # applied here, in ns of monotonic_ns (the node's metrics: txn/node/metrics.py).
         self.observe_proposal_ns: Callable[[int], None] = _ignore
         self._changed = trio.Event()
+        # The commit-wait timer's own wake-up (`_commit_wait_releases`): set only when an apply
+        # puts a release ahead of the one the timer sleeps toward (`_timer_wake_ns`, None: it
+        # sleeps idle), not on every change of the tablet. A follower's timer never wakes for it.
+        self._timer_event = trio.Event()
+        self._timer_wake_ns: int | None = None
         self.txns = TabletTransactions(self, decision_retention_s=decision_retention_ns / 1e9)
         self.started_writes = StartedWrites(self)
         self.paxos = PaxosDriver(
@@ -202,6 +210,11 @@ class TabletReplica:
         self._released(self.leader.tick(self._physical_ns()))
         self._promote_closed()
         self._notify()
+        wake_ns = self.leader.next_wake_ns()
+        if wake_ns is not None and (self._timer_wake_ns is None or wake_ns < self._timer_wake_ns):
+            self._timer_wake_ns = wake_ns  # told once: what follows in this sleep is later
+            self._timer_event.set()
+            self._timer_event = trio.Event()
 
     @property
     def readable_safe_ts(self) -> Timestamp:
@@ -247,18 +260,20 @@ class TabletReplica:
 
     async def _commit_wait_releases(self, precise: PreciseTimer | None) -> None:
         while True:
-            changed = self._changed
+            woken = self._timer_event
             released = self.leader.tick(self._physical_ns())
             if released:
                 self._released(released)
                 self._notify()
                 continue
             wake_ns = self.leader.next_wake_ns()
+            self._timer_wake_ns = wake_ns
             if wake_ns is None:
-                # Nothing in commit-wait: the next apply (`_on_applied` notifies) starts one. The
-                # timeout is only a fallback: on the node's coarse grid (txn/net/coarse_timer.py).
+                # Nothing in commit-wait: the next apply that starts one wakes the timer
+                # (`_on_batch_applied`). The timeout is only a fallback: on the node's coarse
+                # grid (txn/net/coarse_timer.py).
                 with trio.move_on_at(coarse_deadline(trio.current_time() + IDLE_WAIT_S)):
-                    await changed.wait()
+                    await woken.wait()
                 continue
             delay_ns = max(0, wake_ns - self._physical_ns())
             delay_s = min(POLL_S, delay_ns / 1e9)
@@ -274,7 +289,7 @@ class TabletReplica:
                     continue
                 delay_s -= TIMER_RESOLUTION_S
             with trio.move_on_after(delay_s):
-                await changed.wait()
+                await woken.wait()
 
     async def _leadership_loop(self) -> None:
         """Follow the lease: wait out the predecessor, propose the barrier, serve (txn/tablet/leader.py)."""
