@@ -1,6 +1,7 @@
 """`chronodb bench txn`: read-write transactions against a 3-node local cluster.
 
-Starts a fresh cluster (real node processes, LevelDB, commit-wait on) with
+Starts a fresh cluster (real node processes, LevelDB, commit-wait on; mutual
+TLS, or plain TCP with `--security insecure`, as `bench kv`'s insecure rows) with
 the default split (so "a..." and "k..." keys sit on different tablets led by
 different nodes), then for each concurrency (default 1, 16, 64) runs
 closed-loop clients for `--seconds` each doing one of:
@@ -56,7 +57,7 @@ from tools.errors import CliError
 from tools.localcluster import LocalCluster
 from tools.task_cpu import difference, report
 from txn.client import ClientError, open_client
-from txn.net.tls import client_tls_for_dir
+from txn.net.tls import client_tls_for_dir, is_insecure
 
 # The default 4-tablet split (first bytes b, j, t) puts these on t1 and t3, led by different nodes;
 # `run` checks that they land on different tablets (before 12-04 both started "acct-": one tablet,
@@ -80,6 +81,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--client-processes", type=positive_int, default=3, help="client OS processes (default 3)")
     parser.add_argument("--accounts", type=positive_int, default=1000, help="accounts per tablet (default 1000)")
     parser.add_argument("--max-offset", type=duration_text, default="10ms", help="cluster max_offset: commit-wait (default 10ms)")
+    parser.add_argument("--security", choices=("tls", "insecure"), default="tls",
+                        help="the cluster: tls, mutual TLS (default), or insecure, plain TCP (as `bench kv`'s "
+                        "insecure rows and etcd in ../shared/bench/vs_etcd.sh run)")
     parser.add_argument("--task-cpu", action="store_true",
                         help="under each row, the nodes' event loop CPU per committed transaction by trio task "
                         "(CPU time read around every task step; tools/task_cpu.py)")
@@ -218,8 +222,13 @@ def phases_line(phases: dict) -> str | None:
 def run(args: argparse.Namespace) -> int:
     levels = [int(x) for x in args.concurrency.split(",")]
     max_offset_ns = parse_duration_ns(args.max_offset)
+    directory = pathlib.Path(tempfile.mkdtemp(prefix="chronodb-bench-txn-"))
+    cluster = LocalCluster(directory / "data", tablets=4, max_offset_ns=max_offset_ns, insecure=args.security == "insecure",
+                           task_cpu_dir=directory if args.task_cpu else None)
     print_setup(
-        "txn", cluster="3 nodes, 4 tablets (default split), 3 replicas, fresh LevelDB dirs, loopback TCP, mutual TLS on",
+        "txn", cluster="3 nodes, 4 tablets (default split), 3 replicas, fresh LevelDB dirs, loopback TCP, "
+        # read back from the data directory the nodes start from, not from the flag
+        + ("insecure (no TLS)" if is_insecure(cluster.data_dir) else "mutual TLS on"),
         max_offset=args.max_offset, duration=f"{args.seconds}s per figure",
         clients=f"closed loop, {args.client_processes} client processes, {args.accounts} accounts per tablet, "
                 "run_transaction with up to 20 attempts",
@@ -227,9 +236,6 @@ def run(args: argparse.Namespace) -> int:
         workloads="transfer = read+write 2 keys on 2 tablets (2PC); rmw = read+write 2 keys on 1 tablet (one phase); "
                   "write = plain single-key put, all to the transfers' first tablet",
     )
-    directory = pathlib.Path(tempfile.mkdtemp(prefix="chronodb-bench-txn-"))
-    cluster = LocalCluster(directory / "data", tablets=4, max_offset_ns=max_offset_ns,
-                           task_cpu_dir=directory if args.task_cpu else None)
     try:
         left, right = cluster.config.tablet_for_key(LEFT), cluster.config.tablet_for_key(RIGHT)
         if left.id == right.id:

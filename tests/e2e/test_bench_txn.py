@@ -9,7 +9,8 @@ every row the CPU per transaction and the machine's load.
 No figure is compared with a speed (benchmarks measure; tests assert).
 A coordinator that aborts every commit (tried as a mutant) fails it: the
 transfers are two-phase commits (until 12-04 both of their keys sat on one
-tablet, and no transfer ever reached a coordinator).
+tablet, and no transfer ever reached a coordinator). `--security insecure`
+runs the same on plain TCP, as `bench kv`'s insecure rows.
 """
 
 from __future__ import annotations
@@ -76,3 +77,22 @@ def test_bench_txn_commits_every_kind_and_prints_ratios() -> None:
     assert sorted(steps) == ["rmw", "transfer", "write"] and all(total > 0 for total, _ in steps.values()), out
     assert steps["transfer"][1] >= 4, out
     assert steps["write"][1] < 0.5, out
+
+
+def test_bench_txn_runs_an_insecure_cluster_when_asked() -> None:
+    """`--security insecure`: the cluster runs on plain TCP (the header says so from the data
+    directory the nodes start from, not from the flag), and every kind still commits. A bench
+    that let the flag go (nodes started with TLS) would print "mutual TLS on"; nodes with TLS
+    under plain-TCP clients would commit nothing. `--security` takes nothing else."""
+    result = run_cli(["bench", "txn", "--seconds", "1", "--concurrency", "2", "--client-processes", "1",
+                      "--accounts", "50", "--security", "insecure"], timeout_s=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert re.search(r"^cluster: .*loopback TCP, insecure \(no TLS\)$", out, re.MULTILINE), out
+    assert "mutual TLS on" not in out, out
+    rows = {kind: (int(rate.replace(",", "")), int(errors))
+            for kind, _clients, rate, _p50, _p99, _retries, errors, _notes in ROW.findall(out)}
+    assert sorted(rows) == ["rmw", "transfer", "write"], out
+    assert all(rate > 0 and errors == 0 for rate, errors in rows.values()), out
+    refused = run_cli(["bench", "txn", "--security", "plain"], timeout_s=60)
+    assert refused.returncode != 0 and "--security" in refused.stderr and "invalid choice" in refused.stderr, refused.stderr
