@@ -225,18 +225,18 @@ def run(args: argparse.Namespace) -> int:
     directory = pathlib.Path(tempfile.mkdtemp(prefix="chronodb-bench-txn-"))
     cluster = LocalCluster(directory / "data", tablets=4, max_offset_ns=max_offset_ns, insecure=args.security == "insecure",
                            task_cpu_dir=directory if args.task_cpu else None)
-    print_setup(
-        "txn", cluster="3 nodes, 4 tablets (default split), 3 replicas, fresh LevelDB dirs, loopback TCP, "
-        # read back from the data directory the nodes start from, not from the flag
-        + ("insecure (no TLS)" if is_insecure(cluster.data_dir) else "mutual TLS on"),
-        max_offset=args.max_offset, duration=f"{args.seconds}s per figure",
-        clients=f"closed loop, {args.client_processes} client processes, {args.accounts} accounts per tablet, "
-                "run_transaction with up to 20 attempts",
-        concurrency=args.concurrency,
-        workloads="transfer = read+write 2 keys on 2 tablets (2PC); rmw = read+write 2 keys on 1 tablet (one phase); "
-                  "write = plain single-key put, all to the transfers' first tablet",
-    )
     try:
+        print_setup(
+            "txn", cluster="3 nodes, 4 tablets (default split), 3 replicas, fresh LevelDB dirs, loopback TCP, "
+            # read back from the data directory the nodes start from, not from the flag
+            + ("insecure (no TLS)" if is_insecure(cluster.data_dir) else "mutual TLS on"),
+            max_offset=args.max_offset, duration=f"{args.seconds}s per figure",
+            clients=f"closed loop, {args.client_processes} client processes, {args.accounts} accounts per tablet, "
+                    "run_transaction with up to 20 attempts",
+            concurrency=args.concurrency,
+            workloads="transfer = read+write 2 keys on 2 tablets (2PC); rmw = read+write 2 keys on 1 tablet (one phase); "
+                      "write = plain single-key put, all to the transfers' first tablet",
+        )
         left, right = cluster.config.tablet_for_key(LEFT), cluster.config.tablet_for_key(RIGHT)
         if left.id == right.id:
             raise CliError(f"bench txn: {LEFT!r} and {RIGHT!r} fall on one tablet ({left.id}): no transfer would be cross-tablet")
